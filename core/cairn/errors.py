@@ -1,0 +1,71 @@
+"""Cairn's exceptions, one tree, split by whose fault it is (the h11 / httpx habit).
+
+::
+
+    CairnError
+     ├── LocalError              we misused the API: a bug in the caller, raise it
+     │    ├── ReadOnlyError      a write on a log opened from a key alone
+     │    └── NotAvailableError  asked for a block or node this log does not hold
+     ├── RemoteError             bytes from outside were wrong: drop or ban the source, never crash
+     │    ├── DecodeError        malformed encoding (truncated, out of range, trailing bytes)
+     │    ├── VerificationError  a proof or signature does not check out
+     │    └── ForkError          two valid signatures disagree: the writer forked; the replica
+     │                           is frozen and the evidence kept
+     └── StorageError            a file on disk is damaged or not ours (truncated, flipped bytes)
+
+A decoder fed arbitrary bytes raises only :class:`DecodeError` (a :class:`RemoteError`).
+Wire error codes are ``IntEnum`` values of their protocol modules, apart from these exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CairnError",
+    "DecodeError",
+    "ForkError",
+    "LocalError",
+    "NotAvailableError",
+    "ReadOnlyError",
+    "RemoteError",
+    "StorageError",
+    "VerificationError",
+]
+
+
+class CairnError(Exception):
+    """Base of every exception Cairn raises on purpose."""
+
+
+class LocalError(CairnError):
+    """The caller misused the API."""
+
+
+class ReadOnlyError(LocalError):
+    """A write was attempted on a log that has no secret key."""
+
+
+class NotAvailableError(LocalError):
+    """A block or tree node was asked for that this log does not hold."""
+
+
+class RemoteError(CairnError):
+    """Data from outside (a peer, a file, a payload) was invalid."""
+
+
+class DecodeError(RemoteError):
+    """Bytes could not be decoded: truncated, out of range or with trailing garbage."""
+
+
+class VerificationError(RemoteError):
+    """A proof, hash or signature did not verify."""
+
+
+class ForkError(RemoteError):
+    """The writer signed two different trees for history that was already signed.
+
+    The replica keeps both signed states as evidence and refuses further updates.
+    """
+
+
+class StorageError(CairnError):
+    """A file on disk is damaged, truncated or not a Cairn file."""

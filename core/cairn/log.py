@@ -1,0 +1,653 @@
+"""A signed sparse append-only log, byte-compatible with Hypercore 11, stored in SQLite.
+
+A writable log is made from an Ed25519 key pair; a replica is opened from a key alone and only
+ever stores what verified to a signed root. Every change is one SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from cairn import flat_tree
+from cairn.bitfield import Bitfield
+from cairn.crypto import (
+    KeyPair,
+    Manifest,
+    decode_manifest,
+    decode_signature,
+    discovery_key,
+    encode_signature,
+    leaf_hash,
+    manifest_hash,
+    sign,
+    tree_hash,
+    tree_signable,
+    tree_signable_compat,
+    verify,
+)
+from cairn.errors import (
+    DecodeError,
+    ForkError,
+    NotAvailableError,
+    ReadOnlyError,
+    StorageError,
+    VerificationError,
+)
+from cairn.merkle import (
+    InvalidRequestError,
+    TreeBatch,
+    generate_proof,
+    root_nodes,
+    seek_block,
+    verify_tree,
+    verify_upgrade,
+)
+from cairn.messages import Data, DataBlock, Node, Request, encode_data
+from cairn.storage import Head, LogStorage, Meta, SyncMode
+
+__all__ = ["Applied", "Log", "VerifyReport"]
+
+log = logging.getLogger(__name__)
+
+_U64 = struct.Struct("<Q").pack
+_EMPTY_TREE = tree_hash([])
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a verified proof changed: the new length if it upgraded, the block if one was stored."""
+
+    upgraded: bool
+    block: int | None
+    length: int
+    fork: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    blocks: int
+    nodes: int
+    length: int
+
+
+class Log:
+    """One Hypercore 11 log in one SQLite file. Not thread-safe; one writer per file."""
+
+    def __init__(self, storage: LogStorage, meta: Meta, head: Head) -> None:
+        self._storage = storage
+        self._meta = meta
+        self._head = head
+        self._roots: list[Node] = root_nodes(storage, head.length) if head.length else []
+        self._bitfield = Bitfield()
+        for i in storage.block_indexes():
+            self._bitfield.set(i)
+        self._contiguous = self._bitfield.first_unset(0)
+        self._check_head()
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], key_pair: KeyPair, *, compat: bool = False,
+               sync: SyncMode = "normal") -> Log:
+        """A new writable log. Default: Hypercore 11 manifest v1; ``compat``: key = public key."""
+        if key_pair.secret_key is None:
+            raise ValueError("a writable log needs a secret key")
+        manifest = None if compat else Manifest(key_pair.public_key).encode()
+        key = key_pair.public_key if compat else manifest_hash(Manifest(key_pair.public_key))
+        meta = Meta(key, key_pair.public_key, key_pair.secret_key, manifest, compat, False)
+        return cls._init(path, meta, sync)
+
+    @classmethod
+    def replica(cls, path: str | os.PathLike[str], key: bytes, *,
+                sync: SyncMode = "normal") -> Log:
+        """A new read-only sparse replica of the log with this key."""
+        if len(key) != 32:
+            raise ValueError(f"a log key is 32 bytes, got {len(key)}")
+        return cls._init(path, Meta(key, None, None, None, False, False), sync)
+
+    @classmethod
+    def _init(cls, path: str | os.PathLike[str], meta: Meta, sync: SyncMode) -> Log:
+        storage = LogStorage(path, create=True, sync=sync)
+        head = Head(0, 0, 0, _EMPTY_TREE, None)
+        with storage.transaction() as db:
+            storage.put_meta(db, meta)
+            storage.put_head(db, head)
+        return cls(storage, meta, head)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, sync: SyncMode = "normal") -> Log:
+        """Open an existing log, checking its head against its signature."""
+        storage = LogStorage(path, create=False, sync=sync)
+        try:
+            return cls(storage, storage.read_meta(), storage.read_head())
+        except BaseException:
+            storage.close()
+            raise
+
+    def close(self) -> None:
+        self._storage.close()
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_head(self) -> None:
+        head = self._head
+        roots_hash = tree_hash(self._roots)
+        if roots_hash != head.tree_hash:
+            raise StorageError(f"{self._storage.path}: tree roots do not match the signed head")
+        if sum(r.size for r in self._roots) != head.byte_length:
+            raise StorageError(f"{self._storage.path}: byte length does not match the tree")
+        if head.length and (head.signature is None or not self._signature_ok(
+                head.tree_hash, head.length, head.fork, head.signature)):
+            raise StorageError(f"{self._storage.path}: head signature does not verify")
+        meta = self._meta
+        if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
+            raise StorageError(f"{self._storage.path}: manifest does not hash to the key")
+        if meta.secret_key is not None and meta.secret_key[32:] != meta.public_key:
+            raise StorageError(f"{self._storage.path}: key pair is damaged")
+
+    # -- what it is --------------------------------------------------------------------------------
+
+    @property
+    def key(self) -> bytes:
+        return self._meta.key
+
+    @property
+    def discovery_key(self) -> bytes:
+        return discovery_key(self._meta.key)
+
+    @property
+    def manifest(self) -> bytes | None:
+        return self._meta.manifest
+
+    @property
+    def compat(self) -> bool:
+        return self._meta.compat
+
+    @property
+    def writable(self) -> bool:
+        return self._meta.secret_key is not None
+
+    @property
+    def frozen(self) -> bool:
+        return self._meta.frozen
+
+    @property
+    def public_key(self) -> bytes | None:
+        if self._meta.public_key is not None:
+            return self._meta.public_key
+        if self._meta.manifest is not None:
+            return decode_manifest(self._meta.manifest).public_key
+        return self._meta.key if self._meta.compat else None
+
+    @property
+    def length(self) -> int:
+        return self._head.length
+
+    @property
+    def byte_length(self) -> int:
+        return self._head.byte_length
+
+    @property
+    def fork(self) -> int:
+        return self._head.fork
+
+    @property
+    def signature(self) -> bytes | None:
+        return self._head.signature
+
+    @property
+    def contiguous_length(self) -> int:
+        return min(self._contiguous, self._head.length)
+
+    @property
+    def roots(self) -> list[Node]:
+        return list(self._roots)
+
+    @property
+    def path(self) -> str:
+        return str(self._storage.path)
+
+    def tree_hash(self) -> bytes:
+        return self._head.tree_hash
+
+    def has(self, index: int) -> bool:
+        return self._bitfield.has(index)
+
+    def get_node(self, index: int) -> Node | None:
+        return self._storage.get_node(index)
+
+    def missing_nodes(self, index: int) -> int:
+        """The ``nodes`` hint for requesting tree node ``index`` (a block is node 2i).
+
+        How many levels above ``index`` this log lacks before a node it holds or a root, exactly
+        as hypercore's ``MerkleTree.missingNodes`` counts them.
+        """
+        head = 2 * self.length
+        ite = flat_tree.Iterator(index)
+        if ite.peek_right_span() >= head:
+            return 0
+        count = 0
+        while not ite.contains(head) and self._storage.get_node(ite.index) is None:
+            count += 1
+            ite.parent()
+        return count
+
+    def evidence(self) -> list[tuple[str, str, bytes | None, bytes | None]]:
+        return self._storage.evidence()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def get(self, index: int) -> bytes:
+        """The block at ``index``, checked against its stored hash."""
+        if not self._bitfield.has(index):
+            raise NotAvailableError(f"block {index} is not held (length {self.length})")
+        row = self._storage.get_block(index)
+        if row is None:
+            raise StorageError(f"{self.path}: block {index} is missing from storage")
+        data, digest = row
+        if leaf_hash(data) != digest:
+            raise StorageError(f"{self.path}: block {index} is damaged (hash mismatch)")
+        return data
+
+    def iter_blocks(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Held blocks in [start, end) in order, each checked against its hash."""
+        stop = self.length if end is None else end
+        for idx, data, digest in self._storage.iter_blocks(start, stop):
+            if leaf_hash(data) != digest:
+                raise StorageError(f"{self.path}: block {idx} is damaged (hash mismatch)")
+            yield idx, data
+
+    def seek(self, byte_offset: int) -> tuple[int, int]:
+        """(block index, offset inside it) of a byte offset; needs the tree nodes on the way."""
+        if not 0 <= byte_offset <= self.byte_length:
+            raise NotAvailableError(f"byte {byte_offset} is outside 0..{self.byte_length}")
+        found = seek_block(self._storage, self._roots, byte_offset)
+        if found is None:
+            raise NotAvailableError(f"tree nodes needed to seek to byte {byte_offset} are not held")
+        return found
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        if self._meta.frozen:
+            raise ForkError(f"{self.path} is frozen after a fork was detected")
+        sk = self._meta.secret_key
+        if sk is None:
+            raise ReadOnlyError(f"{self.path} is a read-only replica")
+        return sk
+
+    def _sign(self, root_hash: bytes, length: int, fork: int) -> bytes:
+        sk = self._secret()
+        if self._meta.compat:
+            return sign(tree_signable_compat(root_hash, length, fork), sk)
+        return encode_signature(sign(tree_signable(self._meta.key, root_hash, length, fork), sk))
+
+    def append(self, blocks: Sequence[bytes]) -> int:
+        """Append blocks under ONE signature in ONE transaction; durable when it returns.
+
+        Returns the new length.
+        """
+        self._secret()
+        if isinstance(blocks, (bytes, bytearray, memoryview)):
+            raise TypeError("append takes a sequence of blocks; wrap a single block in a list")
+        if not blocks:
+            return self.length
+        head = self._head
+        roots = list(self._roots)
+        n = head.length
+        byte_length = head.byte_length
+        leaf_rows: list[tuple[int, bytes, bytes]] = []
+        parents: list[Node] = []
+        blake = hashlib.blake2b
+        for value in blocks:
+            if not isinstance(value, bytes):
+                raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
+            size = len(value)
+            h = blake(b"\x00" + _U64(size) + value, digest_size=32).digest()
+            leaf_rows.append((n, h, value))
+            byte_length += size
+            idx = 2 * n
+            k = n + 1
+            d = 0
+            while not k & 1:
+                left = roots.pop()
+                size += left.size
+                h = blake(b"\x01" + _U64(size) + left.hash + h, digest_size=32).digest()
+                idx -= 1 << d
+                d += 1
+                k >>= 1
+                parents.append(Node(idx, size, h))
+            roots.append(Node(idx, size, h))
+            n += 1
+        root_hash = tree_hash(roots)
+        new_head = Head(head.fork, n, byte_length, root_hash, self._sign(root_hash, n, head.fork))
+        storage = self._storage
+        with storage.transaction() as db:
+            storage.put_blocks(db, leaf_rows)
+            storage.put_nodes(db, parents)
+            storage.put_head(db, new_head)
+        self._head = new_head
+        self._roots = roots
+        self._bitfield.set_range(head.length, n)
+        if self._contiguous == head.length:
+            self._contiguous = self._bitfield.first_unset(head.length)
+        return n
+
+    def truncate(self, length: int) -> None:
+        """Cut the log to ``length`` blocks and sign the result under a new fork."""
+        self._secret()
+        head = self._head
+        if not 0 <= length <= head.length:
+            raise ValueError(f"cannot truncate a log of length {head.length} to {length}")
+        roots = root_nodes(self._storage, length) if length else []
+        fork = head.fork + 1
+        root_hash = tree_hash(roots)
+        new_head = Head(fork, length, sum(r.size for r in roots), root_hash,
+                        self._sign(root_hash, length, fork) if length else None)
+        storage = self._storage
+        with storage.transaction() as db:
+            self._delete_from(db, length, head.length)
+            storage.put_head(db, new_head)
+        self._head = new_head
+        self._roots = roots
+        self._bitfield.set_range(length, max(head.length, length), False)
+        self._contiguous = min(self._contiguous, length)
+
+    def _delete_from(self, db: object, length: int, old_length: int) -> None:
+        """Remove blocks and nodes that reach block ``length`` or beyond."""
+        import sqlite3
+
+        assert isinstance(db, sqlite3.Connection)
+        head = 2 * length
+        db.execute("DELETE FROM blocks WHERE idx >= ?", (length,))
+        db.execute("DELETE FROM nodes WHERE idx >= ?", (head,))
+        crossing = []
+        ite = flat_tree.Iterator(head)
+        top = 2 * max(old_length, 1)
+        while ite.factor <= 2 * top:
+            ite.parent()
+            if ite.index < head and flat_tree.left_span(ite.index) < head:
+                crossing.append((ite.index,))
+        db.executemany("DELETE FROM nodes WHERE idx = ?", crossing)
+
+    def clear(self, start: int, end: int) -> int:
+        """Drop the data of blocks in [start, end), keeping their tree nodes. Returns blocks dropped."""
+        if self._meta.frozen:
+            raise ForkError(f"{self.path} is frozen after a fork was detected")
+        if not 0 <= start <= end:
+            raise ValueError(f"invalid range {start}..{end}")
+        end = min(end, self.length)
+        if start >= end:
+            return 0
+        with self._storage.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO nodes (idx, size, hash) "
+                "SELECT idx * 2, length(data), hash FROM blocks WHERE idx >= ? AND idx < ?",
+                (start, end),
+            )
+            cur = db.execute("DELETE FROM blocks WHERE idx >= ? AND idx < ?", (start, end))
+            dropped = cur.rowcount
+        self._bitfield.set_range(start, end, False)
+        self._contiguous = min(self._contiguous, start)
+        return dropped
+
+    # -- proofs ------------------------------------------------------------------------------------
+
+    def proof(self, request: Request) -> Data:
+        """The ``data`` message answering ``request``, exactly as JS hypercore makes it."""
+        if request.block is not None and not self.has(request.block.index):
+            raise InvalidRequestError(f"block {request.block.index} is not held")
+        head = self._head
+        data = generate_proof(
+            self._storage, fork=head.fork, length=head.length, byte_length=head.byte_length,
+            roots=self._roots, signature=head.signature, block=request.block,
+            hash=request.hash, seek=request.seek, upgrade=request.upgrade,
+        )
+        if data.block is not None:
+            data = replace(data, block=DataBlock(data.block.index, self.get(data.block.index),
+                                                 data.block.nodes))
+        manifest = self._meta.manifest if request.manifest and not self._meta.compat else None
+        return replace(data, request=request.id, manifest=manifest)
+
+    def _signature_ok(self, root_hash: bytes, length: int, fork: int, signature: bytes,
+                      manifest: bytes | None = None, compat: bool | None = None) -> bool:
+        meta = self._meta
+        manifest = manifest if manifest is not None else meta.manifest
+        if compat is None:
+            compat = meta.compat
+        if manifest is not None:
+            try:
+                raw = decode_signature(signature)
+                pk = decode_manifest(manifest).public_key
+            except (VerificationError, DecodeError):
+                return False
+            return verify(tree_signable(meta.key, root_hash, length, fork), raw, pk)
+        if compat:
+            return verify(tree_signable_compat(root_hash, length, fork), signature, meta.key)
+        return False
+
+    def verify_and_apply(self, proof: Data) -> Applied:
+        """Verify a proof against this log's key and store what it proves, or raise and change nothing.
+
+        Raises :class:`VerificationError` for anything that does not verify and :class:`ForkError`
+        (after keeping the evidence and freezing the log) when the writer signed conflicting trees.
+        """
+        if self._meta.frozen:
+            raise ForkError(f"{self.path} is frozen after a fork was detected")
+        try:
+            return self._verify_and_apply(proof)
+        except (VerificationError, ForkError, StorageError):
+            raise
+        except (DecodeError, InvalidRequestError, ValueError, IndexError, OverflowError,
+                TypeError) as exc:
+            raise VerificationError(f"malformed proof: {exc}") from exc
+
+    def _manifest_for(self, proof: Data) -> tuple[bytes | None, bool]:
+        """(manifest, compat) to verify an upgrade with; checks a sent manifest against the key."""
+        meta = self._meta
+        if meta.manifest is not None or meta.compat:
+            return meta.manifest, meta.compat
+        if proof.manifest is not None:
+            if manifest_hash_bytes(proof.manifest) != meta.key:
+                raise VerificationError("manifest does not hash to the log key")
+            try:
+                decode_manifest(proof.manifest)
+            except DecodeError as exc:
+                raise VerificationError(f"manifest cannot be verified by Cairn: {exc}") from exc
+            return proof.manifest, False
+        return None, True  # no manifest: the key must be the signer's public key (compat)
+
+    def _verify_and_apply(self, proof: Data) -> Applied:
+        head = self._head
+        up = proof.upgrade
+        if proof.fork < head.fork:
+            raise VerificationError(f"proof is for fork {proof.fork}, log is at fork {head.fork}")
+        fresh = head.length > 0 and up is not None and up.start == 0
+        if proof.fork != head.fork and not fresh and head.length > 0:
+            raise VerificationError(
+                f"a proof for new fork {proof.fork} must carry an upgrade from 0")
+        if up is not None and not fresh and up.start != head.length:
+            raise VerificationError(
+                f"upgrade starts at {up.start}, log length is {head.length}")
+        if up is None and proof.block is None and proof.hash is None and proof.seek is None:
+            raise VerificationError("proof proves nothing")
+
+        if fresh or head.length == 0:
+            batch = TreeBatch(fork=proof.fork)
+        else:
+            batch = TreeBatch(fork=head.fork, length=head.length, byte_length=head.byte_length,
+                              roots=list(self._roots))
+        unverified = verify_tree(proof, batch.nodes)
+        manifest: bytes | None = None
+        compat = self._meta.compat
+        if up is not None:
+            if verify_upgrade(proof, unverified, batch):
+                unverified = None
+            if up.signature is None:
+                raise VerificationError("upgrade carries no signature")
+            manifest, compat = self._manifest_for(proof)
+            if not self._signature_ok(batch.hash(), batch.length, proof.fork, up.signature,
+                                      manifest, compat):
+                raise VerificationError(
+                    f"signature does not verify for length {batch.length} fork {proof.fork}")
+        elif head.length == 0:
+            raise VerificationError("log has no signed length yet: the proof needs an upgrade")
+        if unverified is not None:
+            if fresh:
+                raise VerificationError("block proof does not connect to the upgrade")
+            trusted = self._storage.get_node(unverified.index)
+            if trusted is None:
+                raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
+            if trusted.hash != unverified.hash or trusted.size != unverified.size:
+                raise VerificationError(f"proof does not match held node {unverified.index}")
+
+        prune_from: int | None = None
+        if fresh:
+            self._check_conflict(proof, batch)
+            same_fork = proof.fork == head.fork
+            if same_fork and batch.length <= head.length:
+                return Applied(False, None, head.length, head.fork)
+            prefix = self._confirmed_prefix(batch)
+            if prefix < head.length:
+                if same_fork:
+                    raise VerificationError(
+                        "upgrade from 0 does not connect to the held history; "
+                        f"ask for an upgrade from {head.length}")
+                prune_from = prefix
+                log.info("%s: fork %d -> %d, dropping held data from block %d", self.path,
+                         head.fork, proof.fork, prefix)
+
+        block_index: int | None = None
+        block_row: tuple[int, bytes, bytes] | None = None
+        if proof.block is not None:
+            value = proof.block.value or b""
+            block_index = proof.block.index
+            block_row = (block_index, leaf_hash(value), value)
+        leaf_nodes = [n for n in batch.nodes if not n.index & 1]
+        store_nodes = [n for n in batch.nodes if n.index & 1]
+        # Leaves without data (siblings, hash proofs) go to `nodes`; the proven block's own leaf
+        # lives in its `blocks` row.
+        store_nodes += [n for n in leaf_nodes
+                        if block_index is None or n.index != 2 * block_index]
+
+        new_head = head
+        new_meta = self._meta
+        if batch.upgraded:
+            assert up is not None and up.signature is not None
+            new_head = Head(proof.fork, batch.length, batch.byte_length, batch.hash(),
+                            up.signature)
+            if new_meta.manifest is None and not new_meta.compat:
+                new_meta = replace(new_meta, manifest=manifest, compat=compat)
+        storage = self._storage
+        with storage.transaction() as db:
+            if prune_from is not None:
+                self._delete_from(db, prune_from, head.length)
+            storage.put_nodes(db, store_nodes)
+            if block_row is not None:
+                storage.put_blocks(db, [block_row])
+            if new_head is not head:
+                storage.put_head(db, new_head)
+            if new_meta is not self._meta:
+                storage.put_meta(db, new_meta)
+        if prune_from is not None:
+            self._bitfield.set_range(prune_from, max(head.length, prune_from), False)
+            self._contiguous = min(self._contiguous, prune_from)
+        self._head = new_head
+        self._meta = new_meta
+        if batch.upgraded:
+            self._roots = list(batch.roots)
+        if block_index is not None:
+            self._bitfield.set(block_index)
+            if block_index == self._contiguous:
+                self._contiguous = self._bitfield.first_unset(block_index)
+        return Applied(batch.upgraded, block_index, new_head.length, new_head.fork)
+
+    def _check_conflict(self, proof: Data, batch: TreeBatch) -> None:
+        """Every node of a fully remote proof that this log also holds must be the same node."""
+        for n in batch.nodes:
+            held = self._storage.get_node(n.index)
+            if held is not None and held.hash != n.hash:
+                self._freeze(proof, f"node {n.index} differs between the held tree "
+                             f"(fork {self.fork}, length {self.length}) and a signed tree "
+                             f"(fork {proof.fork}, length {batch.length})")
+
+    def _confirmed_prefix(self, batch: TreeBatch) -> int:
+        """The longest held length whose roots all appear, equal, in the verified batch."""
+        if self.length == 0:
+            return 0
+        proven = {n.index: n for n in batch.nodes}
+        best = 0
+        candidates = {self.length} | {(flat_tree.right_span(i) + 2) // 2 for i in proven}
+        for length in sorted(candidates, reverse=True):
+            if length > self.length or length <= best:
+                continue
+            roots = flat_tree.full_roots(2 * length)
+            if all(i in proven and self._storage.get_node(i) == proven[i] for i in roots):
+                best = length
+                break
+        return best
+
+    def _freeze(self, proof: Data, detail: str) -> None:
+        head = self._head
+        local = (head.tree_hash + _U64(head.length) + _U64(head.fork)
+                 + (head.signature or b""))
+        with self._storage.transaction() as db:
+            self._storage.put_evidence(db, "fork", detail, local, encode_data(proof))
+            self._meta = replace(self._meta, frozen=True)
+            self._storage.put_meta(db, self._meta)
+        log.error("%s: fork detected: %s", self.path, detail)
+        raise ForkError(f"fork detected: {detail}")
+
+    # -- checking everything -------------------------------------------------------------------------
+
+    def verify_all(self) -> VerifyReport:
+        """Re-verify every held block and node up to the signed head; raise naming the first bad one."""
+        nodes: dict[int, Node] = {n.index: n for n in self._storage.iter_nodes()}
+        blocks = 0
+        for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
+            if idx >= self.length:
+                raise StorageError(f"block {idx} is beyond the signed length {self.length}")
+            if leaf_hash(data) != digest:
+                raise StorageError(f"block {idx} is damaged: its data does not match its hash")
+            leaf = Node(2 * idx, len(data), digest)
+            known = nodes.get(2 * idx)
+            if known is not None and known != leaf:
+                raise StorageError(f"block {idx} is damaged: leaf node differs from its data")
+            nodes[2 * idx] = leaf
+            blocks += 1
+        for index in sorted(nodes):
+            node = nodes[index]
+            if flat_tree.right_span(index) >= 2 * self.length:
+                raise StorageError(f"tree node {index} is beyond the signed length {self.length}")
+            kids = flat_tree.children(index)
+            if kids is None:
+                continue
+            a, b = nodes.get(kids[0]), nodes.get(kids[1])
+            if a is None or b is None:
+                continue
+            size = a.size + b.size
+            if node.size != size or hashlib.blake2b(
+                b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32
+            ).digest() != node.hash:
+                first = flat_tree.left_span(index) // 2
+                raise StorageError(
+                    f"tree node {index} (blocks {first}..{flat_tree.right_span(index) // 2}) "
+                    "does not match its children: block data or tree damaged")
+        self._check_head()
+        return VerifyReport(blocks, len(nodes), self.length)
+
+
+def manifest_hash_bytes(encoded: bytes) -> bytes:
+    """The key a manifest's exact bytes hash to."""
+    from cairn.crypto import MANIFEST, blake2b
+
+    return blake2b(MANIFEST + encoded)
