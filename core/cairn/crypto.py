@@ -1,4 +1,6 @@
-"""Everything that gets hashed or signed, with its namespace (hypercore's caps.js + hypercore-crypto).
+"""Everything that gets hashed or signed, with its namespace.
+
+The equivalent of hypercore's caps.js and hypercore-crypto.
 
 Hashes are BLAKE2b through :mod:`hashlib` (far faster than an FFI call for small inputs);
 Ed25519 goes through libsodium (pynacl). No hand-made primitives.
@@ -87,7 +89,10 @@ def parent_hash(left_hash: bytes, right_hash: bytes, size: int) -> bytes:
 
 
 def tree_hash(roots: Iterable[tuple[int, int, bytes]]) -> bytes:
-    """``H(0x02 ‖ (hash ‖ u64le(index) ‖ u64le(size)) for each root)``; roots as (index, size, hash)."""
+    """``H(0x02 ‖ (hash ‖ u64le(index) ‖ u64le(size)) for each root)``.
+
+    Roots are (index, size, hash) tuples, left to right.
+    """
     h = hashlib.blake2b(b"\x02", digest_size=32)
     for index, size, digest in roots:
         h.update(digest)
@@ -199,7 +204,7 @@ def encode_manifest(m: Manifest) -> bytes:
 
 
 def decode_manifest(data: bytes) -> Manifest:
-    """Decode a manifest; only what Cairn can verify (v1, one ed25519 signer, quorum 1) is accepted."""
+    """Decode a manifest; only what Cairn verifies (v1, one ed25519 signer) is accepted."""
     if len(data) != 70:
         raise DecodeError(f"manifest must be 70 bytes (v1, one signer), got {len(data)}")
     version, flags, hash_id, quorum, signers, sig_id = data[:6]
@@ -218,7 +223,7 @@ def manifest_hash(m: Manifest) -> bytes:
     return blake2b(MANIFEST + encode_manifest(m))
 
 
-# -- the 68-byte signature blob (multisig v1 with one proof) ----------------------------------------
+# -- the 68-byte signature blob (multisig v1 with one proof) ---------------------------------
 
 
 def encode_signature(raw: bytes) -> bytes:

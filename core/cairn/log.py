@@ -41,6 +41,7 @@ from cairn.errors import (
 from cairn.merkle import (
     InvalidRequestError,
     TreeBatch,
+    byte_offset,
     generate_proof,
     root_nodes,
     seek_block,
@@ -92,8 +93,14 @@ class Log:
     # -- opening ---------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], key_pair: KeyPair, *, compat: bool = False,
-               sync: SyncMode = "normal") -> Log:
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        key_pair: KeyPair,
+        *,
+        compat: bool = False,
+        sync: SyncMode = "normal",
+    ) -> Log:
         """A new writable log. Default: Hypercore 11 manifest v1; ``compat``: key = public key."""
         if key_pair.secret_key is None:
             raise ValueError("a writable log needs a secret key")
@@ -103,8 +110,7 @@ class Log:
         return cls._init(path, meta, sync)
 
     @classmethod
-    def replica(cls, path: str | os.PathLike[str], key: bytes, *,
-                sync: SyncMode = "normal") -> Log:
+    def replica(cls, path: str | os.PathLike[str], key: bytes, *, sync: SyncMode = "normal") -> Log:
         """A new read-only sparse replica of the log with this key."""
         if len(key) != 32:
             raise ValueError(f"a log key is 32 bytes, got {len(key)}")
@@ -145,8 +151,10 @@ class Log:
             raise StorageError(f"{self._storage.path}: tree roots do not match the signed head")
         if sum(r.size for r in self._roots) != head.byte_length:
             raise StorageError(f"{self._storage.path}: byte length does not match the tree")
-        if head.length and (head.signature is None or not self._signature_ok(
-                head.tree_hash, head.length, head.fork, head.signature)):
+        if head.length and (
+            head.signature is None
+            or not self._signature_ok(head.tree_hash, head.length, head.fork, head.signature)
+        ):
             raise StorageError(f"{self._storage.path}: head signature does not verify")
         meta = self._meta
         if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
@@ -351,8 +359,13 @@ class Log:
         roots = root_nodes(self._storage, length) if length else []
         fork = head.fork + 1
         root_hash = tree_hash(roots)
-        new_head = Head(fork, length, sum(r.size for r in roots), root_hash,
-                        self._sign(root_hash, length, fork) if length else None)
+        new_head = Head(
+            fork,
+            length,
+            sum(r.size for r in roots),
+            root_hash,
+            self._sign(root_hash, length, fork) if length else None,
+        )
         storage = self._storage
         with storage.transaction() as db:
             self._delete_from(db, length, head.length)
@@ -380,7 +393,10 @@ class Log:
         db.executemany("DELETE FROM nodes WHERE idx = ?", crossing)
 
     def clear(self, start: int, end: int) -> int:
-        """Drop the data of blocks in [start, end), keeping their tree nodes. Returns blocks dropped."""
+        """Drop the data of blocks in [start, end), keeping their tree nodes.
+
+        Returns how many blocks were dropped.
+        """
         if self._meta.frozen:
             raise ForkError(f"{self.path} is frozen after a fork was detected")
         if not 0 <= start <= end:
@@ -408,18 +424,34 @@ class Log:
             raise InvalidRequestError(f"block {request.block.index} is not held")
         head = self._head
         data = generate_proof(
-            self._storage, fork=head.fork, length=head.length, byte_length=head.byte_length,
-            roots=self._roots, signature=head.signature, block=request.block,
-            hash=request.hash, seek=request.seek, upgrade=request.upgrade,
+            self._storage,
+            fork=head.fork,
+            length=head.length,
+            byte_length=head.byte_length,
+            roots=self._roots,
+            signature=head.signature,
+            block=request.block,
+            hash=request.hash,
+            seek=request.seek,
+            upgrade=request.upgrade,
         )
         if data.block is not None:
-            data = replace(data, block=DataBlock(data.block.index, self.get(data.block.index),
-                                                 data.block.nodes))
+            data = replace(
+                data,
+                block=DataBlock(data.block.index, self.get(data.block.index), data.block.nodes),
+            )
         manifest = self._meta.manifest if request.manifest and not self._meta.compat else None
         return replace(data, request=request.id, manifest=manifest)
 
-    def _signature_ok(self, root_hash: bytes, length: int, fork: int, signature: bytes,
-                      manifest: bytes | None = None, compat: bool | None = None) -> bool:
+    def _signature_ok(
+        self,
+        root_hash: bytes,
+        length: int,
+        fork: int,
+        signature: bytes,
+        manifest: bytes | None = None,
+        compat: bool | None = None,
+    ) -> bool:
         meta = self._meta
         manifest = manifest if manifest is not None else meta.manifest
         if compat is None:
@@ -436,7 +468,9 @@ class Log:
         return False
 
     def verify_and_apply(self, proof: Data) -> Applied:
-        """Verify a proof against this log's key and store what it proves, or raise and change nothing.
+        """Verify a proof against this log's key and store what it proves.
+
+        Or raise and change nothing.
 
         Raises :class:`VerificationError` for anything that does not verify and :class:`ForkError`
         (after keeping the evidence and freezing the log) when the writer signed conflicting trees.
@@ -447,8 +481,14 @@ class Log:
             return self._verify_and_apply(proof)
         except (VerificationError, ForkError, StorageError):
             raise
-        except (DecodeError, InvalidRequestError, ValueError, IndexError, OverflowError,
-                TypeError) as exc:
+        except (
+            DecodeError,
+            InvalidRequestError,
+            ValueError,
+            IndexError,
+            OverflowError,
+            TypeError,
+        ) as exc:
             raise VerificationError(f"malformed proof: {exc}") from exc
 
     def _manifest_for(self, proof: Data) -> tuple[bytes | None, bool]:
@@ -474,18 +514,24 @@ class Log:
         fresh = head.length > 0 and up is not None and up.start == 0
         if proof.fork != head.fork and not fresh and head.length > 0:
             raise VerificationError(
-                f"a proof for new fork {proof.fork} must carry an upgrade from 0")
+                f"a proof for new fork {proof.fork} must carry an upgrade from 0"
+            )
         if up is not None and not fresh and up.start != head.length:
-            raise VerificationError(
-                f"upgrade starts at {up.start}, log length is {head.length}")
+            raise VerificationError(f"upgrade starts at {up.start}, log length is {head.length}")
         if up is None and proof.block is None and proof.hash is None and proof.seek is None:
             raise VerificationError("proof proves nothing")
+        if proof.manifest is not None and manifest_hash_bytes(proof.manifest) != self._meta.key:
+            raise VerificationError("manifest does not hash to the log key")
 
         if fresh or head.length == 0:
             batch = TreeBatch(fork=proof.fork)
         else:
-            batch = TreeBatch(fork=head.fork, length=head.length, byte_length=head.byte_length,
-                              roots=list(self._roots))
+            batch = TreeBatch(
+                fork=head.fork,
+                length=head.length,
+                byte_length=head.byte_length,
+                roots=list(self._roots),
+            )
         unverified = verify_tree(proof, batch.nodes)
         manifest: bytes | None = None
         compat = self._meta.compat
@@ -495,10 +541,12 @@ class Log:
             if up.signature is None:
                 raise VerificationError("upgrade carries no signature")
             manifest, compat = self._manifest_for(proof)
-            if not self._signature_ok(batch.hash(), batch.length, proof.fork, up.signature,
-                                      manifest, compat):
+            if not self._signature_ok(
+                batch.hash(), batch.length, proof.fork, up.signature, manifest, compat
+            ):
                 raise VerificationError(
-                    f"signature does not verify for length {batch.length} fork {proof.fork}")
+                    f"signature does not verify for length {batch.length} fork {proof.fork}"
+                )
         elif head.length == 0:
             raise VerificationError("log has no signed length yet: the proof needs an upgrade")
         if unverified is not None:
@@ -509,6 +557,9 @@ class Log:
                 raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
             if trusted.hash != unverified.hash or trusted.size != unverified.size:
                 raise VerificationError(f"proof does not match held node {unverified.index}")
+
+        if proof.seek is not None and proof.seek.nodes:
+            self._check_seek(proof.seek.bytes, proof.seek.nodes[0], batch)
 
         prune_from: int | None = None
         if fresh:
@@ -521,10 +572,16 @@ class Log:
                 if same_fork:
                     raise VerificationError(
                         "upgrade from 0 does not connect to the held history; "
-                        f"ask for an upgrade from {head.length}")
+                        f"ask for an upgrade from {head.length}"
+                    )
                 prune_from = prefix
-                log.info("%s: fork %d -> %d, dropping held data from block %d", self.path,
-                         head.fork, proof.fork, prefix)
+                log.info(
+                    "%s: fork %d -> %d, dropping held data from block %d",
+                    self.path,
+                    head.fork,
+                    proof.fork,
+                    prefix,
+                )
 
         block_index: int | None = None
         block_row: tuple[int, bytes, bytes] | None = None
@@ -536,15 +593,13 @@ class Log:
         store_nodes = [n for n in batch.nodes if n.index & 1]
         # Leaves without data (siblings, hash proofs) go to `nodes`; the proven block's own leaf
         # lives in its `blocks` row.
-        store_nodes += [n for n in leaf_nodes
-                        if block_index is None or n.index != 2 * block_index]
+        store_nodes += [n for n in leaf_nodes if block_index is None or n.index != 2 * block_index]
 
         new_head = head
         new_meta = self._meta
         if batch.upgraded:
             assert up is not None and up.signature is not None
-            new_head = Head(proof.fork, batch.length, batch.byte_length, batch.hash(),
-                            up.signature)
+            new_head = Head(proof.fork, batch.length, batch.byte_length, batch.hash(), up.signature)
             if new_meta.manifest is None and not new_meta.compat:
                 new_meta = replace(new_meta, manifest=manifest, compat=compat)
         storage = self._storage
@@ -571,14 +626,38 @@ class Log:
                 self._contiguous = self._bitfield.first_unset(block_index)
         return Applied(batch.upgraded, block_index, new_head.length, new_head.fork)
 
+    def _check_seek(self, nbytes: int, target: Node, batch: TreeBatch) -> None:
+        """A seek proof must prove the subtree that holds the byte it names."""
+        proven = {n.index: n for n in batch.nodes}
+        storage = self._storage
+
+        class _Source:
+            def get_node(self, index: int) -> Node | None:
+                return proven.get(index) or storage.get_node(index)
+
+        roots = batch.roots if batch.upgraded else self._roots
+        length = batch.length if batch.upgraded else self.length
+        total = batch.byte_length if batch.upgraded else self.byte_length
+        try:
+            start = byte_offset(_Source(), roots, length, total, target.index)
+        except InvalidRequestError as exc:
+            raise VerificationError(f"seek proof cannot be placed in the tree: {exc}") from exc
+        if not start <= nbytes <= start + target.size:
+            raise VerificationError(
+                f"seek proof covers bytes {start}..{start + target.size}, not byte {nbytes}"
+            )
+
     def _check_conflict(self, proof: Data, batch: TreeBatch) -> None:
         """Every node of a fully remote proof that this log also holds must be the same node."""
         for n in batch.nodes:
             held = self._storage.get_node(n.index)
             if held is not None and held.hash != n.hash:
-                self._freeze(proof, f"node {n.index} differs between the held tree "
-                             f"(fork {self.fork}, length {self.length}) and a signed tree "
-                             f"(fork {proof.fork}, length {batch.length})")
+                self._freeze(
+                    proof,
+                    f"node {n.index} differs between the held tree "
+                    f"(fork {self.fork}, length {self.length}) and a signed tree "
+                    f"(fork {proof.fork}, length {batch.length})",
+                )
 
     def _confirmed_prefix(self, batch: TreeBatch) -> int:
         """The longest held length whose roots all appear, equal, in the verified batch."""
@@ -598,8 +677,7 @@ class Log:
 
     def _freeze(self, proof: Data, detail: str) -> None:
         head = self._head
-        local = (head.tree_hash + _U64(head.length) + _U64(head.fork)
-                 + (head.signature or b""))
+        local = head.tree_hash + _U64(head.length) + _U64(head.fork) + (head.signature or b"")
         with self._storage.transaction() as db:
             self._storage.put_evidence(db, "fork", detail, local, encode_data(proof))
             self._meta = replace(self._meta, frozen=True)
@@ -607,10 +685,13 @@ class Log:
         log.error("%s: fork detected: %s", self.path, detail)
         raise ForkError(f"fork detected: {detail}")
 
-    # -- checking everything -------------------------------------------------------------------------
+    # -- checking everything ---------------------------------------------------------------
 
     def verify_all(self) -> VerifyReport:
-        """Re-verify every held block and node up to the signed head; raise naming the first bad one."""
+        """Re-verify every held block and node up to the signed head.
+
+        Raises :class:`StorageError` naming the first bad block or node.
+        """
         nodes: dict[int, Node] = {n.index: n for n in self._storage.iter_nodes()}
         blocks = 0
         for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
@@ -635,13 +716,16 @@ class Log:
             if a is None or b is None:
                 continue
             size = a.size + b.size
-            if node.size != size or hashlib.blake2b(
-                b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32
-            ).digest() != node.hash:
+            if (
+                node.size != size
+                or hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest()
+                != node.hash
+            ):
                 first = flat_tree.left_span(index) // 2
                 raise StorageError(
                     f"tree node {index} (blocks {first}..{flat_tree.right_span(index) // 2}) "
-                    "does not match its children: block data or tree damaged")
+                    "does not match its children: block data or tree damaged"
+                )
         self._check_head()
         return VerifyReport(blocks, len(nodes), self.length)
 

@@ -30,8 +30,8 @@ __all__ = [
     "InvalidRequestError",
     "NodeSource",
     "TreeBatch",
-    "byte_offset",
     "block_node",
+    "byte_offset",
     "generate_proof",
     "parent_node",
     "root_nodes",
@@ -119,8 +119,9 @@ class TreeBatch:
 # -- byte offsets and seeking ----------------------------------------------------------------------
 
 
-def byte_offset(source: NodeSource, roots: Sequence[Node], length: int, byte_length: int,
-                index: int) -> int:
+def byte_offset(
+    source: NodeSource, roots: Sequence[Node], length: int, byte_length: int, index: int
+) -> int:
     """Byte offset of tree node ``index`` (of its left-most block) in a tree with these roots."""
     if index == 2 * length:
         return byte_length
@@ -187,8 +188,15 @@ def _seek_from_head(source: NodeSource, head: int, nbytes: int, padding: int) ->
     return head
 
 
-def _seek_untrusted_tree(source: NodeSource, roots: Sequence[Node], length: int,
-                         byte_length: int, root: int, nbytes: int, padding: int) -> int:
+def _seek_untrusted_tree(
+    source: NodeSource,
+    roots: Sequence[Node],
+    length: int,
+    byte_length: int,
+    root: int,
+    nbytes: int,
+    padding: int,
+) -> int:
     offset = byte_offset(source, roots, length, byte_length, root)
     if padding:
         offset -= padding * flat_tree.left_span(root) // 2
@@ -274,8 +282,14 @@ def _seek_proof(get: Callable[[int], Node], seek_root: int, root: int, p: _Pendi
         ite.parent()
 
 
-def _block_and_seek_proof(get: Callable[[int], Node], node: _Indexed | None, seek: bool,
-                          seek_root: int, root: int, p: _Pending) -> None:
+def _block_and_seek_proof(
+    get: Callable[[int], Node],
+    node: _Indexed | None,
+    seek: bool,
+    seek_root: int,
+    root: int,
+    p: _Pending,
+) -> None:
     if node is None:
         _seek_proof(get, seek_root, root, p)
         return
@@ -292,8 +306,15 @@ def _block_and_seek_proof(get: Callable[[int], Node], node: _Indexed | None, see
         ite.parent()
 
 
-def _upgrade_proof(get: Callable[[int], Node], node: _Indexed | None, seek: bool, frm: int,
-                   to: int, sub_tree: int, p: _Pending) -> None:
+def _upgrade_proof(
+    get: Callable[[int], Node],
+    node: _Indexed | None,
+    seek: bool,
+    frm: int,
+    to: int,
+    sub_tree: int,
+    p: _Pending,
+) -> None:
     if frm == 0:
         p.upgrade = []
     ite = flat_tree.Iterator(0)
@@ -325,8 +346,7 @@ def _upgrade_proof(get: Callable[[int], Node], node: _Indexed | None, seek: bool
         ite.next_tree()
 
 
-def _additional_upgrade_proof(get: Callable[[int], Node], frm: int, to: int,
-                              p: _Pending) -> None:
+def _additional_upgrade_proof(get: Callable[[int], Node], frm: int, to: int, p: _Pending) -> None:
     if frm == 0:
         p.additional = []
     ite = flat_tree.Iterator(0)
@@ -361,7 +381,7 @@ def generate_proof(
     roots: Sequence[Node],
     signature: bytes | None,
     block: RequestBlock | None = None,
-    hash: RequestBlock | None = None,  # noqa: A002 - the wire's name
+    hash: RequestBlock | None = None,
     seek: RequestSeek | None = None,
     upgrade: RequestUpgrade | None = None,
 ) -> Data:
@@ -391,9 +411,11 @@ def generate_proof(
     if node is not None and (upgrade is None or node.last_index < upgrade.start):
         sub_tree = _nodes_to_root(node.index, node.nodes, to)
         seek_root = (
-            _seek_untrusted_tree(source, roots, length, byte_length, sub_tree, seek.bytes,
-                                 seek.padding)
-            if seek else head
+            _seek_untrusted_tree(
+                source, roots, length, byte_length, sub_tree, seek.bytes, seek.padding
+            )
+            if seek
+            else head
         )
         _block_and_seek_proof(get, node, seek is not None, seek_root, sub_tree, p)
     elif (node is not None or seek is not None) and upgrade is not None:
@@ -420,7 +442,10 @@ def generate_proof(
         data_seek = DataSeek(seek.bytes, tuple(p.seek))
     if upgrade is not None:
         data_upgrade = DataUpgrade(
-            upgrade.start, upgrade.length, tuple(p.upgrade or ()), tuple(p.additional or ()),
+            upgrade.start,
+            upgrade.length,
+            tuple(p.upgrade or ()),
+            tuple(p.additional or ()),
             signature,
         )
     return Data(0, fork, data_block, data_hash, data_seek, data_upgrade, None)
@@ -458,7 +483,10 @@ def verify_tree(proof: Data, nodes: list[Node]) -> Node | None:
     """Hash a proof's block/hash/seek part up to the highest node it reaches (still untrusted)."""
     if proof.block is not None:
         untrusted: tuple[int, bytes | None, Sequence[Node]] | None = (
-            2 * proof.block.index, proof.block.value or b"", proof.block.nodes)
+            2 * proof.block.index,
+            proof.block.value or b"",
+            proof.block.nodes,
+        )
     elif proof.hash is not None:
         untrusted = (proof.hash.index, None, proof.hash.nodes)
     else:
@@ -496,7 +524,10 @@ def verify_tree(proof: Data, nodes: list[Node]) -> Node | None:
 
 
 def verify_upgrade(proof: Data, block_root: Node | None, batch: TreeBatch) -> bool:
-    """Grow ``batch`` to the proof's upgrade; True when ``block_root`` was used (so is connected)."""
+    """Grow ``batch`` to the proof's upgrade.
+
+    Returns True when ``block_root`` was used, so the block part is connected to the signed tree.
+    """
     upgrade = proof.upgrade
     assert upgrade is not None
     if upgrade.length == 0:

@@ -37,7 +37,7 @@ MAX_NODES = 4096  # far more than any proof of a 2^64-block tree needs (at most 
 class Node(NamedTuple):
     """A Merkle tree node: flat-tree index, byte size of the blocks below it, BLAKE2b hash."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the wire's name; shadows tuple.index
     size: int
     hash: bytes
 

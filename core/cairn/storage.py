@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS head (
     signature BLOB
 );
 CREATE TABLE IF NOT EXISTS blocks (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (idx INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    idx INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS evidence (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -110,10 +112,14 @@ class LogStorage:
             raise StorageError(
                 f"{self.path}: file is truncated ({size} bytes, header says {pages * page_size})"
             )
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         missing = {"meta", "head", "blocks", "nodes", "evidence"} - tables
         if missing:
-            raise StorageError(f"{self.path}: not a Cairn log (missing {', '.join(sorted(missing))})")
+            raise StorageError(
+                f"{self.path}: not a Cairn log (missing {', '.join(sorted(missing))})"
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -139,8 +145,10 @@ class LogStorage:
         return row
 
     def read_meta(self) -> Meta:
-        row = self._row("SELECT format, key, public_key, secret_key, manifest, compat, frozen "
-                        "FROM meta WHERE id = 1")
+        row = self._row(
+            "SELECT format, key, public_key, secret_key, manifest, compat, frozen "
+            "FROM meta WHERE id = 1"
+        )
         if row is None:
             raise StorageError(f"{self.path}: log metadata is missing")
         fmt, key, pk, sk, manifest, compat, frozen = row
@@ -156,13 +164,20 @@ class LogStorage:
         return Meta(key, pk, sk, manifest, bool(compat), bool(frozen))  # type: ignore[arg-type]
 
     def read_head(self) -> Head:
-        row = self._row("SELECT fork, length, byte_length, tree_hash, signature FROM head "
-                        "WHERE id = 1")
+        row = self._row(
+            "SELECT fork, length, byte_length, tree_hash, signature FROM head WHERE id = 1"
+        )
         if row is None:
             raise StorageError(f"{self.path}: log head is missing")
         fork, length, byte_length, tree_hash, signature = row
-        if not (isinstance(fork, int) and isinstance(length, int) and isinstance(byte_length, int)
-                and fork >= 0 and length >= 0 and byte_length >= 0):
+        if not (
+            isinstance(fork, int)
+            and isinstance(length, int)
+            and isinstance(byte_length, int)
+            and fork >= 0
+            and length >= 0
+            and byte_length >= 0
+        ):
             raise StorageError(f"{self.path}: log head is damaged")
         if not isinstance(tree_hash, bytes) or len(tree_hash) != 32:
             raise StorageError(f"{self.path}: log head tree hash is damaged")
@@ -193,11 +208,10 @@ class LogStorage:
 
     def iter_blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
         try:
-            for idx, data, digest in self.db.execute(
+            yield from self.db.execute(
                 "SELECT idx, data, hash FROM blocks WHERE idx >= ? AND idx < ? ORDER BY idx",
                 (start, end),
-            ):
-                yield idx, data, digest
+            )
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
 
@@ -216,8 +230,8 @@ class LogStorage:
             raise StorageError(f"{self.path}: {exc}") from exc
 
     def evidence(self) -> list[tuple[str, str, bytes | None, bytes | None]]:
-        return [tuple(r) for r in  # type: ignore[misc]
-                self.db.execute("SELECT kind, detail, local, remote FROM evidence ORDER BY id")]
+        rows = self.db.execute("SELECT kind, detail, local, remote FROM evidence ORDER BY id")
+        return [(kind, detail, local, remote) for kind, detail, local, remote in rows]
 
     # -- writes (inside transaction()) ------------------------------------------------------------
 
@@ -226,8 +240,15 @@ class LogStorage:
         db.execute(
             "INSERT OR REPLACE INTO meta (id, format, key, public_key, secret_key, manifest, "
             "compat, frozen) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-            (FORMAT, meta.key, meta.public_key, meta.secret_key, meta.manifest,
-             int(meta.compat), int(meta.frozen)),
+            (
+                FORMAT,
+                meta.key,
+                meta.public_key,
+                meta.secret_key,
+                meta.manifest,
+                int(meta.compat),
+                int(meta.frozen),
+            ),
         )
 
     @staticmethod
@@ -248,7 +269,10 @@ class LogStorage:
         db.executemany("INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes)
 
     @staticmethod
-    def put_evidence(db: sqlite3.Connection, kind: str, detail: str, local: bytes | None,
-                     remote: bytes | None) -> None:
-        db.execute("INSERT INTO evidence (kind, detail, local, remote) VALUES (?, ?, ?, ?)",
-                   (kind, detail, local, remote))
+    def put_evidence(
+        db: sqlite3.Connection, kind: str, detail: str, local: bytes | None, remote: bytes | None
+    ) -> None:
+        db.execute(
+            "INSERT INTO evidence (kind, detail, local, remote) VALUES (?, ?, ?, ?)",
+            (kind, detail, local, remote),
+        )

@@ -1,0 +1,110 @@
+# The commands a person types. `make test` works from a fresh clone: it installs what it needs
+# (.venv, the npm oracles, mosquitto when root), then lints, then runs the whole test suite.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+PIP_STAMP := $(STAMPS)/pip
+INTEROP := tests/interop
+# npm writes this hidden lockfile on every install: it is the npm step's stamp, and it goes
+# away with node_modules, so a deleted node_modules is reinstalled.
+NPM_STAMP := $(INTEROP)/node_modules/.package-lock.json
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS='-k dht -x'
+PYTEST_ARGS ?=
+# In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
+IN_CI := $(filter true True TRUE 1 yes,$(CI))
+
+.PHONY: help venv install npm mosquitto deps lint test bench clean distclean
+
+help:
+	@echo "make test       install what is missing (.venv, npm oracles, mosquitto), lint, run pytest"
+	@echo "                (pytest arguments: make test PYTEST_ARGS='-k name -x')"
+	@echo "make lint       ruff check and mypy --strict"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto"
+	@echo "make clean      remove caches, build output and install stamps"
+	@echo "make distclean  clean, and remove .venv and tests/interop/node_modules"
+
+# -- installs ---------------------------------------------------------------------------------
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: Cairn needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1)." \
+	    "Run: make test PYTHON=python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(BIN)/python
+
+# Reinstalls only when pyproject.toml changes (or the venv was made anew).
+$(PIP_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[dev]'
+	@mkdir -p $(STAMPS) && touch $@
+
+install: $(PIP_STAMP)
+
+npm:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ -n "$(IN_CI)" ]; then \
+	    echo "error: node and npm are required in CI for the interop tests (the JS oracles):" \
+	      "install Node.js 20 or newer with npm (Debian: apt-get install nodejs npm)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "warning: node or npm is not on PATH: skipping npm ci; the interop tests will skip" >&2; \
+	elif [ ! -f $(NPM_STAMP) ] || [ $(INTEROP)/package-lock.json -nt $(NPM_STAMP) ] \
+	    || [ $(INTEROP)/package.json -nt $(NPM_STAMP) ]; then \
+	  echo "cd $(INTEROP) && npm ci --no-audit --no-fund"; \
+	  (cd $(INTEROP) && npm ci --no-audit --no-fund); \
+	  touch $(NPM_STAMP); \
+	fi
+
+# Installs the broker only (Debian's package); tests start their own on 127.0.0.1, port 0.
+# Where no policy-rc.d exists, a temporary one keeps apt from starting the system service.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing mosquitto with apt-get (the service is not started)"; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq; \
+	  apt-get install -y -qq --no-install-recommends mosquitto; \
+	elif [ -n "$(IN_CI)" ]; then \
+	  echo "error: mosquitto is required in CI and cannot be installed without root and apt-get:" \
+	    "install Debian's mosquitto package (apt-get install mosquitto)" >&2; \
+	  exit 1; \
+	else \
+	  echo "warning: mosquitto is not installed and this is not root: its tests will skip" \
+	    "(sudo apt-get install mosquitto)" >&2; \
+	fi
+
+deps: install npm mosquitto
+
+# -- checks -------------------------------------------------------------------------------------
+
+lint: $(PIP_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(PIP_STAMP)
+	$(BIN)/python bench/log.py
+
+# -- cleaning -----------------------------------------------------------------------------------
+
+clean:
+	rm -rf $(STAMPS) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -path ./$(INTEROP)/node_modules -prune -o \
+	  \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 -r rm -rf
+
+distclean: clean
+	rm -rf $(VENV) $(INTEROP)/node_modules

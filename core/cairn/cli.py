@@ -1,0 +1,169 @@
+"""The `cairn` command: one click group that wires in the command groups of every package.
+
+Each group (`cairn keys`, `cairn log`, ...) lives in its own package and registers itself in the
+`cairn.commands` entry-point group of the distribution's metadata. This module loads every such
+entry point and adds it under its entry-point name. A group whose module cannot be imported
+(an `ImportError`, usually because its extra is not installed) is left out of the command and
+logged at debug level; running it says why it is missing. Any other error while loading a group
+is a bug and propagates.
+
+This is the only module that configures logging: libraries log through
+`logging.getLogger(__name__)` and `main` decides where it goes (human-readable text on stderr by
+default, one JSON object per line with `--log-format json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+
+from cairn import __version__
+
+__all__ = ["COMMAND_GROUP", "SkippedCommand", "load_commands", "main"]
+
+COMMAND_GROUP = "cairn.commands"
+"""The entry-point group in which packages register their click command groups."""
+
+_logger = logging.getLogger(__name__)
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedCommand:
+    """A registered command group that was left out because its module could not be imported."""
+
+    name: str
+    target: str
+    reason: str
+    extras: tuple[str, ...] = ()
+
+    def message(self) -> str:
+        """Why the group is missing and, when its entry point names an extra, how to get it."""
+        text = f"`cairn {self.name}` is not available in this installation ({self.reason})"
+        if self.extras:
+            text += f"; install it with: pip install 'cairn[{','.join(self.extras)}]'"
+        return text
+
+
+class _JsonLinesFormatter(logging.Formatter):
+    """Formats each record as one JSON object on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+class _StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever `sys.stderr` is at the time of each record (as `logging.lastResort`)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _configure_logging(log_format: str, verbosity: int) -> None:
+    """Send log records to stderr in `log_format`; replaces what an earlier call installed."""
+    handler = _StderrHandler()
+    if log_format == "json":
+        handler.setFormatter(_JsonLinesFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[min(verbosity, len(_LEVELS) - 1)])
+
+
+class _CairnGroup(click.Group):
+    """A click group that knows which registered command groups could not be loaded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped: dict[str, SkippedCommand] = {}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        skip = self.skipped.get(cmd_name)
+        if command is None and skip is not None:
+            raise click.UsageError(skip.message(), ctx)
+        return command
+
+
+def load_commands(group: click.Group) -> list[SkippedCommand]:
+    """Add every command registered under `COMMAND_GROUP` to `group`.
+
+    Returns the entries that were skipped because importing them raised `ImportError`.
+    Raises `TypeError` when an entry point does not name a click command; any other error
+    raised while importing an entry point's module propagates.
+    """
+    skipped: list[SkippedCommand] = []
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name):
+        try:
+            command = ep.load()
+        except ImportError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            skip = SkippedCommand(ep.name, ep.value, reason, tuple(ep.extras))
+            _logger.debug("skipping command group %r (%s): %s", skip.name, skip.target, skip.reason)
+            skipped.append(skip)
+            continue
+        if not isinstance(command, click.Command):
+            raise TypeError(
+                f"entry point {ep.name!r} in {COMMAND_GROUP!r} names {ep.value!r}, "
+                f"which is a {type(command).__name__}, not a click command"
+            )
+        group.add_command(command, ep.name)
+    return skipped
+
+
+@click.group("cairn", cls=_CairnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cairn")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="How log lines are written to stderr: readable text, or one JSON object per line.",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    "verbosity",
+    count=True,
+    help="Log more: -v for info, -vv for debug (default: warnings and errors only).",
+)
+def main(log_format: str, verbosity: int) -> None:
+    """Cairn: signed sensor telemetry for edge boards and the gateways that collect from them.
+
+    Every reading is signed on the device that took it (a Hypercore 11 log per sensor stream),
+    the latest readings are published in a DHT (hyperdht 6), and gateways download only the
+    parts of the history they need. Run `cairn COMMAND --help` for the commands of a group.
+    """
+    _configure_logging(log_format, verbosity)
+    for skip in main.skipped.values():
+        _logger.debug(
+            "command group %r (%s) is not available: %s", skip.name, skip.target, skip.reason
+        )
+
+
+main.skipped = {skip.name: skip for skip in load_commands(main)}

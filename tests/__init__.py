@@ -1,0 +1,1 @@
+"""Cairn's tests: unit/ (no sockets), interop/ (the JS oracles), integration/ (sockets)."""

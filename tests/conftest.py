@@ -1,0 +1,73 @@
+"""Fixtures for the outside tools some tests need: node, the npm oracles, mosquitto.
+
+Each fixture returns the tool's path. When the tool is missing, a developer's run skips the test
+with a message saying how to get it; a CI run (CI=true in the environment) fails instead, because
+in CI `make test` installs every one of them and a missing tool means the install step broke.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.interop.harness import INTEROP_DIR, find_node
+
+#: Packages that must be in tests/interop/node_modules for the interop tests to run.
+ORACLE_PACKAGES = ("hypercore", "hyperdht", "dht-rpc", "@hyperswarm/secret-stream")
+
+#: Where Debian's mosquitto package installs the broker (often not on a user's PATH).
+MOSQUITTO_SBIN = Path("/usr/sbin/mosquitto")
+
+
+def in_ci() -> bool:
+    """True when the CI environment variable says so (CI=true, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def missing(what: str, how: str) -> NoReturn:
+    """Fail in CI, skip elsewhere: `what` is missing, `how` says how to get it."""
+    if in_ci():
+        pytest.fail(f"{what} is required in CI: {how}", pytrace=False)
+    pytest.skip(f"{what} is missing: {how}")
+
+
+@pytest.fixture(scope="session")
+def node_path() -> Path:
+    """The `node` executable (Node.js 20 or newer)."""
+    node = find_node()
+    if node is None:
+        missing(
+            "node",
+            "install Node.js 20 (e.g. `apt-get install nodejs npm`), then run `make test`",
+        )
+    return Path(node)
+
+
+@pytest.fixture(scope="session")
+def interop_dir(node_path: Path) -> Path:
+    """tests/interop with its npm packages installed in node_modules."""
+    absent = [p for p in ORACLE_PACKAGES if not (INTEROP_DIR / "node_modules" / p).is_dir()]
+    if absent:
+        missing(
+            f"tests/interop/node_modules with {', '.join(absent)}",
+            "run `make test`, or `npm ci` in tests/interop",
+        )
+    return INTEROP_DIR
+
+
+@pytest.fixture(scope="session")
+def mosquitto_path() -> Path:
+    """The `mosquitto` broker executable (not started; a test starts its own on port 0)."""
+    found = shutil.which("mosquitto")
+    if found is not None:
+        return Path(found)
+    if os.access(MOSQUITTO_SBIN, os.X_OK):
+        return MOSQUITTO_SBIN
+    missing(
+        "mosquitto",
+        "run `make test` as root (it installs it with apt-get), or `apt-get install mosquitto`",
+    )

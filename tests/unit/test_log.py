@@ -1,0 +1,210 @@
+"""The log's API: append, get, sparse replicas, clear, truncate, forks, derived stream keys."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cairn import crypto
+from cairn.errors import ForkError, NotAvailableError, ReadOnlyError, VerificationError
+from cairn.log import Log
+from cairn.merkle import InvalidRequestError
+from cairn.messages import (
+    Request,
+    RequestBlock,
+    RequestSeek,
+    RequestUpgrade,
+    decode_data,
+    encode_data,
+)
+
+SEED = bytes(range(32))
+
+
+def make_writer(path: Path, n: int, compat: bool = False) -> Log:
+    lg = Log.create(path, crypto.key_pair(SEED), compat=compat)
+    if n:
+        lg.append([f"block-{i}".encode() for i in range(n)])
+    return lg
+
+
+def sync_block(writer: Log, replica: Log, i: int) -> None:
+    """Fetch block i into the replica the way a hypercore peer asks for it."""
+    upgrade = None
+    if replica.length < writer.length:
+        upgrade = RequestUpgrade(replica.length, writer.length - replica.length)
+    nodes = replica.missing_nodes(2 * i) if replica.length else 0
+    req = Request(block=RequestBlock(i, nodes), upgrade=upgrade, manifest=replica.manifest is None)
+    replica.verify_and_apply(decode_data(encode_data(writer.proof(req))))
+
+
+def test_append_get_and_reopen(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 0) as lg:
+        assert lg.length == 0 and lg.signature is None and lg.writable
+        assert lg.append([b"a", b"bb"]) == 2
+        assert lg.append([b"ccc"]) == 3
+        assert lg.append([]) == 3
+        assert [lg.get(i) for i in range(3)] == [b"a", b"bb", b"ccc"]
+        assert lg.byte_length == 6 and lg.contiguous_length == 3
+        assert lg.has(2) and not lg.has(3)
+        with pytest.raises(NotAvailableError, match="block 3"):
+            lg.get(3)
+        with pytest.raises(TypeError, match="sequence of blocks"):
+            lg.append(b"raw")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not bytes"):
+            lg.append(["text"])  # type: ignore[list-item]
+        key, th, sig = lg.key, lg.tree_hash(), lg.signature
+    with Log.open(tmp_path / "w.db") as lg:
+        assert (lg.key, lg.tree_hash(), lg.signature, lg.length) == (key, th, sig, 3)
+        assert list(lg.iter_blocks()) == [(0, b"a"), (1, b"bb"), (2, b"ccc")]
+        assert lg.seek(0) == (0, 0) and lg.seek(2) == (1, 1) and lg.seek(3) == (2, 0)
+
+
+def test_create_refuses_existing_file(tmp_path: Path) -> None:
+    make_writer(tmp_path / "w.db", 1).close()
+    with pytest.raises(FileExistsError):
+        make_writer(tmp_path / "w.db", 1)
+    with pytest.raises(FileNotFoundError):
+        Log.open(tmp_path / "missing.db")
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_sparse_replica_gets_only_what_it_asks_for(tmp_path: Path, compat: bool) -> None:
+    with (
+        make_writer(tmp_path / "w.db", 100, compat) as w,
+        Log.replica(tmp_path / "r.db", w.key) as r,
+    ):
+        assert not r.writable and r.length == 0
+        sync_block(w, r, 57)
+        assert r.length == 100 and r.get(57) == b"block-57" and r.compat == compat
+        assert r.contiguous_length == 0 and not r.has(56)
+        for i in (3, 99, 0, 1, 2):
+            sync_block(w, r, i)
+        assert r.contiguous_length == 4
+        assert r.tree_hash() == w.tree_hash() and r.signature == w.signature
+        assert r.public_key == w.public_key
+        with pytest.raises(ReadOnlyError):
+            r.append([b"x"])
+        # the writer grows; the replica follows with an upgrade from its length
+        w.append([b"more"] * 10)
+        sync_block(w, r, 105)
+        assert r.length == 110 and r.get(105) == b"more"
+        assert r.verify_all().blocks == 7
+        # a replica can serve what it holds, and another replica verifies it
+        with Log.replica(tmp_path / "r2.db", w.key) as r2:
+            sync_block(r, r2, 57)
+            assert r2.get(57) == b"block-57"
+
+
+def test_hash_and_seek_proofs_apply(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 20) as w, Log.replica(tmp_path / "r.db", w.key) as r:
+        offset = w.byte_length // 2
+        # a seek travels with an upgrade (as hypercore asks for it): the proof narrows the tree
+        # down to the block holding the byte
+        r.verify_and_apply(
+            w.proof(Request(seek=RequestSeek(offset), upgrade=RequestUpgrade(0, 20), manifest=True))
+        )
+        assert r.length == 20 and not r.has(0)
+        assert r.seek(offset) == w.seek(offset)
+        r.verify_and_apply(w.proof(Request(hash=RequestBlock(9, r.missing_nodes(9)))))
+        assert r.get_node(9) == w.get_node(9)
+
+
+def test_clear_keeps_the_tree(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 50) as w:
+        assert w.clear(10, 20) == 10
+        assert not w.has(15) and w.has(20) and w.contiguous_length == 10
+        with pytest.raises(NotAvailableError):
+            w.get(15)
+        assert w.verify_all().blocks == 40
+        with pytest.raises(InvalidRequestError):
+            w.proof(Request(block=RequestBlock(15, 0)))
+        # proofs for what remains still work, including ones whose path crosses the hole
+        with Log.replica(tmp_path / "r.db", w.key) as r:
+            for i in (21, 9, 49):
+                sync_block(w, r, i)
+            assert r.get(21) == b"block-21"
+        w.append([b"after"])
+        assert w.length == 51 and w.verify_all().blocks == 41
+
+
+def test_truncate_signs_a_new_fork(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 10) as w:
+        old_sig = w.signature
+        w.truncate(6)
+        assert (w.length, w.fork) == (6, 1) and w.signature != old_sig
+        assert not w.has(6) and w.get(5) == b"block-5"
+        w.append([b"new-6", b"new-7"])
+        assert w.get(7) == b"new-7" and w.verify_all().blocks == 8
+    with Log.open(tmp_path / "w.db") as w:
+        assert (w.length, w.fork) == (8, 1)
+        with pytest.raises(ValueError, match="truncate"):
+            w.truncate(9)
+
+
+def test_replica_follows_a_fork_that_keeps_its_history(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 10) as w, Log.replica(tmp_path / "r.db", w.key) as r:
+        sync_block(w, r, 2)  # replica trusts length 10 but holds only block 2
+        old_fork_proof = w.proof(Request(block=RequestBlock(3, r.missing_nodes(6))))
+        w.truncate(8)
+        w.append([b"x"] * 5)
+        # an upgrade from its own length is refused for a new fork ...
+        with pytest.raises(VerificationError, match="new fork"):
+            r.verify_and_apply(w.proof(Request(block=RequestBlock(3, 0))))
+        proof = w.proof(Request(block=RequestBlock(12, 0), upgrade=RequestUpgrade(0, 13)))
+        r.verify_and_apply(proof)
+        assert (r.fork, r.length) == (1, 13) and r.get(12) == b"x"
+        assert not r.frozen and r.verify_all().length == 13
+        # and a proof from the old fork is stale now
+        with pytest.raises(VerificationError, match="fork 0, log is at fork 1"):
+            r.verify_and_apply(old_fork_proof)
+
+
+def test_rewriting_held_history_is_a_fork(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 8) as w, Log.replica(tmp_path / "r.db", w.key) as r:
+        sync_block(w, r, 6)
+        w.truncate(4)
+        w.append([b"rewritten"] * 6)
+        proof = w.proof(Request(block=RequestBlock(9, 0), upgrade=RequestUpgrade(0, 10)))
+        with pytest.raises(ForkError, match="differs"):
+            r.verify_and_apply(proof)
+        assert r.frozen and r.length == 8 and r.get(6) == b"block-6"
+        [(kind, detail, local, remote)] = r.evidence()
+        assert "node" in detail
+        assert kind == "fork" and local and remote and decode_data(remote) == proof
+
+
+def test_two_signatures_for_one_length_freeze_the_replica(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "a.db", 5) as a:
+        pass
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    with (
+        Log.open(tmp_path / "a.db") as a,
+        Log.open(tmp_path / "b.db") as b,
+        Log.replica(tmp_path / "r.db", a.key) as r,
+    ):
+        a.append([b"honest"])
+        b.append([b"equivocation"])
+        assert (a.length, a.fork) == (b.length, b.fork) and a.tree_hash() != b.tree_hash()
+        sync_block(a, r, 5)
+        proof = b.proof(Request(block=RequestBlock(5, 0), upgrade=RequestUpgrade(0, 6)))
+        with pytest.raises(ForkError):
+            r.verify_and_apply(proof)
+        assert r.frozen and r.get(5) == b"honest"
+        with pytest.raises(ForkError, match="frozen"):
+            r.verify_and_apply(a.proof(Request(block=RequestBlock(1, r.missing_nodes(2)))))
+    with Log.open(tmp_path / "r.db") as r:
+        assert r.frozen and len(r.evidence()) == 1
+
+
+def test_stream_keys_are_derived_from_one_seed() -> None:
+    a = crypto.derive_stream_key_pair(SEED, "temperature")
+    assert a == crypto.derive_stream_key_pair(SEED, "temperature")
+    assert a.public_key != crypto.derive_stream_key_pair(SEED, "humidity").public_key
+    assert a.public_key != crypto.derive_stream_key_pair(bytes(32), "temperature").public_key
+    with pytest.raises(ValueError, match="32 bytes"):
+        crypto.derive_stream_key_pair(b"short", "x")
+    with pytest.raises(ValueError, match="empty"):
+        crypto.derive_stream_key_pair(SEED, "")

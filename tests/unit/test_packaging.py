@@ -1,0 +1,95 @@
+"""How Cairn is packaged: the edge extra stays lean, every package is typed, public names sorted."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.resources
+from types import ModuleType
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import cairn
+
+DIST = "cairn"
+IMPORT_PACKAGES = ["cairn", "cairn.testing", "cairn_edge", "cairn_gateway", "cairn_sim"]
+
+
+def _requirements(dist: str, extras: frozenset[str]) -> list[Requirement]:
+    """The requirements `dist` declares for an install with `extras`, markers evaluated."""
+    found: list[Requirement] = []
+    for line in importlib.metadata.requires(dist) or []:
+        req = Requirement(line)
+        applies = req.marker is None or any(
+            req.marker.evaluate({"extra": extra}) for extra in extras | {""}
+        )
+        if applies:
+            found.append(req)
+    return found
+
+
+def _extra_only(extra: str) -> set[str]:
+    """Names of the packages `cairn[extra]` adds on top of a plain `cairn` install."""
+    base = {str(canonicalize_name(r.name)) for r in _requirements(DIST, frozenset())}
+    with_extra = {str(canonicalize_name(r.name)) for r in _requirements(DIST, frozenset({extra}))}
+    return with_extra - base
+
+
+def _closure(dist: str, extras: frozenset[str]) -> set[str]:
+    """Every distribution an install of `dist[extras]` pulls in, following installed metadata."""
+    seen: set[str] = set()
+    todo: list[tuple[str, frozenset[str]]] = [(dist, extras)]
+    while todo:
+        name, want = todo.pop()
+        for req in _requirements(name, want):
+            key = canonicalize_name(req.name)
+            if key == canonicalize_name(DIST):
+                todo.append((DIST, frozenset(req.extras)))  # a self-reference such as cairn[edge]
+            elif key not in seen:
+                seen.add(key)
+                todo.append((key, frozenset(req.extras)))
+    return seen
+
+
+def test_the_edge_extra_never_pulls_in_gateway_packages() -> None:
+    gateway = _extra_only("gateway")
+    assert gateway, "the gateway extra declares no packages: this test would check nothing"
+    edge_install = _closure(DIST, frozenset({"edge"}))
+    assert canonicalize_name("paho-mqtt") in edge_install  # the edge extra is really read
+    leaked = sorted(gateway & edge_install)
+    assert not leaked, f"`pip install cairn[edge]` would install gateway packages: {leaked}"
+
+
+def test_the_dev_extra_installs_every_other_extra() -> None:
+    dev = _closure(DIST, frozenset({"dev"}))
+    for extra in ("edge", "gateway", "sim"):
+        assert _extra_only(extra) <= dev, extra
+
+
+@pytest.mark.parametrize("package", ["cairn", "cairn_edge", "cairn_gateway", "cairn_sim"])
+def test_each_import_package_is_marked_typed(package: str) -> None:
+    assert (importlib.resources.files(package) / "py.typed").is_file()
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("package", IMPORT_PACKAGES)
+def test_public_names_are_sorted_and_exist(package: str) -> None:
+    module = _module(package)
+    names: list[str] = module.__all__
+    assert names == sorted(names), f"{package}.__all__ is not sorted"
+    assert len(set(names)) == len(names), f"{package}.__all__ lists a name twice"
+    for name in names:
+        assert hasattr(module, name), f"{package}.__all__ lists {name!r}, which it does not define"
+
+
+def test_cairn_all_is_sorted() -> None:
+    assert cairn.__all__ == sorted(cairn.__all__)
+
+
+def test_version_matches_the_installed_distribution() -> None:
+    assert cairn.__version__ == importlib.metadata.version(DIST)
