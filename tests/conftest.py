@@ -71,3 +71,10 @@ def mosquitto_path() -> Path:
         "mosquitto",
         "run `make test` as root (it installs it with apt-get), or `apt-get install mosquitto`",
     )
+
+
+# Property tests are deterministic: the same examples every run (no stored failure database).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("cairn", derandomize=True, database=None, deadline=None)
+_hypothesis_settings.load_profile("cairn")
