@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from cairn import flat_tree
@@ -49,6 +50,7 @@ from cairn.merkle import (
     verify_upgrade,
 )
 from cairn.messages import Data, DataBlock, Node, Request, encode_data
+from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Head, LogStorage, Meta, SyncMode
 
 __all__ = ["Applied", "Log", "VerifyReport"]
@@ -85,8 +87,8 @@ class Log:
         self._head = head
         self._roots: list[Node] = root_nodes(storage, head.length) if head.length else []
         self._bitfield = Bitfield()
-        for i in storage.block_indexes():
-            self._bitfield.set(i)
+        for start, count in storage.block_ranges():
+            self._bitfield.set_range(start, start + count)
         self._contiguous = self._bitfield.first_unset(0)
         self._check_head()
 
@@ -310,38 +312,56 @@ class Log:
         if not blocks:
             return self.length
         head = self._head
-        roots = list(self._roots)
         n = head.length
-        byte_length = head.byte_length
-        leaf_rows: list[tuple[int, bytes, bytes]] = []
-        parents: list[Node] = []
+        # The hot loop keeps the roots as parallel lists of sizes and hashes and packs parent
+        # nodes straight into bytes: no per-node objects.
+        root_sizes = [r.size for r in self._roots]
+        root_hashes = [r.hash for r in self._roots]
+        sizes: list[int] = []
+        leaves: list[bytes] = []
+        parents = bytearray()
         blake = hashlib.blake2b
+        pack_node = _NODE.pack
+        leaf_prefix: dict[int, bytes] = {}
         for value in blocks:
-            if not isinstance(value, bytes):
+            if type(value) is not bytes:
                 raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
             size = len(value)
-            h = blake(b"\x00" + _U64(size) + value, digest_size=32).digest()
-            leaf_rows.append((n, h, value))
-            byte_length += size
-            idx = 2 * n
-            k = n + 1
+            prefix = leaf_prefix.get(size)
+            if prefix is None:
+                prefix = leaf_prefix[size] = b"\x00" + _U64(size)
+            h = blake(prefix + value, digest_size=32).digest()
+            sizes.append(size)
+            leaves.append(h)
+            n += 1
+            if n & 1:
+                root_sizes.append(size)
+                root_hashes.append(h)
+                continue
+            idx = 2 * n - 2
+            k = n
             d = 0
             while not k & 1:
-                left = roots.pop()
-                size += left.size
-                h = blake(b"\x01" + _U64(size) + left.hash + h, digest_size=32).digest()
+                size += root_sizes.pop()
+                h = blake(b"\x01" + _U64(size) + root_hashes.pop() + h, digest_size=32).digest()
                 idx -= 1 << d
                 d += 1
                 k >>= 1
-                parents.append(Node(idx, size, h))
-            roots.append(Node(idx, size, h))
-            n += 1
+                parents += pack_node(idx, size, h)
+            root_sizes.append(size)
+            root_hashes.append(h)
+        roots = [
+            Node(i, sz, hh)
+            for i, sz, hh in zip(flat_tree.full_roots(2 * n), root_sizes, root_hashes, strict=True)
+        ]
+        byte_length = head.byte_length + sum(sizes)
         root_hash = tree_hash(roots)
         new_head = Head(head.fork, n, byte_length, root_hash, self._sign(root_hash, n, head.fork))
         storage = self._storage
         with storage.transaction() as db:
-            storage.put_blocks(db, leaf_rows)
-            storage.put_nodes(db, parents)
+            storage.put_segment(
+                db, head.length, sizes, b"".join(leaves), b"".join(blocks), bytes(parents)
+            )
             storage.put_head(db, new_head)
         self._head = new_head
         self._roots = roots
@@ -375,13 +395,10 @@ class Log:
         self._bitfield.set_range(length, max(head.length, length), False)
         self._contiguous = min(self._contiguous, length)
 
-    def _delete_from(self, db: object, length: int, old_length: int) -> None:
+    def _delete_from(self, db: sqlite3.Connection, length: int, old_length: int) -> None:
         """Remove blocks and nodes that reach block ``length`` or beyond."""
-        import sqlite3
-
-        assert isinstance(db, sqlite3.Connection)
         head = 2 * length
-        db.execute("DELETE FROM blocks WHERE idx >= ?", (length,))
+        self._storage.split_out(db, length, 1 << 62, keep_leaves=False)
         db.execute("DELETE FROM nodes WHERE idx >= ?", (head,))
         crossing = []
         ite = flat_tree.Iterator(head)
@@ -404,14 +421,9 @@ class Log:
         end = min(end, self.length)
         if start >= end:
             return 0
+        dropped = sum(1 for i in range(start, end) if self._bitfield.has(i))
         with self._storage.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO nodes (idx, size, hash) "
-                "SELECT idx * 2, length(data), hash FROM blocks WHERE idx >= ? AND idx < ?",
-                (start, end),
-            )
-            cur = db.execute("DELETE FROM blocks WHERE idx >= ? AND idx < ?", (start, end))
-            dropped = cur.rowcount
+            self._storage.split_out(db, start, end, keep_leaves=True)
         self._bitfield.set_range(start, end, False)
         self._contiguous = min(self._contiguous, start)
         return dropped
@@ -468,15 +480,52 @@ class Log:
         return False
 
     def verify_and_apply(self, proof: Data) -> Applied:
-        """Verify a proof against this log's key and store what it proves.
+        """Verify a proof against this log's key and store what it proves, or raise.
 
-        Or raise and change nothing.
-
-        Raises :class:`VerificationError` for anything that does not verify and :class:`ForkError`
-        (after keeping the evidence and freezing the log) when the writer signed conflicting trees.
+        A proof that does not verify raises :class:`VerificationError` and changes nothing.
+        When the writer signed conflicting trees, the evidence is kept, the log freezes and
+        :class:`ForkError` is raised.
         """
         if self._meta.frozen:
             raise ForkError(f"{self.path} is frozen after a fork was detected")
+        return self._checked(proof)
+
+    def verify_and_apply_many(self, proofs: Iterable[Data]) -> list[Applied]:
+        """Verify and store a run of proofs in ONE transaction: all of them, or none.
+
+        Each proof is verified against the log as the ones before it left it. If one fails, the
+        whole run is rolled back and :class:`VerificationError` names it. A fork found in the
+        run is handled as :meth:`verify_and_apply` does (evidence kept, log frozen).
+        """
+        if self._meta.frozen:
+            raise ForkError(f"{self.path} is frozen after a fork was detected")
+        proofs = list(proofs)
+        saved = (self._head, self._meta, self._roots, self._contiguous)
+        results: list[Applied] = []
+        try:
+            with self._storage.transaction():
+                for k, proof in enumerate(proofs):
+                    try:
+                        results.append(self._checked(proof))
+                    except VerificationError as exc:
+                        raise VerificationError(f"proof {k} of {len(proofs)}: {exc}") from exc
+        except ForkError:
+            self._restore(saved)
+            # one at a time, so the evidence of the fork is committed when it raises again
+            return [self.verify_and_apply(proof) for proof in proofs]
+        except BaseException:
+            self._restore(saved)
+            raise
+        return results
+
+    def _restore(self, saved: tuple[Head, Meta, list[Node], int]) -> None:
+        """Put the in-memory state back after a rolled-back transaction."""
+        self._head, self._meta, self._roots, self._contiguous = saved
+        self._bitfield = Bitfield()
+        for start, count in self._storage.block_ranges():
+            self._bitfield.set_range(start, start + count)
+
+    def _checked(self, proof: Data) -> Applied:
         try:
             return self._verify_and_apply(proof)
         except (VerificationError, ForkError, StorageError):
@@ -584,16 +633,16 @@ class Log:
                 )
 
         block_index: int | None = None
-        block_row: tuple[int, bytes, bytes] | None = None
+        block_value = b""
         if proof.block is not None:
-            value = proof.block.value or b""
+            block_value = proof.block.value or b""
             block_index = proof.block.index
-            block_row = (block_index, leaf_hash(value), value)
-        leaf_nodes = [n for n in batch.nodes if not n.index & 1]
-        store_nodes = [n for n in batch.nodes if n.index & 1]
+            if self._bitfield.has(block_index) and prune_from is None:
+                block_index = None  # already held: the proof may still upgrade
         # Leaves without data (siblings, hash proofs) go to `nodes`; the proven block's own leaf
-        # lives in its `blocks` row.
-        store_nodes += [n for n in leaf_nodes if block_index is None or n.index != 2 * block_index]
+        # lives in its segment.
+        own_leaf = -1 if proof.block is None else 2 * proof.block.index
+        store_nodes = [n for n in batch.nodes if n.index != own_leaf]
 
         new_head = head
         new_meta = self._meta
@@ -607,8 +656,10 @@ class Log:
             if prune_from is not None:
                 self._delete_from(db, prune_from, head.length)
             storage.put_nodes(db, store_nodes)
-            if block_row is not None:
-                storage.put_blocks(db, [block_row])
+            if block_index is not None:
+                storage.put_segment(
+                    db, block_index, [len(block_value)], leaf_hash(block_value), block_value, b""
+                )
             if new_head is not head:
                 storage.put_head(db, new_head)
             if new_meta is not self._meta:

@@ -1,8 +1,11 @@
-"""SQLite storage of one log: its head, tree nodes, blocks and fork evidence.
+"""SQLite storage of one log: its head, blocks in segments, tree nodes and fork evidence.
 
-One file per log, WAL journal. Leaf nodes of held blocks live in the ``blocks`` row beside the
-data (size is the data's length), so an append writes one row per block and one per parent node;
-a cleared block leaves its leaf node in ``nodes``. Every write the log makes is one transaction.
+One file per log, WAL journal. Blocks are stored in *segments*: one row per append batch (or per
+verified block on a replica) holding the blocks' data back to back, their sizes, their leaf
+hashes, and the parent tree nodes the append created. A batch of 1,000 blocks is one row, not
+2,000, which is what makes batched appends cheap. Tree nodes that belong to no segment (proof
+siblings on a replica, and the nodes of cleared blocks) live one per row in ``nodes``.
+Every write the log makes is one transaction.
 
 ``sync="normal"`` (the default) survives a crash of the process at any point, as JS hypercore's
 storage does; ``sync="full"`` also fsyncs every commit, to survive power loss.
@@ -10,21 +13,39 @@ storage does; ``sync="full"`` also fsyncs every commit, to survive power loss.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
+import struct
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cairn import flat_tree
 from cairn.errors import StorageError
 from cairn.messages import Node
 
-__all__ = ["FORMAT", "Head", "LogStorage", "Meta", "SyncMode"]
+__all__ = [
+    "FORMAT",
+    "NODE_STRUCT",
+    "Head",
+    "LogStorage",
+    "Meta",
+    "Segment",
+    "SyncMode",
+    "pack_nodes",
+]
 
-FORMAT = 1
+FORMAT = 2
 SyncMode = Literal["normal", "full"]
+
+NODE_STRUCT = _NODE = struct.Struct("<QQ32s")  # a packed tree node: index, size, hash
+# What reading a damaged file can raise: SQLite's errors, and a flipped byte inside a TEXT value.
+_DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -45,7 +66,14 @@ CREATE TABLE IF NOT EXISTS head (
     tree_hash BLOB NOT NULL,
     signature BLOB
 );
-CREATE TABLE IF NOT EXISTS blocks (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (
+    start INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    sizes BLOB NOT NULL,
+    hashes BLOB NOT NULL,
+    data BLOB NOT NULL,
+    nodes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nodes (
     idx INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash BLOB NOT NULL
 );
@@ -57,6 +85,12 @@ CREATE TABLE IF NOT EXISTS evidence (
     remote BLOB
 );
 """
+
+_TABLES = {"meta", "head", "segments", "nodes", "evidence"}
+
+
+def pack_nodes(nodes: Iterable[Node]) -> bytes:
+    return b"".join(_NODE.pack(n.index, n.size, n.hash) for n in nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +112,57 @@ class Head:
     signature: bytes | None
 
 
+class Segment:
+    """A decoded ``segments`` row: blocks start .. start+count-1 and the nodes made with them."""
+
+    __slots__ = ("_nodes", "_packed", "count", "data", "hashes", "offsets", "start")
+
+    def __init__(
+        self,
+        path: Path,
+        start: int,
+        count: int,
+        sizes: bytes,
+        hashes: bytes,
+        data: bytes,
+        nodes: bytes,
+    ) -> None:
+        if (
+            count <= 0
+            or len(sizes) != 4 * count
+            or len(hashes) != 32 * count
+            or len(nodes) % _NODE.size
+        ):
+            raise StorageError(f"{path}: segment at block {start} is damaged")
+        lengths = array("I")
+        lengths.frombytes(sizes)
+        if sys.byteorder != "little":  # pragma: no cover - every board we ship to is LE
+            lengths.byteswap()
+        offsets = [0, *itertools.accumulate(lengths)]
+        if offsets[-1] != len(data):
+            raise StorageError(f"{path}: segment at block {start} is damaged (sizes)")
+        self.start = start
+        self.count = count
+        self.offsets = offsets
+        self.hashes = hashes
+        self.data = data
+        self._packed = nodes
+        self._nodes: dict[int, Node] | None = None
+
+    def block(self, i: int) -> tuple[bytes, bytes]:
+        j = i - self.start
+        return (self.data[self.offsets[j] : self.offsets[j + 1]], self.hashes[32 * j : 32 * j + 32])
+
+    def leaf(self, i: int) -> Node:
+        j = i - self.start
+        return Node(2 * i, self.offsets[j + 1] - self.offsets[j], self.hashes[32 * j : 32 * j + 32])
+
+    def nodes(self) -> dict[int, Node]:
+        if self._nodes is None:
+            self._nodes = {i: Node(i, s, h) for i, s, h in _NODE.iter_unpack(self._packed)}
+        return self._nodes
+
+
 class LogStorage:
     def __init__(self, path: str | os.PathLike[str], *, create: bool, sync: SyncMode = "normal"):
         self.path = Path(path)
@@ -86,6 +171,7 @@ class LogStorage:
             raise FileExistsError(f"{self.path} already exists")
         if not create and not exists:
             raise FileNotFoundError(f"no log at {self.path}")
+        self._cache: Segment | None = None
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if not create:
@@ -95,7 +181,7 @@ class LogStorage:
             self.db.execute("PRAGMA cache_size=-8000")
             if create:
                 self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+        except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: not a readable Cairn log ({exc})") from exc
 
     def _check_file(self) -> None:
@@ -112,10 +198,11 @@ class LogStorage:
             raise StorageError(
                 f"{self.path}: file is truncated ({size} bytes, header says {pages * page_size})"
             )
-        tables = {
-            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        missing = {"meta", "head", "blocks", "nodes", "evidence"} - tables
+        try:
+            rows = self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: schema is damaged ({exc})") from exc
+        missing = _TABLES - {r[0] for r in rows}
         if missing:
             raise StorageError(
                 f"{self.path}: not a Cairn log (missing {', '.join(sorted(missing))})"
@@ -126,23 +213,44 @@ class LogStorage:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested calls join the outer one."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        if db.in_transaction:
+            yield db
+            return
+        self._cache = None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
+            self._cache = None
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self._cache = None
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _row(self, sql: str, args: Sequence[object] = ()) -> tuple[object, ...] | None:
+    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
-            row: tuple[object, ...] | None = self.db.execute(sql, args).fetchone()
-        except sqlite3.DatabaseError as exc:
+            rows: list[tuple[object, ...]] = self.db.execute(sql, args).fetchall()
+        except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
-        return row
+        return rows
+
+    def _row(self, sql: str, args: Sequence[object] = ()) -> tuple[object, ...] | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     def read_meta(self) -> Meta:
         row = self._row(
@@ -161,6 +269,8 @@ class LogStorage:
                 raise StorageError(f"{self.path}: {name} is damaged")
         if manifest is not None and not isinstance(manifest, bytes):
             raise StorageError(f"{self.path}: manifest is damaged")
+        if compat not in (0, 1) or frozen not in (0, 1):
+            raise StorageError(f"{self.path}: log flags are damaged")
         return Meta(key, pk, sk, manifest, bool(compat), bool(frozen))  # type: ignore[arg-type]
 
     def read_head(self) -> Head:
@@ -185,53 +295,106 @@ class LogStorage:
             raise StorageError(f"{self.path}: log head signature is damaged")
         return Head(fork, length, byte_length, tree_hash, signature)
 
-    def get_node(self, index: int) -> Node | None:
-        row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
-        if row is None and not index & 1:
-            row = self._row("SELECT length(data), hash FROM blocks WHERE idx = ?", (index >> 1,))
+    def _decode(self, row: tuple[object, ...]) -> Segment:
+        start, count, sizes, hashes, data, nodes = row
+        if not (
+            isinstance(start, int)
+            and isinstance(count, int)
+            and isinstance(sizes, bytes)
+            and isinstance(hashes, bytes)
+            and isinstance(data, bytes)
+            and isinstance(nodes, bytes)
+        ):
+            raise StorageError(f"{self.path}: segment at block {start!r} is damaged")
+        return Segment(self.path, start, count, sizes, hashes, data, nodes)
+
+    def segment(self, i: int) -> Segment | None:
+        """The segment holding block ``i``, if any."""
+        seg = self._cache
+        if seg is not None and seg.start <= i < seg.start + seg.count:
+            return seg
+        row = self._row(
+            "SELECT start, count, sizes, hashes, data, nodes FROM segments "
+            "WHERE start <= ? ORDER BY start DESC LIMIT 1",
+            (i,),
+        )
         if row is None:
             return None
-        size, digest = row
-        if not isinstance(size, int) or not isinstance(digest, bytes) or len(digest) != 32:
-            raise StorageError(f"{self.path}: tree node {index} is damaged")
-        return Node(index, size, digest)
+        seg = self._decode(row)
+        if i >= seg.start + seg.count:
+            return None
+        self._cache = seg
+        return seg
+
+    def segments(self, start: int = 0, end: int = 1 << 62) -> Iterator[Segment]:
+        first = self.segment(start)
+        lo = first.start if first is not None else start
+        try:
+            cur = self.db.execute(
+                "SELECT start, count, sizes, hashes, data, nodes FROM segments "
+                "WHERE start >= ? AND start < ? ORDER BY start",
+                (lo, end),
+            )
+            for row in cur:
+                yield self._decode(row)
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+
+    def block_ranges(self) -> list[tuple[int, int]]:
+        rows = self._rows("SELECT start, count FROM segments ORDER BY start")
+        out = []
+        for start, count in rows:
+            if not isinstance(start, int) or not isinstance(count, int) or count <= 0:
+                raise StorageError(f"{self.path}: segment index is damaged")
+            out.append((start, count))
+        return out
+
+    def get_node(self, index: int) -> Node | None:
+        row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
+        if row is not None:
+            size, digest = row
+            if not isinstance(size, int) or not isinstance(digest, bytes) or len(digest) != 32:
+                raise StorageError(f"{self.path}: tree node {index} is damaged")
+            return Node(index, size, digest)
+        if not index & 1:
+            seg = self.segment(index >> 1)
+            return seg.leaf(index >> 1) if seg is not None else None
+        seg = self.segment(flat_tree.right_span(index) >> 1)
+        return seg.nodes().get(index) if seg is not None else None
 
     def get_block(self, index: int) -> tuple[bytes, bytes] | None:
         """(data, stored leaf hash) of a held block."""
-        row = self._row("SELECT data, hash FROM blocks WHERE idx = ?", (index,))
-        if row is None:
-            return None
-        data, digest = row
-        if not isinstance(data, bytes) or not isinstance(digest, bytes):
-            raise StorageError(f"{self.path}: block {index} is damaged")
-        return data, digest
+        seg = self.segment(index)
+        return seg.block(index) if seg is not None else None
 
     def iter_blocks(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
-        try:
-            yield from self.db.execute(
-                "SELECT idx, data, hash FROM blocks WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (start, end),
-            )
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
-
-    def block_indexes(self) -> Iterator[int]:
-        try:
-            for (idx,) in self.db.execute("SELECT idx FROM blocks ORDER BY idx"):
-                yield idx
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
+        for seg in self.segments(start, end):
+            for i in range(max(start, seg.start), min(end, seg.start + seg.count)):
+                data, digest = seg.block(i)
+                yield i, data, digest
 
     def iter_nodes(self) -> Iterator[Node]:
-        try:
-            for idx, size, digest in self.db.execute("SELECT idx, size, hash FROM nodes"):
-                yield Node(idx, size, digest)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
+        """Every stored tree node (leaves of held blocks included)."""
+        for seg in self.segments():
+            yield from seg.nodes().values()
+            for i in range(seg.start, seg.start + seg.count):
+                yield seg.leaf(i)
+        for idx, size, digest in self._rows("SELECT idx, size, hash FROM nodes"):
+            if (
+                not isinstance(idx, int)
+                or not isinstance(size, int)
+                or not isinstance(digest, bytes)
+                or len(digest) != 32
+            ):
+                raise StorageError(f"{self.path}: tree node {idx!r} is damaged")
+            yield Node(idx, size, digest)
 
     def evidence(self) -> list[tuple[str, str, bytes | None, bytes | None]]:
-        rows = self.db.execute("SELECT kind, detail, local, remote FROM evidence ORDER BY id")
-        return [(kind, detail, local, remote) for kind, detail, local, remote in rows]
+        rows = self._rows("SELECT kind, detail, local, remote FROM evidence ORDER BY id")
+        return [
+            (str(kind), str(detail), local, remote)  # type: ignore[misc]
+            for kind, detail, local, remote in rows
+        ]
 
     # -- writes (inside transaction()) ------------------------------------------------------------
 
@@ -259,10 +422,22 @@ class LogStorage:
             (head.fork, head.length, head.byte_length, head.tree_hash, head.signature),
         )
 
-    @staticmethod
-    def put_blocks(db: sqlite3.Connection, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
-        """Rows of (block index, leaf hash, data)."""
-        db.executemany("INSERT OR REPLACE INTO blocks (idx, hash, data) VALUES (?, ?, ?)", rows)
+    def put_segment(
+        self,
+        db: sqlite3.Connection,
+        start: int,
+        sizes: Sequence[int],
+        hashes: bytes,
+        data: bytes,
+        nodes: bytes,
+    ) -> None:
+        """Blocks start.. with their sizes, concatenated leaf hashes and data, packed parents."""
+        self._cache = None
+        db.execute(
+            "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (start, len(sizes), array("I", sizes).tobytes(), hashes, data, nodes),
+        )
 
     @staticmethod
     def put_nodes(db: sqlite3.Connection, nodes: Iterable[Node]) -> None:
@@ -276,3 +451,41 @@ class LogStorage:
             "INSERT INTO evidence (kind, detail, local, remote) VALUES (?, ?, ?, ?)",
             (kind, detail, local, remote),
         )
+
+    def split_out(
+        self, db: sqlite3.Connection, start: int, end: int, keep_leaves: bool
+    ) -> list[Segment]:
+        """Remove blocks [start, end) from their segments; returns the segments that were cut.
+
+        Blocks outside the range stay, re-packed as segments of their own. The parent nodes of
+        the cut segments move to the ``nodes`` table, so the tree stays whole; with
+        ``keep_leaves`` the leaf nodes of the removed blocks do too (``clear``).
+        """
+        cut = list(self.segments(start, end))
+        cut = [s for s in cut if s.start < end and s.start + s.count > start]
+        self._cache = None
+        for seg in cut:
+            db.execute("DELETE FROM segments WHERE start = ?", (seg.start,))
+            self.put_nodes(db, seg.nodes().values())
+            if keep_leaves:
+                self.put_nodes(
+                    db,
+                    (
+                        seg.leaf(i)
+                        for i in range(max(start, seg.start), min(end, seg.start + seg.count))
+                    ),
+                )
+            for lo, hi in ((seg.start, start), (end, seg.start + seg.count)):
+                lo, hi = max(lo, seg.start), min(hi, seg.start + seg.count)
+                if lo < hi:
+                    j, k = lo - seg.start, hi - seg.start
+                    sizes = [seg.offsets[x + 1] - seg.offsets[x] for x in range(j, k)]
+                    self.put_segment(
+                        db,
+                        lo,
+                        sizes,
+                        seg.hashes[32 * j : 32 * k],
+                        seg.data[seg.offsets[j] : seg.offsets[k]],
+                        b"",
+                    )
+        return cut

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,57 @@ def test_stream_keys_are_derived_from_one_seed() -> None:
         crypto.derive_stream_key_pair(b"short", "x")
     with pytest.raises(ValueError, match="empty"):
         crypto.derive_stream_key_pair(SEED, "")
+
+
+def db_content(lg: Log) -> tuple[object, ...]:
+    db = sqlite3.connect(lg.path)
+    try:
+        return tuple(
+            tuple(db.execute(sql).fetchall())
+            for sql in ("SELECT * FROM head", "SELECT start, count, hashes FROM segments",
+                        "SELECT * FROM nodes ORDER BY idx", "SELECT * FROM meta")
+        )
+    finally:
+        db.close()
+
+
+def test_many_proofs_in_one_transaction(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 300) as w, Log.replica(tmp_path / "r.db", w.key) as r:
+        sync_block(w, r, 100)
+        dry = Log.replica(tmp_path / "dry.db", w.key)
+        sync_block(w, dry, 100)
+        proofs = []
+        for i in range(101, 180):  # each proof made for the state the ones before it leave
+            proofs.append(w.proof(Request(block=RequestBlock(i, dry.missing_nodes(2 * i)))))
+            dry.verify_and_apply(proofs[-1])
+        dry.close()
+        block40 = proofs[40].block
+        assert block40 is not None
+        bad = dataclasses.replace(proofs[40], block=dataclasses.replace(block40, value=b"forged"))
+        before = db_content(r)
+        with pytest.raises(VerificationError, match="proof 40 of 79"):
+            r.verify_and_apply_many([*proofs[:40], bad, *proofs[41:]])
+        assert db_content(r) == before  # rolled back whole
+        assert not r.has(101) and r.has(100) and r.length == 300
+        applied = r.verify_and_apply_many(proofs)
+        assert [a.block for a in applied] == list(range(101, 180))
+        assert all(r.get(i) == f"block-{i}".encode() for i in range(100, 180))
+        assert r.verify_all().blocks == 80
+    with Log.open(tmp_path / "r.db") as r:
+        assert r.has(179) and not r.has(180)
+
+
+def test_fork_inside_a_run_keeps_the_evidence(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "a.db", 5):
+        pass
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    with Log.open(tmp_path / "a.db") as a, Log.open(tmp_path / "b.db") as b, \
+            Log.replica(tmp_path / "r.db", a.key) as r:
+        a.append([b"honest"])
+        b.append([b"equivocation"])
+        sync_block(a, r, 5)
+        good = a.proof(Request(block=RequestBlock(1, r.missing_nodes(2))))
+        forked = b.proof(Request(block=RequestBlock(5, 0), upgrade=RequestUpgrade(0, 6)))
+        with pytest.raises(ForkError):
+            r.verify_and_apply_many([good, forked])
+        assert r.frozen and len(r.evidence()) == 1 and r.get(1) == b"block-1"

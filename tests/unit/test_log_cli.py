@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cairn.cli import main
 from cairn.keys_cli import keys
 from cairn.log_cli import log
+from tests.unit.forge import forge_block
 
 SEED = "07" * 32
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "log.md"
@@ -81,15 +82,10 @@ def test_compat_log(tmp_path: Path) -> None:
 
 
 def test_verify_names_the_bad_block(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "v.db"
     run("log", "create", str(path), "--seed", SEED)
     run("log", "append", str(path), *[f"v{i}" for i in range(10)])
-    db = sqlite3.connect(path)
-    db.execute("UPDATE blocks SET data = X'00' WHERE idx = 6")
-    db.commit()
-    db.close()
+    forge_block(path, 6, b"\x00", fix_hash=False)
     code, _, err = run("log", "verify", str(path))
     assert code == 1 and "block 6" in err
 

@@ -11,6 +11,7 @@ import pytest
 from cairn import crypto
 from cairn.errors import CairnError, StorageError
 from cairn.log import Log
+from tests.unit.forge import forge_block
 
 N = 200
 
@@ -80,12 +81,7 @@ def test_flipped_bytes_never_come_back_as_data(pristine: Path, tmp_path: Path) -
 def test_damaged_block_is_named(pristine: Path, tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     shutil.copy(pristine, path)
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    db.execute("UPDATE blocks SET data = ? WHERE idx = 77", (b"forged",))
-    db.commit()
-    db.close()
+    forge_block(path, 77, b"forged", fix_hash=False)
     with Log.open(path) as lg:
         assert lg.get(76) == blocks()[76]
         with pytest.raises(StorageError, match="block 77 is damaged"):
@@ -98,13 +94,7 @@ def test_consistently_forged_block_is_caught_by_the_tree(pristine: Path, tmp_pat
     """Data and its leaf hash rewritten together: the parent node no longer matches."""
     path = tmp_path / "c.db"
     shutil.copy(pristine, path)
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    db.execute("UPDATE blocks SET data = ?, hash = ? WHERE idx = 42",
-               (b"forged", crypto.leaf_hash(b"forged")))
-    db.commit()
-    db.close()
+    forge_block(path, 42, b"forged", fix_hash=True)
     with Log.open(path) as lg, pytest.raises(StorageError, match=r"blocks 42\.\.43"):
         lg.verify_all()
 
