@@ -253,6 +253,9 @@ def build_rows(c: dict[str, float], js: dict[str, Any] | None, n: int, single_n:
         rows.append(Row(f"verify {verify_range:,}-block range with proofs", "blocks/s", v, jv,
                         v / jv if jv else None, f">= {VERIFY_TARGET:,.0f}/s",
                         "PASS" if v >= VERIFY_TARGET else "MISS"))
+        ve = c["verify_each_rate"]
+        rows.append(Row("  same, one transaction per proof", "blocks/s", ve, jv,
+                        ve / jv if jv else None, "info", "-"))
     js_batch_disk = j("batch_disk")
     js_single_disk = j("single_disk")
     rows += [
