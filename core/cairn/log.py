@@ -434,6 +434,11 @@ class Log:
         """The ``data`` message answering ``request``, exactly as JS hypercore makes it."""
         if request.block is not None and not self.has(request.block.index):
             raise InvalidRequestError(f"block {request.block.index} is not held")
+        if request.block is not None and request.fork != self.fork:
+            # as hypercore does: a block is only sent for the fork the requester asks about
+            raise InvalidRequestError(
+                f"block request is for fork {request.fork}, log is at fork {self.fork}"
+            )
         head = self._head
         data = generate_proof(
             self._storage,

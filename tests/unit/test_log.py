@@ -154,8 +154,10 @@ def test_replica_follows_a_fork_that_keeps_its_history(tmp_path: Path) -> None:
         w.append([b"x"] * 5)
         # an upgrade from its own length is refused for a new fork ...
         with pytest.raises(VerificationError, match="new fork"):
-            r.verify_and_apply(w.proof(Request(block=RequestBlock(3, 0))))
-        proof = w.proof(Request(block=RequestBlock(12, 0), upgrade=RequestUpgrade(0, 13)))
+            r.verify_and_apply(w.proof(Request(fork=1, block=RequestBlock(3, 0))))
+        with pytest.raises(InvalidRequestError, match="fork 0, log is at fork 1"):
+            w.proof(Request(fork=0, block=RequestBlock(12, 0), upgrade=RequestUpgrade(0, 13)))
+        proof = w.proof(Request(fork=1, block=RequestBlock(12, 0), upgrade=RequestUpgrade(0, 13)))
         r.verify_and_apply(proof)
         assert (r.fork, r.length) == (1, 13) and r.get(12) == b"x"
         assert not r.frozen and r.verify_all().length == 13
@@ -169,7 +171,7 @@ def test_rewriting_held_history_is_a_fork(tmp_path: Path) -> None:
         sync_block(w, r, 6)
         w.truncate(4)
         w.append([b"rewritten"] * 6)
-        proof = w.proof(Request(block=RequestBlock(9, 0), upgrade=RequestUpgrade(0, 10)))
+        proof = w.proof(Request(fork=1, block=RequestBlock(9, 0), upgrade=RequestUpgrade(0, 10)))
         with pytest.raises(ForkError, match="differs"):
             r.verify_and_apply(proof)
         assert r.frozen and r.length == 8 and r.get(6) == b"block-6"
