@@ -598,8 +598,14 @@ class Log:
             if not self._signature_ok(
                 batch.hash(), batch.length, proof.fork, up.signature, manifest, compat
             ):
+                hint = ""
+                if manifest is None and self._meta.manifest is None and not self._meta.compat:
+                    hint = (
+                        " (the proof carries no manifest, so the key was taken as a compat "
+                        "public key: ask with manifest=True)"
+                    )
                 raise VerificationError(
-                    f"signature does not verify for length {batch.length} fork {proof.fork}"
+                    f"signature does not verify for length {batch.length} fork {proof.fork}{hint}"
                 )
         elif head.length == 0:
             raise VerificationError("log has no signed length yet: the proof needs an upgrade")
@@ -642,8 +648,9 @@ class Log:
         if proof.block is not None:
             block_value = proof.block.value or b""
             block_index = proof.block.index
-            if self._bitfield.has(block_index) and prune_from is None:
-                block_index = None  # already held: the proof may still upgrade
+        store_block = block_index is not None and (
+            prune_from is not None or not self._bitfield.has(block_index)
+        )
         # Leaves without data (siblings, hash proofs) go to `nodes`; the proven block's own leaf
         # lives in its segment.
         own_leaf = -1 if proof.block is None else 2 * proof.block.index
@@ -661,7 +668,8 @@ class Log:
             if prune_from is not None:
                 self._delete_from(db, prune_from, head.length)
             storage.put_nodes(db, store_nodes)
-            if block_index is not None:
+            if store_block:
+                assert block_index is not None
                 storage.put_segment(
                     db, block_index, [len(block_value)], leaf_hash(block_value), block_value, b""
                 )

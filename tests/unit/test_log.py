@@ -266,3 +266,14 @@ def test_fork_inside_a_run_keeps_the_evidence(tmp_path: Path) -> None:
         with pytest.raises(ForkError):
             r.verify_and_apply_many([good, forked])
         assert r.frozen and len(r.evidence()) == 1 and r.get(1) == b"block-1"
+
+
+def test_missing_manifest_is_explained(tmp_path: Path) -> None:
+    with make_writer(tmp_path / "w.db", 3) as w, Log.replica(tmp_path / "r.db", w.key) as r:
+        with pytest.raises(VerificationError, match="manifest=True"):
+            r.verify_and_apply(w.proof(Request(block=RequestBlock(0, 0),
+                                               upgrade=RequestUpgrade(0, 3))))
+        assert r.length == 0
+        sync_block(w, r, 0)
+        again = r.verify_and_apply(w.proof(Request(block=RequestBlock(0, r.missing_nodes(0)))))
+        assert again.block == 0 and r.get(0) == b"block-0"  # a block sent twice: verified, kept
