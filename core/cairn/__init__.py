@@ -12,4 +12,41 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from cairn.crypto import KeyPair, derive_stream_key_pair, key_pair, random_key_pair
+from cairn.errors import (
+    CairnError,
+    DecodeError,
+    ForkError,
+    LocalError,
+    NotAvailableError,
+    ReadOnlyError,
+    RemoteError,
+    StorageError,
+    VerificationError,
+)
+from cairn.frames import Frame, Sample, frame_at, seek_time
+from cairn.log import Applied, Log, VerifyReport
+
+__all__ = [
+    "Applied",
+    "CairnError",
+    "DecodeError",
+    "ForkError",
+    "Frame",
+    "KeyPair",
+    "LocalError",
+    "Log",
+    "NotAvailableError",
+    "ReadOnlyError",
+    "RemoteError",
+    "Sample",
+    "StorageError",
+    "VerificationError",
+    "VerifyReport",
+    "__version__",
+    "derive_stream_key_pair",
+    "frame_at",
+    "key_pair",
+    "random_key_pair",
+    "seek_time",
+]

@@ -91,5 +91,15 @@ def test_cairn_all_is_sorted() -> None:
     assert cairn.__all__ == sorted(cairn.__all__)
 
 
+def test_cairn_public_surface_is_pinned() -> None:
+    """Adding or removing a public name is a decision: change this list on purpose."""
+    assert cairn.__all__ == [
+        "Applied", "CairnError", "DecodeError", "ForkError", "Frame", "KeyPair", "LocalError",
+        "Log", "NotAvailableError", "ReadOnlyError", "RemoteError", "Sample", "StorageError",
+        "VerificationError", "VerifyReport", "__version__", "derive_stream_key_pair", "frame_at",
+        "key_pair", "random_key_pair", "seek_time",
+    ]
+
+
 def test_version_matches_the_installed_distribution() -> None:
     assert cairn.__version__ == importlib.metadata.version(DIST)
