@@ -12,18 +12,21 @@ give a test everything around a core without sockets, clocks or sleeps:
 """
 
 from cairn.testing._clock import FakeClock, Timer
+from cairn.testing._dht import DHTSwarm, SwarmNode
 from cairn.testing._network import Address, Datagram, FakeNetwork, NetworkStats
 from cairn.testing._random import SeededRandom
 from cairn.testing._stream import MemoryStream, memory_stream_pair
 
 __all__ = [
     "Address",
+    "DHTSwarm",
     "Datagram",
     "FakeClock",
     "FakeNetwork",
     "MemoryStream",
     "NetworkStats",
     "SeededRandom",
+    "SwarmNode",
     "Timer",
     "memory_stream_pair",
 ]

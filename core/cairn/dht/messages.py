@@ -1,0 +1,189 @@
+"""dht-rpc 6 datagrams (dht-rpc lib/io.js), one place for their bytes.
+
+Byte 0 is ``(type << 4) | 0b11``: ``0x03`` a request, ``0x13`` a response. Then:
+
+- request: ``uint flags, u16le tid, to (ipv4 4 + u16le port), [id 32], [token 32], uint command,
+  [target 32], [buffer value]``; flags 1 id, 2 token, 4 internal, 8 target, 16 value.
+- response: ``uint flags, u16le tid, to, [id 32], [token 32], [closer nodes: uint n, n x 6],
+  [uint error], [buffer value]``; flags 1 id, 2 token, 4 closer, 8 error, 16 value.
+
+Decoders raise only :class:`~cairn.errors.DecodeError`. Like dht-rpc, they ignore bytes after
+the last field, so a later protocol version can add fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cairn.encoding import Reader, write_buffer, write_u16, write_uint
+from cairn.errors import DecodeError
+
+__all__ = [
+    "REQUEST_ID",
+    "RESPONSE_ID",
+    "Address",
+    "Command",
+    "ErrorCode",
+    "Request",
+    "Response",
+    "decode",
+    "decode_ipv4",
+    "encode_ipv4",
+    "encode_request",
+    "encode_response",
+    "node_id",
+]
+
+VERSION = 0b11
+REQUEST_ID = (0 << 4) | VERSION
+RESPONSE_ID = (1 << 4) | VERSION
+MAX_CLOSER = 64
+
+Address = tuple[str, int]
+"""An IPv4 address and port, as ``("127.0.0.1", 49737)``."""
+
+
+class Command(IntEnum):
+    """Internal (``internal`` flag set) dht-rpc commands."""
+
+    PING = 0
+    PING_NAT = 1
+    FIND_NODE = 2
+    DOWN_HINT = 3
+    DELAYED_PING = 4
+
+
+class ErrorCode(IntEnum):
+    """Error codes in responses (dht-rpc's and hyperdht's share one space)."""
+
+    UNKNOWN_COMMAND = 1
+    INVALID_TOKEN = 2
+    SEQ_REUSED = 16
+    SEQ_TOO_LOW = 17
+
+
+def encode_ipv4(addr: Address) -> bytes:
+    host, port = addr
+    try:
+        packed = ipaddress.IPv4Address(host).packed
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address: {host!r}") from exc
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port out of range: {port}")
+    return packed + port.to_bytes(2, "little")
+
+
+def decode_ipv4(r: Reader) -> Address:
+    raw = r.fixed(6)
+    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}", raw[4] | raw[5] << 8
+
+
+def node_id(addr: Address) -> bytes:
+    """A node's id: BLAKE2b-256 of its IPv4 address and port as seen by others."""
+    return hashlib.blake2b(encode_ipv4(addr), digest_size=32).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    tid: int
+    to: Address
+    command: int
+    internal: bool = False
+    id: bytes | None = None
+    token: bytes | None = None
+    target: bytes | None = None
+    value: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    tid: int
+    to: Address
+    id: bytes | None = None
+    token: bytes | None = None
+    closer_nodes: tuple[Address, ...] = ()
+    error: int = 0
+    value: bytes | None = None
+
+
+def encode_request(m: Request) -> bytes:
+    flags = (
+        (1 if m.id is not None else 0)
+        | (2 if m.token is not None else 0)
+        | (4 if m.internal else 0)
+        | (8 if m.target is not None else 0)
+        | (16 if m.value is not None else 0)
+    )
+    out = bytearray((REQUEST_ID,))
+    write_uint(out, flags)
+    write_u16(out, m.tid)
+    out += encode_ipv4(m.to)
+    if m.id is not None:
+        out += m.id
+    if m.token is not None:
+        out += m.token
+    write_uint(out, m.command)
+    if m.target is not None:
+        out += m.target
+    if m.value is not None:
+        write_buffer(out, m.value)
+    return bytes(out)
+
+
+def encode_response(m: Response) -> bytes:
+    flags = (
+        (1 if m.id is not None else 0)
+        | (2 if m.token is not None else 0)
+        | (4 if m.closer_nodes else 0)
+        | (8 if m.error else 0)
+        | (16 if m.value is not None else 0)
+    )
+    out = bytearray((RESPONSE_ID,))
+    write_uint(out, flags)
+    write_u16(out, m.tid)
+    out += encode_ipv4(m.to)
+    if m.id is not None:
+        out += m.id
+    if m.token is not None:
+        out += m.token
+    if m.closer_nodes:
+        write_uint(out, len(m.closer_nodes))
+        for a in m.closer_nodes:
+            out += encode_ipv4(a)
+    if m.error:
+        write_uint(out, m.error)
+    if m.value is not None:
+        write_buffer(out, m.value)
+    return bytes(out)
+
+
+def decode(data: bytes) -> Request | Response:
+    """Decode one datagram; raises DecodeError on anything that is not a dht-rpc 6 message."""
+    if len(data) < 2:
+        raise DecodeError("datagram too short")
+    kind = data[0]
+    if kind not in (REQUEST_ID, RESPONSE_ID):
+        raise DecodeError(f"unknown datagram type {kind:#04x}")
+    r = Reader(data, 1)
+    flags = r.uint()
+    tid = r.u16()
+    to = decode_ipv4(r)
+    id_ = r.fixed(32) if flags & 1 else None
+    token = r.fixed(32) if flags & 2 else None
+    if kind == REQUEST_ID:
+        command = r.uint()
+        target = r.fixed(32) if flags & 8 else None
+        value = r.bytes_() if flags & 16 else None
+        return Request(tid, to, command, bool(flags & 4), id_, token, target, value)
+    closer: tuple[Address, ...] = ()
+    if flags & 4:
+        n = r.uint()
+        if n > MAX_CLOSER or 6 * n > r.remaining():
+            raise DecodeError(f"{n} closer nodes do not fit")
+        closer = tuple(decode_ipv4(r) for _ in range(n))
+    error = r.uint() if flags & 8 else 0
+    value = r.bytes_() if flags & 16 else None
+    return Response(tid, to, id_, token, closer, error, value)

@@ -1,0 +1,871 @@
+"""A dht-rpc 6 node without I/O: datagrams and ``now`` in, datagrams, events and a timer out.
+
+The verbs are aioquic's: :meth:`DHTNode.receive_datagram`, :meth:`DHTNode.datagrams_to_send`,
+:meth:`DHTNode.get_timer`, :meth:`DHTNode.handle_timer`, :meth:`DHTNode.next_event`. Time and
+randomness come in as arguments, so hundreds of nodes run in one process on a fake network.
+
+Like dht-rpc, a node has two sockets: ``SERVER`` (the address other nodes know it by) and
+``CLIENT`` (where an ephemeral node sends its requests from). A persistent node sends everything
+from ``SERVER`` with its id; an ephemeral node sends no id and never enters routing tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cairn.dht.events import Bootstrapped, Event, QueryDone, QueryReply, Reply, RequestDone
+from cairn.dht.messages import (
+    Address,
+    Command,
+    ErrorCode,
+    Request,
+    Response,
+    decode,
+    encode_ipv4,
+    encode_request,
+    encode_response,
+    node_id,
+)
+from cairn.dht.routing import K, NodeInfo, RoutingTable
+from cairn.errors import DecodeError
+
+__all__ = [
+    "CLIENT",
+    "SERVER",
+    "Answer",
+    "DHTNode",
+    "IncomingRequest",
+    "RequestHandler",
+]
+
+log = logging.getLogger(__name__)
+
+SERVER = 0
+CLIENT = 1
+
+TICK = 5.0  # seconds between maintenance ticks
+TOKEN_ROTATE = 7.5  # tokens live 7.5-15 s, as dht-rpc's
+CONGESTION_SLOT = 0.75
+MAX_WINDOW = 80  # requests per congestion slot, as dht-rpc
+CONCURRENCY = 10
+DEFAULT_TIMEOUT = 1.0
+UNKNOWN_SLOW = 0.1  # a request to a peer we have no RTT for is marked slow after this
+MAX_DELAYED_PING = 10.0
+DOWN_HINTS_PER_TICK = 50
+AMPLIFICATION = 3  # never answer an unverified address with more than 3x the bytes it sent
+_LRU = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A request for a non-internal command, handed to the :class:`RequestHandler`."""
+
+    command: int
+    target: bytes | None
+    value: bytes | None
+    token_ok: bool  # it carried a token this node issued to that host
+    token: bytes | None  # that token (announces sign it)
+    from_addr: Address
+    from_id: bytes | None  # the sender's id when it matches its address
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    value: bytes | None = None
+    error: int = 0
+    closer: bool = True  # add the closest nodes to the target
+    token: bool = True  # add a fresh write token
+    silent: bool = False  # send nothing back (as hyperdht does for malformed requests)
+
+
+class RequestHandler(Protocol):
+    def on_request(self, req: IncomingRequest, now: float) -> Answer | None:
+        """Answer a request, or None for an unknown command."""
+
+
+class _Outgoing:
+    __slots__ = (
+        "data", "deadline", "on_done", "on_slow", "retries", "sent", "slow", "slow_at",
+        "socket", "started", "tid", "timeout", "to",
+    )
+
+    def __init__(self, tid: int, to: Address, data: bytes, socket: int, retries: int,
+                 on_done: Callable[[Reply | None, str | None], None],
+                 on_slow: Callable[[], None] | None) -> None:
+        self.tid = tid
+        self.to = to
+        self.data = data
+        self.socket = socket
+        self.retries = retries
+        self.sent = 0
+        self.deadline = 0.0
+        self.timeout = DEFAULT_TIMEOUT
+        self.slow_at = 0.0
+        self.slow = False
+        self.started = 0.0
+        self.on_done = on_done
+        self.on_slow = on_slow
+
+
+class _Congestion:
+    """dht-rpc's window: at most MAX_WINDOW sends per 0.75 s slot and 2x that over 4 slots."""
+
+    __slots__ = ("slot", "total", "window")
+
+    def __init__(self) -> None:
+        self.window = [0, 0, 0, 0]
+        self.total = 0
+        self.slot = 0
+
+    def advance(self, now: float) -> None:
+        slot = int(now / CONGESTION_SLOT)
+        steps = min(slot - self.slot, 4)
+        for _ in range(max(steps, 0)):
+            self.slot += 1
+            i = self.slot & 3
+            self.total -= self.window[i]
+            self.window[i] = 0
+        self.slot = max(self.slot, slot)
+
+    def full(self) -> bool:
+        return self.total >= 2 * MAX_WINDOW or self.window[self.slot & 3] >= MAX_WINDOW
+
+    def send(self) -> None:
+        self.total += 1
+        self.window[self.slot & 3] += 1
+
+    def recv(self) -> None:
+        i = self.slot & 3
+        if self.window[i] > 0:
+            self.window[i] -= 1
+            self.total -= 1
+
+
+class _Candidate:
+    __slots__ = ("addr", "dist", "referrers", "state")
+
+    def __init__(self, addr: Address, dist: int) -> None:
+        self.addr = addr
+        self.dist = dist
+        self.state = 0  # 0 new, 1 in flight, 2 slow, 3 done, 4 down
+        self.referrers: list[Address] = []
+
+
+class _Query:
+    """One iterative query (dht-rpc lib/query.js, with candidates kept sorted by distance)."""
+
+    def __init__(self, node: DHTNode, qid: int, target: bytes, command: int, internal: bool,
+                 value: bytes | None, commit: Callable[[Reply], bytes | None] | None,
+                 on_reply: Callable[[Reply], bool] | None, emit: bool, concurrency: int,
+                 retries: int, pad_to: int, commit_command: int) -> None:
+        self.node = node
+        self.id = qid
+        self.target = target
+        self.t = int.from_bytes(target, "big")
+        self.command = command
+        self.internal = internal
+        self.value = value
+        self.commit = commit
+        self.on_reply = on_reply
+        self.emit = emit
+        self.concurrency = concurrency
+        self.retries = retries
+        self.pad_to = pad_to
+        self.commit_command = commit_command
+        self.candidates: dict[Address, _Candidate] = {}
+        self.order: list[tuple[int, int, Address]] = []  # heap of new candidates
+        self.seq = 0
+        self.closest: list[tuple[int, Reply]] = []  # sorted, at most k
+        self.active = 0
+        self.slow = 0
+        self.successes = 0
+        self.errors = 0
+        self.finished = False
+        self.committing = False
+        self.pending_commits = 0
+        self.commits_ok = 0
+
+    def add(self, addr: Address, referrer: Address | None) -> bool:
+        c = self.candidates.get(addr)
+        dist = int.from_bytes(node_id(addr), "big") ^ self.t
+        if c is not None:
+            if referrer is not None:
+                if c.state == 4:
+                    self.node._down_hint(referrer, addr)
+                else:
+                    c.referrers.append(referrer)
+            return True
+        if not self.is_closer(dist):
+            return False
+        c = self.candidates[addr] = _Candidate(addr, dist)
+        if referrer is not None:
+            c.referrers.append(referrer)
+        self.seq += 1
+        heapq.heappush(self.order, (dist, self.seq, addr))
+        return True
+
+    def is_closer(self, dist: int) -> bool:
+        k = self.node.table.k
+        return len(self.closest) < k or dist < self.closest[-1][0]
+
+    def pump(self, now: float) -> None:
+        if self.finished or self.committing:
+            return
+        limit = self.concurrency
+        while self.active < limit and self.order:
+            dist, _, addr = heapq.heappop(self.order)
+            c = self.candidates[addr]
+            if c.state != 0:
+                continue
+            if not self.is_closer(dist):
+                self.order.clear()
+                break
+            self.visit(c, now)
+        if self.order:
+            return
+        if self.active == 0 and (self.slow == 0 or len(self.closest) >= self.node.table.k):
+            self.flush(now)
+
+    def visit(self, c: _Candidate, now: float) -> None:
+        c.state = 1
+        self.active += 1
+
+        def done(reply: Reply | None, error: str | None) -> None:
+            if c.state == 2:
+                self.slow -= 1
+            else:
+                self.active -= 1
+            if reply is None:
+                c.state = 4
+                self.errors += 1
+                if error == "timeout":
+                    for ref in c.referrers:
+                        self.node._down_hint(ref, c.addr)
+            else:
+                c.state = 3
+                self.on_visit(reply)
+            self.pump(self.node._now)
+
+        def slow() -> None:
+            if c.state == 1:
+                c.state = 2
+                self.active -= 1
+                self.slow += 1
+                self.pump(self.node._now)
+
+        self.node._send_request(c.addr, self.command, self.internal, self.target, self.value,
+                                None, now, done, slow, self.retries, self.pad_to)
+
+    def on_visit(self, reply: Reply) -> None:
+        if self.finished or self.committing:
+            return
+        if reply.error == 0:
+            self.successes += 1
+        else:
+            self.errors += 1
+        if reply.error == 0 and reply.from_id is not None:
+            dist = int.from_bytes(reply.from_id, "big") ^ self.t
+            if self.is_closer(dist):
+                self.push_closest(dist, reply)
+        own = self.node.address
+        for addr in reply.closer_nodes:
+            if addr == own or addr[1] == 0:
+                continue
+            if not self.add(addr, reply.from_addr):
+                break
+        if reply.error != 0:
+            return
+        if self.emit:
+            self.node._events.append(QueryReply(self.id, reply))
+        if self.on_reply is not None and self.on_reply(reply):
+            self.stop()
+
+    def push_closest(self, dist: int, reply: Reply) -> None:
+        for i, (d, _) in enumerate(self.closest):
+            if d == dist:
+                return
+            if d > dist:
+                self.closest.insert(i, (dist, reply))
+                break
+        else:
+            self.closest.append((dist, reply))
+        del self.closest[self.node.table.k :]
+
+    def stop(self) -> None:
+        """Finish now (an early answer was good enough); no commit."""
+        if self.finished:
+            return
+        self.finished = True
+        self.node._query_done(self, 0, None)
+
+    def flush(self, now: float) -> None:
+        if self.committing or self.finished:
+            return
+        if self.commit is None:
+            self.finished = True
+            self.node._query_done(self, 0, None)
+            return
+        self.committing = True
+        for _, reply in self.closest:
+            if reply.token is None:
+                continue
+            value = self.commit(reply)
+            if value is None:
+                continue
+            self.pending_commits += 1
+            self.node._send_request(reply.from_addr, self.commit_command, False, self.target,
+                                    value, reply.token, now, self.commit_done, None, 3)
+        if self.pending_commits == 0:
+            self.finished = True
+            self.node._query_done(self, 0, "too few nodes responded")
+
+    def commit_done(self, reply: Reply | None, error: str | None) -> None:
+        self.pending_commits -= 1
+        if reply is not None and reply.error == 0:
+            self.commits_ok += 1
+        if self.pending_commits == 0 and not self.finished:
+            self.finished = True
+            err = None if self.commits_ok else "no node accepted the commit"
+            self.node._query_done(self, self.commits_ok, err)
+
+
+class DHTNode:
+    """One node. ``persistent``: True = a routing node from the start (its address must be
+    known); False = an ephemeral client; None = adaptive: ephemeral until a reachability check
+    (PING_NAT) after bootstrap shows other nodes can reach its server socket."""
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        now: float,
+        address: Address | None = None,
+        bootstrap: Sequence[Address] = (),
+        persistent: bool | None = False,
+        handler: RequestHandler | None = None,
+        k: int = K,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        if persistent and address is None:
+            raise ValueError("a persistent node needs its public address")
+        self._rng = rng
+        self._now = now
+        self.address = address
+        self.bootstrap_nodes = [a for a in bootstrap if a != address]
+        self.ephemeral = not persistent
+        self.adaptive = persistent is None
+        self.id = node_id(address) if address is not None and persistent else rng.randbytes(32)
+        self.table = RoutingTable(self.id, k)
+        self.handler = handler
+        self.concurrency = concurrency
+        self.bootstrapped = False
+        self._secrets = [rng.randbytes(32), rng.randbytes(32)]
+        self._next_rotate = now + TOKEN_ROTATE
+        self._next_tick = now + TICK
+        self._ticks = 0
+        self._tid = rng.randrange(0x10000)
+        self._inflight: dict[int, _Outgoing] = {}
+        self._timers: list[tuple[float, int, int]] = []  # (when, seq, tid), lazily deleted
+        self._delayed: list[tuple[float, int, bytes, Address, int]] = []
+        self._timer_seq = 0
+        self._queued: deque[_Outgoing] = deque()  # waiting for the congestion window
+        self._congestion = _Congestion()
+        self._outbox: list[tuple[bytes, Address, int]] = []
+        self._events: deque[Event] = deque()
+        self._queries: dict[int, _Query] = {}
+        self._next_query = 1
+        self._verified: OrderedDict[str, None] = OrderedDict()
+        self._rtt: OrderedDict[Address, float] = OrderedDict()
+        self._repinging = 0
+        self._checks = 0
+        self._down_hints_sent = 0
+        self._nat_sample: dict[Address, int] = {}
+        self._bootstrap_query: int | None = None
+        self._nat_pings = 0
+        self._reachable = False
+        self.stats = {"rx": 0, "tx": 0, "bad": 0, "timeouts": 0, "queries": 0}
+
+    # -- the sans-I/O surface --------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float,
+                         socket: int = SERVER) -> None:
+        """Feed one datagram that arrived on ``socket`` from ``addr``. Never raises on bad input."""
+        self._now = now
+        self.stats["rx"] += 1
+        if not 0 < addr[1] < 0x10000:
+            self.stats["bad"] += 1
+            return
+        try:
+            msg = decode(data)
+        except DecodeError:
+            self.stats["bad"] += 1
+            return
+        if isinstance(msg, Request):
+            self._on_request(msg, addr, len(data), socket, now)
+        else:
+            self._on_response(msg, addr, socket, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address, int]]:
+        """(data, destination, socket) for everything ready to go out."""
+        out = self._outbox
+        self._outbox = []
+        self.stats["tx"] += len(out)
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        t = min(self._next_tick, self._next_rotate)
+        while self._timers and self._timers[0][2] not in self._inflight:
+            heapq.heappop(self._timers)
+        if self._timers:
+            t = min(t, self._timers[0][0])
+        if self._delayed:
+            t = min(t, self._delayed[0][0])
+        if self._queued:
+            t = min(t, (self._congestion.slot + 1) * CONGESTION_SLOT)
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        self._congestion.advance(now)
+        while self._queued and not self._congestion.full():
+            self._transmit(self._queued.popleft(), now)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, tid = heapq.heappop(self._timers)
+            req = self._inflight.get(tid)
+            if req is not None:
+                self._on_timer(req, now)
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, data, to, socket = heapq.heappop(self._delayed)
+            self._outbox.append((data, to, socket))
+        if now >= self._next_rotate:
+            self._next_rotate = now + TOKEN_ROTATE
+            self._secrets = [self._secrets[1], hashlib.blake2b(self._secrets[0],
+                                                               digest_size=32).digest()]
+        if now >= self._next_tick:
+            self._next_tick = now + TICK
+            self._tick(now)
+
+    # -- operations --------------------------------------------------------------------------
+
+    def bootstrap(self, now: float) -> int:
+        """Join the network: a query for our own id through the bootstrap nodes."""
+        self._now = now
+        self._bootstrap_query = self.find_node(self.id, now)
+        return self._bootstrap_query
+
+    def find_node(self, target: bytes, now: float) -> int:
+        return self.query(target, Command.FIND_NODE, None, now, internal=True)
+
+    def query(
+        self,
+        target: bytes,
+        command: int,
+        value: bytes | None,
+        now: float,
+        *,
+        internal: bool = False,
+        commit: Callable[[Reply], bytes | None] | None = None,
+        on_reply: Callable[[Reply], bool] | None = None,
+        emit_replies: bool = False,
+        concurrency: int | None = None,
+        retries: int = 2,
+        pad_to: int = 0,
+        commit_command: int | None = None,
+    ) -> int:
+        """Start an iterative query; its end is a :class:`QueryDone` event.
+
+        ``on_reply`` sees every successful reply and returns True to stop the query there
+        (without a commit); ``commit`` makes the value to send, with its token, to each of the
+        closest repliers once the query converges (as ``commit_command``, by default the query's
+        own command). ``pad_to`` pads each request datagram to that
+        size, so nodes that do not know us yet may answer with up to 3x as many bytes.
+        """
+        self._now = now
+        if len(target) != 32:
+            raise ValueError("a query target is 32 bytes")
+        qid = self._next_query
+        self._next_query += 1
+        q = _Query(self, qid, target, command, internal, value, commit, on_reply, emit_replies,
+                   concurrency or self.concurrency, retries, pad_to,
+                   command if commit_command is None else commit_command)
+        self._queries[qid] = q
+        self.stats["queries"] += 1
+        for n in self.table.closest(target):
+            q.add(n.addr, None)
+        if len(q.candidates) < self.table.k:
+            for addr in self.bootstrap_nodes:
+                q.add(addr, None)
+        q.pump(now)
+        return qid
+
+    def cancel(self, qid: int) -> None:
+        q = self._queries.pop(qid, None)
+        if q is not None:
+            q.finished = True
+
+    def request(self, to: Address, command: int, now: float, *, internal: bool = False,
+                target: bytes | None = None, value: bytes | None = None,
+                token: bytes | None = None, retries: int = 3) -> int:
+        """One request; its end is a :class:`RequestDone` event carrying the returned handle."""
+        self._now = now
+        handle = self._next_query
+        self._next_query += 1
+
+        def done(reply: Reply | None, error: str | None) -> None:
+            self._events.append(RequestDone(handle, reply, error))
+
+        self._send_request(to, command, internal, target, value, token, now, done, None, retries)
+        return handle
+
+    def ping(self, to: Address, now: float) -> int:
+        return self.request(to, Command.PING, now, internal=True)
+
+    def add_node(self, addr: Address, now: float) -> None:
+        """Ping an address and add it to the routing table if it answers with a valid id."""
+        self.request(addr, Command.PING, now, internal=True)
+
+    def token(self, host: str, i: int = 1) -> bytes:
+        return hashlib.blake2b(host.encode(), key=self._secrets[i], digest_size=32).digest()
+
+    # -- internals: requests out -------------------------------------------------------------
+
+    def _send_request(self, to: Address, command: int, internal: bool, target: bytes | None,
+                      value: bytes | None, token: bytes | None, now: float,
+                      on_done: Callable[[Reply | None, str | None], None],
+                      on_slow: Callable[[], None] | None, retries: int,
+                      pad_to: int = 0) -> None:
+        tid = self._tid
+        self._tid = (tid + 1) & 0xFFFF
+        while tid in self._inflight:  # 65,536 requests in flight: reuse nothing still pending
+            tid = self._tid
+            self._tid = (tid + 1) & 0xFFFF
+        socket = SERVER if not self.ephemeral else CLIENT
+        msg = Request(tid, to, command, internal, None if self.ephemeral else self.id, token,
+                      target, value)
+        try:
+            data = encode_request(msg)
+        except ValueError:
+            on_done(None, "bad address")
+            return
+        if len(data) < pad_to:
+            data += bytes(pad_to - len(data))  # dht-rpc ignores bytes after the last field
+        req = _Outgoing(tid, to, data, socket, retries, on_done, on_slow)
+        req.started = now
+        self._inflight[tid] = req
+        self._congestion.advance(now)
+        if self._congestion.full():
+            self._queued.append(req)
+        else:
+            self._transmit(req, now)
+
+    def _transmit(self, req: _Outgoing, now: float) -> None:
+        if req.tid not in self._inflight:
+            return
+        req.sent += 1
+        self._congestion.send()
+        self._outbox.append((req.data, req.to, req.socket))
+        srtt = self._rtt.get(req.to)
+        if srtt is None:
+            req.timeout = DEFAULT_TIMEOUT / 2 if req.sent == 1 else DEFAULT_TIMEOUT
+            slow = UNKNOWN_SLOW
+        else:
+            req.timeout = min(DEFAULT_TIMEOUT, max(0.05, 8 * srtt + 0.01)) * req.sent
+            slow = min(0.25, max(0.01, 4 * srtt + 0.004))
+        req.deadline = now + req.timeout
+        if req.sent == 1 and req.on_slow is not None:
+            req.slow_at = now + slow
+            self._push_timer(req.slow_at, req.tid)
+        self._push_timer(req.deadline, req.tid)
+
+    def _push_timer(self, when: float, tid: int) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, tid))
+
+    def _on_timer(self, req: _Outgoing, now: float) -> None:
+        if req.on_slow is not None and not req.slow and req.slow_at and now >= req.slow_at:
+            req.slow = True
+            if now < req.deadline:
+                req.on_slow()
+                return
+        if now < req.deadline:
+            return
+        if req.sent <= req.retries:
+            self._congestion.advance(now)
+            if self._congestion.full():
+                self._queued.append(req)
+            else:
+                self._transmit(req, now)
+            return
+        del self._inflight[req.tid]
+        self.stats["timeouts"] += 1
+        node = self._table_node(req.to)
+        if node is not None:
+            self.table.remove(node.id)
+        req.on_done(None, "timeout")
+
+    def _table_node(self, addr: Address) -> NodeInfo | None:
+        n = self.table.get(node_id(addr))
+        return n if n is not None and n.addr == addr else None
+
+    def _down_hint(self, to: Address, down: Address) -> None:
+        if self._down_hints_sent >= DOWN_HINTS_PER_TICK:
+            return
+        self._down_hints_sent += 1
+        self._send_request(to, Command.DOWN_HINT, True, None, encode_ipv4(down), None,
+                           self._now, lambda r, e: None, None, 0)
+
+    def _query_done(self, q: _Query, commits: int, error: str | None) -> None:
+        self._queries.pop(q.id, None)
+        closest = tuple(r for _, r in q.closest)
+        self._events.append(QueryDone(q.id, closest, commits, error))
+        if q.id == self._bootstrap_query:
+            self._on_bootstrapped(q, self._now)
+
+    # -- internals: responses in ----------------------------------------------------------------
+
+    def _on_response(self, msg: Response, addr: Address, socket: int, now: float) -> None:
+        req = self._inflight.get(msg.tid)
+        if req is None or req.to != addr:
+            return  # not ours, or from someone else than we asked: ignore
+        del self._inflight[msg.tid]
+        self._congestion.recv()
+        if req.sent == 1:
+            self._rtt_sample(addr, now - req.started)
+        self._verify(addr[0])
+        from_id = msg.id if msg.id is not None and msg.id == node_id(addr) else None
+        if from_id is not None:
+            self._seen(from_id, addr, now)
+        if msg.to[1] != 0:
+            self._nat_sample[msg.to] = self._nat_sample.get(msg.to, 0) + 1
+        reply = Reply(addr, from_id, msg.token, msg.closer_nodes, msg.error, msg.value, msg.to)
+        req.on_done(reply, None)
+
+    def _rtt_sample(self, addr: Address, rtt: float) -> None:
+        old = self._rtt.pop(addr, None)
+        self._rtt[addr] = rtt if old is None else 0.8 * old + 0.2 * rtt
+        if len(self._rtt) > _LRU:
+            self._rtt.popitem(last=False)
+
+    def _verify(self, host: str) -> None:
+        """``host`` has shown it receives what we send (a reply to us, or a valid token)."""
+        self._verified[host] = None
+        self._verified.move_to_end(host)
+        if len(self._verified) > _LRU:
+            self._verified.popitem(last=False)
+
+    def _seen(self, nid: bytes, addr: Address, now: float) -> None:
+        node = self.table.get(nid)
+        if node is not None:
+            node.seen = now
+            node.pinged = now
+            return
+        self._add_node(NodeInfo(nid, addr, now), now)
+
+    def _add_node(self, node: NodeInfo, now: float) -> None:
+        if self.table.add(node):
+            return
+        if node.id == self.id or self.table.get(node.id) is not None:
+            return
+        row = self.table.row_for(node.id)
+        if not self.bootstrapped or self._repinging >= 3 or not row:
+            return
+        oldest = min(row, key=lambda n: (n.pinged, n.added))
+        if now - oldest.pinged < 60.0:
+            return
+        self._reping_and_swap(node, oldest, now)
+
+    def _reping_and_swap(self, new: NodeInfo, old: NodeInfo, now: float) -> None:
+        self._repinging += 1
+        old.pinged = now
+        last_seen = old.seen
+
+        def done(reply: Reply | None, error: str | None) -> None:
+            self._repinging -= 1
+            if reply is not None and old.seen > last_seen:
+                return
+            self.table.remove(old.id)
+            self.table.add(new)
+
+        self._send_request(old.addr, Command.PING, True, None, None, None, now, done, None, 2)
+
+    # -- internals: requests in -----------------------------------------------------------------
+
+    def _on_request(self, msg: Request, addr: Address, size: int, socket: int,
+                    now: float) -> None:
+        from_id = msg.id if msg.id is not None and msg.id == node_id(addr) else None
+        token_ok = False
+        if msg.token is not None:
+            token_ok = msg.token in (self.token(addr[0], 1), self.token(addr[0], 0))
+            if not token_ok:
+                self._reply(msg, addr, size, socket, error=ErrorCode.INVALID_TOKEN, token=True,
+                            closer=True)
+                return
+            self._verify(addr[0])
+        if from_id is not None:
+            self._seen(from_id, addr, now)
+        if msg.internal:
+            self._on_internal(msg, addr, size, socket, now)
+            return
+        answer = None
+        if self.handler is not None:
+            answer = self.handler.on_request(
+                IncomingRequest(msg.command, msg.target, msg.value, token_ok, msg.token, addr,
+                                from_id),
+                now,
+            )
+        if answer is None:
+            self._reply(msg, addr, size, socket, error=ErrorCode.UNKNOWN_COMMAND, token=False,
+                        closer=msg.target is not None)
+            return
+        if answer.silent:
+            return
+        self._reply(msg, addr, size, socket, value=answer.value, error=answer.error,
+                    token=answer.token, closer=answer.closer and msg.target is not None)
+
+    def _on_internal(self, msg: Request, addr: Address, size: int, socket: int,
+                     now: float) -> None:
+        cmd = msg.command
+        if cmd == Command.PING:
+            self._reply(msg, addr, size, socket)
+        elif cmd == Command.FIND_NODE:
+            if msg.target is not None:
+                self._reply(msg, addr, size, socket, closer=True)
+        elif cmd == Command.PING_NAT:
+            if msg.value is None or len(msg.value) < 2:
+                return
+            port = msg.value[0] | msg.value[1] << 8
+            if port:  # answer to the sender's other port: can it be reached there?
+                self._reply(msg, (addr[0], port), size, socket)
+        elif cmd == Command.DOWN_HINT:
+            if msg.value is None or len(msg.value) < 6:
+                return
+            if self._checks < 10:
+                node = self.table.get(hashlib.blake2b(msg.value[:6], digest_size=32).digest())
+                if node is not None and (node.pinged < now or node.down_hints == 0):
+                    node.down_hints += 1
+                    self._check(node, now)
+            self._reply(msg, addr, size, socket)
+        elif cmd == Command.DELAYED_PING:
+            if msg.value is None or len(msg.value) < 4:
+                return
+            delay = int.from_bytes(msg.value[:4], "little") / 1000
+            if delay > MAX_DELAYED_PING:
+                return
+            data = self._encode_reply(msg, addr, size, socket, None, 0, False, False)
+            if data is not None:
+                self._timer_seq += 1
+                heapq.heappush(self._delayed, (now + delay, self._timer_seq, data, addr, socket))
+        else:
+            self._reply(msg, addr, size, socket, error=ErrorCode.UNKNOWN_COMMAND,
+                        closer=msg.target is not None)
+
+    def _check(self, node: NodeInfo, now: float) -> None:
+        node.pinged = now
+        last_seen = node.seen
+        self._checks += 1
+
+        def done(reply: Reply | None, error: str | None) -> None:
+            self._checks -= 1
+            if reply is None or node.seen <= last_seen:
+                self.table.remove(node.id)
+
+        self._send_request(node.addr, Command.PING, True, None, None, None, now, done, None, 2)
+
+    def _reply(self, msg: Request, to: Address, size: int, socket: int, *,
+               value: bytes | None = None, error: int = 0, token: bool = False,
+               closer: bool = False) -> None:
+        data = self._encode_reply(msg, to, size, socket, value, error, token, closer)
+        if data is not None:
+            self._outbox.append((data, to, socket))
+
+    def _encode_reply(self, msg: Request, to: Address, size: int, socket: int,
+                      value: bytes | None, error: int, token: bool,
+                      closer: bool) -> bytes | None:
+        rid = self.id if not self.ephemeral and socket == SERVER else None
+        nodes: tuple[Address, ...] = ()
+        if closer and msg.target is not None:
+            nodes = tuple(n.addr for n in self.table.closest(msg.target) if n.addr != to)
+        tok = self.token(to[0]) if token else None
+        resp = Response(msg.tid, to, rid, tok, nodes, error, value)
+        data = encode_response(resp)
+        if to[0] in self._verified:
+            return data
+        budget = AMPLIFICATION * size
+        if len(data) <= budget:
+            return data
+        # An unverified source (its address may be forged): shrink the answer to 3x its request.
+        while nodes and len(data) > budget:
+            nodes = nodes[: max(0, len(nodes) - max(1, (len(data) - budget + 5) // 6))]
+            data = encode_response(Response(msg.tid, to, rid, tok, nodes, error, value))
+        if len(data) > budget and value is not None:
+            # the value does not fit: answer with a token only, the sender can ask again with it
+            data = encode_response(Response(msg.tid, to, rid, tok, (), error, None))
+        if len(data) > budget:
+            data = encode_response(Response(msg.tid, to, None, None, (), error, None))
+        return data if len(data) <= budget else None
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        self._ticks += 1
+        self._down_hints_sent = 0
+        if not self.bootstrapped:
+            return
+        for node in self.table.oldest(3):
+            if now - node.pinged > 60.0 and self._checks < 10:
+                self._check(node, now)
+        if (len(self.table) < self.table.k and self._ticks % 12 == 0) or self._ticks % 60 == 0:
+            some = self.table.random_node(self._rng)
+            self.find_node(some.id if some else self.id, now)
+
+    def _on_bootstrapped(self, q: _Query, now: float) -> None:
+        if self.bootstrapped:
+            return
+        self.bootstrapped = True
+        if self.address is None and self._nat_sample:
+            self.address = max(self._nat_sample.items(), key=lambda kv: kv[1])[0]
+        if self.adaptive and self.address is not None:
+            self._reachability_check(q, now)
+            return
+        self._events.append(Bootstrapped(not self.ephemeral, self.address, self.id))
+
+    def _reachability_check(self, q: _Query, now: float) -> None:
+        """Ask a few nodes to answer to our server port from where they are (PING_NAT)."""
+        assert self.address is not None
+        port = self.address[1].to_bytes(2, "little")
+        targets = [r.from_addr for _, r in q.closest][:3]
+        if not targets:
+            self._events.append(Bootstrapped(False, self.address, self.id))
+            return
+        self._nat_pings = len(targets)
+
+        def done(reply: Reply | None, error: str | None) -> None:
+            self._nat_pings -= 1
+            if reply is not None and not self._reachable:
+                self._reachable = True
+                self._become_persistent()
+            if self._nat_pings == 0 and not self._reachable:
+                self._events.append(Bootstrapped(False, self.address, self.id))
+
+        for addr in targets:
+            self._send_request(addr, Command.PING_NAT, True, None, port, None, now, done, None, 1)
+
+    def _become_persistent(self) -> None:
+        assert self.address is not None
+        self.ephemeral = False
+        self.id = node_id(self.address)
+        old = list(self.table)
+        self.table = RoutingTable(self.id, self.table.k)
+        for n in old:
+            self.table.add(n)
+        self._events.append(Bootstrapped(True, self.address, self.id))
