@@ -165,3 +165,30 @@ def test_eight_colluders_next_to_a_key_do_not_stop_reads() -> None:
         ok += res.record is not None and res.record.value == b"true value"
     assert ok >= 95, f"{ok}/100 reads past 8 colluders"
     assert sum(sn.handler.lies for sn in closest) > 100  # type: ignore[attr-defined]
+
+
+def test_adaptive_nodes_become_persistent_only_when_reachable() -> None:
+    from cairn.dht.events import Bootstrapped
+
+    sw = DHTSwarm(30, seed=13)
+    sw.bootstrap_all()
+    open_node = sw.add_node(adaptive=True)
+    natted = sw.add_node(adaptive=True)
+    for other in sw.nodes:  # nobody can reach the NATed node's server socket
+        if other is not natted:
+            sw.net.partition(natted.server, other.server)
+            sw.net.partition(natted.server, other.client)
+    for sn in (open_node, natted):
+        assert sn.node.ephemeral
+        sn.node.bootstrap(sw.now)
+        sw.touch(sn)
+    sw.run_for(10.0)
+    [opened] = [e for e in open_node.events if isinstance(e, Bootstrapped)]
+    [closed] = [e for e in natted.events if isinstance(e, Bootstrapped)]
+    assert opened.persistent and not open_node.node.ephemeral
+    assert not closed.persistent and natted.node.ephemeral
+    # only the reachable one is routed to: it shows up in other nodes' tables after a refresh
+    for sn in sw.nodes[:10]:
+        sw.run_query(sn, sn.node.find_node(open_node.node.id, sw.now))
+    assert any(open_node.node.id in {n.id for n in sn.node.table} for sn in sw.nodes[:10])
+    assert not any(natted.node.id in {n.id for n in sn.node.table} for sn in sw.nodes)

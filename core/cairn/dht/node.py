@@ -869,3 +869,5 @@ class DHTNode:
         for n in old:
             self.table.add(n)
         self._events.append(Bootstrapped(True, self.address, self.id))
+        # a second query for our (new) id, now sent with the id: the nodes on the way add us
+        self.find_node(self.id, self._now)

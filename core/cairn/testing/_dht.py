@@ -59,7 +59,9 @@ class DHTSwarm:
         host = f"127.1.{i // 250}.{i % 250 + 1}"
         return (host, 20000), (host, 30000)
 
-    def add_node(self, *, persistent: bool | None = None) -> SwarmNode:
+    def add_node(self, *, persistent: bool | None = None, adaptive: bool = False) -> SwarmNode:
+        """A new node (not bootstrapped yet). ``adaptive``: ephemeral until its reachability
+        check passes; otherwise ``persistent`` (the swarm's default when None)."""
         i = len(self.nodes)
         server, client = self._address(i)
         bootstrap = [self.nodes[0].server] if self.nodes else []
@@ -67,7 +69,8 @@ class DHTSwarm:
         handler = HyperHandler(lambda: holder[0])
         node = DHTNode(
             rng=self.rng.fork(f"node{i}"), now=self.now, address=server, bootstrap=bootstrap,
-            persistent=self._persistent if persistent is None else persistent, handler=handler,
+            persistent=None if adaptive else (self._persistent if persistent is None else persistent),
+            handler=handler,
         )
         holder.append(node)
         sn = SwarmNode(i, node, handler, server, client)
