@@ -69,7 +69,8 @@ class DHTSwarm:
         handler = HyperHandler(lambda: holder[0])
         node = DHTNode(
             rng=self.rng.fork(f"node{i}"), now=self.now, address=server, bootstrap=bootstrap,
-            persistent=None if adaptive else (self._persistent if persistent is None else persistent),
+            persistent=None if adaptive else (
+                self._persistent if persistent is None else persistent),
             handler=handler,
         )
         holder.append(node)
