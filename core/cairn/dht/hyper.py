@@ -149,19 +149,19 @@ class HyperHandler:
             return self._refuse()
         if len(rec.value) > MAX_VALUE_SIZE:
             self.refused += 1
-            return Answer(error=HyperError.VALUE_TOO_LARGE)
+            return Answer(error=HyperError.VALUE_TOO_LARGE, token=False)
         if not verify_mutable(public_key, rec):
             return self._refuse()
         stored = self.mutables.get(req.target, now)
         if stored is not None:
             old = decode_mutable_record(stored)
             if old.seq == rec.seq and old.value != rec.value:
-                return Answer(error=HyperError.SEQ_REUSED)
+                return Answer(error=HyperError.SEQ_REUSED, token=False)
             if rec.seq < old.seq:
-                return Answer(error=HyperError.SEQ_TOO_LOW)
+                return Answer(error=HyperError.SEQ_TOO_LOW, token=False)
         if not self.mutables.put(req.target, encode_mutable_record(rec), req.from_addr[0], now):
             self.refused += 1
-            return Answer(error=HyperError.QUOTA_EXCEEDED)
+            return Answer(error=HyperError.QUOTA_EXCEEDED, token=False)
         return Answer(None)
 
     def _immutable_get(self, req: IncomingRequest, now: float) -> Answer:
@@ -174,12 +174,12 @@ class HyperHandler:
             return self._refuse()
         if len(req.value) > MAX_VALUE_SIZE:
             self.refused += 1
-            return Answer(error=HyperError.VALUE_TOO_LARGE)
+            return Answer(error=HyperError.VALUE_TOO_LARGE, token=False)
         if hash32(req.value) != req.target:
             return self._refuse()
         if not self.immutables.put(req.target, req.value, req.from_addr[0], now):
             self.refused += 1
-            return Answer(error=HyperError.QUOTA_EXCEEDED)
+            return Answer(error=HyperError.QUOTA_EXCEEDED, token=False)
         return Answer(None)
 
     def _lookup(self, req: IncomingRequest, now: float) -> Answer:

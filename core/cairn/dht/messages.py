@@ -13,8 +13,9 @@ the last field, so a later protocol version can add fields.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import ipaddress
+import socket
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -29,12 +30,14 @@ __all__ = [
     "ErrorCode",
     "Request",
     "Response",
+    "canonical",
     "decode",
     "decode_ipv4",
     "encode_ipv4",
     "encode_request",
     "encode_response",
     "node_id",
+    "node_id_int",
 ]
 
 VERSION = 0b11
@@ -65,11 +68,13 @@ class ErrorCode(IntEnum):
     SEQ_TOO_LOW = 17
 
 
+@functools.lru_cache(maxsize=16384)
 def encode_ipv4(addr: Address) -> bytes:
+    """The 6 bytes of an IPv4 address and port (``to``, closer nodes, node ids)."""
     host, port = addr
     try:
-        packed = ipaddress.IPv4Address(host).packed
-    except ValueError as exc:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError) as exc:
         raise ValueError(f"not an IPv4 address: {host!r}") from exc
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port out of range: {port}")
@@ -77,13 +82,32 @@ def encode_ipv4(addr: Address) -> bytes:
 
 
 def decode_ipv4(r: Reader) -> Address:
-    raw = r.fixed(6)
+    return _address(r.fixed(6))
+
+
+@functools.lru_cache(maxsize=16384)
+def _address(raw: bytes) -> Address:
+    # One tuple per address however often it arrives: the routing table keeps these for long,
+    # and shared objects keep long-lived memory from being scattered among per-datagram garbage.
     return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}", raw[4] | raw[5] << 8
 
 
+@functools.lru_cache(maxsize=16384)
+def canonical(addr: Address) -> Address:
+    """The shared tuple for an address that came from a socket."""
+    return _address(encode_ipv4(addr))
+
+
+@functools.lru_cache(maxsize=16384)
 def node_id(addr: Address) -> bytes:
     """A node's id: BLAKE2b-256 of its IPv4 address and port as seen by others."""
     return hashlib.blake2b(encode_ipv4(addr), digest_size=32).digest()
+
+
+@functools.lru_cache(maxsize=16384)
+def node_id_int(addr: Address) -> int:
+    """:func:`node_id` as an integer, for XOR distances."""
+    return int.from_bytes(node_id(addr), "big")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,13 @@ from cairn.dht.messages import (
     ErrorCode,
     Request,
     Response,
+    canonical,
     decode,
     encode_ipv4,
     encode_request,
     encode_response,
     node_id,
+    node_id_int,
 )
 from cairn.dht.routing import K, NodeInfo, RoutingTable
 from cairn.errors import DecodeError
@@ -61,6 +63,9 @@ MAX_DELAYED_PING = 10.0
 DOWN_HINTS_PER_TICK = 50
 AMPLIFICATION = 3  # never answer an unverified address with more than 3x the bytes it sent
 _LRU = 4096
+_RTT_PEERS = 256
+_DEAD_PEERS = 1024
+DEAD_FOR = 30.0  # a peer that timed out is skipped by queries for this long (unless it talks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +199,14 @@ class _Query:
 
     def add(self, addr: Address, referrer: Address | None) -> bool:
         c = self.candidates.get(addr)
-        dist = int.from_bytes(node_id(addr), "big") ^ self.t
+        dist = node_id_int(addr) ^ self.t
+        if c is None and self.node._is_dead(addr):
+            # it timed out moments ago in another query: do not wait on it again
+            c = self.candidates[addr] = _Candidate(addr, dist)
+            c.state = 4
+            if referrer is not None:
+                self.node._down_hint(referrer, addr)
+            return self.is_closer(dist)
         if c is not None:
             if referrer is not None:
                 if c.state == 4:
@@ -382,15 +394,17 @@ class DHTNode:
         self._queries: dict[int, _Query] = {}
         self._next_query = 1
         self._verified: OrderedDict[str, None] = OrderedDict()
-        self._rtt: OrderedDict[Address, float] = OrderedDict()
+        self._rtt: dict[Address, float] = {}  # per peer, newest last, at most _RTT_PEERS
+        self._srtt: float | None = None  # over every peer: the guess for one never measured
         self._repinging = 0
         self._checks = 0
         self._down_hints_sent = 0
         self._nat_sample: dict[Address, int] = {}
+        self._dead: dict[Address, float] = {}  # peers that timed out lately, and when
         self._bootstrap_query: int | None = None
         self._nat_pings = 0
         self._reachable = False
-        self.stats = {"rx": 0, "tx": 0, "bad": 0, "timeouts": 0, "queries": 0}
+        self.stats = {"rx": 0, "tx": 0, "bad": 0, "timeouts": 0, "queries": 0, "requests": 0}
 
     # -- the sans-I/O surface --------------------------------------------------------------
 
@@ -403,10 +417,17 @@ class DHTNode:
             self.stats["bad"] += 1
             return
         try:
+            addr = canonical(addr)
+        except ValueError:
+            self.stats["bad"] += 1
+            return
+        try:
             msg = decode(data)
         except DecodeError:
             self.stats["bad"] += 1
             return
+        if self._dead:
+            self._dead.pop(addr, None)
         if isinstance(msg, Request):
             self._on_request(msg, addr, len(data), socket, now)
         else:
@@ -460,8 +481,11 @@ class DHTNode:
     def bootstrap(self, now: float) -> int:
         """Join the network: a query for our own id through the bootstrap nodes."""
         self._now = now
-        self._bootstrap_query = self.find_node(self.id, now)
-        return self._bootstrap_query
+        # recorded before the query starts: with no one to ask it finishes inside find_node
+        self._bootstrap_query = self._next_query
+        qid = self.find_node(self.id, now)
+        assert qid == self._bootstrap_query
+        return qid
 
     def find_node(self, target: bytes, now: float) -> int:
         return self.query(target, Command.FIND_NODE, None, now, internal=True)
@@ -561,6 +585,7 @@ class DHTNode:
             data += bytes(pad_to - len(data))  # dht-rpc ignores bytes after the last field
         req = _Outgoing(tid, to, data, socket, retries, on_done, on_slow)
         req.started = now
+        self.stats["requests"] += 1
         self._inflight[tid] = req
         self._congestion.advance(now)
         if self._congestion.full():
@@ -574,7 +599,11 @@ class DHTNode:
         req.sent += 1
         self._congestion.send()
         self._outbox.append((req.data, req.to, req.socket))
-        srtt = self._rtt.get(req.to)
+        srtt = self._rtt.get(req.to, self._srtt)
+        if srtt is not None and self._srtt is not None:
+            # a peer's own estimate may be stale (measured under load, or it has died since):
+            # never wait on it much longer than on the network as it is now
+            srtt = min(srtt, 2 * self._srtt)
         if srtt is None:
             req.timeout = DEFAULT_TIMEOUT / 2 if req.sent == 1 else DEFAULT_TIMEOUT
             slow = UNKNOWN_SLOW
@@ -608,10 +637,22 @@ class DHTNode:
             return
         del self._inflight[req.tid]
         self.stats["timeouts"] += 1
+        self._dead[req.to] = now
+        if len(self._dead) > _DEAD_PEERS:
+            del self._dead[next(iter(self._dead))]
         node = self._table_node(req.to)
         if node is not None:
             self.table.remove(node.id)
         req.on_done(None, "timeout")
+
+    def _is_dead(self, addr: Address) -> bool:
+        t = self._dead.get(addr)
+        if t is None:
+            return False
+        if self._now - t > DEAD_FOR:
+            del self._dead[addr]
+            return False
+        return True
 
     def _table_node(self, addr: Address) -> NodeInfo | None:
         n = self.table.get(node_id(addr))
@@ -653,8 +694,9 @@ class DHTNode:
     def _rtt_sample(self, addr: Address, rtt: float) -> None:
         old = self._rtt.pop(addr, None)
         self._rtt[addr] = rtt if old is None else 0.8 * old + 0.2 * rtt
-        if len(self._rtt) > _LRU:
-            self._rtt.popitem(last=False)
+        if len(self._rtt) > _RTT_PEERS:
+            del self._rtt[next(iter(self._rtt))]
+        self._srtt = rtt if self._srtt is None else 0.9 * self._srtt + 0.1 * rtt
 
     def _verify(self, host: str) -> None:
         """``host`` has shown it receives what we send (a reply to us, or a valid token)."""
@@ -669,7 +711,8 @@ class DHTNode:
             node.seen = now
             node.pinged = now
             return
-        self._add_node(NodeInfo(nid, addr, now), now)
+        # the cached id and address objects, not the ones decoded from this datagram
+        self._add_node(NodeInfo(node_id(addr), addr, now, node_id_int(addr)), now)
 
     def _add_node(self, node: NodeInfo, now: float) -> None:
         if self.table.add(node):

@@ -17,9 +17,10 @@ class NodeInfo:
 
     __slots__ = ("added", "addr", "down_hints", "id", "int_id", "pinged", "seen")
 
-    def __init__(self, node_id: bytes, addr: Address, now: float) -> None:
+    def __init__(self, node_id: bytes, addr: Address, now: float,
+                 int_id: int | None = None) -> None:
         self.id = node_id
-        self.int_id = int.from_bytes(node_id, "big")
+        self.int_id = int.from_bytes(node_id, "big") if int_id is None else int_id
         self.addr = addr
         self.added = now
         self.pinged = now
