@@ -167,3 +167,7 @@ def main(log_format: str, verbosity: int) -> None:
 
 
 main.skipped = {skip.name: skip for skip in load_commands(main)}
+
+
+if __name__ == "__main__":
+    main()

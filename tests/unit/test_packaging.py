@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.resources
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -14,7 +15,9 @@ from packaging.utils import canonicalize_name
 import cairn
 
 DIST = "cairn"
-IMPORT_PACKAGES = ["cairn", "cairn.testing", "cairn_edge", "cairn_gateway", "cairn_sim"]
+IMPORT_PACKAGES = [
+    "cairn", "cairn.dht", "cairn.testing", "cairn_edge", "cairn_gateway", "cairn_sim",
+]
 
 
 def _requirements(dist: str, extras: frozenset[str]) -> list[Requirement]:
@@ -81,14 +84,21 @@ def _module(name: str) -> ModuleType:
 def test_public_names_are_sorted_and_exist(package: str) -> None:
     module = _module(package)
     names: list[str] = module.__all__
-    assert names == sorted(names), f"{package}.__all__ is not sorted"
+    assert names == sorted(names, key=isort_key), f"{package}.__all__ is not sorted"
     assert len(set(names)) == len(names), f"{package}.__all__ lists a name twice"
     for name in names:
         assert hasattr(module, name), f"{package}.__all__ lists {name!r}, which it does not define"
 
 
+def isort_key(name: str) -> tuple[int, str]:
+    """The order ruff (RUF022) keeps: CONSTANTS, then Classes, then functions and the rest."""
+    if name.isupper() or (name.upper() == name and "_" in name):
+        return (0, name)
+    return (1 if name[:1].isupper() else 2, name)
+
+
 def test_cairn_all_is_sorted() -> None:
-    assert cairn.__all__ == sorted(cairn.__all__)
+    assert cairn.__all__ == sorted(cairn.__all__, key=isort_key)
 
 
 def test_cairn_public_surface_is_pinned() -> None:
@@ -103,3 +113,19 @@ def test_cairn_public_surface_is_pinned() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert cairn.__version__ == importlib.metadata.version(DIST)
+
+
+def test_every_subpackage_ships_in_the_wheel() -> None:
+    """A package folder missing from [tool.setuptools] packages would be left out of a wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, folder in config["package-dir"].items():
+        base = root / folder
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base)
+            found.add(".".join([name, *rel.parts]))
+    assert found <= listed, f"not listed in pyproject packages: {sorted(found - listed)}"

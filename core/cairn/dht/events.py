@@ -36,6 +36,7 @@ class QueryDone:
     closest: tuple[Reply, ...]
     commits: int
     error: str | None = None
+    commit_errors: tuple[int, ...] = ()  # error codes the commit requests were answered with
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,7 @@ class _Query:
         self.committing = False
         self.pending_commits = 0
         self.commits_ok = 0
+        self.commit_errors: list[int] = []
 
     def add(self, addr: Address, referrer: Address | None) -> bool:
         c = self.candidates.get(addr)
@@ -342,6 +343,8 @@ class _Query:
         self.pending_commits -= 1
         if reply is not None and reply.error == 0:
             self.commits_ok += 1
+        elif reply is not None:
+            self.commit_errors.append(reply.error)
         if self.pending_commits == 0 and not self.finished:
             self.finished = True
             err = None if self.commits_ok else "no node accepted the commit"
@@ -364,12 +367,15 @@ class DHTNode:
         handler: RequestHandler | None = None,
         k: int = K,
         concurrency: int = CONCURRENCY,
+        server_port: int | None = None,
     ) -> None:
         if persistent and address is None:
             raise ValueError("a persistent node needs its public address")
         self._rng = rng
         self._now = now
         self.address = address
+        self._server_port = server_port if server_port is not None else (
+            address[1] if address is not None else None)
         self.bootstrap_nodes = [a for a in bootstrap if a != address]
         self.ephemeral = not persistent
         self.adaptive = persistent is None
@@ -668,7 +674,7 @@ class DHTNode:
     def _query_done(self, q: _Query, commits: int, error: str | None) -> None:
         self._queries.pop(q.id, None)
         closest = tuple(r for _, r in q.closest)
-        self._events.append(QueryDone(q.id, closest, commits, error))
+        self._events.append(QueryDone(q.id, closest, commits, error, tuple(q.commit_errors)))
         if q.id == self._bootstrap_query:
             self._on_bootstrapped(q, self._now)
 
@@ -875,8 +881,11 @@ class DHTNode:
         if self.bootstrapped:
             return
         self.bootstrapped = True
-        if self.address is None and self._nat_sample:
-            self.address = max(self._nat_sample.items(), key=lambda kv: kv[1])[0]
+        if self.address is None and self._nat_sample and self._server_port:
+            # the host others see us at, and our server socket's port (samples come back to the
+            # client socket, whose port is not the one to be reached at)
+            host = max(self._nat_sample.items(), key=lambda kv: kv[1])[0][0]
+            self.address = (host, self._server_port)
         if self.adaptive and self.address is not None:
             self._reachability_check(q, now)
             return
