@@ -96,8 +96,9 @@ lint: $(PIP_STAMP)
 test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(PIP_STAMP)
+bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
+	$(BIN)/python bench/dht.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 
