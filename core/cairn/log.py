@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from cairn import flat_tree
@@ -52,8 +52,9 @@ from cairn.merkle import (
 from cairn.messages import Data, DataBlock, Node, Request, encode_data
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Head, LogStorage, Meta, SyncMode
+from cairn.storage import pack_nodes as pack_node_list
 
-__all__ = ["Applied", "Log", "VerifyReport"]
+__all__ = ["Applied", "Log", "VerifyReport", "range_proof_nodes", "verify_range"]
 
 log = logging.getLogger(__name__)
 
@@ -749,6 +750,83 @@ class Log:
         log.error("%s: fork detected: %s", self.path, detail)
         raise ForkError(f"fork detected: {detail}")
 
+    def range_proof(
+        self, start: int, end: int, length: int | None = None
+    ) -> tuple[list[bytes], list[Node]]:
+        """Blocks [start, end) and the nodes that prove them against the roots at ``length``."""
+        length = self.length if length is None else length
+        if not 0 <= start < end <= length <= self.length:
+            raise InvalidRequestError(f"range {start}..{end} is outside length {length}")
+        values = [self.get(i) for i in range(start, end)]
+        return values, range_proof_nodes(self._storage.get_node, length, start, end)
+
+    def verify_and_apply_range(
+        self, start: int, values: Sequence[bytes], proof: Sequence[Node]
+    ) -> int:
+        """Store a contiguous run of blocks proven by one range proof, in one transaction.
+
+        The proof is checked against this log's signed roots; blocks already held are checked
+        too and not stored twice. Returns how many blocks were stored.
+        """
+        if self._meta.frozen:
+            raise ForkError(f"{self.path} is frozen after a fork was detected")
+        if not self.length:
+            raise VerificationError("log has no signed length yet")
+        try:
+            leaves, made = verify_range(self._roots, self.length, start, values, proof)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise VerificationError(f"malformed range proof: {exc}") from exc
+        end = start + len(values)
+        runs: list[tuple[int, int]] = []
+        i = start
+        while i < end:
+            if self._bitfield.has(i):
+                i += 1
+                continue
+            j = i
+            while j < end and not self._bitfield.has(j):
+                j += 1
+            runs.append((i, j))
+            i = j
+        if not runs:
+            return 0
+        storage = self._storage
+        with storage.transaction() as db:
+            # parents whose last block is in a new run go in that run's segment; the rest
+            # (proof siblings, nodes reaching past the run) go to `nodes`
+            in_run: dict[int, list[Node]] = {a: [] for a, _ in runs}
+            loose: list[Node] = []
+            for n in made:
+                if not n.index & 1:
+                    if not start <= n.index // 2 < end:
+                        loose.append(n)
+                    continue
+                last = flat_tree.right_span(n.index) // 2
+                for a, b in runs:
+                    if a <= last < b:
+                        in_run[a].append(n)
+                        break
+                else:
+                    loose.append(n)
+            for a, b in runs:
+                j, k = a - start, b - start
+                storage.put_segment(
+                    db,
+                    a,
+                    [len(v) for v in values[j:k]],
+                    b"".join(leaves[j:k]),
+                    b"".join(values[j:k]),
+                    pack_node_list(in_run[a]),
+                )
+            storage.put_nodes(db, loose)
+        stored = 0
+        for a, b in runs:
+            self._bitfield.set_range(a, b)
+            stored += b - a
+        if self._contiguous >= start:
+            self._contiguous = self._bitfield.first_unset(self._contiguous)
+        return stored
+
     # -- checking everything ---------------------------------------------------------------
 
     def verify_all(self) -> VerifyReport:
@@ -799,3 +877,97 @@ def manifest_hash_bytes(encoded: bytes) -> bytes:
     from cairn.crypto import MANIFEST, blake2b
 
     return blake2b(MANIFEST + encoded)
+
+
+# -- contiguous runs with one proof (Cairn's range extension) -----------------------------------
+
+
+def range_proof_nodes(
+    get: Callable[[int], Node | None], length: int, start: int, end: int
+) -> list[Node]:
+    """The nodes that connect blocks [start, end) to the roots of a tree of ``length`` blocks.
+
+    Every full subtree inside the range is computed by the verifier from the blocks; what it
+    cannot compute (subtrees wholly outside the range, on the paths to the roots) is sent.
+    """
+    lo, hi = 2 * start, 2 * (end - 1)
+    out: list[Node] = []
+
+    def walk(i: int) -> None:
+        left, right = flat_tree.spans(i)
+        if right < lo or left > hi:
+            n = get(i)
+            if n is None:
+                raise NotAvailableError(f"tree node {i} is not held")
+            out.append(n)
+            return
+        if lo <= left and right <= hi:
+            return
+        kids = flat_tree.children(i)
+        assert kids is not None
+        walk(kids[0])
+        walk(kids[1])
+
+    for root in flat_tree.full_roots(2 * length):
+        left, right = flat_tree.spans(root)
+        if right < lo or left > hi:
+            continue
+        walk(root)
+    return out
+
+
+def verify_range(
+    roots: Sequence[Node], length: int, start: int, values: Sequence[bytes], proof: Sequence[Node]
+) -> tuple[list[bytes], list[Node]]:
+    """Hash blocks [start, start+len(values)) up to the trusted ``roots`` with the ``proof``.
+
+    Returns the leaf hashes and every parent node computed on the way (to store), or raises
+    :class:`VerificationError`.
+    """
+    end = start + len(values)
+    if not values or end > length:
+        raise VerificationError(f"range {start}..{end} is outside length {length}")
+    given = {n.index: n for n in proof}
+    if len(given) != len(proof):
+        raise VerificationError("range proof repeats a node")
+    lo, hi = 2 * start, 2 * (end - 1)
+    leaves = [leaf_hash(v) for v in values]
+    made: list[Node] = []
+    used = 0
+
+    def compute(i: int) -> Node:
+        nonlocal used
+        left, right = flat_tree.spans(i)
+        if right < lo or left > hi:
+            n = given.get(i)
+            if n is None:
+                raise VerificationError(f"range proof lacks node {i}")
+            used += 1
+            return n
+        if not i & 1:
+            j = i // 2 - start
+            return Node(i, len(values[j]), leaves[j])
+        kids = flat_tree.children(i)
+        assert kids is not None
+        a, b = compute(kids[0]), compute(kids[1])
+        size = a.size + b.size
+        n = Node(
+            i,
+            size,
+            hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest(),
+        )
+        made.append(n)
+        return n
+
+    trusted = {r.index: r for r in roots}
+    for root in flat_tree.full_roots(2 * length):
+        left, right = flat_tree.spans(root)
+        if right < lo or left > hi:
+            continue
+        got = compute(root)
+        want = trusted.get(root)
+        if want is None or want != got:
+            raise VerificationError(f"blocks {start}..{end} do not hash to the signed root {root}")
+    if used != len(given):
+        raise VerificationError("range proof has nodes that prove nothing")
+    return leaves, made + list(proof)

@@ -16,7 +16,8 @@ import cairn
 
 DIST = "cairn"
 IMPORT_PACKAGES = [
-    "cairn", "cairn.dht", "cairn.testing", "cairn_edge", "cairn_gateway", "cairn_sim",
+    "cairn", "cairn.dht", "cairn.replication", "cairn.testing",
+    "cairn_edge", "cairn_gateway", "cairn_sim",
 ]
 
 

@@ -1,0 +1,410 @@
+"""One log replicated over one ``hypercore/alpha`` channel, without I/O.
+
+A :class:`Session` serves what its :class:`~cairn.log.Log` holds (answering ``request`` with the
+``data`` hypercore makes) and downloads what it is told to want, verifying every block before it
+is stored. It takes channel messages in (:meth:`receive`) and gives channel messages out
+(:meth:`messages_to_send`); the connection that owns it frames them on Protomux.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from cairn.crypto import replicate_capability
+from cairn.encoding import Reader, write_buffer, write_uint
+from cairn.errors import (
+    CairnError,
+    DecodeError,
+    ForkError,
+    NotAvailableError,
+    RemoteError,
+    VerificationError,
+)
+from cairn.log import Log, range_proof_nodes
+from cairn.messages import (
+    Node,
+    Request,
+    RequestBlock,
+    RequestUpgrade,
+    decode_data,
+    decode_request,
+    encode_data,
+    encode_request,
+)
+from cairn.replication.wire import (
+    ChannelHandshake,
+    Extension,
+    MessageType,
+    NoData,
+    Range,
+    Sync,
+    decode_bitfield,
+    decode_cancel,
+    decode_extension,
+    decode_handshake,
+    decode_no_data,
+    decode_range,
+    decode_sync,
+    decode_want,
+    encode_extension,
+    encode_handshake,
+    encode_no_data,
+    encode_range,
+    encode_sync,
+)
+
+__all__ = ["CapabilityError", "Session", "SessionStats"]
+
+log = logging.getLogger(__name__)
+
+WINDOW = 64  # block requests in flight
+MAX_REQUEST_ID = 0xFFFFFFFF
+RUN_BLOCKS = 2048  # blocks in one range request (Cairn peers)
+RUN_BYTES = 2 << 20  # and at most this many bytes of blocks in its answer
+RANGE_WINDOW = 4  # range requests in flight
+
+EXT_HELLO = "cairn/hello"
+EXT_RANGE = "cairn/range"
+EXT_RANGE_DATA = "cairn/range-data"
+EXT_RANGE_NONE = "cairn/range-none"
+
+
+class CapabilityError(RemoteError):
+    """The remote's channel capability does not prove it knows this log's key."""
+
+
+@dataclass(slots=True)
+class SessionStats:
+    requests_served: int = 0
+    no_data_sent: int = 0
+    blocks_downloaded: int = 0
+    invalid: int = 0
+
+
+@dataclass(slots=True)
+class _Inflight:
+    id: int
+    block: int | None
+    upgrade: bool
+    end: int | None = None  # a range request: blocks block..end
+
+
+class Session:
+    def __init__(self, log_: Log, *, is_initiator: bool, handshake_hash: bytes,
+                 window: int = WINDOW) -> None:
+        self.log = log_
+        self.is_initiator = is_initiator
+        self.handshake_hash = handshake_hash
+        self.window = window
+        self.remote_opened = False
+        self.remote_length = 0
+        self.remote_fork = 0
+        self.remote_has: list[tuple[int, int]] = []  # ranges the remote said it holds
+        self.stats = SessionStats()
+        self._out: list[tuple[int, bytes]] = []
+        self._wanted: deque[int] = deque()  # blocks to fetch, in order
+        self._wanted_set: set[int] = set()
+        self._inflight: dict[int, _Inflight] = {}
+        self._next_id = 1
+        self._upgrading = False
+        self._sent_length = -1
+        self.closed_reason: str | None = None
+        self.remote_cairn = False  # the remote speaks Cairn's range extension
+
+    # -- the channel -------------------------------------------------------------------------
+
+    def handshake(self) -> bytes:
+        """Our channel-open handshake: the capability for this log on this connection."""
+        cap = replicate_capability(self.is_initiator, self.log.key, self.handshake_hash)
+        return encode_handshake(ChannelHandshake(cap))
+
+    def on_open(self, handshake: bytes) -> None:
+        """The remote opened the channel: check its capability, then say what we have."""
+        try:
+            hs = decode_handshake(handshake)
+        except DecodeError as exc:
+            raise CapabilityError(f"bad channel handshake: {exc}") from exc
+        expected = replicate_capability(not self.is_initiator, self.log.key, self.handshake_hash)
+        if hs.capability != expected:
+            raise CapabilityError("remote sent an invalid replication capability")
+        self.remote_opened = True
+        self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_HELLO, b"\x01")))
+        self.sync()
+        contiguous = self.log.contiguous_length
+        if contiguous:
+            self._send(MessageType.RANGE, encode_range(Range(0, contiguous)))
+        self._pump()
+
+    def sync(self) -> None:
+        """Tell the remote our length (after opening, and whenever the log grew)."""
+        lg = self.log
+        self._sent_length = lg.length
+        same_fork = lg.fork == self.remote_fork
+        self._send(MessageType.SYNC, encode_sync(Sync(
+            fork=lg.fork, length=lg.length,
+            remote_length=self.remote_length if same_fork else 0,
+            can_upgrade=same_fork and lg.length >= self.remote_length, uploading=True,
+            downloading=bool(self._wanted or self._inflight) or not lg.writable,
+            has_manifest=lg.manifest is not None and not lg.compat)))
+
+    def messages_to_send(self) -> list[tuple[int, bytes]]:
+        out = self._out
+        self._out = []
+        return out
+
+    def _send(self, kind: MessageType, payload: bytes) -> None:
+        self._out.append((int(kind), payload))
+
+    # -- what to download --------------------------------------------------------------------
+
+    def want(self, start: int, end: int) -> None:
+        """Download blocks [start, end) that the log does not hold yet."""
+        for i in range(start, end):
+            if i not in self._wanted_set and not self.log.has(i):
+                self._wanted.append(i)
+                self._wanted_set.add(i)
+        self._pump()
+
+    @property
+    def pending(self) -> int:
+        """Blocks wanted and not stored yet (in flight included)."""
+        return len(self._wanted_set)
+
+    def _pump(self) -> None:
+        if not self.remote_opened:
+            return
+        lg = self.log
+        if self.remote_length > lg.length and not self._upgrading and (
+                self.remote_fork >= lg.fork):
+            self._request_upgrade()
+            return
+        if self._upgrading:
+            return
+        if self.remote_cairn:
+            self._pump_ranges()
+            return
+        while len(self._inflight) < self.window and self._wanted:
+            i = self._wanted[0]
+            if lg.has(i):
+                self._wanted.popleft()
+                self._wanted_set.discard(i)
+                continue
+            if i >= lg.length:
+                break  # not signed yet: wait for an upgrade
+            self._wanted.popleft()
+            rid = self._new_id()
+            self._inflight[rid] = _Inflight(rid, i, False)
+            req = Request(id=rid, fork=lg.fork,
+                          block=RequestBlock(i, lg.missing_nodes(2 * i)))
+            self._send(MessageType.REQUEST, encode_request(req))
+
+    def _pump_ranges(self) -> None:
+        """Cairn peers: contiguous runs of wanted blocks, each with one proof."""
+        lg = self.log
+        while len(self._inflight) < RANGE_WINDOW and self._wanted:
+            i = self._wanted[0]
+            if lg.has(i):
+                self._wanted.popleft()
+                self._wanted_set.discard(i)
+                continue
+            if i >= lg.length:
+                break
+            end = i
+            while (self._wanted and self._wanted[0] == end and end < lg.length
+                   and end - i < RUN_BLOCKS and not lg.has(end)):
+                self._wanted.popleft()
+                end += 1
+            rid = self._new_id()
+            self._inflight[rid] = _Inflight(rid, i, False, end)
+            body = bytearray()
+            for v in (rid, lg.fork, lg.length, i, end):
+                write_uint(body, v)
+            self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_RANGE, bytes(body))))
+
+    def _request_upgrade(self) -> None:
+        lg = self.log
+        rid = self._new_id()
+        self._upgrading = True
+        self._inflight[rid] = _Inflight(rid, None, True)
+        start = lg.length if self.remote_fork == lg.fork else 0
+        req = Request(id=rid, fork=self.remote_fork,
+                      upgrade=RequestUpgrade(start, self.remote_length - start),
+                      manifest=lg.manifest is None and not lg.compat)
+        self._send(MessageType.REQUEST, encode_request(req))
+
+    def _new_id(self) -> int:
+        rid = self._next_id
+        self._next_id = 1 if rid >= MAX_REQUEST_ID else rid + 1
+        return rid
+
+    # -- messages in ---------------------------------------------------------------------------
+
+    def receive(self, kind: int, payload: bytes) -> None:
+        """One channel message. Raises :class:`RemoteError` for what should end the channel."""
+        try:
+            self._receive(kind, payload)
+        except ForkError:
+            raise
+        except (DecodeError, VerificationError):
+            self.stats.invalid += 1
+            raise
+
+    def _receive(self, kind: int, payload: bytes) -> None:
+        if kind == MessageType.SYNC:
+            self._on_sync(decode_sync(payload))
+        elif kind == MessageType.REQUEST:
+            self._on_request(decode_request(payload))
+        elif kind == MessageType.DATA:
+            self._on_data(payload)
+        elif kind == MessageType.NO_DATA:
+            self._on_no_data(decode_no_data(payload))
+        elif kind == MessageType.RANGE:
+            r = decode_range(payload)
+            if not r.drop:
+                self.remote_has.append((r.start, r.start + r.length))
+        elif kind == MessageType.CANCEL:
+            decode_cancel(payload)  # answers are sent at once: nothing to cancel
+        elif kind in (MessageType.WANT, MessageType.UNWANT):
+            decode_want(payload)  # we answer every request we can; wants change nothing
+        elif kind == MessageType.BITFIELD:
+            decode_bitfield(payload)
+        elif kind == MessageType.EXTENSION:
+            self._on_extension(decode_extension(payload))
+        else:
+            raise DecodeError(f"unknown hypercore/alpha message type {kind}")
+
+    def _on_extension(self, ext: Extension) -> None:
+        if ext.name == EXT_HELLO:
+            self.remote_cairn = True
+            self._pump()
+        elif ext.name == EXT_RANGE:
+            self._serve_range(ext.message)
+        elif ext.name == EXT_RANGE_DATA:
+            self._on_range_data(ext.message)
+        elif ext.name == EXT_RANGE_NONE:
+            pending = self._inflight.pop(Reader(ext.message).uint(), None)
+            if pending is not None and pending.block is not None and pending.end is not None:
+                for b in range(pending.block, pending.end):
+                    self._wanted_set.discard(b)
+            self._pump()
+        # other extensions: not ours, ignored (as hypercore does)
+
+    def _serve_range(self, message: bytes) -> None:
+        r = Reader(message)
+        rid, fork, length, start, end = r.uint(), r.uint(), r.uint(), r.uint(), r.uint()
+        lg = self.log
+        end = min(end, start + RUN_BLOCKS)
+        try:
+            if fork != lg.fork:
+                raise NotAvailableError(f"fork {fork} asked, log is at fork {lg.fork}")
+            values, proof = lg.range_proof(start, end, length)
+        except (CairnError, ValueError) as exc:
+            log.debug("no range for request %d: %s", rid, exc)
+            self.stats.no_data_sent += 1
+            none = bytearray()
+            write_uint(none, rid)
+            self._send(MessageType.EXTENSION,
+                       encode_extension(Extension(EXT_RANGE_NONE, bytes(none))))
+            return
+        total = 0
+        for k, v in enumerate(values):  # keep one answer within RUN_BYTES
+            total += len(v)
+            if total > RUN_BYTES and k:
+                values = values[:k]
+                proof = range_proof_nodes(lg.get_node, length, start, start + k)
+                break
+        out = bytearray()
+        for x in (rid, start, len(values)):
+            write_uint(out, x)
+        for v in values:
+            write_buffer(out, v)
+        write_uint(out, len(proof))
+        for n in proof:
+            write_uint(out, n.index)
+            write_uint(out, n.size)
+            out += n.hash
+        self.stats.requests_served += 1
+        self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_RANGE_DATA, bytes(out))))
+
+    def _on_range_data(self, message: bytes) -> None:
+        r = Reader(message)
+        rid, start, count = r.uint(), r.uint(), r.uint()
+        if count > RUN_BLOCKS or count > r.remaining():
+            raise DecodeError(f"range answer of {count} blocks does not fit")
+        values = [r.bytes_() for _ in range(count)]
+        proof = r.array(lambda rr: Node(rr.uint(), rr.uint(), rr.fixed(32)), 512)
+        pending = self._inflight.pop(rid, None)
+        if pending is None or pending.block != start or pending.end is None:
+            return  # unsolicited: store nothing
+        stored = self.log.verify_and_apply_range(start, values, proof)
+        self.stats.blocks_downloaded += stored
+        for b in range(start, start + count):
+            self._wanted_set.discard(b)
+        for b in range(pending.end - 1, start + count - 1, -1):  # a shortened answer: ask again
+            self._requeue(b)
+        self._pump()
+
+    def _on_sync(self, m: Sync) -> None:
+        self.remote_fork = m.fork
+        self.remote_length = m.length
+        if self.log.length != self._sent_length:
+            self.sync()
+        self._pump()
+
+    def _on_request(self, req: Request) -> None:
+        try:
+            proof = self.log.proof(req)
+        except (CairnError, ValueError) as exc:  # not held, out of range, another fork
+            log.debug("no data for request %d: %s", req.id, exc)
+            self.stats.no_data_sent += 1
+            self._send(MessageType.NO_DATA, encode_no_data(NoData(req.id)))
+            return
+        self.stats.requests_served += 1
+        self._send(MessageType.DATA, encode_data(proof))
+
+    def _on_data(self, payload: bytes) -> None:
+        proof = decode_data(payload)
+        pending = self._inflight.pop(proof.request, None)
+        if pending is None:
+            return  # unsolicited (a push) or cancelled: ignore, store nothing
+        if pending.upgrade:
+            self._upgrading = False
+        applied = self.log.verify_and_apply(proof)
+        if applied.block is not None:
+            self.stats.blocks_downloaded += 1
+            self._wanted_set.discard(applied.block)
+        elif pending.block is not None:
+            self._requeue(pending.block)
+        if applied.upgraded and self.log.length != self._sent_length:
+            self.sync()
+        self._pump()
+
+    def _on_no_data(self, m: NoData) -> None:
+        pending = self._inflight.pop(m.request, None)
+        if pending is None:
+            return
+        if pending.upgrade:
+            self._upgrading = False
+            self.remote_length = min(self.remote_length, self.log.length)
+        elif pending.block is not None:
+            # the remote does not hold it: give up on it for this session
+            self._wanted_set.discard(pending.block)
+        self._pump()
+
+    def _requeue(self, i: int) -> None:
+        if not self.log.has(i):
+            self._wanted.appendleft(i)
+
+    def update(self) -> None:
+        """The log changed under us (an append, another session's download): resync."""
+        if self.remote_opened and self.log.length != self._sent_length:
+            self.sync()
+        self._pump()
+
+    def fail(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._inflight.clear()
+        self._upgrading = False
+
