@@ -112,6 +112,7 @@ class Session:
         self._sent_length = -1
         self.closed_reason: str | None = None
         self.remote_cairn = False  # the remote speaks Cairn's range extension
+        self.synced = False  # the remote told us its length
 
     # -- the channel -------------------------------------------------------------------------
 
@@ -347,6 +348,7 @@ class Session:
         self._pump()
 
     def _on_sync(self, m: Sync) -> None:
+        self.synced = True
         self.remote_fork = m.fork
         self.remote_length = m.length
         if self.log.length != self._sent_length:

@@ -1,0 +1,269 @@
+"""Replication over TCP with asyncio: serve logs, download from a server.
+
+The connection loop feeds a :class:`~cairn.replication.secret_stream.SecretStream` and a
+:class:`~cairn.replication.peer.Replicator`; every read is bounded (a peer that says nothing for
+``idle_timeout`` seconds is dropped; JS peers send keepalives every few seconds and so does
+Cairn), frames are capped at ``max_frame``, and the first protocol violation closes the
+connection with its reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cairn.crypto import KeyPair
+from cairn.errors import CairnError, RemoteError
+from cairn.log import Log
+from cairn.replication.peer import Replicator
+from cairn.replication.secret_stream import Closed, Handshaken, Message, SecretStream
+
+__all__ = ["DownloadResult", "PeerRefusedError", "download", "serve"]
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 16
+IDLE_TIMEOUT = 20.0
+KEEPALIVE = 5.0
+MAX_FRAME = 8 << 20
+
+
+class PeerRefusedError(RemoteError):
+    """The peer's Noise key is not in the allowed list."""
+
+
+@dataclass(slots=True)
+class DownloadResult:
+    blocks: int
+    length: int
+    seconds: float
+
+
+class _Link:
+    """One TCP connection: the secret stream and the replicator on top."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        key_pair: KeyPair,
+        is_initiator: bool,
+        idle_timeout: float,
+        max_frame: int,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.stream = SecretStream(
+            is_initiator, key_pair, random.SystemRandom(), max_frame_size=max_frame
+        )
+        self.is_initiator = is_initiator
+        self.idle_timeout = idle_timeout
+        self.replicator: Replicator | None = None
+        self.remote_key: bytes | None = None
+        self._last_sent = time.monotonic()
+
+    async def _write(self) -> None:
+        data = self.stream.data_to_send()
+        if data:
+            self.writer.write(data)
+            self._last_sent = time.monotonic()
+            await self.writer.drain()
+
+    async def _event(self) -> Handshaken | Message | Closed:
+        while True:
+            event = self.stream.next_event()
+            if event is not None:
+                return event
+            await self._write()
+            wait = min(
+                self.idle_timeout, max(0.1, KEEPALIVE - (time.monotonic() - self._last_sent))
+            )
+            try:
+                async with asyncio.timeout(wait):
+                    chunk = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                if time.monotonic() - self._last_sent >= KEEPALIVE and self.replicator:
+                    self.writer.write(self.stream.keepalive())
+                    self._last_sent = time.monotonic()
+                    continue
+                raise
+            if not chunk:
+                return Closed("the peer closed the connection")
+            self.stream.receive_data(chunk)
+
+    async def handshake(self) -> Handshaken:
+        self.stream.start()
+        async with asyncio.timeout(self.idle_timeout):
+            while True:
+                event = await self._event()
+                if isinstance(event, Handshaken):
+                    self.remote_key = event.remote_public_key
+                    self.replicator = Replicator(
+                        is_initiator=self.is_initiator, handshake_hash=event.handshake_hash
+                    )
+                    return event
+                if isinstance(event, Closed):
+                    raise ConnectionError(event.reason)
+
+    async def run(
+        self,
+        done: Callable[[], bool] = lambda: False,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        """Exchange messages until ``done()`` or the peer goes away."""
+        rep = self.replicator
+        assert rep is not None
+        idle_since = time.monotonic()
+        while True:
+            for m in rep.messages_to_send():
+                self.stream.send(m)
+            await self._write()
+            if done():
+                return
+            event = await self._event()
+            if isinstance(event, Closed):
+                raise ConnectionError(event.reason)
+            if isinstance(event, Message):
+                idle_since = time.monotonic()
+                rep.receive(event.data)
+                while (more := self.stream.next_event()) is not None:
+                    if isinstance(more, Message):
+                        rep.receive(more.data)
+                    elif isinstance(more, Closed):
+                        raise ConnectionError(more.reason)
+                if on_progress is not None:
+                    on_progress()
+            if time.monotonic() - idle_since > self.idle_timeout:
+                raise TimeoutError(f"no message for {self.idle_timeout:.0f} s")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stream.close()
+            await self._write()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+async def serve(
+    logs: Sequence[Log],
+    key_pair: KeyPair,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    allow: Sequence[bytes] | None = None,
+    ready: Callable[[tuple[str, int]], None] | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
+    max_frame: int = MAX_FRAME,
+) -> None:
+    """Serve ``logs`` to anyone who knows their keys (and, with ``allow``, only to those Noise
+    public keys) until cancelled. Each connection is independent: one misbehaving peer is
+    dropped with its reason logged while the others go on."""
+    allowed = set(allow) if allow is not None else None
+    connections: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = _Link(reader, writer, key_pair, False, idle_timeout, max_frame)
+        peer = writer.get_extra_info("peername")
+        try:
+            await link.handshake()
+            if allowed is not None and link.remote_key not in allowed:
+                raise PeerRefusedError(
+                    f"peer key {link.remote_key.hex() if link.remote_key else '?'} is not allowed"
+                )
+            assert link.replicator is not None
+            for lg in logs:
+                link.replicator.add_log(lg)
+            await link.run()
+        except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+            log.info("peer %s dropped: %s: %s", peer, type(exc).__name__, exc)
+        finally:
+            await link.close()
+
+    def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(handle(reader, writer))
+        connections.add(task)
+        task.add_done_callback(connections.discard)
+
+    server = await asyncio.start_server(spawn, host, port)
+    try:
+        sock = server.sockets[0].getsockname()
+        if ready is not None:
+            ready((sock[0], sock[1]))
+        async with server:
+            await server.serve_forever()
+    finally:
+        for task in list(connections):
+            task.cancel()
+        for task in list(connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def download(
+    host: str,
+    port: int,
+    replica: Log,
+    key_pair: KeyPair,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    tail: bool = False,
+    idle_timeout: float = IDLE_TIMEOUT,
+    on_progress: Callable[[Log], None] | None = None,
+    until: Callable[[Log], bool] | None = None,
+) -> DownloadResult:
+    """Download blocks [start, end) of ``replica``'s log from a server (``end`` None: up to the
+    server's length), every block verified before it is stored. What the replica holds already
+    is not asked for again. With ``tail``, keep following new blocks until ``until`` says stop
+    (or forever)."""
+    t0 = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
+    link = _Link(reader, writer, key_pair, True, idle_timeout, MAX_FRAME)
+    try:
+        await link.handshake()
+        assert link.replicator is not None
+        session = link.replicator.open(replica)
+        before = session.stats.blocks_downloaded
+        wanted_upto = start
+
+        def target() -> int:
+            return session.remote_length if end is None else min(end, session.remote_length)
+
+        def progress() -> None:
+            nonlocal wanted_upto
+            if session.closed_reason is not None:
+                raise ConnectionError(session.closed_reason)
+            last = target()
+            if session.synced and last > wanted_upto:
+                session.want(wanted_upto, last)
+                wanted_upto = last
+            if on_progress is not None:
+                on_progress(replica)
+
+        def done() -> bool:
+            if session.closed_reason is not None:
+                return True
+            if until is not None and until(replica):
+                return True
+            if tail or not session.synced:
+                return False
+            return (
+                replica.length >= session.remote_length
+                and session.pending == 0
+                and wanted_upto >= target()
+            )
+
+        await link.run(done, progress)
+        if session.closed_reason is not None:
+            raise ConnectionError(session.closed_reason)
+        return DownloadResult(
+            session.stats.blocks_downloaded - before, replica.length, time.monotonic() - t0
+        )
+    finally:
+        await link.close()
