@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -66,23 +67,35 @@ class _Link:
         self.replicator: Replicator | None = None
         self.remote_key: bytes | None = None
         self._last_sent = time.monotonic()
+        self._last_message = time.monotonic()
+        self.poll: float | None = None  # servers wake this often to notice their logs grew
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
         if data:
             self.writer.write(data)
             self._last_sent = time.monotonic()
-            await self.writer.drain()
+            # a peer that does not read what we send is a peer we stop sending to
+            async with asyncio.timeout(self.idle_timeout):
+                await self.writer.drain()
 
-    async def _event(self) -> Handshaken | Message | Closed:
+    async def _event(self) -> Handshaken | Message | Closed | None:
+        """The next event; None when it is time to look at our logs again (``poll``)."""
         while True:
             event = self.stream.next_event()
             if event is not None:
+                if isinstance(event, Message):
+                    self._last_message = time.monotonic()
                 return event
             await self._write()
-            wait = min(
-                self.idle_timeout, max(0.1, KEEPALIVE - (time.monotonic() - self._last_sent))
-            )
+            now = time.monotonic()
+            if now - self._last_message > self.idle_timeout:
+                # bytes may still trickle in: a whole message must arrive in time
+                raise TimeoutError(f"no complete message for {self.idle_timeout:.0f} s")
+            wait = min(self.idle_timeout - (now - self._last_message),
+                       max(0.05, KEEPALIVE - (now - self._last_sent)))
+            if self.poll is not None:
+                wait = min(wait, self.poll)
             try:
                 async with asyncio.timeout(wait):
                     chunk = await self.reader.read(READ_SIZE)
@@ -90,8 +103,9 @@ class _Link:
                 if time.monotonic() - self._last_sent >= KEEPALIVE and self.replicator:
                     self.writer.write(self.stream.keepalive())
                     self._last_sent = time.monotonic()
-                    continue
-                raise
+                if self.poll is not None and self.replicator:
+                    return None
+                continue
             if not chunk:
                 return Closed("the peer closed the connection")
             self.stream.receive_data(chunk)
@@ -101,24 +115,21 @@ class _Link:
         async with asyncio.timeout(self.idle_timeout):
             while True:
                 event = await self._event()
+                if event is None:
+                    continue
                 if isinstance(event, Handshaken):
                     self.remote_key = event.remote_public_key
-                    self.replicator = Replicator(
-                        is_initiator=self.is_initiator, handshake_hash=event.handshake_hash
-                    )
+                    self.replicator = Replicator(is_initiator=self.is_initiator,
+                                                 handshake_hash=event.handshake_hash)
                     return event
                 if isinstance(event, Closed):
                     raise ConnectionError(event.reason)
 
-    async def run(
-        self,
-        done: Callable[[], bool] = lambda: False,
-        on_progress: Callable[[], None] | None = None,
-    ) -> None:
+    async def run(self, done: Callable[[], bool] = lambda: False,
+                  on_progress: Callable[[], None] | None = None) -> None:
         """Exchange messages until ``done()`` or the peer goes away."""
         rep = self.replicator
         assert rep is not None
-        idle_since = time.monotonic()
         while True:
             for m in rep.messages_to_send():
                 self.stream.send(m)
@@ -126,10 +137,12 @@ class _Link:
             if done():
                 return
             event = await self._event()
+            if event is None:
+                rep.update()  # a served log may have grown: tell the peer
+                continue
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
             if isinstance(event, Message):
-                idle_since = time.monotonic()
                 rep.receive(event.data)
                 while (more := self.stream.next_event()) is not None:
                     if isinstance(more, Message):
@@ -138,8 +151,6 @@ class _Link:
                         raise ConnectionError(more.reason)
                 if on_progress is not None:
                     on_progress()
-            if time.monotonic() - idle_since > self.idle_timeout:
-                raise TimeoutError(f"no message for {self.idle_timeout:.0f} s")
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -160,15 +171,18 @@ async def serve(
     ready: Callable[[tuple[str, int]], None] | None = None,
     idle_timeout: float = IDLE_TIMEOUT,
     max_frame: int = MAX_FRAME,
+    poll: float = 0.2,
 ) -> None:
     """Serve ``logs`` to anyone who knows their keys (and, with ``allow``, only to those Noise
     public keys) until cancelled. Each connection is independent: one misbehaving peer is
-    dropped with its reason logged while the others go on."""
+    dropped with its reason logged while the others go on. Every ``poll`` seconds each
+    connection checks whether a log grew (appended by this process) and tells its peer."""
     allowed = set(allow) if allow is not None else None
     connections: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = _Link(reader, writer, key_pair, False, idle_timeout, max_frame)
+        link.poll = poll
         peer = writer.get_extra_info("peername")
         try:
             await link.handshake()
@@ -214,6 +228,8 @@ async def download(
     start: int = 0,
     end: int | None = None,
     tail: bool = False,
+    since: float | None = None,
+    until_time: float | None = None,
     idle_timeout: float = IDLE_TIMEOUT,
     on_progress: Callable[[Log], None] | None = None,
     until: Callable[[Log], bool] | None = None,
@@ -221,7 +237,9 @@ async def download(
     """Download blocks [start, end) of ``replica``'s log from a server (``end`` None: up to the
     server's length), every block verified before it is stored. What the replica holds already
     is not asked for again. With ``tail``, keep following new blocks until ``until`` says stop
-    (or forever)."""
+    (or forever). With ``since`` / ``until_time`` (seconds; frames in time order; a Cairn
+    server), the blocks are the frames holding samples in [since, until_time): the server finds
+    both ends and proves them."""
     t0 = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
     link = _Link(reader, writer, key_pair, True, idle_timeout, MAX_FRAME)
@@ -231,15 +249,40 @@ async def download(
         session = link.replicator.open(replica)
         before = session.stats.blocks_downloaded
         wanted_upto = start
+        timed = since is not None or until_time is not None
+        seeks: list[int] = []
+        window: list[int] = []
 
         def target() -> int:
             return session.remote_length if end is None else min(end, session.remote_length)
+
+        def time_window() -> bool:
+            """Resolve [since, until_time) to block indexes; True once known."""
+            nonlocal wanted_upto
+            if window:
+                return True
+            if not (session.synced and replica.length >= session.remote_length > 0):
+                return False
+            if not session.remote_cairn:
+                raise ConnectionError("a time window needs a Cairn server (time seek)")
+            if not seeks:
+                seeks.append(session.seek_time(-math.inf if since is None else since))
+                seeks.append(session.seek_time(math.inf if until_time is None else until_time))
+            if not all(q in session.seek_results for q in seeks):
+                return False
+            first = session.seek_results[seeks[0]]
+            last = session.seek_results[seeks[1]]
+            if until_time is not None and last < replica.length:
+                last += 1  # that frame may hold samples before until_time
+            window.extend((first, min(last, replica.length)))
+            wanted_upto = first
+            return True
 
         def progress() -> None:
             nonlocal wanted_upto
             if session.closed_reason is not None:
                 raise ConnectionError(session.closed_reason)
-            last = target()
+            last = (window[1] if time_window() else wanted_upto) if timed else target()
             if session.synced and last > wanted_upto:
                 session.want(wanted_upto, last)
                 wanted_upto = last
@@ -253,11 +296,10 @@ async def download(
                 return True
             if tail or not session.synced:
                 return False
-            return (
-                replica.length >= session.remote_length
-                and session.pending == 0
-                and wanted_upto >= target()
-            )
+            if timed:
+                return bool(window) and session.pending == 0 and wanted_upto >= window[1]
+            return (replica.length >= session.remote_length and session.pending == 0
+                    and wanted_upto >= target())
 
         await link.run(done, progress)
         if session.closed_reason is not None:

@@ -9,9 +9,11 @@ is stored. It takes channel messages in (:meth:`receive`) and gives channel mess
 from __future__ import annotations
 
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass
 
+from cairn import flat_tree
 from cairn.crypto import replicate_capability
 from cairn.encoding import Reader, write_buffer, write_uint
 from cairn.errors import (
@@ -22,6 +24,7 @@ from cairn.errors import (
     RemoteError,
     VerificationError,
 )
+from cairn.frames import frame_at, seek_time
 from cairn.log import Log, range_proof_nodes
 from cairn.messages import (
     Node,
@@ -69,6 +72,9 @@ EXT_HELLO = "cairn/hello"
 EXT_RANGE = "cairn/range"
 EXT_RANGE_DATA = "cairn/range-data"
 EXT_RANGE_NONE = "cairn/range-none"
+EXT_SEEK = "cairn/seek-time"
+EXT_SEEK_RESULT = "cairn/seek-time-result"
+_F64 = struct.Struct("<d")
 
 
 class CapabilityError(RemoteError):
@@ -92,8 +98,9 @@ class _Inflight:
 
 
 class Session:
-    def __init__(self, log_: Log, *, is_initiator: bool, handshake_hash: bytes,
-                 window: int = WINDOW) -> None:
+    def __init__(
+        self, log_: Log, *, is_initiator: bool, handshake_hash: bytes, window: int = WINDOW
+    ) -> None:
         self.log = log_
         self.is_initiator = is_initiator
         self.handshake_hash = handshake_hash
@@ -113,6 +120,8 @@ class Session:
         self.closed_reason: str | None = None
         self.remote_cairn = False  # the remote speaks Cairn's range extension
         self.synced = False  # the remote told us its length
+        self.seek_results: dict[int, int] = {}  # seek request id -> first frame at/after t
+        self._seeks: dict[int, float] = {}
 
     # -- the channel -------------------------------------------------------------------------
 
@@ -143,12 +152,20 @@ class Session:
         lg = self.log
         self._sent_length = lg.length
         same_fork = lg.fork == self.remote_fork
-        self._send(MessageType.SYNC, encode_sync(Sync(
-            fork=lg.fork, length=lg.length,
-            remote_length=self.remote_length if same_fork else 0,
-            can_upgrade=same_fork and lg.length >= self.remote_length, uploading=True,
-            downloading=bool(self._wanted or self._inflight) or not lg.writable,
-            has_manifest=lg.manifest is not None and not lg.compat)))
+        self._send(
+            MessageType.SYNC,
+            encode_sync(
+                Sync(
+                    fork=lg.fork,
+                    length=lg.length,
+                    remote_length=self.remote_length if same_fork else 0,
+                    can_upgrade=same_fork and lg.length >= self.remote_length,
+                    uploading=True,
+                    downloading=bool(self._wanted or self._inflight) or not lg.writable,
+                    has_manifest=lg.manifest is not None and not lg.compat,
+                )
+            ),
+        )
 
     def messages_to_send(self) -> list[tuple[int, bytes]]:
         out = self._out
@@ -177,8 +194,7 @@ class Session:
         if not self.remote_opened:
             return
         lg = self.log
-        if self.remote_length > lg.length and not self._upgrading and (
-                self.remote_fork >= lg.fork):
+        if self.remote_length > lg.length and not self._upgrading and (self.remote_fork >= lg.fork):
             self._request_upgrade()
             return
         if self._upgrading:
@@ -197,8 +213,7 @@ class Session:
             self._wanted.popleft()
             rid = self._new_id()
             self._inflight[rid] = _Inflight(rid, i, False)
-            req = Request(id=rid, fork=lg.fork,
-                          block=RequestBlock(i, lg.missing_nodes(2 * i)))
+            req = Request(id=rid, fork=lg.fork, block=RequestBlock(i, lg.missing_nodes(2 * i)))
             self._send(MessageType.REQUEST, encode_request(req))
 
     def _pump_ranges(self) -> None:
@@ -213,8 +228,13 @@ class Session:
             if i >= lg.length:
                 break
             end = i
-            while (self._wanted and self._wanted[0] == end and end < lg.length
-                   and end - i < RUN_BLOCKS and not lg.has(end)):
+            while (
+                self._wanted
+                and self._wanted[0] == end
+                and end < lg.length
+                and end - i < RUN_BLOCKS
+                and not lg.has(end)
+            ):
                 self._wanted.popleft()
                 end += 1
             rid = self._new_id()
@@ -230,9 +250,12 @@ class Session:
         self._upgrading = True
         self._inflight[rid] = _Inflight(rid, None, True)
         start = lg.length if self.remote_fork == lg.fork else 0
-        req = Request(id=rid, fork=self.remote_fork,
-                      upgrade=RequestUpgrade(start, self.remote_length - start),
-                      manifest=lg.manifest is None and not lg.compat)
+        req = Request(
+            id=rid,
+            fork=self.remote_fork,
+            upgrade=RequestUpgrade(start, self.remote_length - start),
+            manifest=lg.manifest is None and not lg.compat,
+        )
         self._send(MessageType.REQUEST, encode_request(req))
 
     def _new_id(self) -> int:
@@ -284,6 +307,10 @@ class Session:
             self._serve_range(ext.message)
         elif ext.name == EXT_RANGE_DATA:
             self._on_range_data(ext.message)
+        elif ext.name == EXT_SEEK:
+            self._serve_seek(ext.message)
+        elif ext.name == EXT_SEEK_RESULT:
+            self._on_seek_result(ext.message)
         elif ext.name == EXT_RANGE_NONE:
             pending = self._inflight.pop(Reader(ext.message).uint(), None)
             if pending is not None and pending.block is not None and pending.end is not None:
@@ -291,6 +318,77 @@ class Session:
                     self._wanted_set.discard(b)
             self._pump()
         # other extensions: not ours, ignored (as hypercore does)
+
+    def seek_time(self, t: float) -> int:
+        """Ask a Cairn peer for the first frame holding a sample at or after ``t`` (seconds).
+
+        The answer, proven (that frame and the one before it, each with its Merkle proof), lands
+        in :attr:`seek_results` under the returned id.
+        """
+        if not self.remote_cairn:
+            raise NotAvailableError("the peer does not speak Cairn's time seek")
+        rid = self._new_id()
+        self._seeks[rid] = t
+        body = bytearray()
+        write_uint(body, rid)
+        body += _F64.pack(t)
+        self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_SEEK, bytes(body))))
+        return rid
+
+    def _serve_seek(self, message: bytes) -> None:
+        r = Reader(message)
+        rid = r.uint()
+        (t,) = _F64.unpack(r.fixed(8))
+        out = bytearray()
+        write_uint(out, rid)
+        lg = self.log
+        try:
+            index = seek_time(lg, t)
+            # proofs that reach the roots: the requester trusts those, nothing below
+            proofs = [
+                lg.proof(Request(fork=lg.fork, block=RequestBlock(i, _levels(i, lg.length))))
+                for i in (index - 1, index)
+                if 0 <= i < lg.length
+            ]
+        except CairnError as exc:
+            log.debug("no time seek for %d: %s", rid, exc)
+            write_uint(out, 0)
+            self._send(
+                MessageType.EXTENSION, encode_extension(Extension(EXT_SEEK_RESULT, bytes(out)))
+            )
+            return
+        write_uint(out, 1)
+        write_uint(out, index)
+        write_uint(out, len(proofs))
+        for p in proofs:
+            write_buffer(out, encode_data(p))
+        self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_SEEK_RESULT, bytes(out))))
+
+    def _on_seek_result(self, message: bytes) -> None:
+        r = Reader(message)
+        rid = r.uint()
+        t = self._seeks.pop(rid, None)
+        if t is None:
+            return
+        if not r.uint():
+            raise NotAvailableError(f"the peer could not seek to {t}")
+        index = r.uint()
+        n = r.uint()
+        if n > 2:
+            raise DecodeError("a time seek answer holds at most two proofs")
+        lg = self.log
+        for _ in range(n):
+            proof = decode_data(r.bytes_())
+            if proof.block is None or proof.block.index not in (index - 1, index):
+                raise VerificationError("time seek proof is for another block")
+            lg.verify_and_apply(proof)
+        # the proven frames must bracket t: the one before ends before t, this one does not
+        if index < lg.length and frame_at(lg, index).end < t:
+            raise VerificationError(f"frame {index} ends before {t}: not the frame asked for")
+        if 0 < index <= lg.length and frame_at(lg, index - 1).end >= t:
+            raise VerificationError(f"frame {index - 1} already reaches {t}: seek was not first")
+        self.seek_results[rid] = index
+        self._pump()
 
     def _serve_range(self, message: bytes) -> None:
         r = Reader(message)
@@ -306,8 +404,9 @@ class Session:
             self.stats.no_data_sent += 1
             none = bytearray()
             write_uint(none, rid)
-            self._send(MessageType.EXTENSION,
-                       encode_extension(Extension(EXT_RANGE_NONE, bytes(none))))
+            self._send(
+                MessageType.EXTENSION, encode_extension(Extension(EXT_RANGE_NONE, bytes(none)))
+            )
             return
         total = 0
         for k, v in enumerate(values):  # keep one answer within RUN_BYTES
@@ -410,3 +509,12 @@ class Session:
         self._inflight.clear()
         self._upgrading = False
 
+
+def _levels(block: int, length: int) -> int:
+    """How many levels block ``block`` is below the root that covers it in a log of ``length``."""
+    leaf = 2 * block
+    for root in flat_tree.full_roots(2 * length):
+        left, right = flat_tree.spans(root)
+        if left <= leaf <= right:
+            return flat_tree.depth(root)
+    raise NotAvailableError(f"block {block} is outside length {length}")
