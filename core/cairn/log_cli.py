@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from cairn.crypto import key_pair
+from cairn.crypto import KeyPair, key_pair
 from cairn.errors import CairnError
 from cairn.keys_cli import parse_seed
 from cairn.log import Log
@@ -120,3 +121,158 @@ def verify_cmd(path: Path) -> None:
         f"ok: {report.blocks} blocks and {report.nodes} tree nodes verify "
         f"up to length {report.length}"
     )
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _when(value: str | None, name: str) -> float | None:
+    """Seconds since the epoch, from a number or an ISO 8601 time (UTC when no zone is given)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{name} must be seconds since 1970 or an ISO 8601 time, "
+                                 f"got {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _noise_key_pair(seed: str | None) -> KeyPair:
+    from cairn.crypto import random_key_pair
+
+    return key_pair(parse_seed(seed, "noise seed")) if seed else random_key_pair()
+
+
+@log.command("serve")
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port).")
+@click.option("--allow", "allow", multiple=True,
+              help="Noise public key (hex) allowed to replicate; repeat. Default: anyone who "
+                   "knows a log's key.")
+@click.option("--noise-seed", help="32-byte seed of this server's Noise key (random if omitted).")
+def serve_cmd(paths: tuple[Path, ...], host: str, port: int, allow: tuple[str, ...],
+              noise_seed: str | None) -> None:
+    """Serve the logs at PATHS over TCP (hypercore/alpha on Noise secret-stream) until stopped."""
+    import asyncio
+    import signal
+
+    from cairn.replication.net import serve
+
+    allowed = []
+    for a in allow:
+        try:
+            k = bytes.fromhex(a)
+        except ValueError:
+            raise click.BadParameter(f"--allow must be hex, got {a!r}") from None
+        if len(k) != 32:
+            raise click.BadParameter(f"--allow keys are 32 bytes, got {len(k)}")
+        allowed.append(k)
+    kp = _noise_key_pair(noise_seed)
+    logs = [_open(p) for p in paths]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+
+        def ready(addr: tuple[str, int]) -> None:
+            click.echo(f"serving {len(logs)} log(s) on {addr[0]}:{addr[1]}")
+            click.echo(f"noise public key: {kp.public_key.hex()}")
+            for lg in logs:
+                click.echo(f"  {lg.key.hex()}  length {lg.length}  {lg.path}")
+            sys.stdout.flush()
+
+        with contextlib.suppress(asyncio.CancelledError):  # stopped by a signal
+            await serve(logs, kp, host, port, allow=allowed or None, ready=ready)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    finally:
+        for lg in logs:
+            lg.close()
+
+
+@log.command("download")
+@click.option("--from", "source", required=True, help="Server address, HOST:PORT.")
+@click.option("--key", required=True, help="The log's key (64 hex digits).")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--start", type=click.IntRange(min=0), help="First block (default 0).")
+@click.option("--end", type=click.IntRange(min=0), help="Block after the last (default: all).")
+@click.option("--since", help="Frames from this time (seconds since 1970 or ISO 8601).")
+@click.option("--until", "until_", help="Frames before this time.")
+@click.option("--tail", is_flag=True, help="Keep following new blocks until interrupted.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds without progress before giving up.")
+def download_cmd(source: str, key: str, path: Path, start: int | None, end: int | None,
+                 since: str | None, until_: str | None, tail: bool, timeout: float) -> None:
+    """Download a log (or part of it) into a sparse replica at PATH, verifying every block."""
+    import asyncio
+
+    from cairn.replication.net import download
+
+    host, port = _host_port(source)
+    try:
+        log_key = bytes.fromhex(key)
+    except ValueError:
+        raise click.BadParameter(f"--key must be hex, got {key!r}") from None
+    if len(log_key) != 32:
+        raise click.BadParameter(f"--key is 32 bytes (64 hex digits), got {len(log_key)} bytes")
+    t_since, t_until = _when(since, "--since"), _when(until_, "--until")
+    if (t_since is not None or t_until is not None) and (start is not None or end is not None):
+        raise click.UsageError("give either --start/--end or --since/--until, not both")
+    if start is not None and end is not None and end < start:
+        raise click.UsageError(f"--end {end} is before --start {start}")
+    created = not path.exists()
+    replica = Log.open(path) if not created else Log.replica(path, log_key)
+    if replica.key != log_key:
+        replica.close()
+        raise click.ClickException(f"{path} holds another log ({replica.key.hex()})")
+    bar_state = {"shown": 0}
+    bar = click.progressbar(length=0, label="blocks", file=sys.stderr, show_pos=True)
+
+    def progress(lg: Log) -> None:
+        held = lg.contiguous_length if end is None and start is None else 0
+        if held > bar_state["shown"]:
+            bar.length = max(bar.length or 0, lg.length)
+            bar.update(held - bar_state["shown"])
+            bar_state["shown"] = held
+
+    async def main() -> None:
+        await download(host, port, replica, _noise_key_pair(None), start=start or 0, end=end,
+                       tail=tail, since=t_since, until_time=t_until, idle_timeout=timeout,
+                       on_progress=progress)
+
+    try:
+        with bar:
+            asyncio.run(main())
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
+        raise click.ClickException(f"download failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        length, held = replica.length, sum(1 for _ in replica.iter_blocks())
+        replica.close()
+        if created and length == 0:  # nothing came: leave no empty replica behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    click.echo(f"ok: {held} blocks held of {length}")
