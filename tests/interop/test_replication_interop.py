@@ -143,3 +143,48 @@ async def test_cairn_tails_a_js_writer(tmp_path: Path, node_path: Path,
                            tail=True, until=until)
             assert await appended[0] == 75
         assert r.get(74) == b"block-74" and r.verify_all().blocks >= 75
+
+
+async def test_js_tails_a_cairn_writer(tmp_path: Path, node_path: Path,
+                                      interop_dir: Path) -> None:
+    import os
+
+    w = writer_log(tmp_path / "w.db", 50)
+    async with asyncio.timeout(60), cairn_server([w]) as (host, port):
+        proc = await asyncio.create_subprocess_exec(
+            str(node_path), str(PEER), "read", host, str(port), w.key.hex(), "60", "70",
+            cwd=interop_dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CAIRN_TAIL": "1"})
+        assert proc.stdout is not None
+        first = json.loads(await proc.stdout.readline())
+        assert first["following"] == 50  # JS is connected and has seen the log as it was
+        w.append([b"block-%d" % i for i in range(50, 80)])  # the writer grows: JS follows
+        out = json.loads(await proc.stdout.readline())
+        await proc.wait()
+    assert out["length"] == 80
+    assert [bytes.fromhex(b) for b in out["blocks"]] == [b"block-%d" % i for i in range(60, 70)]
+
+
+async def test_many_logs_over_one_connection(tmp_path: Path) -> None:
+    from cairn.replication.net import _Link
+
+    logs = [Log.create(tmp_path / f"w{i}.db", key_pair(bytes([20 + i]) * 32)) for i in range(5)]
+    for i, lg in enumerate(logs):
+        lg.append([b"log-%d-block-%d" % (i, j) for j in range(100)])
+    async with asyncio.timeout(30), cairn_server(logs) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        link = _Link(reader, writer, random_key_pair(), True, 10.0, 8 << 20)
+        await link.handshake()
+        assert link.replicator is not None
+        replicas = [Log.replica(tmp_path / f"r{i}.db", lg.key) for i, lg in enumerate(logs)]
+        sessions = [link.replicator.open(r) for r in replicas]
+
+        def done() -> bool:
+            for s in sessions:
+                if s.synced and s.pending == 0 and s.log.length and not s.log.has(99):
+                    s.want(0, 100)
+            return all(r.length == 100 and all(r.has(j) for j in range(100)) for r in replicas)
+
+        await link.run(done, lambda: None)
+        await link.close()
+    assert [r.get(42) for r in replicas] == [b"log-%d-block-42" % i for i in range(5)]

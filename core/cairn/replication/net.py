@@ -131,10 +131,11 @@ class _Link:
         rep = self.replicator
         assert rep is not None
         while True:
+            finished = done()  # may queue messages (wants): flush after it, not before
             for m in rep.messages_to_send():
                 self.stream.send(m)
             await self._write()
-            if done():
+            if finished:
                 return
             event = await self._event()
             if event is None:

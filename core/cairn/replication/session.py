@@ -120,6 +120,7 @@ class Session:
         self.closed_reason: str | None = None
         self.remote_cairn = False  # the remote speaks Cairn's range extension
         self.synced = False  # the remote told us its length
+        self._announced = 0  # blocks 0.._announced told to the remote with ``range``
         self.seek_results: dict[int, int] = {}  # seek request id -> first frame at/after t
         self._seeks: dict[int, float] = {}
 
@@ -142,10 +143,17 @@ class Session:
         self.remote_opened = True
         self._send(MessageType.EXTENSION, encode_extension(Extension(EXT_HELLO, b"\x01")))
         self.sync()
-        contiguous = self.log.contiguous_length
-        if contiguous:
-            self._send(MessageType.RANGE, encode_range(Range(0, contiguous)))
+        self._announce_range()
         self._pump()
+
+    def _announce_range(self) -> None:
+        """Tell the remote which blocks we hold from the start (hypercore's ``range``): JS
+        asks only peers that said they hold a block."""
+        contiguous = self.log.contiguous_length
+        if contiguous > self._announced:
+            self._send(MessageType.RANGE,
+                       encode_range(Range(self._announced, contiguous - self._announced)))
+            self._announced = contiguous
 
     def sync(self) -> None:
         """Tell the remote our length (after opening, and whenever the log grew)."""
@@ -502,6 +510,8 @@ class Session:
         """The log changed under us (an append, another session's download): resync."""
         if self.remote_opened and self.log.length != self._sent_length:
             self.sync()
+        if self.remote_opened:
+            self._announce_range()
         self._pump()
 
     def fail(self, reason: str) -> None:

@@ -1,6 +1,7 @@
 // JS hypercore over TCP for the replication interop tests (run with cwd tests/interop).
 //   node js/hypercore_peer.js read  <host> <port> <keyHex> <start> <end>
 //     connect to a Cairn server, download blocks [start, end), print them (hex) as JSON
+//     (with CAIRN_TAIL set, first print {"following": length}, then wait for the blocks)
 //   node js/hypercore_peer.js write <seedHex> <blocks> [<extra>]
 //     make a log from the seed with <blocks> blocks "block-i", serve it on 127.0.0.1:0,
 //     print {"port", "key"}; then on each stdin line, append <extra> more blocks and print
@@ -28,6 +29,10 @@ async function read ([host, port, keyHex, startArg, endArg]) {
   const start = Number(startArg)
   const end = Number(endArg)
   await core.update({ wait: true })
+  if (process.env.CAIRN_TAIL) {
+    // tell the test we follow from here, then wait for blocks that do not exist yet
+    process.stdout.write(JSON.stringify({ following: core.length }) + '\n')
+  }
   const blocks = []
   for (let i = start; i < end; i++) blocks.push((await core.get(i, { timeout: 10000 })).toString('hex'))
   const out = { length: core.length, blocks, contiguous: core.contiguousLength }
