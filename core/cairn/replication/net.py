@@ -131,7 +131,8 @@ class _Link:
         rep = self.replicator
         assert rep is not None
         while True:
-            finished = done()  # may queue messages (wants): flush after it, not before
+            rep.flush()  # store what arrived before deciding whether we are done
+            finished = done()  # may queue messages (wants): send after it, not before
             for m in rep.messages_to_send():
                 self.stream.send(m)
             await self._write()

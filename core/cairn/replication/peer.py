@@ -152,6 +152,11 @@ class Replicator:
             del dk
         return self.mux.messages_to_send()
 
+    def flush(self) -> None:
+        """Verify and store the data each session has received so far."""
+        for ch in self._channels.values():
+            ch.session.flush()
+
     def update(self) -> None:
         """A served log grew: tell the peers following it."""
         for ch in self._channels.values():

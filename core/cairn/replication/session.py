@@ -27,6 +27,7 @@ from cairn.errors import (
 from cairn.frames import frame_at, seek_time
 from cairn.log import Log, range_proof_nodes
 from cairn.messages import (
+    Data,
     Node,
     Request,
     RequestBlock,
@@ -121,6 +122,7 @@ class Session:
         self.remote_cairn = False  # the remote speaks Cairn's range extension
         self.synced = False  # the remote told us its length
         self._announced = 0  # blocks 0.._announced told to the remote with ``range``
+        self._queued: list[tuple[_Inflight, Data]] = []  # data waiting for flush()
         self.seek_results: dict[int, int] = {}  # seek request id -> first frame at/after t
         self._seeks: dict[int, float] = {}
 
@@ -176,6 +178,7 @@ class Session:
         )
 
     def messages_to_send(self) -> list[tuple[int, bytes]]:
+        self.flush()  # data received since the last call: stored before we ask for more
         out = self._out
         self._out = []
         return out
@@ -479,14 +482,30 @@ class Session:
         if pending is None:
             return  # unsolicited (a push) or cancelled: ignore, store nothing
         if pending.upgrade:
-            self._upgrading = False
-        applied = self.log.verify_and_apply(proof)
-        if applied.block is not None:
-            self.stats.blocks_downloaded += 1
-            self._wanted_set.discard(applied.block)
-        elif pending.block is not None:
-            self._requeue(pending.block)
-        if applied.upgraded and self.log.length != self._sent_length:
+            # an upgrade changes what later proofs verify against: apply it (and anything
+            # queued before it) now
+            self._queued.append((pending, proof))
+            self.flush()
+            return
+        self._queued.append((pending, proof))
+        if len(self._queued) >= self.window:
+            self.flush()
+
+    def flush(self) -> None:
+        """Verify and store the data received so far, in one transaction."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        results = self.log.verify_and_apply_many([p for _, p in queued])
+        for (pending, _), applied in zip(queued, results, strict=True):
+            if pending.upgrade:
+                self._upgrading = False
+            if applied.block is not None:
+                self.stats.blocks_downloaded += 1
+                self._wanted_set.discard(applied.block)
+            elif pending.block is not None:
+                self._requeue(pending.block)
+        if any(a.upgraded for a in results) and self.log.length != self._sent_length:
             self.sync()
         self._pump()
 
