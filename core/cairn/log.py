@@ -543,6 +543,7 @@ class Log:
             IndexError,
             OverflowError,
             TypeError,
+            struct.error,
         ) as exc:
             raise VerificationError(f"malformed proof: {exc}") from exc
 
@@ -774,7 +775,7 @@ class Log:
             raise VerificationError("log has no signed length yet")
         try:
             leaves, made = verify_range(self._roots, self.length, start, values, proof)
-        except (ValueError, IndexError, TypeError) as exc:
+        except (ValueError, IndexError, TypeError, OverflowError, struct.error) as exc:
             raise VerificationError(f"malformed range proof: {exc}") from exc
         end = start + len(values)
         runs: list[tuple[int, int]] = []
@@ -927,9 +928,8 @@ def verify_range(
     end = start + len(values)
     if not values or end > length:
         raise VerificationError(f"range {start}..{end} is outside length {length}")
-    given = {n.index: n for n in proof}
-    if len(given) != len(proof):
-        raise VerificationError("range proof repeats a node")
+    # the proof's nodes come in the order the verifier needs them (depth first, left to right):
+    # one encoding per proof
     lo, hi = 2 * start, 2 * (end - 1)
     leaves = [leaf_hash(v) for v in values]
     made: list[Node] = []
@@ -939,9 +939,9 @@ def verify_range(
         nonlocal used
         left, right = flat_tree.spans(i)
         if right < lo or left > hi:
-            n = given.get(i)
-            if n is None:
-                raise VerificationError(f"range proof lacks node {i}")
+            if used >= len(proof) or proof[used].index != i:
+                raise VerificationError(f"range proof lacks node {i} (or has it out of order)")
+            n = proof[used]
             used += 1
             return n
         if not i & 1:
@@ -968,6 +968,6 @@ def verify_range(
         want = trusted.get(root)
         if want is None or want != got:
             raise VerificationError(f"blocks {start}..{end} do not hash to the signed root {root}")
-    if used != len(given):
+    if used != len(proof):
         raise VerificationError("range proof has nodes that prove nothing")
     return leaves, made + list(proof)

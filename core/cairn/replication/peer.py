@@ -10,6 +10,7 @@ is refused; one that proves it knows a log's key gets that log served.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cairn.errors import RemoteError
@@ -117,12 +118,7 @@ class Replicator:
                 dk2 = self._by_local.get(local)
                 if dk2 is None:
                     return
-                try:
-                    self._channels[dk2].session.receive(kind, payload)
-                except RemoteError:
-                    self.invalid += 1
-                    if self.invalid > self.max_invalid:
-                        raise
+                self._guard(self._channels[dk2].session.receive, kind, payload)
             case ChannelClosed(channel=local):
                 if local is not None:
                     dk3 = self._by_local.pop(local, None)
@@ -139,6 +135,7 @@ class Replicator:
 
     def messages_to_send(self) -> list[bytes]:
         """Everything queued, as secret-stream messages (each session's messages batched)."""
+        self.flush()
         for dk, ch in self._channels.items():
             if ch.local_id is None:
                 continue
@@ -154,8 +151,17 @@ class Replicator:
 
     def flush(self) -> None:
         """Verify and store the data each session has received so far."""
-        for ch in self._channels.values():
-            ch.session.flush()
+        for ch in list(self._channels.values()):
+            self._guard(ch.session.flush)
+
+    def _guard(self, fn: Callable[..., object], *args: object) -> None:
+        """Run a session step; a peer's invalid message counts, past ``max_invalid`` it ends."""
+        try:
+            fn(*args)
+        except RemoteError:
+            self.invalid += 1
+            if self.invalid > self.max_invalid:
+                raise
 
     def update(self) -> None:
         """A served log grew: tell the peers following it."""

@@ -123,6 +123,7 @@ class Session:
         self.synced = False  # the remote told us its length
         self._announced = 0  # blocks 0.._announced told to the remote with ``range``
         self._queued: list[tuple[_Inflight, Data]] = []  # data waiting for flush()
+        self._single: set[int] = set()  # blocks to ask for one by one (a run could not be)
         self.seek_results: dict[int, int] = {}  # seek request id -> first frame at/after t
         self._seeks: dict[int, float] = {}
 
@@ -222,21 +223,32 @@ class Session:
             if i >= lg.length:
                 break  # not signed yet: wait for an upgrade
             self._wanted.popleft()
-            rid = self._new_id()
-            self._inflight[rid] = _Inflight(rid, i, False)
-            req = Request(id=rid, fork=lg.fork, block=RequestBlock(i, lg.missing_nodes(2 * i)))
-            self._send(MessageType.REQUEST, encode_request(req))
+            self._request_block(i)
+
+    def _request_block(self, i: int) -> None:
+        lg = self.log
+        rid = self._new_id()
+        self._inflight[rid] = _Inflight(rid, i, False)
+        req = Request(id=rid, fork=lg.fork, block=RequestBlock(i, lg.missing_nodes(2 * i)))
+        self._send(MessageType.REQUEST, encode_request(req))
 
     def _pump_ranges(self) -> None:
         """Cairn peers: contiguous runs of wanted blocks, each with one proof."""
         lg = self.log
-        while len(self._inflight) < RANGE_WINDOW and self._wanted:
+        while len(self._inflight) < self.window and self._wanted:
             i = self._wanted[0]
             if lg.has(i):
                 self._wanted.popleft()
                 self._wanted_set.discard(i)
                 continue
             if i >= lg.length:
+                break
+            if i in self._single:
+                self._wanted.popleft()
+                self._single.discard(i)
+                self._request_block(i)
+                continue
+            if sum(1 for x in self._inflight.values() if x.end is not None) >= RANGE_WINDOW:
                 break
             end = i
             while (
@@ -325,8 +337,11 @@ class Session:
         elif ext.name == EXT_RANGE_NONE:
             pending = self._inflight.pop(Reader(ext.message).uint(), None)
             if pending is not None and pending.block is not None and pending.end is not None:
-                for b in range(pending.block, pending.end):
-                    self._wanted_set.discard(b)
+                # the peer cannot prove the whole run (a block cleared, say): ask block by
+                # block, and give up only on the blocks it really does not have
+                for b in range(pending.end - 1, pending.block - 1, -1):
+                    self._single.add(b)
+                    self._requeue(b)
             self._pump()
         # other extensions: not ours, ignored (as hypercore does)
 
@@ -446,10 +461,20 @@ class Session:
             raise DecodeError(f"range answer of {count} blocks does not fit")
         values = [r.bytes_() for _ in range(count)]
         proof = r.array(lambda rr: Node(rr.uint(), rr.uint(), rr.fixed(32)), 512)
-        pending = self._inflight.pop(rid, None)
-        if pending is None or pending.block != start or pending.end is None:
+        pending = self._inflight.get(rid)
+        if pending is None or pending.end is None or pending.block is None:
             return  # unsolicited: store nothing
-        stored = self.log.verify_and_apply_range(start, values, proof)
+        del self._inflight[rid]
+        try:
+            if start != pending.block or start + count > pending.end:
+                raise VerificationError(
+                    f"range answer {start}+{count} is not the run {pending.block}..{pending.end}"
+                    " asked for")
+            stored = self.log.verify_and_apply_range(start, values, proof)
+        except RemoteError:  # counted by receive()
+            for b in range(pending.end - 1, pending.block - 1, -1):
+                self._requeue(b)
+            raise
         self.stats.blocks_downloaded += stored
         for b in range(start, start + count):
             self._wanted_set.discard(b)
@@ -496,7 +521,17 @@ class Session:
         if not self._queued:
             return
         queued, self._queued = self._queued, []
-        results = self.log.verify_and_apply_many([p for _, p in queued])
+        try:
+            results = self.log.verify_and_apply_many([p for _, p in queued])
+        except RemoteError:
+            # nothing of the batch was stored: ask again (from this peer if it stays, or another)
+            self.stats.invalid += 1
+            for pending, _ in reversed(queued):
+                if pending.upgrade:
+                    self._upgrading = False
+                elif pending.block is not None:
+                    self._requeue(pending.block)
+            raise
         for (pending, _), applied in zip(queued, results, strict=True):
             if pending.upgrade:
                 self._upgrading = False
