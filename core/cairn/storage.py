@@ -19,6 +19,7 @@ import sqlite3
 import struct
 import sys
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,6 +86,9 @@ CREATE TABLE IF NOT EXISTS evidence (
     remote BLOB
 );
 """
+
+_SEGMENT_CACHE = 16
+_NODE_CACHE = 1 << 16
 
 _TABLES = {"meta", "head", "segments", "nodes", "evidence"}
 
@@ -171,7 +175,9 @@ class LogStorage:
             raise FileExistsError(f"{self.path} already exists")
         if not create and not exists:
             raise FileNotFoundError(f"no log at {self.path}")
-        self._cache: Segment | None = None
+        self._cache: Segment | None = None  # the segment read last
+        self._segs: OrderedDict[int, Segment] = OrderedDict()  # a few more, by start
+        self._node_cache: dict[int, Node] = {}  # nodes read or written (never absences)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if not create:
@@ -218,7 +224,6 @@ class LogStorage:
         if db.in_transaction:
             yield db
             return
-        self._cache = None
         try:
             db.execute("BEGIN IMMEDIATE")
         except _DB_ERRORS as exc:
@@ -227,7 +232,7 @@ class LogStorage:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
-            self._cache = None
+            self._invalidate()
             raise
         try:
             db.execute("COMMIT")
@@ -237,7 +242,7 @@ class LogStorage:
     def rollback(self) -> None:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
-        self._cache = None
+        self._invalidate()
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -308,11 +313,21 @@ class LogStorage:
             raise StorageError(f"{self.path}: segment at block {start!r} is damaged")
         return Segment(self.path, start, count, sizes, hashes, data, nodes)
 
+    def _invalidate(self) -> None:
+        """Forget cached segments and nodes (after a rollback, or blocks were cut out)."""
+        self._cache = None
+        self._segs.clear()
+        self._node_cache.clear()
+
     def segment(self, i: int) -> Segment | None:
         """The segment holding block ``i``, if any."""
         seg = self._cache
         if seg is not None and seg.start <= i < seg.start + seg.count:
             return seg
+        for seg in self._segs.values():  # proofs hop between a few segments: keep them
+            if seg.start <= i < seg.start + seg.count:
+                self._cache = seg
+                return seg
         row = self._row(
             "SELECT start, count, sizes, hashes, data, nodes FROM segments "
             "WHERE start <= ? ORDER BY start DESC LIMIT 1",
@@ -324,6 +339,9 @@ class LogStorage:
         if i >= seg.start + seg.count:
             return None
         self._cache = seg
+        self._segs[seg.start] = seg
+        if len(self._segs) > _SEGMENT_CACHE:
+            self._segs.popitem(last=False)
         return seg
 
     def segments(self, start: int = 0, end: int = 1 << 62) -> Iterator[Segment]:
@@ -350,6 +368,17 @@ class LogStorage:
         return out
 
     def get_node(self, index: int) -> Node | None:
+        cached = self._node_cache.get(index)
+        if cached is not None:
+            return cached
+        node = self._read_node(index)
+        if node is not None:
+            if len(self._node_cache) >= _NODE_CACHE:
+                self._node_cache.clear()
+            self._node_cache[index] = node
+        return node
+
+    def _read_node(self, index: int) -> Node | None:
         row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
         if row is not None:
             size, digest = row
@@ -432,7 +461,6 @@ class LogStorage:
         nodes: bytes,
     ) -> None:
         """Blocks start.. with their sizes, concatenated leaf hashes and data, packed parents."""
-        self._cache = None
         db.execute(
             "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -463,7 +491,7 @@ class LogStorage:
         """
         cut = list(self.segments(start, end))
         cut = [s for s in cut if s.start < end and s.start + s.count > start]
-        self._cache = None
+        self._invalidate()
         for seg in cut:
             db.execute("DELETE FROM segments WHERE start = ?", (seg.start,))
             self.put_nodes(db, seg.nodes().values())
