@@ -99,6 +99,7 @@ test: deps lint
 bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/dht.py
+	$(BIN)/python bench/replication.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 
