@@ -177,7 +177,8 @@ class LogStorage:
             raise FileNotFoundError(f"no log at {self.path}")
         self._cache: Segment | None = None  # the segment read last
         self._segs: OrderedDict[int, Segment] = OrderedDict()  # a few more, by start
-        self._node_cache: dict[int, Node] = {}  # nodes read or written (never absences)
+        self._node_cache: dict[int, Node] = {}  # nodes read
+        self._absent: set[int] = set()  # nodes looked for and not held (until one is written)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if not create:
@@ -318,6 +319,7 @@ class LogStorage:
         self._cache = None
         self._segs.clear()
         self._node_cache.clear()
+        self._absent.clear()
 
     def segment(self, i: int) -> Segment | None:
         """The segment holding block ``i``, if any."""
@@ -371,11 +373,17 @@ class LogStorage:
         cached = self._node_cache.get(index)
         if cached is not None:
             return cached
+        if index in self._absent:
+            return None
         node = self._read_node(index)
         if node is not None:
             if len(self._node_cache) >= _NODE_CACHE:
                 self._node_cache.clear()
             self._node_cache[index] = node
+        else:
+            if len(self._absent) >= _NODE_CACHE:
+                self._absent.clear()
+            self._absent.add(index)
         return node
 
     def _read_node(self, index: int) -> Node | None:
@@ -461,14 +469,19 @@ class LogStorage:
         nodes: bytes,
     ) -> None:
         """Blocks start.. with their sizes, concatenated leaf hashes and data, packed parents."""
+        if self._absent:
+            self._absent.difference_update(range(2 * start, 2 * (start + len(sizes)), 2))
+            self._absent.difference_update(i for i, _, _ in _NODE.iter_unpack(nodes))
         db.execute(
             "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (start, len(sizes), array("I", sizes).tobytes(), hashes, data, nodes),
         )
 
-    @staticmethod
-    def put_nodes(db: sqlite3.Connection, nodes: Iterable[Node]) -> None:
+    def put_nodes(self, db: sqlite3.Connection, nodes: Iterable[Node]) -> None:
+        nodes = list(nodes)
+        if self._absent:
+            self._absent.difference_update(n.index for n in nodes)
         db.executemany("INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes)
 
     @staticmethod
