@@ -17,8 +17,10 @@ from dataclasses import dataclass, replace
 from cairn import flat_tree
 from cairn.bitfield import Bitfield
 from cairn.crypto import (
+    MANIFEST,
     KeyPair,
     Manifest,
+    blake2b,
     decode_manifest,
     decode_signature,
     discovery_key,
@@ -875,8 +877,6 @@ class Log:
 
 def manifest_hash_bytes(encoded: bytes) -> bytes:
     """The key a manifest's exact bytes hash to."""
-    from cairn.crypto import MANIFEST, blake2b
-
     return blake2b(MANIFEST + encoded)
 
 
