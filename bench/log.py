@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "core"))
 
+from bench_table import Row, render  # noqa: E402
 from cairn.crypto import key_pair  # noqa: E402
 from cairn.log import Log  # noqa: E402
 from cairn.messages import (  # noqa: E402
@@ -201,17 +202,6 @@ def run_js(tmp: Path, n: int, single_n: int, size: int, seed: int,
 # -- the table -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    measure: str
-    unit: str
-    cairn: float | None
-    js: float | None
-    ratio: float | None
-    target: str
-    verdict: str
-
-
 def rate_row(measure: str, unit: str, cairn: float | None, js: float | None,
              need: float | None) -> Row:
     """A rate (higher is better): ratio Cairn/JS, met when the ratio is at least ``need``."""
@@ -265,30 +255,6 @@ def build_rows(c: dict[str, float], js: dict[str, Any] | None, n: int, single_n:
                  js_single_disk / single_n if js_single_disk is not None else None, False),
     ]
     return rows
-
-
-def fmt_num(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit == "B/block":
-        return f"{v:,.1f}"
-    return f"{v:,.0f}"
-
-
-def render(rows: list[Row]) -> str:
-    head = ["measure", "unit", "Cairn", "JS", "ratio", "target", "verdict"]
-    body = [[r.measure, r.unit, fmt_num(r.cairn, r.unit), fmt_num(r.js, r.unit),
-             "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target, r.verdict] for r in rows]
-    widths = [max(len(line[k]) for line in [head, *body]) for k in range(len(head))]
-    right = {2, 3, 4}
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(w) if k in right else cell.ljust(w)
-                         for k, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths])]
-    out += [line(cells) for cells in body]
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "core"))
 
+from bench_table import Row, render, render_markdown  # noqa: E402
 from cairn.crypto import key_pair, random_key_pair  # noqa: E402
 from cairn.frames import Frame, Sample  # noqa: E402
 from cairn.log import Log  # noqa: E402
@@ -298,17 +299,6 @@ def js_download(tmp: Path, name: str, key: bytes, port: int, expected: str,
 # -- the table -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    measure: str
-    unit: str
-    cairn: float | None
-    js: float | None
-    ratio: float | None
-    target: str
-    verdict: str
-
-
 def rate_row(measure: str, cairn: Measure | None, js: Measure | None, need: float | None,
              target: str = "") -> Row:
     """Blocks/s (higher is better): ratio Cairn / JS."""
@@ -331,36 +321,6 @@ def time_row(measure: str, cairn: Measure | None, js: Measure | None, need: floa
         return Row(measure, "ms", c, j, ratio, "info", "-")
     verdict = "n/a" if ratio is None else ("PASS" if ratio >= need else "MISS")
     return Row(measure, "ms", c, j, ratio, target or f"<= 1/{need:g} JS", verdict)
-
-
-def fmt_num(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.1f}" if unit == "ms" else f"{v:,.0f}"
-
-
-def render(rows: list[Row]) -> str:
-    head = ["measure", "unit", "Cairn", "JS", "ratio", "target", "verdict"]
-    body = [[r.measure, r.unit, fmt_num(r.cairn, r.unit), fmt_num(r.js, r.unit),
-             "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target, r.verdict] for r in rows]
-    widths = [max(len(line[k]) for line in [head, *body]) for k in range(len(head))]
-    right = {2, 3, 4}
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(w) if k in right else cell.ljust(w)
-                         for k, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(b) for b in body)])
-
-
-def render_markdown(rows: list[Row]) -> str:
-    out = ["| measure | unit | Cairn | JS | ratio | target | verdict |",
-           "|---|---|--:|--:|--:|---|---|"]
-    for r in rows:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
-        out.append(f"| {r.measure} | {r.unit} | {fmt_num(r.cairn, r.unit)} | "
-                   f"{fmt_num(r.js, r.unit)} | {ratio} | {r.target} | {r.verdict} |")
-    return "\n".join(out)
 
 
 # -- the run ---------------------------------------------------------------------------------------
