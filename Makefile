@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto deps lint test bench clean distclean
+.PHONY: help venv install npm mosquitto deps lint test bench demo clean distclean
 
 help:
 	@echo "make test       install what is missing (.venv, npm oracles, mosquitto), lint, run pytest"
@@ -95,6 +95,12 @@ lint: $(PIP_STAMP)
 
 test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The demo (embedded broker, simulated sensors, edge and gateway) arrives with its own issue;
+# until then this says so instead of make's "no rule" error.
+demo:
+	@echo "make demo: the zero-setup demo is not built yet (edge agent, gateway and simulator" \
+	  "come first). What works today: see the Quick start in README.md." >&2; exit 1
 
 bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
