@@ -93,6 +93,7 @@ class Log:
         for start, count in storage.block_ranges():
             self._bitfield.set_range(start, start + count)
         self._contiguous = self._bitfield.first_unset(0)
+        storage.holds = self._bitfield.has
         self._check_head()
 
     # -- opening ---------------------------------------------------------------------------------
@@ -402,15 +403,14 @@ class Log:
         """Remove blocks and nodes that reach block ``length`` or beyond."""
         head = 2 * length
         self._storage.split_out(db, length, 1 << 62, keep_leaves=False)
-        db.execute("DELETE FROM nodes WHERE idx >= ?", (head,))
         crossing = []
         ite = flat_tree.Iterator(head)
         top = 2 * max(old_length, 1)
         while ite.factor <= 2 * top:
             ite.parent()
             if ite.index < head and flat_tree.left_span(ite.index) < head:
-                crossing.append((ite.index,))
-        db.executemany("DELETE FROM nodes WHERE idx = ?", crossing)
+                crossing.append(ite.index)
+        self._storage.delete_nodes(db, head, crossing)
 
     def clear(self, start: int, end: int) -> int:
         """Drop the data of blocks in [start, end), keeping their tree nodes.
@@ -532,6 +532,7 @@ class Log:
         self._bitfield = Bitfield()
         for start, count in self._storage.block_ranges():
             self._bitfield.set_range(start, start + count)
+        self._storage.holds = self._bitfield.has
 
     def _checked(self, proof: Data) -> Applied:
         try:

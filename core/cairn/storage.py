@@ -13,6 +13,7 @@ storage does; ``sync="full"`` also fsyncs every commit, to survive power loss.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import sqlite3
@@ -20,8 +21,8 @@ import struct
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS evidence (
 );
 """
 
-_SEGMENT_CACHE = 16
+_SEGMENT_CACHE = 32 << 20  # bytes of decoded segments kept, all logs of the process together
+_SEGMENT_COUNT = 8192  # and at most this many of them
 _NODE_CACHE = 1 << 16
 
 _TABLES = {"meta", "head", "segments", "nodes", "evidence"}
@@ -119,7 +121,7 @@ class Head:
 class Segment:
     """A decoded ``segments`` row: blocks start .. start+count-1 and the nodes made with them."""
 
-    __slots__ = ("_nodes", "_packed", "count", "data", "hashes", "offsets", "start")
+    __slots__ = ("_nodes", "_packed", "_pos", "count", "data", "hashes", "offsets", "start")
 
     def __init__(
         self,
@@ -152,6 +154,12 @@ class Segment:
         self.data = data
         self._packed = nodes
         self._nodes: dict[int, Node] | None = None
+        self._pos: dict[int, int] | None = None
+
+    @property
+    def cost(self) -> int:
+        """About how many bytes of memory the decoded segment holds."""
+        return len(self.data) + len(self.hashes) + len(self._packed) + 40 * self.count + 200
 
     def block(self, i: int) -> tuple[bytes, bytes]:
         j = i - self.start
@@ -161,10 +169,68 @@ class Segment:
         j = i - self.start
         return Node(2 * i, self.offsets[j + 1] - self.offsets[j], self.hashes[32 * j : 32 * j + 32])
 
+    def node(self, index: int) -> Node | None:
+        """One parent node made with this segment, without decoding the others."""
+        pos = self._pos
+        if pos is None:
+            # a packed node is six u64s (index, size, hash): every sixth one is an index
+            words = memoryview(self._packed).cast("Q")
+            indexes = words[0::6].tolist()
+            if sys.byteorder != "little":  # pragma: no cover
+                indexes = [int.from_bytes(i.to_bytes(8, "big"), "little") for i in indexes]
+            offsets = range(0, len(self._packed), _NODE.size)
+            pos = self._pos = dict(zip(indexes, offsets, strict=True))
+        at = pos.get(index)
+        if at is None:
+            return None
+        i, size, digest = _NODE.unpack_from(self._packed, at)
+        return Node(i, size, digest)
+
     def nodes(self) -> dict[int, Node]:
         if self._nodes is None:
             self._nodes = {i: Node(i, s, h) for i, s, h in _NODE.iter_unpack(self._packed)}
         return self._nodes
+
+
+class _SegmentPool:
+    """Decoded segments of every open log, least recently used first, under one byte budget.
+
+    A JS reader asks for blocks in random order and proofs hop between segments, so a log being
+    served reads the same segments again and again; an edge board serves many logs, so the
+    budget is shared by all of them rather than given to each.
+    """
+
+    def __init__(self) -> None:
+        self.lru: OrderedDict[tuple[int, int], tuple[LogStorage, Segment]] = OrderedDict()
+        self.cost = 0
+
+    def touch(self, owner: LogStorage, start: int) -> None:
+        with suppress(KeyError):
+            self.lru.move_to_end((id(owner), start))
+
+    def add(self, owner: LogStorage, seg: Segment) -> None:
+        key = (id(owner), seg.start)
+        old = self.lru.pop(key, None)
+        if old is not None:
+            self.cost -= old[1].cost
+        self.lru[key] = (owner, seg)
+        self.cost += seg.cost
+        while len(self.lru) > 1 and (self.cost > _SEGMENT_CACHE or len(self.lru) > _SEGMENT_COUNT):
+            (_, start), (gone_owner, gone) = self.lru.popitem(last=False)
+            self.cost -= gone.cost
+            gone_owner._forget(start)
+
+    def holds(self, owner: LogStorage, start: int) -> bool:
+        return (id(owner), start) in self.lru
+
+    def drop(self, owner: LogStorage, starts: Iterable[int]) -> None:
+        for start in starts:
+            old = self.lru.pop((id(owner), start), None)
+            if old is not None:
+                self.cost -= old[1].cost
+
+
+_POOL = _SegmentPool()
 
 
 class LogStorage:
@@ -176,7 +242,16 @@ class LogStorage:
         if not create and not exists:
             raise FileNotFoundError(f"no log at {self.path}")
         self._cache: Segment | None = None  # the segment read last
-        self._segs: OrderedDict[int, Segment] = OrderedDict()  # a few more, by start
+        self._segs: dict[int, Segment] = {}  # more, by start, kept in the process's _POOL
+        self._seg_starts: list[int] = []  # the keys of _segs, sorted
+        self._fresh: set[int] = set()  # starts of segments written in the open transaction
+        # one-block segments and loose nodes a replica stored in the open transaction, written
+        # at the commit (consecutive blocks as one row) or before anything is read with SQL
+        self._pending_blocks: list[tuple[int, int, bytes, bytes]] = []  # start, size, hash, data
+        self._pending_nodes: list[Node] = []
+        # what the log's bitfield says of a block (committed state): set by Log, spares a query
+        # for every block not held
+        self.holds: Callable[[int], bool] | None = None
         self._node_cache: dict[int, Node] = {}  # nodes read
         self._absent: set[int] = set()  # nodes looked for and not held (until one is written)
         try:
@@ -216,6 +291,7 @@ class LogStorage:
             )
 
     def close(self) -> None:
+        self._invalidate()
         self.db.close()
 
     @contextmanager
@@ -232,15 +308,61 @@ class LogStorage:
         try:
             yield db
         except BaseException:
+            self._drop_pending()
             db.execute("ROLLBACK")
             self._invalidate()
             raise
         try:
+            self._flush_pending(db)
             db.execute("COMMIT")
         except _DB_ERRORS as exc:
+            self._invalidate()  # the caches may hold what was written and is now lost
             raise StorageError(f"{self.path}: {exc}") from exc
+        self._settle()
+
+    def _settle(self) -> None:
+        """After a commit: segments written are now in the bitfield too, unpin them."""
+        fresh, self._fresh = self._fresh, set()
+        for start in fresh:
+            if not _POOL.holds(self, start):
+                self._forget(start)
+
+    def _drop_pending(self) -> None:
+        self._pending_blocks.clear()
+        self._pending_nodes.clear()
+
+    def _flush_pending(self, db: sqlite3.Connection) -> None:
+        """Write what put_segment / put_nodes kept back: runs of consecutive blocks as one row."""
+        if self._pending_nodes:
+            nodes, self._pending_nodes = self._pending_nodes, []
+            db.executemany("INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes)
+        if not self._pending_blocks:
+            return
+        blocks, self._pending_blocks = sorted(self._pending_blocks), []
+        rows = []
+        k = 0
+        while k < len(blocks):
+            j = k + 1
+            while j < len(blocks) and blocks[j][0] == blocks[j - 1][0] + 1:
+                j += 1
+            run = blocks[k:j]
+            rows.append((
+                run[0][0],
+                len(run),
+                array("I", [b[1] for b in run]).tobytes(),
+                b"".join(b[2] for b in run),
+                b"".join(b[3] for b in run),
+                b"",
+            ))
+            k = j
+        db.executemany(
+            "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def rollback(self) -> None:
+        self._drop_pending()
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self._invalidate()
@@ -249,6 +371,8 @@ class LogStorage:
 
     def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
+            if self._pending_blocks or self._pending_nodes:
+                self._flush_pending(self.db)
             rows: list[tuple[object, ...]] = self.db.execute(sql, args).fetchall()
         except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
@@ -317,7 +441,10 @@ class LogStorage:
     def _invalidate(self) -> None:
         """Forget cached segments and nodes (after a rollback, or blocks were cut out)."""
         self._cache = None
+        _POOL.drop(self, self._seg_starts)
         self._segs.clear()
+        self._seg_starts.clear()
+        self._fresh.clear()
         self._node_cache.clear()
         self._absent.clear()
 
@@ -326,10 +453,19 @@ class LogStorage:
         seg = self._cache
         if seg is not None and seg.start <= i < seg.start + seg.count:
             return seg
-        for seg in self._segs.values():  # proofs hop between a few segments: keep them
-            if seg.start <= i < seg.start + seg.count:
+        # random reads (a JS peer asks for blocks in random order) and proofs hop between
+        # segments: keep the recently used ones, found by bisection on their starts
+        k = bisect.bisect_right(self._seg_starts, i) - 1
+        if k >= 0:
+            start = self._seg_starts[k]
+            seg = self._segs[start]
+            if i < start + seg.count:
                 self._cache = seg
+                _POOL.touch(self, start)
                 return seg
+        holds = self.holds
+        if holds is not None and not holds(i):
+            return None  # not held, or written in this transaction and so found above
         row = self._row(
             "SELECT start, count, sizes, hashes, data, nodes FROM segments "
             "WHERE start <= ? ORDER BY start DESC LIMIT 1",
@@ -341,15 +477,28 @@ class LogStorage:
         if i >= seg.start + seg.count:
             return None
         self._cache = seg
-        self._segs[seg.start] = seg
-        if len(self._segs) > _SEGMENT_CACHE:
-            self._segs.popitem(last=False)
+        self._keep(seg)
         return seg
+
+    def _keep(self, seg: Segment) -> None:
+        if seg.start not in self._segs:
+            bisect.insort(self._seg_starts, seg.start)
+        self._segs[seg.start] = seg
+        _POOL.add(self, seg)
+
+    def _forget(self, start: int) -> None:
+        """The pool let go of this segment."""
+        if start in self._fresh:
+            return  # until the commit, the bitfield does not know it: keep it findable
+        if self._segs.pop(start, None) is not None:
+            del self._seg_starts[bisect.bisect_left(self._seg_starts, start)]
 
     def segments(self, start: int = 0, end: int = 1 << 62) -> Iterator[Segment]:
         first = self.segment(start)
         lo = first.start if first is not None else start
         try:
+            if self._pending_blocks or self._pending_nodes:
+                self._flush_pending(self.db)
             cur = self.db.execute(
                 "SELECT start, count, sizes, hashes, data, nodes FROM segments "
                 "WHERE start >= ? AND start < ? ORDER BY start",
@@ -387,17 +536,23 @@ class LogStorage:
         return node
 
     def _read_node(self, index: int) -> Node | None:
-        row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
-        if row is not None:
-            size, digest = row
-            if not isinstance(size, int) or not isinstance(digest, bytes) or len(digest) != 32:
-                raise StorageError(f"{self.path}: tree node {index} is damaged")
-            return Node(index, size, digest)
+        # the segment first: a writer's nodes all live there, and it is usually cached
         if not index & 1:
             seg = self.segment(index >> 1)
-            return seg.leaf(index >> 1) if seg is not None else None
-        seg = self.segment(flat_tree.right_span(index) >> 1)
-        return seg.nodes().get(index) if seg is not None else None
+            if seg is not None:
+                return seg.leaf(index >> 1)
+        else:
+            seg = self.segment(flat_tree.right_span(index) >> 1)
+            node = seg.node(index) if seg is not None else None
+            if node is not None:
+                return node
+        row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
+        if row is None:
+            return None
+        size, digest = row
+        if not isinstance(size, int) or not isinstance(digest, bytes) or len(digest) != 32:
+            raise StorageError(f"{self.path}: tree node {index} is damaged")
+        return Node(index, size, digest)
 
     def get_block(self, index: int) -> tuple[bytes, bytes] | None:
         """(data, stored leaf hash) of a held block."""
@@ -472,17 +627,45 @@ class LogStorage:
         if self._absent:
             self._absent.difference_update(range(2 * start, 2 * (start + len(sizes)), 2))
             self._absent.difference_update(i for i, _, _ in _NODE.iter_unpack(nodes))
-        db.execute(
-            "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (start, len(sizes), array("I", sizes).tobytes(), hashes, data, nodes),
-        )
+        packed_sizes = array("I", sizes).tobytes()
+        if len(sizes) == 1 and not nodes and db.in_transaction:
+            # a replica stores proofs one block at a time: join consecutive ones at the commit
+            self._pending_blocks.append((start, sizes[0], hashes, data))
+        else:
+            self._flush_pending(db)
+            db.execute(
+                "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (start, len(sizes), packed_sizes, hashes, data, nodes),
+            )
+        # written through: the next proof or hint looks here (a rollback forgets it again)
+        seg = Segment(self.path, start, len(sizes), packed_sizes, hashes, data, nodes)
+        self._cache = seg
+        self._fresh.add(start)
+        self._keep(seg)
 
     def put_nodes(self, db: sqlite3.Connection, nodes: Iterable[Node]) -> None:
         nodes = list(nodes)
         if self._absent:
             self._absent.difference_update(n.index for n in nodes)
-        db.executemany("INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes)
+        if db.in_transaction:
+            self._pending_nodes.extend(nodes)
+        else:
+            db.executemany(
+                "INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes
+            )
+        cache = self._node_cache
+        if len(cache) + len(nodes) > _NODE_CACHE:
+            cache.clear()
+        for n in nodes:
+            cache[n.index] = n
+
+    def delete_nodes(self, db: sqlite3.Connection, from_index: int, more: Iterable[int]) -> None:
+        """Remove loose nodes ``from_index`` and up, and the ones listed (a truncation)."""
+        self._flush_pending(db)
+        db.execute("DELETE FROM nodes WHERE idx >= ?", (from_index,))
+        db.executemany("DELETE FROM nodes WHERE idx = ?", [(i,) for i in more])
+        self._invalidate()
 
     @staticmethod
     def put_evidence(

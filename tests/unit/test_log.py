@@ -277,3 +277,46 @@ def test_missing_manifest_is_explained(tmp_path: Path) -> None:
         sync_block(w, r, 0)
         again = r.verify_and_apply(w.proof(Request(block=RequestBlock(0, r.missing_nodes(0)))))
         assert again.block == 0 and r.get(0) == b"block-0"  # a block sent twice: verified, kept
+
+
+def test_segment_cache_budget_is_shared_and_reads_stay_true(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random reads and proofs over two logs with a cache far smaller than them: every answer
+    equals the one from a log opened fresh, and the cache stays inside its budget."""
+    from cairn import storage
+
+    monkeypatch.setattr(storage, "_SEGMENT_CACHE", 40_000)  # about 3 of the 40 segments
+    rng = __import__("random").Random(5)
+    logs = []
+    for name in ("a", "b"):
+        lg = Log.create(tmp_path / f"{name}.db", crypto.key_pair(bytes([ord(name)]) * 32))
+        for start in range(0, 2000, 100):
+            lg.append([f"{name}-{i}".encode() * 3 for i in range(start, start + 100)])
+        logs.append(lg)
+    try:
+        fresh = [Log.open(tmp_path / "a.db"), Log.open(tmp_path / "b.db")]
+        for _ in range(3000):
+            k, i = rng.randrange(2), rng.randrange(2000)
+            lg = logs[k]
+            name = "ab"[k]
+            assert lg.get(i) == f"{name}-{i}".encode() * 3
+            req = Request(block=RequestBlock(i, rng.randrange(0, 6)))
+            try:
+                expected: object = fresh[k].proof(req)
+            except InvalidRequestError as exc:  # a hint past the root: both must say so
+                expected = str(exc)
+            try:
+                got: object = lg.proof(req)
+            except InvalidRequestError as exc:
+                got = str(exc)
+            assert got == expected
+            assert storage._POOL.cost <= 40_000
+            assert len(storage._POOL.lru) < 10
+        for f in fresh:
+            f.close()
+    finally:
+        for lg in logs:
+            lg.close()
+    closed = {id(lg._storage) for lg in logs}
+    assert all(id(owner) not in closed for owner, _ in storage._POOL.lru.values())  # let go

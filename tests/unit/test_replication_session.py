@@ -30,8 +30,10 @@ from cairn.replication.session import (
 from cairn.replication.wire import (
     Extension,
     MessageType,
+    NoData,
     decode_extension,
     encode_extension,
+    encode_no_data,
 )
 
 SEED = bytes(range(32))
@@ -291,6 +293,99 @@ def test_js_peer_gets_request_and_data(
     r.want(0, BLOCKS)
     shuttle(w, r, a_to_b=to_r, b_to_a=to_w)
     assert held(replica) == set(range(BLOCKS)) and r.stats.blocks_downloaded == BLOCKS
+    assert_true_copy(replica, blocks)
+
+
+def proof_nodes(rec: Recorder) -> int:
+    """Tree nodes carried by the ``data`` messages that went by."""
+    return sum(
+        len(d.block.nodes)
+        for kind, payload in rec.seen
+        if kind == MessageType.DATA and (d := decode_data(payload)).block is not None
+    )
+
+
+def test_js_path_hints_count_on_requests_in_flight(
+    writer: Log, replica: Log, blocks: list[bytes]
+) -> None:
+    """A window of requests for neighbouring blocks: each upper node comes once, not once per
+    request (hints that only looked at storage made every proof reach up ~log2(window) levels)."""
+    w, r = connect(writer, replica)
+    to_r = Recorder(drop_extensions)
+    r.want(1000, 3048)
+    shuttle(w, r, a_to_b=to_r, b_to_a=drop_extensions)
+    assert held(replica) == set(range(1000, 3048)) and r.stats.invalid == 0
+    assert_true_copy(replica, blocks)
+    # one sibling per block, plus the path from the window up to the root, per window edge
+    assert proof_nodes(to_r) <= 2048 + 64
+    # and the replica stored consecutive blocks as runs, not a row per block
+    rows = replica._storage.block_ranges()
+    assert sum(c for _, c in rows) == 2048 and len(rows) <= 2048 // 64 + 2
+
+
+def reverse_data_per_round() -> tuple[Tamper, Callable[[], list[Message]]]:
+    """Hold back ``data`` messages and let them go in reverse order at the end of a round."""
+    held_back: list[Message] = []
+
+    def tamper(kind: int, payload: bytes) -> list[Message]:
+        if kind == MessageType.DATA and decode_data(payload).block is not None:
+            held_back.append((kind, payload))
+            return []
+        return drop_extensions(kind, payload)
+
+    def release() -> list[Message]:
+        out = held_back[::-1]
+        held_back.clear()
+        return out
+
+    return tamper, release
+
+
+def test_answers_out_of_order_wait_for_the_node_they_end_at(
+    writer: Log, replica: Log, blocks: list[bytes]
+) -> None:
+    w, r = connect(writer, replica)
+    tamper, release = reverse_data_per_round()
+    r.want(0, 1500)
+    requests = 0
+    for _ in range(200):
+        from_w, from_r = w.messages_to_send(), r.messages_to_send()
+        if not from_w and not from_r:
+            break
+        for kind, payload in from_w:
+            for k, p in tamper(kind, payload):
+                r.receive(k, p)
+        for k, p in release():
+            r.receive(k, p)
+        for kind, payload in from_r:
+            if kind != MessageType.EXTENSION:
+                requests += kind == MessageType.REQUEST
+                w.receive(kind, payload)
+    assert held(replica) == set(range(1500)) and r.pending == 0
+    assert requests == 1500 + 1  # each block asked for once (and the upgrade): answers waited
+    assert r.stats.invalid == 0
+    assert_true_copy(replica, blocks)
+
+
+def test_answer_counting_on_a_refused_request_is_asked_again(
+    writer: Log, replica: Log, blocks: list[bytes]
+) -> None:
+    """The peer answers one request with noData: the requests whose hints counted on the nodes
+    it would have brought are asked again with hints for what the replica holds."""
+    w, r = connect(writer, replica)
+    refused = {1024, 2}
+
+    def refuse(kind: int, payload: bytes) -> list[Message]:
+        if kind == MessageType.DATA:
+            d = decode_data(payload)
+            if d.block is not None and d.block.index in refused:
+                return [(MessageType.NO_DATA, encode_no_data(NoData(d.request)))]
+        return drop_extensions(kind, payload)
+
+    r.want(0, 2048)
+    shuttle(w, r, a_to_b=refuse, b_to_a=drop_extensions)
+    assert held(replica) == set(range(2048)) - refused
+    assert r.stats.invalid == 0 and r.pending == 0
     assert_true_copy(replica, blocks)
 
 

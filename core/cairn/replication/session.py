@@ -96,6 +96,10 @@ class _Inflight:
     block: int | None
     upgrade: bool
     end: int | None = None  # a range request: blocks block..end
+    # a block request whose ``nodes`` hint counted on a node another request in flight brings
+    need_node: int | None = None
+    provider: int | None = None  # that request's id
+    brings: tuple[int, ...] = ()  # tree nodes its answer will give us
 
 
 class Session:
@@ -124,6 +128,7 @@ class Session:
         self._announced = 0  # blocks 0.._announced told to the remote with ``range``
         self._queued: list[tuple[_Inflight, Data]] = []  # data waiting for flush()
         self._single: set[int] = set()  # blocks to ask for one by one (a run could not be)
+        self._expect: dict[int, int] = {}  # tree node -> id of the request in flight bringing it
         self.seek_results: dict[int, int] = {}  # seek request id -> first frame at/after t
         self._seeks: dict[int, float] = {}
 
@@ -226,11 +231,43 @@ class Session:
             self._request_block(i)
 
     def _request_block(self, i: int) -> None:
+        """Ask for block ``i`` with the ``nodes`` hint it needs once the requests in flight are
+        answered (not only what is stored now): a window of requests for neighbouring blocks
+        then brings each upper node once, not once per request."""
         lg = self.log
         rid = self._new_id()
-        self._inflight[rid] = _Inflight(rid, i, False)
-        req = Request(id=rid, fork=lg.fork, block=RequestBlock(i, lg.missing_nodes(2 * i)))
+        head = 2 * lg.length
+        ite = flat_tree.Iterator(2 * i)
+        count = 0
+        need: int | None = None
+        brings: list[int] = []
+        expect = self._expect
+        if ite.peek_right_span() < head:
+            while not ite.contains(head):
+                if ite.index in expect:
+                    need = ite.index
+                    break
+                if lg.get_node(ite.index) is not None:
+                    break
+                brings.append(ite.index)
+                brings.append(ite.sibling())
+                count += 1
+                ite.parent()
+        for node in brings:
+            expect.setdefault(node, rid)
+        self._inflight[rid] = _Inflight(
+            rid, i, False, need_node=need, provider=expect.get(need) if need is not None else None,
+            brings=tuple(brings),
+        )
+        req = Request(id=rid, fork=lg.fork, block=RequestBlock(i, count))
         self._send(MessageType.REQUEST, encode_request(req))
+
+    def _settled(self, pending: _Inflight) -> None:
+        """A block request was answered and stored, or given up: it brings nothing any more."""
+        expect = self._expect
+        for node in pending.brings:
+            if expect.get(node) == pending.id:
+                del expect[node]
 
     def _pump_ranges(self) -> None:
         """Cairn peers: contiguous runs of wanted blocks, each with one proof."""
@@ -517,22 +554,50 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
-        """Verify and store the data received so far, in one transaction."""
+        """Verify and store the data received so far, in one transaction.
+
+        An answer whose proof stops at a node that another request in flight brings waits for
+        that answer; if that request was given up, the block is asked for again.
+        """
         if not self._queued:
             return
-        queued, self._queued = self._queued, []
+        queued = sorted(self._queued, key=lambda q: q[0].id)
+        self._queued = []
+        batch: list[tuple[_Inflight, Data]] = []
+        in_batch: set[int] = set()
+        waiting: set[int] = set()
+        for pending, proof in queued:
+            need = pending.need_node
+            if (
+                need is None
+                or pending.provider in in_batch
+                or self.log.get_node(need) is not None
+            ):
+                batch.append((pending, proof))
+                in_batch.add(pending.id)
+            elif pending.provider in self._inflight or pending.provider in waiting:
+                self._queued.append((pending, proof))  # its proof ends at a node on its way
+                waiting.add(pending.id)
+            else:
+                self._settled(pending)  # the node it counted on will not come: ask again
+                if pending.block is not None:
+                    self._requeue(pending.block)
+        if not batch:
+            return
         try:
-            results = self.log.verify_and_apply_many([p for _, p in queued])
+            results = self.log.verify_and_apply_many([p for _, p in batch])
         except RemoteError:
             # nothing of the batch was stored: ask again (from this peer if it stays, or another)
             self.stats.invalid += 1
-            for pending, _ in reversed(queued):
+            for pending, _ in reversed(batch):
+                self._settled(pending)
                 if pending.upgrade:
                     self._upgrading = False
                 elif pending.block is not None:
                     self._requeue(pending.block)
             raise
-        for (pending, _), applied in zip(queued, results, strict=True):
+        for (pending, _), applied in zip(batch, results, strict=True):
+            self._settled(pending)
             if pending.upgrade:
                 self._upgrading = False
             if applied.block is not None:
@@ -553,6 +618,7 @@ class Session:
             self.remote_length = min(self.remote_length, self.log.length)
         elif pending.block is not None:
             # the remote does not hold it: give up on it for this session
+            self._settled(pending)
             self._wanted_set.discard(pending.block)
         self._pump()
 
@@ -571,6 +637,7 @@ class Session:
     def fail(self, reason: str) -> None:
         self.closed_reason = reason
         self._inflight.clear()
+        self._expect.clear()
         self._upgrading = False
 
 
