@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import contextlib
 import json
 import logging
 import math
