@@ -330,7 +330,7 @@ class _Link:
     def cut(self) -> None:
         """Lose the connection without a DISCONNECT (power or network gone): the will fires."""
         sock = self.client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
