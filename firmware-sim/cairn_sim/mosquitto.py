@@ -58,6 +58,7 @@ class Mosquitto:
         self.extra = extra
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
         self.config = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
 
@@ -99,14 +100,16 @@ class Mosquitto:
         def drain() -> None:
             # read the broker's log lines (so its pipe never fills) and notice when it runs
             assert proc.stderr is not None
-            for raw in proc.stderr:
-                line = raw.decode(errors="replace").rstrip()
-                lines.append(line)
-                if " running" in line:
-                    ready.set()
+            with proc.stderr:
+                for raw in proc.stderr:
+                    line = raw.decode(errors="replace").rstrip()
+                    lines.append(line)
+                    if " running" in line:
+                        ready.set()
             ready.set()  # EOF: it exited
 
-        threading.Thread(target=drain, name="mosquitto-log", daemon=True).start()
+        self._drain = threading.Thread(target=drain, name="mosquitto-log", daemon=True)
+        self._drain.start()
         if not ready.wait(self.start_timeout):
             self.stop()
             raise MosquittoError(
@@ -129,6 +132,9 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self._drain is not None:
+            self._drain.join(10)  # it ends at the pipe's EOF, closing it
+            self._drain = None
 
     def restart(self) -> None:
         self.stop()

@@ -415,6 +415,8 @@ class Runner:
             while True:
                 now = self.now()
                 if now >= duration:
+                    for item in fleet.pop_due(duration):  # the last ones due, on the dot
+                        self._dispatch(item, now)
                     break
                 for link in self.links.values():
                     if link.retry_at is not None and link.retry_at <= now:
