@@ -52,7 +52,7 @@ class Subscriber:
         self.cond = threading.Condition()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=MQTTProtocolVersion.MQTTv5)
-        c.reconnect_delay_set(0.05, 0.5)
+        c.reconnect_delay_set(1, 2)
         c.on_message = self._on_message
         c.on_connect = self._on_connect
         self.subscribed = threading.Event()
@@ -69,7 +69,7 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.cond:
-            self.got.append((msg.topic, msg.payload, msg.properties))
+            self.got.append((msg.topic, bytes(msg.payload), msg.properties))
             self.cond.notify_all()
 
     def wait_for(self, done: Callable[[list[tuple[str, bytes, Any]]], bool]) -> bool:
