@@ -106,6 +106,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/replication.py
+	$(BIN)/python bench/sim.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

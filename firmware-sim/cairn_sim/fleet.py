@@ -137,6 +137,7 @@ class Fleet:
         self.seed = seed
         self.start_time = start_time
         self.scenario = scenario or Scenario()
+        self._kinds = {f.kind for f in self.scenario.faults}
         self.ha_discovery = ha_discovery
         self.devices: dict[str, _Device] = {}
         self._units: list[_Unit] = []
@@ -253,6 +254,8 @@ class Fleet:
         self._out.append(c)
 
     def _active(self, kind: str, dev: _Device, sensor: Sensor | None, t: float) -> list[Fault]:
+        if kind not in self._kinds:
+            return []
         return [
             f
             for f in self.scenario.faults
