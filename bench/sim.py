@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 from bench_table import Row, render, render_markdown
-
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto, find_mosquitto
 from cairn_sim.mqtt import Runner, RunStats, parse_broker
