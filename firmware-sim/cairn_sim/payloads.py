@@ -74,6 +74,16 @@ class Sensor:
     def id(self) -> str:
         return f"{self.device}/{self.name}"
 
+    @property
+    def suffix(self) -> str:
+        """``-2`` for the second sensor of a kind on a device, else empty."""
+        head, _, tail = self.name.rpartition("-")
+        return f"-{tail}" if head and tail.isdigit() else ""
+
+    def field(self, name: str) -> str:
+        """A field's quantity name on this device: ``energy``, ``energy-2``."""
+        return f"{name}{self.suffix}"
+
 
 @dataclass(frozen=True, slots=True)
 class Publish:
@@ -93,19 +103,19 @@ def _num(x: float) -> float | int:
 
 
 def senml_name(sensor: Sensor, field: str) -> str:
-    """A reading's SenML name: ``<device>/<sensor>`` for a one-field sensor, else
-    ``<device>/<sensor>/<field>``."""
-    if len(sensor.model.fields) == 1:
-        return sensor.id
-    return f"{sensor.id}/{field}"
+    """A reading's name: ``<device>/<quantity>``, the quantity numbered when a kind repeats
+    (``board-1/temperature``, ``board-1/energy-2``). Every payload shape names it the same way
+    once an edge adapter has read it."""
+    return f"{sensor.device}/{sensor.field(field)}"
 
 
 def senml_records(sensor: Sensor, readings: Sequence[Reading]) -> list[dict[str, object]]:
     """The SenML JSON pack (labels as strings) for readings of one sensor.
 
     The first record carries the base name, base time and (one unit for all) base unit; a
-    one-field sensor's name is the base name itself, so its records need no ``n``; later
-    readings have times relative to the base time.
+    one-field sensor's name is the base name itself (``board-1/temperature``), so its records
+    need no ``n``; a sensor with several fields has the base name ``board-1/`` and ``n``, ``u``
+    in each record; later readings have times relative to the base time.
     """
     fields = sensor.model.fields
     bt = readings[0].time
@@ -115,12 +125,12 @@ def senml_records(sensor: Sensor, readings: Sequence[Reading]) -> list[dict[str,
         for f, v in zip(fields, r.values, strict=True):
             rec: dict[str, object] = {}
             if not records:
-                rec["bn"] = sensor.id if single else f"{sensor.id}/"
+                rec["bn"] = senml_name(sensor, f.name) if single else f"{sensor.device}/"
                 rec["bt"] = _num(bt)
                 if single:
                     rec["bu"] = f.unit
             if not single:
-                rec["n"] = f.name
+                rec["n"] = sensor.field(f.name)
                 rec["u"] = f.unit
             dt = round(r.time - bt, 6)
             if dt:
@@ -194,16 +204,16 @@ def encode(fmt: str, sensors: Sequence[Sensor], readings: Sequence[Sequence[Read
         for sensor, rs in zip(sensors, readings, strict=True):
             r = rs[-1]
             for f, v in zip(sensor.model.fields, r.values, strict=True):
-                topic = f"homie/5/{sensor.device}/{homie_id(sensor.name)}/{homie_id(f.name)}"
+                topic = (f"homie/5/{sensor.device}/{homie_id(sensor.name)}/"
+                         f"{homie_id(sensor.field(f.name))}")
                 out.append(Publish(topic, _text(v).encode(), retain=True))
         return out
     raise ValueError(f"unknown payload format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
 def _object_id(sensor: Sensor, field: str) -> str:
-    """ESPHome's object id: the sensor's name, with the field for a model's other fields."""
-    base = sensor.name.replace("-", "_")
-    return base if field == sensor.model.fields[0].name else f"{base}_{field}"
+    """ESPHome's object id: the quantity's name with ``_`` for ``-`` (``energy_2``)."""
+    return sensor.field(field).replace("-", "_")
 
 
 def status_topic(fmt: str, device: str) -> str:
@@ -233,7 +243,7 @@ def birth(fmt: str, device: str, sensors: Sequence[Sensor], ha_discovery: bool =
             homie_id(s.name): {
                 "name": s.name,
                 "properties": {
-                    homie_id(f.name): {
+                    homie_id(s.field(f.name)): {
                         "datatype": "float",
                         "unit": DISPLAY_UNITS.get(f.unit, f.unit),
                     }
@@ -271,7 +281,7 @@ def _discovery(fmt: str, device: str, sensors: Sequence[Sensor]) -> list[Publish
             elif fmt == "esphome":
                 state, template = f"{device}/sensor/{object_id}/state", None
             else:
-                state = f"homie/5/{device}/{homie_id(s.name)}/{homie_id(f.name)}"
+                state = f"homie/5/{device}/{homie_id(s.name)}/{homie_id(s.field(f.name))}"
                 template = None
             config: dict[str, object] = {
                 "name": f"{s.name} {f.name}" if len(s.model.fields) > 1 else s.name,
