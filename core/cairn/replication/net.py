@@ -69,6 +69,7 @@ class _Link:
         self._last_sent = time.monotonic()
         self._last_message = time.monotonic()
         self.poll: float | None = None  # servers wake this often to notice their logs grew
+        self.refresh: Callable[[], None] | None = None
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
@@ -140,6 +141,8 @@ class _Link:
                 return
             event = await self._event()
             if event is None:
+                if self.refresh is not None:
+                    self.refresh()  # logs added to the server since the peer connected
                 rep.update()  # a served log may have grown: tell the peer
                 continue
             if isinstance(event, Closed):
@@ -176,9 +179,11 @@ async def serve(
     poll: float = 0.2,
 ) -> None:
     """Serve ``logs`` to anyone who knows their keys (and, with ``allow``, only to those Noise
-    public keys) until cancelled. Each connection is independent: one misbehaving peer is
-    dropped with its reason logged while the others go on. Every ``poll`` seconds each
-    connection checks whether a log grew (appended by this process) and tells its peer."""
+    public keys) until cancelled. ``logs`` may grow while serving (a list the caller appends
+    to): connections pick up new logs within ``poll`` seconds. Each connection is
+    independent: one misbehaving peer is dropped with its reason logged while the others go
+    on. Every ``poll`` seconds each connection checks whether a log grew (appended by this
+    process) and tells its peer."""
     allowed = set(allow) if allow is not None else None
     connections: set[asyncio.Task[None]] = set()
 
@@ -192,9 +197,17 @@ async def serve(
                 raise PeerRefusedError(
                     f"peer key {link.remote_key.hex() if link.remote_key else '?'} is not allowed"
                 )
-            assert link.replicator is not None
-            for lg in logs:
-                link.replicator.add_log(lg)
+            rep = link.replicator
+            assert rep is not None
+
+            def refresh() -> None:
+                # ``logs`` may grow while we serve (an edge makes a log per new stream)
+                for lg in list(logs):
+                    if not rep.serves(lg):
+                        rep.add_log(lg)
+
+            refresh()
+            link.refresh = refresh
             await link.run()
         except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
             log.info("peer %s dropped: %s: %s", peer, type(exc).__name__, exc)

@@ -61,6 +61,9 @@ class Replicator:
         self._channels: dict[bytes, _Channel] = {}  # by discovery key
         self._by_local: dict[int, bytes] = {}
 
+    def serves(self, lg: Log) -> bool:
+        return lg.discovery_key in self._logs
+
     def add_log(self, lg: Log) -> None:
         """Serve (and be able to download into) this log when the peer opens its channel."""
         self._logs[lg.discovery_key] = lg

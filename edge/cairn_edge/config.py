@@ -1,0 +1,262 @@
+"""The edge agent's configuration: a TOML file, every key documented in docs/edge.md.
+
+Unknown keys are refused by name (a typo must not silently fall back to a default), every value
+is checked for type and range, and :class:`ConfigError` says which key of which table is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
+
+__all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: names the key and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRule:
+    """Values of streams matching ``pattern`` (``device/quantity``, ``*`` wildcards) must lie in
+    [min, max]."""
+
+    pattern: str
+    min: float = -math.inf
+    max: float = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    data_dir: Path
+    seed_file: Path
+    # mqtt
+    broker: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "cairn-edge"
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    protocol: str = "auto"
+    routes: tuple[Route, ...] = DEFAULT_ROUTES
+    # logs
+    commit_interval: float = 1.0
+    commit_samples: int = 10_000
+    sync: str = "normal"
+    # validation
+    time_floor: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+    max_future: float = 300.0
+    units_extra: tuple[str, ...] = ()
+    ranges: tuple[RangeRule, ...] = ()
+    # replication
+    listen_host: str = "0.0.0.0"  # noqa: S104 - an edge serves its gateways on the LAN
+    listen_port: int = 49_800
+    gateways: tuple[bytes, ...] = ()
+
+
+_TABLES: dict[str, set[str]] = {
+    "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "topic",
+         "range"},
+    "mqtt": {"broker", "client_id", "username", "password", "tls_ca", "protocol"},
+    "logs": {"commit_interval", "commit_samples", "sync"},
+    "validation": {"time_floor", "max_future", "units"},
+    "replication": {"host", "port", "gateways"},
+    "topic": {"filter", "format", "device_level"},
+    "range": {"pattern", "min", "max"},
+}
+
+
+def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+         default: Any = None) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}.{key}: expected {_kind(kind)}, got a boolean")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key}: expected {_kind(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _kind(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "text", list: "a list", bool: "true/false"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _num(table: Mapping[str, Any], key: str, where: str, default: float, lo: float,
+         hi: float) -> float:
+    v = _get(table, key, (int, float), where, default)
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key}: {v!r} is outside [{lo:g}, {hi:g}]")
+    return float(v)
+
+
+def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
+    """Parse a config's text; relative paths count from ``base`` (the file's directory)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    _check_keys(source, doc, _TABLES[""])
+    tables = {}
+    for name in ("mqtt", "logs", "validation", "replication"):
+        t = doc.get(name, {})
+        if not isinstance(t, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        _check_keys(f"[{name}]", t, _TABLES[name])
+        tables[name] = t
+
+    def path(key: str, default: str) -> Path:
+        p = Path(_get(doc, key, str, source, default))
+        return p if p.is_absolute() else base / p
+
+    mqtt, logs, val, rep = (tables[k] for k in ("mqtt", "logs", "validation", "replication"))
+    protocol = _get(mqtt, "protocol", str, "[mqtt]", "auto")
+    if protocol not in ("auto", "5", "3.1.1"):
+        raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
+    broker = _get(mqtt, "broker", str, "[mqtt]", "mqtt://127.0.0.1:1883")
+    if broker != "embedded" and not broker.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError(f"[mqtt].broker: {broker!r} is not mqtt://..., mqtts://... or embedded")
+    sync = _get(logs, "sync", str, "[logs]", "normal")
+    if sync not in ("normal", "full"):
+        raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
+
+    routes = []
+    raw_topics = doc.get("topic", [])
+    if not isinstance(raw_topics, list):
+        raise ConfigError(f"{source}: topic must be an array of tables ([[topic]])")
+    for k, t in enumerate(raw_topics):
+        where = f"[[topic]] {k + 1}"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _check_keys(where, t, _TABLES["topic"])
+        filt = _get(t, "filter", str, where)
+        fmt = _get(t, "format", str, where)
+        if not filt or fmt not in FORMATS:
+            raise ConfigError(f"{where}: needs filter and format (one of {', '.join(FORMATS)})")
+        level = int(_num(t, "device_level", where, 1, 1, 16))
+        if filt.count("+") < level:
+            raise ConfigError(f"{where}: filter {filt!r} has no '+' number {level} for the device")
+        routes.append(Route(filt, fmt, level))
+
+    ranges = []
+    raw_ranges = doc.get("range", [])
+    if not isinstance(raw_ranges, list):
+        raise ConfigError(f"{source}: range must be an array of tables ([[range]])")
+    for k, r in enumerate(raw_ranges):
+        where = f"[[range]] {k + 1}"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _check_keys(where, r, _TABLES["range"])
+        pattern = _get(r, "pattern", str, where)
+        if not pattern:
+            raise ConfigError(f"{where}: needs a pattern such as \"*/temperature\"")
+        lo = _num(r, "min", where, -1e300, -1e300, 1e300)
+        hi = _num(r, "max", where, 1e300, -1e300, 1e300)
+        if lo > hi:
+            raise ConfigError(f"{where}: min {lo:g} is above max {hi:g}")
+        ranges.append(RangeRule(pattern, lo, hi))
+
+    gateways = []
+    for g in _get(rep, "gateways", list, "[replication]", []):
+        try:
+            key = bytes.fromhex(g) if isinstance(g, str) else b""
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(f"[replication].gateways: {str(g)[:70]!r} is not a 64-hex-digit "
+                              "Noise public key")
+        gateways.append(key)
+    units = _get(val, "units", list, "[validation]", [])
+    if not all(isinstance(u, str) and u for u in units):
+        raise ConfigError("[validation].units: a list of unit names")
+    tls = _get(mqtt, "tls_ca", str, "[mqtt]")
+    return EdgeConfig(
+        data_dir=path("data_dir", "data"),
+        seed_file=path("seed_file", "device.seed"),
+        broker=broker,
+        client_id=_get(mqtt, "client_id", str, "[mqtt]", "cairn-edge"),
+        username=_get(mqtt, "username", str, "[mqtt]"),
+        password=_get(mqtt, "password", str, "[mqtt]"),
+        tls_ca=(base / tls) if tls else None,
+        protocol=protocol,
+        routes=tuple(routes) or DEFAULT_ROUTES,
+        commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
+        commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
+        sync=sync,
+        time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
+        max_future=_num(val, "max_future", "[validation]", 300.0, 0, 1e9),
+        units_extra=tuple(units),
+        ranges=tuple(ranges),
+        listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
+        listen_port=int(_num(rep, "port", "[replication]", 49_800, 0, 65535)),
+        gateways=tuple(gateways),
+    )
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}") from None
+    return parse_config(text, p.resolve().parent, str(p))
+
+
+TEMPLATE = '''\
+# Cairn edge agent configuration (docs/edge.md lists every key).
+
+data_dir = "data"            # stream logs and the agent's state, relative to this file
+seed_file = "device.seed"    # the device's 32-byte primary seed (mode 0600): every stream key
+                             # derives from it. Back it up; never share it.
+
+[mqtt]
+broker = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883, or "embedded"
+client_id = "cairn-edge"           # fixed: the broker keeps our session while we restart
+# username = "edge"
+# password = "secret"
+# tls_ca = "ca.pem"
+protocol = "auto"                  # MQTT 5, falling back to 3.1.1
+
+[logs]
+commit_interval = 1.0        # seconds between group commits (one signature per stream each)
+commit_samples = 10000       # ...or sooner, after this many samples
+sync = "normal"              # "full": fsync every commit (survives power loss, slower)
+
+[validation]
+time_floor = 1577836800      # 2020-01-01: no sample before this (also: not before our last run)
+max_future = 300             # seconds a sample may be ahead of our clock
+# units = ["furlong"]        # units to accept besides SenML's
+
+[replication]
+host = "0.0.0.0"
+port = 49800
+gateways = []                # Noise public keys (hex) of the gateways allowed to replicate
+
+# Topics: without any [[topic]], the usual ones are read (senml/+/+, tele/+/SENSOR,
+# +/sensor/+/state, homie/5/+/+/+).
+# [[topic]]
+# filter = "factory/+/senml"
+# format = "senml"            # senml (JSON or CBOR), tasmota, esphome, homie
+# device_level = 1            # which "+" is the device
+
+# [[range]]
+# pattern = "*/temperature"   # device/quantity, * matches anything
+# min = -40
+# max = 85
+'''

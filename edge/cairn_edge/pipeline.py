@@ -1,0 +1,169 @@
+"""The ingest pipeline without I/O: message -> readings -> validated samples -> group commit.
+
+:meth:`Pipeline.submit` takes one MQTT message and an acknowledgement token; :meth:`commit`
+writes what was buffered (one frame per stream) and returns the tokens that may now be
+acknowledged, in the order the messages arrived (MQTT wants PUBACKs in order). A message is
+acknowledged only once everything it carried is committed; a rejected message (malformed,
+invalid) is counted, logged once per reason per minute, and acknowledged in its turn so the
+broker does not redeliver it forever. Nothing of a rejected message is stored: a message is
+validated whole before any of its samples is buffered.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+from cairn.frames import Sample
+from cairn_edge.adapters import Reading, Rejected, Route, decode
+from cairn_edge.config import RangeRule
+from cairn_edge.streams import StreamStore
+from cairn_edge.units import SENML_UNITS
+
+__all__ = ["IngestStats", "Pipeline", "Validator"]
+
+log = logging.getLogger(__name__)
+
+
+class Validator:
+    """Units, value ranges and timestamps of readings, against the config and the clock."""
+
+    def __init__(self, *, floor: float, max_future: float, units: Sequence[str] = (),
+                 ranges: Sequence[RangeRule] = ()) -> None:
+        self.floor = floor
+        self.max_future = max_future
+        self.units = SENML_UNITS | set(units)
+        self.ranges = list(ranges)
+        self._range_cache: dict[str, RangeRule | None] = {}
+
+    def _rule(self, stream: str) -> RangeRule | None:
+        if stream not in self._range_cache:
+            self._range_cache[stream] = next(
+                (r for r in self.ranges if fnmatch.fnmatchcase(stream, r.pattern)), None)
+        return self._range_cache[stream]
+
+    def sample(self, r: Reading, received: float) -> tuple[str, Sample]:
+        """(stream, sample) for a reading, or :class:`Rejected`."""
+        stream = f"{r.device}/{r.quantity}"
+        if r.unit is not None and r.unit not in self.units:
+            raise Rejected("unknown-unit", f"{stream}: unit {r.unit[:20]!r} is not a SenML unit")
+        t = received if r.time is None else r.time
+        if t < self.floor:
+            raise Rejected("too-old", f"{stream}: time {t:.0f} is before the floor "
+                                      f"{self.floor:.0f} (a clock not set yet?)")
+        if t > received + self.max_future:
+            raise Rejected("future", f"{stream}: time {t:.0f} is {t - received:.0f} s ahead")
+        rule = self._rule(stream)
+        if rule is not None and isinstance(r.value, float) and not (
+                rule.min <= r.value <= rule.max):
+            raise Rejected("out-of-range", f"{stream}: {r.value:g} outside "
+                                           f"[{rule.min:g}, {rule.max:g}] ({rule.pattern})")
+        try:
+            return stream, Sample(stream, r.unit, t, r.value)
+        except ValueError as exc:
+            raise Rejected("bad-sample", f"{stream}: {exc}") from None
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: int = 0
+    accepted: int = 0  # samples committed
+    rejected: Counter[str] = field(default_factory=Counter)  # messages, by reason
+    late: int = 0
+    commits: int = 0
+    frames: int = 0
+    ignored: int = 0  # status and description topics
+
+
+class _RateLimitedLog:
+    """One log line per reason per ``period`` seconds, with how many were not logged."""
+
+    def __init__(self, period: float = 60.0) -> None:
+        self.period = period
+        self.last: dict[str, float] = {}
+        self.quiet: Counter[str] = Counter()
+
+    def reject(self, now: float, topic: str, exc: Rejected) -> None:
+        last = self.last.get(exc.reason)
+        if last is not None and now - last < self.period:
+            self.quiet[exc.reason] += 1
+            return
+        self.last[exc.reason] = now
+        more = self.quiet.pop(exc.reason, 0)
+        log.warning("rejected a message on %s: %s%s", topic, exc,
+                    f" ({more} more of this reason not logged)" if more else "")
+
+
+class Pipeline:
+    def __init__(self, store: StreamStore, validator: Validator, routes: Sequence[Route], *,
+                 commit_interval: float = 1.0, commit_samples: int = 10_000,
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.validator = validator
+        self.routes = list(routes)
+        self.commit_interval = commit_interval
+        self.commit_samples = commit_samples
+        self.clock = clock
+        self.stats = IngestStats()
+        self._batches: dict[str, list[Sample]] = {}
+        self._buffered = 0
+        self._first: float | None = None  # when the oldest buffered sample arrived
+        self._tokens: deque[tuple[Hashable, bool]] = deque()  # (token, ready) in arrival order
+        self._log = _RateLimitedLog()
+
+    def submit(self, topic: str, payload: bytes, content_type: str | None,
+               token: Hashable) -> None:
+        now = self.clock()
+        self.stats.messages += 1
+        try:
+            readings = decode(self.routes, topic, payload, content_type, now)
+            if readings is None:
+                self.stats.ignored += 1
+                self._tokens.append((token, True))
+                return
+            samples = [self.validator.sample(r, now) for r in readings]
+        except Rejected as exc:
+            self.stats.rejected[exc.reason] += 1
+            self._log.reject(now, topic, exc)
+            self._tokens.append((token, True))  # acknowledged in its turn, stored nothing
+            return
+        for stream, sample in samples:
+            self._batches.setdefault(stream, []).append(sample)
+        self._buffered += len(samples)
+        if self._first is None:
+            self._first = now
+        self._tokens.append((token, False))
+
+    def due(self) -> float:
+        """When the next commit is due (clock time), ``inf`` with nothing buffered."""
+        if self._first is None:
+            return math.inf
+        if self._buffered >= self.commit_samples:
+            return self.clock()
+        return self._first + self.commit_interval
+
+    def commit(self) -> list[Hashable]:
+        """Write the buffered samples; the tokens that may be acknowledged now, in order."""
+        if self._batches:
+            batches, self._batches = self._batches, {}
+            result = self.store.commit(batches)
+            self.stats.accepted += result.samples
+            self.stats.late += result.late
+            self.stats.frames += result.frames
+            self.stats.commits += 1
+        self._buffered = 0
+        self._first = None
+        out = [token for token, _ in self._tokens]
+        self._tokens.clear()
+        return out
+
+    def ready(self) -> list[Hashable]:
+        """Tokens at the head of the queue that need no commit (rejected, ignored)."""
+        out = []
+        while self._tokens and self._tokens[0][1]:
+            out.append(self._tokens.popleft()[0])
+        return out

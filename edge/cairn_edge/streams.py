@@ -1,0 +1,145 @@
+"""The edge's stream logs: one signed log per stream, keys derived from the device's seed.
+
+A stream is ``<source device>/<quantity>`` (``board-1/temperature``). Its log's key pair is
+derived corestore-style from the edge device's primary seed and the stream's name, so the seed
+is the only secret to back up. Each log is one SQLite file under ``<data_dir>/logs/``; the index
+of streams (name, file, unit) and the agent's state (the time floor) live in
+``<data_dir>/state.db``.
+
+:meth:`StreamStore.commit` appends one frame per stream that has samples: the samples sorted by
+time, one signature per stream per commit. Frames of a stream are time-ordered (seeking by time
+relies on it): a sample older than the stream's last committed sample goes to the stream's
+``late`` companion (``board-1/temperature/late``), counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cairn.crypto import derive_stream_key_pair
+from cairn.errors import CairnError
+from cairn.frames import Frame, Sample, frame_at
+from cairn.log import Log
+
+__all__ = ["CommitResult", "StreamStore", "StreamsError"]
+
+LATE = "late"
+
+
+class StreamsError(CairnError):
+    """The stream store cannot be opened or written: says which file and why."""
+
+
+@dataclass(slots=True)
+class CommitResult:
+    frames: int = 0
+    samples: int = 0
+    late: int = 0
+    streams: dict[str, int] = field(default_factory=dict)  # stream -> log length after
+
+
+class StreamStore:
+    def __init__(self, data_dir: str | Path, primary_seed: bytes, *, sync: str = "normal") -> None:
+        if len(primary_seed) != 32:
+            raise ValueError("the primary seed is 32 bytes")
+        self.dir = Path(data_dir)
+        self.seed = primary_seed
+        self.sync = sync
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.dir / "state.db", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(
+                "CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, file TEXT NOT NULL, "
+                "unit TEXT, key BLOB NOT NULL, created REAL NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value);"
+            )
+            rows = self.db.execute("SELECT name, file, key FROM streams").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StreamsError(f"{self.dir / 'state.db'}: {exc}") from None
+        self.logs: dict[str, Log] = {}
+        self.units: dict[str, str | None] = {}
+        self._last: dict[str, float] = {}  # stream -> time of its last committed sample
+        for name, file, key in rows:
+            lg = Log.open(self.dir / "logs" / file, sync="full" if sync == "full" else "normal")
+            if lg.key != key:
+                raise StreamsError(f"{file}: its key is not the one the index says for {name}")
+            self.logs[name] = lg
+            if lg.length:
+                self._last[name] = frame_at(lg, lg.length - 1).end
+
+    def close(self) -> None:
+        for lg in self.logs.values():
+            lg.close()
+        self.logs.clear()
+        self.db.close()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def get_state(self, key: str) -> object:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_state(self, key: str, value: object) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def log(self, name: str, unit: str | None = None) -> Log:
+        """The log of stream ``name``, made (and indexed) the first time it is asked for."""
+        lg = self.logs.get(name)
+        if lg is not None:
+            return lg
+        kp = derive_stream_key_pair(self.seed, name)
+        file = f"{len(self.logs) + 1:06d}.db"
+        path = self.dir / "logs" / file
+        if path.exists():  # a crash after the file was made, before it was indexed
+            path.unlink()
+            for extra in (path.with_name(file + "-wal"), path.with_name(file + "-shm")):
+                extra.unlink(missing_ok=True)
+        lg = Log.create(path, kp, sync="full" if self.sync == "full" else "normal")
+        self.db.execute("INSERT INTO streams (name, file, unit, key, created) VALUES (?,?,?,?,?)",
+                        (name, file, unit, lg.key, time.time()))
+        self.logs[name] = lg
+        self.units[name] = unit
+        return lg
+
+    def last_time(self, name: str) -> float | None:
+        return self._last.get(name)
+
+    def commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
+        """Append one frame per stream with samples (sorted by time); late samples to the
+        stream's ``late`` companion. Returns what was written."""
+        result = CommitResult()
+        late_batches: dict[str, list[Sample]] = {}
+        for name, samples in batches.items():
+            ordered = sorted(samples, key=lambda s: s.time)
+            if not ordered:
+                continue
+            last = self._last.get(name)
+            if last is not None and ordered[0].time < last:
+                late = [s for s in ordered if s.time < last]
+                ordered = [s for s in ordered if s.time >= last]
+                late_batches[f"{name}/{LATE}"] = late
+                result.late += len(late)
+            if ordered:
+                self._append(name, ordered, result)
+        for name, samples in late_batches.items():
+            self._append(name, samples, result, late=True)
+        return result
+
+    def _append(self, name: str, samples: list[Sample], result: CommitResult,
+                late: bool = False) -> None:
+        lg = self.log(name, samples[0].unit)
+        frame = Frame(tuple(samples))
+        lg.append([frame.encode()])
+        if not late:
+            self._last[name] = frame.end
+        result.frames += 1
+        result.samples += len(samples)
+        result.streams[name] = lg.length
