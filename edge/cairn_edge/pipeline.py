@@ -74,6 +74,7 @@ class IngestStats:
     accepted: int = 0  # samples committed
     rejected: Counter[str] = field(default_factory=Counter)  # messages, by reason
     late: int = 0
+    duplicates: int = 0  # samples delivered again (not stored twice)
     commits: int = 0
     frames: int = 0
     ignored: int = 0  # status and description topics
@@ -153,6 +154,7 @@ class Pipeline:
             result = self.store.commit(batches)
             self.stats.accepted += result.samples
             self.stats.late += result.late
+            self.stats.duplicates += result.duplicates
             self.stats.frames += result.frames
             self.stats.commits += 1
         self._buffered = 0

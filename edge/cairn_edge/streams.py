@@ -9,7 +9,9 @@ of streams (name, file, unit) and the agent's state (the time floor) live in
 :meth:`StreamStore.commit` appends one frame per stream that has samples: the samples sorted by
 time, one signature per stream per commit. Frames of a stream are time-ordered (seeking by time
 relies on it): a sample older than the stream's last committed sample goes to the stream's
-``late`` companion (``board-1/temperature/late``), counted, never dropped.
+``late`` companion (``board-1/temperature/late``), counted, never dropped. A sample equal (same
+time, same value) to one already in the stream's last frames is a redelivery (the broker sends
+again what was not acknowledged when the agent stopped) and is not stored twice.
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ from cairn.log import Log
 __all__ = ["CommitResult", "StreamStore", "StreamsError"]
 
 LATE = "late"
+RECENT_FRAMES = 64  # frames looked back through for a redelivered sample
+
+
+def _unique(samples: list[Sample]) -> list[Sample]:
+    """Samples with one (time, value) each: a message delivered twice in one batch."""
+    out: list[Sample] = []
+    seen: set[tuple[float, object]] = set()
+    for s in samples:
+        k = (s.time, s.value)
+        if k not in seen:
+            seen.add(k)
+            out.append(s)
+    return out
 
 
 class StreamsError(CairnError):
@@ -39,6 +54,7 @@ class CommitResult:
     frames: int = 0
     samples: int = 0
     late: int = 0
+    duplicates: int = 0
     streams: dict[str, int] = field(default_factory=dict)  # stream -> log length after
 
 
@@ -117,21 +133,49 @@ class StreamStore:
         stream's ``late`` companion. Returns what was written."""
         result = CommitResult()
         late_batches: dict[str, list[Sample]] = {}
-        for name, samples in batches.items():
-            ordered = sorted(samples, key=lambda s: s.time)
+        for name, given in batches.items():
+            samples = list(given)
+            ordered = _unique(sorted(samples, key=lambda s: s.time))
+            result.duplicates += len(samples) - len(ordered)
             if not ordered:
                 continue
             last = self._last.get(name)
-            if last is not None and ordered[0].time < last:
-                late = [s for s in ordered if s.time < last]
-                ordered = [s for s in ordered if s.time >= last]
-                late_batches[f"{name}/{LATE}"] = late
-                result.late += len(late)
+            if last is not None and ordered[0].time <= last:
+                # at or before what is committed: a redelivered message (the broker resends
+                # what we had not acknowledged when we stopped) or a late sample
+                old = [s for s in ordered if s.time <= last]
+                ordered = [s for s in ordered if s.time > last]
+                seen = self._recent(name, old[0].time) | self._recent(f"{name}/{LATE}",
+                                                                      old[0].time)
+                late = [s for s in old if (s.time, s.value) not in seen]
+                result.duplicates += len(old) - len(late)
+                if late:
+                    late_batches[f"{name}/{LATE}"] = late
+                    result.late += len(late)
             if ordered:
                 self._append(name, ordered, result)
         for name, samples in late_batches.items():
             self._append(name, samples, result, late=True)
         return result
+
+    def _recent(self, name: str, since: float, most: int = RECENT_FRAMES) -> set[tuple[float,
+                                                                                       object]]:
+        """(time, value) of the samples in a stream's last frames that reach ``since``."""
+        lg = self.logs.get(name)
+        out: set[tuple[float, object]] = set()
+        if lg is None:
+            return out
+        i = lg.length - 1
+        while i >= 0 and most > 0:
+            if not lg.has(i):
+                break
+            frame = frame_at(lg, i)
+            out.update((s.time, s.value) for s in frame.samples)
+            if frame.end < since and not name.endswith(f"/{LATE}"):
+                break
+            i -= 1
+            most -= 1
+        return out
 
     def _append(self, name: str, samples: list[Sample], result: CommitResult,
                 late: bool = False) -> None:

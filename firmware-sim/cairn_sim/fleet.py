@@ -295,6 +295,8 @@ class Fleet:
                         values = [v + f.number("magnitude", 50.0) for v in values]
                         tags.append("spike")
                 reported = self._reported_time(dev, sensor, rel, t_abs, tags)
+                if unit.fmt == "tasmota":
+                    reported = float(math.floor(reported))  # Tasmota states whole seconds
                 rs.append(Reading(reported, tuple(values)))
                 for fld, v in zip(sensor.model.fields, values, strict=True):
                     records.append(SampleRecord(senml_name(sensor, fld.name), fld.unit,

@@ -30,13 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cairn.brokers import Broker, parse_broker
 from cairn_sim.fleet import Control, Fleet, Outgoing
 from cairn_sim.payloads import will
 from cairn_sim.scenario import chance
@@ -48,43 +48,6 @@ log = logging.getLogger(__name__)
 #: MQTT 5 CONNACK reason "Unsupported Protocol Version", and 3.1.1's return code 1.
 _UNSUPPORTED_VERSION = {132, 1}
 SESSION_EXPIRY = 3600  # seconds the broker keeps a device's session (and its QoS 1 queue)
-
-
-@dataclass(frozen=True, slots=True)
-class Broker:
-    """Where to connect: ``mqtt://[user:password@]host[:port]`` or ``mqtts://...``."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def parse_broker(url: str) -> Broker:
-    """Parse a broker URL; ValueError says what is wrong with it."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError(f"broker URL {url!r}: no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {url!r}: only mqtt[s]://[user:password@]host[:port]")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"broker URL {url!r}: bad port ({exc})") from None
-    tls = parts.scheme == "mqtts"
-    return Broker(
-        parts.hostname,
-        port if port is not None else (8883 if tls else 1883),
-        tls,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
 
 
 class Ledger:

@@ -1,0 +1,245 @@
+"""The edge agent: MQTT in, signed stream logs, replication out.
+
+The MQTT client (paho-mqtt 2.x, callback API v2, manual acknowledgements) runs its network loop
+in paho's thread and hands every message to the asyncio loop, which owns the logs: it decodes,
+validates and buffers, commits on the group-commit schedule, and only then acknowledges the
+messages (in the order they arrived). A message the agent did not acknowledge before it stopped
+is delivered again by the broker (persistent session, fixed client id); the stream store knows a
+redelivered sample from a new one. The replication server serves every stream log to the
+gateways in the config (by Noise static key), and logs made later as new streams appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cairn.brokers import parse_broker
+from cairn.log import Log
+from cairn.replication.net import serve
+from cairn_edge.config import EdgeConfig
+from cairn_edge.keys import load_seed, noise_key_pair
+from cairn_edge.pipeline import Pipeline, Validator
+from cairn_edge.streams import StreamStore
+
+__all__ = ["FLOOR_MARGIN", "Agent", "MqttIngest"]
+
+log = logging.getLogger(__name__)
+
+FLOOR_MARGIN = 86_400.0  # the persisted time floor trails the last start by a day
+SESSION_EXPIRY = 7 * 86_400  # the broker keeps our session (and queues QoS 1) for a week
+_UNSUPPORTED_VERSION = {132, 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    topic: str
+    payload: bytes
+    content_type: str | None
+    token: tuple[int, int, int]  # (connection generation, mid, qos)
+
+
+class MqttIngest:
+    """The agent's MQTT connection: subscribes to the routes, hands messages over, acks later."""
+
+    def __init__(self, config: EdgeConfig, deliver: Callable[[Delivery], object]) -> None:
+        self.config = config
+        self.broker = parse_broker(config.broker)
+        self.deliver = deliver
+        self.generation = 0
+        self.connected = threading.Event()
+        self.protocol = (MQTTProtocolVersion.MQTTv311 if config.protocol == "3.1.1"
+                         else MQTTProtocolVersion.MQTTv5)
+        self.v5_refused = False
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                        protocol=self.protocol, manual_ack=True,
+                        clean_session=None if self.protocol == MQTTProtocolVersion.MQTTv5
+                        else False)
+        c.reconnect_delay_set(1, 30)
+        user = self.config.username or self.broker.username
+        if user is not None:
+            c.username_pw_set(user, self.config.password or self.broker.password)
+        if self.broker.tls:
+            ctx = ssl.create_default_context(cafile=str(self.config.tls_ca)
+                                             if self.config.tls_ca else None)
+            c.tls_set_context(ctx)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_disconnect = self._on_disconnect
+        return c
+
+    def start(self) -> None:
+        props = None
+        clean: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        if self.protocol == MQTTProtocolVersion.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY
+            clean = False
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30,
+                                  clean_start=clean, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, u: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            if self.protocol == MQTTProtocolVersion.MQTTv5 and reason.value in \
+                    _UNSUPPORTED_VERSION and self.config.protocol == "auto":
+                self.v5_refused = True
+                threading.Thread(target=self._fall_back, daemon=True).start()
+            log.warning("broker %s refused us: %s", self.broker.url(), reason)
+            return
+        self.generation += 1
+        for route in self.config.routes:
+            client.subscribe(route.filter, qos=1)
+        self.connected.set()
+        log.info("connected to %s (MQTT %s)", self.broker.url(),
+                 "5" if self.protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1")
+
+    def _fall_back(self) -> None:
+        log.info("the broker refused MQTT 5: using 3.1.1")
+        self.client.loop_stop()
+        self.protocol = MQTTProtocolVersion.MQTTv311
+        self.client = self._make_client()
+        self.start()
+
+    def _on_disconnect(self, client: mqtt.Client, u: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected.clear()
+        log.info("disconnected from %s: %s", self.broker.url(), reason)
+
+    def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        ctype = getattr(msg.properties, "ContentType", None) if msg.properties else None
+        self.deliver(Delivery(msg.topic, bytes(msg.payload), ctype,
+                              (self.generation, msg.mid, msg.qos)))
+
+    def ack(self, tokens: list[Hashable]) -> None:
+        """Acknowledge messages of the current connection (older ones come again anyway)."""
+        for token in tokens:
+            assert isinstance(token, tuple)
+            gen, mid, qos = (int(x) for x in token)
+            if gen == self.generation and qos > 0:
+                self.client.ack(mid, qos)
+
+
+class Agent:
+    def __init__(self, config: EdgeConfig, *, clock: Callable[[], float] = time.time,
+                 on_commit: Callable[[Agent], None] | None = None) -> None:
+        self.config = config
+        self.on_commit = on_commit
+        self.clock = clock
+        self.seed = load_seed(config.seed_file)
+        self.store = StreamStore(config.data_dir, self.seed, sync=config.sync)
+        self.floor = self._floor()
+        self.validator = Validator(floor=self.floor, max_future=config.max_future,
+                                   units=config.units_extra, ranges=config.ranges)
+        self.pipeline = Pipeline(self.store, self.validator, config.routes,
+                                 commit_interval=config.commit_interval,
+                                 commit_samples=config.commit_samples, clock=clock)
+        self.served: list[Log] = list(self.store.logs.values())
+        self.noise = noise_key_pair(self.seed)
+        self.replication_address: tuple[str, int] | None = None
+        self.mqtt: MqttIngest | None = None
+
+    def _floor(self) -> float:
+        """No sample before the config's floor, nor from long before our last start."""
+        stored = self.store.get_state("clock_floor")
+        floor = max(self.config.time_floor, float(stored) if isinstance(stored, int | float)
+                    else 0.0)
+        now = self.clock()
+        if now - FLOOR_MARGIN > floor:
+            self.store.set_state("clock_floor", now - FLOOR_MARGIN)
+        return floor
+
+    async def run(self, *, ready: Callable[[Agent], None] | None = None) -> None:
+        """Ingest, commit and serve until cancelled."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.mqtt = ingest = MqttIngest(self.config,
+                                        lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
+        address: asyncio.Future[tuple[str, int]] = loop.create_future()
+        server = asyncio.create_task(serve(
+            self.served, self.noise, self.config.listen_host, self.config.listen_port,
+            allow=list(self.config.gateways), ready=address.set_result))
+        try:
+            self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
+            ingest.start()
+            if ready is not None:
+                ready(self)
+            await self._consume(queue, ingest)
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await server
+            self._commit(ingest)
+            ingest.stop()
+            self.store.close()
+
+    def _commit(self, ingest: MqttIngest) -> None:
+        before = set(self.store.logs)
+        tokens = self.pipeline.commit()
+        for name, lg in self.store.logs.items():
+            if name not in before:
+                self.served.append(lg)  # a new stream: serve it too
+        ingest.ack(tokens)
+        if self.on_commit is not None:
+            self.on_commit(self)
+
+    async def _consume(self, queue: asyncio.Queue[Delivery], ingest: MqttIngest) -> None:
+        pipeline = self.pipeline
+        while True:
+            wait = pipeline.due() - self.clock()
+            try:
+                if wait == float("inf"):
+                    d = await queue.get()
+                elif wait > 0:
+                    d = await asyncio.wait_for(queue.get(), wait)
+                else:
+                    d = None
+            except TimeoutError:
+                d = None
+            while d is not None:
+                pipeline.submit(d.topic, d.payload, d.content_type, d.token)
+                try:
+                    d = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    d = None
+                if pipeline.due() <= self.clock():
+                    break
+            ingest.ack(pipeline.ready())
+            if pipeline.due() <= self.clock():
+                self._commit(ingest)
+
+    def status(self) -> dict[str, Any]:
+        st = self.pipeline.stats
+        return {
+            "messages": st.messages,
+            "samples": st.accepted,
+            "rejected": dict(st.rejected),
+            "late": st.late,
+            "duplicates": st.duplicates,
+            "ignored": st.ignored,
+            "commits": st.commits,
+            "streams": {name: lg.length for name, lg in self.store.logs.items()},
+            "broker_connected": bool(self.mqtt and self.mqtt.connected.is_set()),
+            "replication": self.replication_address,
+            "noise_key": self.noise.public_key.hex(),
+        }

@@ -1,0 +1,144 @@
+"""``cairn edge``: set up and run the edge agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from cairn.crypto import derive_stream_key_pair
+from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
+from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
+from cairn_edge.streams import StreamsError, StreamStore
+
+__all__ = ["edge"]
+
+
+def _config(path: Path) -> EdgeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def edge() -> None:
+    """The edge agent: MQTT readings into signed stream logs, served to your gateways."""
+
+
+@edge.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Make DIRECTORY/edge.toml (commented) and DIRECTORY/device.seed (mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "edge.toml"
+    if config.exists():
+        raise click.ClickException(f"{config} already exists")
+    try:
+        seed = new_seed(directory / "device.seed")
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from None
+    config.write_text(TEMPLATE)
+    click.echo(f"wrote {config} and {directory / 'device.seed'} (keep it secret, back it up)")
+    click.echo(f"noise public key (give it to your gateways): "
+               f"{noise_key_pair(seed).public_key.hex()}")
+
+
+@edge.command("keys")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="edge.toml", show_default=True)
+@click.option("--stream", "streams", multiple=True, help="Also print this stream's log key.")
+@click.option("--json", "as_json", is_flag=True)
+def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
+    """The public keys to give a gateway: the edge's Noise key and its streams' log keys."""
+    cfg = _config(config_path)
+    try:
+        seed = load_seed(cfg.seed_file)
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from None
+    known: dict[str, str] = {}
+    if (cfg.data_dir / "state.db").exists():
+        try:
+            store = StreamStore(cfg.data_dir, seed)
+        except (StreamsError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        known = {name: lg.key.hex() for name, lg in store.logs.items()}
+        store.close()
+    for name in streams:
+        known[name] = derive_stream_key_pair(seed, name).public_key.hex()
+    out = {"noise_key": noise_key_pair(seed).public_key.hex(), "streams": known}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"noise key  {out['noise_key']}")
+    for name, key in sorted(known.items()):
+        click.echo(f"{name:<40} {key}")
+
+
+@edge.command("status")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="edge.toml", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def status(config_path: Path, as_json: bool) -> None:
+    """Streams, their lengths and the disk they use (read from the data directory)."""
+    cfg = _config(config_path)
+    try:
+        store = StreamStore(cfg.data_dir, load_seed(cfg.seed_file))
+    except (SeedError, StreamsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        streams = {name: {"length": lg.length, "key": lg.key.hex()}
+                   for name, lg in store.logs.items()}
+    finally:
+        store.close()
+    disk = sum(p.stat().st_size for p in cfg.data_dir.rglob("*") if p.is_file())
+    out = {"streams": streams, "disk_bytes": disk}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{len(streams)} streams, {disk / 1e6:.1f} MB on disk")
+    for name, info in sorted(streams.items()):
+        click.echo(f"{name:<40} {info['length']:>10,} frames")
+
+
+@edge.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="edge.toml", show_default=True)
+@click.option("--status-lines", is_flag=True,
+              help="Print a JSON status line on stdout after every commit.")
+def run(config_path: Path, status_lines: bool) -> None:
+    """Run the agent until SIGINT or SIGTERM (it commits and acknowledges what it holds)."""
+    from cairn_edge.agent import Agent
+
+    cfg = _config(config_path)
+    if cfg.broker == "embedded":
+        raise click.ClickException("broker = \"embedded\" is not available yet: run Mosquitto "
+                                   "and point [mqtt].broker at it")
+    def said(a: Agent) -> None:
+        print(json.dumps(a.status()), flush=True)
+
+    try:
+        agent = Agent(cfg, on_commit=said if status_lines else None)
+    except (SeedError, StreamsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def ready(a: Agent) -> None:
+        print(json.dumps({"ready": True, "replication": a.replication_address,
+                          "noise_key": a.noise.public_key.hex()}), flush=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(agent.run(ready=ready))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    print(json.dumps({"stopped": True, **agent.status()}), flush=True)
+    sys.exit(0)

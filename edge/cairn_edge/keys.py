@@ -1,0 +1,66 @@
+"""The device's primary seed: one 32-byte secret from which every key of the edge follows.
+
+The seed file holds 64 hex digits and a newline, mode 0600. Stream key pairs are derived
+corestore-style from the seed and the stream's name (:func:`cairn.crypto.derive_stream_key_pair`);
+the Noise key pair the edge serves replication with is derived from the seed too, under a name
+no stream can have (``#noise`` is not a SenML name), so a device backs up one file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cairn.crypto import KeyPair, derive_stream_key_pair
+
+__all__ = ["SeedError", "load_seed", "new_seed", "noise_key_pair"]
+
+NOISE_NAME = "#noise"
+
+
+class SeedError(ValueError):
+    """The seed file is missing, unreadable, malformed or readable by others."""
+
+
+def new_seed(path: str | Path) -> bytes:
+    """Write a fresh random seed to ``path`` (which must not exist), mode 0600."""
+    p = Path(path)
+    seed = os.urandom(32)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SeedError(f"{p} already exists: refusing to overwrite a device seed") from None
+    except OSError as exc:
+        raise SeedError(f"cannot create {p}: {exc}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(seed.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return seed
+
+
+def load_seed(path: str | Path) -> bytes:
+    p = Path(path)
+    try:
+        st = p.stat()
+        text = p.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise SeedError(f"no seed at {p}: make one with `cairn edge init`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SeedError(f"cannot read the seed {p}: {exc}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SeedError(f"{p} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                        f"chmod 600 {p}")
+    try:
+        seed = bytes.fromhex(text)
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise SeedError(f"{p} does not hold a seed (64 hex digits)")
+    return seed
+
+
+def noise_key_pair(seed: bytes) -> KeyPair:
+    """The edge's Noise static key pair (what gateways see and what they allow)."""
+    return derive_stream_key_pair(seed, NOISE_NAME)
