@@ -272,7 +272,7 @@ def test_redelivered_samples_are_not_stored_twice_and_late_ones_go_aside(
         store: StreamStore) -> None:
     store.commit({"b/t": samples("b/t", [T0, T0 + 1, T0 + 2])})
     # the same message again (a redelivery), one new sample, one late sample never seen
-    again = samples("b/t", [T0 + 1, T0 + 2, T0 + 3]) + [Sample("b/t", "Cel", T0 + 0.5, 99.0)]
+    again = [*samples("b/t", [T0 + 1, T0 + 2, T0 + 3]), Sample("b/t", "Cel", T0 + 0.5, 99.0)]
     r = store.commit({"b/t": again + again[:1]})
     assert r.duplicates == 3 and r.late == 1
     assert [t for t, _ in stored(store, "b/t")] == [T0, T0 + 1, T0 + 2, T0 + 3]
