@@ -60,6 +60,8 @@ class MqttIngest:
         self.deliver = deliver
         self.generation = 0
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # every route's subscription acknowledged
+        self._pending_subs: set[int] = set()
         self.protocol = (MQTTProtocolVersion.MQTTv311 if config.protocol == "3.1.1"
                          else MQTTProtocolVersion.MQTTv5)
         self.v5_refused = False
@@ -79,6 +81,7 @@ class MqttIngest:
                                              if self.config.tls_ca else None)
             c.tls_set_context(ctx)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.on_disconnect = self._on_disconnect
         return c
@@ -108,11 +111,20 @@ class MqttIngest:
             log.warning("broker %s refused us: %s", self.broker.url(), reason)
             return
         self.generation += 1
+        self._pending_subs = set()
         for route in self.config.routes:
-            client.subscribe(route.filter, qos=1)
+            _, mid = client.subscribe(route.filter, qos=1)
+            if mid is not None:
+                self._pending_subs.add(mid)
         self.connected.set()
         log.info("connected to %s (MQTT %s)", self.broker.url(),
                  "5" if self.protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1")
+
+    def _on_subscribe(self, client: mqtt.Client, u: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        self._pending_subs.discard(mid)
+        if not self._pending_subs:
+            self.subscribed.set()
 
     def _fall_back(self) -> None:
         log.info("the broker refused MQTT 5: using 3.1.1")
@@ -182,6 +194,11 @@ class Agent:
         try:
             self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
             ingest.start()
+            # ready once subscribed (messages sent before that would not be kept for us the
+            # first time), or after 10 s without a broker: replication is served meanwhile
+            if not await asyncio.to_thread(ingest.subscribed.wait, 10.0):
+                log.warning("no broker at %s yet: ingest starts when it answers",
+                            self.config.broker)
             if ready is not None:
                 ready(self)
             await self._consume(queue, ingest)
