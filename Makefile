@@ -107,6 +107,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/replication.py
 	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/edge.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 
