@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from bench_table import Row, render, render_markdown
-
 from cairn.brokers import parse_broker
 from cairn_edge.adapters import DEFAULT_ROUTES
 from cairn_edge.keys import new_seed
