@@ -39,7 +39,7 @@ def pipeline_rate(tmp: Path, n: int = 200_000) -> tuple[float, int]:
     t0 = 1_764_000_000.0
     fleet = Fleet(devices=10, sensors=10, kinds=["temperature"], seed=2, start_time=t0,
                   rate=10.0)
-    msgs = []
+    msgs: list[Outgoing] = []
     t = 0.0
     while len(msgs) < n:
         t += 1.0
