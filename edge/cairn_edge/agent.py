@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import ssl
 import threading
@@ -27,11 +28,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cairn.brokers import parse_broker
+from cairn.crypto import KeyPair, derive_stream_key_pair
+from cairn.dht.api import DHT, DHTError
 from cairn.log import Log
 from cairn.replication.net import serve
 from cairn_edge.config import EdgeConfig
 from cairn_edge.keys import load_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
+from cairn_edge.record import DeviceRecord, LatestReading, encode_record
 from cairn_edge.streams import StreamStore
 
 __all__ = ["FLOOR_MARGIN", "Agent", "MqttIngest"]
@@ -40,6 +44,17 @@ log = logging.getLogger(__name__)
 
 FLOOR_MARGIN = 86_400.0  # the persisted time floor trails the last start by a day
 SESSION_EXPIRY = 7 * 86_400  # the broker keeps our session (and queues QoS 1) for a week
+ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records live ~20 min)
+
+
+def record_key_pair(seed: bytes) -> KeyPair:
+    """The key pair the device's DHT record is signed with (its identity on the DHT)."""
+    return derive_stream_key_pair(seed, "#record")
+
+
+def fleet_topic(fleet: str) -> bytes:
+    """The DHT topic a fleet's devices announce themselves on."""
+    return hashlib.blake2b(f"cairn-fleet:{fleet}".encode(), digest_size=32).digest()
 _UNSUPPORTED_VERSION = {132, 1}
 
 
@@ -168,8 +183,13 @@ class Agent:
                                  commit_samples=config.commit_samples, clock=clock)
         self.served: list[Log] = list(self.store.logs.values())
         self.noise = noise_key_pair(self.seed)
+        self.record_keys = record_key_pair(self.seed)
         self.replication_address: tuple[str, int] | None = None
         self.mqtt: MqttIngest | None = None
+        self.dht: DHT | None = None
+        self.published: DeviceRecord | None = None
+        self.publishes = 0
+        self._dirty = asyncio.Event()
 
     def _floor(self) -> float:
         """No sample before the config's floor, nor from long before our last start."""
@@ -201,7 +221,14 @@ class Agent:
                             self.config.broker)
             if ready is not None:
                 ready(self)
-            await self._consume(queue, ingest)
+            async with contextlib.AsyncExitStack() as stack:
+                if self.config.dht_bootstrap:
+                    self.dht = await stack.enter_async_context(DHT.start(
+                        "0.0.0.0", 0, self.config.dht_bootstrap,  # noqa: S104
+                        persistent=self.config.dht_persistent or None))
+                    publisher = asyncio.create_task(self._publish_loop())
+                    stack.callback(publisher.cancel)
+                await self._consume(queue, ingest)
         finally:
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -217,6 +244,8 @@ class Agent:
             if name not in before:
                 self.served.append(lg)  # a new stream: serve it too
         ingest.ack(tokens)
+        if self.pipeline.latest:
+            self._dirty.set()
         if self.on_commit is not None:
             self.on_commit(self)
 
@@ -245,6 +274,50 @@ class Agent:
             if pipeline.due() <= self.clock():
                 self._commit(ingest)
 
+    def record(self) -> DeviceRecord:
+        """The DHT record as it is now: every stream, the latest readings newest first."""
+        cfg = self.config
+        address = cfg.advertise
+        if address is None and self.replication_address is not None and \
+                self.replication_address[0] not in ("0.0.0.0", "::"):  # noqa: S104
+            address = self.replication_address
+        changed = self.pipeline.changed
+        names = sorted(self.store.logs, key=lambda n: -changed.get(n, 0.0))
+        latest = self.pipeline.latest
+        readings = [LatestReading(n, s.time, s.value) for n in names
+                    if (s := latest.get(n)) is not None and not isinstance(s.value, bytes)]
+        return DeviceRecord(
+            time=int(self.clock()), address=address,
+            streams=[(n, self.store.logs[n].key) for n in names], readings=readings)
+
+    async def _publish_loop(self) -> None:
+        """Publish the record when readings changed, at most every ``publish_interval``; the
+        seq is stored before each put, so it only grows, across restarts too."""
+        assert self.dht is not None
+        gateways = None if self.config.public else list(self.config.gateways)
+        topic = fleet_topic(self.config.fleet)
+        next_announce = 0.0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            rec = self.record()
+            value = encode_record(rec, gateways)
+            stored = self.store.get_state("dht_seq")
+            seq = (int(stored) if isinstance(stored, int) else 0) + 1
+            self.store.set_state("dht_seq", seq)
+            try:
+                await self.dht.mutable_put(self.record_keys, value, seq)
+                self.published = rec
+                self.publishes += 1
+                if self.on_commit is not None:
+                    self.on_commit(self)  # say so: a status line per publish too
+                if time.monotonic() >= next_announce:
+                    await self.dht.announce(topic, self.record_keys)
+                    next_announce = time.monotonic() + ANNOUNCE_EVERY
+            except DHTError as exc:
+                log.warning("could not publish the DHT record (seq %d): %s", seq, exc)
+            await asyncio.sleep(self.config.publish_interval)  # at most this often
+
     def status(self) -> dict[str, Any]:
         st = self.pipeline.stats
         return {
@@ -259,4 +332,6 @@ class Agent:
             "broker_connected": bool(self.mqtt and self.mqtt.connected.is_set()),
             "replication": self.replication_address,
             "noise_key": self.noise.public_key.hex(),
+            "record_key": self.record_keys.public_key.hex(),
+            "dht_publishes": self.publishes,
         }

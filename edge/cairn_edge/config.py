@@ -56,16 +56,24 @@ class EdgeConfig:
     # replication
     listen_host: str = "0.0.0.0"  # noqa: S104 - an edge serves its gateways on the LAN
     listen_port: int = 49_800
+    advertise: tuple[str, int] | None = None
     gateways: tuple[bytes, ...] = ()
+    # dht
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    dht_persistent: bool = False
+    publish_interval: float = 1.0
+    fleet: str = "default"
+    public: bool = False
 
 
 _TABLES: dict[str, set[str]] = {
-    "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "topic",
+    "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht", "topic",
          "range"},
     "mqtt": {"broker", "client_id", "username", "password", "tls_ca", "protocol"},
     "logs": {"commit_interval", "commit_samples", "sync"},
     "validation": {"time_floor", "max_future", "units"},
-    "replication": {"host", "port", "gateways"},
+    "replication": {"host", "port", "gateways", "advertise"},
+    "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public"},
     "topic": {"filter", "format", "device_level"},
     "range": {"pattern", "min", "max"},
 }
@@ -114,7 +122,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     _check_keys(source, doc, _TABLES[""])
     tables = {}
-    for name in ("mqtt", "logs", "validation", "replication"):
+    for name in ("mqtt", "logs", "validation", "replication", "dht"):
         t = doc.get(name, {})
         if not isinstance(t, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
@@ -125,7 +133,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         p = Path(_get(doc, key, str, source, default))
         return p if p.is_absolute() else base / p
 
-    mqtt, logs, val, rep = (tables[k] for k in ("mqtt", "logs", "validation", "replication"))
+    mqtt, logs, val, rep, dht = (tables[k] for k in
+                                 ("mqtt", "logs", "validation", "replication", "dht"))
     protocol = _get(mqtt, "protocol", str, "[mqtt]", "auto")
     if protocol not in ("auto", "5", "3.1.1"):
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
@@ -182,6 +191,18 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
             raise ConfigError(f"[replication].gateways: {str(g)[:70]!r} is not a 64-hex-digit "
                               "Noise public key")
         gateways.append(key)
+    def hostport(text: object, where: str) -> tuple[str, int]:
+        host, sep, port = str(text).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
+        return host, int(port)
+
+    boot = tuple(hostport(b, "[dht].bootstrap") for b in
+                 _get(dht, "bootstrap", list, "[dht]", []))
+    adv = _get(rep, "advertise", str, "[replication]")
+    fleet = _get(dht, "fleet", str, "[dht]", "default")
+    if not fleet or len(fleet) > 64:
+        raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
     units = _get(val, "units", list, "[validation]", [])
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
@@ -205,7 +226,13 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         ranges=tuple(ranges),
         listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
         listen_port=int(_num(rep, "port", "[replication]", 49_800, 0, 65535)),
+        advertise=hostport(adv, "[replication].advertise") if adv else None,
         gateways=tuple(gateways),
+        dht_bootstrap=boot,
+        dht_persistent=_get(dht, "persistent", bool, "[dht]", False),
+        publish_interval=_num(dht, "publish_interval", "[dht]", 1.0, 0.1, 86400),
+        fleet=fleet,
+        public=_get(dht, "public", bool, "[dht]", False),
     )
 
 
@@ -247,6 +274,14 @@ max_future = 300             # seconds a sample may be ahead of our clock
 host = "0.0.0.0"
 port = 49800
 gateways = []                # Noise public keys (hex) of the gateways allowed to replicate
+# advertise = "192.168.1.20:49800"  # the address gateways reach us at, put in our DHT record
+
+[dht]
+bootstrap = []               # "host:port" of DHT nodes; empty: no DHT record is published
+persistent = false           # true: also serve as a DHT routing node (needs a reachable port)
+publish_interval = 1.0       # seconds between record updates at most
+fleet = "default"            # we announce ourselves on this fleet's topic
+public = false               # true: stream keys in clear in the record (anyone may replicate)
 
 # Topics: without any [[topic]], the usual ones are read (senml/+/+, tele/+/SENSOR,
 # +/sensor/+/state, homie/5/+/+/+).

@@ -115,6 +115,8 @@ class Pipeline:
         self._first: float | None = None  # when the oldest buffered sample arrived
         self._tokens: deque[tuple[Hashable, bool]] = deque()  # (token, ready) in arrival order
         self._log = _RateLimitedLog()
+        self.latest: dict[str, Sample] = {}  # each stream's newest committed sample
+        self.changed: dict[str, float] = {}  # when it last changed (for the DHT record)
 
     def submit(self, topic: str, payload: bytes, content_type: str | None,
                token: Hashable) -> None:
@@ -152,6 +154,14 @@ class Pipeline:
         if self._batches:
             batches, self._batches = self._batches, {}
             result = self.store.commit(batches)
+            now = self.clock()
+            for stream, items in batches.items():
+                newest = max(items, key=lambda x: x.time)
+                old = self.latest.get(stream)
+                if old is None or newest.time >= old.time:
+                    if old is None or old.value != newest.value:
+                        self.changed[stream] = now
+                    self.latest[stream] = newest
             self.stats.accepted += result.samples
             self.stats.late += result.late
             self.stats.duplicates += result.duplicates

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -43,11 +43,25 @@ def broker(tmp_path: Path, mosquitto_path: Path) -> Iterator[Mosquitto]:
         yield m
 
 
+@pytest.fixture(autouse=True)
+def _no_agent_left() -> Iterator[None]:
+    yield
+    while EdgeProcess.running:
+        e = EdgeProcess.running.pop()
+        if e.proc is not None and e.proc.poll() is None:
+            e.proc.kill()
+            e.proc.wait(WAIT)
+        if e.log is not None and not e.log.closed:
+            e.log.close()
+
+
 class EdgeProcess:
     """``cairn edge run --status-lines`` in a child process, its stdout read by a thread."""
 
+    running: ClassVar[list[EdgeProcess]] = []  # killed after each test, whatever happened
+
     def __init__(self, directory: Path, broker: Mosquitto, *, gateways: list[str] | None = None,
-                 commit_interval: float = 0.3) -> None:
+                 commit_interval: float = 0.3, dht: tuple[str, int] | None = None) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "device.seed").exists():
@@ -59,8 +73,11 @@ class EdgeProcess:
             f"[logs]\ncommit_interval = {commit_interval}\n"
             f'[validation]\ntime_floor = 1700000000\n'
             f'[replication]\nhost = "127.0.0.1"\nport = 0\n'
-            f"gateways = {json.dumps(gateways or [])}\n")
+            f"gateways = {json.dumps(gateways or [])}\n"
+            + (f'[dht]\nbootstrap = ["{dht[0]}:{dht[1]}"]\npublish_interval = 0.2\n'
+               if dht else ""))
         self.proc: subprocess.Popen[str] | None = None
+        self.log: Any = None
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.last: dict[str, Any] = {}
 
@@ -70,9 +87,11 @@ class EdgeProcess:
 
     def start(self) -> dict[str, Any]:
         self.lines = queue.Queue()
+        self.log = open(self.dir / "agent.log", "a")  # noqa: SIM115 - the child writes it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cairn.cli", "edge", "run", "--config", str(self.config),
-             "--status-lines"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--status-lines"], stdout=subprocess.PIPE, stderr=self.log, text=True)
+        EdgeProcess.running.append(self)
         threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True).start()
         first = self.next()
         assert first.get("ready"), first
@@ -88,7 +107,7 @@ class EdgeProcess:
 
     def next(self) -> dict[str, Any]:
         item = self.lines.get(timeout=WAIT)
-        assert item is not None, "the agent exited"
+        assert item is not None, "the agent exited: " + (self.dir / "agent.log").read_text()[-2000:]
         self.last = item
         return item
 
@@ -104,11 +123,13 @@ class EdgeProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(WAIT)
+        self.log.close()
 
     def stop(self) -> dict[str, Any]:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(WAIT)
+        self.log.close()
         final = {}
         while (item := self.lines.get(timeout=WAIT)) is not None:
             final = item
