@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FLOOR_MARGIN = 86_400.0  # the persisted time floor trails the last start by a day
 SESSION_EXPIRY = 7 * 86_400  # the broker keeps our session (and queues QoS 1) for a week
+CONNACK_TIMEOUT = 5.0  # seconds to wait for the broker's answer to a version 5 CONNECT
 ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records live ~20 min)
 
 
@@ -66,25 +67,54 @@ class Delivery:
     token: tuple[int, int, int]  # (connection generation, mid, qos)
 
 
+async def start_embedded_broker(host: str, port: int) -> Any:
+    """An MQTT 3.1.1 broker (amqtt, pure Python) in this process, for the demo and for boards
+    without Mosquitto. It keeps no messages across restarts: Mosquitto is the production
+    broker."""
+    try:
+        from amqtt.broker import Broker  # type: ignore[import-untyped]
+    except ImportError:
+        raise RuntimeError("broker = \"embedded\" needs amqtt: "
+                           "pip install 'cairn[embedded-broker]'") from None
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    broker = Broker({
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "sys_interval": 0,
+        "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+        "topic-check": {"enabled": False},
+    })
+    await broker.start()
+    return broker
+
+
 class MqttIngest:
     """The agent's MQTT connection: subscribes to the routes, hands messages over, acks later."""
 
     def __init__(self, config: EdgeConfig, deliver: Callable[[Delivery], object]) -> None:
         self.config = config
-        self.broker = parse_broker(config.broker)
+        self.broker = parse_broker(config.broker if config.broker != "embedded" else
+                                   f"mqtt://{config.listen[0]}:{config.listen[1]}")
         self.deliver = deliver
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # every route's subscription acknowledged
         self._pending_subs: set[int] = set()
-        self.protocol = (MQTTProtocolVersion.MQTTv311 if config.protocol == "3.1.1"
+        # With the embedded broker (in this process, in memory), acknowledging after the commit
+        # protects nothing: the sensor got its PUBACK from the broker already, and a crash
+        # takes the broker's queue with it. amqtt also sends one QoS 1 message at a time, so
+        # late acks would pace ingest to one message per commit. Acks are immediate there.
+        self.manual_ack = config.broker != "embedded"
+        # the embedded broker (amqtt) speaks 3.1.1 only
+        self.protocol = (MQTTProtocolVersion.MQTTv311
+                         if config.protocol == "3.1.1" or config.broker == "embedded"
                          else MQTTProtocolVersion.MQTTv5)
         self.v5_refused = False
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                        protocol=self.protocol, manual_ack=True,
+                        protocol=self.protocol, manual_ack=self.manual_ack,
                         clean_session=None if self.protocol == MQTTProtocolVersion.MQTTv5
                         else False)
         c.reconnect_delay_set(1, 30)
@@ -111,6 +141,12 @@ class MqttIngest:
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=30,
                                   clean_start=clean, properties=props)
         self.client.loop_start()
+        if self.protocol == MQTTProtocolVersion.MQTTv5 and self.config.protocol == "auto":
+            # some 3.1.1 brokers never answer a version 5 CONNECT (amqtt waits for bytes that
+            # do not come) instead of refusing it: no answer in time, try 3.1.1
+            watchdog = threading.Timer(CONNACK_TIMEOUT, self._no_connack, args=(self.client,))
+            watchdog.daemon = True
+            watchdog.start()
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -141,6 +177,11 @@ class MqttIngest:
         if not self._pending_subs:
             self.subscribed.set()
 
+    def _no_connack(self, client: mqtt.Client) -> None:
+        if client is self.client and not self.connected.is_set() and not self.v5_refused:
+            self.v5_refused = True
+            self._fall_back()
+
     def _fall_back(self) -> None:
         log.info("the broker refused MQTT 5: using 3.1.1")
         self.client.loop_stop()
@@ -160,6 +201,8 @@ class MqttIngest:
 
     def ack(self, tokens: list[Hashable]) -> None:
         """Acknowledge messages of the current connection (older ones come again anyway)."""
+        if not self.manual_ack:
+            return
         for token in tokens:
             assert isinstance(token, tuple)
             gen, mid, qos = (int(x) for x in token)
@@ -211,7 +254,10 @@ class Agent:
         server = asyncio.create_task(serve(
             self.served, self.noise, self.config.listen_host, self.config.listen_port,
             allow=list(self.config.gateways), ready=address.set_result))
+        embedded = None
         try:
+            if self.config.broker == "embedded":
+                embedded = await start_embedded_broker(*self.config.listen)
             self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
             ingest.start()
             # ready once subscribed (messages sent before that would not be kept for us the
@@ -235,6 +281,8 @@ class Agent:
                 await server
             self._commit(ingest)
             ingest.stop()
+            if embedded is not None:
+                await embedded.shutdown()
             self.store.close()
 
     def _commit(self, ingest: MqttIngest) -> None:

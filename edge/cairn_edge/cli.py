@@ -117,8 +117,11 @@ def run(config_path: Path, status_lines: bool) -> None:
 
     cfg = _config(config_path)
     if cfg.broker == "embedded":
-        raise click.ClickException("broker = \"embedded\" is not available yet: run Mosquitto "
-                                   "and point [mqtt].broker at it")
+        try:
+            import amqtt  # type: ignore[import-untyped]  # noqa: F401
+        except ImportError:
+            raise click.ClickException("broker = \"embedded\" needs amqtt: pip install "
+                                       "'cairn[embedded-broker]'") from None
     def said(a: Agent) -> None:
         print(json.dumps(a.status()), flush=True)
 

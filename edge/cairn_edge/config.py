@@ -38,6 +38,7 @@ class EdgeConfig:
     seed_file: Path
     # mqtt
     broker: str = "mqtt://127.0.0.1:1883"
+    listen: tuple[str, int] = ("127.0.0.1", 1883)  # the embedded broker's listener
     client_id: str = "cairn-edge"
     username: str | None = None
     password: str | None = None
@@ -69,7 +70,7 @@ class EdgeConfig:
 _TABLES: dict[str, set[str]] = {
     "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht", "topic",
          "range"},
-    "mqtt": {"broker", "client_id", "username", "password", "tls_ca", "protocol"},
+    "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
     "logs": {"commit_interval", "commit_samples", "sync"},
     "validation": {"time_floor", "max_future", "units"},
     "replication": {"host", "port", "gateways", "advertise"},
@@ -197,6 +198,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
             raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
         return host, int(port)
 
+    listen = hostport(_get(mqtt, "listen", str, "[mqtt]", "127.0.0.1:1883"), "[mqtt].listen")
     boot = tuple(hostport(b, "[dht].bootstrap") for b in
                  _get(dht, "bootstrap", list, "[dht]", []))
     adv = _get(rep, "advertise", str, "[replication]")
@@ -211,6 +213,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         data_dir=path("data_dir", "data"),
         seed_file=path("seed_file", "device.seed"),
         broker=broker,
+        listen=listen,
         client_id=_get(mqtt, "client_id", str, "[mqtt]", "cairn-edge"),
         username=_get(mqtt, "username", str, "[mqtt]"),
         password=_get(mqtt, "password", str, "[mqtt]"),
@@ -253,7 +256,9 @@ seed_file = "device.seed"    # the device's 32-byte primary seed (mode 0600): ev
                              # derives from it. Back it up; never share it.
 
 [mqtt]
-broker = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883, or "embedded"
+broker = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883, or "embedded" (an MQTT 3.1.1
+                                   # broker in this process: pip install 'cairn[embedded-broker]')
+# listen = "127.0.0.1:1883"        # where the embedded broker listens
 client_id = "cairn-edge"           # fixed: the broker keeps our session while we restart
 # username = "edge"
 # password = "secret"

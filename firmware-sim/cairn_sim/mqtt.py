@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 #: MQTT 5 CONNACK reason "Unsupported Protocol Version", and 3.1.1's return code 1.
 _UNSUPPORTED_VERSION = {132, 1}
 SESSION_EXPIRY = 3600  # seconds the broker keeps a device's session (and its QoS 1 queue)
+CONNACK_TIMEOUT = 3.0  # seconds to wait for the broker's answer to CONNECT
 
 
 class Ledger:
@@ -159,6 +160,7 @@ class _Link:
         self.held_offline = False  # a fault keeps the board offline: do not reconnect
         self.attempts = 0
         self.started = False  # connect() was called on this client (later: reconnect())
+        self.connecting_since: float | None = None  # run time of a CONNECT not answered yet
         self.retry_at: float | None = 0.0  # run time of the next connection attempt
         self.pending: dict[int, tuple[int, Outgoing]] = {}  # mid -> (ledger seq, message)
         self.client = self._make_client()
@@ -204,11 +206,15 @@ class _Link:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
+        self.connecting_since = None
         if reason.is_failure:
             if self.protocol == MQTTProtocolVersion.MQTTv5 and reason.value in _UNSUPPORTED_VERSION:
                 self.v5_refused = True
             log.warning("%s: broker refused the connection: %s", self.device, reason)
+            if not self.held_offline and not self.runner.stopping:
+                self._schedule_retry()  # paho may not report the disconnect that follows
             return
+        self.connecting_since = None
         stats = self.runner.stats
         stats.connects += 1
         if self.ever_connected:
@@ -253,6 +259,7 @@ class _Link:
         if self.v5_refused and self.protocol == MQTTProtocolVersion.MQTTv5:
             self._fall_back()
         r = self.runner
+        self.connecting_since = r.now()
         try:
             if self.started:
                 self.client.reconnect()
@@ -299,6 +306,19 @@ class _Link:
             log.warning("%s: publish to %s failed: %s", self.device, m.publish.topic, info.rc)
             return
         self.pending[info.mid] = (seq, m)
+
+    def check_connack(self, now: float) -> None:
+        """No CONNACK in time: an MQTT 3.1.1 broker may choke on a version 5 CONNECT (amqtt waits
+        for bytes that never come) rather than refuse it; try again, falling back to 3.1.1
+        if this connection never worked with 5."""
+        since = self.connecting_since
+        if since is None or self.connected or now - since < CONNACK_TIMEOUT:
+            return
+        self.connecting_since = None
+        if self.protocol == MQTTProtocolVersion.MQTTv5 and not self.ever_connected:
+            self.v5_refused = True
+        self.cut()
+        self._schedule_retry()
 
     def cut(self) -> None:
         """Lose the connection without a DISCONNECT (power or network gone): the will fires."""
@@ -404,6 +424,7 @@ class Runner:
                 if now >= next_misc:
                     for link in self.links.values():
                         link.client.loop_misc()
+                        link.check_connack(now)
                     next_misc = now + 1.0
                 if now >= next_tick:  # once a second: the live view, the ledger on disk
                     if on_tick is not None:

@@ -61,18 +61,21 @@ class EdgeProcess:
     running: ClassVar[list[EdgeProcess]] = []  # killed after each test, whatever happened
 
     def __init__(self, directory: Path, broker: Mosquitto, *, gateways: list[str] | None = None,
-                 commit_interval: float = 0.3, dht: tuple[str, int] | None = None) -> None:
+                 commit_interval: float = 0.3, dht: tuple[str, int] | None = None,
+                 embedded: int | None = None) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "device.seed").exists():
             new_seed(directory / "device.seed")
         self.config = directory / "edge.toml"
+        mqtt_table = (f'[mqtt]\nbroker = "embedded"\nlisten = "127.0.0.1:{embedded}"\n'
+                      if embedded else f'[mqtt]\nbroker = "{broker.url}"\n')
         self.config.write_text(
-            f'data_dir = "data"\nseed_file = "device.seed"\n'
-            f'[mqtt]\nbroker = "{broker.url}"\nclient_id = "edge-under-test"\n'
+            'data_dir = "data"\nseed_file = "device.seed"\n'
+            + mqtt_table + 'client_id = "edge-under-test"\n'
             f"[logs]\ncommit_interval = {commit_interval}\n"
-            f'[validation]\ntime_floor = 1700000000\n'
-            f'[replication]\nhost = "127.0.0.1"\nport = 0\n'
+            '[validation]\ntime_floor = 1700000000\n'
+            '[replication]\nhost = "127.0.0.1"\nport = 0\n'
             f"gateways = {json.dumps(gateways or [])}\n"
             + (f'[dht]\nbootstrap = ["{dht[0]}:{dht[1]}"]\npublish_interval = 0.2\n'
                if dht else ""))
@@ -321,3 +324,27 @@ def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None
     got = stored(edge.dir, edge.seed)
     assert {n: len(v) for n, v in got.items()} == dict(want)
     assert all(len(v) == len(set(v)) for v in got.values())
+
+
+def test_the_embedded_broker_needs_no_mosquitto(broker: Mosquitto, tmp_path: Path) -> None:
+    """broker = "embedded": the agent runs an MQTT 3.1.1 broker itself; the simulator (its MQTT 5
+    CONNECT unanswered, 3.1.1 used after 3 s) publishes to it, and the agent stores it all."""
+    from cairn_sim.mosquitto import free_port
+
+    port = free_port()
+    edge = EdgeProcess(tmp_path / "edge", broker, embedded=port)
+    edge.start()
+    fleet = Fleet(devices=2, sensors=3, rate=2.0, seed=4, start_time=time.time(),
+                  formats=["senml", "tasmota"])
+    book = Ledger(tmp_path / "ledger.jsonl")
+    stats = Runner(fleet, parse_broker(f"mqtt://127.0.0.1:{port}"), ledger=book).run(6.0)
+    book.close()
+    assert stats.fallbacks == 2 and stats.acked == stats.sent
+    messages, _ = Ledger.read(tmp_path / "ledger.jsonl")
+    # Tasmota states whole seconds: two readings at 2 Hz with one time and one value are one
+    # sample (the store cannot tell them from a redelivery)
+    want = {(name, t, v) for m in routed(messages) for name, _u, t, v in m["samples"]}
+    edge.until(lambda s: s.get("samples", 0) >= len(want))
+    edge.stop()
+    got = stored(edge.dir, edge.seed)
+    assert {(n, t, v) for n, items in got.items() for t, v in items} == want

@@ -68,7 +68,7 @@ def test_the_edge_extra_never_pulls_in_gateway_packages() -> None:
 
 def test_the_dev_extra_installs_every_other_extra() -> None:
     dev = _closure(DIST, frozenset({"dev"}))
-    for extra in ("edge", "gateway", "sim"):
+    for extra in ("edge", "gateway", "sim", "embedded-broker"):
         assert _extra_only(extra) <= dev, extra
 
 
