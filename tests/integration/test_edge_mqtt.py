@@ -239,7 +239,8 @@ def test_kill_9_loses_and_duplicates_nothing(broker: Mosquitto, tmp_path: Path) 
         got = stored(edge.dir, edge.seed)
         return all(len(got.get(name, [])) >= len(v) for name, v in want.items())
 
-    edge.until(complete)
+    if not complete({}):  # (the agents before may have stored it all already)
+        edge.until(complete)
     edge.stop()
     got = stored(edge.dir, edge.seed)
     assert kills >= 20
@@ -319,7 +320,8 @@ def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None
         got = stored(edge.dir, edge.seed)
         return all(len(got.get(n, [])) >= c for n, c in want.items())
 
-    edge.until(complete)
+    if not complete({}):
+        edge.until(complete)
     edge.stop()
     got = stored(edge.dir, edge.seed)
     assert {n: len(v) for n, v in got.items()} == dict(want)
