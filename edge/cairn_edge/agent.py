@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import ssl
 import threading
 import time
@@ -255,7 +256,16 @@ class Agent:
             self.served, self.noise, self.config.listen_host, self.config.listen_port,
             allow=list(self.config.gateways), ready=address.set_result))
         embedded = None
+        metrics_server = None
         try:
+            if self.config.metrics is not None:
+                from prometheus_client import start_http_server
+
+                from cairn_edge.metrics import registry_for
+
+                metrics_server, _ = start_http_server(
+                    self.config.metrics[1], self.config.metrics[0],
+                    registry=registry_for(self.status))
             if self.config.broker == "embedded":
                 embedded = await start_embedded_broker(*self.config.listen)
             self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
@@ -283,6 +293,8 @@ class Agent:
             ingest.stop()
             if embedded is not None:
                 await embedded.shutdown()
+            if metrics_server is not None:
+                metrics_server.shutdown()
             self.store.close()
 
     def _commit(self, ingest: MqttIngest) -> None:
@@ -366,12 +378,22 @@ class Agent:
                 log.warning("could not publish the DHT record (seq %d): %s", seq, exc)
             await asyncio.sleep(self.config.publish_interval)  # at most this often
 
+    def disk_bytes(self) -> int:
+        total = 0
+        for root in (self.config.data_dir, self.config.data_dir / "logs"):
+            with contextlib.suppress(OSError), os.scandir(root) as entries:
+                for e in entries:
+                    if e.is_file(follow_symlinks=False):
+                        total += e.stat().st_size
+        return total
+
     def status(self) -> dict[str, Any]:
         st = self.pipeline.stats
         return {
             "messages": st.messages,
             "samples": st.accepted,
             "rejected": dict(st.rejected),
+            "disk_bytes": self.disk_bytes(),
             "late": st.late,
             "duplicates": st.duplicates,
             "ignored": st.ignored,

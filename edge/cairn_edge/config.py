@@ -65,16 +65,19 @@ class EdgeConfig:
     publish_interval: float = 1.0
     fleet: str = "default"
     public: bool = False
+    # health
+    metrics: tuple[str, int] | None = None
 
 
 _TABLES: dict[str, set[str]] = {
-    "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht", "topic",
-         "range"},
+    "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht",
+         "health", "topic", "range"},
     "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
     "logs": {"commit_interval", "commit_samples", "sync"},
     "validation": {"time_floor", "max_future", "units"},
     "replication": {"host", "port", "gateways", "advertise"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public"},
+    "health": {"metrics"},
     "topic": {"filter", "format", "device_level"},
     "range": {"pattern", "min", "max"},
 }
@@ -123,7 +126,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     _check_keys(source, doc, _TABLES[""])
     tables = {}
-    for name in ("mqtt", "logs", "validation", "replication", "dht"):
+    for name in ("mqtt", "logs", "validation", "replication", "dht", "health"):
         t = doc.get(name, {})
         if not isinstance(t, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
@@ -134,8 +137,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         p = Path(_get(doc, key, str, source, default))
         return p if p.is_absolute() else base / p
 
-    mqtt, logs, val, rep, dht = (tables[k] for k in
-                                 ("mqtt", "logs", "validation", "replication", "dht"))
+    mqtt, logs, val, rep, dht, health = (
+        tables[k] for k in ("mqtt", "logs", "validation", "replication", "dht", "health"))
     protocol = _get(mqtt, "protocol", str, "[mqtt]", "auto")
     if protocol not in ("auto", "5", "3.1.1"):
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
@@ -202,6 +205,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     boot = tuple(hostport(b, "[dht].bootstrap") for b in
                  _get(dht, "bootstrap", list, "[dht]", []))
     adv = _get(rep, "advertise", str, "[replication]")
+    metrics = _get(health, "metrics", str, "[health]")
     fleet = _get(dht, "fleet", str, "[dht]", "default")
     if not fleet or len(fleet) > 64:
         raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
@@ -236,6 +240,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         publish_interval=_num(dht, "publish_interval", "[dht]", 1.0, 0.1, 86400),
         fleet=fleet,
         public=_get(dht, "public", bool, "[dht]", False),
+        metrics=hostport(metrics, "[health].metrics") if metrics else None,
     )
 
 
@@ -287,6 +292,9 @@ persistent = false           # true: also serve as a DHT routing node (needs a r
 publish_interval = 1.0       # seconds between record updates at most
 fleet = "default"            # we announce ourselves on this fleet's topic
 public = false               # true: stream keys in clear in the record (anyone may replicate)
+
+[health]
+# metrics = "127.0.0.1:9108"  # serve Prometheus metrics at http://HOST:PORT/metrics
 
 # Topics: without any [[topic]], the usual ones are read (senml/+/+, tele/+/SENSOR,
 # +/sensor/+/state, homie/5/+/+/+).

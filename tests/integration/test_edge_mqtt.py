@@ -62,7 +62,7 @@ class EdgeProcess:
 
     def __init__(self, directory: Path, broker: Mosquitto, *, gateways: list[str] | None = None,
                  commit_interval: float = 0.3, dht: tuple[str, int] | None = None,
-                 embedded: int | None = None) -> None:
+                 embedded: int | None = None, metrics: int | None = None) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "device.seed").exists():
@@ -78,7 +78,8 @@ class EdgeProcess:
             '[replication]\nhost = "127.0.0.1"\nport = 0\n'
             f"gateways = {json.dumps(gateways or [])}\n"
             + (f'[dht]\nbootstrap = ["{dht[0]}:{dht[1]}"]\npublish_interval = 0.2\n'
-               if dht else ""))
+               if dht else "")
+            + (f'[health]\nmetrics = "127.0.0.1:{metrics}"\n' if metrics else ""))
         self.proc: subprocess.Popen[str] | None = None
         self.log: Any = None
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -350,3 +351,37 @@ def test_the_embedded_broker_needs_no_mosquitto(broker: Mosquitto, tmp_path: Pat
     edge.stop()
     got = stored(edge.dir, edge.seed)
     assert {(n, t, v) for n, items in got.items() for t, v in items} == want
+
+
+def test_prometheus_metrics_say_what_status_says(broker: Mosquitto, tmp_path: Path) -> None:
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from cairn_sim.mosquitto import free_port
+
+    port = free_port()
+    edge = EdgeProcess(tmp_path / "edge", broker, metrics=port)
+    edge.start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-pub")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    t0 = time.time()
+    for k in range(3):
+        pub.publish("senml/board-5/temperature", json.dumps(
+            [{"bn": "board-5/temperature", "bt": t0 + k, "bu": "Cel", "v": 20 + k}]), qos=1
+        ).wait_for_publish(WAIT)
+    pub.publish("senml/board-5/temperature", b"not json", qos=1).wait_for_publish(WAIT)
+    pub.disconnect()
+    pub.loop_stop()
+    line = edge.until(lambda s: s.get("samples", 0) >= 3 and s["rejected"])
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WAIT) as r:
+        text = r.read().decode()
+    edge.stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert samples[("cairn_edge_samples_total", ())] == line["samples"] == 3
+    assert samples[("cairn_edge_rejected_total", (("reason", "bad-json"),))] == 1
+    assert samples[("cairn_edge_log_length", (("stream", "board-5/temperature"),))] >= 1
+    assert samples[("cairn_edge_broker_connected", ())] == 1
+    assert samples[("cairn_edge_disk_bytes", ())] > 0
