@@ -431,6 +431,22 @@ class Log:
         self._contiguous = min(self._contiguous, start)
         return dropped
 
+    def held_ranges(self) -> list[tuple[int, int]]:
+        """The runs of blocks whose data this log holds, as (start, end) pairs, in order."""
+        out: list[tuple[int, int]] = []
+        for start, count in self._storage.block_ranges():
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], start + count)
+            else:
+                out.append((start, start + count))
+        return out
+
+    def disk_bytes(self) -> int:
+        """Bytes of the log's database in use: its pages less those SQLite keeps free for reuse
+        (cleared data frees pages; the file does not shrink). The WAL beside it is not counted
+        (at most 1 MiB after each checkpoint)."""
+        return self._storage.used_bytes()
+
     # -- proofs ------------------------------------------------------------------------------------
 
     def proof(self, request: Request) -> Data:

@@ -261,6 +261,8 @@ class LogStorage:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             self.db.execute("PRAGMA cache_size=-8000")
+            # after a checkpoint the WAL file is cut back to 1 MiB (it does not keep its peak)
+            self.db.execute("PRAGMA journal_size_limit=1048576")
             if create:
                 self.db.executescript(_SCHEMA)
         except _DB_ERRORS as exc:
@@ -508,6 +510,13 @@ class LogStorage:
                 yield self._decode(row)
         except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
+
+    def used_bytes(self) -> int:
+        rows = self._rows("SELECT * FROM pragma_page_count(), pragma_freelist_count(), "
+                          "pragma_page_size()")
+        pages, free, size = rows[0]
+        assert isinstance(pages, int) and isinstance(free, int) and isinstance(size, int)
+        return (pages - free) * size
 
     def block_ranges(self) -> list[tuple[int, int]]:
         rows = self._rows("SELECT start, count FROM segments ORDER BY start")

@@ -47,6 +47,7 @@ FLOOR_MARGIN = 86_400.0  # the persisted time floor trails the last start by a d
 SESSION_EXPIRY = 7 * 86_400  # the broker keeps our session (and queues QoS 1) for a week
 CONNACK_TIMEOUT = 5.0  # seconds to wait for the broker's answer to a version 5 CONNECT
 ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records live ~20 min)
+QUOTA_EVERY = 10  # commits between disk quota checks
 
 
 def record_key_pair(seed: bytes) -> KeyPair:
@@ -233,6 +234,8 @@ class Agent:
         self.dht: DHT | None = None
         self.published: DeviceRecord | None = None
         self.publishes = 0
+        self.cleared = 0  # blocks whose data the disk quota cleared
+        self._commits = 0
         self._dirty = asyncio.Event()
 
     def _floor(self) -> float:
@@ -304,6 +307,13 @@ class Agent:
             if name not in before:
                 self.served.append(lg)  # a new stream: serve it too
         ingest.ack(tokens)
+        self._commits += 1
+        if self.config.max_disk and self._commits % QUOTA_EVERY == 0:
+            for name, start, end in self.store.enforce_quota(self.config.max_disk):
+                self.cleared += end - start
+                log.warning("disk quota of %d MB reached: cleared blocks %d..%d of %s "
+                            "(the oldest data goes first)", self.config.max_disk // 1_000_000,
+                            start, end - 1, name)
         if self.pipeline.latest:
             self._dirty.set()
         if self.on_commit is not None:
@@ -404,4 +414,5 @@ class Agent:
             "noise_key": self.noise.public_key.hex(),
             "record_key": self.record_keys.public_key.hex(),
             "dht_publishes": self.publishes,
+            "cleared_blocks": self.cleared,
         }

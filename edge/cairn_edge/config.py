@@ -49,6 +49,7 @@ class EdgeConfig:
     commit_interval: float = 1.0
     commit_samples: int = 10_000
     sync: str = "normal"
+    max_disk: int = 0  # bytes the stream logs may use (0: no limit)
     # validation
     time_floor: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
     max_future: float = 300.0
@@ -73,7 +74,7 @@ _TABLES: dict[str, set[str]] = {
     "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht",
          "health", "topic", "range"},
     "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
-    "logs": {"commit_interval", "commit_samples", "sync"},
+    "logs": {"commit_interval", "commit_samples", "sync", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
     "replication": {"host", "port", "gateways", "advertise"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public"},
@@ -227,6 +228,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
         commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
         sync=sync,
+        max_disk=int(_num(logs, "max_disk_mb", "[logs]", 0, 0, 10_000_000) * 1_000_000),
         time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
         max_future=_num(val, "max_future", "[validation]", 300.0, 0, 1e9),
         units_extra=tuple(units),
@@ -274,6 +276,8 @@ protocol = "auto"                  # MQTT 5, falling back to 3.1.1
 commit_interval = 1.0        # seconds between group commits (one signature per stream each)
 commit_samples = 10000       # ...or sooner, after this many samples
 sync = "normal"              # "full": fsync every commit (survives power loss, slower)
+max_disk_mb = 0              # a quota for the logs: past it, the oldest block data is cleared
+                             # (tree nodes stay, so logs still verify); 0 = no quota
 
 [validation]
 time_floor = 1577836800      # 2020-01-01: no sample before this (also: not before our last run)

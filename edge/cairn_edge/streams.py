@@ -158,6 +158,37 @@ class StreamStore:
             self._append(name, samples, result, late=True)
         return result
 
+    def disk_bytes(self) -> int:
+        return sum(lg.disk_bytes() for lg in self.logs.values())
+
+    def enforce_quota(self, limit: int) -> list[tuple[str, int, int]]:
+        """Clear the oldest block data (by sample time, any stream) until the logs use at most
+        ``limit`` bytes; tree nodes stay, so every log still verifies. Each stream keeps its
+        newest block. Returns what was cleared: (stream, start, end)."""
+        cleared: list[tuple[str, int, int]] = []
+        used = self.disk_bytes()
+        while used > limit:
+            oldest: tuple[float, str, int, int] | None = None
+            for name, lg in self.logs.items():
+                ranges = lg.held_ranges()
+                if not ranges:
+                    continue
+                first = ranges[0][0]
+                if first >= lg.length - 1:
+                    continue  # only the newest block is left
+                t = frame_at(lg, first).start
+                if oldest is None or t < oldest[0]:
+                    held = sum(e - s for s, e in ranges)
+                    chunk = max(1, min(held // 10, ranges[0][1] - first, lg.length - 1 - first))
+                    oldest = (t, name, first, first + chunk)
+            if oldest is None:
+                break  # nothing left to clear
+            _, name, start, end = oldest
+            self.logs[name].clear(start, end)
+            cleared.append((name, start, end))
+            used = self.disk_bytes()
+        return cleared
+
     def _recent(self, name: str, since: float, most: int = RECENT_FRAMES) -> set[tuple[float,
                                                                                        object]]:
         """(time, value) of the samples in a stream's last frames that reach ``since``."""

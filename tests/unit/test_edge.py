@@ -343,3 +343,21 @@ def test_pipeline_counts_every_fault_of_a_simulated_fleet(store: StreamStore) ->
         assert len(got) == len(set(got)) == len(values), name  # once each, duplicates dropped
         assert [t for t, _ in got] == [t for t, _ in sorted(values)]
         assert [v for _, v in got] == pytest.approx([v for _, v in sorted(values)], rel=1e-12)
+
+
+def test_the_disk_quota_clears_the_oldest_data_first(store: StreamStore) -> None:
+    for k in range(40):
+        store.commit({"b/old": samples("b/old", [T0 + k]),
+                      "b/new": samples("b/new", [T0 + 1000 + k])})
+    before = store.disk_bytes()
+    # a quota a little under what is used: some data must go, the oldest first
+    cleared = store.enforce_quota(before - 1)
+    assert cleared and cleared[0][0] == "b/old" and cleared[0][1] == 0
+    assert store.disk_bytes() <= before - 1
+    assert store.logs["b/new"].held_ranges() == [(0, 40)]  # the newer stream is untouched
+    for name, lg in store.logs.items():
+        assert lg.verify_all().blocks == sum(e - s for s, e in lg.held_ranges()), name
+        assert lg.has(lg.length - 1)  # the newest block stays
+    # a quota nothing can meet: everything but each stream's newest block is cleared
+    store.enforce_quota(0)
+    assert [lg.held_ranges() for lg in store.logs.values()] == [[(39, 40)], [(39, 40)]]
