@@ -108,6 +108,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/replication.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/gateway.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+"""The gateway's sample store: exactly once, rollups kept at ingest, queries, retention."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.frames import Frame, Sample
+from cairn_gateway.store import Store, StoreError
+
+T0 = 1_764_000_000.0  # on a whole hour
+KEY = bytes(range(32))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "gw.db")
+    yield s
+    s.close()
+
+
+def frames(name: str, times: list[float], value: float = 0.0) -> list[Frame]:
+    return [Frame((Sample(name, "Cel", t, value + t - T0),)) for t in times]
+
+
+def stream(store: Store, name: str = "board-1/temperature", key: bytes = KEY) -> int:
+    dev = store.device(b"d" * 32, "board-1", T0)
+    return store.stream(dev, name, key, "Cel")
+
+
+def test_blocks_are_stored_exactly_once(store: Store, tmp_path: Path) -> None:
+    sid = stream(store)
+    blocks = [(i, 0, f) for i, f in enumerate(frames("board-1/temperature",
+                                                      [T0 + k for k in range(120)]))]
+    assert store.ingest(sid, blocks[:70]) == 70
+    assert store.ingest(sid, blocks[50:]) == 50  # a re-download overlapping what is stored
+    assert store.ingest(sid, blocks) == 0  # everything again
+    other = Store(tmp_path / "gw.db")  # a second gateway process on the same store
+    try:
+        assert other.ingest(sid, blocks[:10]) == 0
+    finally:
+        other.close()
+    got = store.samples(sid, T0, T0 + 1000)
+    assert [t for t, *_ in got] == [T0 + k for k in range(120)]
+    assert [(b, f) for _, _, b, f in got] == [(k, 0) for k in range(120)]  # provenance
+    minute = store.rollup(sid, T0, T0 + 120, 60)
+    assert [(r.bucket, r.n) for r in minute] == [(int(T0), 60), (int(T0) + 60, 60)]
+    assert minute[0].lo == 0.0 and minute[0].hi == 59.0 and minute[0].mean == 29.5
+
+
+def test_rollups_count_each_sample_once_whatever_the_order(store: Store) -> None:
+    sid = stream(store)
+    rng = random.Random(4)
+    times = [T0 + k * 0.5 for k in range(7200)]  # an hour at 2 Hz
+    blocks = [(i, 0, f) for i, f in enumerate(frames("board-1/temperature", times))]
+    order = blocks[:]
+    rng.shuffle(order)
+    for k in range(0, len(order), 97):  # in random chunks, some twice
+        store.ingest(sid, order[k:k + 97])
+        if k % 3 == 0:
+            store.ingest(sid, order[max(0, k - 50):k + 20])
+    hour = store.rollup(sid, T0, T0 + 3600, 3600)
+    assert [(r.n, r.lo, r.hi) for r in hour] == [(7200, 0.0, 3599.5)]
+    five = store.rollup(sid, T0, T0 + 3600, 300)
+    assert len(five) == 12 and all(r.n == 600 for r in five)
+    assert sum(r.mean * r.n for r in five) == pytest.approx(sum(t - T0 for t in times))
+
+
+def test_streams_and_devices(store: Store) -> None:
+    sid = stream(store)
+    assert stream(store) == sid  # idempotent
+    dev2 = store.device(b"e" * 32, "board-2", T0)
+    with pytest.raises(StoreError, match="already stream"):
+        store.stream(dev2, "board-2/temperature", KEY)
+    store.mark_fork(sid, "two signatures for length 7")
+    with pytest.raises(StoreError, match="stopped: fork: two signatures"):
+        store.ingest(sid, [(0, 0, frames("board-1/temperature", [T0])[0])])
+    assert store.samples(sid, 0, 2e9) == []
+
+
+def test_text_and_boolean_values(store: Store) -> None:
+    sid = stream(store)
+    f = Frame((Sample("board-1/state", None, T0, "open"), Sample("board-1/state", None,
+                                                                    T0 + 1, True)))
+    assert store.ingest(sid, [(0, 0, f)]) == 2
+    assert [v for _, v, _, _ in store.samples(sid, T0, T0 + 2)] == ["open", 1.0]
+
+
+def test_retention(store: Store) -> None:
+    sid = stream(store)
+    store.ingest(sid, [(i, 0, f) for i, f in enumerate(
+        frames("board-1/temperature", [T0 + k * 60 for k in range(100)]))])
+    assert store.prune(T0 + 50 * 60) == 50
+    assert len(store.samples(sid, 0, 2e9)) == 50
+    assert store.rollup(sid, 0, 2e9, 60)[0].bucket == int(T0) + 50 * 60
+
+
+def test_bad_step(store: Store) -> None:
+    with pytest.raises(ValueError, match="multiple of 60"):
+        store.rollup(1, 0, 1, 45)
