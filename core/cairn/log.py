@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -53,7 +52,7 @@ from cairn.merkle import (
 )
 from cairn.messages import Data, DataBlock, Node, Request, encode_data
 from cairn.storage import NODE_STRUCT as _NODE
-from cairn.storage import Head, LogStorage, Meta, SyncMode
+from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
 
 __all__ = ["Applied", "Log", "VerifyReport", "range_proof_nodes", "verify_range"]
@@ -123,13 +122,61 @@ class Log:
         return cls._init(path, Meta(key, None, None, None, False, False), sync)
 
     @classmethod
+    def create_in(cls, shared: SharedDB, name: str, key_pair: KeyPair, *,
+                  compat: bool = False) -> Log:
+        """A new writable log named ``name`` inside a shared database (see
+        :class:`cairn.storage.SharedDB`: many logs, one file, one transaction per commit)."""
+        if key_pair.secret_key is None:
+            raise ValueError("a writable log needs a secret key")
+        manifest = None if compat else Manifest(key_pair.public_key).encode()
+        key = key_pair.public_key if compat else manifest_hash(Manifest(key_pair.public_key))
+        meta = Meta(key, key_pair.public_key, key_pair.secret_key, manifest, compat, False)
+        storage = LogStorage(shared.path, create=True, shared=shared, name=name)
+        return cls._init_storage(storage, meta)
+
+    @classmethod
+    def replica_in(cls, shared: SharedDB, name: str, key: bytes) -> Log:
+        """A new read-only sparse replica named ``name`` inside a shared database."""
+        if len(key) != 32:
+            raise ValueError(f"a log key is 32 bytes, got {len(key)}")
+        storage = LogStorage(shared.path, create=True, shared=shared, name=name)
+        return cls._init_storage(storage, Meta(key, None, None, None, False, False))
+
+    @classmethod
+    def open_in(cls, shared: SharedDB, name: str) -> Log:
+        """Open the log named ``name`` of a shared database."""
+        storage = LogStorage(shared.path, create=False, shared=shared, name=name)
+        try:
+            lg = cls(storage, storage.read_meta(), storage.read_head())
+        except BaseException:
+            storage.close()
+            raise
+        shared.on_rollback.append(lg.reload)
+        return lg
+
+    def reload(self) -> None:
+        """Read the log's state from its storage again (after a shared transaction it took
+        part in was rolled back)."""
+        self._meta = self._storage.read_meta()
+        self._head = self._storage.read_head()
+        self._roots = root_nodes(self._storage, self._head.length) if self._head.length else []
+        self._restore((self._head, self._meta, self._roots, 0))
+        self._contiguous = self._bitfield.first_unset(0)
+
+    @classmethod
     def _init(cls, path: str | os.PathLike[str], meta: Meta, sync: SyncMode) -> Log:
-        storage = LogStorage(path, create=True, sync=sync)
+        return cls._init_storage(LogStorage(path, create=True, sync=sync), meta)
+
+    @classmethod
+    def _init_storage(cls, storage: LogStorage, meta: Meta) -> Log:
         head = Head(0, 0, 0, _EMPTY_TREE, None)
         with storage.transaction() as db:
             storage.put_meta(db, meta)
             storage.put_head(db, head)
-        return cls(storage, meta, head)
+        lg = cls(storage, meta, head)
+        if storage.shared is not None:
+            storage.shared.on_rollback.append(lg.reload)
+        return lg
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, sync: SyncMode = "normal") -> Log:
@@ -399,7 +446,7 @@ class Log:
         self._bitfield.set_range(length, max(head.length, length), False)
         self._contiguous = min(self._contiguous, length)
 
-    def _delete_from(self, db: sqlite3.Connection, length: int, old_length: int) -> None:
+    def _delete_from(self, db: Conn, length: int, old_length: int) -> None:
         """Remove blocks and nodes that reach block ``length`` or beyond."""
         head = 2 * length
         self._storage.split_out(db, length, 1 << 62, keep_leaves=False)

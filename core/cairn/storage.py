@@ -34,10 +34,12 @@ from cairn.messages import Node
 __all__ = [
     "FORMAT",
     "NODE_STRUCT",
+    "Conn",
     "Head",
     "LogStorage",
     "Meta",
     "Segment",
+    "SharedDB",
     "SyncMode",
     "pack_nodes",
 ]
@@ -50,7 +52,7 @@ NODE_STRUCT = _NODE = struct.Struct("<QQ32s")  # a packed tree node: index, size
 _DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
+CREATE TABLE IF NOT EXISTS {meta} (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     format INTEGER NOT NULL,
     key BLOB NOT NULL,
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS meta (
     compat INTEGER NOT NULL,
     frozen INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS head (
+CREATE TABLE IF NOT EXISTS {head} (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     fork INTEGER NOT NULL,
     length INTEGER NOT NULL,
@@ -68,7 +70,7 @@ CREATE TABLE IF NOT EXISTS head (
     tree_hash BLOB NOT NULL,
     signature BLOB
 );
-CREATE TABLE IF NOT EXISTS segments (
+CREATE TABLE IF NOT EXISTS {segments} (
     start INTEGER PRIMARY KEY,
     count INTEGER NOT NULL,
     sizes BLOB NOT NULL,
@@ -76,10 +78,10 @@ CREATE TABLE IF NOT EXISTS segments (
     data BLOB NOT NULL,
     nodes BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nodes (
+CREATE TABLE IF NOT EXISTS {nodes} (
     idx INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS evidence (
+CREATE TABLE IF NOT EXISTS {evidence} (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
@@ -233,14 +235,159 @@ class _SegmentPool:
 _POOL = _SegmentPool()
 
 
-class LogStorage:
-    def __init__(self, path: str | os.PathLike[str], *, create: bool, sync: SyncMode = "normal"):
+class Conn:
+    """A connection as one log sees it: its table names (``{segments}``...) resolved to the
+    log's own tables (``segments`` in a file of its own, ``l7_segments`` in a shared one)."""
+
+    __slots__ = ("_names", "_sql", "raw")
+
+    def __init__(self, raw: sqlite3.Connection, prefix: str = "") -> None:
+        self.raw = raw
+        self._names = {n: prefix + n for n in ("meta", "head", "segments", "nodes", "evidence")}
+        self._sql: dict[str, str] = {}
+
+    def q(self, sql: str) -> str:
+        out = self._sql.get(sql)
+        if out is None:
+            out = self._sql[sql] = sql.format_map(self._names)
+        return out
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
+        return self.raw.execute(self.q(sql), args)
+
+    def executemany(self, sql: str, args: Iterable[Sequence[object]]) -> sqlite3.Cursor:
+        return self.raw.executemany(self.q(sql), args)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        return self.raw.executescript(self.q(sql))
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    @property
+    def total_changes(self) -> int:
+        return self.raw.total_changes
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class SharedDB:
+    """Many logs in one SQLite file: one connection, and one transaction for a commit that
+    appends to several of them (an edge writes all its streams' frames of a tick at once).
+
+    Each log has its own tables, named by its number in the ``logs`` table. Use
+    :meth:`transaction` around appends to several logs; :class:`cairn.log.Log` joins it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "normal") -> None:
         self.path = Path(path)
-        exists = self.path.exists()
-        if create and exists and self.path.stat().st_size > 0:
-            raise FileExistsError(f"{self.path} already exists")
-        if not create and not exists:
-            raise FileNotFoundError(f"no log at {self.path}")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            _check_header(self.path)
+        try:
+            self.raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.raw.execute("PRAGMA journal_mode=WAL")
+            self.raw.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self.raw.execute("PRAGMA cache_size=-8000")
+            self.raw.execute("PRAGMA journal_size_limit=4194304")
+            self.raw.execute("CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, "
+                             "name TEXT NOT NULL UNIQUE)")
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: not a readable Cairn database ({exc})") from exc
+        self.members: list[LogStorage] = []
+        self.on_rollback: list[Callable[[], None]] = []  # callers' in-memory state to reload
+
+    def prefix(self, name: str, create: bool) -> str:
+        row = self.raw.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            if not create:
+                raise FileNotFoundError(f"no log {name!r} in {self.path}")
+            row = (self.raw.execute("INSERT INTO logs (name) VALUES (?)", (name,)).lastrowid,)
+        elif create and self.raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = ?", (f"l{row[0]}_head",)).fetchone():
+            raise FileExistsError(f"log {name!r} already exists in {self.path}")
+        return f"l{row[0]}_"
+
+    def names(self) -> list[str]:
+        return [str(r[0]) for r in self.raw.execute("SELECT name FROM logs ORDER BY id")]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for everything the logs of this file do inside it."""
+        raw = self.raw
+        if raw.in_transaction:
+            yield raw
+            return
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        try:
+            yield raw
+        except BaseException:
+            self._rolled_back()
+            raise
+        try:
+            for m in self.members:
+                m._flush_pending(m.db)
+            raw.execute("COMMIT")
+        except _DB_ERRORS as exc:
+            self._rolled_back()
+            raise StorageError(f"{self.path}: {exc}") from exc
+        for m in self.members:
+            m._settle()
+
+    def _rolled_back(self) -> None:
+        if self.raw.in_transaction:
+            self.raw.execute("ROLLBACK")
+        for m in self.members:
+            m._drop_pending()
+            m._invalidate()
+        for reload in list(self.on_rollback):
+            try:
+                reload()
+            except (StorageError, *_DB_ERRORS):
+                self.on_rollback.remove(reload)  # a log made in the rolled-back transaction
+
+    def used_bytes(self) -> int:
+        pages, free, size = self.raw.execute(
+            "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+        ).fetchone()
+        return int((pages - free) * size)
+
+    def close(self) -> None:
+        for m in list(self.members):
+            m.close()
+        self.raw.close()
+
+
+def _check_header(path: Path) -> None:
+    """Catch a truncated or foreign file before anything is read from it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StorageError(f"{path}: not an SQLite database (bad header)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if pages and size < pages * page_size:
+        raise StorageError(
+            f"{path}: file is truncated ({size} bytes, header says {pages * page_size})"
+        )
+
+
+class LogStorage:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool, sync: SyncMode = "normal",
+                 shared: SharedDB | None = None, name: str | None = None):
+        self.path = Path(path)
+        if shared is None:
+            exists = self.path.exists()
+            if create and exists and self.path.stat().st_size > 0:
+                raise FileExistsError(f"{self.path} already exists")
+            if not create and not exists:
+                raise FileNotFoundError(f"no log at {self.path}")
         self._cache: Segment | None = None  # the segment read last
         self._segs: dict[int, Segment] = {}  # more, by start, kept in the process's _POOL
         self._seg_starts: list[int] = []  # the keys of _segs, sorted
@@ -254,8 +401,27 @@ class LogStorage:
         self.holds: Callable[[int], bool] | None = None
         self._node_cache: dict[int, Node] = {}  # nodes read
         self._absent: set[int] = set()  # nodes looked for and not held (until one is written)
+        self.shared = shared
+        if shared is not None:
+            if name is None:
+                raise ValueError("a log in a shared database needs a name")
+            try:
+                self.db = Conn(shared.raw, shared.prefix(name, create))
+                if create:
+                    # one statement at a time: executescript would COMMIT a transaction the
+                    # caller has open (a log made during an edge's commit)
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                else:
+                    self._check_tables()
+            except _DB_ERRORS as exc:
+                raise StorageError(f"{self.path}: log {name!r} is not readable ({exc})") from exc
+            shared.members.append(self)
+            return
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db = Conn(sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False))
             if not create:
                 self._check_file()
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -270,23 +436,17 @@ class LogStorage:
 
     def _check_file(self) -> None:
         """Catch a truncated or foreign file before anything is read from it."""
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
-            header = f.read(100)
-        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-            raise StorageError(f"{self.path}: not an SQLite database (bad header)")
-        page_size = int.from_bytes(header[16:18], "big")
-        page_size = 65536 if page_size == 1 else page_size
-        pages = int.from_bytes(header[28:32], "big")
-        if pages and size < pages * page_size:
-            raise StorageError(
-                f"{self.path}: file is truncated ({size} bytes, header says {pages * page_size})"
-            )
+        _check_header(self.path)
+        self._check_tables()
+
+    def _check_tables(self) -> None:
         try:
-            rows = self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            rows = self.db.raw.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: schema is damaged ({exc})") from exc
-        missing = _TABLES - {r[0] for r in rows}
+        wanted = {self.db.q("{" + t + "}") for t in _TABLES}
+        missing = wanted - {r[0] for r in rows}
         if missing:
             raise StorageError(
                 f"{self.path}: not a Cairn log (missing {', '.join(sorted(missing))})"
@@ -294,14 +454,22 @@ class LogStorage:
 
     def close(self) -> None:
         self._invalidate()
-        self.db.close()
+        if self.shared is None:
+            self.db.close()
+        elif self in self.shared.members:
+            self.shared.members.remove(self)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested calls join the outer one."""
+    def transaction(self) -> Iterator[Conn]:
+        """One write transaction; nested calls join the outer one (and so do the logs of a
+        shared database inside :meth:`SharedDB.transaction`)."""
         db = self.db
         if db.in_transaction:
             yield db
+            return
+        if self.shared is not None:
+            with self.shared.transaction():
+                yield db
             return
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -333,11 +501,12 @@ class LogStorage:
         self._pending_blocks.clear()
         self._pending_nodes.clear()
 
-    def _flush_pending(self, db: sqlite3.Connection) -> None:
+    def _flush_pending(self, db: Conn) -> None:
         """Write what put_segment / put_nodes kept back: runs of consecutive blocks as one row."""
         if self._pending_nodes:
             nodes, self._pending_nodes = self._pending_nodes, []
-            db.executemany("INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes)
+            db.executemany("INSERT OR REPLACE INTO {nodes} (idx, size, hash) VALUES (?, ?, ?)",
+                           nodes)
         if not self._pending_blocks:
             return
         blocks, self._pending_blocks = sorted(self._pending_blocks), []
@@ -358,7 +527,7 @@ class LogStorage:
             ))
             k = j
         db.executemany(
-            "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
+            "INSERT INTO {segments} (start, count, sizes, hashes, data, nodes) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
@@ -387,7 +556,7 @@ class LogStorage:
     def read_meta(self) -> Meta:
         row = self._row(
             "SELECT format, key, public_key, secret_key, manifest, compat, frozen "
-            "FROM meta WHERE id = 1"
+            "FROM {meta} WHERE id = 1"
         )
         if row is None:
             raise StorageError(f"{self.path}: log metadata is missing")
@@ -407,7 +576,7 @@ class LogStorage:
 
     def read_head(self) -> Head:
         row = self._row(
-            "SELECT fork, length, byte_length, tree_hash, signature FROM head WHERE id = 1"
+            "SELECT fork, length, byte_length, tree_hash, signature FROM {head} WHERE id = 1"
         )
         if row is None:
             raise StorageError(f"{self.path}: log head is missing")
@@ -469,7 +638,7 @@ class LogStorage:
         if holds is not None and not holds(i):
             return None  # not held, or written in this transaction and so found above
         row = self._row(
-            "SELECT start, count, sizes, hashes, data, nodes FROM segments "
+            "SELECT start, count, sizes, hashes, data, nodes FROM {segments} "
             "WHERE start <= ? ORDER BY start DESC LIMIT 1",
             (i,),
         )
@@ -502,7 +671,7 @@ class LogStorage:
             if self._pending_blocks or self._pending_nodes:
                 self._flush_pending(self.db)
             cur = self.db.execute(
-                "SELECT start, count, sizes, hashes, data, nodes FROM segments "
+                "SELECT start, count, sizes, hashes, data, nodes FROM {segments} "
                 "WHERE start >= ? AND start < ? ORDER BY start",
                 (lo, end),
             )
@@ -512,6 +681,15 @@ class LogStorage:
             raise StorageError(f"{self.path}: {exc}") from exc
 
     def used_bytes(self) -> int:
+        if self.shared is not None:  # this log's tables only (slow: reads the whole file)
+            try:
+                row = self.db.raw.execute(
+                    "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ? ESCAPE '!'",
+                    (self.db.q("{meta}").removesuffix("meta").replace("_", "!_") + "%",),
+                ).fetchone()
+            except _DB_ERRORS:
+                return 0  # SQLite built without dbstat: only the shared total is known
+            return int(row[0])
         rows = self._rows("SELECT * FROM pragma_page_count(), pragma_freelist_count(), "
                           "pragma_page_size()")
         pages, free, size = rows[0]
@@ -519,7 +697,7 @@ class LogStorage:
         return (pages - free) * size
 
     def block_ranges(self) -> list[tuple[int, int]]:
-        rows = self._rows("SELECT start, count FROM segments ORDER BY start")
+        rows = self._rows("SELECT start, count FROM {segments} ORDER BY start")
         out = []
         for start, count in rows:
             if not isinstance(start, int) or not isinstance(count, int) or count <= 0:
@@ -555,7 +733,7 @@ class LogStorage:
             node = seg.node(index) if seg is not None else None
             if node is not None:
                 return node
-        row = self._row("SELECT size, hash FROM nodes WHERE idx = ?", (index,))
+        row = self._row("SELECT size, hash FROM {nodes} WHERE idx = ?", (index,))
         if row is None:
             return None
         size, digest = row
@@ -580,7 +758,7 @@ class LogStorage:
             yield from seg.nodes().values()
             for i in range(seg.start, seg.start + seg.count):
                 yield seg.leaf(i)
-        for idx, size, digest in self._rows("SELECT idx, size, hash FROM nodes"):
+        for idx, size, digest in self._rows("SELECT idx, size, hash FROM {nodes}"):
             if (
                 not isinstance(idx, int)
                 or not isinstance(size, int)
@@ -591,7 +769,7 @@ class LogStorage:
             yield Node(idx, size, digest)
 
     def evidence(self) -> list[tuple[str, str, bytes | None, bytes | None]]:
-        rows = self._rows("SELECT kind, detail, local, remote FROM evidence ORDER BY id")
+        rows = self._rows("SELECT kind, detail, local, remote FROM {evidence} ORDER BY id")
         return [
             (str(kind), str(detail), local, remote)  # type: ignore[misc]
             for kind, detail, local, remote in rows
@@ -600,9 +778,9 @@ class LogStorage:
     # -- writes (inside transaction()) ------------------------------------------------------------
 
     @staticmethod
-    def put_meta(db: sqlite3.Connection, meta: Meta) -> None:
+    def put_meta(db: Conn, meta: Meta) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO meta (id, format, key, public_key, secret_key, manifest, "
+            "INSERT OR REPLACE INTO {meta} (id, format, key, public_key, secret_key, manifest, "
             "compat, frozen) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
             (
                 FORMAT,
@@ -616,16 +794,16 @@ class LogStorage:
         )
 
     @staticmethod
-    def put_head(db: sqlite3.Connection, head: Head) -> None:
+    def put_head(db: Conn, head: Head) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO head (id, fork, length, byte_length, tree_hash, signature) "
+            "INSERT OR REPLACE INTO {head} (id, fork, length, byte_length, tree_hash, signature) "
             "VALUES (1, ?, ?, ?, ?, ?)",
             (head.fork, head.length, head.byte_length, head.tree_hash, head.signature),
         )
 
     def put_segment(
         self,
-        db: sqlite3.Connection,
+        db: Conn,
         start: int,
         sizes: Sequence[int],
         hashes: bytes,
@@ -643,7 +821,7 @@ class LogStorage:
         else:
             self._flush_pending(db)
             db.execute(
-                "INSERT INTO segments (start, count, sizes, hashes, data, nodes) "
+                "INSERT INTO {segments} (start, count, sizes, hashes, data, nodes) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (start, len(sizes), packed_sizes, hashes, data, nodes),
             )
@@ -653,7 +831,7 @@ class LogStorage:
         self._fresh.add(start)
         self._keep(seg)
 
-    def put_nodes(self, db: sqlite3.Connection, nodes: Iterable[Node]) -> None:
+    def put_nodes(self, db: Conn, nodes: Iterable[Node]) -> None:
         nodes = list(nodes)
         if self._absent:
             self._absent.difference_update(n.index for n in nodes)
@@ -661,7 +839,7 @@ class LogStorage:
             self._pending_nodes.extend(nodes)
         else:
             db.executemany(
-                "INSERT OR REPLACE INTO nodes (idx, size, hash) VALUES (?, ?, ?)", nodes
+                "INSERT OR REPLACE INTO {nodes} (idx, size, hash) VALUES (?, ?, ?)", nodes
             )
         cache = self._node_cache
         if len(cache) + len(nodes) > _NODE_CACHE:
@@ -669,24 +847,24 @@ class LogStorage:
         for n in nodes:
             cache[n.index] = n
 
-    def delete_nodes(self, db: sqlite3.Connection, from_index: int, more: Iterable[int]) -> None:
+    def delete_nodes(self, db: Conn, from_index: int, more: Iterable[int]) -> None:
         """Remove loose nodes ``from_index`` and up, and the ones listed (a truncation)."""
         self._flush_pending(db)
-        db.execute("DELETE FROM nodes WHERE idx >= ?", (from_index,))
-        db.executemany("DELETE FROM nodes WHERE idx = ?", [(i,) for i in more])
+        db.execute("DELETE FROM {nodes} WHERE idx >= ?", (from_index,))
+        db.executemany("DELETE FROM {nodes} WHERE idx = ?", [(i,) for i in more])
         self._invalidate()
 
     @staticmethod
     def put_evidence(
-        db: sqlite3.Connection, kind: str, detail: str, local: bytes | None, remote: bytes | None
+        db: Conn, kind: str, detail: str, local: bytes | None, remote: bytes | None
     ) -> None:
         db.execute(
-            "INSERT INTO evidence (kind, detail, local, remote) VALUES (?, ?, ?, ?)",
+            "INSERT INTO {evidence} (kind, detail, local, remote) VALUES (?, ?, ?, ?)",
             (kind, detail, local, remote),
         )
 
     def split_out(
-        self, db: sqlite3.Connection, start: int, end: int, keep_leaves: bool
+        self, db: Conn, start: int, end: int, keep_leaves: bool
     ) -> list[Segment]:
         """Remove blocks [start, end) from their segments; returns the segments that were cut.
 
@@ -698,7 +876,7 @@ class LogStorage:
         cut = [s for s in cut if s.start < end and s.start + s.count > start]
         self._invalidate()
         for seg in cut:
-            db.execute("DELETE FROM segments WHERE start = ?", (seg.start,))
+            db.execute("DELETE FROM {segments} WHERE start = ?", (seg.start,))
             self.put_nodes(db, seg.nodes().values())
             if keep_leaves:
                 self.put_nodes(

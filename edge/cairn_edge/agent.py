@@ -390,7 +390,7 @@ class Agent:
 
     def disk_bytes(self) -> int:
         total = 0
-        for root in (self.config.data_dir, self.config.data_dir / "logs"):
+        for root in (self.config.data_dir,):
             with contextlib.suppress(OSError), os.scandir(root) as entries:
                 for e in entries:
                     if e.is_file(follow_symlinks=False):

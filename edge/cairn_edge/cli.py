@@ -62,7 +62,7 @@ def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
     known: dict[str, str] = {}
-    if (cfg.data_dir / "state.db").exists():
+    if (cfg.data_dir / "streams.db").exists():
         try:
             store = StreamStore(cfg.data_dir, seed)
         except (StreamsError, OSError) as exc:

@@ -2,9 +2,9 @@
 
 A stream is ``<source device>/<quantity>`` (``board-1/temperature``). Its log's key pair is
 derived corestore-style from the edge device's primary seed and the stream's name, so the seed
-is the only secret to back up. Each log is one SQLite file under ``<data_dir>/logs/``; the index
-of streams (name, file, unit) and the agent's state (the time floor) live in
-``<data_dir>/state.db``.
+is the only secret to back up. All the logs live in one SQLite file, ``<data_dir>/streams.db``
+(:class:`cairn.storage.SharedDB`: one connection, one transaction per commit for every stream),
+with the index of streams (name, unit, key) and the agent's state (the time floor, the DHT seq).
 
 :meth:`StreamStore.commit` appends one frame per stream that has samples: the samples sorted by
 time, one signature per stream per commit. Frames of a stream are time-ordered (seeking by time
@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cairn.crypto import derive_stream_key_pair
-from cairn.errors import CairnError
+from cairn.errors import CairnError, StorageError
 from cairn.frames import Frame, Sample, frame_at
 from cairn.log import Log
+from cairn.storage import SharedDB
 
 __all__ = ["CommitResult", "StreamStore", "StreamsError"]
 
 LATE = "late"
+DB_NAME = "streams.db"
 RECENT_FRAMES = 64  # frames looked back through for a redelivered sample
 
 
@@ -65,35 +67,34 @@ class StreamStore:
         self.dir = Path(data_dir)
         self.seed = primary_seed
         self.sync = sync
-        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.dir / "state.db", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(
-                "CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, file TEXT NOT NULL, "
-                "unit TEXT, key BLOB NOT NULL, created REAL NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value);"
-            )
-            rows = self.db.execute("SELECT name, file, key FROM streams").fetchall()
+            self.shared = SharedDB(self.dir / DB_NAME, sync="full" if sync == "full" else "normal")
+        except StorageError as exc:
+            raise StreamsError(str(exc)) from None
+        self.db = self.shared.raw
+        try:
+            self.db.execute("CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, "
+                            "unit TEXT, key BLOB NOT NULL, created REAL NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value)")
+            rows = self.db.execute("SELECT name, unit, key FROM streams").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StreamsError(f"{self.dir / 'state.db'}: {exc}") from None
+            raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
         self.logs: dict[str, Log] = {}
         self.units: dict[str, str | None] = {}
         self._last: dict[str, float] = {}  # stream -> time of its last committed sample
-        for name, file, key in rows:
-            lg = Log.open(self.dir / "logs" / file, sync="full" if sync == "full" else "normal")
+        for name, unit, key in rows:
+            lg = Log.open_in(self.shared, name)
             if lg.key != key:
-                raise StreamsError(f"{file}: its key is not the one the index says for {name}")
+                raise StreamsError(f"{name}: its log key is not the one the index says")
             self.logs[name] = lg
+            self.units[name] = unit
             if lg.length:
                 self._last[name] = frame_at(lg, lg.length - 1).end
 
     def close(self) -> None:
-        for lg in self.logs.values():
-            lg.close()
         self.logs.clear()
-        self.db.close()
+        self.shared.close()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -107,20 +108,16 @@ class StreamStore:
     # -- streams -------------------------------------------------------------------------------
 
     def log(self, name: str, unit: str | None = None) -> Log:
-        """The log of stream ``name``, made (and indexed) the first time it is asked for."""
+        """The log of stream ``name``, made (and indexed) the first time it is asked for, in
+        the same transaction as what it is made for."""
         lg = self.logs.get(name)
         if lg is not None:
             return lg
         kp = derive_stream_key_pair(self.seed, name)
-        file = f"{len(self.logs) + 1:06d}.db"
-        path = self.dir / "logs" / file
-        if path.exists():  # a crash after the file was made, before it was indexed
-            path.unlink()
-            for extra in (path.with_name(file + "-wal"), path.with_name(file + "-shm")):
-                extra.unlink(missing_ok=True)
-        lg = Log.create(path, kp, sync="full" if self.sync == "full" else "normal")
-        self.db.execute("INSERT INTO streams (name, file, unit, key, created) VALUES (?,?,?,?,?)",
-                        (name, file, unit, lg.key, time.time()))
+        with self.shared.transaction():
+            lg = Log.create_in(self.shared, name, kp)
+            self.db.execute("INSERT INTO streams (name, unit, key, created) VALUES (?,?,?,?)",
+                            (name, unit, lg.key, time.time()))
         self.logs[name] = lg
         self.units[name] = unit
         return lg
@@ -131,6 +128,19 @@ class StreamStore:
     def commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         """Append one frame per stream with samples (sorted by time); late samples to the
         stream's ``late`` companion. Returns what was written."""
+        made = set(self.logs)
+        try:
+            with self.shared.transaction():  # every stream's frame of this commit, or none
+                return self._commit(batches)
+        except BaseException:
+            for name in set(self.logs) - made:  # logs made in the failed commit are gone
+                del self.logs[name]
+                self.units.pop(name, None)
+            self._last = {n: frame_at(lg, lg.length - 1).end
+                          for n, lg in self.logs.items() if lg.length}
+            raise
+
+    def _commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         result = CommitResult()
         late_batches: dict[str, list[Sample]] = {}
         for name, given in batches.items():
@@ -159,7 +169,8 @@ class StreamStore:
         return result
 
     def disk_bytes(self) -> int:
-        return sum(lg.disk_bytes() for lg in self.logs.values())
+        """Bytes of the streams' database in use (its free pages not counted)."""
+        return self.shared.used_bytes()
 
     def enforce_quota(self, limit: int) -> list[tuple[str, int, int]]:
         """Clear the oldest block data (by sample time, any stream) until the logs use at most

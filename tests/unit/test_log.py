@@ -320,3 +320,84 @@ def test_segment_cache_budget_is_shared_and_reads_stay_true(
             lg.close()
     closed = {id(lg._storage) for lg in logs}
     assert all(id(owner) not in closed for owner, _ in storage._POOL.lru.values())  # let go
+
+
+def test_many_logs_in_one_shared_database(tmp_path: Path) -> None:
+    """One file, one transaction for appends to several logs; the same logs, byte for byte,
+    as logs in files of their own."""
+    from cairn.storage import SharedDB
+
+    shared = SharedDB(tmp_path / "streams.db")
+    kps = [crypto.key_pair(bytes([k + 1]) * 32) for k in range(3)]
+    logs = [Log.create_in(shared, f"board-1/s{k}", kp) for k, kp in enumerate(kps)]
+    alone = [Log.create(tmp_path / f"alone{k}.db", kp) for k, kp in enumerate(kps)]
+    for tick in range(20):
+        with shared.transaction():
+            for k, lg in enumerate(logs):
+                lg.append([f"tick {tick} stream {k}".encode()])
+        for k, lg in enumerate(alone):
+            lg.append([f"tick {tick} stream {k}".encode()])
+    for lg, other in zip(logs, alone, strict=True):
+        assert lg.key == other.key and lg.tree_hash() == other.tree_hash()
+        req = Request(block=RequestBlock(7, 0), upgrade=RequestUpgrade(0, 20))
+        assert lg.proof(req) == other.proof(req)
+    assert shared.names() == ["board-1/s0", "board-1/s1", "board-1/s2"]
+    shared.close()
+    for lg in alone:
+        lg.close()
+    again = SharedDB(tmp_path / "streams.db")
+    try:
+        reopened = [Log.open_in(again, n) for n in again.names()]
+        assert [lg.length for lg in reopened] == [20, 20, 20]
+        assert all(lg.verify_all().blocks == 20 for lg in reopened)
+        with pytest.raises(FileNotFoundError):
+            Log.open_in(again, "nope")
+        with pytest.raises(FileExistsError):
+            Log.create_in(again, "board-1/s0", kps[0])
+    finally:
+        again.close()
+
+
+def test_a_failed_shared_commit_changes_nothing(tmp_path: Path) -> None:
+    from cairn.storage import SharedDB
+
+    shared = SharedDB(tmp_path / "streams.db")
+    a = Log.create_in(shared, "a", crypto.key_pair(b"\x01" * 32))
+    b = Log.create_in(shared, "b", crypto.key_pair(b"\x02" * 32))
+    with shared.transaction():
+        a.append([b"a0"])
+        b.append([b"b0"])
+    def commit_then_fail() -> None:
+        with shared.transaction():
+            a.append([b"a1", b"a2"])
+            Log.create_in(shared, "c", crypto.key_pair(b"\x03" * 32)).append([b"c0"])
+            b.append([b"b1"])
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        commit_then_fail()
+    assert (a.length, b.length) == (1, 1) and a.get(0) == b"a0"
+    assert shared.names() == ["a", "b"]  # the log made in the failed commit is gone
+    with shared.transaction():
+        a.append([b"a1"])
+    assert a.get(1) == b"a1" and a.verify_all().blocks == 2
+    shared.close()
+    again = SharedDB(tmp_path / "streams.db")
+    try:
+        assert [Log.open_in(again, n).length for n in again.names()] == [2, 1]
+    finally:
+        again.close()
+
+
+def test_a_replica_in_a_shared_database(tmp_path: Path) -> None:
+    from cairn.storage import SharedDB
+
+    with make_writer(tmp_path / "w.db", 30) as w:
+        shared = SharedDB(tmp_path / "gw.db")
+        r = Log.replica_in(shared, "copy", w.key)
+        try:
+            for i in (3, 17, 29):
+                sync_block(w, r, i)
+            assert all(r.get(i) == w.get(i) for i in (3, 17, 29))
+        finally:
+            shared.close()
