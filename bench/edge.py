@@ -70,8 +70,10 @@ def agent_run(tmp: Path, name: str, devices: int, sensors: int, seconds: float
         (d / "edge.toml").write_text(
             f'data_dir = "data"\nseed_file = "device.seed"\n[mqtt]\nbroker = "{broker.url}"\n'
             f'[replication]\nhost = "127.0.0.1"\nport = 0\n')
-        proc = subprocess.Popen([sys.executable, "-m", "cairn.cli", "edge", "run", "--config",
-                                 str(d / "edge.toml"), "--status-lines"],
+        # as the service runs it (deploy/systemd): `cairn-edge run`
+        # (no --status-lines: nobody reads them until the end, and a full pipe would stall it)
+        proc = subprocess.Popen([sys.executable, "-m", "cairn_edge.cli", "run", "--config",
+                                 str(d / "edge.toml")],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline()).get("ready")

@@ -41,6 +41,7 @@ __all__ = [
     "Segment",
     "SharedDB",
     "SyncMode",
+    "limit_segment_cache",
     "pack_nodes",
 ]
 
@@ -235,6 +236,19 @@ class _SegmentPool:
 _POOL = _SegmentPool()
 
 
+def limit_segment_cache(max_bytes: int, max_count: int) -> None:
+    """Set the process-wide budget of decoded segments (default 32 MiB, 8,192 segments): an
+    edge board with little memory keeps less; a gateway serving many readers keeps more."""
+    global _SEGMENT_CACHE, _SEGMENT_COUNT
+    if max_bytes < 0 or max_count < 1:
+        raise ValueError("the segment cache needs a budget >= 0 and room for one segment")
+    _SEGMENT_CACHE, _SEGMENT_COUNT = max_bytes, max_count
+    while len(_POOL.lru) > 1 and (_POOL.cost > _SEGMENT_CACHE or len(_POOL.lru) > _SEGMENT_COUNT):
+        (_, start), (owner, gone) = _POOL.lru.popitem(last=False)
+        _POOL.cost -= gone.cost
+        owner._forget(start)
+
+
 class Conn:
     """A connection as one log sees it: its table names (``{segments}``...) resolved to the
     log's own tables (``segments`` in a file of its own, ``l7_segments`` in a shared one)."""
@@ -281,7 +295,8 @@ class SharedDB:
     :meth:`transaction` around appends to several logs; :class:`cairn.log.Log` joins it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "normal") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "normal",
+                 cache_kib: int = 2048) -> None:
         self.path = Path(path)
         if self.path.exists() and self.path.stat().st_size > 0:
             _check_header(self.path)
@@ -289,7 +304,9 @@ class SharedDB:
             self.raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.raw.execute("PRAGMA journal_mode=WAL")
             self.raw.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-            self.raw.execute("PRAGMA cache_size=-8000")
+            # 2 MB of page cache for all the logs: an edge board (512 MB) writes at the end of
+            # each log and reads little; the decoded-segment pool caches what proofs read
+            self.raw.execute(f"PRAGMA cache_size=-{cache_kib}")
             self.raw.execute("PRAGMA journal_size_limit=4194304")
             self.raw.execute("CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, "
                              "name TEXT NOT NULL UNIQUE)")

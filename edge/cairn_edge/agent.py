@@ -33,6 +33,7 @@ from cairn.crypto import KeyPair, derive_stream_key_pair
 from cairn.dht.api import DHT, DHTError
 from cairn.log import Log
 from cairn.replication.net import serve
+from cairn.storage import limit_segment_cache
 from cairn_edge.config import EdgeConfig
 from cairn_edge.keys import load_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
@@ -48,6 +49,7 @@ SESSION_EXPIRY = 7 * 86_400  # the broker keeps our session (and queues QoS 1) f
 CONNACK_TIMEOUT = 5.0  # seconds to wait for the broker's answer to a version 5 CONNECT
 ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records live ~20 min)
 QUOTA_EVERY = 10  # commits between disk quota checks
+EDGE_SEGMENT_CACHE = 2 << 20  # bytes of decoded log segments kept (see cairn.storage)
 
 
 def record_key_pair(seed: bytes) -> KeyPair:
@@ -218,6 +220,8 @@ class Agent:
         self.config = config
         self.on_commit = on_commit
         self.clock = clock
+        # an edge writes at the end of its logs and serves mostly recent blocks: a small cache
+        limit_segment_cache(EDGE_SEGMENT_CACHE, 1024)
         self.seed = load_seed(config.seed_file)
         self.store = StreamStore(config.data_dir, self.seed, sync=config.sync)
         self.floor = self._floor()

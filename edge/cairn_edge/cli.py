@@ -16,7 +16,7 @@ from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
 from cairn_edge.streams import StreamsError, StreamStore
 
-__all__ = ["edge"]
+__all__ = ["edge", "main"]
 
 
 def _config(path: Path) -> EdgeConfig:
@@ -145,3 +145,17 @@ def run(config_path: Path, status_lines: bool) -> None:
     asyncio.run(main())
     print(json.dumps({"stopped": True, **agent.status()}), flush=True)
     sys.exit(0)
+
+
+def main() -> None:
+    """``cairn-edge``: the edge commands alone (what the service runs: it loads no other
+    command group, so the agent's process carries only what it needs)."""
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        level=logging.WARNING)
+    edge(prog_name="cairn-edge")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,7 @@ def test_units_are_hardened_and_run_as_their_own_user(unit: Path) -> None:
     for key, value in HARDENING.items():
         assert service.get(key) == value, f"{unit.name}: {key}"
     assert service.get("User") and service.get("User") != "root"
-    assert "cairn " in service["ExecStart"] and " run " in service["ExecStart"]
+    assert "/cairn" in service["ExecStart"] and " run " in service["ExecStart"]
     assert service.get("ReadWritePaths"), "a writable data directory, nothing else"
 
 
@@ -42,9 +42,9 @@ def test_systemd_accepts_the_unit(unit: Path, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    cairn = Path(sys.executable).with_name("cairn")
+    bindir = Path(sys.executable).parent
     copy = tmp_path / unit.name
-    copy.write_text(unit.read_text().replace("/opt/cairn/bin/cairn", str(cairn)))
+    copy.write_text(unit.read_text().replace("/opt/cairn/bin", str(bindir)))
     done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
