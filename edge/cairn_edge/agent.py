@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import ssl
@@ -37,7 +36,7 @@ from cairn.storage import limit_segment_cache
 from cairn_edge.config import EdgeConfig
 from cairn_edge.keys import load_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
-from cairn_edge.record import DeviceRecord, LatestReading, encode_record
+from cairn_edge.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn_edge.streams import StreamStore
 
 __all__ = ["FLOOR_MARGIN", "Agent", "MqttIngest"]
@@ -57,9 +56,7 @@ def record_key_pair(seed: bytes) -> KeyPair:
     return derive_stream_key_pair(seed, "#record")
 
 
-def fleet_topic(fleet: str) -> bytes:
-    """The DHT topic a fleet's devices announce themselves on."""
-    return hashlib.blake2b(f"cairn-fleet:{fleet}".encode(), digest_size=32).digest()
+
 _UNSUPPORTED_VERSION = {132, 1}
 
 

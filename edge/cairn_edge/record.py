@@ -24,6 +24,7 @@ without a gateway key learns the log keys, which are the capability to replicate
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,11 +35,16 @@ from nacl.exceptions import CryptoError
 from cairn.crypto import KeyPair
 
 __all__ = ["MAX_VALUE", "DeviceRecord", "LatestReading", "RecordError", "decode_record",
-           "encode_record"]
+           "encode_record", "fleet_topic"]
 
 MAX_VALUE = 1000  # hyperdht's limit on a mutable record's value
 VERSION = 1
 _KEY = 32
+
+
+def fleet_topic(fleet: str) -> bytes:
+    """The DHT topic a fleet's devices announce their record keys on."""
+    return hashlib.blake2b(f"cairn-fleet:{fleet}".encode(), digest_size=32).digest()
 
 
 class RecordError(ValueError):

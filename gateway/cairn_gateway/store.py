@@ -213,6 +213,15 @@ class Store:
             raise
         return stored
 
+    def missing_blocks(self, stream_id: int, held: list[int]) -> list[int]:
+        """Which of these block indexes (sorted) are not stored yet."""
+        if not held:
+            return []
+        stored = {int(r[0]) for r in self.conn.execute(
+            "SELECT block FROM blocks WHERE stream_id = ? AND block BETWEEN ? AND ?",
+            (stream_id, held[0], held[-1]))}
+        return [i for i in held if i not in stored]
+
     # -- queries -------------------------------------------------------------------------------
 
     def samples(self, stream_id: int, start: float, end: float

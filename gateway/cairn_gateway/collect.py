@@ -1,0 +1,132 @@
+"""Collecting from edges: find a device's record on the DHT, open its streams' keys, download
+what the gateway does not hold (every block verified), and store the samples.
+
+Replicas of the edges' logs live in one shared SQLite file (``replicas.db``), the samples in
+the :class:`~cairn_gateway.store.Store`. A download resumes from what the replica holds, and
+ingesting is exactly once, so a collection can be repeated or interrupted at any point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cairn.crypto import KeyPair
+from cairn.dht.api import DHT
+from cairn.errors import CairnError, ForkError
+from cairn.frames import Frame
+from cairn.log import Log
+from cairn.replication.net import download
+from cairn.storage import SharedDB
+from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
+from cairn_gateway.store import Store
+
+__all__ = ["Collector", "Device", "SyncResult"]
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 30.0
+INGEST_RUN = 1000  # blocks stored per transaction
+
+
+@dataclass(slots=True)
+class Device:
+    record_key: bytes
+    seq: int
+    record: DeviceRecord
+    streams: dict[str, bytes] = field(default_factory=dict)  # name -> log key (opened)
+
+
+@dataclass(slots=True)
+class SyncResult:
+    stream: str
+    blocks: int = 0  # blocks downloaded
+    samples: int = 0  # samples newly stored
+    error: str | None = None
+
+
+class Collector:
+    def __init__(self, data_dir: str | Path, key_pair: KeyPair, store: Store) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key_pair = key_pair
+        self.store = store
+        self.replicas = SharedDB(self.dir / "replicas.db")
+        self._logs: dict[bytes, Log] = {}
+
+    def close(self) -> None:
+        self.replicas.close()
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    async def devices_on(self, dht: DHT, fleet: str) -> set[bytes]:
+        """Record keys announced on a fleet's topic."""
+        found: set[bytes] = set()
+        async with dht.lookup(fleet_topic(fleet)) as peers:
+            async for p in peers:
+                found.add(p.public_key)
+        return found
+
+    async def device(self, dht: DHT, record_key: bytes, min_seq: int = 0) -> Device | None:
+        """A device's record, verified (the DHT checks its signature), keys opened."""
+        got = await dht.mutable_get(record_key, min_seq=min_seq)
+        if got is None:
+            return None
+        try:
+            rec = decode_record(got.value, self.key_pair)
+        except RecordError as exc:
+            log.warning("device %s: its record is not usable: %s", record_key.hex()[:16], exc)
+            return None
+        dev = Device(record_key, got.seq, rec)
+        dev.streams = {name: key for name, key in rec.streams if key is not None}
+        return dev
+
+    # -- downloading and storing ---------------------------------------------------------------
+
+    def replica(self, log_key: bytes) -> Log:
+        lg = self._logs.get(log_key)
+        if lg is None:
+            name = log_key.hex()
+            lg = (Log.open_in(self.replicas, name) if name in self.replicas.names()
+                  else Log.replica_in(self.replicas, name, log_key))
+            self._logs[log_key] = lg
+        return lg
+
+    async def sync(self, dev: Device, name: str, address: tuple[str, int]) -> SyncResult:
+        """Download what is new of one stream (up to the edge's length) and store it."""
+        key = dev.streams[name]
+        result = SyncResult(name)
+        device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+        stream_id = self.store.stream(device_id, name, key)
+        replica = self.replica(key)
+        before = sum(1 for i in range(replica.length) if replica.has(i))
+        try:
+            await asyncio.wait_for(
+                download(address[0], address[1], replica, self.key_pair, start=0), TIMEOUT)
+        except ForkError as exc:
+            self.store.mark_fork(stream_id, str(exc))
+            result.error = f"fork: {exc}"
+            log.error("stream %s: %s (ingest stopped, evidence kept)", name, exc)
+            return result
+        except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        held = [i for i in range(replica.length) if replica.has(i)]
+        result.blocks = len(held) - before
+        # what the store lacks: the new blocks, and any a crash left downloaded but not stored
+        todo = self.store.missing_blocks(stream_id, held)
+        for k in range(0, len(todo), INGEST_RUN):
+            run = [(i, replica.fork, Frame.decode(replica.get(i))) for i in todo[k:k + INGEST_RUN]]
+            result.samples += self.store.ingest(stream_id, run)
+        return result
+
+    async def collect(self, dht: DHT, record_key: bytes) -> list[SyncResult]:
+        """Everything new from one device."""
+        dev = await self.device(dht, record_key)
+        if dev is None or dev.record.address is None:
+            return []
+        out = []
+        for name in sorted(dev.streams):
+            out.append(await self.sync(dev, name, dev.record.address))
+        return out
