@@ -1,0 +1,90 @@
+"""The gateway's HTTP API, in process (httpx over ASGI, no sockets): shapes Grafana's Infinity
+data source reads, bad parameters, the OpenAPI spec, /metrics for Prometheus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cairn.frames import Frame, Sample
+from cairn_gateway.api import make_app
+from cairn_gateway.store import Store
+
+T0 = 1_764_000_000.0
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    store = Store(tmp_path / "gw.db")
+    dev = store.device(b"d" * 32, "board-1", T0)
+    sid = store.stream(dev, "board-1/temperature", b"k" * 32, "Cel")
+    store.ingest(sid, [(i, 0, Frame((Sample("board-1/temperature", "Cel", T0 + i * 30,
+                                            20.0 + i),))) for i in range(240)])
+    other = store.stream(dev, "board-1/door", b"j" * 32, None)
+    store.ingest(other, [(0, 0, Frame((Sample("board-1/door", None, T0, "open"),)))])
+    transport = httpx.ASGITransport(app=make_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        yield c
+    store.close()
+
+
+async def test_devices_streams_and_latest(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"ok": True, "streams": 2}
+    [dev] = (await client.get("/api/devices")).json()
+    assert dev["name"] == "board-1" and dev["record_key"] == (b"d" * 32).hex()
+    streams = (await client.get("/api/streams", params={"device": dev["id"]})).json()
+    assert [(s["name"], s["unit"], s["status"]) for s in streams] == [
+        ("board-1/temperature", "Cel", "ok"), ("board-1/door", None, "ok")]
+    latest = {x["name"]: (x["time"], x["value"])
+              for x in (await client.get("/api/latest")).json()}
+    assert latest == {"board-1/temperature": (T0 + 239 * 30, 259.0),
+                      "board-1/door": (T0, "open")}
+
+
+async def test_samples_and_rollups_in_infinity_shape(client: httpx.AsyncClient) -> None:
+    got = (await client.get("/api/samples",
+                            params={"stream": 1, "from": T0, "to": T0 + 90})).json()
+    assert got == [{"time": T0 + k * 30, "value": 20.0 + k, "block": k, "fork": 0}
+                   for k in range(3)]
+    ten = (await client.get("/api/rollups", params={"stream": 1, "from": T0, "to": T0 + 7200,
+                                                    "step": 600})).json()
+    assert len(ten) == 12 and all(r["n"] == 20 for r in ten)
+    assert ten[0] == {"time": int(T0), "n": 20, "mean": 29.5, "min": 20.0, "max": 39.0}
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "message"),
+    [
+        ("/api/samples", {"stream": 1, "from": T0 + 10, "to": T0}, 400, "backwards"),
+        ("/api/rollups", {"stream": 1, "from": T0, "to": T0 + 60, "step": 45}, 400,
+         "multiple of 60"),
+        ("/api/rollups", {"stream": 1, "from": 0, "to": 1e12, "step": 60}, 400, "buckets"),
+        ("/api/samples", {"stream": 99, "from": T0, "to": T0 + 1}, 404, "no stream 99"),
+        ("/api/samples", {"stream": "x", "from": T0, "to": T0 + 1}, 422, "stream"),
+        ("/api/samples", {"stream": 1, "to": T0}, 422, "from"),
+    ],
+)
+async def test_bad_parameters_say_what_is_wrong(client: httpx.AsyncClient, path: str,
+                                                params: dict[str, float | str], status: int,
+                                                message: str) -> None:
+    r = await client.get(path, params=params)
+    assert r.status_code == status and message in r.text
+
+
+async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/api/devices", "/api/streams", "/api/samples", "/api/rollups", "/api/latest",
+            "/api/integrity", "/metrics", "/healthz"} <= set(spec["paths"])
+
+
+async def test_metrics_for_prometheus(client: httpx.AsyncClient) -> None:
+    text = (await client.get("/metrics")).text
+    values = {(s.name, s.labels.get("stream")): s.value
+              for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert values[("cairn_gateway_latest", "board-1/temperature")] == 259.0
+    assert values[("cairn_gateway_samples", None)] == 241
+    assert values[("cairn_gateway_stopped_streams", None)] == 0
