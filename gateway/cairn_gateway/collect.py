@@ -119,6 +119,8 @@ class Collector:
         for k in range(0, len(todo), INGEST_RUN):
             run = [(i, replica.fork, Frame.decode(replica.get(i))) for i in todo[k:k + INGEST_RUN]]
             result.samples += self.store.ingest(stream_id, run)
+            if k == 0 and run and run[0][2].samples:
+                self.store.set_unit(stream_id, run[0][2].samples[0].unit)
         return result
 
     async def collect(self, dht: DHT, record_key: bytes) -> list[SyncResult]:

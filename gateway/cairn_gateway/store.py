@@ -152,6 +152,11 @@ class Store:
                              f"of device {row[1]}")
         return int(row[0])
 
+    def set_unit(self, stream_id: int, unit: str | None) -> None:
+        """Record the stream's unit, the first time it is known."""
+        self.conn.execute("UPDATE streams SET unit = coalesce(unit, ?) WHERE id = ?",
+                          (unit, stream_id))
+
     def mark_fork(self, stream_id: int, detail: str) -> None:
         """Stop ingest of a stream: a fork or equivocation was found (kept as evidence)."""
         self.conn.execute("UPDATE streams SET status = ? WHERE id = ?",

@@ -73,3 +73,74 @@ def test_samples_reach_the_gateway_store_exactly_once(
         collector.close()
         store.close()
         edge.stop()
+
+
+def test_the_gateway_service_collects_and_serves(
+        broker: Mosquitto, testnet: tuple[str, int], tmp_path: Path) -> None:  # noqa: F811
+    """`cairn gateway run`: from a fleet on the DHT to the HTTP API Grafana reads."""
+    import json
+    import queue
+    import subprocess
+    import sys
+    import threading
+    from urllib.request import urlopen
+
+    from cairn_edge.keys import new_seed, noise_key_pair
+    from cairn_sim.mosquitto import free_port
+
+    gdir = tmp_path / "gw"
+    gdir.mkdir()
+    gw = noise_key_pair(new_seed(gdir / "gateway.seed"))
+    port = free_port()
+    (gdir / "gateway.toml").write_text(
+        f'[dht]\nbootstrap = ["{testnet[0]}:{testnet[1]}"]\n[collect]\ninterval = 0.5\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\n')
+    edge = EdgeProcess(tmp_path / "edge", broker, gateways=[gw.public_key.hex()], dht=testnet)
+    edge.start()
+    t0 = time.time()
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-pub")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    for k in range(5):
+        pub.publish("senml/board-4/co2", json.dumps(
+            [{"bn": "board-4/co2", "bt": t0 + k, "bu": "ppm", "v": 400 + k}]), qos=1
+        ).wait_for_publish(30)
+    pub.disconnect()
+    pub.loop_stop()
+    edge.until(lambda s: s.get("samples", 0) >= 5 and s.get("dht_publishes", 0) >= 1)
+    once = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "collect", "--config",
+                           str(gdir / "gateway.toml")], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert once.returncode == 0, once.stderr
+    assert "board-4/co2" in once.stdout and "5 samples" in once.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "cairn.cli", "gateway", "run", "--config",
+                             str(gdir / "gateway.toml")], stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        api = json.loads(lines.get(timeout=30))["api"]
+        with urlopen(f"{api}/api/latest", timeout=10) as r:
+            latest = json.loads(r.read())
+        assert [(x["name"], x["value"], x["unit"]) for x in latest] == [
+            ("board-4/co2", 404.0, "ppm")]
+        with urlopen(f"{api}/api/streams", timeout=10) as r:
+            [stream] = json.loads(r.read())
+        with urlopen(f"{api}/api/samples?stream={stream['id']}&from={t0 - 1}&to={t0 + 10}",
+                     timeout=10) as r:
+            assert [s["value"] for s in json.loads(r.read())] == [400.0, 401.0, 402.0, 403.0,
+                                                                   404.0]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        edge.stop()

@@ -1,0 +1,223 @@
+"""``cairn gateway``: set up and run the gateway; look into its store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
+from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
+from cairn_gateway.store import Store, StoreError
+
+__all__ = ["gateway", "run_gateway"]
+
+log = logging.getLogger(__name__)
+
+
+def _config(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _store(cfg: GatewayConfig) -> Store:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store(cfg.data_dir / "gw.db")
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def gateway() -> None:
+    """The gateway: collect verified samples from edges, store them, serve them to Grafana."""
+
+
+@gateway.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Make DIRECTORY/gateway.toml (commented) and DIRECTORY/gateway.seed (mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "gateway.toml"
+    if config.exists():
+        raise click.ClickException(f"{config} already exists")
+    try:
+        seed = new_seed(directory / "gateway.seed")
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from None
+    config.write_text(TEMPLATE)
+    click.echo(f"wrote {config} and {directory / 'gateway.seed'}")
+    click.echo("gateway key (put it in each edge's [replication].gateways): "
+               f"{noise_key_pair(seed).public_key.hex()}")
+
+
+async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
+                      rounds: int | None = None) -> None:
+    """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
+    import uvicorn
+
+    from cairn.dht.api import DHT
+    from cairn_gateway.api import make_app
+    from cairn_gateway.collect import Collector
+
+    key = noise_key_pair(load_seed(cfg.key_file))
+    store = _store(cfg)
+    collector = Collector(cfg.data_dir, key, store)
+    server = uvicorn.Server(uvicorn.Config(make_app(store), host=cfg.api[0], port=cfg.api[1],
+                                           log_level="warning", lifespan="off"))
+    api = asyncio.create_task(server.serve())
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            dht = None
+            if cfg.dht_bootstrap:
+                dht = await stack.enter_async_context(
+                    DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
+            while not server.started:  # uvicorn says it is up only through this flag
+                if api.done():
+                    api.result()  # it stopped: say why (a port in use...)
+                    raise RuntimeError(f"the API could not listen on {cfg.api[0]}:{cfg.api[1]}")
+                await asyncio.sleep(0.01)
+            if ready is not None:
+                ready(server.servers[0].sockets[0].getsockname()[:2])
+            done = 0
+            while rounds is None or done < rounds:
+                if dht is not None:
+                    keys = set(cfg.devices)
+                    try:
+                        keys |= await collector.devices_on(dht, cfg.fleet)
+                    except Exception as exc:
+                        log.warning("fleet lookup failed: %s", exc)
+                    for k in sorted(keys):
+                        for r in await collector.collect(dht, k):
+                            if r.error:
+                                log.warning("stream %s: %s", r.stream, r.error)
+                if cfg.retention_days:
+                    store.prune(time.time() - cfg.retention_days * 86400)
+                done += 1
+                if rounds is None or done < rounds:
+                    await asyncio.sleep(cfg.interval)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await api
+        collector.close()
+        store.close()
+
+
+@gateway.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+def run(config_path: Path) -> None:
+    """Collect from the fleet and serve the API until SIGINT or SIGTERM."""
+    cfg = _config(config_path)
+    try:
+        load_seed(cfg.key_file)
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def ready(addr: tuple[str, int]) -> None:
+        print(json.dumps({"ready": True, "api": f"http://{addr[0]}:{addr[1]}"}), flush=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(run_gateway(cfg, ready=ready))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+@gateway.command("collect")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+def collect(config_path: Path) -> None:
+    """One collection round (every device of the fleet, every stream), then exit."""
+    from cairn.dht.api import DHT
+    from cairn_gateway.collect import Collector
+
+    cfg = _config(config_path)
+    if not cfg.dht_bootstrap:
+        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+    try:
+        key = noise_key_pair(load_seed(cfg.key_file))
+    except SeedError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def once() -> list[Any]:
+        store = _store(cfg)
+        collector = Collector(cfg.data_dir, key, store)
+        try:
+            async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
+                                 persistent=False) as dht:
+                keys = set(cfg.devices) | await collector.devices_on(dht, cfg.fleet)
+                return [r for k in sorted(keys) for r in await collector.collect(dht, k)]
+        finally:
+            collector.close()
+            store.close()
+
+    results = asyncio.run(once())
+    for r in results:
+        click.echo(f"{r.stream:<40} {r.blocks:>8,} blocks {r.samples:>8,} samples"
+                   + (f"  ({r.error})" if r.error else ""))
+
+
+@gateway.command("integrity")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+def integrity(config_path: Path) -> None:
+    """Each stream: blocks stored, and whether a fork stopped it. Exit 1 if any did."""
+    store = _store(_config(config_path))
+    try:
+        rows = store.conn.execute(
+            "SELECT name, stored_blocks, status FROM streams ORDER BY name").fetchall()
+    finally:
+        store.close()
+    for name, blocks, status in rows:
+        click.echo(f"{name:<40} {blocks:>10,} blocks  {status}")
+    if any(status != "ok" for _, _, status in rows):
+        sys.exit(1)
+
+
+@gateway.command("export")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+@click.option("--stream", required=True, help="Stream name, e.g. board-1/temperature.")
+@click.option("--since", type=float, default=0.0, help="Epoch seconds.")
+@click.option("--until", "until_", type=float, default=4e9, help="Epoch seconds.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True)
+def export(config_path: Path, stream: str, since: float, until_: float, fmt: str) -> None:
+    """Write a stream's stored samples (with their provenance) to stdout."""
+    if until_ <= since:
+        raise click.BadParameter("--until must be after --since")
+    store = _store(_config(config_path))
+    try:
+        row = store.conn.execute("SELECT id, unit FROM streams WHERE name = ?",
+                                 (stream,)).fetchone()
+        if row is None:
+            raise click.ClickException(f"no stream {stream!r} in the store")
+        samples = store.samples(int(row[0]), since, until_)
+    finally:
+        store.close()
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["time", "value", "unit", "block", "fork"])
+        for t, v, b, f in samples:
+            w.writerow([t, v, row[1] or "", b, f])
+    else:
+        for t, v, b, f in samples:
+            click.echo(json.dumps({"time": t, "value": v, "unit": row[1], "block": b,
+                                   "fork": f}))

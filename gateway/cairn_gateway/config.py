@@ -1,0 +1,139 @@
+"""The gateway's configuration: TOML, unknown keys refused by name (docs/gateway.md)."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "load_config", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: names the key and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    data_dir: Path
+    key_file: Path
+    dht_bootstrap: tuple[tuple[str, int], ...] = ()
+    fleet: str = "default"
+    devices: tuple[bytes, ...] = ()  # record keys to collect from besides the fleet's
+    interval: float = 10.0
+    api: tuple[str, int] = ("127.0.0.1", 8080)
+    retention_days: float = 0.0  # 0: keep everything
+
+
+_KEYS: dict[str, set[str]] = {
+    "": {"data_dir", "key_file", "dht", "collect", "api", "store"},
+    "dht": {"bootstrap", "fleet"},
+    "collect": {"devices", "interval"},
+    "api": {"listen"},
+    "store": {"retention_days"},
+}
+
+
+def _hostport(text: object, where: str) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
+    return host, int(port)
+
+
+def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+
+    def table(name: str) -> dict[str, Any]:
+        t = doc.get(name, {}) if name else doc
+        if not isinstance(t, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        unknown = sorted(set(t) - _KEYS[name])
+        if unknown:
+            where = f"[{name}]" if name else source
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(_KEYS[name]))})")
+        return t
+
+    top, dht, collect, api, store = (table(n) for n in ("", "dht", "collect", "api", "store"))
+
+    def path(key: str, default: str) -> Path:
+        v = top.get(key, default)
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{key}: expected a path")
+        p = Path(v)
+        return p if p.is_absolute() else base / p
+
+    def number(t: dict[str, Any], where: str, key: str, default: float, lo: float,
+               hi: float) -> float:
+        v = t.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                or not lo <= v <= hi:
+            raise ConfigError(f"{where}.{key}: {v!r} is not a number in [{lo:g}, {hi:g}]")
+        return float(v)
+
+    boot = dht.get("bootstrap", [])
+    if not isinstance(boot, list):
+        raise ConfigError("[dht].bootstrap: a list of \"host:port\"")
+    fleet = dht.get("fleet", "default")
+    if not isinstance(fleet, str) or not 0 < len(fleet) <= 64:
+        raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
+    devices = []
+    raw = collect.get("devices", [])
+    if not isinstance(raw, list):
+        raise ConfigError("[collect].devices: a list of device record keys (hex)")
+    for d in raw:
+        try:
+            key = bytes.fromhex(d) if isinstance(d, str) else b""
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(f"[collect].devices: {str(d)[:70]!r} is not a 64-hex-digit key")
+        devices.append(key)
+    return GatewayConfig(
+        data_dir=path("data_dir", "data"),
+        key_file=path("key_file", "gateway.seed"),
+        dht_bootstrap=tuple(_hostport(b, "[dht].bootstrap") for b in boot),
+        fleet=fleet,
+        devices=tuple(devices),
+        interval=number(collect, "[collect]", "interval", 10.0, 0.1, 86400),
+        api=_hostport(api.get("listen", "127.0.0.1:8080"), "[api].listen"),
+        retention_days=number(store, "[store]", "retention_days", 0.0, 0.0, 36500),
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}") from None
+    return parse_config(text, p.resolve().parent, str(p))
+
+
+TEMPLATE = '''\
+# Cairn gateway configuration (docs/gateway.md lists every key).
+
+data_dir = "data"            # the sample store (gw.db) and the log replicas (replicas.db)
+key_file = "gateway.seed"    # the gateway's 32-byte seed (mode 0600): its Noise key, which edges
+                             # allow in [replication].gateways and seal stream keys to
+
+[dht]
+bootstrap = []               # "host:port" of DHT nodes
+fleet = "default"            # collect from every device announced on this fleet's topic
+
+[collect]
+interval = 10.0              # seconds between collection rounds
+devices = []                 # device record keys (hex) to collect from besides the fleet's
+
+[api]
+listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics)
+
+[store]
+retention_days = 0           # delete samples older than this (0: keep everything)
+'''
