@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
-from cairn.errors import CairnError, ForkError
+from cairn.errors import CairnError, DecodeError, ForkError, VerificationError
 from cairn.frames import Frame
 from cairn.log import Log
 from cairn.replication.net import download
@@ -106,10 +106,17 @@ class Collector:
             await asyncio.wait_for(
                 download(address[0], address[1], replica, self.key_pair, start=0), TIMEOUT)
         except ForkError as exc:
-            self.store.mark_fork(stream_id, str(exc))
+            self.store.stop(stream_id, f"fork: {exc}")
             result.error = f"fork: {exc}"
             log.error("stream %s: %s (ingest stopped, evidence kept)", name, exc)
             return result
+        except (VerificationError, DecodeError) as exc:
+            # the edge sent what its signature does not cover (a tampered or damaged log):
+            # nothing of it was stored; stop and say so, never repair silently
+            self.store.stop(stream_id, f"invalid: {exc}")
+            result.error = f"invalid: {exc}"
+            log.error("stream %s: the edge sent unverifiable data: %s (ingest stopped)",
+                      name, exc)
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         held = [i for i in range(replica.length) if replica.has(i)]

@@ -157,10 +157,10 @@ class Store:
         self.conn.execute("UPDATE streams SET unit = coalesce(unit, ?) WHERE id = ?",
                           (unit, stream_id))
 
-    def mark_fork(self, stream_id: int, detail: str) -> None:
-        """Stop ingest of a stream: a fork or equivocation was found (kept as evidence)."""
-        self.conn.execute("UPDATE streams SET status = ? WHERE id = ?",
-                          (f"fork: {detail}"[:500], stream_id))
+    def stop(self, stream_id: int, reason: str) -> None:
+        """Stop ingest of a stream and say why (``fork: ...`` when a fork or equivocation was
+        found, ``invalid: ...`` when the edge sent data its signature does not cover)."""
+        self.conn.execute("UPDATE streams SET status = ? WHERE id = ?", (reason[:500], stream_id))
 
     def status(self, stream_id: int) -> str:
         row = self.conn.execute("SELECT status FROM streams WHERE id = ?",

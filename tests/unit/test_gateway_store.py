@@ -75,7 +75,7 @@ def test_streams_and_devices(store: Store) -> None:
     dev2 = store.device(b"e" * 32, "board-2", T0)
     with pytest.raises(StoreError, match="already stream"):
         store.stream(dev2, "board-2/temperature", KEY)
-    store.mark_fork(sid, "two signatures for length 7")
+    store.stop(sid, "fork: two signatures for length 7")
     with pytest.raises(StoreError, match="stopped: fork: two signatures"):
         store.ingest(sid, [(0, 0, frames("board-1/temperature", [T0])[0])])
     assert store.samples(sid, 0, 2e9) == []
