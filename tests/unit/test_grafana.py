@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from cairn.frames import Frame, Sample
 from cairn_gateway.api import make_app
