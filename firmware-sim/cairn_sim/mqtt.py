@@ -359,6 +359,7 @@ class Runner:
         self.tls_context = tls_context
         self.stats = RunStats(devices=len(fleet.devices))
         self.stopping = False
+        self._stop_requested = False
         self.next_retry = 0.0  # run time of the earliest connection attempt due
         self._clock = clock
         self._start = clock()
@@ -369,6 +370,10 @@ class Runner:
         if protocol == "5":
             for link in self.links.values():
                 link.v5_refused = False
+
+    def stop(self) -> None:
+        """Ask :meth:`run` (in another thread) to finish now, as if its duration was up."""
+        self._stop_requested = True
 
     def now(self) -> float:
         """Run time: seconds since the runner was made."""
@@ -408,6 +413,8 @@ class Runner:
         try:
             while True:
                 now = self.now()
+                if self._stop_requested:
+                    break
                 if now >= duration:
                     for item in fleet.pop_due(duration):  # the last ones due, on the dot
                         self._dispatch(item, now)

@@ -142,14 +142,15 @@ def test_load_commands_rejects_what_is_not_a_click_command(
 
 
 def test_running_a_skipped_group_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a group registered but not importable here (its extra is not installed)
     skip = SkippedCommand(
-        "gateway", "cairn_gateway.cli:gateway", "ModuleNotFoundError: sqlite_utils", ("gateway",)
+        "widget", "cairn_widget.cli:widget", "ModuleNotFoundError: widgetlib", ("widget",)
     )
-    monkeypatch.setitem(main.skipped, "gateway", skip)
-    result = CliRunner().invoke(main, ["gateway", "run"])
+    monkeypatch.setitem(main.skipped, "widget", skip)
+    result = CliRunner().invoke(main, ["widget", "run"])
     assert result.exit_code == 2
-    assert "`cairn gateway` is not available in this installation" in result.output
-    assert "pip install 'cairn[gateway]'" in result.output
+    assert "`cairn widget` is not available in this installation" in result.output
+    assert "pip install 'cairn[widget]'" in result.output
 
 
 def test_an_unknown_command_is_a_usage_error() -> None:
