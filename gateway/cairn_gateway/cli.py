@@ -174,6 +174,56 @@ def collect(config_path: Path) -> None:
                    + (f"  ({r.error})" if r.error else ""))
 
 
+@gateway.command("fetch")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+@click.option("--device", required=True, help="The device's record key (hex).")
+@click.option("--stream", required=True, help="Stream name, e.g. board-1/temperature.")
+@click.option("--since", type=float, required=True, help="Epoch seconds.")
+@click.option("--until", "until_", type=float, required=True, help="Epoch seconds.")
+def fetch(config_path: Path, device: str, stream: str, since: float, until_: float) -> None:
+    """Download and store just one window of one stream (verified), then exit."""
+    from cairn.dht.api import DHT
+    from cairn_gateway.collect import Collector
+
+    cfg = _config(config_path)
+    try:
+        record_key = bytes.fromhex(device)
+    except ValueError:
+        record_key = b""
+    if len(record_key) != 32:
+        raise click.BadParameter("a 64-hex-digit record key", param_hint="--device")
+    if until_ <= since:
+        raise click.BadParameter("--until must be after --since")
+    if not cfg.dht_bootstrap:
+        raise click.ClickException("[dht].bootstrap is empty: no way to find the device")
+    key = noise_key_pair(load_seed(cfg.key_file))
+
+    async def go() -> Any:
+        store = _store(cfg)
+        collector = Collector(cfg.data_dir, key, store)
+        try:
+            async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
+                                 persistent=False) as dht:
+                dev = await collector.device(dht, record_key)
+                if dev is None or dev.record.address is None:
+                    raise click.ClickException("no usable record for that device on the DHT")
+                if stream not in dev.streams:
+                    raise click.ClickException(
+                        f"the device has no stream {stream!r} (or did not seal its key to us)")
+                return await collector.sync(dev, stream, dev.record.address, since=since,
+                                            until=until_)
+        finally:
+            collector.close()
+            store.close()
+
+    r = asyncio.run(go())
+    click.echo(f"{r.stream}: {r.blocks:,} blocks, {r.samples:,} samples stored"
+               + (f" ({r.error})" if r.error else ""))
+    if r.error:
+        sys.exit(1)
+
+
 @gateway.command("integrity")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)

@@ -94,8 +94,10 @@ class Collector:
             self._logs[log_key] = lg
         return lg
 
-    async def sync(self, dev: Device, name: str, address: tuple[str, int]) -> SyncResult:
-        """Download what is new of one stream (up to the edge's length) and store it."""
+    async def sync(self, dev: Device, name: str, address: tuple[str, int], *,
+                   since: float | None = None, until: float | None = None) -> SyncResult:
+        """Download what is new of one stream (up to the edge's length), or only the frames
+        holding samples in [since, until) (found by a time seek on the edge), and store it."""
         key = dev.streams[name]
         result = SyncResult(name)
         device_id = self.store.device(dev.record_key, None, float(dev.record.time))
@@ -103,8 +105,12 @@ class Collector:
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
         try:
-            await asyncio.wait_for(
-                download(address[0], address[1], replica, self.key_pair, start=0), TIMEOUT)
+            if since is not None or until is not None:
+                await asyncio.wait_for(download(address[0], address[1], replica, self.key_pair,
+                                                since=since, until_time=until), TIMEOUT)
+            else:
+                await asyncio.wait_for(
+                    download(address[0], address[1], replica, self.key_pair, start=0), TIMEOUT)
         except ForkError as exc:
             self.store.stop(stream_id, f"fork: {exc}")
             result.error = f"fork: {exc}"

@@ -111,11 +111,19 @@ def test_the_gateway_service_collects_and_serves(
     pub.disconnect()
     pub.loop_stop()
     edge.until(lambda s: s.get("samples", 0) >= 5 and s.get("dht_publishes", 0) >= 1)
+    window = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "fetch", "--config",
+                             str(gdir / "gateway.toml"), "--device", edge_record_key(edge),
+                             "--stream", "board-4/co2", "--since", str(t0 + 1),
+                             "--until", str(t0 + 3)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert window.returncode == 0, window.stderr
+    # the edge committed the five readings in one frame: the window's one block holds them all
+    assert window.stdout.strip() == "board-4/co2: 1 blocks, 5 samples stored"
     once = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "collect", "--config",
                            str(gdir / "gateway.toml")], capture_output=True, text=True,
                           timeout=60, check=False)
     assert once.returncode == 0, once.stderr
-    assert "board-4/co2" in once.stdout and "5 samples" in once.stdout
+    assert once.stdout.split() == ["board-4/co2", "0", "blocks", "0", "samples"]  # held
     proc = subprocess.Popen([sys.executable, "-m", "cairn.cli", "gateway", "run", "--config",
                              str(gdir / "gateway.toml")], stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -144,3 +152,8 @@ def test_the_gateway_service_collects_and_serves(
         if proc.stdout is not None:
             proc.stdout.close()
         edge.stop()
+
+
+def edge_record_key(edge: EdgeProcess) -> str:
+    """The device's DHT record key, as the edge says it in its status lines."""
+    return str(edge.last["record_key"])
