@@ -12,6 +12,7 @@ Queries run on the event loop's thread, one at a time (one SQLite connection).
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -35,7 +36,12 @@ def _label(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def make_app(store: Store) -> FastAPI:
+#: (stream id, from, to) -> fetch that window from its edge first, for on-demand streams
+OnDemand = Callable[[int, float, float], Awaitable[object]]
+
+
+def make_app(store: Store, *, on_demand: OnDemand | None = None,
+             demand: Callable[[int], bool] = lambda _stream: False) -> FastAPI:
     app = FastAPI(title="Cairn gateway", version="1",
                   description="Verified sensor samples from a fleet's signed logs.")
     conn = store.conn
@@ -43,6 +49,11 @@ def make_app(store: Store) -> FastAPI:
     def stream_exists(stream: int) -> None:
         if conn.execute("SELECT 1 FROM streams WHERE id = ?", (stream,)).fetchone() is None:
             raise HTTPException(404, f"no stream {stream}")
+
+    async def fill(stream: int, start: float, end: float) -> None:
+        """An on-demand stream: download the window from the edge before answering."""
+        if on_demand is not None and demand(stream):
+            await on_demand(stream, start, end)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -72,6 +83,7 @@ def make_app(store: Store) -> FastAPI:
                       to: float = Query()) -> list[dict[str, Any]]:
         _window(from_, to)
         stream_exists(stream)
+        await fill(stream, from_, to)
         n = conn.execute("SELECT count(*) FROM samples WHERE stream_id = ? AND t >= ? AND t < ?",
                          (stream, from_, to)).fetchone()[0]
         if n > MAX_POINTS:
@@ -89,6 +101,7 @@ def make_app(store: Store) -> FastAPI:
         if (to - from_) / step > MAX_POINTS:
             raise HTTPException(400, f"{(to - from_) / step:.0f} buckets (at most {MAX_POINTS})")
         stream_exists(stream)
+        await fill(stream, from_, to)
         s = store.series(stream, from_, to, step)
         return [{"time": b, "n": n, "mean": m, "min": lo, "max": hi}
                 for b, n, m, lo, hi in zip(s.bucket, s.n, s.mean, s.lo, s.hi, strict=True)]

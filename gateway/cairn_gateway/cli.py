@@ -74,7 +74,13 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     key = noise_key_pair(load_seed(cfg.key_file))
     store = _store(cfg)
     collector = Collector(cfg.data_dir, key, store)
-    server = uvicorn.Server(uvicorn.Config(make_app(store), host=cfg.api[0], port=cfg.api[1],
+
+    def demand(stream_id: int) -> bool:
+        entry = collector.known.get(stream_id)
+        return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
+
+    app = make_app(store, on_demand=collector.on_demand, demand=demand)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api[0], port=cfg.api[1],
                                            log_level="warning", lifespan="off"))
     api = asyncio.create_task(server.serve())
     try:
@@ -99,7 +105,7 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                     except Exception as exc:
                         log.warning("fleet lookup failed: %s", exc)
                     for k in sorted(keys):
-                        for r in await collector.collect(dht, k):
+                        for r in await collector.collect(dht, k, cfg.policy):
                             if r.error:
                                 log.warning("stream %s: %s", r.stream, r.error)
                 if cfg.retention_days:
@@ -163,7 +169,8 @@ def collect(config_path: Path) -> None:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:
                 keys = set(cfg.devices) | await collector.devices_on(dht, cfg.fleet)
-                return [r for k in sorted(keys) for r in await collector.collect(dht, k)]
+                return [r for k in sorted(keys)
+                        for r in await collector.collect(dht, k, cfg.policy)]
         finally:
             collector.close()
             store.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cairn.log import Log
 from cairn.replication.net import download
 from cairn.storage import SharedDB
 from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
+from cairn_gateway.config import Policy
 from cairn_gateway.store import Store
 
 __all__ = ["Collector", "Device", "SyncResult"]
@@ -55,6 +58,8 @@ class Collector:
         self.store = store
         self.replicas = SharedDB(self.dir / "replicas.db")
         self._logs: dict[bytes, Log] = {}
+        self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
+        self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
 
     def close(self) -> None:
         self.replicas.close()
@@ -136,12 +141,40 @@ class Collector:
                 self.store.set_unit(stream_id, run[0][2].samples[0].unit)
         return result
 
-    async def collect(self, dht: DHT, record_key: bytes) -> list[SyncResult]:
-        """Everything new from one device."""
+    async def collect(self, dht: DHT, record_key: bytes,
+                      policy: Callable[[str], Policy] | None = None,
+                      now: float | None = None) -> list[SyncResult]:
+        """What is new from one device, by each stream's policy: ``tail`` all of it,
+        ``backfill`` the last ``window`` seconds of it, ``on_demand`` nothing (the stream is
+        registered so an API query can fetch a window of it)."""
         dev = await self.device(dht, record_key)
         if dev is None or dev.record.address is None:
             return []
         out = []
         for name in sorted(dev.streams):
-            out.append(await self.sync(dev, name, dev.record.address))
+            p = policy(name) if policy is not None else Policy("*", "tail")
+            device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+            stream_id = self.store.stream(device_id, name, dev.streams[name])
+            self.known[stream_id] = (dev, name)
+            if p.mode == "on_demand":
+                continue
+            since = None
+            if p.mode == "backfill":
+                since = (time.time() if now is None else now) - p.window
+            out.append(await self.sync(dev, name, dev.record.address, since=since))
         return out
+
+    async def on_demand(self, stream_id: int, start: float, end: float) -> SyncResult | None:
+        """Fetch [start, end) of a stream the store does not hold (yet), if it is known."""
+        entry = self.known.get(stream_id)
+        if entry is None:
+            return None
+        done = self._fetched.setdefault(stream_id, [])
+        if any(a <= start and end <= b for a, b in done):
+            return None  # fetched already, and that window was in the past then
+        dev, name = entry
+        assert dev.record.address is not None
+        result = await self.sync(dev, name, dev.record.address, since=start, until=end)
+        if result.error is None:
+            done.append((start, min(end, time.time())))
+        return result

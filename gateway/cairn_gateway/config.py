@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "load_config", "parse_config"]
+__all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config"]
 
 
 class ConfigError(ValueError):
@@ -25,10 +26,29 @@ class GatewayConfig:
     interval: float = 10.0
     api: tuple[str, int] = ("127.0.0.1", 8080)
     retention_days: float = 0.0  # 0: keep everything
+    policies: tuple[Policy, ...] = ()  # the first whose pattern matches a stream; else tail
+
+    def policy(self, stream: str) -> Policy:
+        for p in self.policies:
+            if fnmatch.fnmatchcase(stream, p.pattern):
+                return p
+        return Policy("*", "tail")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How a stream is downloaded: ``tail`` (keep up as it grows), ``backfill`` (keep up, but
+    only the last ``window`` seconds), ``on_demand`` (nothing until an API query asks for a
+    window the store does not hold, then just that window)."""
+
+    pattern: str
+    mode: str
+    window: float = 0.0
 
 
 _KEYS: dict[str, set[str]] = {
-    "": {"data_dir", "key_file", "dht", "collect", "api", "store"},
+    "": {"data_dir", "key_file", "dht", "collect", "api", "store", "policy"},
+    "policy": {"pattern", "mode", "window"},
     "dht": {"bootstrap", "fleet"},
     "collect": {"devices", "interval"},
     "api": {"listen"},
@@ -61,6 +81,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         return t
 
     top, dht, collect, api, store = (table(n) for n in ("", "dht", "collect", "api", "store"))
+    top = {k: v for k, v in top.items() if k != "policy"}
 
     def path(key: str, default: str) -> Path:
         v = top.get(key, default)
@@ -83,6 +104,27 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
     fleet = dht.get("fleet", "default")
     if not isinstance(fleet, str) or not 0 < len(fleet) <= 64:
         raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
+    policies = []
+    raw_policies = doc.get("policy", [])
+    if not isinstance(raw_policies, list):
+        raise ConfigError(f"{source}: policy must be an array of tables ([[policy]])")
+    for k, p in enumerate(raw_policies):
+        where = f"[[policy]] {k + 1}"
+        if not isinstance(p, dict):
+            raise ConfigError(f"{where}: must be a table")
+        unknown = sorted(set(p) - _KEYS["policy"])
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(_KEYS['policy']))})")
+        pattern, mode = p.get("pattern"), p.get("mode")
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{where}: needs a pattern such as \"*/vibration\"")
+        if mode not in ("tail", "backfill", "on_demand"):
+            raise ConfigError(f"{where}: mode {mode!r} is not tail, backfill or on_demand")
+        window = number(p, where, "window", 0.0, 0.0, 3650 * 86400)
+        if mode == "backfill" and window <= 0:
+            raise ConfigError(f"{where}: backfill needs a window (seconds into the past)")
+        policies.append(Policy(pattern, mode, window))
     devices = []
     raw = collect.get("devices", [])
     if not isinstance(raw, list):
@@ -104,6 +146,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         interval=number(collect, "[collect]", "interval", 10.0, 0.1, 86400),
         api=_hostport(api.get("listen", "127.0.0.1:8080"), "[api].listen"),
         retention_days=number(store, "[store]", "retention_days", 0.0, 0.0, 36500),
+        policies=tuple(policies),
     )
 
 
@@ -136,4 +179,10 @@ listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /me
 
 [store]
 retention_days = 0           # delete samples older than this (0: keep everything)
+
+# How streams are downloaded: the first [[policy]] whose pattern (device/quantity, * wildcards)
+# matches; a stream no policy matches is tailed.
+# [[policy]]
+# pattern = "*/vibration"
+# mode = "on_demand"         # tail | backfill (with window = seconds) | on_demand
 '''

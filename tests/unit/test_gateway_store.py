@@ -101,3 +101,27 @@ def test_retention(store: Store) -> None:
 def test_bad_step(store: Store) -> None:
     with pytest.raises(ValueError, match="multiple of 60"):
         store.rollup(1, 0, 1, 45)
+
+
+def test_gateway_config_policies_and_bad_input(tmp_path: Path) -> None:
+    from cairn_gateway.config import TEMPLATE, ConfigError, parse_config
+
+    cfg = parse_config(TEMPLATE + '\n[[policy]]\npattern = "*/vibration"\nmode = "on_demand"\n'
+                       '[[policy]]\npattern = "board-2/*"\nmode = "backfill"\nwindow = 3600\n',
+                       tmp_path)
+    assert cfg.policy("board-1/vibration").mode == "on_demand"
+    assert (cfg.policy("board-2/co2").mode, cfg.policy("board-2/co2").window) == ("backfill",
+                                                                                    3600.0)
+    assert cfg.policy("board-1/co2").mode == "tail"
+    for text, message in [
+        ("[[policy]]\npattern = '*'\nmode = 'sometimes'", "is not tail, backfill or on_demand"),
+        ("[[policy]]\npattern = '*'\nmode = 'backfill'", "backfill needs a window"),
+        ("[[policy]]\nmode = 'tail'", "needs a pattern"),
+        ("[[policy]]\npattern = '*'\nmode = 'tail'\nspeed = 3", r"unknown key\(s\) speed"),
+        ("[api]\nlisten = 'nowhere'", "is not host:port"),
+        ("[collect]\ninterval = 0", "interval"),
+        ("[collect]\ndevices = ['beef']", "64-hex-digit"),
+        ("colour = 'blue'", r"unknown key\(s\) colour"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config(text, tmp_path, "gateway.toml")
