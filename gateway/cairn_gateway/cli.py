@@ -231,6 +231,73 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
         sys.exit(1)
 
 
+@gateway.command("watch")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="gateway.toml", show_default=True)
+@click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print the table once and exit.")
+def watch(config_path: Path, interval: float, once: bool) -> None:
+    """A live table of every device's latest readings, from their signed DHT records."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from cairn.dht.api import DHT
+    from cairn_edge.record import RecordError, decode_record, fleet_topic
+
+    cfg = _config(config_path)
+    if not cfg.dht_bootstrap:
+        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+    key = noise_key_pair(load_seed(cfg.key_file))
+    console = Console()
+
+    async def table(dht: DHT) -> Table:
+        t = Table(title=f"fleet {cfg.fleet!r}: latest readings (signed DHT records)")
+        for col in ("device", "stream", "value", "unit", "age", "record"):
+            t.add_column(col)
+        keys = set(cfg.devices)
+        async with dht.lookup(fleet_topic(cfg.fleet)) as peers:
+            async for p in peers:
+                keys.add(p.public_key)
+        now = time.time()
+        for k in sorted(keys):
+            got = await dht.mutable_get(k)
+            if got is None:
+                t.add_row(k.hex()[:12], "-", "-", "", "", "[red]no record[/]")
+                continue
+            try:
+                rec = decode_record(got.value, key)
+            except RecordError as exc:
+                t.add_row(k.hex()[:12], "-", "-", "", "", f"[red]bad: {exc}[/]")
+                continue
+            for r in rec.readings:
+                t.add_row(k.hex()[:12], r.stream, f"{r.value:g}" if isinstance(r.value, float)
+                          else str(r.value), _unit(r.stream), f"{now - r.time:.0f} s",
+                          f"[green]verified[/] seq {got.seq}")
+        return t
+
+    def _unit(stream: str) -> str:
+        from cairn_edge.units import QUANTITY_UNITS
+
+        quantity = stream.rsplit("/", 1)[-1]
+        base, dash, number = quantity.rpartition("-")
+        return QUANTITY_UNITS.get(base if dash and number.isdigit() else quantity, "")
+
+    async def go() -> None:
+        async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
+                             persistent=False) as dht:
+            if once:
+                console.print(await table(dht))
+                return
+            with Live(await table(dht), console=console, refresh_per_second=1) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(await table(dht))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
 @gateway.command("integrity")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)

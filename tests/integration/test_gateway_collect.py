@@ -111,6 +111,13 @@ def test_the_gateway_service_collects_and_serves(
     pub.disconnect()
     pub.loop_stop()
     edge.until(lambda s: s.get("samples", 0) >= 5 and s.get("dht_publishes", 0) >= 1)
+    watched = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "watch", "--once",
+                              "--config", str(gdir / "gateway.toml")], capture_output=True,
+                             text=True, timeout=60, check=False, env={
+                                 **__import__("os").environ, "COLUMNS": "200"})
+    assert watched.returncode == 0, watched.stderr
+    row = next(line for line in watched.stdout.splitlines() if "board-4/co2" in line)
+    assert "404" in row and "ppm" in row and "verified" in row
     window = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "fetch", "--config",
                              str(gdir / "gateway.toml"), "--device", edge_record_key(edge),
                              "--stream", "board-4/co2", "--since", str(t0 + 1),
