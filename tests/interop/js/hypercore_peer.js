@@ -5,7 +5,7 @@
 //   node js/hypercore_peer.js write <seedHex> <blocks> [<extra>]
 //     make a log from the seed with <blocks> blocks "block-i", serve it on 127.0.0.1:0,
 //     print {"port", "key"}; then on each stdin line, append <extra> more blocks and print
-//     {"length"}
+//     {"length"} (with CAIRN_BLOCKS_FILE set, the first blocks are that file's lines, in hex)
 'use strict'
 
 const Hypercore = require('hypercore')
@@ -48,9 +48,16 @@ async function write ([seedHex, nArg, extraArg]) {
   const keyPair = crypto.keyPair(Buffer.from(seedHex, 'hex'))
   const core = new Hypercore(dir, { keyPair })
   await core.ready()
-  const n = Number(nArg)
   const batch = []
-  for (let i = 0; i < n; i++) batch.push(Buffer.from('block-' + i))
+  if (process.env.CAIRN_BLOCKS_FILE) {
+    // the blocks to append: one hex string a line (frames made by the test)
+    for (const line of fs.readFileSync(process.env.CAIRN_BLOCKS_FILE, 'utf8').split('\n')) {
+      if (line.trim()) batch.push(Buffer.from(line.trim(), 'hex'))
+    }
+  } else {
+    const n = Number(nArg)
+    for (let i = 0; i < n; i++) batch.push(Buffer.from('block-' + i))
+  }
   if (batch.length) await core.append(batch)
   const server = net.createServer((socket) => {
     const stream = core.replicate(false)
