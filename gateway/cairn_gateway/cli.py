@@ -298,6 +298,58 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
         asyncio.run(go())
 
 
+@gateway.group("grafana")
+def grafana() -> None:
+    """Install Cairn's Grafana data sources and dashboards."""
+
+
+GRAFANA_FILES = Path(__file__).with_name("grafana")
+
+
+@grafana.command("push")
+@click.option("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000.")
+@click.option("--token", required=True, envvar="GRAFANA_TOKEN",
+              help="A service account token with the Editor role (or $GRAFANA_TOKEN).")
+@click.option("--gateway-url", default=None, help="The gateway API as Grafana reaches it "
+              "(default: the provisioning file's).")
+@click.option("--prometheus-url", default=None, help="Prometheus as Grafana reaches it.")
+def grafana_push(url: str, token: str, gateway_url: str | None,
+                 prometheus_url: str | None) -> None:
+    """Create or update the data sources and the three dashboards in a running Grafana."""
+    import yaml  # type: ignore[import-untyped]
+    from grafana_client.api import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
+    sources = yaml.safe_load((GRAFANA_FILES / "provisioning" / "datasources" /
+                              "cairn.yaml").read_text())["datasources"]
+    urls = {"yesoreyeram-infinity-datasource": gateway_url, "prometheus": prometheus_url}
+    api = GrafanaApi.from_url(url, credential=token)
+    try:
+        for ds in sources:
+            body = {k: v for k, v in ds.items() if k != "editable"}
+            if urls.get(ds["type"]):
+                body["url"] = urls[ds["type"]]
+                if "allowedHosts" in body.get("jsonData", {}):
+                    body["jsonData"] = {**body["jsonData"], "allowedHosts": [body["url"]]}
+            try:
+                api.datasource.get_datasource_by_uid(ds["uid"])
+                api.datasource.update_datasource_by_uid(ds["uid"], body)
+                click.echo(f"updated data source {ds['name']} ({ds['uid']})")
+            except GrafanaClientError as exc:
+                if getattr(exc, "status_code", None) != 404:
+                    raise
+                api.datasource.create_datasource(body)
+                click.echo(f"created data source {ds['name']} ({ds['uid']})")
+        for path in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
+            dash = json.loads(path.read_text())
+            dash.pop("id", None)
+            api.dashboard.update_dashboard({"dashboard": dash, "overwrite": True,
+                                            "message": "cairn gateway grafana push"})
+            click.echo(f"installed dashboard {dash['title']} ({dash['uid']})")
+    except (GrafanaException, OSError) as exc:
+        raise click.ClickException(f"Grafana at {url}: {exc}") from None
+
+
 @gateway.command("integrity")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
