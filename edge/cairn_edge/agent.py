@@ -28,11 +28,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cairn.brokers import parse_broker
-from cairn.crypto import KeyPair, derive_stream_key_pair
+from cairn.crypto import KeyPair, derive_stream_key_pair, discovery_key
 from cairn.dht.api import DHT, DHTError
 from cairn.log import Log
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
+from cairn.watermark import WatermarkError, decode_watermarks
 from cairn_edge.config import EdgeConfig
 from cairn_edge.keys import load_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
@@ -288,6 +289,9 @@ class Agent:
                         persistent=self.config.dht_persistent or None))
                     publisher = asyncio.create_task(self._publish_loop())
                     stack.callback(publisher.cancel)
+                    if self.config.watermarks:
+                        reader = asyncio.create_task(self._watermark_loop())
+                        stack.callback(reader.cancel)
                 await self._consume(queue, ingest)
         finally:
             server.cancel()
@@ -388,6 +392,35 @@ class Agent:
             except DHTError as exc:
                 log.warning("could not publish the DHT record (seq %d): %s", seq, exc)
             await asyncio.sleep(self.config.publish_interval)  # at most this often
+
+    async def _watermark_loop(self) -> None:
+        """Clear block data every required gateway has stored (its watermark record says how
+        far), keeping each log's tree so it still verifies."""
+        assert self.dht is not None
+        while True:
+            await asyncio.sleep(self.config.watermark_interval)
+            lowest: dict[bytes, int] | None = None
+            for key in self.config.watermarks:
+                try:
+                    got = await self.dht.mutable_get(key)
+                    marks = decode_watermarks(got.value)[1] if got is not None else {}
+                except (DHTError, WatermarkError) as exc:
+                    log.warning("watermark record %s: %s", key.hex()[:16], exc)
+                    marks = {}
+                lowest = marks if lowest is None else {
+                    k: min(v, marks[k]) for k, v in lowest.items() if k in marks}
+            for name, lg in list(self.store.logs.items()):
+                upto = (lowest or {}).get(discovery_key(lg.key)[:8], 0)
+                upto = min(upto, lg.length - 1)  # keep the newest block
+                ranges = lg.held_ranges()
+                if ranges and ranges[0][0] < upto:
+                    start = ranges[0][0]
+                    n = lg.clear(start, upto)
+                    self.cleared += n
+                    log.info("cleared blocks %d..%d of %s: the gateways hold them",
+                             start, upto - 1, name)
+                    if self.on_commit is not None:
+                        self.on_commit(self)
 
     def disk_bytes(self) -> int:
         total = 0

@@ -66,6 +66,8 @@ class EdgeConfig:
     publish_interval: float = 1.0
     fleet: str = "default"
     public: bool = False
+    watermarks: tuple[bytes, ...] = ()  # gateways' watermark record keys: clear what all hold
+    watermark_interval: float = 300.0
     # health
     metrics: tuple[str, int] | None = None
 
@@ -77,7 +79,8 @@ _TABLES: dict[str, set[str]] = {
     "logs": {"commit_interval", "commit_samples", "sync", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
     "replication": {"host", "port", "gateways", "advertise"},
-    "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public"},
+    "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
+            "watermark_interval"},
     "health": {"metrics"},
     "topic": {"filter", "format", "device_level"},
     "range": {"pattern", "min", "max"},
@@ -210,6 +213,15 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     fleet = _get(dht, "fleet", str, "[dht]", "default")
     if not fleet or len(fleet) > 64:
         raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
+    watermarks = []
+    for g in _get(dht, "watermarks", list, "[dht]", []):
+        try:
+            wkey = bytes.fromhex(g) if isinstance(g, str) else b""
+        except ValueError:
+            wkey = b""
+        if len(wkey) != 32:
+            raise ConfigError(f"[dht].watermarks: {str(g)[:70]!r} is not a 64-hex-digit key")
+        watermarks.append(wkey)
     units = _get(val, "units", list, "[validation]", [])
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
@@ -242,6 +254,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         publish_interval=_num(dht, "publish_interval", "[dht]", 1.0, 0.1, 86400),
         fleet=fleet,
         public=_get(dht, "public", bool, "[dht]", False),
+        watermarks=tuple(watermarks),
+        watermark_interval=_num(dht, "watermark_interval", "[dht]", 300.0, 0.1, 86400),
         metrics=hostport(metrics, "[health].metrics") if metrics else None,
     )
 
@@ -296,6 +310,9 @@ persistent = false           # true: also serve as a DHT routing node (needs a r
 publish_interval = 1.0       # seconds between record updates at most
 fleet = "default"            # we announce ourselves on this fleet's topic
 public = false               # true: stream keys in clear in the record (anyone may replicate)
+watermarks = []              # gateways' watermark keys (hex, `cairn gateway init` prints it):
+                             # block data all of them have stored is cleared here
+watermark_interval = 300     # seconds between reading their watermark records
 
 [health]
 # metrics = "127.0.0.1:9108"  # serve Prometheus metrics at http://HOST:PORT/metrics

@@ -24,6 +24,13 @@ __all__ = ["gateway", "run_gateway"]
 log = logging.getLogger(__name__)
 
 
+def watermark_key_pair(seed: bytes) -> Any:
+    """The key pair the gateway's watermark record is signed with."""
+    from cairn.crypto import derive_stream_key_pair
+
+    return derive_stream_key_pair(seed, "#watermark")
+
+
 def _config(path: Path) -> GatewayConfig:
     try:
         return load_config(path)
@@ -60,6 +67,8 @@ def init(directory: Path) -> None:
     click.echo(f"wrote {config} and {directory / 'gateway.seed'}")
     click.echo("gateway key (put it in each edge's [replication].gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
+    click.echo("watermark key (in an edge's [dht].watermarks, to free what this gateway "
+               f"stored): {watermark_key_pair(seed).public_key.hex()}")
 
 
 async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
@@ -71,9 +80,11 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     from cairn_gateway.api import make_app
     from cairn_gateway.collect import Collector
 
-    key = noise_key_pair(load_seed(cfg.key_file))
+    seed = load_seed(cfg.key_file)
+    key = noise_key_pair(seed)
     store = _store(cfg)
     collector = Collector(cfg.data_dir, key, store)
+    marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
 
     def demand(stream_id: int) -> bool:
         entry = collector.known.get(stream_id)
@@ -108,6 +119,12 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                         for r in await collector.collect(dht, k, cfg.policy):
                             if r.error:
                                 log.warning("stream %s: %s", r.stream, r.error)
+                    marks_seq = max(marks_seq + 1, int(time.time() * 1000))
+                    try:
+                        await collector.publish_watermarks(dht, watermark_key_pair(seed),
+                                                           marks_seq)
+                    except Exception as exc:  # a bad round must not stop us
+                        log.warning("could not publish the watermark record: %s", exc)
                 if cfg.retention_days:
                     store.prune(time.time() - cfg.retention_days * 86400)
                 done += 1

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cairn.crypto import KeyPair
+from cairn.crypto import KeyPair, discovery_key
 from cairn.dht.api import DHT
 from cairn.errors import CairnError, DecodeError, ForkError, VerificationError
 from cairn.frames import Frame
 from cairn.log import Log
 from cairn.replication.net import download
 from cairn.storage import SharedDB
+from cairn.watermark import encode_watermarks
 from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
 from cairn_gateway.config import Policy
 from cairn_gateway.store import Store
@@ -163,6 +164,22 @@ class Collector:
                 since = (time.time() if now is None else now) - p.window
             out.append(await self.sync(dev, name, dev.record.address, since=since))
         return out
+
+    def watermarks(self) -> dict[bytes, int]:
+        """For each stream collected: its log's discovery key -> blocks stored from the start."""
+        out = {}
+        for sid, log_key in self.store.conn.execute("SELECT id, log_key FROM streams "
+                                                     "WHERE status = 'ok'"):
+            n = self.store.stored_prefix(sid)
+            if n:
+                out[discovery_key(log_key)] = n
+        return out
+
+    async def publish_watermarks(self, dht: DHT, key_pair: KeyPair, seq: int) -> int:
+        """Put the watermark record (see :mod:`cairn.watermark`); returns how many streams."""
+        marks = self.watermarks()
+        await dht.mutable_put(key_pair, encode_watermarks(int(time.time()), marks), seq)
+        return len(marks)
 
     async def on_demand(self, stream_id: int, start: float, end: float) -> SyncResult | None:
         """Fetch [start, end) of a stream the store does not hold (yet), if it is known."""

@@ -218,6 +218,16 @@ class Store:
             raise
         return stored
 
+    def stored_prefix(self, stream_id: int) -> int:
+        """N such that blocks 0..N-1 of the stream are all stored."""
+        row = self.conn.execute(
+            "SELECT min(b.block) + 1 FROM blocks b WHERE b.stream_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM blocks c WHERE c.stream_id = b.stream_id AND c.block = b.block + 1)",
+            (stream_id,)).fetchone()
+        has_first = self.conn.execute("SELECT 1 FROM blocks WHERE stream_id = ? AND block = 0",
+                                      (stream_id,)).fetchone()
+        return int(row[0]) if row[0] is not None and has_first else 0
+
     def missing_blocks(self, stream_id: int, held: list[int]) -> list[int]:
         """Which of these block indexes (sorted) are not stored yet."""
         if not held:

@@ -63,7 +63,7 @@ class EdgeProcess:
     def __init__(self, directory: Path, broker: Mosquitto, *, gateways: list[str] | None = None,
                  commit_interval: float = 0.3, dht: tuple[str, int] | None = None,
                  embedded: int | None = None, metrics: int | None = None,
-                 max_disk_mb: float = 0) -> None:
+                 max_disk_mb: float = 0, watermarks: list[str] | None = None) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "device.seed").exists():
@@ -79,6 +79,7 @@ class EdgeProcess:
             '[replication]\nhost = "127.0.0.1"\nport = 0\n'
             f"gateways = {json.dumps(gateways or [])}\n"
             + (f'[dht]\nbootstrap = ["{dht[0]}:{dht[1]}"]\npublish_interval = 0.2\n'
+               f"watermarks = {json.dumps(watermarks or [])}\nwatermark_interval = 0.3\n"
                if dht else "")
             + (f'[health]\nmetrics = "127.0.0.1:{metrics}"\n' if metrics else ""))
         self.proc: subprocess.Popen[str] | None = None

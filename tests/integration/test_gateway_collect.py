@@ -225,3 +225,58 @@ def test_an_on_demand_stream_is_fetched_when_the_api_asks(
         collector.close()
         store.close()
         edge.stop()
+
+
+def test_the_edge_frees_what_the_gateway_stored(
+        broker: Mosquitto, testnet: tuple[str, int], tmp_path: Path) -> None:  # noqa: F811
+    """The gateway publishes its watermark record; the edge clears block data below it (the
+    tree stays, the log verifies), and keeps the rest."""
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cairn.crypto import derive_stream_key_pair
+
+    gw_seed = b"\x09" * 32
+    gw = random_key_pair()
+    marks_key = derive_stream_key_pair(gw_seed, "#watermark")
+    edge = EdgeProcess(tmp_path / "edge", broker, gateways=[gw.public_key.hex()], dht=testnet,
+                       commit_interval=0.05, watermarks=[marks_key.public_key.hex()])
+    edge.start()
+    t0 = time.time() - 100
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-pub")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    for k in range(10):
+        pub.publish("senml/board-8/temperature", json.dumps(
+            [{"bn": "board-8/temperature", "bt": t0 + k, "bu": "Cel", "v": k}]), qos=1
+        ).wait_for_publish(30)
+        edge.until(lambda s, k=k: s.get("samples", 0) >= k + 1)
+    pub.disconnect()
+    pub.loop_stop()
+    edge.until(lambda s: s.get("dht_publishes", 0) >= 1)
+    (tmp_path / "gateway").mkdir()
+    store = Store(tmp_path / "gateway" / "gw.db")
+    collector = Collector(tmp_path / "gateway", gw, store)
+
+    async def collect_and_publish() -> int:
+        async with DHT.start("127.0.0.1", 0, [testnet], persistent=False) as dht:
+            [key] = await collector.devices_on(dht, "default")
+            stored = sum(r.samples for r in await collector.collect(dht, key))
+            await collector.publish_watermarks(dht, marks_key, 1)
+            return stored
+
+    try:
+        assert asyncio.run(collect_and_publish()) == 10
+        assert collector.watermarks() and list(collector.watermarks().values()) == [10]
+        line = edge.until(lambda s: s.get("cleared_blocks", 0) >= 9)
+        assert line["cleared_blocks"] == 9  # all but the newest block, which the edge keeps
+    finally:
+        collector.close()
+        store.close()
+    edge.stop()
+    from tests.integration.test_edge_mqtt import stored as edge_stored
+
+    held = edge_stored(edge.dir, edge.seed)  # (verifies every log: the tree is whole)
+    assert held == {"board-8/temperature": [(t0 + 9, 9.0)]}
