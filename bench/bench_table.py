@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Row", "fmt_num", "render", "render_markdown"]
+__all__ = ["Row", "fmt_num", "print_tables", "render", "render_markdown"]
 
 ONE_DECIMAL = {"B/block", "ms"}
 
@@ -51,3 +51,11 @@ def render_markdown(rows: list[Row]) -> str:
         out.append(f"| {r.measure} | {r.unit} | {fmt_num(r.cairn, r.unit)} | "
                    f"{fmt_num(r.js, r.unit)} | {_ratio(r)} | {r.target} | {r.verdict} |")
     return "\n".join(out)
+
+
+def print_tables(rows: list[Row], markdown: bool) -> None:
+    """The table on stdout, and with ``markdown`` the same again in Markdown."""
+    print(render(rows))
+    if markdown:
+        print()
+        print(render_markdown(rows))

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_table import Row, render, render_markdown
+from bench_table import Row, print_tables
 from cairn.brokers import parse_broker
 from cairn_edge.adapters import DEFAULT_ROUTES
 from cairn_edge.keys import new_seed
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  10 streams: {small}", file=sys.stderr)
         rows.append(Row("bytes written per sample, 10 streams at 1 Hz", "B/sample", per, None,
                         None, "<= 300", "PASS" if per <= 300 else "MISS"))
-    print(render(rows))
-    if args.markdown:
-        print()
-        print(render_markdown(rows))
+    print_tables(rows, args.markdown)
     return 0
 
 

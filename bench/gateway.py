@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from bench_table import Row, render, render_markdown
+from bench_table import Row, print_tables
 from cairn.crypto import derive_stream_key_pair, random_key_pair
 from cairn.frames import Frame, Sample
 from cairn.log import Log
@@ -45,6 +46,18 @@ from cairn_gateway.store import Store
 
 NAME = "board-1/temperature"
 SERVE = [sys.executable, str(Path(__file__).with_name("replication.py")), "--serve-worker"]
+
+
+@contextlib.contextmanager
+def serving(path: Path) -> Iterator[int]:
+    """An edge's log served by another process (bench/replication.py's worker); its port."""
+    with subprocess.Popen([*SERVE, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as server:
+        assert server.stdout is not None and server.stdin is not None
+        yield int(json.loads(server.stdout.readline())["port"])
+        with contextlib.suppress(OSError):
+            server.stdin.write("quit\n")
+            server.stdin.close()
 
 
 def edge_log(path: Path, n: int, per_frame: int = 1) -> bytes:
@@ -153,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         s.close()
 
         key = edge_log(Path(d) / "edge.db", args.blocks)
-        with subprocess.Popen([*SERVE, str(Path(d) / "edge.db")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) as server:
-            assert server.stdout is not None and server.stdin is not None
-            port = int(json.loads(server.stdout.readline())["port"])
+        with serving(Path(d) / "edge.db") as port:
             full_s, full_n = asyncio.run(collect(Path(d), key, port, "full"))
             assert full_n == args.blocks, full_n
             mid = T0 + args.blocks // 2
@@ -166,21 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                                               until=mid + 3600))
                 assert n >= 3600, n
                 hours.append(secs * 1e3)
-            with contextlib.suppress(OSError):
-                server.stdin.write("quit\n")
-                server.stdin.close()
         full_rate = full_n / full_s
         hour = statistics.median(hours)
         key10 = edge_log(Path(d) / "edge10.db", args.blocks // 10, per_frame=10)
-        with subprocess.Popen([*SERVE, str(Path(d) / "edge10.db")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) as server:
-            assert server.stdout is not None and server.stdin is not None
-            port = int(json.loads(server.stdout.readline())["port"])
+        with serving(Path(d) / "edge10.db") as port:
             ten_s, ten_n = asyncio.run(collect(Path(d), key10, port, "ten"))
             assert ten_n == args.blocks, ten_n
-            with contextlib.suppress(OSError):
-                server.stdin.write("quit\n")
-                server.stdin.close()
         ten_rate = ten_n / ten_s
         live = sorted(live_refresh())
         live_p99 = live[int(0.99 * len(live)) - 1]
@@ -200,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             None, None, "<= 2 ms", "PASS" if live_p99 <= 2 else "MISS"),
         Row("  the same, median", "ms", statistics.median(live), None, None, "info", "-"),
     ]
-    print(render(rows))
-    if args.markdown:
-        print()
-        print(render_markdown(rows))
+    print_tables(rows, args.markdown)
     return 0
 
 

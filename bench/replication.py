@@ -59,7 +59,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "core"))
 
-from bench_table import Row, render, render_markdown  # noqa: E402
+from bench_table import Row, print_tables  # noqa: E402
 from cairn.crypto import key_pair, random_key_pair  # noqa: E402
 from cairn.frames import Frame, Sample  # noqa: E402
 from cairn.log import Log  # noqa: E402
@@ -529,10 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# hypercore {meta.get('hypercore') or 'not run'}; Cairn frames "
               f"{meta.get('frame_bytes', '?')} B; window {meta.get('window', '?')}")
         print()
-        print(render(rows))
-        if args.markdown:
-            print()
-            print(render_markdown(rows))
+        print_tables(rows, args.markdown)
         missed = [r.measure for r in rows if r.verdict == "MISS"]
         print()
         print(f"verdict: {len(missed)} target(s) MISSED: " + "; ".join(missed) if missed

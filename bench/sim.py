@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_table import Row, render, render_markdown
+from bench_table import Row, print_tables
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto, find_mosquitto
 from cairn_sim.mqtt import Runner, RunStats, parse_broker
@@ -112,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(render(rows))
-        if args.markdown:
-            print()
-            print(render_markdown(rows))
+        print_tables(rows, args.markdown)
     return 0
 
 

@@ -218,6 +218,10 @@ class _SegmentPool:
             self.cost -= old[1].cost
         self.lru[key] = (owner, seg)
         self.cost += seg.cost
+        self.trim()
+
+    def trim(self) -> None:
+        """Let go of the least recently used segments until within the budget."""
         while len(self.lru) > 1 and (self.cost > _SEGMENT_CACHE or len(self.lru) > _SEGMENT_COUNT):
             (_, start), (gone_owner, gone) = self.lru.popitem(last=False)
             self.cost -= gone.cost
@@ -243,10 +247,7 @@ def limit_segment_cache(max_bytes: int, max_count: int) -> None:
     if max_bytes < 0 or max_count < 1:
         raise ValueError("the segment cache needs a budget >= 0 and room for one segment")
     _SEGMENT_CACHE, _SEGMENT_COUNT = max_bytes, max_count
-    while len(_POOL.lru) > 1 and (_POOL.cost > _SEGMENT_CACHE or len(_POOL.lru) > _SEGMENT_COUNT):
-        (_, start), (owner, gone) = _POOL.lru.popitem(last=False)
-        _POOL.cost -= gone.cost
-        owner._forget(start)
+    _POOL.trim()
 
 
 class Conn:

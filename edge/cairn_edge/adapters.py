@@ -318,14 +318,10 @@ def _unit_for(quantity: str) -> str | None:
     return QUANTITY_UNITS.get(base if dash and num.isdigit() else quantity)
 
 
-def decode_esphome(device: str, object_id: str, payload: bytes) -> list[Reading]:
-    q = _quantity(object_id)
-    return [Reading(device, q, _unit_for(q), None, _text_value(payload, object_id))]
-
-
-def decode_homie(device: str, prop: str, payload: bytes) -> list[Reading]:
-    q = _quantity(prop)
-    return [Reading(device, q, _unit_for(q), None, _text_value(payload, prop))]
+def decode_bare(device: str, name: str, payload: bytes) -> list[Reading]:
+    """A bare value named by its topic: an ESPHome state (object id) or a Homie property."""
+    q = _quantity(name)
+    return [Reading(device, q, _unit_for(q), None, _text_value(payload, name))]
 
 
 # -- routing -------------------------------------------------------------------------------------
@@ -362,7 +358,5 @@ def decode(routes: Sequence[Route], topic: str, payload: bytes, content_type: st
             return decode_senml(device, payload, content_type, received)
         if route.format == "tasmota":
             return decode_tasmota(device, payload, received)
-        if route.format == "esphome":
-            return decode_esphome(device, levels[-1], payload)
-        return decode_homie(device, levels[-1], payload)
+        return decode_bare(device, levels[-1], payload)  # esphome, homie
     return None

@@ -214,9 +214,10 @@ class MqttIngest:
 
 class Agent:
     def __init__(self, config: EdgeConfig, *, clock: Callable[[], float] = time.time,
-                 on_commit: Callable[[Agent], None] | None = None) -> None:
+                 on_status: Callable[[Agent], None] | None = None) -> None:
         self.config = config
-        self.on_commit = on_commit
+        # told after each commit, record publish and watermark clearing (status lines)
+        self.on_status = on_status
         self.clock = clock
         # an edge writes at the end of its logs and serves mostly recent blocks: a small cache
         limit_segment_cache(EDGE_SEGMENT_CACHE, 1024)
@@ -321,8 +322,7 @@ class Agent:
                             start, end - 1, name)
         if self.pipeline.latest:
             self._dirty.set()
-        if self.on_commit is not None:
-            self.on_commit(self)
+        self._said()
 
     async def _consume(self, queue: asyncio.Queue[Delivery], ingest: MqttIngest) -> None:
         pipeline = self.pipeline
@@ -348,6 +348,10 @@ class Agent:
             ingest.ack(pipeline.ready())
             if pipeline.due() <= self.clock():
                 self._commit(ingest)
+
+    def _said(self) -> None:
+        if self.on_status is not None:
+            self.on_status(self)
 
     def record(self) -> DeviceRecord:
         """The DHT record as it is now: every stream, the latest readings newest first."""
@@ -384,8 +388,7 @@ class Agent:
                 await self.dht.mutable_put(self.record_keys, value, seq)
                 self.published = rec
                 self.publishes += 1
-                if self.on_commit is not None:
-                    self.on_commit(self)  # say so: a status line per publish too
+                self._said()
                 if time.monotonic() >= next_announce:
                     await self.dht.announce(topic, self.record_keys)
                     next_announce = time.monotonic() + ANNOUNCE_EVERY
@@ -419,8 +422,7 @@ class Agent:
                     self.cleared += n
                     log.info("cleared blocks %d..%d of %s: the gateways hold them",
                              start, upto - 1, name)
-                    if self.on_commit is not None:
-                        self.on_commit(self)
+                    self._said()
 
     def disk_bytes(self) -> int:
         total = 0

@@ -13,7 +13,7 @@ import click
 
 from cairn.crypto import derive_stream_key_pair
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
-from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
+from cairn_edge.keys import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_edge.streams import StreamsError, StreamStore
 
 __all__ = ["edge", "main"]
@@ -35,15 +35,11 @@ def edge() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
     """Make DIRECTORY/edge.toml (commented) and DIRECTORY/device.seed (mode 0600)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "edge.toml"
-    if config.exists():
-        raise click.ClickException(f"{config} already exists")
     try:
-        seed = new_seed(directory / "device.seed")
+        seed = init_directory(directory, "edge.toml", "device.seed", TEMPLATE)
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
-    config.write_text(TEMPLATE)
+    config = directory / "edge.toml"
     click.echo(f"wrote {config} and {directory / 'device.seed'} (keep it secret, back it up)")
     click.echo(f"noise public key (give it to your gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
@@ -126,7 +122,7 @@ def run(config_path: Path, status_lines: bool) -> None:
         print(json.dumps(a.status()), flush=True)
 
     try:
-        agent = Agent(cfg, on_commit=said if status_lines else None)
+        agent = Agent(cfg, on_status=said if status_lines else None)
     except (SeedError, StreamsError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.settings import ConfigError, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
 
 __all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used: names the key and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,21 +186,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
             raise ConfigError(f"{where}: min {lo:g} is above max {hi:g}")
         ranges.append(RangeRule(pattern, lo, hi))
 
-    gateways = []
-    for g in _get(rep, "gateways", list, "[replication]", []):
-        try:
-            key = bytes.fromhex(g) if isinstance(g, str) else b""
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise ConfigError(f"[replication].gateways: {str(g)[:70]!r} is not a 64-hex-digit "
-                              "Noise public key")
-        gateways.append(key)
-    def hostport(text: object, where: str) -> tuple[str, int]:
-        host, sep, port = str(text).rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
-        return host, int(port)
+    gateways = hex_keys(_get(rep, "gateways", list, "[replication]", []),
+                        "[replication].gateways", "Noise public key")
 
     listen = hostport(_get(mqtt, "listen", str, "[mqtt]", "127.0.0.1:1883"), "[mqtt].listen")
     boot = tuple(hostport(b, "[dht].bootstrap") for b in
@@ -213,15 +197,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     fleet = _get(dht, "fleet", str, "[dht]", "default")
     if not fleet or len(fleet) > 64:
         raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
-    watermarks = []
-    for g in _get(dht, "watermarks", list, "[dht]", []):
-        try:
-            wkey = bytes.fromhex(g) if isinstance(g, str) else b""
-        except ValueError:
-            wkey = b""
-        if len(wkey) != 32:
-            raise ConfigError(f"[dht].watermarks: {str(g)[:70]!r} is not a 64-hex-digit key")
-        watermarks.append(wkey)
+    watermarks = hex_keys(_get(dht, "watermarks", list, "[dht]", []), "[dht].watermarks")
     units = _get(val, "units", list, "[validation]", [])
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
@@ -248,25 +224,20 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
         listen_port=int(_num(rep, "port", "[replication]", 49_800, 0, 65535)),
         advertise=hostport(adv, "[replication].advertise") if adv else None,
-        gateways=tuple(gateways),
+        gateways=gateways,
         dht_bootstrap=boot,
         dht_persistent=_get(dht, "persistent", bool, "[dht]", False),
         publish_interval=_num(dht, "publish_interval", "[dht]", 1.0, 0.1, 86400),
         fleet=fleet,
         public=_get(dht, "public", bool, "[dht]", False),
-        watermarks=tuple(watermarks),
+        watermarks=watermarks,
         watermark_interval=_num(dht, "watermark_interval", "[dht]", 300.0, 0.1, 86400),
         metrics=hostport(metrics, "[health].metrics") if metrics else None,
     )
 
 
 def load_config(path: str | Path) -> EdgeConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}") from None
-    return parse_config(text, p.resolve().parent, str(p))
+    return load(path, parse_config)
 
 
 TEMPLATE = '''\

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cairn.crypto import KeyPair, derive_stream_key_pair
 
-__all__ = ["SeedError", "load_seed", "new_seed", "noise_key_pair"]
+__all__ = ["SeedError", "init_directory", "load_seed", "new_seed", "noise_key_pair"]
 
 NOISE_NAME = "#noise"
 
@@ -37,6 +37,18 @@ def new_seed(path: str | Path) -> bytes:
         f.write(seed.hex() + "\n")
         f.flush()
         os.fsync(f.fileno())
+    return seed
+
+
+def init_directory(directory: Path, config_name: str, seed_name: str, template: str) -> bytes:
+    """A new service directory: a fresh seed (0600) and the commented config. Refuses to
+    overwrite either (:class:`SeedError`). Returns the seed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / config_name
+    if config.exists():
+        raise SeedError(f"{config} already exists")
+    seed = new_seed(directory / seed_name)
+    config.write_text(template)
     return seed
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
+from cairn_edge.keys import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.store import Store, StoreError
 
@@ -55,15 +55,11 @@ def gateway() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
     """Make DIRECTORY/gateway.toml (commented) and DIRECTORY/gateway.seed (mode 0600)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "gateway.toml"
-    if config.exists():
-        raise click.ClickException(f"{config} already exists")
     try:
-        seed = new_seed(directory / "gateway.seed")
+        seed = init_directory(directory, "gateway.toml", "gateway.seed", TEMPLATE)
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
-    config.write_text(TEMPLATE)
+    config = directory / "gateway.toml"
     click.echo(f"wrote {config} and {directory / 'gateway.seed'}")
     click.echo("gateway key (put it in each edge's [replication].gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.settings import ConfigError, hex_keys, hostport, load
+
 __all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config"]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used: names the key and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +55,7 @@ _KEYS: dict[str, set[str]] = {
 
 
 def _hostport(text: object, where: str) -> tuple[str, int]:
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
-    return host, int(port)
+    return hostport(text, where, allow_zero=True)
 
 
 def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig:
@@ -125,24 +120,16 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         if mode == "backfill" and window <= 0:
             raise ConfigError(f"{where}: backfill needs a window (seconds into the past)")
         policies.append(Policy(pattern, mode, window))
-    devices = []
     raw = collect.get("devices", [])
     if not isinstance(raw, list):
         raise ConfigError("[collect].devices: a list of device record keys (hex)")
-    for d in raw:
-        try:
-            key = bytes.fromhex(d) if isinstance(d, str) else b""
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise ConfigError(f"[collect].devices: {str(d)[:70]!r} is not a 64-hex-digit key")
-        devices.append(key)
+    devices = hex_keys(raw, "[collect].devices")
     return GatewayConfig(
         data_dir=path("data_dir", "data"),
         key_file=path("key_file", "gateway.seed"),
         dht_bootstrap=tuple(_hostport(b, "[dht].bootstrap") for b in boot),
         fleet=fleet,
-        devices=tuple(devices),
+        devices=devices,
         interval=number(collect, "[collect]", "interval", 10.0, 0.1, 86400),
         api=_hostport(api.get("listen", "127.0.0.1:8080"), "[api].listen"),
         retention_days=number(store, "[store]", "retention_days", 0.0, 0.0, 36500),
@@ -151,12 +138,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
 
 
 def load_config(path: str | Path) -> GatewayConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}") from None
-    return parse_config(text, p.resolve().parent, str(p))
+    return load(path, parse_config)
 
 
 TEMPLATE = '''\
