@@ -99,8 +99,8 @@ test: deps lint
 # The demo (embedded broker, simulated sensors, edge and gateway) arrives with its own issue;
 # until then this says so instead of make's "no rule" error.
 demo:
-	@echo "make demo: the zero-setup demo is not built yet (edge agent, gateway and simulator" \
-	  "come first). What works today: see the Quick start in README.md." >&2; exit 1
+	@echo "make demo: the one-command demo is not built yet (issue 9). The simulator, the edge" \
+	  "agent and the gateway each run today: see the Quick start in README.md." >&2; exit 1
 
 bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
