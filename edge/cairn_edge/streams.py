@@ -16,6 +16,7 @@ again what was not acknowledged when the agent stopped) and is not stored twice.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -178,27 +179,36 @@ class StreamStore:
         newest block. Returns what was cleared: (stream, start, end)."""
         cleared: list[tuple[str, int, int]] = []
         used = self.disk_bytes()
-        while used > limit:
-            oldest: tuple[float, str, int, int] | None = None
-            for name, lg in self.logs.items():
-                ranges = lg.held_ranges()
-                if not ranges:
-                    continue
-                first = ranges[0][0]
-                if first >= lg.length - 1:
-                    continue  # only the newest block is left
-                t = frame_at(lg, first).start
-                if oldest is None or t < oldest[0]:
-                    held = sum(e - s for s, e in ranges)
-                    chunk = max(1, min(held // 10, ranges[0][1] - first, lg.length - 1 - first))
-                    oldest = (t, name, first, first + chunk)
-            if oldest is None:
-                break  # nothing left to clear
-            _, name, start, end = oldest
+        if used <= limit:
+            return cleared
+        # each stream's oldest clearable run, oldest first; only the stream just cleared is
+        # looked at again (not every stream for every run cleared)
+        heap = [c for c in (self._oldest_run(name) for name in self.logs) if c is not None]
+        heapq.heapify(heap)
+        while used > limit and heap:
+            _, name, start, end = heapq.heappop(heap)
             self.logs[name].clear(start, end)
             cleared.append((name, start, end))
             used = self.disk_bytes()
+            nxt = self._oldest_run(name)
+            if nxt is not None:
+                heapq.heappush(heap, nxt)
         return cleared
+
+    def _oldest_run(self, name: str) -> tuple[float, str, int, int] | None:
+        """(time of its first held sample, name, start, end) of the run of a stream's oldest
+        held blocks to clear next (a tenth of what it holds, at least one block, never its
+        newest block), or None."""
+        lg = self.logs[name]
+        ranges = lg.held_ranges()
+        if not ranges:
+            return None
+        first = ranges[0][0]
+        if first >= lg.length - 1:
+            return None  # only the newest block is left
+        held = sum(e - s for s, e in ranges)
+        chunk = max(1, min(held // 10, ranges[0][1] - first, lg.length - 1 - first))
+        return frame_at(lg, first).start, name, first, first + chunk
 
     def _recent(self, name: str, since: float, most: int = RECENT_FRAMES) -> set[tuple[float,
                                                                                        object]]:
