@@ -2,7 +2,8 @@
 
 Shaped for Grafana's Infinity data source: JSON arrays of flat objects, times in epoch seconds,
 windows as ``from`` / ``to`` (epoch seconds) and ``step`` (seconds). Also ``/metrics`` for
-Prometheus (each stream's latest value as a gauge) and ``/healthz``.
+Prometheus (each stream's latest value as a gauge; each edge's reachability and backoff) and
+``/healthz``.
 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
@@ -12,12 +13,13 @@ Queries run on the event loop's thread, one at a time (one SQLite connection).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store
 
 __all__ = ["MAX_POINTS", "make_app"]
@@ -38,10 +40,13 @@ def _label(text: str) -> str:
 
 #: (stream id, from, to) -> fetch that window from its edge first, for on-demand streams
 OnDemand = Callable[[int, float, float], Awaitable[object]]
+#: each edge tried so far (by device record key) -> whether it is reachable, its backoff
+Edges = Callable[[], Mapping[bytes, EdgeStatus]]
 
 
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
-             demand: Callable[[int], bool] = lambda _stream: False) -> FastAPI:
+             demand: Callable[[int], bool] = lambda _stream: False,
+             edges: Edges = dict) -> FastAPI:
     app = FastAPI(title="Cairn gateway", version="1",
                   description="Verified sensor samples from a fleet's signed logs.")
     conn = store.conn
@@ -62,9 +67,20 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:
-        return [{"id": i, "record_key": k.hex(), "name": n, "first_seen": f, "last_seen": s}
-                for i, k, n, f, s in conn.execute(
-                    "SELECT id, record_key, name, first_seen, last_seen FROM devices ORDER BY id")]
+        """Each device; its edge's reachability (``reachable`` null: not tried yet),
+        ``backoff`` (seconds, the current wait) and ``retry_in`` (seconds to the next try)."""
+        status = edges()
+        out = []
+        for i, k, n, f, s in conn.execute(
+                "SELECT id, record_key, name, first_seen, last_seen FROM devices ORDER BY id"):
+            e = status.get(k)
+            out.append({"id": i, "record_key": k.hex(), "name": n, "first_seen": f,
+                        "last_seen": s, "reachable": None if e is None else e.reachable,
+                        "failures": 0 if e is None else e.failures,
+                        "backoff": 0.0 if e is None else e.backoff,
+                        "retry_in": 0.0 if e is None else e.retry_in,
+                        "error": None if e is None else e.error})
+        return out
 
     @app.get("/api/streams")
     async def streams(device: int | None = None) -> list[dict[str, Any]]:
@@ -134,6 +150,20 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
                   "# TYPE cairn_gateway_stopped_streams gauge",
                   f"cairn_gateway_stopped_streams {stopped}"]
+        status = edges()
+        if status:
+            names = dict(conn.execute("SELECT record_key, name FROM devices"))
+            reach = ["# HELP cairn_gateway_edge_reachable 1 if the edge answered the last try",
+                     "# TYPE cairn_gateway_edge_reachable gauge"]
+            wait = ["# HELP cairn_gateway_edge_backoff_seconds the wait before an unreachable "
+                    "edge is tried again (0: reachable)",
+                    "# TYPE cairn_gateway_edge_backoff_seconds gauge"]
+            for k in sorted(status):
+                e = status[k]
+                labels = f'device="{_label(names.get(k) or "")}",record_key="{k.hex()}"'
+                reach.append(f"cairn_gateway_edge_reachable{{{labels}}} {int(e.reachable)}")
+                wait.append(f"cairn_gateway_edge_backoff_seconds{{{labels}}} {e.backoff!r}")
+            lines += reach + wait
         return "\n".join(lines) + "\n"
 
     return app

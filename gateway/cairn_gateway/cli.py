@@ -46,6 +46,17 @@ def _store(cfg: GatewayConfig) -> Store:
         raise click.ClickException(str(exc)) from None
 
 
+def _schedule(cfg: GatewayConfig, public_key: bytes) -> Any:
+    """The collector's schedule; its jitter seeded by the gateway's key (the same retries on
+    every run of one gateway, different ones on two gateways)."""
+    from random import Random
+
+    from cairn_gateway.schedule import Backoff, Schedule
+
+    return Schedule(cfg.concurrency, Backoff(cfg.backoff_initial, cfg.backoff_max),
+                    Random(public_key))  # noqa: S311 - jitter, not a secret
+
+
 @click.group()
 def gateway() -> None:
     """The gateway: collect verified samples from edges, store them, serve them to Grafana."""
@@ -79,14 +90,15 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     seed = load_seed(cfg.key_file)
     key = noise_key_pair(seed)
     store = _store(cfg)
-    collector = Collector(cfg.data_dir, key, store)
+    collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
     marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
 
     def demand(stream_id: int) -> bool:
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
-    app = make_app(store, on_demand=collector.on_demand, demand=demand)
+    app = make_app(store, on_demand=collector.on_demand, demand=demand,
+                   edges=lambda: collector.schedule.status(collector.clock()))
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.api[0], port=cfg.api[1],
                                            log_level="warning", lifespan="off"))
     api = asyncio.create_task(server.serve())
@@ -111,10 +123,9 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                         keys |= await collector.devices_on(dht, cfg.fleet)
                     except Exception as exc:
                         log.warning("fleet lookup failed: %s", exc)
-                    for k in sorted(keys):
-                        for r in await collector.collect(dht, k, cfg.policy):
-                            if r.error:
-                                log.warning("stream %s: %s", r.stream, r.error)
+                    for r in await collector.collect_round(dht, keys, cfg.policy):
+                        if r.error and not r.unreachable:  # the schedule logs those
+                            log.warning("stream %s: %s", r.stream, r.error)
                     marks_seq = max(marks_seq + 1, int(time.time() * 1000))
                     try:
                         await collector.publish_watermarks(dht, watermark_key_pair(seed),
@@ -177,13 +188,12 @@ def collect(config_path: Path) -> None:
 
     async def once() -> list[Any]:
         store = _store(cfg)
-        collector = Collector(cfg.data_dir, key, store)
+        collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:
                 keys = set(cfg.devices) | await collector.devices_on(dht, cfg.fleet)
-                return [r for k in sorted(keys)
-                        for r in await collector.collect(dht, k, cfg.policy)]
+                return await collector.collect_round(dht, keys, cfg.policy)
         finally:
             collector.close()
             store.close()

@@ -4,6 +4,10 @@ what the gateway does not hold (every block verified), and store the samples.
 Replicas of the edges' logs live in one shared SQLite file (``replicas.db``), the samples in
 the :class:`~cairn_gateway.store.Store`. A download resumes from what the replica holds, and
 ingesting is exactly once, so a collection can be repeated or interrupted at any point.
+
+A round (:meth:`Collector.collect_round`) takes the edges in the order of their streams'
+policy priorities, syncs at most ``Schedule.concurrency`` of them at once, and leaves out an
+edge that could not be reached until its backoff has passed (:mod:`cairn_gateway.schedule`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from cairn.storage import SharedDB
 from cairn.watermark import encode_watermarks
 from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
 from cairn_gateway.config import Policy
+from cairn_gateway.schedule import Schedule
 from cairn_gateway.store import Store
 
 __all__ = ["Collector", "Device", "SyncResult"]
@@ -49,14 +55,33 @@ class SyncResult:
     blocks: int = 0  # blocks downloaded
     samples: int = 0  # samples newly stored
     error: str | None = None
+    unreachable: bool = False  # the edge could not be reached (refused, no answer in time)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to reach the edge at all, as opposed to an edge that answered and then
+    dropped or refused us (ConnectionError other than refused: reset, closed by the peer)."""
+    if isinstance(exc, ConnectionRefusedError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
 
 
 class Collector:
-    def __init__(self, data_dir: str | Path, key_pair: KeyPair, store: Store) -> None:
+    """Downloads and stores the fleet's streams. ``schedule``: edge order, concurrency and
+    backoff for rounds; ``clock``: monotonic seconds for the backoff; ``timeout``: seconds one
+    stream's download may take."""
+
+    def __init__(self, data_dir: str | Path, key_pair: KeyPair, store: Store, *,
+                 schedule: Schedule | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 timeout: float = TIMEOUT) -> None:
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key_pair = key_pair
         self.store = store
+        self.schedule = schedule if schedule is not None else Schedule()
+        self.clock = clock
+        self.timeout = timeout
         self.replicas = SharedDB(self.dir / "replicas.db")
         self._logs: dict[bytes, Log] = {}
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
@@ -113,10 +138,11 @@ class Collector:
         try:
             if since is not None or until is not None:
                 await asyncio.wait_for(download(address[0], address[1], replica, self.key_pair,
-                                                since=since, until_time=until), TIMEOUT)
+                                                since=since, until_time=until), self.timeout)
             else:
                 await asyncio.wait_for(
-                    download(address[0], address[1], replica, self.key_pair, start=0), TIMEOUT)
+                    download(address[0], address[1], replica, self.key_pair, start=0),
+                    self.timeout)
         except ForkError as exc:
             self.store.stop(stream_id, f"fork: {exc}")
             result.error = f"fork: {exc}"
@@ -130,9 +156,12 @@ class Collector:
             log.error("stream %s: the edge sent unverifiable data: %s (ingest stopped)",
                       name, exc)
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            result.unreachable = _unreachable(exc)
         held = [i for i in range(replica.length) if replica.has(i)]
         result.blocks = len(held) - before
+        if result.blocks:
+            result.unreachable = False  # it answered, then stalled: not a reachability failure
         # what the store lacks: the new blocks, and any a crash left downloaded but not stored
         todo = self.store.missing_blocks(stream_id, held)
         for k in range(0, len(todo), INGEST_RUN):
@@ -147,22 +176,79 @@ class Collector:
                       now: float | None = None) -> list[SyncResult]:
         """What is new from one device, by each stream's policy: ``tail`` all of it,
         ``backfill`` the last ``window`` seconds of it, ``on_demand`` nothing (the stream is
-        registered so an API query can fetch a window of it)."""
-        dev = await self.device(dht, record_key)
-        if dev is None or dev.record.address is None:
-            return []
-        out = []
-        for name in sorted(dev.streams):
-            p = policy(name) if policy is not None else Policy("*", "tail")
-            device_id = self.store.device(dev.record_key, None, float(dev.record.time))
-            stream_id = self.store.stream(device_id, name, dev.streams[name])
-            self.known[stream_id] = (dev, name)
-            if p.mode == "on_demand":
+        registered so an API query can fetch a window of it). Nothing while the device's edge
+        waits out its backoff."""
+        return await self.collect_round(dht, [record_key], policy, now)
+
+    async def collect_round(self, dht: DHT, record_keys: Iterable[bytes],
+                            policy: Callable[[str], Policy] | None = None,
+                            now: float | None = None) -> list[SyncResult]:
+        """One round over these devices: their records looked up (except for edges waiting
+        out a backoff), then :meth:`sync_devices`."""
+        devices = []
+        for k in sorted(set(record_keys)):
+            if not self.schedule.ready(k, self.clock()):
                 continue
-            since = None
-            if p.mode == "backfill":
-                since = (time.time() if now is None else now) - p.window
-            out.append(await self.sync(dev, name, dev.record.address, since=since))
+            dev = await self.device(dht, k)
+            if dev is not None and dev.record.address is not None:
+                devices.append(dev)
+        return await self.sync_devices(devices, policy, now)
+
+    async def sync_devices(self, devices: Iterable[Device],
+                           policy: Callable[[str], Policy] | None = None,
+                           now: float | None = None) -> list[SyncResult]:
+        """Sync these devices' streams by their policies: edges highest priority first (an
+        edge's priority is its streams' highest), at most ``schedule.concurrency`` edges at
+        once, within an edge its streams highest priority first (one connection at a time).
+        An edge that cannot be reached is left for the rest of the round and waits its
+        backoff; one waiting already is skipped. Results in the order the edges were taken."""
+        def policy_of(name: str) -> Policy:
+            return policy(name) if policy is not None else Policy("*", "tail")
+
+        plans: dict[bytes, tuple[Device, list[tuple[str, Policy]]]] = {}
+        for dev in devices:
+            if not self.schedule.ready(dev.record_key, self.clock()):
+                continue
+            assert dev.record.address is not None, "a device without an address to sync from"
+            device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+            todo = []
+            for name in sorted(dev.streams):
+                stream_id = self.store.stream(device_id, name, dev.streams[name])
+                self.known[stream_id] = (dev, name)
+                p = policy_of(name)
+                if p.mode != "on_demand":
+                    todo.append((name, p))
+            if todo:
+                todo.sort(key=lambda np: -np[1].priority)  # stable: by name within a priority
+                plans[dev.record_key] = (dev, todo)
+        order = Schedule.order((k, todo[0][1].priority) for k, (_d, todo) in plans.items())
+        queue = deque(order)
+        results: dict[bytes, list[SyncResult]] = {}
+        wall = time.time() if now is None else now
+
+        async def worker() -> None:
+            while queue:
+                key = queue.popleft()
+                dev, todo = plans[key]
+                results[key] = await self._sync_edge(dev, todo, wall)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(self.schedule.concurrency, len(queue))):
+                tg.create_task(worker())
+        return [r for k in order for r in results[k]]
+
+    async def _sync_edge(self, dev: Device, todo: list[tuple[str, Policy]],
+                         now: float) -> list[SyncResult]:
+        assert dev.record.address is not None
+        out = []
+        for name, p in todo:
+            since = now - p.window if p.mode == "backfill" else None
+            r = await self.sync(dev, name, dev.record.address, since=since)
+            out.append(r)
+            if r.unreachable:
+                self.schedule.failed(dev.record_key, self.clock(), r.error or "unreachable")
+                return out
+        self.schedule.succeeded(dev.record_key, self.clock())
         return out
 
     def watermarks(self) -> dict[bytes, int]:

@@ -25,6 +25,9 @@ class GatewayConfig:
     api: tuple[str, int] = ("127.0.0.1", 8080)
     retention_days: float = 0.0  # 0: keep everything
     policies: tuple[Policy, ...] = ()  # the first whose pattern matches a stream; else tail
+    concurrency: int = 4  # edges synced at once
+    backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
+    backoff_max: float = 300.0  # ...doubling up to this
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -37,18 +40,20 @@ class GatewayConfig:
 class Policy:
     """How a stream is downloaded: ``tail`` (keep up as it grows), ``backfill`` (keep up, but
     only the last ``window`` seconds), ``on_demand`` (nothing until an API query asks for a
-    window the store does not hold, then just that window)."""
+    window the store does not hold, then just that window). ``priority``: higher first, for
+    the edges of a round (an edge goes by its streams' highest) and the streams of an edge."""
 
     pattern: str
     mode: str
     window: float = 0.0
+    priority: int = 0
 
 
 _KEYS: dict[str, set[str]] = {
     "": {"data_dir", "key_file", "dht", "collect", "api", "store", "policy"},
-    "policy": {"pattern", "mode", "window"},
+    "policy": {"pattern", "mode", "window", "priority"},
     "dht": {"bootstrap", "fleet"},
-    "collect": {"devices", "interval"},
+    "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max"},
     "api": {"listen"},
     "store": {"retention_days"},
 }
@@ -93,6 +98,12 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
             raise ConfigError(f"{where}.{key}: {v!r} is not a number in [{lo:g}, {hi:g}]")
         return float(v)
 
+    def integer(t: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int) -> int:
+        v = t.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{where}.{key}: {v!r} is not an integer in [{lo}, {hi}]")
+        return v
+
     boot = dht.get("bootstrap", [])
     if not isinstance(boot, list):
         raise ConfigError("[dht].bootstrap: a list of \"host:port\"")
@@ -119,11 +130,15 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         window = number(p, where, "window", 0.0, 0.0, 3650 * 86400)
         if mode == "backfill" and window <= 0:
             raise ConfigError(f"{where}: backfill needs a window (seconds into the past)")
-        policies.append(Policy(pattern, mode, window))
+        priority = integer(p, where, "priority", 0, -1_000_000, 1_000_000)
+        policies.append(Policy(pattern, mode, window, priority))
     raw = collect.get("devices", [])
     if not isinstance(raw, list):
         raise ConfigError("[collect].devices: a list of device record keys (hex)")
     devices = hex_keys(raw, "[collect].devices")
+    backoff_initial = number(collect, "[collect]", "backoff_initial", 1.0, 0.01, 86400)
+    backoff_max = number(collect, "[collect]", "backoff_max", max(300.0, backoff_initial),
+                         backoff_initial, 7 * 86400)
     return GatewayConfig(
         data_dir=path("data_dir", "data"),
         key_file=path("key_file", "gateway.seed"),
@@ -134,6 +149,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         api=_hostport(api.get("listen", "127.0.0.1:8080"), "[api].listen"),
         retention_days=number(store, "[store]", "retention_days", 0.0, 0.0, 36500),
         policies=tuple(policies),
+        concurrency=integer(collect, "[collect]", "concurrency", 4, 1, 1024),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
     )
 
 
@@ -155,6 +173,9 @@ fleet = "default"            # collect from every device announced on this fleet
 [collect]
 interval = 10.0              # seconds between collection rounds
 devices = []                 # device record keys (hex) to collect from besides the fleet's
+concurrency = 4              # edges synced at once
+backoff_initial = 1.0        # seconds before an unreachable edge is tried again, doubling
+backoff_max = 300.0          # up to this (jittered; reset when the edge answers)
 
 [api]
 listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics)
@@ -167,4 +188,5 @@ retention_days = 0           # delete samples older than this (0: keep everythin
 # [[policy]]
 # pattern = "*/vibration"
 # mode = "on_demand"         # tail | backfill (with window = seconds) | on_demand
+# priority = 0               # higher first: edges (by their streams' highest), then streams
 '''
