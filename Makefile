@@ -1,5 +1,6 @@
 # The commands a person types. `make test` works from a fresh clone: it installs what it needs
-# (.venv, the npm oracles, mosquitto when root), then lints, then runs the whole test suite.
+# (.venv, the npm oracles, mosquitto and prometheus when root), then lints, then runs the whole
+# test suite.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,14 +20,14 @@ PYTEST_ARGS ?=
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto deps lint test bench demo clean distclean
+.PHONY: help venv install npm mosquitto prometheus deps lint test bench demo clean distclean
 
 help:
-	@echo "make test       install what is missing (.venv, npm oracles, mosquitto), lint, run pytest"
+	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint, run pytest"
 	@echo "                (pytest arguments: make test PYTEST_ARGS='-k name -x')"
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
-	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto"
+	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus"
 	@echo "make clean      remove caches, build output and install stamps"
 	@echo "make distclean  clean, and remove .venv and tests/interop/node_modules"
 
@@ -85,7 +86,30 @@ mosquitto:
 	    "(sudo apt-get install mosquitto)" >&2; \
 	fi
 
-deps: install npm mosquitto
+# Installs the server only (Debian's package; the service is not started, as for mosquitto);
+# the scrape test starts its own on 127.0.0.1 with a config and data directory of its own.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing prometheus with apt-get (the service is not started)"; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq; \
+	  apt-get install -y -qq --no-install-recommends prometheus; \
+	elif [ -n "$(IN_CI)" ]; then \
+	  echo "error: prometheus is required in CI and cannot be installed without root and apt-get:" \
+	    "install Debian's prometheus package (apt-get install prometheus)" >&2; \
+	  exit 1; \
+	else \
+	  echo "warning: prometheus is not installed and this is not root: its test will skip" \
+	    "(sudo apt-get install prometheus)" >&2; \
+	fi
+
+deps: install npm mosquitto prometheus
 
 # -- checks -------------------------------------------------------------------------------------
 
