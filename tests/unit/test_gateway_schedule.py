@@ -252,3 +252,17 @@ def test_config_priorities_concurrency_and_backoff(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_config(text, tmp_path, "gateway.toml")
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    from cairn_gateway.config import _KEYS
+
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    reference = doc.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    absent = [f"[{t}] {k}" for t, keys in _KEYS.items() if t and t != "policy"
+              for k in sorted(keys) if f"`[{t}] {k}`" not in reference]
+    policy_keys = " ".join(line.split("|")[1] for line in reference.splitlines()
+                           if line.startswith("| `[[policy]]"))
+    absent += [f"[[policy]] {k}" for k in sorted(_KEYS["policy"]) if k not in policy_keys]
+    absent += [k for k in ("data_dir", "key_file") if f"`{k}`" not in reference]
+    assert not absent, f"docs/gateway.md's configuration reference lacks {absent}"
