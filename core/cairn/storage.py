@@ -36,6 +36,7 @@ __all__ = [
     "NODE_STRUCT",
     "Conn",
     "Head",
+    "JournalMode",
     "LogStorage",
     "Meta",
     "Segment",
@@ -47,6 +48,7 @@ __all__ = [
 
 FORMAT = 2
 SyncMode = Literal["normal", "full"]
+JournalMode = Literal["wal", "rollback"]
 
 NODE_STRUCT = _NODE = struct.Struct("<QQ32s")  # a packed tree node: index, size, hash
 # What reading a damaged file can raise: SQLite's errors, and a flipped byte inside a TEXT value.
@@ -297,13 +299,20 @@ class SharedDB:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "normal",
-                 cache_kib: int = 2048) -> None:
+                 cache_kib: int = 2048, journal: JournalMode = "wal",
+                 page_size: int | None = None) -> None:
         self.path = Path(path)
-        if self.path.exists() and self.path.stat().st_size > 0:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh:
             _check_header(self.path)
         try:
             self.raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.raw.execute("PRAGMA journal_mode=WAL")
+            self.raw.execute("PRAGMA busy_timeout=5000")
+            if fresh and page_size is not None:
+                self.raw.execute(f"PRAGMA page_size={int(page_size)}")
+            # "rollback": a commit writes new pages once (no WAL copy), for a writer that
+            # commits big transactions seldom (the edge, behind its tick journal)
+            self.raw.execute(f"PRAGMA journal_mode={'WAL' if journal == 'wal' else 'PERSIST'}")
             self.raw.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             # 2 MB of page cache for all the logs: an edge board (512 MB) writes at the end of
             # each log and reads little; the decoded-segment pool caches what proofs read
@@ -315,6 +324,7 @@ class SharedDB:
             raise StorageError(f"{self.path}: not a readable Cairn database ({exc})") from exc
         self.members: list[LogStorage] = []
         self.on_rollback: list[Callable[[], None]] = []  # callers' in-memory state to reload
+        self.held = False  # a transaction kept open across commits (see hold)
 
     def prefix(self, name: str, create: bool) -> str:
         row = self.raw.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
@@ -355,6 +365,52 @@ class SharedDB:
             raise StorageError(f"{self.path}: {exc}") from exc
         for m in self.members:
             m._settle()
+
+    def hold(self) -> None:
+        """Open a transaction that stays open until :meth:`release`: the appends of many
+        commits join it, and reach the file together. Whoever holds it must make those
+        commits durable some other way (the edge's tick journal) and redo them after a
+        crash or a :meth:`rollback`."""
+        if self.held:
+            return
+        if self.raw.in_transaction:
+            raise StorageError(f"{self.path}: a transaction is already open")
+        try:
+            self.raw.execute("BEGIN IMMEDIATE")
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        self.held = True
+
+    def settle(self) -> None:
+        """Within a held transaction, after a commit: write what the logs kept back, and let
+        the segment pool forget what it may."""
+        try:
+            for m in self.members:
+                m._flush_pending(m.db)
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        for m in self.members:
+            m._settle()
+
+    def release(self) -> None:
+        """Commit the held transaction (everything since :meth:`hold` reaches the file)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            for m in self.members:
+                m._flush_pending(m.db)
+            self.raw.execute("COMMIT")
+        except _DB_ERRORS as exc:
+            self._rolled_back()
+            raise StorageError(f"{self.path}: {exc}") from exc
+        for m in self.members:
+            m._settle()
+
+    def rollback(self) -> None:
+        """Forget the held transaction; the logs go back to what the file holds."""
+        self.held = False
+        self._rolled_back()
 
     def _rolled_back(self) -> None:
         if self.raw.in_transaction:

@@ -222,7 +222,9 @@ class Agent:
         # an edge writes at the end of its logs and serves mostly recent blocks: a small cache
         limit_segment_cache(EDGE_SEGMENT_CACHE, 1024)
         self.seed = load_seed(config.seed_file)
-        self.store = StreamStore(config.data_dir, self.seed, sync=config.sync)
+        self.store = StreamStore(config.data_dir, self.seed, sync=config.sync,
+                                 checkpoint_interval=config.checkpoint_interval,
+                                 checkpoint_bytes=config.checkpoint_kib * 1024)
         self.floor = self._floor()
         self.validator = Validator(floor=self.floor, max_future=config.max_future,
                                    units=config.units_extra, ranges=config.ranges)
@@ -307,11 +309,11 @@ class Agent:
             self.store.close()
 
     def _commit(self, ingest: MqttIngest) -> None:
-        before = set(self.store.logs)
         tokens = self.pipeline.commit()
-        for name, lg in self.store.logs.items():
-            if name not in before:
-                self.served.append(lg)  # a new stream: serve it too
+        served = {id(lg) for lg in self.served}
+        for lg in self.store.logs.values():
+            if id(lg) not in served:
+                self.served.append(lg)  # a new stream (or one opened again): serve it too
         ingest.ack(tokens)
         self._commits += 1
         if self.config.max_disk and self._commits % QUOTA_EVERY == 0:

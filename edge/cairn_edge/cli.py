@@ -11,10 +11,9 @@ from pathlib import Path
 
 import click
 
-from cairn.crypto import derive_stream_key_pair
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.keys import SeedError, init_directory, load_seed, noise_key_pair
-from cairn_edge.streams import StreamsError, StreamStore
+from cairn_edge.streams import StreamsError, peek, stream_log_key
 
 __all__ = ["edge", "main"]
 
@@ -55,18 +54,10 @@ def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
     cfg = _config(config_path)
     try:
         seed = load_seed(cfg.seed_file)
-    except SeedError as exc:
+        names = [*peek(cfg.data_dir), *streams]
+    except (SeedError, StreamsError) as exc:
         raise click.ClickException(str(exc)) from None
-    known: dict[str, str] = {}
-    if (cfg.data_dir / "streams.db").exists():
-        try:
-            store = StreamStore(cfg.data_dir, seed)
-        except (StreamsError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        known = {name: lg.key.hex() for name, lg in store.logs.items()}
-        store.close()
-    for name in streams:
-        known[name] = derive_stream_key_pair(seed, name).public_key.hex()
+    known = {name: stream_log_key(seed, name).hex() for name in names}
     out = {"noise_key": noise_key_pair(seed).public_key.hex(), "streams": known}
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -81,17 +72,16 @@ def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
               default="edge.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path, as_json: bool) -> None:
-    """Streams, their lengths and the disk they use (read from the data directory)."""
+    """Streams, their lengths and the disk they use (read from the data directory, read only:
+    the agent may be running)."""
     cfg = _config(config_path)
     try:
-        store = StreamStore(cfg.data_dir, load_seed(cfg.seed_file))
-    except (SeedError, StreamsError, OSError) as exc:
+        seed = load_seed(cfg.seed_file)
+        lengths = peek(cfg.data_dir)
+    except (SeedError, StreamsError) as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        streams = {name: {"length": lg.length, "key": lg.key.hex()}
-                   for name, lg in store.logs.items()}
-    finally:
-        store.close()
+    streams = {name: {"length": n, "key": stream_log_key(seed, name).hex()}
+               for name, n in lengths.items()}
     disk = sum(p.stat().st_size for p in cfg.data_dir.rglob("*") if p.is_file())
     out = {"streams": streams, "disk_bytes": disk}
     if as_json:
@@ -139,8 +129,20 @@ def run(config_path: Path, status_lines: bool) -> None:
             await task
 
     asyncio.run(main())
-    print(json.dumps({"stopped": True, **agent.status()}), flush=True)
+    print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
+
+
+def _written() -> int | None:
+    """Bytes this process has caused to be written to storage (Linux), after its last
+    checkpoint: what the SD card wears by."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ class EdgeConfig:
     commit_interval: float = 1.0
     commit_samples: int = 10_000
     sync: str = "normal"
+    checkpoint_interval: float = 300.0  # seconds the database may lag the tick journal
+    checkpoint_kib: int = 256  # ...or until the journal holds this much
     max_disk: int = 0  # bytes the stream logs may use (0: no limit)
     # validation
     time_floor: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
@@ -73,7 +75,8 @@ _TABLES: dict[str, set[str]] = {
     "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht",
          "health", "topic", "range"},
     "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
-    "logs": {"commit_interval", "commit_samples", "sync", "max_disk_mb"},
+    "logs": {"commit_interval", "commit_samples", "sync", "checkpoint_interval",
+             "checkpoint_kib", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
     "replication": {"host", "port", "gateways", "advertise"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
@@ -216,6 +219,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
         commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
         sync=sync,
+        checkpoint_interval=_num(logs, "checkpoint_interval", "[logs]", 300.0, 0, 86_400),
+        checkpoint_kib=int(_num(logs, "checkpoint_kib", "[logs]", 256, 1, 1_048_576)),
         max_disk=int(_num(logs, "max_disk_mb", "[logs]", 0, 0, 10_000_000) * 1_000_000),
         time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
         max_future=_num(val, "max_future", "[validation]", 300.0, 0, 1e9),
@@ -261,6 +266,9 @@ protocol = "auto"                  # MQTT 5, falling back to 3.1.1
 commit_interval = 1.0        # seconds between group commits (one signature per stream each)
 commit_samples = 10000       # ...or sooner, after this many samples
 sync = "normal"              # "full": fsync every commit (survives power loss, slower)
+checkpoint_interval = 300    # seconds between checkpoints of the database; commits in between
+                             # are made durable by the tick journal (0: every commit to SQLite)
+checkpoint_kib = 256         # ...or sooner, when the journal holds this many KiB
 max_disk_mb = 0              # a quota for the logs: past it, the oldest block data is cleared
                              # (tree nodes stay, so logs still verify); 0 = no quota
 

@@ -12,27 +12,49 @@ relies on it): a sample older than the stream's last committed sample goes to th
 ``late`` companion (``board-1/temperature/late``), counted, never dropped. A sample equal (same
 time, same value) to one already in the stream's last frames is a redelivery (the broker sends
 again what was not acknowledged when the agent stopped) and is not stored twice.
+
+Durability between checkpoints (decision 0008): a commit's appends join one SQLite transaction
+held open for ``checkpoint_interval`` seconds, and the commit is made durable by writing its
+frames to ``streams.journal`` (:mod:`cairn_edge.journal`). A checkpoint commits the transaction
+and empties the journal; opening the store appends again whatever the journal holds beyond the
+database. ``checkpoint_interval = 0`` commits every commit to SQLite directly (no journal).
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cairn.crypto import derive_stream_key_pair
-from cairn.errors import CairnError, StorageError
+from cairn.crypto import Manifest, derive_stream_key_pair, manifest_hash
+from cairn.errors import CairnError, DecodeError, StorageError
 from cairn.frames import Frame, Sample, frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
+from cairn_edge.journal import (
+    Journal,
+    StateRecord,
+    StreamRecord,
+    TickRecord,
+    encode_state,
+    encode_stream,
+    encode_tick,
+    generation,
+    read_journal,
+)
 
-__all__ = ["CommitResult", "StreamStore", "StreamsError"]
+__all__ = ["CommitResult", "StreamStore", "StreamsError", "peek", "stream_log_key"]
+
+log = logging.getLogger("cairn.edge")
 
 LATE = "late"
 DB_NAME = "streams.db"
+JOURNAL_NAME = "streams.journal"
+PAGE_SIZE = 1024  # a checkpoint rewrites each log's last pages: small pages, fewer bytes
 RECENT_FRAMES = 64  # frames looked back through for a redelivered sample
 
 
@@ -61,16 +83,63 @@ class CommitResult:
     streams: dict[str, int] = field(default_factory=dict)  # stream -> log length after
 
 
+def stream_log_key(seed: bytes, name: str) -> bytes:
+    """The key of stream ``name``'s log (what a gateway is given), from the device's seed."""
+    return manifest_hash(Manifest(derive_stream_key_pair(seed, name).public_key))
+
+
+def peek(data_dir: str | Path) -> dict[str, int]:
+    """Each stream's length, read only (the agent may be running): the database, then the
+    journal's commits since its last checkpoint."""
+    path = Path(data_dir) / DB_NAME
+    lengths: dict[str, int] = {}
+    if path.exists():
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                db.execute("PRAGMA busy_timeout=5000")
+                ids = dict(db.execute("SELECT name, id FROM logs").fetchall())
+                for (name,) in db.execute("SELECT name FROM streams").fetchall():
+                    table = f"l{int(ids[name])}_head"  # a number from the file, checked int
+                    row = db.execute(f"SELECT length FROM {table}").fetchone()  # noqa: S608
+                    lengths[name] = int(row[0]) if row else 0
+            finally:
+                db.close()
+        except (sqlite3.DatabaseError, KeyError) as exc:
+            raise StreamsError(f"{path}: not readable ({exc})") from None
+    try:
+        records = read_journal(Path(data_dir) / JOURNAL_NAME)
+    except DecodeError as exc:
+        raise StreamsError(str(exc)) from None
+    names: dict[int, str] = {}
+    for rec in records:
+        if isinstance(rec, StreamRecord):
+            names[rec.index] = rec.name
+            lengths.setdefault(rec.name, 0)
+        elif isinstance(rec, TickRecord):
+            for index, start, blocks in rec.appends:
+                name = names.get(index)
+                if name is not None:
+                    lengths[name] = max(lengths.get(name, 0), start + len(blocks))
+    return lengths
+
+
 class StreamStore:
-    def __init__(self, data_dir: str | Path, primary_seed: bytes, *, sync: str = "normal") -> None:
+    def __init__(self, data_dir: str | Path, primary_seed: bytes, *, sync: str = "normal",
+                 checkpoint_interval: float = 300.0, checkpoint_bytes: int = 256 << 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if len(primary_seed) != 32:
             raise ValueError("the primary seed is 32 bytes")
         self.dir = Path(data_dir)
         self.seed = primary_seed
         self.sync = sync
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_bytes = checkpoint_bytes
+        self.clock = clock
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.shared = SharedDB(self.dir / DB_NAME, sync="full" if sync == "full" else "normal")
+            self.shared = SharedDB(self.dir / DB_NAME, sync="full" if sync == "full" else "normal",
+                                   journal="rollback", page_size=PAGE_SIZE)
         except StorageError as exc:
             raise StreamsError(str(exc)) from None
         self.db = self.shared.raw
@@ -78,24 +147,155 @@ class StreamStore:
             self.db.execute("CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, "
                             "unit TEXT, key BLOB NOT NULL, created REAL NOT NULL)")
             self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value)")
-            rows = self.db.execute("SELECT name, unit, key FROM streams").fetchall()
         except sqlite3.DatabaseError as exc:
+            self.shared.close()
             raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
         self.logs: dict[str, Log] = {}
         self.units: dict[str, str | None] = {}
         self._last: dict[str, float] = {}  # stream -> time of its last committed sample
+        self.journal: Journal | None = None
+        self._jindex: dict[str, int] = {}  # stream -> its number in the journal
+        self._held_since = 0.0
+        self._tick: list[tuple[str, int, list[bytes]]] = []  # this commit's appends
+        self._replaying = False
+        self.checkpoints = 0
+        try:
+            self._load()
+            if checkpoint_interval > 0:
+                try:
+                    self.journal = Journal(self.dir / JOURNAL_NAME, sync=sync == "full")
+                except DecodeError as exc:
+                    raise StreamsError(str(exc)) from None
+                self._replay()
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close()
+            self.shared.close()
+            raise
+
+    def _load(self) -> None:
+        """The logs as the database holds them."""
+        try:
+            rows = self.db.execute("SELECT name, unit, key FROM streams").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
+        self.logs.clear()
+        self.units.clear()
         for name, unit, key in rows:
             lg = Log.open_in(self.shared, name)
             if lg.key != key:
                 raise StreamsError(f"{name}: its log key is not the one the index says")
             self.logs[name] = lg
             self.units[name] = unit
-            if lg.length:
-                self._last[name] = frame_at(lg, lg.length - 1).end
+        self._last = {n: frame_at(lg, lg.length - 1).end
+                      for n, lg in self.logs.items() if lg.length and lg.has(lg.length - 1)}
+
+    def _replay(self) -> None:
+        """Append again what the journal holds beyond the database (after a crash, or a commit
+        that failed), then checkpoint. Blocks the database already holds are compared."""
+        assert self.journal is not None
+        records = self.journal.records()
+        for offset, aside in self.journal.damaged:
+            log.warning("%s: a damaged record at byte %d ends the journal (never "
+                        "acknowledged); the bytes from there are kept in %s",
+                        self.journal.path, offset, aside)
+        self.journal.damaged.clear()
+        if not records:
+            return
+        names: dict[int, tuple[str, str | None]] = {}
+        self._replaying = True
+        self.shared.hold()
+        try:
+            for rec in records:
+                if isinstance(rec, StreamRecord):
+                    names[rec.index] = (rec.name, rec.unit)
+                elif isinstance(rec, StateRecord):
+                    self.set_state(rec.key, rec.value)
+                else:
+                    for index, start, blocks in rec.appends:
+                        if index not in names:
+                            raise StreamsError(f"{self.journal.path}: a commit names stream "
+                                               f"number {index}, which the journal never "
+                                               "introduced")
+                        self._redo(*names[index], start, list(blocks))
+            self._replaying = False
+            self.checkpoint()
+        except BaseException:
+            self._replaying = False
+            self.shared.rollback()
+            self._load()
+            raise
+        self._last = {n: frame_at(lg, lg.length - 1).end
+                      for n, lg in self.logs.items() if lg.length and lg.has(lg.length - 1)}
+        log.info("%s: %d commits since the last checkpoint appended again",
+                 self.journal.path, sum(isinstance(r, TickRecord) for r in records))
+
+    def _redo(self, name: str, unit: str | None, start: int, blocks: list[bytes]) -> None:
+        lg = self.log(name, unit)
+        if start > lg.length:
+            raise StreamsError(f"{self.journal.path if self.journal else ''}: {name} continues "
+                               f"at block {start}, but its log holds {lg.length} blocks")
+        for k in range(min(len(blocks), lg.length - start)):
+            i = start + k
+            if lg.has(i) and lg.get(i) != blocks[k]:
+                raise StreamsError(f"{name}: block {i} in the journal differs from the log's; "
+                                   "nothing was changed (keep both files for inspection)")
+        rest = blocks[lg.length - start:]
+        if rest:
+            lg.append(rest)
+
+    @classmethod
+    def snapshot(cls, data_dir: str | Path, primary_seed: bytes, into: str | Path
+                 ) -> StreamStore:
+        """A private copy of a store another process may be writing (an agent running): its
+        database copied whole with SQLite's backup, its journal read around it (again, when a
+        checkpoint came in between), opened in ``into``."""
+        src_dir, into = Path(data_dir), Path(into)
+        into.mkdir(parents=True, exist_ok=True)
+        jpath = src_dir / JOURNAL_NAME
+        for _ in range(20):
+            before = jpath.read_bytes() if jpath.exists() else b""
+            dst = sqlite3.connect(into / DB_NAME)
+            try:
+                src = sqlite3.connect(f"file:{src_dir / DB_NAME}?mode=ro", uri=True)
+                try:
+                    src.execute("PRAGMA busy_timeout=5000")
+                    src.backup(dst)
+                finally:
+                    src.close()
+            except sqlite3.DatabaseError as exc:
+                raise StreamsError(f"{src_dir / DB_NAME}: cannot be copied ({exc})") from None
+            finally:
+                dst.close()
+            after = jpath.read_bytes() if jpath.exists() else b""
+            if generation(before) == generation(after):
+                (into / JOURNAL_NAME).write_bytes(after)
+                return cls(into, primary_seed)
+        raise StreamsError(f"{src_dir}: checkpoints kept coming while it was copied")
+
+    def checkpoint(self) -> None:
+        """Commit the held transaction and empty the journal."""
+        if not self.shared.held:
+            return
+        try:
+            self.shared.release()
+        except StorageError as exc:
+            self._load()  # the database went back to the last checkpoint
+            raise StreamsError(str(exc)) from None
+        if self.journal is not None:
+            self.journal.clear()
+        self._jindex.clear()
+        self.checkpoints += 1
 
     def close(self) -> None:
-        self.logs.clear()
-        self.shared.close()
+        try:
+            if self.journal is not None:
+                self.checkpoint()
+        finally:
+            if self.journal is not None:
+                self.journal.close()
+            self.logs.clear()
+            self.shared.close()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -104,6 +304,9 @@ class StreamStore:
         return None if row is None else row[0]
 
     def set_state(self, key: str, value: object) -> None:
+        """Durable when it returns (through the journal while a transaction is held)."""
+        if self.shared.held and self.journal is not None and not self._replaying:
+            self.journal.write(encode_state(key, value))
         self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     # -- streams -------------------------------------------------------------------------------
@@ -128,7 +331,50 @@ class StreamStore:
 
     def commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         """Append one frame per stream with samples (sorted by time); late samples to the
-        stream's ``late`` companion. Returns what was written."""
+        stream's ``late`` companion. Durable when it returns. Returns what was written."""
+        if self.journal is None:
+            return self._commit_now(batches)
+        journal = self.journal
+        if not self.shared.held:
+            self.shared.hold()
+            self._held_since = self.clock()
+        self._tick = []
+        try:
+            with self.shared.transaction():  # joins the held one
+                result = self._commit(batches)
+            out = bytearray()
+            appends = []
+            for name, start, blocks in self._tick:
+                index = self._jindex.get(name)
+                if index is None:
+                    index = self._jindex[name] = len(self._jindex)
+                    out += encode_stream(index, name, self.units.get(name))
+                appends.append((index, start, blocks))
+            if appends:
+                out += encode_tick(appends)
+                journal.write(bytes(out))  # the commit is durable here
+            self.shared.settle()
+        except BaseException:
+            self._recover()
+            raise
+        finally:
+            self._tick = []
+        if (self.clock() - self._held_since >= self.checkpoint_interval
+                or journal.size >= self.checkpoint_bytes):
+            self.checkpoint()
+        return result
+
+    def _recover(self) -> None:
+        """After a failed commit: back to the last checkpoint, then the journal again."""
+        self.shared.rollback()
+        self._jindex.clear()
+        self._load()
+        try:
+            self._replay()
+        except (StreamsError, StorageError, OSError) as exc:
+            log.error("the journal could not be appended again after a failed commit: %s", exc)
+
+    def _commit_now(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         made = set(self.logs)
         try:
             with self.shared.transaction():  # every stream's frame of this commit, or none
@@ -233,7 +479,9 @@ class StreamStore:
                 late: bool = False) -> None:
         lg = self.log(name, samples[0].unit)
         frame = Frame(tuple(samples))
-        lg.append([frame.encode()])
+        block = frame.encode()
+        self._tick.append((name, lg.length, [block]))
+        lg.append([block])
         if not late:
             self._last[name] = frame.end
         result.frames += 1

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -152,7 +153,12 @@ def routed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def stored(directory: Path, seed: bytes) -> dict[str, list[tuple[float, Any]]]:
     """Every stream's samples held (the late companions folded into their stream), and checks
     that every log verifies."""
-    s = StreamStore(directory / "data", seed)
+    # a copy: the agent may be running (and holds its transaction open between checkpoints)
+    with tempfile.TemporaryDirectory(prefix="cairn-stored-") as copy:
+        return _stored(StreamStore.snapshot(directory / "data", seed, copy))
+
+
+def _stored(s: StreamStore) -> dict[str, list[tuple[float, Any]]]:
     out: dict[str, list[tuple[float, Any]]] = {}
     try:
         for name, lg in s.logs.items():

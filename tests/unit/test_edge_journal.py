@@ -1,0 +1,238 @@
+"""The edge's tick journal: commits between checkpoints survive a crash, come back byte for byte,
+and a damaged or foreign journal is reported, never silently trusted."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cairn.frames import Frame, Sample
+from cairn_edge.journal import HEADER, MAGIC, Journal, encode_stream, encode_tick, read_journal
+from cairn_edge.streams import JOURNAL_NAME, StreamsError, StreamStore, peek, stream_log_key
+
+SEED = bytes(range(32))
+T0 = 1_764_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tick(k: int, streams: int = 3) -> dict[str, list[Sample]]:
+    return {f"b/s{j}": [Sample(f"b/s{j}", "Cel", T0 + k, float(k * 10 + j))]
+            for j in range(streams)}
+
+
+def state_of(s: StreamStore) -> dict[str, tuple[int, bytes, bytes | None, list[bytes]]]:
+    return {n: (lg.length, lg.tree_hash(), lg.signature, [lg.get(i) for i in range(lg.length)])
+            for n, lg in s.logs.items()}
+
+
+def crash(s: StreamStore) -> None:
+    """What kill -9 leaves: the open transaction is lost, the journal file stays."""
+    assert s.journal is not None
+    s.journal.close()
+    s.shared.raw.close()
+
+
+def test_commits_since_the_checkpoint_come_back_byte_for_byte(tmp_path: Path) -> None:
+    direct = StreamStore(tmp_path / "direct", SEED, checkpoint_interval=0)
+    held = StreamStore(tmp_path / "held", SEED, checkpoint_interval=300, clock=Clock())
+    for k in range(20):
+        direct.commit(tick(k))
+        held.commit(tick(k))
+    want = state_of(direct)
+    assert state_of(held) == want  # the same logs, signatures included
+    assert held.checkpoints == 0 and held.journal is not None and held.journal.size > HEADER
+    crash(held)
+    again = StreamStore(tmp_path / "held", SEED)
+    try:
+        assert state_of(again) == want
+        assert again.journal is not None and again.journal.size == HEADER  # checkpointed
+        assert all(lg.verify_all().blocks == 20 for lg in again.logs.values())
+        assert again.last_time("b/s0") == T0 + 19  # redeliveries are still recognised
+        r = again.commit({"b/s0": [Sample("b/s0", "Cel", T0 + 19, 190.0)]})
+        assert r.duplicates == 1 and r.samples == 0
+    finally:
+        again.close()
+        direct.close()
+
+
+def test_a_crash_after_the_checkpoint_commit_appends_nothing_twice(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    for k in range(5):
+        s.commit(tick(k))
+    kept = (tmp_path / JOURNAL_NAME).read_bytes()  # the journal as it was before the clear
+    want = state_of(s)
+    s.close()  # checkpoint: the database holds it all, the journal is emptied
+    (tmp_path / JOURNAL_NAME).write_bytes(kept)  # ... as if the crash came before the clear
+    again = StreamStore(tmp_path, SEED)
+    try:
+        assert state_of(again) == want
+    finally:
+        again.close()
+
+
+def test_state_written_between_checkpoints_is_durable(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))  # a transaction is held from here on
+    s.set_state("dht_seq", 41)
+    s.set_state("dht_seq", 42)
+    crash(s)
+    again = StreamStore(tmp_path, SEED)
+    try:
+        assert again.get_state("dht_seq") == 42
+    finally:
+        again.close()
+
+
+def test_checkpoints_come_by_time_or_by_journal_size(tmp_path: Path) -> None:
+    clock = Clock()
+    s = StreamStore(tmp_path / "t", SEED, checkpoint_interval=10, clock=clock)
+    for k in range(12):
+        s.commit(tick(k))
+        clock.now += 1
+    assert s.checkpoints == 1  # at the commit 10 s after the first
+    s.close()
+    b = StreamStore(tmp_path / "b", SEED, checkpoint_interval=1e6, checkpoint_bytes=2000,
+                    clock=clock)
+    for k in range(60):  # about 100 bytes a tick
+        b.commit(tick(k))
+    assert b.checkpoints >= 2
+    assert b.journal is not None and b.journal.size < 2000 + 1000
+    b.close()
+
+
+def test_a_torn_last_record_ends_the_journal_and_is_kept_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    for k in range(4):
+        s.commit(tick(k))
+    crash(s)
+    with open(tmp_path / JOURNAL_NAME, "ab") as f:
+        f.write(encode_tick([(0, 4, [b"never acknowledged"])])[:-3])  # cut short
+    with caplog.at_level(logging.WARNING, "cairn.edge"):
+        again = StreamStore(tmp_path, SEED)
+    try:
+        assert {n: lg.length for n, lg in again.logs.items()} == {f"b/s{j}": 4 for j in range(3)}
+        aside = list(tmp_path.glob(f"{JOURNAL_NAME}.damaged-*"))
+        assert len(aside) == 1 and aside[0].read_bytes().endswith(b"never acknowled")
+        assert "damaged record" in caplog.text
+    finally:
+        again.close()
+
+
+def test_a_journal_that_contradicts_the_log_stops_the_open(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))
+    s.close()
+    before = (tmp_path / "streams.db").read_bytes()
+    other = Frame((Sample("b/s0", "Cel", T0, -1.0),)).encode()
+    j = Journal(tmp_path / JOURNAL_NAME)
+    j.write(encode_stream(0, "b/s0", "Cel") + encode_tick([(0, 0, [other])]))
+    j.close()
+    with pytest.raises(StreamsError, match="block 0 in the journal differs"):
+        StreamStore(tmp_path, SEED)
+    assert (tmp_path / "streams.db").read_bytes() == before  # nothing changed
+    # and a journal that skips blocks
+    (tmp_path / JOURNAL_NAME).write_bytes(MAGIC + bytes(8))
+    j = Journal(tmp_path / JOURNAL_NAME)
+    j.write(encode_stream(0, "b/s0", "Cel") + encode_tick([(0, 5, [other])]))
+    j.close()
+    with pytest.raises(StreamsError, match="continues at block 5, but its log holds 1"):
+        StreamStore(tmp_path, SEED)
+    # a file that is not a journal at all
+    (tmp_path / JOURNAL_NAME).write_bytes(b"SQLite format 3\x00" + bytes(100))
+    with pytest.raises(StreamsError, match="not a Cairn journal"):
+        StreamStore(tmp_path, SEED)
+
+
+def test_a_tick_naming_an_unknown_stream_is_refused(tmp_path: Path) -> None:
+    j = Journal(tmp_path / JOURNAL_NAME)
+    j.write(encode_tick([(7, 0, [b"x"])]))
+    j.close()
+    with pytest.raises(StreamsError, match="stream number 7, which the journal never"):
+        StreamStore(tmp_path, SEED)
+
+
+def test_a_failed_journal_write_takes_the_commit_back(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))
+    s.commit({"b/new": [Sample("b/new", "Cel", T0, 1.0)]})
+    want = state_of(s)
+    assert s.journal is not None
+
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(s.journal, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        s.commit({**tick(1), "b/other": [Sample("b/other", "Cel", T0, 1.0)]})
+    monkeypatch.undo()
+    assert state_of(s) == want  # nothing of the failed commit, everything before it
+    s.commit(tick(1))
+    assert s.logs["b/s0"].length == 2
+    crash(s)
+    again = StreamStore(tmp_path, SEED)
+    try:
+        assert again.logs["b/s0"].length == 2 and again.logs["b/new"].length == 1
+        assert "b/other" not in again.logs
+    finally:
+        again.close()
+
+
+def test_peek_reads_lengths_while_the_agent_holds_its_transaction(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))
+    s.checkpoint()
+    for k in range(1, 4):
+        s.commit(tick(k))  # in the held transaction and the journal only
+    try:
+        assert peek(tmp_path) == {f"b/s{j}": 4 for j in range(3)}
+        assert stream_log_key(SEED, "b/s0") == s.logs["b/s0"].key
+        assert len(read_journal(tmp_path / JOURNAL_NAME)) == 3 + 3  # 3 streams, 3 ticks
+    finally:
+        s.close()
+
+
+def test_the_journal_is_copied_not_lost_when_the_database_is_missing(tmp_path: Path) -> None:
+    """A journal without its database (restored from a backup of only one file) builds the
+    logs it describes from nothing: every commit since the last checkpoint, no more."""
+    s = StreamStore(tmp_path / "a", SEED, clock=Clock())
+    for k in range(3):
+        s.commit(tick(k))
+    shutil.copy(tmp_path / "a" / JOURNAL_NAME, tmp_path / "journal")
+    s.close()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "journal", tmp_path / "b" / JOURNAL_NAME)
+    b = StreamStore(tmp_path / "b", SEED)
+    try:
+        assert {n: lg.length for n, lg in b.logs.items()} == {f"b/s{j}": 3 for j in range(3)}
+    finally:
+        b.close()
+
+
+def test_a_snapshot_of_a_running_store_holds_every_durable_commit(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path / "live", SEED, clock=Clock())
+    for k in range(3):
+        s.commit(tick(k))
+    s.checkpoint()
+    for k in range(3, 7):
+        s.commit(tick(k))  # held and journaled, not in the file yet
+    try:
+        copy = StreamStore.snapshot(tmp_path / "live", SEED, tmp_path / "copy")
+        try:
+            assert state_of(copy) == state_of(s)
+        finally:
+            copy.close()
+        assert s.journal is not None and s.journal.generation == 1
+    finally:
+        s.close()
