@@ -86,11 +86,13 @@ class Reading:
 @dataclass(frozen=True, slots=True)
 class Route:
     """Which topics carry which shape: an MQTT filter, the shape, and which ``+`` level names
-    the device (1 = the first ``+``)."""
+    the device (1 = the first ``+``), or the one device a filter is for (``senml/board-1/+``
+    with ``device = "board-1"``)."""
 
     filter: str
     format: str
     device_level: int = 1
+    device: str | None = None
 
     def subscription(self) -> str:
         return self.filter
@@ -351,9 +353,12 @@ def decode(routes: Sequence[Route], topic: str, payload: bytes, content_type: st
         levels = match_topic(route.filter, topic)
         if levels is None:
             continue
-        if route.device_level > len(levels):
+        if route.device is not None:
+            device = route.device
+        elif route.device_level > len(levels):
             raise Rejected("bad-route", f"route {route.filter} has no level {route.device_level}")
-        device = _device(levels[route.device_level - 1], topic)
+        else:
+            device = _device(levels[route.device_level - 1], topic)
         if route.format == "senml":
             return decode_senml(device, payload, content_type, received)
         if route.format == "tasmota":

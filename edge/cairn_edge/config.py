@@ -82,7 +82,7 @@ _TABLES: dict[str, set[str]] = {
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
             "watermark_interval"},
     "health": {"metrics"},
-    "topic": {"filter", "format", "device_level"},
+    "topic": {"filter", "format", "device_level", "device"},
     "range": {"pattern", "min", "max"},
 }
 
@@ -167,9 +167,16 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         if not filt or fmt not in FORMATS:
             raise ConfigError(f"{where}: needs filter and format (one of {', '.join(FORMATS)})")
         level = int(_num(t, "device_level", where, 1, 1, 16))
-        if filt.count("+") < level:
+        device = _get(t, "device", str, where)
+        if device is not None:
+            if "device_level" in t:
+                raise ConfigError(f"{where}: give device or device_level, not both")
+            if not device or any(c in device for c in "/+#\0"):
+                raise ConfigError(f"{where}: device {device!r} is not a device name "
+                                  "(no '/', '+', '#')")
+        elif filt.count("+") < level:
             raise ConfigError(f"{where}: filter {filt!r} has no '+' number {level} for the device")
-        routes.append(Route(filt, fmt, level))
+        routes.append(Route(filt, fmt, level, device))
 
     ranges = []
     raw_ranges = doc.get("range", [])
@@ -288,7 +295,8 @@ bootstrap = []               # "host:port" of DHT nodes; empty: no DHT record is
 persistent = false           # true: also serve as a DHT routing node (needs a reachable port)
 publish_interval = 1.0       # seconds between record updates at most
 fleet = "default"            # we announce ourselves on this fleet's topic
-public = false               # true: stream keys in clear in the record (anyone may replicate)
+public = false               # true: stream keys in clear in the record (anyone who reads it
+                             # can verify the logs; only [replication] gateways may download)
 watermarks = []              # gateways' watermark keys (hex, `cairn gateway init` prints it):
                              # block data all of them have stored is cleared here
 watermark_interval = 300     # seconds between reading their watermark records
@@ -302,6 +310,7 @@ watermark_interval = 300     # seconds between reading their watermark records
 # filter = "factory/+/senml"
 # format = "senml"            # senml (JSON or CBOR), tasmota, esphome, homie
 # device_level = 1            # which "+" is the device
+# device = "board-1"         # ...or: every message on this filter is this device's
 
 # [[range]]
 # pattern = "*/temperature"   # device/quantity, * matches anything
