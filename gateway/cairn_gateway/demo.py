@@ -481,6 +481,8 @@ class Demo:
         if self._loop_thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)
+        if not self.loop.is_running() and not self.loop.is_closed():
+            self.loop.close()
 
 
 def wipe(data: Path) -> None:
