@@ -133,6 +133,10 @@ class Collector:
         result = SyncResult(name)
         device_id = self.store.device(dev.record_key, None, float(dev.record.time))
         stream_id = self.store.stream(device_id, name, key)
+        status = self.store.status(stream_id)
+        if status != "ok":
+            result.error = status  # stopped (a fork, or data its signature did not cover):
+            return result          # nothing more is downloaded until a person looks
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
         try:
@@ -155,6 +159,7 @@ class Collector:
             result.error = f"invalid: {exc}"
             log.error("stream %s: the edge sent unverifiable data: %s (ingest stopped)",
                       name, exc)
+            return result
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
             result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             result.unreachable = _unreachable(exc)

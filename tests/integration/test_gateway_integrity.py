@@ -76,13 +76,61 @@ def test_a_rewritten_history_is_caught_and_stops_the_stream(tmp_path: Path) -> N
         store.close()
 
 
-def test_a_tampered_block_is_refused_and_nothing_of_it_stored(tmp_path: Path) -> None:
-    """The edge's file is edited: a block's data changed and its leaf hash recomputed, so the
-    edge itself serves it without complaint; the signature does not cover it any more."""
+def tamper(path: Path, index: int, forged: bytes) -> None:
+    """Edit an edge's log file: block ``index``'s data replaced and its leaf hash recomputed,
+    so the edge itself serves it without complaint; the signature does not cover it any more."""
     import hashlib
     import sqlite3
     import struct
 
+    db = sqlite3.connect(path)
+    start, sizes, hashes, data = db.execute(
+        "SELECT start, sizes, hashes, data FROM segments WHERE start <= ? "
+        "ORDER BY start DESC LIMIT 1", (index,)).fetchone()
+    k = index - start
+    lengths = struct.unpack(f"<{len(sizes) // 4}I", sizes)
+    off = sum(lengths[:k])
+    assert len(forged) == lengths[k]
+    data = data[:off] + forged + data[off + lengths[k]:]
+    leaf = hashlib.blake2b(b"\x00" + struct.pack("<Q", len(forged)) + forged,
+                           digest_size=32).digest()
+    hashes = hashes[:32 * k] + leaf + hashes[32 * (k + 1):]
+    db.execute("UPDATE segments SET data = ?, hashes = ? WHERE start = ?", (data, hashes, start))
+    db.commit()
+    db.close()
+
+
+def test_a_tampered_block_far_into_a_long_log_stops_the_stream_without_a_crash(
+        tmp_path: Path) -> None:
+    """Found in review: a tampered block after the first 2,048 made the collector store the
+    runs that had verified into a stream it had just stopped (StoreError, the gateway exited)."""
+    kp = derive_stream_key_pair(b"\x07" * 32, NAME)
+    gw = random_key_pair()
+    store = Store(tmp_path / "gw.db")
+    collector = Collector(tmp_path / "gw", gw, store)
+    path = tmp_path / "edge.db"
+    with Log.create(path, kp) as w:
+        w.append([frame(k, 20.0 + k) for k in range(5000)])
+    tamper(path, 4500, frame(4500, -1.0))
+    writer = Log.open(path)
+    try:
+        _, error = asyncio.run(collect_from(writer, collector, gw.public_key))
+        assert error is not None and error.startswith("invalid: ")
+        [(sid, status)] = store.conn.execute("SELECT id, status FROM streams").fetchall()
+        assert status == error
+        assert -1.0 not in [v for _, v, _, _ in store.samples(sid, 0, 2e9)]
+        # a stopped stream is not downloaded again: the next round says why, stores nothing
+        again, error2 = asyncio.run(collect_from(writer, collector, gw.public_key))
+        assert again == 0 and error2 == status
+    finally:
+        writer.close()
+        collector.close()
+        store.close()
+
+
+def test_a_tampered_block_is_refused_and_nothing_of_it_stored(tmp_path: Path) -> None:
+    """The edge's file is edited: a block's data changed and its leaf hash recomputed, so the
+    edge itself serves it without complaint; the signature does not cover it any more."""
     kp = derive_stream_key_pair(b"\x06" * 32, NAME)
     gw = random_key_pair()
     store = Store(tmp_path / "gw.db")
@@ -91,19 +139,7 @@ def test_a_tampered_block_is_refused_and_nothing_of_it_stored(tmp_path: Path) ->
     with Log.create(path, kp) as w:
         w.append([frame(k, 20.0 + k) for k in range(8)])
     forged = frame(3, 1000.0)
-    db = sqlite3.connect(path)
-    start, sizes, hashes, data = db.execute(
-        "SELECT start, sizes, hashes, data FROM segments").fetchone()
-    lengths = struct.unpack(f"<{len(sizes) // 4}I", sizes)
-    off = sum(lengths[:3])
-    assert len(forged) == lengths[3]
-    data = data[:off] + forged + data[off + lengths[3]:]
-    leaf = hashlib.blake2b(b"\x00" + struct.pack("<Q", len(forged)) + forged,
-                           digest_size=32).digest()
-    hashes = hashes[:96] + leaf + hashes[128:]
-    db.execute("UPDATE segments SET data = ?, hashes = ? WHERE start = ?", (data, hashes, start))
-    db.commit()
-    db.close()
+    tamper(path, 3, forged)
     writer = Log.open(path)
     try:
         assert writer.get(3) == forged  # the edge reads its edited file without complaint
