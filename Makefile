@@ -144,6 +144,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/e2e.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 
