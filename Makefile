@@ -20,13 +20,15 @@ PYTEST_ARGS ?=
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto prometheus deps lint test bench demo clean distclean
+.PHONY: help venv install npm mosquitto prometheus deps lint test soak fuzz bench demo clean distclean
 
 help:
 	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint, run pytest"
 	@echo "                (pytest arguments: make test PYTEST_ARGS='-k name -x')"
 	@echo "make demo       the whole system on this machine, with a live view (Ctrl-C stops)"
 	@echo "                (options: make demo DEMO_ARGS='--duration 60 --api-port 0')"
+	@echo "make soak       the reliability suite's long runs, then its scorecard"
+	@echo "make fuzz       every wire decoder under atheris (1,000,000 runs each)"
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus"
@@ -136,6 +138,19 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(DEMO_STAMP)
 	$(BIN)/cairn demo $(DEMO_ARGS)
+
+# The reliability suite's long runs (tests/reliability and tests/integration/test_reliability_*:
+# crashes, corruption, hostile peers, DHT attacks, chaos), then the scorecard. make test runs
+# the short version of each. SOAK_ARGS passes pytest arguments.
+SOAK_ARGS ?=
+soak: deps
+	CAIRN_SOAK=full $(BIN)/pytest tests/reliability tests/integration -k reliability \
+	  -o timeout=0 -q $(SOAK_ARGS)
+
+# Every wire decoder under atheris (fuzz/README.md): FUZZ_ARGS passes options, e.g. --runs 1000.
+FUZZ_ARGS ?=
+fuzz: $(PIP_STAMP)
+	$(BIN)/python fuzz/run.py $(FUZZ_ARGS)
 
 bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py

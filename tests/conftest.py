@@ -78,3 +78,17 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("cairn", derandomize=True, database=None, deadline=None)
 _hypothesis_settings.load_profile("cairn")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the reliability scorecard (tests/scorecard.py) when any test recorded a line."""
+    from tests import scorecard
+
+    lines = scorecard.table()
+    if lines:
+        terminalreporter.section("scorecard")
+        for line in lines:
+            terminalreporter.write_line(line)
+    target = os.environ.get("CAIRN_SCORECARD")
+    if target and scorecard.LINES:
+        scorecard.write(target)
