@@ -3,9 +3,11 @@ on the hot path.
 
 - ``devices``: one row per device (its DHT record key), ``streams``: one per stream log (its key,
   name, unit, how far it is stored, whether a fork stopped it);
-- ``samples``: keyed by (stream, time), with provenance (block index and fork of the log block it
-  came from; the log key is the stream's). Exactly once: a block already ingested is skipped,
-  and a (stream, time) already stored is never stored again, whoever imports it;
+- ``samples``: keyed by (stream, time, block, position in the block), with provenance (block
+  index and fork of the log block it came from; the log key is the stream's). Exactly once: a
+  block already ingested is skipped, whoever imports it, and a sample (its block and position)
+  is never stored twice; two samples at the same time (Tasmota stamps whole seconds) are both
+  kept;
 - ``rollup_minute`` / ``rollup_hour``: count, sum, min, max per bucket, kept up to date at
   ingest from the samples actually inserted (set-based, in the same transaction);
 - retention by age (:meth:`Store.prune`).
@@ -58,6 +60,23 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     """)
 
 
+@MIGRATIONS()
+def m002_samples_at_the_same_time(db: sqlite_utils.Database) -> None:
+    """Two samples of a stream may share a time (Tasmota stamps whole seconds: two messages
+    in one second): keyed by (stream, time, block, position in the block), not (stream, time),
+    which dropped the second one silently. Exactly-once stays per block (``blocks``)."""
+    db.executescript("""
+        CREATE TABLE samples_new (
+            stream_id INTEGER NOT NULL, t REAL NOT NULL, value REAL, text TEXT,
+            block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (stream_id, t, block, k)) WITHOUT ROWID;
+        INSERT INTO samples_new (stream_id, t, value, text, block, fork, k)
+            SELECT stream_id, t, value, text, block, fork, 0 FROM samples;
+        DROP TABLE samples;
+        ALTER TABLE samples_new RENAME TO samples;
+    """)
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or written: says which file and why."""
 
@@ -88,7 +107,7 @@ class Series:
 
 _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
     stream_id INTEGER NOT NULL, t REAL NOT NULL, value REAL, text TEXT,
-    block INTEGER NOT NULL, fork INTEGER NOT NULL)"""
+    block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL)"""
 
 
 # Samples of the batch that are not stored yet (and numeric), one row per bucket, merged into
@@ -97,9 +116,10 @@ _ROLLUP = """
     INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
     SELECT b.stream_id, CAST(b.t / WIDTH AS INTEGER) * WIDTH, count(*), sum(b.value),
            min(b.value), max(b.value)
-    FROM (SELECT DISTINCT stream_id, t, value FROM batch) b
+    FROM (SELECT DISTINCT stream_id, t, block, k, value FROM batch) b
     WHERE b.value IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t)
+        SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t
+        AND s.block = b.block AND s.k = b.k)
     GROUP BY 1, 2
     ON CONFLICT (stream_id, bucket) DO UPDATE SET
         n = n + excluded.n, total = total + excluded.total,
@@ -173,18 +193,18 @@ class Store:
         """Store the samples of verified blocks (index, fork, frame) of one stream, in one
         transaction; blocks already ingested are skipped. Returns samples newly stored."""
         c = self.conn
-        rows: list[tuple[int, float, float | None, str | None, int, int]] = []
+        rows: list[tuple[int, float, float | None, str | None, int, int, int]] = []
         block_rows: list[tuple[int, int, int, int]] = []
         for index, fork, frame in blocks:
             block_rows.append((stream_id, index, fork, len(frame.samples)))
-            for s in frame.samples:
+            for k, s in enumerate(frame.samples):
                 v = s.value
                 if isinstance(v, bool | float | int):
-                    rows.append((stream_id, s.time, float(v), None, index, fork))
+                    rows.append((stream_id, s.time, float(v), None, index, fork, k))
                 elif isinstance(v, str):
-                    rows.append((stream_id, s.time, None, v, index, fork))
+                    rows.append((stream_id, s.time, None, v, index, fork, k))
                 else:
-                    rows.append((stream_id, s.time, None, v.hex(), index, fork))
+                    rows.append((stream_id, s.time, None, v.hex(), index, fork, k))
         if not block_rows:
             return 0
         c.execute("BEGIN IMMEDIATE")
@@ -201,12 +221,12 @@ class Store:
                 rows = [r for r in rows if r[4] not in old]
             c.executemany("INSERT INTO blocks (stream_id, block, fork, samples) "
                           "VALUES (?, ?, ?, ?)", block_rows)
-            c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?)", rows)
+            c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             c.execute(_ROLLUP_MINUTE)
             c.execute(_ROLLUP_HOUR)
             mark = c.total_changes
-            c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork) "
-                      "SELECT stream_id, t, value, text, block, fork FROM batch")
+            c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork, k) "
+                      "SELECT stream_id, t, value, text, block, fork, k FROM batch")
             stored = c.total_changes - mark
             c.execute("DELETE FROM batch")
             c.execute("UPDATE streams SET stored_blocks = stored_blocks + ? WHERE id = ?",

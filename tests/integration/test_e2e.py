@@ -121,7 +121,8 @@ def test_the_whole_system(mosquitto_path: Path, tmp_path: Path) -> None:
     assert set(got) == set(want)
     for name, values in want.items():
         samples = got[name]
-        assert len(samples) == len({t for t, _ in samples}), f"{name}: a sample stored twice"
+        # (two samples may share a time: Tasmota stamps whole seconds; the edge keeps both)
+        assert len(samples) == len(set(samples)), f"{name}: a sample stored twice"
         got_sorted, want_sorted = sorted(samples), sorted(values)
         assert [t for t, _ in got_sorted] == [t for t, _ in want_sorted], name
         assert [v for _, v in got_sorted] == pytest.approx([v for _, v in want_sorted],

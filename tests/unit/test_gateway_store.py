@@ -51,6 +51,48 @@ def test_blocks_are_stored_exactly_once(store: Store, tmp_path: Path) -> None:
     assert minute[0].lo == 0.0 and minute[0].hi == 59.0 and minute[0].mean == 29.5
 
 
+def test_two_samples_at_the_same_time_are_both_kept(store: Store) -> None:
+    """Tasmota stamps whole seconds: two messages in one second give two samples at one time,
+    in one frame (one commit) or in two blocks. Keyed by (stream, time) the second was
+    dropped silently; both are kept, once each, in the samples and in the rollups."""
+    sid = stream(store)
+    one = Frame((Sample("b/h", "%RH", T0, 43.2), Sample("b/h", "%RH", T0, 43.3)))
+    two = Frame((Sample("b/h", "%RH", T0 + 1, 44.0),))
+    three = Frame((Sample("b/h", "%RH", T0 + 1, 44.5),))
+    assert store.ingest(sid, [(0, 0, one), (1, 0, two)]) == 3
+    assert store.ingest(sid, [(1, 0, two), (2, 0, three)]) == 1  # block 1 again: skipped
+    got = [(t, v) for t, v, _, _ in store.samples(sid, T0, T0 + 10)]
+    assert sorted(got) == [(T0, 43.2), (T0, 43.3), (T0 + 1, 44.0), (T0 + 1, 44.5)]
+    [minute] = store.rollup(sid, T0, T0 + 60, 60)
+    assert minute.n == 4 and minute.lo == 43.2 and minute.hi == 44.5
+
+
+def test_an_old_store_is_migrated_and_keeps_its_samples(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlite_utils
+    from sqlite_migrate import Migrations
+
+    from cairn_gateway.store import m001_initial
+
+    db = sqlite_utils.Database(sqlite3.connect(tmp_path / "old.db"))
+    first = Migrations("cairn-gateway")  # the migrations a gateway before this change had
+    first()(m001_initial)
+    first.apply(db)
+    db.execute("INSERT INTO devices VALUES (1, ?, 'b', 0, 0)", [b"d" * 32])
+    db.execute("INSERT INTO streams (id, device_id, name, log_key) VALUES (1, 1, 'b/t', ?)",
+               [KEY])
+    db.execute("INSERT INTO samples VALUES (1, ?, 20.5, NULL, 0, 0)", [T0])
+    db.conn.commit()
+    db.conn.close()
+    s = Store(tmp_path / "old.db")
+    try:
+        assert s.samples(1, T0, T0 + 1) == [(T0, 20.5, 0, 0)]
+        assert s.ingest(1, [(1, 0, Frame((Sample("b/t", "Cel", T0, 21.0),)))]) == 1
+    finally:
+        s.close()
+
+
 def test_rollups_count_each_sample_once_whatever_the_order(store: Store) -> None:
     sid = stream(store)
     rng = random.Random(4)
