@@ -283,7 +283,8 @@ def _tasmota() -> list[bytes]:
            "DS18B20-1": {"Temperature": 19.0}, "ENERGY": {"Total": 1.5, "Power": 20},
            "TempUnit": "C", "PressureUnit": "hPa"}
     return [json.dumps(doc).encode(),
-            json.dumps({"SCD30": {"CarbonDioxide": 600}, "TempUnit": "F"}).encode()]
+            json.dumps({"SCD30": {"CarbonDioxide": 600}, "TempUnit": "F"}).encode(),
+            b'{"TempUnit": [1], "A": {"Temperature": 1}}']  # was a TypeError (fixed)
 
 
 def _bare() -> list[bytes]:
@@ -308,7 +309,10 @@ def _journal() -> list[bytes]:
             + journal.encode_tick([(0, 0, [world.block(0), world.block(1)]), (1, 0, [b"x"])])
             + journal.encode_state("acked", {"mid": 7, "topics": ["a", "b"]}))
     one = journal.encode_state("k", [1, 2.5, None])[8:]  # a body alone, for framing
-    return [body, one, journal.encode_tick([(0, 5, [b""])])[8:]]
+    deep = bytearray([3])  # a state record of deeply nested JSON: was a RecursionError (fixed)
+    write_string(deep, "k")
+    write_string(deep, "[" * 5000)
+    return [body, one, journal.encode_tick([(0, 5, [b""])])[8:], bytes(deep)]
 
 
 def _watermark() -> list[bytes]:
@@ -334,7 +338,8 @@ max = 85.5
 """
     return [edge_config.TEMPLATE.encode(), (edge_config.TEMPLATE + extra).encode(),
             b'[mqtt]\nlisten = "0.0.0.0:1883"\nbroker = "embedded"\n'
-            b'[replication]\ngateways = ["' + b"ab" * 32 + b'"]\nadvertise = "h:1"\n']
+            b'[replication]\ngateways = ["' + b"ab" * 32 + b'"]\nadvertise = "h:1"\n',
+            '[mqtt]\nlisten = "h:\u00b2"\n'.encode()]  # was a ValueError (fixed)
 
 
 def _gateway_config() -> list[bytes]:
@@ -347,7 +352,7 @@ priority = 5
 """
     return [gateway_config.TEMPLATE.encode(), (gateway_config.TEMPLATE + extra).encode(),
             b'[dht]\nbootstrap = ["10.0.0.1:49737"]\n[collect]\ndevices = ["' + b"cd" * 32
-            + b'"]\n']
+            + b'"]\n', '[api]\nlisten = "h:\u00b2"\n'.encode()]
 
 
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
