@@ -23,7 +23,8 @@ def hostport(text: object, where: str, *, allow_zero: bool = False) -> tuple[str
     """``"host:port"`` as (host, port); port 0 (any free port) only with ``allow_zero``."""
     host, sep, port = str(text).rpartition(":")
     lowest = 0 if allow_zero else 1
-    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+    if not sep or not host or not port.isascii() or not port.isdigit() \
+            or not lowest <= int(port) < 65536:
         raise ConfigError(f"{where}: {str(text)[:60]!r} is not host:port")
     return host, int(port)
 

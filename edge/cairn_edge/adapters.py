@@ -271,7 +271,7 @@ def decode_tasmota(device: str, payload: bytes, received: float) -> list[Reading
             raise Rejected("bad-time", f"Time {stamp[:30]!r} is not ISO 8601") from None
         t = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     temp_unit = doc.get("TempUnit", "C")
-    if temp_unit not in _TASMOTA_TEMP:
+    if not isinstance(temp_unit, str) or temp_unit not in _TASMOTA_TEMP:
         raise Rejected("bad-unit", f"TempUnit {str(temp_unit)[:20]!r}")
     pressure_unit = doc.get("PressureUnit", "hPa")
     if pressure_unit not in ("hPa", "mmHg", "inHg"):

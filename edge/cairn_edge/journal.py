@@ -148,7 +148,7 @@ def scan(data: bytes) -> tuple[list[JournalRecord], int | None]:
             return out, off
         try:
             out.append(_decode(body))
-        except (DecodeError, ValueError, UnicodeDecodeError):
+        except (DecodeError, ValueError, UnicodeDecodeError, RecursionError):
             return out, off
         off = end + length
     return out, None

@@ -413,7 +413,7 @@ class Session:
                 for i in (index - 1, index)
                 if 0 <= i < lg.length
             ]
-        except CairnError as exc:
+        except (CairnError, ValueError) as exc:  # ValueError: t is NaN
             log.debug("no time seek for %d: %s", rid, exc)
             write_uint(out, 0)
             self._send(
