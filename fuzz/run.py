@@ -64,6 +64,8 @@ def child(name: str, runs: int, seed: int, engine: str, stats_path: Path, max_le
 
     harness = harnesses.HARNESSES[name]
     report = mutate.Report(name)
+    for data in seeds(name):  # warm up (imports, the seeded world) so timings are the inputs'
+        harness.run(data)
 
     def save(data: bytes, finding: harnesses.Finding) -> None:
         path = mutate.save_finding(FINDINGS, name, data, finding)
