@@ -129,4 +129,5 @@ def test_the_whole_system(mosquitto_path: Path, tmp_path: Path) -> None:
                                                           rel=1e-12), name
     # the edges said why they refused what they refused (the scenario sends malformed ones)
     assert sum(summary.rejected.values()) > 0
-    assert summary.streams_ok == summary.streams == 15
+    # 15 streams, and a `<stream>/late` companion for any that had late samples: all verified
+    assert summary.streams_ok == summary.streams >= 15
