@@ -6,6 +6,7 @@ peer's): ``python -m tests.integration.attackers MODE HOST PORT AMOUNT [KEY]``.
 - ``bad-proofs``: connections that complete the Noise handshake and open the log's channel with
   a valid capability (KEY: the log's key, which is public), then send AMOUNT data messages in
   all whose proofs are wrong (unsolicited, or cut short so that they do not decode);
+- ``mqtt-flood``: MQTT messages at AMOUNT a second for the given seconds (not replication);
 - ``slow``: AMOUNT connections that announce a 100-byte handshake message and send it a byte
   every few seconds (never a whole message in time).
 
@@ -31,7 +32,7 @@ from cairn.replication.session import Session
 from cairn.replication.wire import MessageType
 
 
-async def garbage(host: str, port: int, amount: int) -> dict[str, int]:
+async def garbage(host: str, port: int, amount: int) -> dict[str, float]:
     rng = random.Random(11)
     chunk = rng.randbytes(1 << 20)
     sent = drops = 0
@@ -63,7 +64,7 @@ def _bad_data(rng: random.Random, k: int) -> bytes:
     return body if k % 10 else body[: len(body) // 2]  # one in ten does not even decode
 
 
-async def bad_proofs(host: str, port: int, amount: int, key: bytes) -> dict[str, int]:
+async def bad_proofs(host: str, port: int, amount: int, key: bytes) -> dict[str, float]:
     rng = random.Random(12)
     sent = drops = 0
     with tempfile.TemporaryDirectory(prefix="cairn-attacker-") as d:
@@ -99,7 +100,7 @@ async def bad_proofs(host: str, port: int, amount: int, key: bytes) -> dict[str,
     return {"messages": sent, "dropped": drops}
 
 
-async def slow(host: str, port: int, amount: int) -> dict[str, int]:
+async def slow(host: str, port: int, amount: int) -> dict[str, float]:
     conns = []
     for _ in range(amount):
         with contextlib.suppress(OSError):
@@ -129,9 +130,43 @@ async def slow(host: str, port: int, amount: int) -> dict[str, int]:
             "seconds": round(time.monotonic() - start)}
 
 
+def mqtt_flood(host: str, port: int, rate: int, seconds: float, name: str = "flood-1"
+               ) -> dict[str, float]:
+    """A device gone wrong: valid SenML readings on its own topic at ``rate`` messages a
+    second (QoS 0), for ``seconds``."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-client",
+                         protocol=mqtt.MQTTv311)
+    client.max_queued_messages_set(0)
+    client.connect(host, port)
+    client.loop_start()
+    sent = 0
+    start = time.monotonic()
+    t0 = time.time()
+    try:
+        while (now := time.monotonic() - start) < seconds:
+            due = int(now * rate)
+            while sent < due:
+                body = json.dumps([{"bn": f"{name}/noise", "bt": t0 + sent / rate, "u": "Cel",
+                                    "v": sent % 100}])
+                client.publish(f"senml/{name}/noise", body, qos=0)
+                sent += 1
+            time.sleep(0.001)
+        elapsed = time.monotonic() - start  # (the rate: paced time, not the disconnect)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return {"messages": sent, "rate": sent / elapsed}
+
+
 def main() -> None:
     mode, host, port, amount = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    if mode == "garbage":
+    out: dict[str, float]
+    if mode == "mqtt-flood":
+        out = mqtt_flood(host, port, amount, float(sys.argv[5]), sys.argv[6])
+    elif mode == "garbage":
         out = asyncio.run(garbage(host, port, amount))
     elif mode == "bad-proofs":
         out = asyncio.run(bad_proofs(host, port, amount, bytes.fromhex(sys.argv[5])))
