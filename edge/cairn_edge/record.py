@@ -128,7 +128,7 @@ def decode_record(value: bytes, gateway: KeyPair | None = None) -> DeviceRecord:
         raise RecordError("not a version 1 Cairn device record")
     t = doc.get(1)
     names = doc.get(3, [])
-    if not isinstance(t, int) or not isinstance(names, list) or not all(
+    if not isinstance(t, int) or not 0 <= t < 1 << 63 or not isinstance(names, list) or not all(
             isinstance(n, str) for n in names):
         raise RecordError("bad time or stream names")
     rec = DeviceRecord(time=t)
@@ -149,9 +149,13 @@ def decode_record(value: bytes, gateway: KeyPair | None = None) -> DeviceRecord:
                 and isinstance(item[2], int | float | str | bool)):
             raise RecordError("bad reading")
         v = item[2]
-        rec.readings.append(LatestReading(names[item[0]], t + float(item[1]),
-                                          float(v) if isinstance(v, int) and
-                                          not isinstance(v, bool) else v))
+        try:  # a CBOR bignum does not fit a float
+            at = t + float(item[1])
+            reading: float | str | bool = (float(v) if isinstance(v, int)
+                                           and not isinstance(v, bool) else v)
+        except OverflowError:
+            raise RecordError("a reading's time or value is out of range") from None
+        rec.readings.append(LatestReading(names[item[0]], at, reading))
     r_out, s_out = doc.get(6, 0), doc.get(7, 0)
     if not isinstance(r_out, int) or not isinstance(s_out, int) or r_out < 0 or s_out < 0:
         raise RecordError("bad counts of what was left out")
