@@ -407,7 +407,9 @@ class Agent:
             lowest: dict[bytes, int] | None = None
             for key in self.config.watermarks:
                 try:
-                    got = await self.dht.mutable_get(key)
+                    # the newest of the storing nodes' copies (an old one is validly signed
+                    # too; it would only clear less, but it would lag)
+                    got = await self.dht.mutable_get(key, latest=True)
                     marks = decode_watermarks(got.value)[1] if got is not None else {}
                 except (DHTError, WatermarkError) as exc:
                     log.warning("watermark record %s: %s", key.hex()[:16], exc)

@@ -273,6 +273,7 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
         raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
     key = noise_key_pair(load_seed(cfg.key_file))
     console = Console()
+    seen: dict[bytes, int] = {}  # seq hints: never show a record older than one shown before
 
     async def table(dht: DHT) -> Table:
         t = Table(title=f"fleet {cfg.fleet!r}: latest readings (signed DHT records)")
@@ -284,7 +285,11 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
                 keys.add(p.public_key)
         now = time.time()
         for k in sorted(keys):
-            got = await dht.mutable_get(k)
+            # the first sweep asks every storing node for the newest (stale copies may be
+            # around: an old record is validly signed too); then the seq seen is the floor
+            got = await dht.mutable_get(k, min_seq=seen.get(k, 0), latest=k not in seen)
+            if got is not None:
+                seen[k] = max(seen.get(k, 0), got.seq)
             if got is None:
                 t.add_row(k.hex()[:12], "-", "-", "", "", "[red]no record[/]")
                 continue

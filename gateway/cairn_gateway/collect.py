@@ -86,6 +86,7 @@ class Collector:
         self._logs: dict[bytes, Log] = {}
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
+        self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
 
     def close(self) -> None:
         self.replicas.close()
@@ -101,10 +102,16 @@ class Collector:
         return found
 
     async def device(self, dht: DHT, record_key: bytes, min_seq: int = 0) -> Device | None:
-        """A device's record, verified (the DHT checks its signature), keys opened."""
-        got = await dht.mutable_get(record_key, min_seq=min_seq)
+        """A device's record, verified (the DHT checks its signature), keys opened. The seq
+        of the newest record seen is the floor of the next read (a seq hint): a node holding
+        an old copy (validly signed too) cannot take the gateway back to it. The first read
+        of a device asks every storing node and takes the newest."""
+        floor = max(min_seq, self._seq.get(record_key, 0))
+        got = await dht.mutable_get(record_key, min_seq=floor,
+                                    latest=record_key not in self._seq)
         if got is None:
             return None
+        self._seq[record_key] = max(self._seq.get(record_key, 0), got.seq)
         try:
             rec = decode_record(got.value, self.key_pair)
         except RecordError as exc:

@@ -350,9 +350,7 @@ class Demo:
             self.gateway = Child("gateway", self._cairn(
                 "gateway", "run", "--config", str(self.data / "gateway" / "gateway.toml")),
                 logs / "gateway.log")
-            first = self.gateway.start(lambda x: isinstance(x, dict) and bool(x.get("ready")))
-            assert isinstance(first, dict)
-            self.api = str(first["api"])
+            self.start_gateway()
             for i in range(1, self.boards + 1):
                 edge = Child(f"edge-{i}", self._cairn(
                     "edge", "run", "--config", str(self.data / f"edge-{i}" / "edge.toml"),
@@ -368,6 +366,13 @@ class Demo:
         except BaseException:
             self.stop()
             raise
+
+    def start_gateway(self) -> None:
+        """Start (or start again) the gateway; its API address is ``self.api``."""
+        assert self.gateway is not None
+        first = self.gateway.start(lambda x: isinstance(x, dict) and bool(x.get("ready")))
+        assert isinstance(first, dict)
+        self.api = str(first["api"])
 
     def start_edge(self, k: int) -> None:
         self.edges[k].start(lambda x: isinstance(x, dict) and bool(x.get("ready")))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-import random
 import signal
 import subprocess
 import sys
@@ -217,49 +216,6 @@ def test_every_valid_message_is_one_sample_and_every_bad_one_a_reason(
         else:  # ESPHome, Homie: stamped at receipt; the values, once each, in order
             assert [v for _, v in sorted(got[name])] == [v for _, v, _ in
                                                           sorted(items)], name
-
-
-def test_kill_9_loses_and_duplicates_nothing(broker: Mosquitto, tmp_path: Path) -> None:
-    edge = EdgeProcess(tmp_path / "edge", broker, commit_interval=0.1)
-    edge.start()
-    fleet = Fleet(devices=3, sensors=4, rate=5.0, seed=5, start_time=time.time(),
-                  formats=["senml", "senml-cbor", "tasmota"])
-    book = Ledger(tmp_path / "ledger.jsonl")
-    runner = Runner(fleet, parse_broker(broker.url), ledger=book)
-    sim = threading.Thread(target=lambda: runner.run(300.0), daemon=True)
-    sim.start()
-    rng = random.Random(99)
-    kills = 0
-    try:
-        while kills < 20:  # the sensors publish all along; the agent loses power 20 times
-            for _ in range(rng.randint(1, 4)):  # a few commits, then the power goes
-                edge.next()
-            edge.kill()
-            kills += 1
-            edge.start()
-    finally:
-        runner.stop()
-        sim.join(WAIT)
-        book.close()
-    messages, acks = Ledger.read(tmp_path / "ledger.jsonl")
-    want: dict[str, set[tuple[float, Any]]] = {}
-    for m in routed(messages):
-        if m["seq"] in acks:
-            for name, _unit, t, v in m["samples"]:
-                want.setdefault(name, set()).add((t, v))
-
-    def complete(_: dict[str, Any]) -> bool:
-        got = stored(edge.dir, edge.seed)
-        return all(len(got.get(name, [])) >= len(v) for name, v in want.items())
-
-    if not complete({}):  # (the agents before may have stored it all already)
-        edge.until(complete)
-    edge.stop()
-    got = stored(edge.dir, edge.seed)
-    assert kills >= 20
-    for name, values in want.items():
-        assert len(got[name]) == len(set(got[name])), f"{name}: a sample stored twice"
-        assert_same(got[name], list(values), name)
 
 
 def test_only_configured_gateways_replicate(broker: Mosquitto, tmp_path: Path) -> None:

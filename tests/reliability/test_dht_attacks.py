@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from cairn.crypto import KeyPair, key_pair, sign
 from cairn.dht.hyper import (
     start_announce,
@@ -153,10 +155,17 @@ def check_sybils(sybils: int, seed: int) -> None:
     assert bad_plain == 0, detail
 
 
+@pytest.mark.xfail(strict=True, reason="finding (issue 10): a get without min_seq or latest stops "
+                   "at the first verified record, and a sybil's replayed older record is one. "
+                   "Cairn's own readers no longer read that way (the gateway keeps seq hints, "
+                   "the edge reads watermarks with latest); the DHT API still allows it")
 def test_sybils_fewer_than_k_next_to_a_key() -> None:
     check_sybils(10, 31)
 
 
+@pytest.mark.xfail(strict=True, reason="finding (issue 10): node ids are H(ip, port), so one host "
+                   "grinds ports to place 20 ids closer to a key than every honest node and "
+                   "captures it (puts swallowed, gets fail); not fixed")
 def test_sybils_k_next_to_a_key() -> None:
     check_sybils(20, 32)
 
@@ -412,6 +421,9 @@ def test_storage_exhaustion_from_many_addresses() -> None:
     assert bad_reads == 0, detail
 
 
+@pytest.mark.xfail(strict=True, reason="finding (issue 10): one host's 20 validly signed announces "
+                   "on a topic push an honest device out of lookup replies (20 newest) and, at "
+                   "64, out of the nodes' store; needs per-host limits per topic; not fixed")
 def test_announce_flood_on_a_topic() -> None:
     """One host announces 20 keys of its own (validly signed, tokens from real round trips) on
     an honest device's topic at every node that stores it. A lookup reply carries the 20 newest
