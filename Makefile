@@ -67,51 +67,38 @@ npm:
 	  touch $(NPM_STAMP); \
 	fi
 
-# Installs the broker only (Debian's package); tests start their own on 127.0.0.1, port 0.
-# Where no policy-rc.d exists, a temporary one keeps apt from starting the system service.
-mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+# A tool from a Debian package, for the tests that start their own (on 127.0.0.1, with their
+# own config): $(1) the command, $(2) its path when not on PATH, $(3) the package, $(4) which
+# tests need it. Installed with apt-get when root (where no policy-rc.d exists, a temporary one
+# keeps apt from starting the system service); an error in CI when it cannot be; a warning
+# (and those tests skip) elsewhere.
+define apt_tool
+	@if command -v $(1) >/dev/null 2>&1 || [ -x $(2) ]; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing mosquitto with apt-get (the service is not started)"; \
+	  echo "installing $(3) with apt-get (the service is not started)"; \
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
 	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
 	  fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq; \
-	  apt-get install -y -qq --no-install-recommends mosquitto; \
+	  apt-get install -y -qq --no-install-recommends $(3); \
 	elif [ -n "$(IN_CI)" ]; then \
-	  echo "error: mosquitto is required in CI and cannot be installed without root and apt-get:" \
-	    "install Debian's mosquitto package (apt-get install mosquitto)" >&2; \
+	  echo "error: $(1) is required in CI and cannot be installed without root and apt-get:" \
+	    "install Debian's $(3) package (apt-get install $(3))" >&2; \
 	  exit 1; \
 	else \
-	  echo "warning: mosquitto is not installed and this is not root: its tests will skip" \
-	    "(sudo apt-get install mosquitto)" >&2; \
+	  echo "warning: $(1) is not installed and this is not root: $(4) will skip" \
+	    "(sudo apt-get install $(3))" >&2; \
 	fi
+endef
 
-# Installs the server only (Debian's package; the service is not started, as for mosquitto);
-# the scrape test starts its own on 127.0.0.1 with a config and data directory of its own.
+mosquitto:
+	$(call apt_tool,mosquitto,/usr/sbin/mosquitto,mosquitto,its tests)
+
 prometheus:
-	@if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then \
-	  :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing prometheus with apt-get (the service is not started)"; \
-	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
-	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
-	  fi; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq; \
-	  apt-get install -y -qq --no-install-recommends prometheus; \
-	elif [ -n "$(IN_CI)" ]; then \
-	  echo "error: prometheus is required in CI and cannot be installed without root and apt-get:" \
-	    "install Debian's prometheus package (apt-get install prometheus)" >&2; \
-	  exit 1; \
-	else \
-	  echo "warning: prometheus is not installed and this is not root: its test will skip" \
-	    "(sudo apt-get install prometheus)" >&2; \
-	fi
+	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test)
 
 deps: install npm mosquitto prometheus
 

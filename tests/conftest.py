@@ -21,6 +21,8 @@ ORACLE_PACKAGES = ("hypercore", "hyperdht", "dht-rpc", "@hyperswarm/secret-strea
 
 #: Where Debian's mosquitto package installs the broker (often not on a user's PATH).
 MOSQUITTO_SBIN = Path("/usr/sbin/mosquitto")
+#: Where Debian's prometheus package installs the server.
+PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 
 
 def in_ci() -> bool:
@@ -59,18 +61,27 @@ def interop_dir(node_path: Path) -> Path:
     return INTEROP_DIR
 
 
+def _debian_tool(command: str, path: Path, package: str) -> Path:
+    """A tool from a Debian package: on PATH, or where the package puts it; else missing()."""
+    found = shutil.which(command)
+    if found is not None:
+        return Path(found)
+    if os.access(path, os.X_OK):
+        return path
+    missing(command, f"run `make test` as root (it installs it with apt-get), or "
+                     f"`apt-get install {package}`")
+
+
 @pytest.fixture(scope="session")
 def mosquitto_path() -> Path:
     """The `mosquitto` broker executable (not started; a test starts its own on port 0)."""
-    found = shutil.which("mosquitto")
-    if found is not None:
-        return Path(found)
-    if os.access(MOSQUITTO_SBIN, os.X_OK):
-        return MOSQUITTO_SBIN
-    missing(
-        "mosquitto",
-        "run `make test` as root (it installs it with apt-get), or `apt-get install mosquitto`",
-    )
+    return _debian_tool("mosquitto", MOSQUITTO_SBIN, "mosquitto")
+
+
+@pytest.fixture(scope="session")
+def prometheus_path() -> Path:
+    """The `prometheus` server executable (a test starts its own)."""
+    return _debian_tool("prometheus", PROMETHEUS_BIN, "prometheus")
 
 
 # Property tests are deterministic: the same examples every run (no stored failure database).

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,26 +22,11 @@ from cairn_gateway.api import make_app
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import free_port
-from tests.conftest import missing
 from tests.integration.test_gateway_schedule import device, edge_log, serving
 
 pytestmark = pytest.mark.integration
 
-#: Where Debian's prometheus package installs the server.
-PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 DEADLINE = 60.0  # seconds for Prometheus to start and scrape what we look for
-
-
-@pytest.fixture(scope="session")
-def prometheus_path() -> Path:
-    """The `prometheus` server executable (a test starts its own)."""
-    found = shutil.which("prometheus")
-    if found is not None:
-        return Path(found)
-    if os.access(PROMETHEUS_BIN, os.X_OK):
-        return PROMETHEUS_BIN
-    missing("prometheus", "run `make test` as root (it installs it with apt-get), "
-                          "or `apt-get install prometheus`")
 
 
 @contextlib.contextmanager
