@@ -32,6 +32,7 @@ from cairn.crypto import (
     tree_signable_compat,
     verify,
 )
+from cairn.crypto import key_pair as key_pair_of_seed
 from cairn.errors import (
     DecodeError,
     ForkError,
@@ -212,7 +213,10 @@ class Log:
         meta = self._meta
         if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
             raise StorageError(f"{self._storage.path}: manifest does not hash to the key")
-        if meta.secret_key is not None and meta.secret_key[32:] != meta.public_key:
+        if meta.secret_key is not None and (
+            meta.secret_key[32:] != meta.public_key
+            or key_pair_of_seed(meta.secret_key[:32]).secret_key != meta.secret_key
+        ):  # a damaged seed half would sign every later append with a key nobody trusts
             raise StorageError(f"{self._storage.path}: key pair is damaged")
 
     # -- what it is --------------------------------------------------------------------------------

@@ -330,6 +330,7 @@ class SharedDB:
         row = self.raw.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
         if row is None:
             if not create:
+                self.names()  # a damaged ``logs`` table raises StorageError, not "no log"
                 raise FileNotFoundError(f"no log {name!r} in {self.path}")
             row = (self.raw.execute("INSERT INTO logs (name) VALUES (?)", (name,)).lastrowid,)
         elif create and self.raw.execute(
@@ -338,7 +339,18 @@ class SharedDB:
         return f"l{row[0]}_"
 
     def names(self) -> list[str]:
-        return [str(r[0]) for r in self.raw.execute("SELECT name FROM logs ORDER BY id")]
+        """The logs' names, read from the table and from its index: where a damaged file makes
+        them disagree, :class:`StorageError` (never a wrong name, nor a log said missing)."""
+        sql = "SELECT id, name FROM logs {} ORDER BY id"
+        try:
+            rows = self.raw.execute(sql.format("NOT INDEXED")).fetchall()
+            indexed = self.raw.execute(
+                sql.format("INDEXED BY sqlite_autoindex_logs_1")).fetchall()
+        except _DB_ERRORS as exc:
+            raise StorageError(f"{self.path}: the table of logs is damaged ({exc})") from exc
+        if rows != indexed or not all(isinstance(name, str) for _, name in rows):
+            raise StorageError(f"{self.path}: the table of logs is damaged")
+        return [name for _, name in rows]
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -844,10 +856,13 @@ class LogStorage:
 
     def evidence(self) -> list[tuple[str, str, bytes | None, bytes | None]]:
         rows = self._rows("SELECT kind, detail, local, remote FROM {evidence} ORDER BY id")
-        return [
-            (str(kind), str(detail), local, remote)  # type: ignore[misc]
-            for kind, detail, local, remote in rows
-        ]
+        out: list[tuple[str, str, bytes | None, bytes | None]] = []
+        for kind, detail, local, remote in rows:
+            if not (isinstance(kind, str) and isinstance(detail, str)
+                    and all(x is None or isinstance(x, bytes) for x in (local, remote))):
+                raise StorageError(f"{self.path}: fork evidence is damaged")
+            out.append((kind, detail, local, remote))  # type: ignore[arg-type]
+        return out
 
     # -- writes (inside transaction()) ------------------------------------------------------------
 
