@@ -27,6 +27,7 @@ A record that is cut short or fails its checksum ends the journal: it was never 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -182,7 +183,9 @@ class Journal:
                 f.write(MAGIC + bytes(8))
                 f.flush()
                 os.fsync(f.fileno())
-        self._f = open(path, "r+b")  # noqa: SIM115 (kept open for the store's life)
+        # unbuffered: a write that fails (the disk full) leaves nothing in a user-space buffer
+        # that a later seek or truncate would flush to the file after all
+        self._f = open(path, "r+b", buffering=0)  # noqa: SIM115 (kept open for the store's life)
         head = self._f.read(HEADER)
         if not head.startswith(MAGIC) or len(head) < HEADER:
             self._f.close()
@@ -203,7 +206,15 @@ class Journal:
 
     def _cut(self, offset: int, rest: bytes) -> None:
         aside = self.path.with_name(f"{self.path.name}.damaged-{offset}")
-        aside.write_bytes(rest)
+        n = 1
+        while aside.exists():  # kept from an earlier crash: never overwritten
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.damaged-{offset}-{n}")
+        with open(aside, "xb") as f:
+            f.write(rest)
+            f.flush()
+            if self.sync:
+                os.fsync(f.fileno())
         self.damaged.append((offset, aside))
         self._f.truncate(offset)
         self._f.seek(0, os.SEEK_END)
@@ -213,29 +224,38 @@ class Journal:
         """Append records (already encoded): in the OS when this returns, on the disk too
         with ``sync``."""
         f = self._f
-        f.seek(self.size)
         try:
-            f.write(data)
-            f.flush()
+            f.seek(self.size)
+            self._write_all(data)
             if self.sync:
                 os.fdatasync(f.fileno())
-        except OSError:
+        except OSError as exc:
             # nothing half-written stays: the next write goes where this one started
             f.truncate(self.size)
-            raise
+            raise OSError(exc.errno, f"{self.path}: {exc.strerror or exc}") from exc
         self.size += len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._f.write(view)
+            if not n:
+                raise OSError(errno.EIO, "the write took no bytes")
+            view = view[n:]
 
     def clear(self) -> None:
         """Empty it (after a checkpoint made everything in it part of the database), and
         count one more generation."""
         self.generation += 1
-        self._f.seek(len(MAGIC))
-        self._f.write(self.generation.to_bytes(8, "little"))
-        self._f.truncate(HEADER)
-        self._f.flush()
-        if self.sync:
-            os.fdatasync(self._f.fileno())
-        self.size = HEADER
+        try:
+            self._f.seek(len(MAGIC))
+            self._write_all(self.generation.to_bytes(8, "little"))
+            self._f.truncate(HEADER)
+            self.size = HEADER  # emptied, even when the sync below fails
+            if self.sync:
+                os.fdatasync(self._f.fileno())
+        except OSError as exc:
+            raise OSError(exc.errno, f"{self.path}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         self._f.close()
