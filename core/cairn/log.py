@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -190,6 +191,9 @@ class Log:
             raise
 
     def close(self) -> None:
+        shared = self._storage.shared
+        if shared is not None and self.reload in shared.on_rollback:
+            shared.on_rollback.remove(self.reload)
         self._storage.close()
 
     def __enter__(self) -> Log:
@@ -662,8 +666,13 @@ class Log:
         manifest: bytes | None = None
         compat = self._meta.compat
         if up is not None:
+            before = len(batch.nodes)
             if verify_upgrade(proof, unverified, batch):
                 unverified = None
+            # verify_upgrade stops at the last root it needs (as hypercore's verifyUpgrade
+            # does): upgrade nodes left over prove nothing, and a proof carrying them is refused
+            if Counter(up.nodes) - Counter(batch.nodes[before:]):
+                raise VerificationError("upgrade carries nodes that prove nothing")
             if up.signature is None:
                 raise VerificationError("upgrade carries no signature")
             manifest, compat = self._manifest_for(proof)
