@@ -300,13 +300,16 @@ class Agent:
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await server
-            self._commit(ingest)
-            ingest.stop()
-            if embedded is not None:
-                await embedded.shutdown()
-            if metrics_server is not None:
-                metrics_server.shutdown()
-            self.store.close()
+            try:
+                if self.store.broken is None:  # (a store that stopped takes no commit)
+                    self._commit(ingest)
+            finally:
+                ingest.stop()
+                if embedded is not None:
+                    await embedded.shutdown()
+                if metrics_server is not None:
+                    metrics_server.shutdown()
+                self.store.close()
 
     def _commit(self, ingest: MqttIngest) -> None:
         tokens = self.pipeline.commit()

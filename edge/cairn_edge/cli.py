@@ -128,7 +128,13 @@ def run(config_path: Path, status_lines: bool) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (StreamsError, OSError) as exc:
+        # a write failed (the disk is full, failing): nothing unsynced was acknowledged; the
+        # service manager starts us again, and opening the store appends the journal again
+        print(json.dumps({"stopped": True, "error": str(exc)}), flush=True)
+        raise click.ClickException(f"stopped: {exc}") from None
     print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
 

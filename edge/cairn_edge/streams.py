@@ -22,6 +22,7 @@ database. ``checkpoint_interval = 0`` commits every commit to SQLite directly (n
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import sqlite3
@@ -158,6 +159,7 @@ class StreamStore:
         self._held_since = 0.0
         self._tick: list[tuple[str, int, list[bytes]]] = []  # this commit's appends
         self._replaying = False
+        self._broken: str | None = None
         self.checkpoints = 0
         try:
             self._load()
@@ -179,6 +181,8 @@ class StreamStore:
             rows = self.db.execute("SELECT name, unit, key FROM streams").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
+        for old in self.logs.values():  # (after a rollback: these are stale now)
+            old.close()
         self.logs.clear()
         self.units.clear()
         for name, unit, key in rows:
@@ -277,19 +281,44 @@ class StreamStore:
         """Commit the held transaction and empty the journal."""
         if not self.shared.held:
             return
+        self._check_open()
         try:
             self.shared.release()
-        except StorageError as exc:
-            self._load()  # the database went back to the last checkpoint
-            raise StreamsError(str(exc)) from None
-        if self.journal is not None:
-            self.journal.clear()
+            if self.journal is not None:
+                self.journal.clear()
+        except (StorageError, OSError) as exc:
+            self._stop(exc)
+            raise StreamsError(f"{self.dir}: a checkpoint failed: {exc}") from None
         self._jindex.clear()
         self.checkpoints += 1
 
+    @property
+    def broken(self) -> str | None:
+        """Why the store stopped taking commits (a write failed), or None."""
+        return self._broken
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise StreamsError(
+                f"{self.dir}: the store stopped after a failed write ({self._broken}); "
+                f"restart once the disk is writable: opening the store appends "
+                f"{JOURNAL_NAME} again")
+
+    def _stop(self, exc: BaseException) -> None:
+        """A write failed: take back what the journal does not hold (the held transaction is
+        rolled back) and take no more commits. What was acknowledged is in the database or
+        the journal; opening the store again (a restart) appends the journal again. Carrying
+        on in this process would mean trusting in-memory state a failed write left behind."""
+        self._broken = f"{type(exc).__name__}: {exc}"
+        self._tick = []
+        with contextlib.suppress(Exception):
+            self.shared.rollback()
+        log.error("%s: a write failed (%s): the store takes no more commits until it is "
+                  "opened again", self.dir, self._broken)
+
     def close(self) -> None:
         try:
-            if self.journal is not None:
+            if self.journal is not None and self._broken is None:
                 self.checkpoint()
         finally:
             if self.journal is not None:
@@ -305,8 +334,14 @@ class StreamStore:
 
     def set_state(self, key: str, value: object) -> None:
         """Durable when it returns (through the journal while a transaction is held)."""
+        if self.journal is not None:
+            self._check_open()
         if self.shared.held and self.journal is not None and not self._replaying:
-            self.journal.write(encode_state(key, value))
+            try:
+                self.journal.write(encode_state(key, value))
+            except OSError as exc:
+                self._stop(exc)
+                raise
         self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     # -- streams -------------------------------------------------------------------------------
@@ -335,6 +370,7 @@ class StreamStore:
         if self.journal is None:
             return self._commit_now(batches)
         journal = self.journal
+        self._check_open()
         if not self.shared.held:
             self.shared.hold()
             self._held_since = self.clock()
@@ -354,8 +390,11 @@ class StreamStore:
                 out += encode_tick(appends)
                 journal.write(bytes(out))  # the commit is durable here
             self.shared.settle()
-        except BaseException:
-            self._recover()
+        except sqlite3.Error as exc:  # the database refused (full, failing): name it
+            self._stop(exc)
+            raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
+        except BaseException as exc:
+            self._stop(exc)
             raise
         finally:
             self._tick = []
@@ -364,21 +403,14 @@ class StreamStore:
             self.checkpoint()
         return result
 
-    def _recover(self) -> None:
-        """After a failed commit: back to the last checkpoint, then the journal again."""
-        self.shared.rollback()
-        self._jindex.clear()
-        self._load()
-        try:
-            self._replay()
-        except (StreamsError, StorageError, OSError) as exc:
-            log.error("the journal could not be appended again after a failed commit: %s", exc)
-
     def _commit_now(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         made = set(self.logs)
         try:
             with self.shared.transaction():  # every stream's frame of this commit, or none
                 return self._commit(batches)
+        except sqlite3.Error as exc:
+            self._load()
+            raise StreamsError(f"{self.dir / DB_NAME}: {exc}") from None
         except BaseException:
             for name in set(self.logs) - made:  # logs made in the failed commit are gone
                 del self.logs[name]

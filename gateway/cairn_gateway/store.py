@@ -15,6 +15,7 @@ on the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 from collections.abc import Iterable
@@ -232,8 +233,15 @@ class Store:
             c.execute("UPDATE streams SET stored_blocks = stored_blocks + ? WHERE id = ?",
                       (len(block_rows), stream_id))
             c.execute("COMMIT")
+        except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("DELETE FROM batch")
+            raise StoreError(f"{self.path}: {exc}") from None
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             c.execute("DELETE FROM batch")
             raise
         return stored

@@ -162,10 +162,15 @@ def test_a_tick_naming_an_unknown_stream_is_refused(tmp_path: Path) -> None:
         StreamStore(tmp_path, SEED)
 
 
-def test_a_failed_journal_write_takes_the_commit_back(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_journal_write_stops_the_store_and_a_restart_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full: the commit that could not be journaled is not acknowledged (it raises), the
+    store takes no more commits (it says why), and opening it again (the agent's restart)
+    gives exactly what was acknowledged; then it works again."""
     s = StreamStore(tmp_path, SEED, clock=Clock())
     s.commit(tick(0))
+    s.checkpoint()
+    s.commit(tick(1))  # acknowledged: in the journal, not yet in the database
     s.commit({"b/new": [Sample("b/new", "Cel", T0, 1.0)]})
     want = state_of(s)
     assert s.journal is not None
@@ -175,16 +180,45 @@ def test_a_failed_journal_write_takes_the_commit_back(tmp_path: Path,
 
     monkeypatch.setattr(s.journal, "write", full)
     with pytest.raises(OSError, match="No space"):
-        s.commit({**tick(1), "b/other": [Sample("b/other", "Cel", T0, 1.0)]})
+        s.commit({**tick(2), "b/other": [Sample("b/other", "Cel", T0, 1.0)]})
     monkeypatch.undo()
-    assert state_of(s) == want  # nothing of the failed commit, everything before it
-    s.commit(tick(1))
-    assert s.logs["b/s0"].length == 2
-    crash(s)
+    assert s.broken is not None and "No space" in s.broken
+    with pytest.raises(StreamsError, match="stopped after a failed write"):
+        s.commit(tick(2))
+    with pytest.raises(StreamsError, match="stopped after a failed write"):
+        s.set_state("dht_seq", 9)
+    s.close()  # no checkpoint of a broken store
     again = StreamStore(tmp_path, SEED)
     try:
-        assert again.logs["b/s0"].length == 2 and again.logs["b/new"].length == 1
-        assert "b/other" not in again.logs
+        assert state_of(again) == want  # every acknowledged commit, nothing of the failed one
+        again.commit(tick(2))
+        assert again.logs["b/s0"].length == 3 and "b/other" not in again.logs
+        assert all(lg.verify_all().blocks == lg.length for lg in again.logs.values())
+    finally:
+        again.close()
+
+
+def test_a_failed_checkpoint_stops_the_store(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    for k in range(3):
+        s.commit(tick(k))
+    want = state_of(s)
+    assert s.journal is not None
+
+    def eio() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(s.journal, "clear", eio)  # the database committed, the journal stuck
+    with pytest.raises(StreamsError, match="a checkpoint failed"):
+        s.checkpoint()
+    monkeypatch.undo()
+    with pytest.raises(StreamsError, match="stopped after a failed write"):
+        s.commit(tick(3))
+    s.close()
+    again = StreamStore(tmp_path, SEED)  # the journal's commits are in the database: compared
+    try:
+        assert state_of(again) == want
     finally:
         again.close()
 
