@@ -60,15 +60,15 @@ def masks() -> tuple[int, ...]:
 
 
 def write_single(path: Path, big: bool) -> None:
-    """A writer's log in a file of its own: 28 KB (short), ~110 KB (soak)."""
+    """A writer's log in a file of its own: 36 KB (short), 84 KB (soak)."""
     rng = random.Random(21)
-    run = 30 if big else 6
+    run = 30 if big else 4
     with Log.create(path, crypto.key_pair(bytes([1]) * 32)) as lg:
         lg.append([b"first block"])
-        # one multi-block segment: its data (~8 KB) overflows onto several pages
+        # one multi-block segment: its data (~6 KB) overflows onto several pages
         lg.append([rng.randbytes(rng.randint(1000, 1800)) for _ in range(run)])
         lg.append([rng.randbytes(rng.randint(20, 90)) for _ in range(3)])
-        lg.append([rng.randbytes(3000 if big else 2000)])
+        lg.append([rng.randbytes(3000 if big else 1200)])
         lg.append([rng.randbytes(1500), rng.randbytes(40)])
         # a truncation: fork 1, the cut segment re-packed
         lg.truncate(lg.length - 2)
@@ -80,7 +80,7 @@ def write_single(path: Path, big: bool) -> None:
 
 
 def write_shared(path: Path, big: bool) -> None:
-    """Two logs in one SharedDB file, as the edge keeps its streams: ~20 KB / ~60 KB."""
+    """Two logs in one SharedDB file, as the edge keeps its streams: 21 KB / 33 KB."""
     rng = random.Random(22)
     shared = SharedDB(path, journal="rollback", page_size=SHARED_PAGE)
     a = Log.create_in(shared, "temperature", crypto.key_pair(bytes([2]) * 32))
