@@ -44,7 +44,7 @@ from cairn.errors import CairnError
 from cairn.log import Log
 from cairn.messages import Request, RequestBlock, RequestSeek, RequestUpgrade, encode_data
 from cairn.storage import SharedDB
-from tests.scorecard import record, soak
+from tests.scorecard import record, scale, soak
 
 SHARED_PAGE = 1024  # the edge's page size (cairn_edge.streams.PAGE_SIZE)
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -200,6 +200,7 @@ DATABASES: dict[str, tuple[Writer, Reader, str]] = {
 }
 
 
+@pytest.mark.timeout(scale(600, 7200))  # a byte at a time: about a minute each here
 @pytest.mark.parametrize("db", list(DATABASES))
 def test_every_byte_flipped_and_every_cut(db: str, tmp_path: Path) -> None:
     write, read, name = DATABASES[db]
