@@ -4,8 +4,9 @@ the gateway's API.
     python bench/e2e.py [--seconds S] [--markdown]
 
 Runs `cairn demo`'s system (Mosquitto when installed, else the embedded broker; a 5-node DHT;
-3 edges; the gateway; 3 simulated boards x 5 sensors at 1 Hz, the edges' and the gateway's
-default intervals of 1 s) and polls GET /api/latest every 50 ms for S seconds (default 60).
+3 edges committing every second (the default); the gateway collecting every 0.5 s (the demo's
+setting; the gateway's default is 10 s); 3 simulated boards x 5 sensors at 1 Hz) and polls
+GET /api/latest every 50 ms for S seconds (default 60).
 Each time a stream's latest sample changes, the delay from the moment the simulator sent that
 sample (its ledger's wall-clock `sent`) to the poll that saw it is one measure. Target: within
 2 s (issue 9). No JS anchor: JS has no such system.

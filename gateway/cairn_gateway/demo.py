@@ -5,7 +5,9 @@ What runs, in start order:
 1. an MQTT broker: Mosquitto when it is installed, else the embedded pure-Python one (amqtt, in
    this process);
 2. a local DHT network (``cairn dht testnet``, 5 nodes);
-3. the gateway (``cairn gateway run``), which finds the devices on the fleet's DHT topic;
+3. the gateway (``cairn gateway run``), which finds the devices on the fleet's DHT topic and
+   collects every 0.5 s (the default is 10 s): a reading is at the API within 2 s of being sent
+   (an edge commits every second; bench/e2e.py measures it);
 4. three edge agents (``cairn edge run``), each reading one board's topics into its signed
    logs, publishing its record on the DHT and serving its logs to the gateway only;
 5. the firmware simulator in this process: 3 boards x 5 sensors, each board in another payload
@@ -234,7 +236,7 @@ class Demo:
     def __init__(self, data: str | Path, *, api_port: int = 8080, boards: int = 3,
                  sensors: int = 5, seed: int = 7, scenario: str = DEFAULT_SCENARIO,
                  broker: str = "auto", proxies: bool = False, rate: float = 1.0,
-                 commit_interval: float = 1.0, collect_interval: float = 1.0) -> None:
+                 commit_interval: float = 1.0, collect_interval: float = 0.5) -> None:
         self.data = Path(data).resolve()
         self.api_port = api_port
         self.boards = boards
