@@ -421,9 +421,6 @@ def test_storage_exhaustion_from_many_addresses() -> None:
     assert bad_reads == 0, detail
 
 
-@pytest.mark.xfail(strict=True, reason="finding (issue 10): one host's 20 validly signed announces "
-                   "on a topic push an honest device out of lookup replies (20 newest) and, at "
-                   "64, out of the nodes' store; needs per-host limits per topic; not fixed")
 def test_announce_flood_on_a_topic() -> None:
     """One host announces 20 keys of its own (validly signed, tokens from real round trips) on
     an honest device's topic at every node that stores it. A lookup reply carries the 20 newest

@@ -211,3 +211,21 @@ def test_announce_signatures_are_checked() -> None:
     good = encode_announce(Announce(ann.peer, None, sig))
     [r] = ask(node, Request(3, ME, HyperCommand.ANNOUNCE, False, None, token, topic, good))
     assert r.error == 0 and len(handler.announces.get(topic, 1.0)) == 1
+
+
+def test_one_host_cannot_crowd_a_topic() -> None:
+    """A host announcing many keys on a topic pushes out its own records, not an honest
+    device's, and a lookup reply holds every host's newest record before anyone's second."""
+    from cairn.dht.records import AnnounceStore
+
+    store = AnnounceStore(max_records=10_000, per_topic=8, max_age=1200, per_source=1024)
+    topic = b"t" * 32
+    assert store.add(topic, b"honest".ljust(32, b"\0"), b"honest-record", "198.51.100.1", 0.0)
+    for k in range(100):  # a flood from one host, all newer than the honest announce
+        store.add(topic, k.to_bytes(32, "big"), b"fake-%d" % k, "203.0.113.9", 1.0 + k)
+    reply = store.get(topic, 200.0, limit=3)
+    assert b"honest-record" in reply and len(reply) == 3
+    assert reply[0] == b"honest-record" or reply[1] == b"honest-record"
+    full = store.get(topic, 200.0, limit=20)
+    assert len(full) == 8 and full.count(b"honest-record") == 1  # the topic's cap holds
+    assert b"fake-99" in full and b"fake-0" not in full  # the flood's oldest went first

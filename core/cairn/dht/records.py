@@ -313,9 +313,23 @@ class RecordStore:
             self._drop(key)
 
 
+def _evictee(peers: OrderedDict[bytes, tuple[bytes, float, str]]) -> bytes:
+    """Which record a full topic lets go: the oldest of the host holding the most records in
+    it. A host announcing many keys on one topic pushes out its own records, not everyone
+    else's (with one record per host: the oldest, as before)."""
+    counts: dict[str, int] = {}
+    for _, _, source in peers.values():
+        counts[source] = counts.get(source, 0) + 1
+    heaviest = max(counts.values())
+    return next(pk for pk, (_, _, source) in peers.items() if counts[source] == heaviest)
+
+
 class AnnounceStore:
-    """Announce records by topic: at most ``per_topic`` peers a topic (the newest kept), at most
-    ``max_records`` in all, ``per_source`` from one host, each living ``max_age`` seconds."""
+    """Announce records by topic: at most ``per_topic`` peers a topic, at most ``max_records``
+    in all, ``per_source`` from one host, each living ``max_age`` seconds. A full topic lets go
+    of the oldest record of the host with the most records in it, and a lookup reply takes
+    the newest record of each host in turn: one host's many keys cannot crowd out the others
+    (found by the DHT attack suite, issue 10)."""
 
     def __init__(self, *, max_records: int, per_topic: int, max_age: float,
                  per_source: int) -> None:
@@ -345,7 +359,7 @@ class AnnounceStore:
         self._count += 1
         self._by_source[source] = self._by_source.get(source, 0) + 1
         while len(peers) > self.per_topic:
-            self._remove(topic, next(iter(peers)))
+            self._remove(topic, _evictee(peers))
         while self._count > self.max_records:
             first = next(iter(self._topics))
             self._remove(first, next(iter(self._topics[first])))
@@ -357,7 +371,19 @@ class AnnounceStore:
             return []
         for pk in [pk for pk, (_, t, _) in peers.items() if now - t > self.max_age]:
             self._remove(topic, pk)
-        return [rec for rec, _, _ in list(peers.values())[-limit:]]
+        # newest first, one record per host in turn: a host with many keys cannot fill a reply
+        by_source: dict[str, list[bytes]] = {}
+        for rec, _, source in reversed(peers.values()):
+            by_source.setdefault(source, []).append(rec)
+        out: list[bytes] = []
+        turn = 0
+        while len(out) < limit:
+            took = [recs[turn] for recs in by_source.values() if turn < len(recs)]
+            if not took:
+                break
+            out.extend(took[:limit - len(out)])
+            turn += 1
+        return out
 
     def remove(self, topic: bytes, public_key: bytes) -> None:
         peers = self._topics.get(topic)
