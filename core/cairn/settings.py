@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "hex_keys", "hostport", "load"]
+__all__ = ["ConfigError", "array_of_tables", "hex_keys", "hostport", "load"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,21 @@ def hex_keys(values: Iterable[object], where: str, what: str = "key") -> tuple[b
             raise ConfigError(f"{where}: {str(v)[:70]!r} is not a 64-hex-digit {what}")
         keys.append(key)
     return tuple(keys)
+
+
+def array_of_tables(doc: dict[str, Any], key: str, source: str
+                    ) -> list[tuple[str, dict[str, Any]]]:
+    """The tables of ``[[key]]``, each with where it is (``[[key]] 2``) for error messages."""
+    raw = doc.get(key, [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: {key} must be an array of tables ([[{key}]])")
+    out = []
+    for k, table in enumerate(raw):
+        where = f"[[{key}]] {k + 1}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        out.append((where, table))
+    return out
 
 
 def load(path: str | Path, parse: Callable[[str, Path, str], T]) -> T:

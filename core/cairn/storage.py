@@ -368,10 +368,14 @@ class SharedDB:
         except BaseException:
             self._rolled_back()
             raise
+        self._commit()
+
+    def _commit(self) -> None:
+        """Write what the logs kept back, COMMIT, unpin what was written (or roll back)."""
         try:
             for m in self.members:
                 m._flush_pending(m.db)
-            raw.execute("COMMIT")
+            self.raw.execute("COMMIT")
         except _DB_ERRORS as exc:
             self._rolled_back()
             raise StorageError(f"{self.path}: {exc}") from exc
@@ -409,15 +413,7 @@ class SharedDB:
         if not self.held:
             return
         self.held = False
-        try:
-            for m in self.members:
-                m._flush_pending(m.db)
-            self.raw.execute("COMMIT")
-        except _DB_ERRORS as exc:
-            self._rolled_back()
-            raise StorageError(f"{self.path}: {exc}") from exc
-        for m in self.members:
-            m._settle()
+        self._commit()
 
     def rollback(self) -> None:
         """Forget the held transaction; the logs go back to what the file holds."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cairn.settings import ConfigError, hex_keys, hostport, load
+from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
 
 __all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
@@ -154,13 +154,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
 
     routes = []
-    raw_topics = doc.get("topic", [])
-    if not isinstance(raw_topics, list):
-        raise ConfigError(f"{source}: topic must be an array of tables ([[topic]])")
-    for k, t in enumerate(raw_topics):
-        where = f"[[topic]] {k + 1}"
-        if not isinstance(t, dict):
-            raise ConfigError(f"{where}: must be a table")
+    for where, t in array_of_tables(doc, "topic", source):
         _check_keys(where, t, _TABLES["topic"])
         filt = _get(t, "filter", str, where)
         fmt = _get(t, "format", str, where)
@@ -179,13 +173,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         routes.append(Route(filt, fmt, level, device))
 
     ranges = []
-    raw_ranges = doc.get("range", [])
-    if not isinstance(raw_ranges, list):
-        raise ConfigError(f"{source}: range must be an array of tables ([[range]])")
-    for k, r in enumerate(raw_ranges):
-        where = f"[[range]] {k + 1}"
-        if not isinstance(r, dict):
-            raise ConfigError(f"{where}: must be a table")
+    for where, r in array_of_tables(doc, "range", source):
         _check_keys(where, r, _TABLES["range"])
         pattern = _get(r, "pattern", str, where)
         if not pattern:

@@ -191,6 +191,10 @@ class StreamStore:
                 raise StreamsError(f"{name}: its log key is not the one the index says")
             self.logs[name] = lg
             self.units[name] = unit
+        self._reset_last()
+
+    def _reset_last(self) -> None:
+        """Each stream's last committed sample time, from its log's newest block."""
         self._last = {n: frame_at(lg, lg.length - 1).end
                       for n, lg in self.logs.items() if lg.length and lg.has(lg.length - 1)}
 
@@ -229,8 +233,7 @@ class StreamStore:
             self.shared.rollback()
             self._load()
             raise
-        self._last = {n: frame_at(lg, lg.length - 1).end
-                      for n, lg in self.logs.items() if lg.length and lg.has(lg.length - 1)}
+        self._reset_last()
         log.info("%s: %d commits since the last checkpoint appended again",
                  self.journal.path, sum(isinstance(r, TickRecord) for r in records))
 
@@ -415,8 +418,7 @@ class StreamStore:
             for name in set(self.logs) - made:  # logs made in the failed commit are gone
                 del self.logs[name]
                 self.units.pop(name, None)
-            self._last = {n: frame_at(lg, lg.length - 1).end
-                          for n, lg in self.logs.items() if lg.length}
+            self._reset_last()
             raise
 
     def _commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:

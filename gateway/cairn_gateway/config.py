@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cairn.settings import ConfigError, hex_keys, hostport, load
+from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 
 __all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config"]
 
@@ -111,13 +111,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
     if not isinstance(fleet, str) or not 0 < len(fleet) <= 64:
         raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
     policies = []
-    raw_policies = doc.get("policy", [])
-    if not isinstance(raw_policies, list):
-        raise ConfigError(f"{source}: policy must be an array of tables ([[policy]])")
-    for k, p in enumerate(raw_policies):
-        where = f"[[policy]] {k + 1}"
-        if not isinstance(p, dict):
-            raise ConfigError(f"{where}: must be a table")
+    for where, p in array_of_tables(doc, "policy", source):
         unknown = sorted(set(p) - _KEYS["policy"])
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
