@@ -140,7 +140,7 @@ async def worker(n: int, ops: int, seed: int) -> dict[str, Any]:
             return rec is not None and rec.seq == 1
 
         async def get(node: DHT, i: int) -> bool:
-            rec = await node.mutable_get(keys[i].public_key, min_seq=1)
+            rec = await node.mutable_get(keys[i].public_key, min_seq=1, latest=False)
             return rec is not None and rec.seq == 1 and rec.value == value
 
         async def announce(node: DHT, i: int) -> bool:

@@ -130,7 +130,7 @@ async def _refresh(port: int, devices: int, rounds: int) -> list[float]:
         for _ in range(rounds):
             for kp in keys:
                 t = time.perf_counter()
-                got = await dht.mutable_get(kp.public_key, min_seq=1)
+                got = await dht.mutable_get(kp.public_key, min_seq=1, latest=False)
                 assert got is not None
                 decode_record(got.value, gw)
                 times.append((time.perf_counter() - t) * 1e3)

@@ -288,8 +288,9 @@ def put(bootstrap: tuple[Address, ...], seed: bytes, seq: int, timeout: float,
 @click.argument("public_key", callback=_hex32)
 @click.option("--min-seq", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Ignore records with a lower seq.")
-@click.option("--latest", is_flag=True,
-              help="Ask every storing node on the way and take the highest seq (slower).")
+@click.option("--latest/--first", default=True, show_default=True,
+              help="Ask every storing node on the way and take the highest seq, or stop at the "
+                   "first verified record with seq >= --min-seq (faster; may be an old one).")
 @_json_option
 @_timeout_option
 def get(bootstrap: tuple[Address, ...], public_key: bytes, min_seq: int, latest: bool,

@@ -239,6 +239,7 @@ class Agent:
         self.dht: DHT | None = None
         self.published: DeviceRecord | None = None
         self.publishes = 0
+        self.announces = 0  # announces on the fleet topic that some node stored
         self.cleared = 0  # blocks whose data the disk quota cleared
         self._commits = 0
         self._dirty = asyncio.Event()
@@ -397,6 +398,8 @@ class Agent:
                 if time.monotonic() >= next_announce:
                     await self.dht.announce(topic, self.record_keys)
                     next_announce = time.monotonic() + ANNOUNCE_EVERY
+                    self.announces += 1
+                    self._said()
             except DHTError as exc:
                 log.warning("could not publish the DHT record (seq %d): %s", seq, exc)
             await asyncio.sleep(self.config.publish_interval)  # at most this often
@@ -457,5 +460,6 @@ class Agent:
             "noise_key": self.noise.public_key.hex(),
             "record_key": self.record_keys.public_key.hex(),
             "dht_publishes": self.publishes,
+            "dht_announces": self.announces,
             "cleared_blocks": self.cleared,
         }

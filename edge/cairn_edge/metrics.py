@@ -45,6 +45,8 @@ class EdgeCollector(Collector):
         yield CounterMetricFamily("cairn_edge_commits", "group commits", value=st["commits"])
         yield CounterMetricFamily("cairn_edge_dht_publishes", "DHT record updates",
                                   value=st["dht_publishes"])
+        yield CounterMetricFamily("cairn_edge_dht_announces", "announces on the fleet topic "
+                                  "that a DHT node stored", value=st["dht_announces"])
         yield CounterMetricFamily("cairn_edge_cleared_blocks", "blocks whose data the disk "
                                   "quota cleared (oldest first)", value=st["cleared_blocks"])
         length = GaugeMetricFamily("cairn_edge_log_length", "blocks in each stream's log",

@@ -162,7 +162,8 @@ async def test_min_seq_and_latest(network: list[DHT]) -> None:
                                                time.monotonic())
         latest = await c.mutable_get(KP.public_key, latest=True)
         assert latest is not None and (latest.seq, latest.value) == (5, b"five")
-        first = await c.mutable_get(KP.public_key)
+        assert await c.mutable_get(KP.public_key) == latest  # the default is latest
+        first = await c.mutable_get(KP.public_key, latest=False)
         assert first is not None and first.seq in (1, 5)
 
 

@@ -95,7 +95,7 @@ def test_the_record_reaches_a_gateway(broker: Mosquitto, testnet: tuple[str, int
 
     edge.start()  # a restart: the seq goes on growing
     publish(broker, [("board-1/temperature", t0 + 2, 21.0)])
-    line = edge.until(lambda s: s.get("dht_publishes", 0) >= 1)
+    line = edge.until(lambda s: s.get("dht_publishes", 0) >= 1 and s["dht_announces"] >= 1)
     again = fetch(testnet, bytes.fromhex(line["record_key"]), min_seq=first_seq + 1)
     assert again is not None and again.seq > first_seq
     assert {r.stream: r.value for r in decode_record(again.value, gw).readings}[

@@ -192,3 +192,38 @@ def test_adaptive_nodes_become_persistent_only_when_reachable() -> None:
         sw.run_query(sn, sn.node.find_node(open_node.node.id, sw.now))
     assert any(open_node.node.id in {n.id for n in sn.node.table} for sn in sw.nodes[:10])
     assert not any(natted.node.id in {n.id for n in sn.node.table} for sn in sw.nodes)
+
+
+def test_a_closest_set_holds_at_most_two_nodes_of_one_host() -> None:
+    """Ids are H(ip, port): one host with many ports gets two places in a FIND_NODE reply's
+    closest set, and loopback (a local testnet) is not capped."""
+    from cairn.dht.messages import node_id
+    from cairn.dht.routing import NodeInfo, RoutingTable
+
+    target = bytes(32)
+    table = RoutingTable(bytes([0xFF]) * 32, k=200)  # rows big enough for all
+    one_host = [("203.0.113.7", p) for p in range(2000, 2040)]
+    others = [(f"198.51.100.{i}", 4000) for i in range(1, 30)]
+    loop = [("127.0.0.1", p) for p in range(5000, 5010)]
+    for addr in one_host + others + loop:
+        table.add(NodeInfo(node_id(addr), addr, 0.0))
+    got = table.closest(target, 20)
+    hosts = [n.addr[0] for n in got]
+    assert len(got) == 20
+    assert hosts.count("203.0.113.7") == 2
+    t = int.from_bytes(target, "big")
+    everyone = sorted(table, key=lambda n: n.int_id ^ t)
+    wanted = []
+    per: dict[str, int] = {}
+    for n in everyone:
+        h = n.addr[0]
+        if h == "203.0.113.7":
+            if per.get(h, 0) == 2:
+                continue
+            per[h] = per.get(h, 0) + 1
+        wanted.append(n)
+    assert got == wanted[:20]
+    testnet = RoutingTable(bytes([0xFF]) * 32, k=200)
+    for p in range(5000, 5040):
+        testnet.add(NodeInfo(node_id(("127.0.0.1", p)), ("127.0.0.1", p), 0.0))
+    assert len(testnet.closest(target, 20)) == 20  # loopback is not capped

@@ -245,11 +245,12 @@ class DHT:
         return PutReceipt(record, hash32(key_pair.public_key), done.commits)
 
     async def mutable_get(self, public_key: bytes, min_seq: int = 0,
-                          latest: bool = False) -> MutableRecord | None:
+                          latest: bool = True) -> MutableRecord | None:
         """The record of ``public_key`` with ``seq >= min_seq``, its signature verified, or None.
 
-        Stops at the first such record, unless ``latest``: then every storing node on the way is
-        asked and the highest seq wins (slower; for when stale copies may be around)."""
+        Every storing node on the way is asked and the highest seq wins, as in hyperdht. With
+        ``latest=False`` the first such record ends the query: faster, but it may be an older
+        record a hostile node replays, so pass a ``min_seq`` you trust (a seq seen before)."""
         _key("public key", public_key)
         if min_seq < 0:
             raise ValueError("min_seq cannot be negative")

@@ -253,10 +253,11 @@ def start_mutable_put(node: DHTNode, key_pair: KeyPair, value: bytes, seq: int,
 
 
 def start_mutable_get(node: DHTNode, public_key: bytes, now: float, *, min_seq: int = 0,
-                      latest: bool = False) -> tuple[int, MutableResult]:
-    """Get the record of ``public_key``: the first verified one with ``seq >= min_seq`` ends the
-    query, unless ``latest`` (then every storing node on the way is asked and the highest seq
-    wins)."""
+                      latest: bool = True) -> tuple[int, MutableResult]:
+    """Get the record of ``public_key`` with ``seq >= min_seq``: every storing node on the way
+    is asked and the highest verified seq wins (hyperdht's default). With ``latest=False`` the
+    first verified record ends the query: faster, but an older record that a hostile node
+    replays is one (issue 10), so only use it with a ``min_seq`` you trust."""
     result = MutableResult()
     target = hash32(public_key)
 

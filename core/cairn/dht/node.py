@@ -35,7 +35,7 @@ from cairn.dht.messages import (
     node_id,
     node_id_int,
 )
-from cairn.dht.routing import K, NodeInfo, RoutingTable
+from cairn.dht.routing import PER_HOST, K, NodeInfo, RoutingTable, capped_host
 from cairn.errors import DecodeError
 
 __all__ = [
@@ -301,15 +301,27 @@ class _Query:
             self.stop()
 
     def push_closest(self, dist: int, reply: Reply) -> None:
-        for i, (d, _) in enumerate(self.closest):
-            if d == dist:
-                return
+        """Keep the k closest repliers, at most PER_HOST of one host: a host that ground
+        ports for ids next to the target holds two places, and the query goes on to honest
+        nodes for the rest (the nodes it commits to and that bound its search)."""
+        closest = self.closest
+        if any(d == dist for d, _ in closest):
+            return
+        host = reply.from_addr[0]
+        if capped_host(host):
+            same = [i for i, (_, r) in enumerate(closest) if r.from_addr[0] == host]
+            if len(same) >= PER_HOST:
+                far = same[-1]
+                if closest[far][0] <= dist:
+                    return
+                del closest[far]
+        for i, (d, _) in enumerate(closest):
             if d > dist:
-                self.closest.insert(i, (dist, reply))
+                closest.insert(i, (dist, reply))
                 break
         else:
-            self.closest.append((dist, reply))
-        del self.closest[self.node.table.k :]
+            closest.append((dist, reply))
+        del closest[self.node.table.k :]
 
     def stop(self) -> None:
         """Finish now (an early answer was good enough); no commit."""

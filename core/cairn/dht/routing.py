@@ -7,9 +7,19 @@ from collections.abc import Iterator
 
 from cairn.dht.messages import Address
 
-__all__ = ["K", "NodeInfo", "RoutingTable"]
+__all__ = ["PER_HOST", "K", "NodeInfo", "RoutingTable", "capped_host"]
 
 K = 20
+PER_HOST = 2
+"""At most this many nodes of one host in a closest set (the nodes a query stores at and reads
+from, and the nodes a FIND_NODE reply names). Node ids are H(ip, port), so without a cap one
+host can grind ports until it owns every id next to a key (issue 10, Sybil capture)."""
+
+
+def capped_host(host: str) -> bool:
+    """True when :data:`PER_HOST` applies to ``host``: every host but loopback, where a local
+    testnet runs all its nodes on one address."""
+    return not (host.startswith("127.") or host == "::1" or host == "localhost")
 
 
 class NodeInfo:
@@ -79,9 +89,23 @@ class RoutingTable:
         return node
 
     def closest(self, target: bytes, k: int | None = None) -> list[NodeInfo]:
-        """The k known nodes closest to ``target`` by XOR distance, closest first."""
+        """The k known nodes closest to ``target`` by XOR distance, closest first, with at
+        most :data:`PER_HOST` of one host (:func:`capped_host`)."""
         t = int.from_bytes(target, "big")
-        return sorted(self._by_id.values(), key=lambda n: n.int_id ^ t)[: k or self.k]
+        want = k or self.k
+        out: list[NodeInfo] = []
+        per_host: dict[str, int] = {}
+        for n in sorted(self._by_id.values(), key=lambda n: n.int_id ^ t):
+            host = n.addr[0]
+            if capped_host(host):
+                seen = per_host.get(host, 0)
+                if seen >= PER_HOST:
+                    continue
+                per_host[host] = seen + 1
+            out.append(n)
+            if len(out) == want:
+                break
+        return out
 
     def random_node(self, rng: random.Random) -> NodeInfo | None:
         if not self._by_id:
