@@ -434,6 +434,77 @@ def test_fuzz_structured_cbor(value: list[Any]) -> None:
     decode_or_decode_error(data)
 
 
+# -- the fast path (packs as Frame.encode writes them) agrees with the full decoder ---------------
+
+
+def exact(frame: Frame) -> list[tuple[object, ...]]:
+    """A frame's samples with their types and float signs (True == 1.0 and 0.0 == -0.0)."""
+    return [(s.name, s.unit, repr(s.time), type(s.value), repr(s.value)) for s in frame.samples]
+
+
+def agree(data: bytes) -> bool:
+    """The fast path's answer, when it gives one, is the full decoder's; True if it gave one."""
+    from cairn.frames import _fast_decode, _full_decode
+
+    fast = _fast_decode(data)
+    if fast is None:
+        return False
+    full = _full_decode(data)  # raises if the fast path took what the full decoder refuses
+    assert exact(fast) == exact(full), data.hex()
+    assert (fast.start, fast.end) == (full.start, full.end)
+    return True
+
+
+@settings(SEEDED, max_examples=400)
+@given(frames(), st.data())
+def test_the_fast_path_agrees_with_the_full_decoder(frame: Frame, data: st.DataObject) -> None:
+    encoded = frame.encode()
+    assert agree(encoded) == (len(frame.samples) <= 23)  # every pack Cairn writes, up to 23
+    i = data.draw(st.integers(0, len(encoded) - 1))
+    flipped = bytearray(encoded)
+    flipped[i] ^= data.draw(st.integers(1, 255))
+    agree(bytes(flipped))
+    agree(encoded[:i])
+    agree(encoded[:i] + data.draw(st.binary(min_size=1, max_size=4)) + encoded[i:])
+
+
+fast_records = st.dictionaries(
+    st.sampled_from([BN, BT, BU, BV, N, U, V, VS, VB, VD, T, UT, BVER]),
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**66), 2**66), st.floats(),
+              st.text(max_size=6), st.binary(max_size=4), names),
+    max_size=6,
+)
+
+
+@settings(SEEDED, max_examples=1500)
+@given(st.lists(fast_records, max_size=4), st.sampled_from([False, True]))
+def test_the_fast_path_agrees_on_any_pack_of_flat_records(records: list[dict[int, Any]],
+                                                          canonical: bool) -> None:
+    agree(cbor2.dumps(records, canonical=canonical))
+
+
+def test_the_fast_path_declines_what_it_does_not_read() -> None:
+    from cairn.frames import _fast_decode
+
+    good = {BN: TEMP, BT: T0, V: 1.5}
+    assert _fast_decode(pack(good)) is not None
+    declined = [
+        b"\xd9\xd9\xf7" + pack(good),  # the self-describe tag
+        cbor2.dumps([good] * 24),  # more than 23 records
+        pack({**good, BVER: 10}),  # a label it does not read
+        pack({**good, "x": 1}),  # an extension field
+        pack({**good, V: math.nan}),  # refused by the full decoder
+        pack({BN: TEMP, BT: T0, V: 1.5, VS: "x"}),  # two values
+        pack({BN: TEMP, BT: T0}),  # no value
+        pack({BN: TEMP, BT: T0, BV: math.inf, VS: "x"}),  # a base value that is not finite
+        pack({BN: "bad name!", BT: T0, V: 1.0}),
+        pack(good) + b"\x00",  # trailing bytes
+        bytes.fromhex("81a3") + bytes.fromhex("21") + b"\x7f" + b"ab\xff",  # indefinite text
+    ]
+    for data in declined:
+        assert _fast_decode(data) is None, data.hex()
+
+
 # -- reading frames from a log --------------------------------------------------------------------
 
 
