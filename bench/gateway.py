@@ -11,7 +11,10 @@
 3. from one edge over 127.0.0.1: an edge's stream log of N frames (default 100,000, one sample
    each: a 1 Hz sensor for 28 h) served by another process; a fresh gateway downloads it all,
    verifies every block and stores the samples; verified samples stored per second, end to end
-   (target >= 100,000/s; JS hypercore replicates about 7,500 blocks/s on these machines).
+   (target >= 100,000/s; JS hypercore replicates about 7,500 blocks/s on these machines). The
+   gateway runs as `cairn gateway run` does: its ingest worker (a second process that decodes
+   and stores while the download verifies) started before the clock starts. The same without
+   the worker (everything in one process) is printed as info.
 4. on demand: one hour (3,600 frames) from the middle of a log the gateway has never read,
    found by a time seek on the edge, downloaded, verified and stored; ms end to end (TCP
    connect, Noise handshake, seek, download, store), median of 5 fresh gateways; target
@@ -58,6 +61,7 @@ def serving(path: Path) -> Iterator[int]:
         with contextlib.suppress(OSError):
             server.stdin.write("quit\n")
             server.stdin.close()
+            server.stdout.read()  # its last line (memory used), so it never writes to a closed pipe
 
 
 def edge_log(path: Path, n: int, per_frame: int = 1) -> bytes:
@@ -72,9 +76,11 @@ def edge_log(path: Path, n: int, per_frame: int = 1) -> bytes:
 
 
 async def collect(tmp: Path, key: bytes, port: int, label: str, since: float | None = None,
-                  until: float | None = None) -> tuple[float, int]:
+                  until: float | None = None, worker: bool = True) -> tuple[float, int]:
     store = Store(tmp / f"{label}.db")
     collector = Collector(tmp / label, random_key_pair(), store)
+    if worker:
+        collector.start_worker()  # as `cairn gateway run` does when it starts
     dev = Device(b"r" * 32, 1, DeviceRecord(time=int(T0), address=("127.0.0.1", port)),
                  {NAME: key})
     try:
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         with serving(Path(d) / "edge.db") as port:
             full_s, full_n = asyncio.run(collect(Path(d), key, port, "full"))
             assert full_n == args.blocks, full_n
+            one_s, one_n = asyncio.run(collect(Path(d), key, port, "one", worker=False))
+            assert one_n == args.blocks, one_n
             mid = T0 + args.blocks // 2
             hours = []
             for k in range(5):
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert n >= 3600, n
                 hours.append(secs * 1e3)
         full_rate = full_n / full_s
+        one_rate = one_n / one_s
         hour = statistics.median(hours)
         key10 = edge_log(Path(d) / "edge10.db", args.blocks // 10, per_frame=10)
         with serving(Path(d) / "edge10.db") as port:
@@ -193,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         Row(f"verified samples stored from one edge ({args.blocks:,} one-sample frames, "
             "TCP)", "samples/s", full_rate, None, None, ">= 100,000",
             "PASS" if full_rate >= 100_000 else "MISS"),
+        Row("  the same in one process ([collect] ingest_worker = false)", "samples/s",
+            one_rate, None, None, "info", "-"),
         Row(f"  the same samples in {args.blocks // 10:,} frames of 10 (a 10 Hz sensor)",
             "samples/s", ten_rate, None, None, "info", "-"),
         Row("on demand: 1 h of 1 Hz from a log never read (seek, download, verify, store)",

@@ -327,6 +327,16 @@ class Log:
             raise StorageError(f"{self.path}: block {index} is damaged (hash mismatch)")
         return data
 
+    def held_run(self, start: int, limit: int, least: int = 1) -> list[tuple[int, bytes, bytes]]:
+        """Up to ``limit`` blocks held contiguously from ``start``, as (index, data, stored leaf
+        hash); none if fewer than ``least`` are. The hash is NOT checked here: this is for a
+        consumer that checks it itself in another process (the gateway's ingest worker), so
+        the check is not done twice."""
+        end = min(self._bitfield.first_unset(start), start + limit, self.length)
+        if end - start < max(least, 1):
+            return []
+        return list(self._storage.iter_blocks(start, end))
+
     def iter_blocks(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Held blocks in [start, end) in order, each checked against its hash."""
         stop = self.length if end is None else end

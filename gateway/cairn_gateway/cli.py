@@ -91,6 +91,8 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     key = noise_key_pair(seed)
     store = _store(cfg)
     collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
+    if cfg.ingest_worker:
+        collector.start_worker()
     marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
 
     def demand(stream_id: int) -> bool:

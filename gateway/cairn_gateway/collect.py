@@ -13,6 +13,7 @@ edge that could not be reached until its backoff has passed (:mod:`cairn_gateway
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from cairn.storage import SharedDB
 from cairn.watermark import encode_watermarks
 from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
 from cairn_gateway.config import Policy
+from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.schedule import Schedule
 from cairn_gateway.store import Store
 
@@ -39,6 +41,55 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 30.0
 INGEST_RUN = 1000  # blocks stored per transaction
+
+
+class _Feed:
+    """Hands verified blocks to the ingest worker while a download is still going: each run of
+    INGEST_RUN blocks held contiguously past where the replica stood, as soon as it is there."""
+
+    def __init__(self, worker: IngestWorker, store: Store, stream_id: int, replica: Log) -> None:
+        self.worker = worker
+        self.store = store
+        self.stream_id = stream_id
+        self.start = self.cursor = replica.contiguous_length
+        self.jobs: list[asyncio.Future[int]] = []
+        self.failed = False
+        self.unit_known = False
+
+    def progress(self, replica: Log, *, last: bool = False) -> None:
+        if not self.worker.alive:
+            return
+        while True:
+            run = replica.held_run(self.cursor, INGEST_RUN, 1 if last else INGEST_RUN)
+            if not run:
+                return
+            if not self.unit_known:
+                self.unit_known = True
+                with contextlib.suppress(DecodeError):
+                    first = Frame.decode(run[0][1]).samples[0]
+                    self.store.set_unit(self.stream_id, first.unit)
+            fork = replica.fork
+            self.jobs.append(self.worker.submit(
+                self.stream_id, [(i, fork, data, digest) for i, data, digest in run]))
+            self.cursor = run[-1][0] + 1
+
+    async def finish(self, replica: Log) -> int:
+        """Send what is left, wait for every run; the samples the worker stored. A run that
+        failed there (a worker gone, a frame that does not decode) is left to the collector's
+        own pass, which stores or reports it."""
+        self.progress(replica, last=True)
+        stored = 0
+        for job in self.jobs:
+            try:
+                stored += await job
+            except (RuntimeError, asyncio.CancelledError) as exc:
+                self.failed = True
+                log.debug("ingest worker run: %s", exc)
+        return stored
+
+    def covered(self) -> tuple[int, int]:
+        """The blocks [start, end) the worker stored, all of them; (0, 0) if a run failed."""
+        return (0, 0) if self.failed else (self.start, self.cursor)
 
 
 @dataclass(slots=True)
@@ -87,8 +138,18 @@ class Collector:
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
         self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
+        self.worker: IngestWorker | None = None
+
+    def start_worker(self) -> None:
+        """Store in a second process from now on (:mod:`cairn_gateway.ingest`): a long
+        download is verified here while that process decodes and stores what is verified."""
+        if self.worker is None or not self.worker.alive:
+            self.worker = IngestWorker(self.store.path)
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
         self.replicas.close()
 
     # -- discovery -------------------------------------------------------------------------------
@@ -146,15 +207,21 @@ class Collector:
             return result          # nothing more is downloaded until a person looks
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
+        feed = None
+        if self.worker is not None and self.worker.alive and since is None and until is None:
+            feed = _Feed(self.worker, self.store, stream_id, replica)
         try:
             if since is not None or until is not None:
                 await asyncio.wait_for(download(address[0], address[1], replica, self.key_pair,
                                                 since=since, until_time=until), self.timeout)
             else:
                 await asyncio.wait_for(
-                    download(address[0], address[1], replica, self.key_pair, start=0),
+                    download(address[0], address[1], replica, self.key_pair, start=0,
+                             on_progress=feed.progress if feed is not None else None),
                     self.timeout)
         except ForkError as exc:
+            # what the worker has in hand was verified before the fork showed: it may land
+            result.samples += await feed.finish(replica) if feed is not None else 0
             self.store.stop(stream_id, f"fork: {exc}")
             result.error = f"fork: {exc}"
             log.error("stream %s: %s (ingest stopped, evidence kept)", name, exc)
@@ -162,6 +229,7 @@ class Collector:
         except (VerificationError, DecodeError) as exc:
             # the edge sent what its signature does not cover (a tampered or damaged log):
             # nothing of it was stored; stop and say so, never repair silently
+            result.samples += await feed.finish(replica) if feed is not None else 0
             self.store.stop(stream_id, f"invalid: {exc}")
             result.error = f"invalid: {exc}"
             log.error("stream %s: the edge sent unverifiable data: %s (ingest stopped)",
@@ -170,12 +238,18 @@ class Collector:
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
             result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             result.unreachable = _unreachable(exc)
+        covered = (0, 0)
+        if feed is not None:
+            result.samples += await feed.finish(replica)
+            covered = feed.covered()
         held = [i for i in range(replica.length) if replica.has(i)]
         result.blocks = len(held) - before
         if result.blocks:
             result.unreachable = False  # it answered, then stalled: not a reachability failure
         # what the store lacks: the new blocks, and any a crash left downloaded but not stored
-        todo = self.store.missing_blocks(stream_id, held)
+        # (what the worker stored, every run of it, needs no second look)
+        todo = self.store.missing_blocks(
+            stream_id, [i for i in held if not covered[0] <= i < covered[1]])
         for k in range(0, len(todo), INGEST_RUN):
             run = [(i, replica.fork, Frame.decode(replica.get(i))) for i in todo[k:k + INGEST_RUN]]
             result.samples += self.store.ingest(stream_id, run)

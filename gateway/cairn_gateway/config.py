@@ -28,6 +28,7 @@ class GatewayConfig:
     concurrency: int = 4  # edges synced at once
     backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
     backoff_max: float = 300.0  # ...doubling up to this
+    ingest_worker: bool = True  # decode and store in a second process (cairn_gateway.ingest)
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -53,7 +54,8 @@ _KEYS: dict[str, set[str]] = {
     "": {"data_dir", "key_file", "dht", "collect", "api", "store", "policy"},
     "policy": {"pattern", "mode", "window", "priority"},
     "dht": {"bootstrap", "fleet"},
-    "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max"},
+    "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max",
+                "ingest_worker"},
     "api": {"listen"},
     "store": {"retention_days"},
 }
@@ -133,6 +135,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
     backoff_initial = number(collect, "[collect]", "backoff_initial", 1.0, 0.01, 86400)
     backoff_max = number(collect, "[collect]", "backoff_max", max(300.0, backoff_initial),
                          backoff_initial, 7 * 86400)
+    ingest_worker = collect.get("ingest_worker", True)
+    if type(ingest_worker) is not bool:
+        raise ConfigError(f"[collect].ingest_worker: {ingest_worker!r} is not true or false")
     return GatewayConfig(
         data_dir=path("data_dir", "data"),
         key_file=path("key_file", "gateway.seed"),
@@ -146,6 +151,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         concurrency=integer(collect, "[collect]", "concurrency", 4, 1, 1024),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
+        ingest_worker=ingest_worker,
     )
 
 
@@ -168,6 +174,7 @@ fleet = "default"            # collect from every device announced on this fleet
 interval = 10.0              # seconds between collection rounds
 devices = []                 # device record keys (hex) to collect from besides the fleet's
 concurrency = 4              # edges synced at once
+ingest_worker = true         # decode and store samples in a second process (uses a 2nd core)
 backoff_initial = 1.0        # seconds before an unreachable edge is tried again, doubling
 backoff_max = 300.0          # up to this (jittered; reset when the edge answers)
 

@@ -236,6 +236,8 @@ def test_config_priorities_concurrency_and_backoff(tmp_path: Path) -> None:
     assert (cfg.concurrency, cfg.backoff_initial, cfg.backoff_max) == (8, 2.0, 60.0)
     assert cfg.policy("b/alarm").priority == 10 and cfg.policy("b/temp").priority == 0
     assert parse_config("[collect]\nbackoff_initial = 600", tmp_path).backoff_max == 600.0
+    assert cfg.ingest_worker is True
+    assert parse_config("[collect]\ningest_worker = false", tmp_path).ingest_worker is False
     for text, message in [
         ("[collect]\nconcurrency = -1", r"\[collect\]\.concurrency: -1 is not an integer"),
         ("[collect]\nconcurrency = 0", r"\[collect\]\.concurrency: 0 is not an integer"),
@@ -244,6 +246,8 @@ def test_config_priorities_concurrency_and_backoff(tmp_path: Path) -> None:
         ("[collect]\nbackoff_initial = 0", r"\[collect\]\.backoff_initial"),
         ("[collect]\nbackoff_initial = 10\nbackoff_max = 5", r"\[collect\]\.backoff_max"),
         ("[collect]\nbackof_max = 5", r"unknown key\(s\) backof_max"),
+        ("[collect]\ningest_worker = 'yes'", r"ingest_worker: 'yes' is not true or false"),
+        ("[collect]\ningest_worker = 1", r"\[collect\]\.ingest_worker: 1 is not true or false"),
         ("[[policy]]\npattern = '*'\nmode = 'tail'\npriority = 'high'",
          r"\[\[policy\]\] 1\.priority: 'high' is not an integer"),
         ("[[policy]]\npattern = '*'\nmode = 'tail'\npriority = 1.5",
