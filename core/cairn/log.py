@@ -91,11 +91,15 @@ class Log:
         self._head = head
         self._roots: list[Node] = root_nodes(storage, head.length) if head.length else []
         self._bitfield = Bitfield()
+        self._check_head()
         for start, count in storage.block_ranges():
+            if start < 0 or start + count > head.length:
+                # (a damaged index could otherwise ask for a bitfield of 2**60 bits)
+                raise StorageError(f"{storage.path}: a block segment ({start}, {count}) lies "
+                                   f"outside the signed length {head.length}")
             self._bitfield.set_range(start, start + count)
         self._contiguous = self._bitfield.first_unset(0)
         storage.holds = self._bitfield.has
-        self._check_head()
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -217,6 +221,16 @@ class Log:
         meta = self._meta
         if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
             raise StorageError(f"{self._storage.path}: manifest does not hash to the key")
+        # the flags no signature covers, against what they imply: a compat log's key is its
+        # public key and it has no manifest; any other log's key is a manifest's hash; a log
+        # is frozen exactly when it keeps fork evidence (both are written in one transaction)
+        if meta.compat and (meta.manifest is not None or (
+                meta.public_key is not None and meta.public_key != meta.key)):
+            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
+        if not meta.compat and meta.public_key is not None and meta.public_key == meta.key:
+            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
+        if meta.frozen != bool(self._storage.evidence()):
+            raise StorageError(f"{self._storage.path}: log flags are damaged (frozen)")
         if meta.secret_key is not None and (
             meta.secret_key[32:] != meta.public_key
             or key_pair_of_seed(meta.secret_key[:32]).secret_key != meta.secret_key
@@ -924,7 +938,12 @@ class Log:
 
         Raises :class:`StorageError` naming the first bad block or node.
         """
-        nodes: dict[int, Node] = {n.index: n for n in self._storage.iter_nodes()}
+        nodes: dict[int, Node] = {}
+        for n in self._storage.iter_nodes():
+            if nodes.get(n.index, n) != n:  # a damaged index can land on another node's
+                raise StorageError(f"tree node {n.index} is stored twice, differently: the "
+                                   "tree is damaged")
+            nodes[n.index] = n
         blocks = 0
         for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
             if idx >= self.length:
@@ -937,10 +956,18 @@ class Log:
                 raise StorageError(f"block {idx} is damaged: leaf node differs from its data")
             nodes[2 * idx] = leaf
             blocks += 1
+        width = 2 * self.length
         for index in sorted(nodes):
             node = nodes[index]
-            if flat_tree.right_span(index) >= 2 * self.length:
+            if flat_tree.right_span(index) >= width:
                 raise StorageError(f"tree node {index} is beyond the signed length {self.length}")
+            # two siblings are only ever stored with their parent (a proof stores the nodes it
+            # computes on the way up): a parent gone is a damaged tree, as a moved index makes
+            up = flat_tree.parent(index)
+            if (flat_tree.sibling(index) in nodes and up not in nodes
+                    and flat_tree.right_span(up) < width):
+                raise StorageError(f"tree node {up} is missing though both its children are "
+                                   "held: the tree is damaged")
             kids = flat_tree.children(index)
             if kids is None:
                 continue
