@@ -23,6 +23,11 @@ Measures:
 3. the same window by time (Cairn: ``download(since=, until_time=)``, the server seeks and proves
    both ends; JS has no time seek, so its figure is the window by index from 2).
 
+The measures compared with the JS anchor run in turns, run k of each before run k + 1 of any
+(JS <- JS, JS <- Cairn, Cairn <- JS; likewise their windows), so that no pair gets the machine's
+quieter minutes: timed one pair after the other, the order alone moved JS <- Cairn between 0.82x
+and 1.28x of JS <- JS on the same machine (decision 0005).
+
 The ratio column is how many times better the Cairn side is (rates: Cairn / JS; times: JS /
 Cairn). Absolute numbers on these machines are noisy; the ratio within one run is what to compare.
 The exit code is 0 whether or not a target is met, 1 if a measurement failed.
@@ -355,6 +360,32 @@ class Runner:
             print(f" {m.blocks:,} blocks in {m.seconds * 1000:,.1f} ms "
                   f"({m.rate:,.0f} blocks/s; runs: {every} ms)", file=sys.stderr)
 
+    def interleaved(self, named: list[tuple[str, Callable[[int], Measure]]]) -> None:
+        """Measures to compare with each other, run in turns (run k of each, then run k + 1),
+        so none of them gets the quieter minutes of the machine; the median of each."""
+        done: dict[str, list[Measure]] = {name: [] for name, _ in named}
+        for k in range(self.repeat):
+            for name, fn in named:
+                if name in self.errors:
+                    continue
+                try:
+                    done[name].append(fn(k))
+                except Exception as exc:  # recorded, reported: exit code 1
+                    self.errors[name] = f"{type(exc).__name__}: {exc}"
+                    if not self.quiet:
+                        print(f"  {name} FAILED", file=sys.stderr)
+                        traceback.print_exc(file=sys.stderr)
+        for name, ms in done.items():
+            if name in self.errors or not ms:
+                continue
+            ms.sort(key=lambda m: m.seconds)
+            self.runs[name] = [m.seconds for m in ms]
+            m = self.results[name] = ms[len(ms) // 2]
+            if not self.quiet:
+                every = ", ".join(f"{x * 1000:,.1f}" for x in self.runs[name])
+                print(f"  {name}: {m.blocks:,} blocks in {m.seconds * 1000:,.1f} ms "
+                      f"({m.rate:,.0f} blocks/s; runs: {every} ms)", file=sys.stderr)
+
     def get(self, name: str) -> Measure | None:
         return self.results.get(name)
 
@@ -396,14 +427,6 @@ def measure_all(tmp: Path, n: int, size: int, seed: int, window: int, pair: bool
             print(f"# writers serving: Cairn on port {cport}"
                   + (f", JS on port {js_info['port']}" if js_info else ""), file=say)
 
-        if js_info is not None:
-            jport = int(js_info["port"])
-            jkey = bytes.fromhex(str(js_info["key"]))
-            runner.run("js<-js full", lambda k: js_download(
-                tmp, f"js-full-{k}", jkey, jport, full_hash, 0, n, FULL_TIMEOUT))
-            runner.run("js<-js window", lambda k: js_download(
-                tmp, f"js-window-{k}", jkey, jport, window_hash, lo, hi, WINDOW_TIMEOUT))
-
         runner.run("cairn<-cairn full", lambda k: cairn_download(
             tmp / f"r-full-{k}.db", cairn_key, cport, full_hash, 0, n, FULL_TIMEOUT))
         runner.run("cairn<-cairn window", lambda k: cairn_download(
@@ -418,14 +441,27 @@ def measure_all(tmp: Path, n: int, size: int, seed: int, window: int, pair: bool
                 WINDOW_TIMEOUT))
 
         if js_info is not None:
-            runner.run("cairn<-js full", lambda k: cairn_download(
-                tmp / f"r-js-full-{k}.db", jkey, jport, full_hash, 0, n, FULL_TIMEOUT))
-            runner.run("js<-cairn full", lambda k: js_download(
-                tmp, f"js-cairn-full-{k}", cairn_key, cport, full_hash, 0, n, FULL_TIMEOUT))
-            runner.run("cairn<-js window", lambda k: cairn_download(
-                tmp / f"r-js-window-{k}.db", jkey, jport, window_hash, lo, hi, WINDOW_TIMEOUT))
-            runner.run("js<-cairn window", lambda k: js_download(
-                tmp, f"js-cairn-window-{k}", cairn_key, cport, window_hash, lo, hi, WINDOW_TIMEOUT))
+            # the pairs the anchor is compared with, in turns: JS <- JS, JS <- Cairn, Cairn <- JS
+            jport = int(js_info["port"])
+            jkey = bytes.fromhex(str(js_info["key"]))
+            runner.interleaved([
+                ("js<-js full", lambda k: js_download(
+                    tmp, f"js-full-{k}", jkey, jport, full_hash, 0, n, FULL_TIMEOUT)),
+                ("js<-cairn full", lambda k: js_download(
+                    tmp, f"js-cairn-full-{k}", cairn_key, cport, full_hash, 0, n, FULL_TIMEOUT)),
+                ("cairn<-js full", lambda k: cairn_download(
+                    tmp / f"r-js-full-{k}.db", jkey, jport, full_hash, 0, n, FULL_TIMEOUT)),
+            ])
+            runner.interleaved([
+                ("js<-js window", lambda k: js_download(
+                    tmp, f"js-window-{k}", jkey, jport, window_hash, lo, hi, WINDOW_TIMEOUT)),
+                ("js<-cairn window", lambda k: js_download(
+                    tmp, f"js-cairn-window-{k}", cairn_key, cport, window_hash, lo, hi,
+                    WINDOW_TIMEOUT)),
+                ("cairn<-js window", lambda k: cairn_download(
+                    tmp / f"r-js-window-{k}.db", jkey, jport, window_hash, lo, hi,
+                    WINDOW_TIMEOUT)),
+            ])
     meta["cairn_server_maxrss_kb"] = cairn_final.get("maxrss_kb")
     meta["js_server_maxrss_kb"] = js_final.get("maxrss_kb")
 
