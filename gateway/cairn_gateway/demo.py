@@ -193,12 +193,22 @@ class Proxy:
         self._call(down())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conns.add(writer)  # at once: a cut while the upstream connects drops it too
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
-        except OSError:
+        except OSError:  # the edge is down: so is this connection
+            writer.transport.abort()
+            self.conns.discard(writer)
+            return
+        except BaseException:  # the loop stops: nothing left open
+            writer.transport.abort()
+            self.conns.discard(writer)
+            raise
+        if writer not in self.conns:  # cut while connecting
+            up_w.transport.abort()
             writer.transport.abort()
             return
-        self.conns.update((writer, up_w))
+        self.conns.add(up_w)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
