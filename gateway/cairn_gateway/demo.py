@@ -182,17 +182,21 @@ class Proxy:
 
     def cut(self) -> None:
         async def down() -> None:
-            if self.server is not None:
-                self.server.close()
-                await self.server.wait_closed()
-                self.server = None
+            server, self.server = self.server, None  # at once: see _serve
+            if server is not None:
+                server.close()
+                await server.wait_closed()
             for w in list(self.conns):
                 w.transport.abort()
             self.conns.clear()
+            await asyncio.sleep(0)  # the aborted transports close their sockets
 
         self._call(down())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.server is None:  # accepted as the path was cut: it is cut too
+            writer.transport.abort()
+            return
         self.conns.add(writer)  # at once: a cut while the upstream connects drops it too
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
@@ -204,7 +208,7 @@ class Proxy:
             writer.transport.abort()
             self.conns.discard(writer)
             raise
-        if writer not in self.conns:  # cut while connecting
+        if self.server is None or writer not in self.conns:  # cut while connecting
             up_w.transport.abort()
             writer.transport.abort()
             return
