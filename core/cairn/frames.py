@@ -671,7 +671,8 @@ def _fast_decode(body: bytes) -> Frame | None:
                         base_value = number
                     else:
                         offset = number
-            if value is _NO_ITEM or (seen & _VALUE_BITS) & ((seen & _VALUE_BITS) - 1):
+            values = seen & _VALUE_BITS
+            if not values or values & (values - 1):
                 return None  # no value, or more than one
             if vlabel == _V:
                 if type(value) is not float and type(value) is not int:
@@ -695,7 +696,7 @@ def _fast_decode(body: bytes) -> Frame | None:
             full = base_name + name if name is not None else base_name
             u = unit if unit is not None else base_unit
             if (full, u) in _CHECKED:
-                sample = _SAMPLE_NEW(Sample)
+                sample = _NEW(Sample)
                 _SET(sample, "name", full)
                 _SET(sample, "unit", u)
                 _SET(sample, "time", t)
@@ -713,7 +714,7 @@ def _fast_decode(body: bytes) -> Frame | None:
         return None  # truncated
     if pos != end:
         return None
-    frame = _FRAME_NEW(Frame)
+    frame = _NEW(Frame)
     times = [x.time for x in samples]
     _SET(frame, "samples", tuple(samples))
     _SET(frame, "_start", min(times))
@@ -721,8 +722,7 @@ def _fast_decode(body: bytes) -> Frame | None:
     return frame
 
 
-_SAMPLE_NEW: Final = object.__new__
-_FRAME_NEW: Final = object.__new__
+_NEW: Final = object.__new__  # frozen dataclasses built without their checks (done above)
 _SET: Final = object.__setattr__
 
 

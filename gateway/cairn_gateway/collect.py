@@ -57,8 +57,8 @@ class _Feed:
         self.unit_known = False
 
     def progress(self, replica: Log, *, last: bool = False) -> None:
-        if not self.worker.alive:
-            return
+        if self.worker.failed is not None:  # (not `alive`: this runs on every read, and a
+            return                          # worker that exits is noticed by its pipe)
         while True:
             run = replica.held_run(self.cursor, INGEST_RUN, 1 if last else INGEST_RUN)
             if not run:

@@ -120,9 +120,7 @@ class IngestWorker:
         raises :class:`RuntimeError` naming what went wrong in the worker."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(self._conn.fileno())
+            self._drop_reader()
             loop.add_reader(self._conn.fileno(), self._on_readable)
             self._loop = loop
         fut: asyncio.Future[int] = loop.create_future()
@@ -149,14 +147,18 @@ class IngestWorker:
         except (EOFError, OSError) as exc:
             self._fail(f"the ingest worker exited ({type(exc).__name__})")
 
-    def _fail(self, why: str) -> None:
-        if self.failed is None:
-            self.failed = why
-            log.warning("%s: storing in the gateway's own process from now on", why)
+    def _drop_reader(self) -> None:
+        """Stop watching the pipe from the event loop that watched it."""
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._conn.fileno())
             self._loop = None
+
+    def _fail(self, why: str) -> None:
+        if self.failed is None:
+            self.failed = why
+            log.warning("%s: storing in the gateway's own process from now on", why)
+        self._drop_reader()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(RuntimeError(why))
@@ -164,10 +166,7 @@ class IngestWorker:
 
     def close(self) -> None:
         """Stop the worker (it finishes the run in hand) and wait for it."""
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._conn.fileno())
-            self._loop = None
+        self._drop_reader()
         self._outbox.put(None)
         self._sender.join(10)
         self._proc.join(10)
