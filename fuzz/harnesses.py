@@ -367,9 +367,12 @@ def watermark(data: bytes) -> None:
 @harness("journal")
 def journal_(data: bytes) -> None:
     """cairn_edge.journal.scan (documented to return, never raise): the input as a journal
-    body, and as one record body framed with its right length and CRC."""
+    body, and as one record body framed with its right length and CRC (seeded as generation
+    7's); stale_generation at each of the input's first offsets."""
     journal.scan(data)
-    journal.scan(journal._frame(data))
+    journal.scan(journal.frame(data, journal.seed(7)), journal.seed(7))
+    for off in range(min(len(data), 16)):
+        journal.stale_generation(data, off, 9)
 
 
 _BASE = Path("/nonexistent/cairn-fuzz")

@@ -13,7 +13,15 @@ pages it touches (8.5 KB a sample at 10 streams and 1 Hz with a commit a second;
 
 File: an 8-byte magic, a u64 generation (one more at every checkpoint: a reader copying a
 running store sees whether a checkpoint came between its reads), then records
-``u32 length | u32 crc32 | body``. Bodies:
+``u32 length | u32 crc32 | body``. The checksum is seeded with the generation (the crc32 of
+its 8 bytes), so a record belongs to one generation: the database stores the generation each
+checkpoint starts (state ``journal_generation``, committed with the checkpoint), and opening
+reads the journal as that generation. Without the seed, a power cut that keeps a
+generation's new records but drops the truncate before them left the older generation's
+records after them, whole and checksummed, and read as this generation's: their journal-local
+stream numbers named other streams, and a block of one stream was appended to another.
+Files with the older magic ``CAIRNJ1`` (checksums without a seed) are read as they are and
+become ``CAIRNJ2`` at their first checkpoint. Bodies:
 
 - ``1 stream``: uint index (journal-local), string name, uint flag (1: unit follows), string unit
 - ``2 tick``: uint count, then per log: uint index, uint start (the log's length before),
@@ -22,7 +30,10 @@ running store sees whether a checkpoint came between its reads), then records
 
 A record that is cut short or fails its checksum ends the journal: it was never acknowledged
 (its write had not returned). What follows a damaged record is kept aside in
-``<journal>.damaged-<n>`` and reported, never silently dropped.
+``<journal>.damaged-<n>`` and reported, never silently dropped. Records of an older generation
+(left by a truncate a power cut dropped, or a crash between a checkpoint's commit and the
+emptying) are in the database already: they end the journal too, and are cut off with a
+report, not kept.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from cairn.errors import DecodeError
 
 __all__ = [
     "HEADER",
+    "LEGACY_MAGIC",
     "MAGIC",
     "Journal",
     "JournalRecord",
@@ -49,13 +61,18 @@ __all__ = [
     "encode_state",
     "encode_stream",
     "encode_tick",
+    "frame",
     "generation",
     "read_journal",
     "scan",
+    "seed",
+    "stale_generation",
 ]
 
-MAGIC = b"CAIRNJ1\n"
+MAGIC = b"CAIRNJ2\n"
+LEGACY_MAGIC = b"CAIRNJ1\n"  # checksums not seeded with the generation
 HEADER = len(MAGIC) + 8
+STALE_LOOKBACK = 8  # older generations a record is recognised as coming from
 _STREAM, _TICK, _STATE = 1, 2, 3
 _MAX_RECORD = 64 << 20  # a tick of 10,000 samples is about 0.6 MB
 
@@ -81,8 +98,15 @@ class StateRecord:
 JournalRecord = StreamRecord | TickRecord | StateRecord
 
 
-def _frame(body: bytes) -> bytes:
-    return len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little") + body
+def seed(generation: int | None) -> int:
+    """The checksum seed of a generation's records (None: a legacy file's, no seed)."""
+    return 0 if generation is None else zlib.crc32(generation.to_bytes(8, "little"))
+
+
+def frame(body: bytes, crc_seed: int = 0) -> bytes:
+    """One record: ``body`` with its length and its checksum seeded with ``crc_seed``."""
+    return (len(body).to_bytes(4, "little") + zlib.crc32(body, crc_seed).to_bytes(4, "little")
+            + body)
 
 
 def encode_stream(index: int, name: str, unit: str | None) -> bytes:
@@ -91,7 +115,7 @@ def encode_stream(index: int, name: str, unit: str | None) -> bytes:
     write_string(out, name)
     write_uint(out, 0 if unit is None else 1)
     write_string(out, unit or "")
-    return _frame(bytes(out))
+    return bytes(out)
 
 
 def encode_tick(appends: Sequence[tuple[int, int, Sequence[bytes]]]) -> bytes:
@@ -103,14 +127,14 @@ def encode_tick(appends: Sequence[tuple[int, int, Sequence[bytes]]]) -> bytes:
         write_uint(out, len(blocks))
         for b in blocks:
             write_buffer(out, b)
-    return _frame(bytes(out))
+    return bytes(out)
 
 
 def encode_state(key: str, value: object) -> bytes:
     out = bytearray([_STATE])
     write_string(out, key)
     write_string(out, json.dumps(value))
-    return _frame(bytes(out))
+    return bytes(out)
 
 
 def _decode(body: bytes) -> JournalRecord:
@@ -134,50 +158,83 @@ def _decode(body: bytes) -> JournalRecord:
     return rec
 
 
-def scan(data: bytes) -> tuple[list[JournalRecord], int | None]:
-    """The whole records of a journal's body (the bytes after the magic), and the offset of
-    the first record cut short or damaged (None when there is none)."""
+def scan(data: bytes, crc_seed: int = 0) -> tuple[list[JournalRecord], int | None]:
+    """The whole records of a journal's body (the bytes after the header) whose checksums are
+    seeded with ``crc_seed``, and the offset of the first record cut short, damaged or of
+    another generation (None when there is none)."""
     out: list[JournalRecord] = []
     off = 0
     while off < len(data):
-        end = off + 8
-        length = int.from_bytes(data[off:off + 4], "little")
-        crc = int.from_bytes(data[off + 4:off + 8], "little")
-        body = data[end:end + length]
-        if end > len(data) or length > _MAX_RECORD or len(body) != length \
-                or zlib.crc32(body) != crc:
+        body = _checked(data, off, crc_seed)
+        if body is None:
             return out, off
         try:
             out.append(_decode(body))
         except (DecodeError, ValueError, UnicodeDecodeError, RecursionError):
             return out, off
-        off = end + length
+        off += 8 + len(body)
     return out, None
 
 
+def _checked(data: bytes, off: int, crc_seed: int) -> bytes | None:
+    """The body of the record at ``off`` when it is whole and its checksum (seeded with
+    ``crc_seed``) matches, else None."""
+    end = off + 8
+    if end > len(data):
+        return None
+    length = int.from_bytes(data[off:off + 4], "little")
+    crc = int.from_bytes(data[off + 4:end], "little")
+    body = data[end:end + length]
+    if length > _MAX_RECORD or len(body) != length or zlib.crc32(body, crc_seed) != crc:
+        return None
+    return body
+
+
+def stale_generation(data: bytes, off: int, generation: int) -> int | None:
+    """The older generation (one of the ``STALE_LOOKBACK`` before ``generation``, or the
+    legacy unseeded one, as -1) whose whole record sits at ``off``, or None."""
+    for g in range(generation - 1, max(-1, generation - 1 - STALE_LOOKBACK), -1):
+        if _checked(data, off, seed(g)) is not None:
+            return g
+    return -1 if _checked(data, off, 0) is not None else None
+
+
 def generation(data: bytes) -> int:
-    """The generation of a journal file's bytes."""
+    """The generation in a journal file's header."""
     return int.from_bytes(data[len(MAGIC):HEADER], "little")
 
 
-def read_journal(path: Path) -> list[JournalRecord]:
-    """The whole records of a journal file, read only (another process may be writing it)."""
+def _header(data: bytes, path: Path) -> bool:
+    """Whether a journal file's bytes are a legacy (unseeded) one; raises when they are not a
+    journal at all."""
+    if len(data) < HEADER or data[:len(MAGIC)] not in (MAGIC, LEGACY_MAGIC):
+        raise DecodeError(f"{path}: not a Cairn journal (bad magic {data[:len(MAGIC)]!r})")
+    return data.startswith(LEGACY_MAGIC)
+
+
+def read_journal(path: Path, current: int | None = None) -> list[JournalRecord]:
+    """The whole records of a journal file, read only (another process may be writing it), as
+    generation ``current`` (the database's; the file's header when None)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    if not data.startswith(MAGIC) or len(data) < HEADER:
-        raise DecodeError(f"{path}: not a Cairn journal")
-    return scan(data[HEADER:])[0]
+    legacy = _header(data, path)
+    gen = generation(data) if current is None else current
+    return scan(data[HEADER:], 0 if legacy and current is None else seed(gen))[0]
 
 
 class Journal:
-    """An append-only file of records; ``sync=True`` fsyncs every write."""
+    """An append-only file of records; ``sync=True`` fsyncs every write.
+
+    Its records are read and written as generation :attr:`generation`: the file header's
+    until :meth:`adopt` sets the database's."""
 
     def __init__(self, path: Path, *, sync: bool = False) -> None:
         self.path = path
         self.sync = sync
         self.damaged: list[tuple[int, Path]] = []  # (offset, where the rest was kept)
+        self.stale: list[tuple[int, int, int]] = []  # (offset, generation, bytes cut off)
         if not path.exists() or path.stat().st_size == 0:
             with open(path, "wb") as f:
                 f.write(MAGIC + bytes(8))
@@ -187,20 +244,40 @@ class Journal:
         # that a later seek or truncate would flush to the file after all
         self._f = open(path, "r+b", buffering=0)  # noqa: SIM115 (kept open for the store's life)
         head = self._f.read(HEADER)
-        if not head.startswith(MAGIC) or len(head) < HEADER:
+        try:
+            self.legacy = _header(head, path)
+        except DecodeError:
             self._f.close()
-            raise DecodeError(f"{path}: not a Cairn journal (bad magic {head[:8]!r})")
+            raise
         self.generation = generation(head)
         self.size = self._f.seek(0, os.SEEK_END)
 
+    @property
+    def _seed(self) -> int:
+        return 0 if self.legacy else seed(self.generation)
+
+    def adopt(self, current: int) -> None:
+        """Read and write as generation ``current`` (the one the database says its last
+        checkpoint started), whatever the header says (a power cut may have dropped its
+        update)."""
+        self.generation = current
+        self.legacy = False
+
     def records(self) -> list[JournalRecord]:
-        """Every whole record, in order. A record cut short or failing its checksum ends the
-        journal: the file is cut there, and anything after it kept aside and reported."""
+        """Every whole record of this generation, in order. A record cut short or failing its
+        checksum ends the journal: the file is cut there, and anything after it kept aside and
+        reported; records of an older generation (in the database already) are cut off and
+        reported."""
         self._f.seek(HEADER)
-        records, damaged = scan(self._f.read())
+        data = self._f.read()
+        records, damaged = scan(data, self._seed)
         if damaged is not None:
-            self._f.seek(HEADER + damaged)
-            self._cut(HEADER + damaged, self._f.read())
+            old = None if self.legacy else stale_generation(data, damaged, self.generation)
+            if old is None:
+                self._cut(HEADER + damaged, data[damaged:])
+            else:
+                self.stale.append((HEADER + damaged, old, len(data) - damaged))
+                self._truncate(HEADER + damaged)
         self._f.seek(0, os.SEEK_END)
         return records
 
@@ -216,14 +293,19 @@ class Journal:
             if self.sync:
                 os.fsync(f.fileno())
         self.damaged.append((offset, aside))
+        self._truncate(offset)
+
+    def _truncate(self, offset: int) -> None:
         self._f.truncate(offset)
         self._f.seek(0, os.SEEK_END)
         self.size = offset
 
-    def write(self, data: bytes) -> None:
-        """Append records (already encoded): in the OS when this returns, on the disk too
-        with ``sync``."""
+    def write(self, *bodies: bytes) -> None:
+        """Append records (bodies from the ``encode_*`` functions): in the OS when this
+        returns, on the disk too with ``sync``."""
         f = self._f
+        crc_seed = self._seed
+        data = b"".join(frame(b, crc_seed) for b in bodies)
         try:
             f.seek(self.size)
             self._write_all(data)
@@ -244,10 +326,15 @@ class Journal:
             view = view[n:]
 
     def clear(self) -> None:
-        """Empty it (after a checkpoint made everything in it part of the database), and
-        count one more generation."""
+        """Empty it (after a checkpoint made everything in it part of the database, and
+        stored ``generation + 1`` as the database's journal generation), and count one more
+        generation."""
         self.generation += 1
         try:
+            if self.legacy:
+                self._f.seek(0)
+                self._write_all(MAGIC)
+                self.legacy = False
             self._f.seek(len(MAGIC))
             self._write_all(self.generation.to_bytes(8, "little"))
             self._f.truncate(HEADER)

@@ -55,6 +55,7 @@ log = logging.getLogger("cairn.edge")
 LATE = "late"
 DB_NAME = "streams.db"
 JOURNAL_NAME = "streams.journal"
+GENERATION_KEY = "journal_generation"  # state: the journal generation the last checkpoint began
 PAGE_SIZE = 1024  # a checkpoint rewrites each log's last pages: small pages, fewer bytes
 RECENT_FRAMES = 64  # frames looked back through for a redelivered sample
 
@@ -94,6 +95,7 @@ def peek(data_dir: str | Path) -> dict[str, int]:
     journal's commits since its last checkpoint."""
     path = Path(data_dir) / DB_NAME
     lengths: dict[str, int] = {}
+    current: int | None = None
     if path.exists():
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -104,12 +106,15 @@ def peek(data_dir: str | Path) -> dict[str, int]:
                     table = f"l{int(ids[name])}_head"  # a number from the file, checked int
                     row = db.execute(f"SELECT length FROM {table}").fetchone()  # noqa: S608
                     lengths[name] = int(row[0]) if row else 0
+                row = db.execute("SELECT value FROM state WHERE key = ?",
+                                 (GENERATION_KEY,)).fetchone()
+                current = _generation_of(row[0], path) if row else None
             finally:
                 db.close()
         except (sqlite3.DatabaseError, KeyError) as exc:
             raise StreamsError(f"{path}: not readable ({exc})") from None
     try:
-        records = read_journal(Path(data_dir) / JOURNAL_NAME)
+        records = read_journal(Path(data_dir) / JOURNAL_NAME, current)
     except DecodeError as exc:
         raise StreamsError(str(exc)) from None
     names: dict[int, str] = {}
@@ -123,6 +128,13 @@ def peek(data_dir: str | Path) -> dict[str, int]:
                 if name is not None:
                     lengths[name] = max(lengths.get(name, 0), start + len(blocks))
     return lengths
+
+
+def _generation_of(value: object, path: Path) -> int:
+    """The journal generation a database's state holds, checked (the file may be damaged)."""
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise StreamsError(f"{path}: state {GENERATION_KEY} is {value!r}, not a generation")
+    return value
 
 
 class StreamStore:
@@ -168,6 +180,9 @@ class StreamStore:
                     self.journal = Journal(self.dir / JOURNAL_NAME, sync=sync == "full")
                 except DecodeError as exc:
                     raise StreamsError(str(exc)) from None
+                current = self.get_state(GENERATION_KEY)
+                if current is not None:
+                    self.journal.adopt(_generation_of(current, self.dir / DB_NAME))
                 self._replay()
         except BaseException:
             if self.journal is not None:
@@ -208,6 +223,12 @@ class StreamStore:
                         "acknowledged); the bytes from there are kept in %s",
                         self.journal.path, offset, aside)
         self.journal.damaged.clear()
+        for offset, old, size in self.journal.stale:
+            log.warning("%s: %d bytes from byte %d are records of generation %s, from before "
+                        "the last checkpoint (a power cut kept them; the database holds them): "
+                        "cut off", self.journal.path, size, offset,
+                        "legacy" if old < 0 else old)
+        self.journal.stale.clear()
         if not records:
             return
         names: dict[int, tuple[str, str | None]] = {}
@@ -286,6 +307,9 @@ class StreamStore:
             return
         self._check_open()
         try:
+            if self.journal is not None:  # the generation the emptied journal is read as
+                self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                                (GENERATION_KEY, self.journal.generation + 1))
             self.shared.release()
             if self.journal is not None:
                 self.journal.clear()
@@ -381,17 +405,17 @@ class StreamStore:
         try:
             with self.shared.transaction():  # joins the held one
                 result = self._commit(batches)
-            out = bytearray()
+            bodies = []
             appends = []
             for name, start, blocks in self._tick:
                 index = self._jindex.get(name)
                 if index is None:
                     index = self._jindex[name] = len(self._jindex)
-                    out += encode_stream(index, name, self.units.get(name))
+                    bodies.append(encode_stream(index, name, self.units.get(name)))
                 appends.append((index, start, blocks))
             if appends:
-                out += encode_tick(appends)
-                journal.write(bytes(out))  # the commit is durable here
+                bodies.append(encode_tick(appends))
+                journal.write(*bodies)  # the commit is durable here
             self.shared.settle()
         except sqlite3.Error as exc:  # the database refused (full, failing): name it
             self._stop(exc)

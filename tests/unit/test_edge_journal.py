@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cairn.frames import Frame, Sample
-from cairn_edge.journal import HEADER, MAGIC, Journal, encode_stream, encode_tick, read_journal
+from cairn_edge.journal import (
+    HEADER,
+    LEGACY_MAGIC,
+    MAGIC,
+    Journal,
+    encode_state,
+    encode_stream,
+    encode_tick,
+    frame,
+    read_journal,
+    seed,
+)
 from cairn_edge.streams import JOURNAL_NAME, StreamsError, StreamStore, peek, stream_log_key
 
 SEED = bytes(range(32))
@@ -117,7 +129,7 @@ def test_a_torn_last_record_ends_the_journal_and_is_kept_aside(
         s.commit(tick(k))
     crash(s)
     with open(tmp_path / JOURNAL_NAME, "ab") as f:
-        f.write(encode_tick([(0, 4, [b"never acknowledged"])])[:-3])  # cut short
+        f.write(frame(encode_tick([(0, 4, [b"never acknowledged"])]), seed(0))[:-3])  # cut
     with caplog.at_level(logging.WARNING, "cairn.edge"):
         again = StreamStore(tmp_path, SEED)
     try:
@@ -136,15 +148,15 @@ def test_a_journal_that_contradicts_the_log_stops_the_open(tmp_path: Path) -> No
     before = (tmp_path / "streams.db").read_bytes()
     other = Frame((Sample("b/s0", "Cel", T0, -1.0),)).encode()
     j = Journal(tmp_path / JOURNAL_NAME)
-    j.write(encode_stream(0, "b/s0", "Cel") + encode_tick([(0, 0, [other])]))
+    j.write(encode_stream(0, "b/s0", "Cel"), encode_tick([(0, 0, [other])]))
     j.close()
     with pytest.raises(StreamsError, match="block 0 in the journal differs"):
         StreamStore(tmp_path, SEED)
     assert (tmp_path / "streams.db").read_bytes() == before  # nothing changed
     # and a journal that skips blocks
-    (tmp_path / JOURNAL_NAME).write_bytes(MAGIC + bytes(8))
+    (tmp_path / JOURNAL_NAME).write_bytes(MAGIC + (1).to_bytes(8, "little"))  # the db's
     j = Journal(tmp_path / JOURNAL_NAME)
-    j.write(encode_stream(0, "b/s0", "Cel") + encode_tick([(0, 5, [other])]))
+    j.write(encode_stream(0, "b/s0", "Cel"), encode_tick([(0, 5, [other])]))
     j.close()
     with pytest.raises(StreamsError, match="continues at block 5, but its log holds 1"):
         StreamStore(tmp_path, SEED)
@@ -175,7 +187,7 @@ def test_a_failed_journal_write_stops_the_store_and_a_restart_recovers(
     want = state_of(s)
     assert s.journal is not None
 
-    def full(data: bytes) -> None:
+    def full(*bodies: bytes) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(s.journal, "write", full)
@@ -270,3 +282,112 @@ def test_a_snapshot_of_a_running_store_holds_every_durable_commit(tmp_path: Path
         assert s.journal is not None and s.journal.generation == 1
     finally:
         s.close()
+
+
+def test_an_older_generation_left_after_the_new_records_is_not_read_as_this_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A power cut that keeps the new generation's records but drops the truncate before them
+    leaves the older generation's records after them, whole. Their stream numbers are the
+    older generation's (0 was b/s1 then, b/s2 now): read as this generation's, b/s1's frame
+    was appended to b/s2 and signed with b/s2's key."""
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit({"b/s1": [Sample("b/s1", "Cel", T0, 1.0)]})
+    s.commit({"b/s1": [Sample("b/s1", "Cel", T0 + 1, 2.0)]})
+    old = (tmp_path / JOURNAL_NAME).read_bytes()
+    s.checkpoint()
+    s.commit({"b/s2": [Sample("b/s2", "Cel", T0, 5.0)]})
+    new = (tmp_path / JOURNAL_NAME).read_bytes()
+    want = state_of(s)
+    crash(s)
+    assert len(old) > len(new) and old[len(new):]  # the older records after the new ones
+    (tmp_path / JOURNAL_NAME).write_bytes(new + old[len(new):])
+    with caplog.at_level(logging.WARNING, "cairn.edge"):
+        again = StreamStore(tmp_path, SEED)
+    try:
+        assert state_of(again) == want
+        assert [f.samples[0].value for f in map(Frame.decode, want["b/s2"][3])] == [5.0]
+        assert "records of generation 0, from before the last checkpoint" in caplog.text
+        assert not list(tmp_path.glob(f"{JOURNAL_NAME}.damaged-*"))  # in the db: not kept
+    finally:
+        again.close()
+
+
+def test_records_are_read_as_the_databases_generation_when_the_header_update_was_lost(
+        tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))
+    s.checkpoint()
+    s.checkpoint()  # (nothing held: no new generation)
+    s.commit(tick(1))
+    s.checkpoint()
+    for k in range(2, 5):
+        s.commit(tick(k))
+    want = state_of(s)
+    assert s.journal is not None and s.journal.generation == 2
+    crash(s)
+    data = bytearray((tmp_path / JOURNAL_NAME).read_bytes())
+    data[len(MAGIC):HEADER] = (1).to_bytes(8, "little")  # the header's last update dropped
+    (tmp_path / JOURNAL_NAME).write_bytes(bytes(data))
+    assert peek(tmp_path) == {f"b/s{j}": 5 for j in range(3)}  # read as the db's too
+    again = StreamStore(tmp_path, SEED)
+    try:
+        assert state_of(again) == want
+    finally:
+        again.close()
+
+
+def test_a_legacy_journal_is_read_unseeded_and_upgraded_at_its_checkpoint(
+        tmp_path: Path) -> None:
+    """A journal an older Cairn wrote (CAIRNJ1: checksums without the generation) after a
+    crash: its commits come back, and the checkpoint makes the file a CAIRNJ2 one."""
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    for k in range(3):
+        s.commit(tick(k))
+        s.set_state("dht_seq", k)
+    want = state_of(s)
+    crash(s)
+    data = (tmp_path / JOURNAL_NAME).read_bytes()
+    legacy, off = bytearray(LEGACY_MAGIC + data[len(MAGIC):HEADER]), HEADER
+    while off < len(data):  # the same records, framed as CAIRNJ1 framed them
+        length = int.from_bytes(data[off:off + 4], "little")
+        legacy += frame(data[off + 8:off + 8 + length])
+        off += 8 + length
+    (tmp_path / JOURNAL_NAME).write_bytes(bytes(legacy))
+    assert peek(tmp_path) == {f"b/s{j}": 3 for j in range(3)}
+    again = StreamStore(tmp_path, SEED, clock=Clock())
+    try:
+        assert state_of(again) == want and again.get_state("dht_seq") == 2
+        assert (tmp_path / JOURNAL_NAME).read_bytes()[:HEADER] == MAGIC + (1).to_bytes(8, "little")
+        again.commit(tick(3))
+    finally:
+        crash(again)
+    last = StreamStore(tmp_path, SEED)
+    try:
+        assert {n: lg.length for n, lg in last.logs.items()} == {f"b/s{j}": 4 for j in range(3)}
+    finally:
+        last.close()
+
+
+def test_a_damaged_generation_in_the_database_is_named(tmp_path: Path) -> None:
+    s = StreamStore(tmp_path, SEED, clock=Clock())
+    s.commit(tick(0))
+    s.close()
+    for bad in ("two", -1, 1.5, 1 << 70):
+        db = sqlite3.connect(tmp_path / "streams.db")
+        db.execute("UPDATE state SET value = ? WHERE key = 'journal_generation'",
+                   (str(bad) if bad == 1 << 70 else bad,))
+        db.commit()
+        db.close()
+        with pytest.raises(StreamsError, match=r"state journal_generation is .*not a generation"):
+            StreamStore(tmp_path, SEED)
+        with pytest.raises(StreamsError, match="state journal_generation is"):
+            peek(tmp_path)
+
+
+def test_encoded_records_are_bodies_that_the_journal_frames(tmp_path: Path) -> None:
+    j = Journal(tmp_path / JOURNAL_NAME)
+    j.write(encode_state("k", [1, 2]))
+    j.close()
+    data = (tmp_path / JOURNAL_NAME).read_bytes()
+    assert data[HEADER:] == frame(encode_state("k", [1, 2]), seed(0))
+    assert frame(b"x", seed(0)) != frame(b"x", seed(1))
