@@ -52,7 +52,7 @@ from cairn.merkle import (
     verify_tree,
     verify_upgrade,
 )
-from cairn.messages import Data, DataBlock, Node, Request, encode_data
+from cairn.messages import Data, Node, Request, encode_data
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
@@ -538,7 +538,7 @@ class Log:
                 f"block request is for fork {request.fork}, log is at fork {self.fork}"
             )
         head = self._head
-        data = generate_proof(
+        return generate_proof(
             self._storage,
             fork=head.fork,
             length=head.length,
@@ -549,14 +549,10 @@ class Log:
             hash=request.hash,
             seek=request.seek,
             upgrade=request.upgrade,
+            request_id=request.id,
+            value=None if request.block is None else self.get(request.block.index),
+            manifest=self._meta.manifest if request.manifest and not self._meta.compat else None,
         )
-        if data.block is not None:
-            data = replace(
-                data,
-                block=DataBlock(data.block.index, self.get(data.block.index), data.block.nodes),
-            )
-        manifest = self._meta.manifest if request.manifest and not self._meta.compat else None
-        return replace(data, request=request.id, manifest=manifest)
 
     def _signature_ok(
         self,

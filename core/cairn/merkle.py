@@ -384,9 +384,57 @@ def generate_proof(
     hash: RequestBlock | None = None,
     seek: RequestSeek | None = None,
     upgrade: RequestUpgrade | None = None,
+    request_id: int = 0,
+    value: bytes | None = None,
+    manifest: bytes | None = None,
 ) -> Data:
-    """The proof hypercore sends for a request (block value left ``None`` for the caller)."""
+    """The proof hypercore sends for a request: ``request_id``, the block's ``value`` and the
+    ``manifest`` go into the message as given (the block's value is the caller's to read)."""
+    if length == 0:
+        return Data(request_id, fork, manifest=manifest)
+    if block is not None and hash is None and seek is None and upgrade is None:
+        return _block_proof(source, fork, length, block, request_id, value, manifest)
+    return _general_proof(source, fork=fork, length=length, byte_length=byte_length, roots=roots,
+                          signature=signature, block=block, hash=hash, seek=seek,
+                          upgrade=upgrade, request_id=request_id, value=value,
+                          manifest=manifest)
 
+
+def _block_proof(source: NodeSource, fork: int, length: int, block: RequestBlock,
+                 request_id: int, value: bytes | None, manifest: bytes | None) -> Data:
+    """A plain block request (all a downloader sends after its first): what
+    :func:`_general_proof` makes of it, without what it does not need."""
+    index = 2 * block.index
+    if index >= 2 * length:
+        raise InvalidRequestError(f"node {index} is outside length {length}")
+    root = _nodes_to_root(index, block.nodes, 2 * length)
+    proof: list[Node] = []
+    i, off, factor = index, block.index, 2
+    while i != root:  # the sibling, then up to the parent (flat_tree.Iterator's moves)
+        proof.append(_need(source, i - factor if off & 1 else i + factor))
+        i = i - factor // 2 if off & 1 else i + factor // 2
+        off >>= 1
+        factor <<= 1
+    return Data(request_id, fork, DataBlock(block.index, value, tuple(proof)), None, None, None,
+                manifest)
+
+
+def _general_proof(
+    source: NodeSource,
+    *,
+    fork: int,
+    length: int,
+    byte_length: int,
+    roots: Sequence[Node],
+    signature: bytes | None,
+    block: RequestBlock | None,
+    hash: RequestBlock | None,
+    seek: RequestSeek | None,
+    upgrade: RequestUpgrade | None,
+    request_id: int,
+    value: bytes | None,
+    manifest: bytes | None,
+) -> Data:
     def get(i: int) -> Node:
         return _need(source, i)
 
@@ -395,8 +443,6 @@ def generate_proof(
     to = frm + upgrade.length * 2 if upgrade else head
     node = _normalize(block, hash)
 
-    if head == 0:
-        return Data(fork=fork)
     if upgrade is not None and (frm >= to or to > head):
         raise InvalidRequestError(
             f"invalid upgrade {upgrade.start}+{upgrade.length} for length {length}"
@@ -433,7 +479,7 @@ def generate_proof(
     if block is not None:
         if p.node is None:
             raise InvalidRequestError("invalid block request")
-        data_block = DataBlock(block.index, None, tuple(p.node))
+        data_block = DataBlock(block.index, value, tuple(p.node))
     elif hash is not None:
         if p.node is None:
             raise InvalidRequestError("invalid hash request")
@@ -448,7 +494,7 @@ def generate_proof(
             tuple(p.additional or ()),
             signature,
         )
-    return Data(0, fork, data_block, data_hash, data_seek, data_upgrade, None)
+    return Data(request_id, fork, data_block, data_hash, data_seek, data_upgrade, manifest)
 
 
 # -- proof verification ----------------------------------------------------------------------------

@@ -401,3 +401,38 @@ def test_a_replica_in_a_shared_database(tmp_path: Path) -> None:
             assert all(r.get(i) == w.get(i) for i in (3, 17, 29))
         finally:
             shared.close()
+
+
+def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
+        tmp_path: Path) -> None:
+    """``generate_proof`` answers a request with only a block (what a downloader sends after
+    its first request) by ``_block_proof``; it must be the general path's answer, errors
+    included, for every block, every ``nodes`` and lengths that are and are not powers of 2."""
+    from cairn import merkle
+
+    seen: set[str] = set()
+    for n in (1, 2, 7, 16, 45):
+        lg = make_writer(tmp_path / f"w{n}.db", n)
+        st, head = lg._storage, lg._head
+        for i in range(n + 2):
+            for nodes in range(8):
+                got: object
+                want: object
+                try:
+                    got = merkle._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
+                                              9, b"v", None)
+                except InvalidRequestError as exc:
+                    got = str(exc)
+                try:
+                    want = merkle._general_proof(
+                        st, fork=head.fork, length=head.length, byte_length=head.byte_length,
+                        roots=lg._roots, signature=head.signature, block=RequestBlock(i, nodes),
+                        hash=None, seek=None, upgrade=None, request_id=9, value=b"v",
+                        manifest=None)
+                except InvalidRequestError as exc:
+                    want = str(exc)
+                assert got == want, (n, i, nodes)
+                seen.add("error" if isinstance(got, str) else f"{len(got.block.nodes)} nodes"
+                         if got.block else "?")
+        lg.close()
+    assert {"error", "0 nodes", "1 nodes", "3 nodes", "5 nodes"} <= seen, seen
