@@ -76,9 +76,10 @@ class _Link:
         if data:
             self.writer.write(data)
             self._last_sent = time.monotonic()
-            # a peer that does not read what we send is a peer we stop sending to
-            async with asyncio.timeout(self.idle_timeout):
-                await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # (else all went to the socket)
+                # a peer that does not read what we send is a peer we stop sending to
+                async with asyncio.timeout(self.idle_timeout):
+                    await self.writer.drain()
 
     async def _event(self) -> Handshaken | Message | Closed | None:
         """The next event; None when it is time to look at our logs again (``poll``)."""

@@ -61,6 +61,8 @@ from cairn.replication.wire import (
 
 __all__ = ["CapabilityError", "Session", "SessionStats"]
 
+_REQUEST = int(MessageType.REQUEST)
+_DATA = int(MessageType.DATA)
 log = logging.getLogger(__name__)
 
 WINDOW = 64  # block requests in flight
@@ -336,12 +338,12 @@ class Session:
             raise
 
     def _receive(self, kind: int, payload: bytes) -> None:
-        if kind == MessageType.SYNC:
-            self._on_sync(decode_sync(payload))
-        elif kind == MessageType.REQUEST:
+        if kind == _REQUEST:  # the two a transfer is made of first, as plain ints
             self._on_request(decode_request(payload))
-        elif kind == MessageType.DATA:
+        elif kind == _DATA:
             self._on_data(payload)
+        elif kind == MessageType.SYNC:
+            self._on_sync(decode_sync(payload))
         elif kind == MessageType.NO_DATA:
             self._on_no_data(decode_no_data(payload))
         elif kind == MessageType.RANGE:
