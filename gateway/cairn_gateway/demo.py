@@ -194,40 +194,36 @@ class Proxy:
         self._call(down())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.server is None:  # accepted as the path was cut: it is cut too
-            writer.transport.abort()
-            return
+        up_w: asyncio.StreamWriter | None = None
         self.conns.add(writer)  # at once: a cut while the upstream connects drops it too
         try:
-            up_r, up_w = await asyncio.open_connection(*self.target)
-        except OSError:  # the edge is down: so is this connection
-            writer.transport.abort()
-            self.conns.discard(writer)
-            return
-        except BaseException:  # the loop stops: nothing left open
-            writer.transport.abort()
-            self.conns.discard(writer)
-            raise
-        if self.server is None or writer not in self.conns:  # cut while connecting
-            up_w.transport.abort()
-            writer.transport.abort()
-            return
-        self.conns.add(up_w)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            if self.server is None:  # accepted as the path was cut: it is cut too
+                return
             try:
-                while data := await r.read(65536):
-                    self.relayed += len(data)
-                    w.write(data)
-                    await w.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                w.transport.abort()
+                up_r, up_w = await asyncio.open_connection(*self.target)
+            except OSError:  # the edge is down: so is this connection
+                return
+            if self.server is None or writer not in self.conns:  # cut while connecting
+                return
+            self.conns.add(up_w)
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.discard(writer)
-        self.conns.discard(up_w)
+            async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await r.read(65536):
+                        self.relayed += len(data)
+                        w.write(data)
+                        await w.drain()
+                except (OSError, asyncio.IncompleteReadError):
+                    pass
+                finally:
+                    w.transport.abort()  # the other direction ends too
+
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        finally:  # every way out (a cut, an error, the loop shutting down) closes both ends
+            for w in (writer, up_w):
+                if w is not None:
+                    w.transport.abort()
+                    self.conns.discard(w)
 
 
 @dataclass
@@ -503,7 +499,20 @@ class Demo:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)
         if not self.loop.is_running() and not self.loop.is_closed():
+            self._finish_loop()
             self.loop.close()
+
+    def _finish_loop(self) -> None:
+        """Cancel what still runs on the demo's (stopped) loop and let it finish, then let the
+        closed transports close their sockets: a task dropped with the loop leaves them open."""
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for _ in range(3):  # aborted transports close their sockets in the next iterations
+            self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
 
 
 def wipe(data: Path) -> None:
