@@ -308,8 +308,7 @@ class StreamStore:
         self._check_open()
         try:
             if self.journal is not None:  # the generation the emptied journal is read as
-                self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
-                                (GENERATION_KEY, self.journal.generation + 1))
+                self._put_state(GENERATION_KEY, self.journal.generation + 1)
             self.shared.release()
             if self.journal is not None:
                 self.journal.clear()
@@ -369,6 +368,10 @@ class StreamStore:
             except OSError as exc:
                 self._stop(exc)
                 raise
+        self._put_state(key, value)
+
+    def _put_state(self, key: str, value: object) -> None:
+        """Write one state row in the open transaction (not journaled: the callers do that)."""
         self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     # -- streams -------------------------------------------------------------------------------
