@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -76,6 +78,23 @@ def _debian_tool(command: str, path: Path, package: str) -> Path:
 def mosquitto_path() -> Path:
     """The `mosquitto` broker executable (not started; a test starts its own on port 0)."""
     return _debian_tool("mosquitto", MOSQUITTO_SBIN, "mosquitto")
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left() -> Iterator[None]:
+    """Every edge agent a test started (``tests.integration.test_edge_mqtt.EdgeProcess``) is
+    killed after the test, pass or fail: no test leaves a process running."""
+    yield
+    module = sys.modules.get("tests.integration.test_edge_mqtt")
+    if module is None:  # no test of this run started one
+        return
+    while module.EdgeProcess.running:
+        e = module.EdgeProcess.running.pop()
+        if e.proc is not None and e.proc.poll() is None:
+            e.proc.kill()
+            e.proc.wait(module.WAIT)
+        if e.log is not None and not e.log.closed:
+            e.log.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,10 @@ messages (in the order they arrived). A message the agent did not acknowledge be
 is delivered again by the broker (persistent session, fixed client id); the stream store knows a
 redelivered sample from a new one. The replication server serves every stream log to the
 gateways in the config (by Noise static key), and logs made later as new streams appear.
+
+Stopping (:meth:`Agent.stop`, what SIGTERM calls) commits and acknowledges what is buffered and
+returns, however much the broker still has queued for us: the consumer lets the event loop run
+every few hundred messages, so a flood cannot hold a signal back.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ CONNACK_TIMEOUT = 5.0  # seconds to wait for the broker's answer to a version 5 
 ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records live ~20 min)
 QUOTA_EVERY = 10  # commits between disk quota checks
 EDGE_SEGMENT_CACHE = 2 << 20  # bytes of decoded log segments kept (see cairn.storage)
+YIELD_EVERY = 256  # messages handled before the consumer lets the event loop run
 
 
 def record_key_pair(seed: bytes) -> KeyPair:
@@ -243,6 +248,8 @@ class Agent:
         self.cleared = 0  # blocks whose data the disk quota cleared
         self._commits = 0
         self._dirty = asyncio.Event()
+        self._stopping = False
+        self._queue: asyncio.Queue[Delivery | None] | None = None
 
     def _floor(self) -> float:
         """No sample before the config's floor, nor from long before our last start."""
@@ -257,7 +264,10 @@ class Agent:
     async def run(self, *, ready: Callable[[Agent], None] | None = None) -> None:
         """Ingest, commit and serve until cancelled."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._queue = queue
+        if self._stopping:
+            queue.put_nowait(None)
         self.mqtt = ingest = MqttIngest(self.config,
                                         lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
         address: asyncio.Future[tuple[str, int]] = loop.create_future()
@@ -330,30 +340,52 @@ class Agent:
             self._dirty.set()
         self._said()
 
-    async def _consume(self, queue: asyncio.Queue[Delivery], ingest: MqttIngest) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Stop soon, whatever the broker still holds for us: the loop commits and acknowledges
+        what it has buffered and returns; what is still queued unread was not acknowledged, so
+        the broker delivers it again after a restart. Safe from a signal handler on the loop.
+
+        (Cancelling :meth:`run` works too, but on Python 3.11 ``asyncio.wait_for`` returns a
+        result that arrived with the cancellation and drops the cancellation: under a flood a
+        SIGTERM handled by ``task.cancel`` was lost that way.)"""
+        self._stopping = True
+        if self._queue is not None:
+            self._queue.put_nowait(None)  # wakes a consumer waiting on an empty queue
+
+    async def _consume(self, queue: asyncio.Queue[Delivery | None], ingest: MqttIngest) -> None:
         pipeline = self.pipeline
-        while True:
+        while not self._stopping:
             wait = pipeline.due() - self.clock()
-            try:
-                if wait == float("inf"):
-                    d = await queue.get()
-                elif wait > 0:
-                    d = await asyncio.wait_for(queue.get(), wait)
-                else:
+            d: Delivery | None = None
+            if wait > 0:
+                try:
+                    # asyncio.timeout, not wait_for: it never drops a cancellation
+                    async with asyncio.timeout(None if wait == float("inf") else wait):
+                        d = await queue.get()
+                except TimeoutError:
                     d = None
-            except TimeoutError:
-                d = None
-            while d is not None:
+            n = 0
+            while d is not None and not self._stopping:
                 pipeline.submit(d.topic, d.payload, d.content_type, d.token)
+                if pipeline.due() <= self.clock():
+                    break
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    # a queue that never empties (a flood) must not hold the loop: signals,
+                    # the replication server and the metrics run between these
+                    await asyncio.sleep(0)
                 try:
                     d = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     d = None
-                if pipeline.due() <= self.clock():
-                    break
             ingest.ack(pipeline.ready())
             if pipeline.due() <= self.clock():
                 self._commit(ingest)
+            await asyncio.sleep(0)
 
     def _said(self) -> None:
         if self.on_status is not None:

@@ -123,8 +123,16 @@ def run(config_path: Path, status_lines: bool) -> None:
     async def main() -> None:
         task = asyncio.create_task(agent.run(ready=ready))
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            # the first signal: commit what is held, then exit; a second: stop now (what
+            # was not acknowledged comes again from the broker)
+            if agent.stopping:
+                task.cancel()
+            agent.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

@@ -43,18 +43,6 @@ def broker(tmp_path: Path, mosquitto_path: Path) -> Iterator[Mosquitto]:
         yield m
 
 
-@pytest.fixture(autouse=True)
-def _no_agent_left() -> Iterator[None]:
-    yield
-    while EdgeProcess.running:
-        e = EdgeProcess.running.pop()
-        if e.proc is not None and e.proc.poll() is None:
-            e.proc.kill()
-            e.proc.wait(WAIT)
-        if e.log is not None and not e.log.closed:
-            e.log.close()
-
-
 class EdgeProcess:
     """``cairn edge run --status-lines`` in a child process, its stdout read by a thread."""
 
@@ -132,10 +120,18 @@ class EdgeProcess:
         self.log.close()
 
     def stop(self) -> dict[str, Any]:
+        """SIGTERM, and the agent must be gone within WAIT seconds (it is killed if not, so no
+        test leaves one behind)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(WAIT)
-        self.log.close()
+        try:
+            self.proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+            raise AssertionError(f"the agent did not exit within {WAIT:g} s of SIGTERM") from None
+        finally:
+            self.log.close()
         final = {}
         while (item := self.lines.get(timeout=WAIT)) is not None:
             final = item

@@ -19,7 +19,7 @@ from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner, parse_broker
 from tests.integration.test_edge_dht import testnet  # noqa: F401 - a fixture
-from tests.integration.test_edge_mqtt import EdgeProcess, _no_agent_left, routed  # noqa: F401
+from tests.integration.test_edge_mqtt import EdgeProcess, routed
 
 pytestmark = pytest.mark.integration
 

