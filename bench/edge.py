@@ -28,8 +28,8 @@ from pathlib import Path
 
 from bench_table import Row, print_tables
 from cairn.brokers import parse_broker
+from cairn.fleet.identity import new_seed
 from cairn_edge.adapters import DEFAULT_ROUTES
-from cairn_edge.keys import new_seed
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet, Outgoing

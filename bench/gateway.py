@@ -41,9 +41,9 @@ from pathlib import Path
 
 from bench_table import Row, print_tables
 from cairn.crypto import derive_stream_key_pair, random_key_pair
+from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
 from cairn.log import Log
-from cairn_edge.record import DeviceRecord
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
 
@@ -120,7 +120,7 @@ def live_refresh(devices: int = 100, rounds: int = 5) -> list[float]:
 async def _refresh(port: int, devices: int, rounds: int) -> list[float]:
     from cairn.crypto import key_pair
     from cairn.dht.api import DHT
-    from cairn_edge.record import LatestReading, decode_record, encode_record
+    from cairn.fleet.record import LatestReading, decode_record, encode_record
 
     gw = random_key_pair()
     keys = [key_pair(bytes([i % 256, i // 256]) * 16) for i in range(devices)]

@@ -16,6 +16,8 @@ import cbor2
 from cairn.dht import messages as dm
 from cairn.dht import records as dr
 from cairn.encoding import write_buffer, write_string, write_uint
+from cairn.fleet.record import DeviceRecord, LatestReading, encode_record
+from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame, Sample
 from cairn.messages import Request, RequestBlock, RequestUpgrade, encode_data, encode_request
 from cairn.replication import protomux, wire
@@ -27,10 +29,8 @@ from cairn.replication.session import (
     EXT_SEEK,
     EXT_SEEK_RESULT,
 )
-from cairn.watermark import encode_watermarks
 from cairn_edge import config as edge_config
 from cairn_edge import journal
-from cairn_edge.record import DeviceRecord, LatestReading, encode_record
 from cairn_gateway import config as gateway_config
 from fuzz import world
 

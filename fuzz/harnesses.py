@@ -26,16 +26,16 @@ from cairn.dht.messages import Command, Request, encode_request, node_id
 from cairn.dht.node import DHTNode
 from cairn.encoding import Reader, decode_all
 from cairn.errors import DecodeError, RemoteError
+from cairn.fleet.record import RecordError, decode_record
+from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.frames import Frame
 from cairn.messages import decode_data, decode_request
 from cairn.replication import protomux, wire
 from cairn.replication.noise import HandshakeError
 from cairn.testing import SeededRandom
-from cairn.watermark import WatermarkError, decode_watermarks
 from cairn_edge import adapters, journal
 from cairn_edge import config as edge_config
 from cairn_edge.adapters import Rejected, Route
-from cairn_edge.record import RecordError, decode_record
 from cairn_gateway import config as gateway_config
 from cairn_gateway.config import ConfigError
 from fuzz import world
@@ -352,7 +352,7 @@ def adapter_homie(data: bytes) -> None:
 
 @harness("device-record", RecordError)
 def device_record(data: bytes) -> None:
-    """cairn_edge.record.decode_record, without a gateway key and with one."""
+    """cairn.fleet.record.decode_record, without a gateway key and with one."""
     with contextlib.suppress(RecordError):
         decode_record(data)
     decode_record(data, world.gateway_key_pair())
@@ -360,7 +360,7 @@ def device_record(data: bytes) -> None:
 
 @harness("watermark", WatermarkError)
 def watermark(data: bytes) -> None:
-    """cairn.watermark.decode_watermarks."""
+    """cairn.fleet.watermark.decode_watermarks."""
     decode_watermarks(data)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import cbor2
 
-from cairn_edge.units import QUANTITY_UNITS
+from cairn.fleet.units import QUANTITY_UNITS
 
 __all__ = [
     "FORMATS",

@@ -32,16 +32,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cairn.brokers import parse_broker
-from cairn.crypto import KeyPair, derive_stream_key_pair, discovery_key
+from cairn.crypto import discovery_key
 from cairn.dht.api import DHT, DHTError
+from cairn.fleet.identity import load_seed, noise_key_pair, record_key_pair
+from cairn.fleet.record import DeviceRecord, LatestReading, encode_record, fleet_topic
+from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
-from cairn.watermark import WatermarkError, decode_watermarks
 from cairn_edge.config import EdgeConfig
-from cairn_edge.keys import load_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
-from cairn_edge.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn_edge.streams import StreamStore
 
 __all__ = ["FLOOR_MARGIN", "Agent", "MqttIngest"]
@@ -55,11 +55,6 @@ ANNOUNCE_EVERY = 300.0  # seconds between announces on the fleet topic (records 
 QUOTA_EVERY = 10  # commits between disk quota checks
 EDGE_SEGMENT_CACHE = 2 << 20  # bytes of decoded log segments kept (see cairn.storage)
 YIELD_EVERY = 256  # messages handled before the consumer lets the event loop run
-
-
-def record_key_pair(seed: bytes) -> KeyPair:
-    """The key pair the device's DHT record is signed with (its identity on the DHT)."""
-    return derive_stream_key_pair(seed, "#record")
 
 
 

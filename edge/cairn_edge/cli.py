@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
+from cairn.fleet.identity import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
-from cairn_edge.keys import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_edge.streams import StreamsError, peek, stream_log_key
 
 __all__ = ["edge", "main"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
 
@@ -193,8 +194,10 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     adv = _get(rep, "advertise", str, "[replication]")
     metrics = _get(health, "metrics", str, "[health]")
     fleet = _get(dht, "fleet", str, "[dht]", "default")
-    if not fleet or len(fleet) > 64:
-        raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
+    try:
+        check_fleet_name(fleet, "[dht].fleet")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     watermarks = hex_keys(_get(dht, "watermarks", list, "[dht]", []), "[dht].watermarks")
     units = _get(val, "units", list, "[validation]", [])
     if not all(isinstance(u, str) and u for u in units):

@@ -18,11 +18,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from cairn.fleet.units import SENML_UNITS
 from cairn.frames import Sample
 from cairn_edge.adapters import Reading, Rejected, Route, decode
 from cairn_edge.config import RangeRule
 from cairn_edge.streams import StreamStore
-from cairn_edge.units import SENML_UNITS
 
 __all__ = ["IngestStats", "Pipeline", "Validator"]
 

@@ -15,20 +15,19 @@ from typing import Any
 
 import click
 
-from cairn_edge.keys import SeedError, init_directory, load_seed, noise_key_pair
+from cairn.fleet.identity import (
+    SeedError,
+    init_directory,
+    load_seed,
+    noise_key_pair,
+    watermark_key_pair,
+)
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.store import Store, StoreError
 
 __all__ = ["gateway", "run_gateway"]
 
 log = logging.getLogger(__name__)
-
-
-def watermark_key_pair(seed: bytes) -> Any:
-    """The key pair the gateway's watermark record is signed with."""
-    from cairn.crypto import derive_stream_key_pair
-
-    return derive_stream_key_pair(seed, "#watermark")
 
 
 def _config(path: Path) -> GatewayConfig:
@@ -268,7 +267,7 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
     from rich.table import Table
 
     from cairn.dht.api import DHT
-    from cairn_edge.record import RecordError, decode_record, fleet_topic
+    from cairn.fleet.record import RecordError, decode_record, fleet_topic
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
@@ -307,7 +306,7 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
         return t
 
     def _unit(stream: str) -> str:
-        from cairn_edge.units import QUANTITY_UNITS
+        from cairn.fleet.units import QUANTITY_UNITS
 
         quantity = stream.rsplit("/", 1)[-1]
         base, dash, number = quantity.rpartition("-")

@@ -24,12 +24,12 @@ from pathlib import Path
 from cairn.crypto import KeyPair, discovery_key
 from cairn.dht.api import DHT
 from cairn.errors import CairnError, DecodeError, ForkError, VerificationError
+from cairn.fleet.record import DeviceRecord, RecordError, decode_record, fleet_topic
+from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame
 from cairn.log import Log
 from cairn.replication.net import download
 from cairn.storage import SharedDB
-from cairn.watermark import encode_watermarks
-from cairn_edge.record import DeviceRecord, RecordError, decode_record, fleet_topic
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.schedule import Schedule
@@ -348,7 +348,7 @@ class Collector:
         return out
 
     async def publish_watermarks(self, dht: DHT, key_pair: KeyPair, seq: int) -> int:
-        """Put the watermark record (see :mod:`cairn.watermark`); returns how many streams."""
+        """Put the watermark record (see :mod:`cairn.fleet.watermark`); returns how many streams."""
         marks = self.watermarks()
         await dht.mutable_put(key_pair, encode_watermarks(int(time.time()), marks), seq)
         return len(marks)

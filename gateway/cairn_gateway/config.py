@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 
 __all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config"]
@@ -110,8 +111,10 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
     if not isinstance(boot, list):
         raise ConfigError("[dht].bootstrap: a list of \"host:port\"")
     fleet = dht.get("fleet", "default")
-    if not isinstance(fleet, str) or not 0 < len(fleet) <= 64:
-        raise ConfigError("[dht].fleet: a name of 1 to 64 characters")
+    try:
+        fleet = check_fleet_name(fleet, "[dht].fleet")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     policies = []
     for where, p in array_of_tables(doc, "policy", source):
         unknown = sorted(set(p) - _KEYS["policy"])

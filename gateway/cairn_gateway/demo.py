@@ -43,7 +43,7 @@ from typing import Any
 import click
 
 from cairn.brokers import parse_broker
-from cairn_edge.keys import load_seed, new_seed, noise_key_pair
+from cairn.fleet.identity import load_seed, new_seed, noise_key_pair
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto, find_mosquitto, free_port
 from cairn_sim.mqtt import Ledger, Runner
@@ -82,7 +82,7 @@ class DemoError(RuntimeError):
 
 
 def _watermark_public_key(seed: bytes) -> bytes:
-    from cairn_gateway.cli import watermark_key_pair
+    from cairn.fleet.identity import watermark_key_pair
 
     return bytes(watermark_key_pair(seed).public_key)
 

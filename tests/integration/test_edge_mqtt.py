@@ -21,11 +21,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cairn.crypto import random_key_pair
+from cairn.fleet.identity import load_seed, new_seed
 from cairn.frames import Frame
 from cairn.log import Log
 from cairn.replication.net import download
 from cairn_edge.adapters import DEFAULT_ROUTES, IGNORED, match_topic
-from cairn_edge.keys import load_seed, new_seed
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto

@@ -85,7 +85,7 @@ def test_the_gateway_service_collects_and_serves(
     import threading
     from urllib.request import urlopen
 
-    from cairn_edge.keys import new_seed, noise_key_pair
+    from cairn.fleet.identity import new_seed, noise_key_pair
     from cairn_sim.mosquitto import free_port
 
     gdir = tmp_path / "gw"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from cairn.crypto import derive_stream_key_pair, random_key_pair
+from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
 from cairn.log import Log
 from cairn.replication.net import serve
-from cairn_edge.record import DeviceRecord
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
 

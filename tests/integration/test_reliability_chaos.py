@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
+from cairn.fleet.identity import load_seed
 from cairn.frames import Frame
-from cairn_edge.keys import load_seed
 from cairn_edge.streams import StreamStore
 from cairn_gateway.demo import Demo
 from cairn_sim.mosquitto import free_port

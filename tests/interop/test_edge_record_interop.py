@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cairn.crypto import random_key_pair
-from cairn_edge.record import decode_record
+from cairn.fleet.record import decode_record
 from cairn_sim.mosquitto import Mosquitto
 from tests.integration.test_edge_dht import publish
 from tests.integration.test_edge_mqtt import EdgeProcess

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cairn.crypto import random_key_pair
+from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
-from cairn_edge.record import DeviceRecord
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
 

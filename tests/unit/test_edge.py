@@ -14,10 +14,10 @@ from typing import Any
 import cbor2
 import pytest
 
+from cairn.fleet.identity import SeedError, load_seed, new_seed, noise_key_pair
 from cairn.frames import Frame, Sample
 from cairn_edge.adapters import DEFAULT_ROUTES, Reading, Rejected, Route, decode, match_topic
 from cairn_edge.config import ConfigError, parse_config
-from cairn_edge.keys import SeedError, load_seed, new_seed, noise_key_pair
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet, Outgoing

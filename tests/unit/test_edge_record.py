@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cairn.crypto import key_pair
-from cairn_edge.record import (
+from cairn.fleet.record import (
     MAX_VALUE,
     DeviceRecord,
     LatestReading,

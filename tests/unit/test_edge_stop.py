@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cairn.fleet.identity import new_seed
 from cairn_edge.agent import Agent, Delivery
 from cairn_edge.config import parse_config
-from cairn_edge.keys import new_seed
 
 
 class _Ingest:

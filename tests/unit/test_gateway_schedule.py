@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cairn.crypto import random_key_pair
 from cairn.errors import VerificationError
-from cairn_edge.record import DeviceRecord
+from cairn.fleet.record import DeviceRecord
 from cairn_gateway.api import make_app
 from cairn_gateway.collect import Collector, Device, SyncResult, _unreachable
 from cairn_gateway.config import TEMPLATE, ConfigError, Policy, parse_config

@@ -16,7 +16,7 @@ import cairn
 
 DIST = "cairn"
 IMPORT_PACKAGES = [
-    "cairn", "cairn.dht", "cairn.replication", "cairn.testing",
+    "cairn", "cairn.dht", "cairn.fleet", "cairn.replication", "cairn.testing",
     "cairn_edge", "cairn_gateway", "cairn_sim",
 ]
 
@@ -132,3 +132,22 @@ def test_every_subpackage_ships_in_the_wheel() -> None:
             rel = init.parent.relative_to(base)
             found.add(".".join([name, *rel.parts]))
     assert found <= listed, f"not listed in pyproject packages: {sorted(found - listed)}"
+
+
+def test_the_gateway_imports_no_edge_module() -> None:
+    """What edges and gateways agree on lives in `cairn.fleet`; a gateway module that reached
+    into `cairn_edge` would tie the gateway to the edge's insides. (The demo runs edges, the
+    broker and the gateway together: it is the one module allowed to import the edge.)"""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "gateway" / "cairn_gateway"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "demo.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "cairn_edge"]
+    assert not found, found
+    assert list(root.rglob("*.py")), root

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cbor2
 import pytest
 
-from cairn.watermark import MAX_VALUE, WatermarkError, decode_watermarks, encode_watermarks
+from cairn.fleet.watermark import MAX_VALUE, WatermarkError, decode_watermarks, encode_watermarks
 
 
 def test_round_trip_and_the_limit() -> None:

@@ -2,8 +2,9 @@
 
 The seed file holds 64 hex digits and a newline, mode 0600. Stream key pairs are derived
 corestore-style from the seed and the stream's name (:func:`cairn.crypto.derive_stream_key_pair`);
-the Noise key pair the edge serves replication with is derived from the seed too, under a name
-no stream can have (``#noise`` is not a SenML name), so a device backs up one file.
+the Noise key pair the edge serves replication with, the device's record key and a gateway's
+watermark key are derived from the seed too, under names no stream can have (``#noise``,
+``#record``, ``#watermark`` are not SenML names), so a device backs up one file.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from pathlib import Path
 
 from cairn.crypto import KeyPair, derive_stream_key_pair
 
-__all__ = ["SeedError", "init_directory", "load_seed", "new_seed", "noise_key_pair"]
+__all__ = ["NOISE_NAME", "RECORD_NAME", "WATERMARK_NAME", "SeedError", "init_directory",
+           "load_seed", "new_seed", "noise_key_pair", "record_key_pair", "watermark_key_pair"]
 
-NOISE_NAME = "#noise"
+# Key derivation names: none can be a stream's name (a SenML name never starts with "#").
+NOISE_NAME = "#noise"  # an edge's or a gateway's Noise static key (replication)
+RECORD_NAME = "#record"  # a device's DHT record key: its identity in the fleet
+WATERMARK_NAME = "#watermark"  # a gateway's watermark record key
 
 
 class SeedError(ValueError):
@@ -76,3 +81,14 @@ def load_seed(path: str | Path) -> bytes:
 def noise_key_pair(seed: bytes) -> KeyPair:
     """The edge's Noise static key pair (what gateways see and what they allow)."""
     return derive_stream_key_pair(seed, NOISE_NAME)
+
+
+def record_key_pair(seed: bytes) -> KeyPair:
+    """The key pair the device's DHT record is signed with: its identity in the fleet (what a
+    gateway enrolls)."""
+    return derive_stream_key_pair(seed, RECORD_NAME)
+
+
+def watermark_key_pair(seed: bytes) -> KeyPair:
+    """The key pair a gateway's watermark record is signed with."""
+    return derive_stream_key_pair(seed, WATERMARK_NAME)

@@ -34,12 +34,19 @@ from nacl.exceptions import CryptoError
 
 from cairn.crypto import KeyPair
 
-__all__ = ["MAX_VALUE", "DeviceRecord", "LatestReading", "RecordError", "decode_record",
-           "encode_record", "fleet_topic"]
+__all__ = ["MAX_VALUE", "DeviceRecord", "LatestReading", "RecordError", "check_fleet_name",
+           "decode_record", "encode_record", "fleet_topic"]
 
 MAX_VALUE = 1000  # hyperdht's limit on a mutable record's value
 VERSION = 1
 _KEY = 32
+
+
+def check_fleet_name(fleet: object, where: str = "fleet") -> str:
+    """The fleet-name rule: a string of 1 to 64 characters. ``ValueError`` naming ``where``."""
+    if not isinstance(fleet, str) or not 0 < len(fleet) <= 64:
+        raise ValueError(f"{where}: a name of 1 to 64 characters")
+    return fleet
 
 
 def fleet_topic(fleet: str) -> bytes:
