@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from cairn.errors import StorageError
 from cairn.fleet.identity import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
@@ -164,6 +165,8 @@ def run(config_path: Path, status_lines: bool) -> None:
         agent = Agent(cfg, on_status=said if status_lines else None)
     except (SeedError, StreamsError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    except StorageError as exc:  # a damaged file under the store (a bad sector)
+        raise click.ClickException(f"{exc} (cairn edge verify lists what is damaged)") from None
 
     def ready(a: Agent) -> None:
         print(json.dumps({"ready": True, "replication": a.replication_address,

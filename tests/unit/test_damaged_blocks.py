@@ -42,13 +42,13 @@ def flip_block(path: Path, index: int, *, table: str = "segments") -> None:
     db = sqlite3.connect(path)
     try:
         start, sizes_raw, blob = db.execute(
-            f"SELECT start, sizes, data FROM {table} WHERE start <= ? "  # noqa: S608
+            f"SELECT start, sizes, data FROM {table} WHERE start <= ? "
             "ORDER BY start DESC LIMIT 1", (index,)).fetchone()
         sizes = array("I")
         sizes.frombytes(sizes_raw)
         off = sum(sizes[: index - start]) + sizes[index - start] // 2
         blob = blob[:off] + bytes([blob[off] ^ 0x40]) + blob[off + 1:]
-        db.execute(f"UPDATE {table} SET data = ? WHERE start = ?", (blob, start))  # noqa: S608
+        db.execute(f"UPDATE {table} SET data = ? WHERE start = ?", (blob, start))
         db.commit()
     finally:
         db.close()

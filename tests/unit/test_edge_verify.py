@@ -155,3 +155,33 @@ def status_of(book: DamageBook) -> dict[str, object]:
             "commits": 0, "dht_publishes": 0, "dht_announces": 0, "cleared_blocks": 0,
             "streams": dict.fromkeys(NAMES, 40), "disk_bytes": 0, "broker_connected": False,
             "damaged_blocks": book.current()}
+
+
+def test_run_refuses_a_damaged_last_frame_in_one_line(edge_dir: Path) -> None:
+    """Known limit: the agent reads each stream's last frame at start (its time orders what
+    comes next); a damaged one stops it, with one line naming the block, not a traceback."""
+    damage(edge_dir, NAMES[1], 39)
+    r = CliRunner().invoke(main, ["edge", "run", "--config", str(edge_dir / "edge.toml")])
+    assert r.exit_code == 1
+    *logged, error = r.output.strip().splitlines()  # the log's warning, then the error
+    assert error.startswith("Error: ") and "Traceback" not in r.output, r.output
+    assert "block 39 is damaged" in error and "cairn edge verify" in error
+    assert all("WARNING" in x for x in logged)
+    code, out = verify(edge_dir)
+    assert code == 1 and "damaged blocks (1): 39" in out
+
+
+def test_a_late_reading_next_to_a_damaged_frame_is_kept(edge_dir: Path) -> None:
+    """The duplicate check reads a stream's last frames: one of them damaged does not fail the
+    commit (found in review: DamagedBlockError escaped and stopped the agent); the reading is
+    kept in the late log."""
+    damage(edge_dir, NAMES[0], 38)
+    store = StreamStore(edge_dir / "data", load_seed(edge_dir / "device.seed"),
+                        checkpoint_interval=0)
+    try:
+        r = store.commit({NAMES[0]: [Sample(NAMES[0], "Cel", T0 + 37.5, 1.0)]})
+        assert r.late == 1 and r.duplicates == 0
+        assert store.logs[f"{NAMES[0]}/late"].length == 1
+        assert store.logs[NAMES[0]].damaged == {38}
+    finally:
+        store.close()
