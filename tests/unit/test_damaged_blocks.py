@@ -16,7 +16,7 @@ import pytest
 
 from cairn import crypto
 from cairn.encoding import write_uint
-from cairn.errors import DamagedBlockError, StorageError
+from cairn.errors import DamagedBlockError, DecodeError, StorageError
 from cairn.log import Log
 from cairn.replication.session import EXT_DAMAGED
 from cairn.replication.wire import Extension, MessageType, encode_extension
@@ -170,3 +170,17 @@ def test_a_damaged_claim_for_a_block_not_asked_is_ignored(tmp_path: Path) -> Non
         shuttle(w, r)
         assert r.remote_damaged == set() and r.refused == set()
         assert all(replica.has(i) for i in range(20))
+
+
+@pytest.mark.parametrize("message", [b"", b"\xff", b"\xfd\x01"])
+def test_a_malformed_damaged_claim_is_a_remote_error(tmp_path: Path, message: bytes) -> None:
+    """Bytes from a peer: a claim that does not decode ends the channel as any bad message does
+    (DecodeError, a RemoteError), never another exception."""
+    with Log.create(tmp_path / "w.db", crypto.key_pair(SEED)) as writer, \
+            Log.replica(tmp_path / "r.db", writer.key) as replica:
+        writer.append(make_blocks()[:3])
+        _, r = connect(writer, replica)
+        with pytest.raises(DecodeError):
+            r.receive(int(MessageType.EXTENSION),
+                      encode_extension(Extension(EXT_DAMAGED, message)))
+        assert r.remote_damaged == set()
