@@ -12,6 +12,8 @@
      │    └── ForkError          two valid signatures disagree: the writer forked; the replica
      │                           is frozen and the evidence kept
      └── StorageError            a file on disk is damaged or not ours (truncated, flipped bytes)
+          └── DamagedBlockError  one held block's data no longer matches its leaf hash (a bad
+                                 sector): that block cannot be served, the rest of the log can
 
 A decoder fed arbitrary bytes raises only :class:`DecodeError` (a :class:`RemoteError`).
 Wire error codes are ``IntEnum`` values of their protocol modules, apart from these exceptions.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "CairnError",
+    "DamagedBlockError",
     "DecodeError",
     "ForkError",
     "LocalError",
@@ -69,3 +72,12 @@ class ForkError(RemoteError):
 
 class StorageError(CairnError):
     """A file on disk is damaged, truncated or not a Cairn file."""
+
+
+class DamagedBlockError(StorageError):
+    """One held block's data no longer matches its stored leaf hash (a bad sector, a flipped
+    byte): it cannot be served or read; the other blocks and the tree still can."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index

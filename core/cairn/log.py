@@ -35,6 +35,7 @@ from cairn.crypto import (
 )
 from cairn.crypto import key_pair as key_pair_of_seed
 from cairn.errors import (
+    DamagedBlockError,
     DecodeError,
     ForkError,
     NotAvailableError,
@@ -91,6 +92,9 @@ class Log:
         self._head = head
         self._roots: list[Node] = root_nodes(storage, head.length) if head.length else []
         self._bitfield = Bitfield()
+        # held blocks found damaged by a read since the log was opened, and who to tell
+        self.damaged: set[int] = set()
+        self.on_damage: Callable[[Log, int], None] | None = None
         self._check_head()
         for start, count in storage.block_ranges():
             if start < 0 or start + count > head.length:
@@ -335,11 +339,29 @@ class Log:
             raise NotAvailableError(f"block {index} is not held (length {self.length})")
         row = self._storage.get_block(index)
         if row is None:
-            raise StorageError(f"{self.path}: block {index} is missing from storage")
+            raise self._damaged(index, "missing from storage")
         data, digest = row
         if leaf_hash(data) != digest:
-            raise StorageError(f"{self.path}: block {index} is damaged (hash mismatch)")
+            raise self._damaged(index, "hash mismatch")
         return data
+
+    def _damaged(self, index: int, why: str) -> DamagedBlockError:
+        """A held block that cannot be read back: said once at warning level (a bad sector
+        stays bad: every later read of it fails the same way), remembered in :attr:`damaged`,
+        told to :attr:`on_damage`."""
+        if index not in self.damaged:
+            self.damaged.add(index)
+            log.warning("%s: block %d is damaged (%s): its data no longer matches its leaf "
+                        "hash, it cannot be served", self.path, index, why)
+            if self.on_damage is not None:
+                self.on_damage(self, index)
+        return DamagedBlockError(f"{self.path}: block {index} is damaged ({why})", index)
+
+    def damaged_blocks(self) -> list[int]:
+        """Every held block whose data no longer matches its stored leaf hash (read all of
+        them; a segment that cannot be decoded at all raises :class:`StorageError`)."""
+        return [idx for idx, data, digest in self._storage.iter_blocks(0, 1 << 62)
+                if leaf_hash(data) != digest]
 
     def held_run(self, start: int, limit: int, least: int = 1) -> list[tuple[int, bytes, bytes]]:
         """Up to ``limit`` blocks held contiguously from ``start``, as (index, data, stored leaf
@@ -356,7 +378,7 @@ class Log:
         stop = self.length if end is None else end
         for idx, data, digest in self._storage.iter_blocks(start, stop):
             if leaf_hash(data) != digest:
-                raise StorageError(f"{self.path}: block {idx} is damaged (hash mismatch)")
+                raise self._damaged(idx, "hash mismatch")
             yield idx, data
 
     def seek(self, byte_offset: int) -> tuple[int, int]:
@@ -477,6 +499,7 @@ class Log:
         self._roots = roots
         self._bitfield.set_range(length, max(head.length, length), False)
         self._contiguous = min(self._contiguous, length)
+        self.damaged = {i for i in self.damaged if i < length}
 
     def _delete_from(self, db: Conn, length: int, old_length: int) -> None:
         """Remove blocks and nodes that reach block ``length`` or beyond."""
@@ -508,6 +531,7 @@ class Log:
             self._storage.split_out(db, start, end, keep_leaves=True)
         self._bitfield.set_range(start, end, False)
         self._contiguous = min(self._contiguous, start)
+        self.damaged = {i for i in self.damaged if not start <= i < end}  # no longer held
         return dropped
 
     def held_ranges(self) -> list[tuple[int, int]]:
@@ -929,11 +953,14 @@ class Log:
 
     # -- checking everything ---------------------------------------------------------------
 
-    def verify_all(self) -> VerifyReport:
+    def verify_all(self, damaged: Iterable[int] = ()) -> VerifyReport:
         """Re-verify every held block and node up to the signed head.
 
-        Raises :class:`StorageError` naming the first bad block or node.
+        Raises :class:`StorageError` naming the first bad block or node. Blocks listed in
+        ``damaged`` (found by :meth:`damaged_blocks`) are not checked against their data: the
+        rest of the tree is checked with their stored leaf hashes.
         """
+        skip = frozenset(damaged)
         nodes: dict[int, Node] = {}
         for n in self._storage.iter_nodes():
             if nodes.get(n.index, n) != n:  # a damaged index can land on another node's
@@ -944,7 +971,7 @@ class Log:
         for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
             if idx >= self.length:
                 raise StorageError(f"block {idx} is beyond the signed length {self.length}")
-            if leaf_hash(data) != digest:
+            if idx not in skip and leaf_hash(data) != digest:
                 raise StorageError(f"block {idx} is damaged: its data does not match its hash")
             leaf = Node(2 * idx, len(data), digest)
             known = nodes.get(2 * idx)

@@ -41,6 +41,7 @@ from cairn.log import Log
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
 from cairn_edge.config import EdgeConfig
+from cairn_edge.damage import DamageBook
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 
@@ -232,6 +233,8 @@ class Agent:
                                  commit_interval=config.commit_interval,
                                  commit_samples=config.commit_samples, clock=clock)
         self.served: list[Log] = list(self.store.logs.values())
+        self.damage = DamageBook(config.data_dir)  # blocks found damaged while serving
+        self.damage.watch(self.store.logs)
         self.noise = noise_key_pair(self.seed)
         self.record_keys = record_key_pair(self.seed)
         self.replication_address: tuple[str, int] | None = None
@@ -323,6 +326,7 @@ class Agent:
         for lg in self.store.logs.values():
             if id(lg) not in served:
                 self.served.append(lg)  # a new stream (or one opened again): serve it too
+        self.damage.watch(self.store.logs)
         ingest.ack(tokens)
         self._commits += 1
         if self.config.max_disk and self._commits % QUOTA_EVERY == 0:
@@ -403,12 +407,14 @@ class Agent:
             streams=[(n, self.store.logs[n].key) for n in names], readings=readings)
 
     async def _publish_loop(self) -> None:
-        """Publish the record when readings changed, at most every ``publish_interval``; the
-        seq is stored before each put, so it only grows, across restarts too."""
+        """Publish the record at start and when readings changed, at most every
+        ``publish_interval``; the seq is stored before each put, so it only grows, across
+        restarts too."""
         assert self.dht is not None
         gateways = None if self.config.public else list(self.config.gateways)
         topic = fleet_topic(self.config.fleet)
         next_announce = 0.0
+        self._dirty.set()  # at start, not only after the next reading: findable at once
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -489,4 +495,5 @@ class Agent:
             "dht_publishes": self.publishes,
             "dht_announces": self.announces,
             "cleared_blocks": self.cleared,
+            "damaged_blocks": self.damage.current(),
         }

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from cairn.errors import StorageError
 from cairn.fleet.identity import SeedError, init_directory, load_seed, noise_key_pair
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
+from cairn_edge.damage import read_damage, verify_store
 from cairn_edge.streams import StreamsError, peek, stream_log_key
 
 __all__ = ["edge", "main"]
@@ -72,15 +74,18 @@ def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
               default="edge.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path, as_json: bool) -> None:
-    """Streams, their lengths and the disk they use (read from the data directory, read only:
-    the agent may be running)."""
+    """Streams, their lengths, the disk they use, and the blocks the agent found damaged while
+    serving them (read from the data directory, read only: the agent may be running; `cairn
+    edge verify` checks every block)."""
     cfg = _config(config_path)
     try:
         seed = load_seed(cfg.seed_file)
         lengths = peek(cfg.data_dir)
+        damaged = read_damage(cfg.data_dir)
     except (SeedError, StreamsError) as exc:
         raise click.ClickException(str(exc)) from None
-    streams = {name: {"length": n, "key": stream_log_key(seed, name).hex()}
+    streams = {name: {"length": n, "key": stream_log_key(seed, name).hex(),
+                      "damaged_blocks": damaged.get(name, [])}
                for name, n in lengths.items()}
     disk = sum(p.stat().st_size for p in cfg.data_dir.rglob("*") if p.is_file())
     out = {"streams": streams, "disk_bytes": disk}
@@ -89,7 +94,52 @@ def status(config_path: Path, as_json: bool) -> None:
         return
     click.echo(f"{len(streams)} streams, {disk / 1e6:.1f} MB on disk")
     for name, info in sorted(streams.items()):
-        click.echo(f"{name:<40} {info['length']:>10,} frames")
+        bad = damaged.get(name, [])
+        click.echo(f"{name:<40} {info['length']:>10,} frames"
+                   + (f"  damaged blocks: {_blocks(bad)}" if bad else ""))
+
+
+def _blocks(indexes: list[int]) -> str:
+    """``3, 7..9``: block indexes (sorted) as runs."""
+    runs: list[list[int]] = []
+    for i in indexes:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+@edge.command("verify")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="edge.toml", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def verify(config_path: Path, as_json: bool) -> None:
+    """Check every log of the edge's store: each held block against its leaf hash, then the
+    tree and the signed head. Safe while the agent runs (a copy of the database is checked;
+    commits since the agent's last checkpoint are in its journal, checked when it starts).
+    Prints each stream ok or its damaged blocks; exit 1 when anything is damaged."""
+    cfg = _config(config_path)
+    try:
+        checks = verify_store(cfg.data_dir)
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([{"stream": c.name, "length": c.length, "blocks": c.blocks,
+                                "ok": c.ok, "damaged_blocks": c.damaged, "error": c.error}
+                               for c in checks], indent=2))
+    else:
+        for c in checks:
+            state = "ok" if c.ok else "DAMAGED"
+            click.echo(f"{c.name:<40} {c.length:>10,} frames  {state}")
+            if c.damaged:
+                click.echo(f"  damaged blocks ({len(c.damaged)}): {_blocks(c.damaged)}")
+            if c.error is not None:
+                click.echo(f"  {c.error}")
+        bad = sum(not c.ok for c in checks)
+        click.echo(f"{len(checks)} logs checked, {bad} damaged")
+    if any(not c.ok for c in checks):
+        sys.exit(1)
 
 
 @edge.command("run")
@@ -115,6 +165,8 @@ def run(config_path: Path, status_lines: bool) -> None:
         agent = Agent(cfg, on_status=said if status_lines else None)
     except (SeedError, StreamsError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    except StorageError as exc:  # a damaged file under the store (a bad sector)
+        raise click.ClickException(f"{exc} (cairn edge verify lists what is damaged)") from None
 
     def ready(a: Agent) -> None:
         print(json.dumps({"ready": True, "replication": a.replication_address,

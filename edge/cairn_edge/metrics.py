@@ -49,6 +49,12 @@ class EdgeCollector(Collector):
                                   "that a DHT node stored", value=st["dht_announces"])
         yield CounterMetricFamily("cairn_edge_cleared_blocks", "blocks whose data the disk "
                                   "quota cleared (oldest first)", value=st["cleared_blocks"])
+        damaged = GaugeMetricFamily("cairn_edge_damaged_blocks", "held blocks of each stream "
+                                    "whose data no longer matches its hash (found while "
+                                    "serving; they cannot be served)", labels=["stream"])
+        for stream, blocks in sorted(st.get("damaged_blocks", {}).items()):
+            damaged.add_metric([stream], len(blocks))
+        yield damaged
         length = GaugeMetricFamily("cairn_edge_log_length", "blocks in each stream's log",
                                    labels=["stream"])
         for stream, n in sorted(st["streams"].items()):

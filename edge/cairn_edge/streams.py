@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cairn.crypto import Manifest, derive_stream_key_pair, manifest_hash
-from cairn.errors import CairnError, DecodeError, StorageError
+from cairn.errors import CairnError, DamagedBlockError, DecodeError, StorageError
 from cairn.frames import Frame, Sample, frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
@@ -528,7 +528,12 @@ class StreamStore:
         while i >= 0 and most > 0:
             if not lg.has(i):
                 break
-            frame = frame_at(lg, i)
+            try:
+                frame = frame_at(lg, i)
+            except DamagedBlockError:  # a bad sector (the log said so): its samples cannot be
+                i -= 1                 # compared, so a redelivery of one is kept as late
+                most -= 1
+                continue
             out.update((s.time, s.value) for s in frame.samples)
             if frame.end < since and not name.endswith(f"/{LATE}"):
                 break

@@ -20,7 +20,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
 from cairn_gateway.schedule import EdgeStatus
-from cairn_gateway.store import Store
+from cairn_gateway.store import Store, describe_missing
 
 __all__ = ["MAX_POINTS", "make_app"]
 
@@ -129,10 +129,22 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     @app.get("/api/integrity")
     async def integrity() -> list[dict[str, Any]]:
-        return [{"stream": i, "name": n, "status": st, "stored_blocks": b,
-                 "alert": st != "ok"}
-                for i, n, st, b in conn.execute(
-                    "SELECT id, name, status, stored_blocks FROM streams ORDER BY id")]
+        """Each stream: ``status`` (``ok``, or why its collection stopped), and its holes:
+        ``missing`` (one line: which blocks its edge would not serve, and why, or null),
+        ``missing_blocks`` (how many) and ``missing_ranges`` (``start``, ``stop`` exclusive,
+        ``reason``: ``damaged`` or ``not served``, ``since``). ``alert``: either is not ok."""
+        holes = store.missing()
+        out = []
+        for i, n, st, b in conn.execute(
+                "SELECT id, name, status, stored_blocks FROM streams ORDER BY id"):
+            runs = holes.get(i, [])
+            out.append({"stream": i, "name": n, "status": st, "stored_blocks": b,
+                        "missing": describe_missing((a, z, r) for a, z, r, _ in runs) or None,
+                        "missing_blocks": sum(z - a for a, z, _, _ in runs),
+                        "missing_ranges": [{"start": a, "stop": z, "reason": r, "since": f}
+                                           for a, z, r, f in runs],
+                        "alert": st != "ok" or bool(runs)})
+        return out
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
@@ -150,6 +162,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
                   "# TYPE cairn_gateway_stopped_streams gauge",
                   f"cairn_gateway_stopped_streams {stopped}"]
+        lines += _missing_lines(conn, store)
         status = edges()
         if status:
             names = dict(conn.execute("SELECT record_key, name FROM devices"))
@@ -167,6 +180,23 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _missing_lines(conn: Any, store: Store) -> list[str]:
+    """``cairn_gateway_missing_blocks``: each stream's holes by reason (0 when it has none)."""
+    holes = store.missing()
+    out = ["# HELP cairn_gateway_missing_blocks blocks a stream's edge signed but would not "
+           "serve (reason: damaged on the edge, or not served)",
+           "# TYPE cairn_gateway_missing_blocks gauge"]
+    for i, dn, n in conn.execute("SELECT s.id, d.name, s.name FROM streams s "
+                                 "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+        count: dict[str, int] = {"damaged": 0, "not served": 0}
+        for a, z, r, _ in holes.get(i, []):
+            count[r] = count.get(r, 0) + z - a
+        for reason, k in sorted(count.items()):
+            out.append(f'cairn_gateway_missing_blocks{{device="{_label(dn or "")}",'
+                       f'stream="{_label(n)}",reason="{_label(reason)}"}} {k}')
+    return out
 
 
 def _latest(conn: Any) -> list[tuple[int, str | None, str, str | None, float, Any]]:

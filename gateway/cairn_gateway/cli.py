@@ -23,7 +23,7 @@ from cairn.fleet.identity import (
     watermark_key_pair,
 )
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
-from cairn_gateway.store import Store, StoreError
+from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
 __all__ = ["gateway", "run_gateway"]
 
@@ -383,16 +383,26 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
 def integrity(config_path: Path) -> None:
-    """Each stream: blocks stored, and whether a fork stopped it. Exit 1 if any did."""
+    """Each stream: blocks stored, whether a fork stopped it, and its holes (blocks its edge
+    signed but would not serve: damaged there, or not served). Exit 1 if any stream is
+    stopped or has holes."""
     store = _store(_config(config_path))
     try:
         rows = store.conn.execute(
-            "SELECT name, stored_blocks, status FROM streams ORDER BY name").fetchall()
+            "SELECT id, name, stored_blocks, status FROM streams ORDER BY name").fetchall()
+        holes = store.missing()
     finally:
         store.close()
-    for name, blocks, status in rows:
+    for sid, name, blocks, status in rows:
         click.echo(f"{name:<40} {blocks:>10,} blocks  {status}")
-    if any(status != "ok" for _, _, status in rows):
+        runs = holes.get(sid, [])
+        if runs:
+            n = sum(z - a for a, z, _, _ in runs)
+            click.echo(f"  missing {n:,} blocks: "
+                       f"{describe_missing((a, z, r) for a, z, r, _ in runs)}")
+            for reason in sorted({r for _, _, r, _ in runs}):
+                click.echo(f"    {reason}: {MISSING_REASONS[reason]}")
+    if any(status != "ok" or holes.get(sid) for sid, _, _, status in rows):
         sys.exit(1)
 
 

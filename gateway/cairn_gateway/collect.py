@@ -28,12 +28,12 @@ from cairn.fleet.record import DeviceRecord, RecordError, decode_record, fleet_t
 from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame
 from cairn.log import Log
-from cairn.replication.net import download
+from cairn.replication.net import DownloadResult, download
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.schedule import Schedule
-from cairn_gateway.store import Store
+from cairn_gateway.store import MISSING_REASONS, Store, describe_missing
 
 __all__ = ["Collector", "Device", "SyncResult"]
 
@@ -210,12 +210,13 @@ class Collector:
         feed = None
         if self.worker is not None and self.worker.alive and since is None and until is None:
             feed = _Feed(self.worker, self.store, stream_id, replica)
+        got: DownloadResult | None = None  # a full answer: what the edge would not serve
         try:
             if since is not None or until is not None:
                 await asyncio.wait_for(download(address[0], address[1], replica, self.key_pair,
                                                 since=since, until_time=until), self.timeout)
             else:
-                await asyncio.wait_for(
+                got = await asyncio.wait_for(
                     download(address[0], address[1], replica, self.key_pair, start=0,
                              on_progress=feed.progress if feed is not None else None),
                     self.timeout)
@@ -255,7 +256,31 @@ class Collector:
             result.samples += self.store.ingest(stream_id, run)
             if k == 0 and run and run[0][2].samples:
                 self.store.set_unit(stream_id, run[0][2].samples[0].unit)
+        if got is not None:
+            self._mark_missing(stream_id, name, replica, got)
         return result
+
+    def _mark_missing(self, stream_id: int, name: str, replica: Log,
+                      got: DownloadResult) -> None:
+        """Holes (issue 17 part 6): blocks the edge signed (below its length) that it would
+        not serve, and that the gateway stored neither before (a block the edge cleared
+        because every gateway holds it is no hole), listed on the stream with the reason the
+        edge gave. The stream keeps being collected; a later full answer replaces the list."""
+        refused = [i for i in got.refused if i < replica.length and not replica.has(i)]
+        lacking = set(self.store.missing_blocks(stream_id, refused))
+        damaged = set(got.damaged)
+        runs: list[tuple[int, int, str]] = []
+        for i in refused:
+            if i not in lacking:
+                continue
+            why = "damaged" if i in damaged else "not served"
+            if runs and runs[-1][1] == i and runs[-1][2] == why:
+                runs[-1] = (runs[-1][0], i + 1, why)
+            else:
+                runs.append((i, i + 1, why))
+        for a, b, why in self.store.set_missing(stream_id, runs, time.time()):
+            log.warning("stream %s: missing %s: %s", name, describe_missing([(a, b, why)]),
+                        MISSING_REASONS[why])
 
     async def collect(self, dht: DHT, record_key: bytes,
                       policy: Callable[[str], Policy] | None = None,

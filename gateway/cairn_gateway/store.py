@@ -27,7 +27,8 @@ from sqlite_migrate import Migrations
 
 from cairn.frames import Frame
 
-__all__ = ["MIGRATIONS", "RollupRow", "Series", "Store", "StoreError"]
+__all__ = ["MIGRATIONS", "MISSING_REASONS", "RollupRow", "Series", "Store", "StoreError",
+           "describe_missing"]
 
 MIGRATIONS = Migrations("cairn-gateway")
 
@@ -76,6 +77,36 @@ def m002_samples_at_the_same_time(db: sqlite_utils.Database) -> None:
         DROP TABLE samples;
         ALTER TABLE samples_new RENAME TO samples;
     """)
+
+
+@MIGRATIONS()
+def m005_missing_blocks(db: sqlite_utils.Database) -> None:
+    """Holes: blocks [start, stop) of a stream that its edge signed but would not serve, and
+    why (``damaged``: the edge says its copy is damaged; ``not served``: no data, no reason).
+    The stream keeps being collected; this says what it will never have."""
+    db.executescript("""
+        CREATE TABLE missing_blocks (
+            stream_id INTEGER NOT NULL REFERENCES streams(id), start INTEGER NOT NULL,
+            stop INTEGER NOT NULL, reason TEXT NOT NULL, first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL, PRIMARY KEY (stream_id, start)) WITHOUT ROWID;
+    """)
+
+
+#: what each reason of a hole means, for people (API, CLI, logs)
+MISSING_REASONS = {
+    "damaged": "the edge says its copy is damaged (its data no longer matches its hash)",
+    "not served": "the edge had no data for it and gave no reason (its disk quota cleared it "
+                  "before this gateway stored it, or an edge that does not report damage)",
+}
+
+
+def describe_missing(ranges: Iterable[tuple[int, int, str]]) -> str:
+    """``blocks 5, 77..79 (damaged); blocks 100..109 (not served)``: a stream's holes in one
+    line."""
+    by: dict[str, list[str]] = {}
+    for a, b, r in ranges:
+        by.setdefault(r, []).append(str(a) if b == a + 1 else f"{a}..{b - 1}")
+    return "; ".join(f"blocks {', '.join(spans)} ({r})" for r, spans in sorted(by.items()))
 
 
 class StoreError(RuntimeError):
@@ -265,6 +296,45 @@ class Store:
             "SELECT block FROM blocks WHERE stream_id = ? AND block BETWEEN ? AND ?",
             (stream_id, held[0], held[-1]))}
         return [i for i in held if i not in stored]
+
+    # -- holes ---------------------------------------------------------------------------------
+
+    def set_missing(self, stream_id: int, ranges: Iterable[tuple[int, int, str]],
+                    now: float) -> list[tuple[int, int, str]]:
+        """A stream's holes as its edge's last full answer showed them: (start, stop, reason)
+        runs of blocks it would not serve. Replaces the stream's list (a hole the gateway
+        has since stored is gone); returns the runs that were not listed before."""
+        c = self.conn
+        old = {(a, b, r): f for a, b, r, f in c.execute(
+            "SELECT start, stop, reason, first_seen FROM missing_blocks WHERE stream_id = ?",
+            (stream_id,))}
+        new = sorted(set(ranges))
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("DELETE FROM missing_blocks WHERE stream_id = ?", (stream_id,))
+            c.executemany(
+                "INSERT INTO missing_blocks (stream_id, start, stop, reason, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                [(stream_id, a, b, r[:200], old.get((a, b, r), now), now) for a, b, r in new])
+            c.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise
+        return [x for x in new if x not in old]
+
+    def missing(self, stream_id: int | None = None
+                ) -> dict[int, list[tuple[int, int, str, float]]]:
+        """Holes by stream: (start, stop, reason, first seen), in block order."""
+        sql = "SELECT stream_id, start, stop, reason, first_seen FROM missing_blocks"
+        args: tuple[int, ...] = ()
+        if stream_id is not None:
+            sql += " WHERE stream_id = ?"
+            args = (stream_id,)
+        out: dict[int, list[tuple[int, int, str, float]]] = {}
+        for sid, a, b, r, f in self.conn.execute(sql + " ORDER BY stream_id, start", args):
+            out.setdefault(int(sid), []).append((int(a), int(b), str(r), float(f)))
+        return out
 
     # -- queries -------------------------------------------------------------------------------
 

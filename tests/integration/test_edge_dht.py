@@ -93,9 +93,15 @@ def test_the_record_reaches_a_gateway(broker: Mosquitto, testnet: tuple[str, int
     first_seq = got.seq
     edge.stop()
 
-    edge.start()  # a restart: the seq goes on growing
+    edge.start()  # a restart: the record is published at once, before any new reading
+    line = edge.until(lambda s: s.get("dht_publishes", 0) >= 1)
+    assert line["samples"] == 0
+    at_start = fetch(testnet, bytes.fromhex(line["record_key"]), min_seq=first_seq + 1)
+    assert at_start is not None and at_start.seq > first_seq  # the seq goes on growing
+    assert dict(decode_record(at_start.value, gw).streams).keys() == keys.keys()
     publish(broker, [("board-1/temperature", t0 + 2, 21.0)])
-    line = edge.until(lambda s: s.get("dht_publishes", 0) >= 1 and s["dht_announces"] >= 1)
+    line = edge.until(lambda s: s.get("dht_publishes", 0) >= 2 and s["samples"] >= 1
+                      and s["dht_announces"] >= 1)
     again = fetch(testnet, bytes.fromhex(line["record_key"]), min_seq=first_seq + 1)
     assert again is not None and again.seq > first_seq
     assert {r.stream: r.value for r in decode_record(again.value, gw).readings}[

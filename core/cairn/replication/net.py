@@ -43,6 +43,10 @@ class DownloadResult:
     blocks: int
     length: int
     seconds: float
+    # blocks below the server's length that it answered "no data" for and the replica still
+    # lacks (cleared there, or damaged), and of those the ones it said are damaged
+    refused: tuple[int, ...] = ()
+    damaged: tuple[int, ...] = ()
 
 
 class _Link:
@@ -320,8 +324,10 @@ async def download(
         await link.run(done, progress)
         if session.closed_reason is not None:
             raise ConnectionError(session.closed_reason)
+        refused = tuple(sorted(i for i in session.refused if not replica.has(i)))
         return DownloadResult(
-            session.stats.blocks_downloaded - before, replica.length, time.monotonic() - t0
+            session.stats.blocks_downloaded - before, replica.length, time.monotonic() - t0,
+            refused, tuple(i for i in refused if i in session.remote_damaged),
         )
     finally:
         await link.close()

@@ -18,6 +18,7 @@ from cairn.crypto import replicate_capability
 from cairn.encoding import Reader, write_buffer, write_uint
 from cairn.errors import (
     CairnError,
+    DamagedBlockError,
     DecodeError,
     ForkError,
     NotAvailableError,
@@ -77,6 +78,10 @@ EXT_RANGE_DATA = "cairn/range-data"
 EXT_RANGE_NONE = "cairn/range-none"
 EXT_SEEK = "cairn/seek-time"
 EXT_SEEK_RESULT = "cairn/seek-time-result"
+# said just before the ``no-data`` for a block request when the block is held but damaged (its
+# data no longer matches its leaf hash): the requester can tell a damaged block from one the
+# server never held or cleared. Message: the block index (uint). Only to Cairn peers.
+EXT_DAMAGED = "cairn/damaged"
 _F64 = struct.Struct("<d")
 
 
@@ -88,6 +93,7 @@ class CapabilityError(RemoteError):
 class SessionStats:
     requests_served: int = 0
     no_data_sent: int = 0
+    damaged_refused: int = 0  # no-data answers for blocks held but damaged here
     blocks_downloaded: int = 0
     invalid: int = 0
 
@@ -116,6 +122,8 @@ class Session:
         self.remote_length = 0
         self.remote_fork = 0
         self.remote_has: list[tuple[int, int]] = []  # ranges the remote said it holds
+        self.refused: set[int] = set()  # blocks asked for that the remote had no data for
+        self.remote_damaged: set[int] = set()  # of those, the ones it said are damaged there
         self.stats = SessionStats()
         self._out: list[tuple[int, bytes]] = []
         self._wanted: deque[int] = deque()  # blocks to fetch, in order
@@ -373,6 +381,11 @@ class Session:
             self._serve_seek(ext.message)
         elif ext.name == EXT_SEEK_RESULT:
             self._on_seek_result(ext.message)
+        elif ext.name == EXT_DAMAGED:
+            block = Reader(ext.message).uint()
+            # only for a block asked for and not answered yet: a peer cannot fill memory
+            if any(p.block == block and p.end is None for p in self._inflight.values()):
+                self.remote_damaged.add(block)
         elif ext.name == EXT_RANGE_NONE:
             pending = self._inflight.pop(Reader(ext.message).uint(), None)
             if pending is not None and pending.block is not None and pending.end is not None:
@@ -532,6 +545,19 @@ class Session:
     def _on_request(self, req: Request) -> None:
         try:
             proof = self.log.proof(req)
+        except DamagedBlockError as exc:
+            # held, but its data is gone bad: no data (all the protocol lets us send), said
+            # loudly by the log (once per block), and named to a Cairn peer so its hole has
+            # a reason
+            self.stats.no_data_sent += 1
+            self.stats.damaged_refused += 1
+            if self.remote_cairn:
+                body = bytearray()
+                write_uint(body, exc.index)
+                self._send(MessageType.EXTENSION,
+                           encode_extension(Extension(EXT_DAMAGED, bytes(body))))
+            self._send(MessageType.NO_DATA, encode_no_data(NoData(req.id)))
+            return
         except (CairnError, ValueError) as exc:  # not held, out of range, another fork
             log.debug("no data for request %d: %s", req.id, exc)
             self.stats.no_data_sent += 1
@@ -605,6 +631,7 @@ class Session:
             if applied.block is not None:
                 self.stats.blocks_downloaded += 1
                 self._wanted_set.discard(applied.block)
+                self.refused.discard(applied.block)
             elif pending.block is not None:
                 self._requeue(pending.block)
         if any(a.upgraded for a in results) and self.log.length != self._sent_length:
@@ -622,6 +649,8 @@ class Session:
             # the remote does not hold it: give up on it for this session
             self._settled(pending)
             self._wanted_set.discard(pending.block)
+            if pending.end is None:
+                self.refused.add(pending.block)
         self._pump()
 
     def _requeue(self, i: int) -> None:
