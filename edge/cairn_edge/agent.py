@@ -288,7 +288,7 @@ class Agent:
             # first time), or after 10 s without a broker: replication is served meanwhile
             if not await asyncio.to_thread(ingest.subscribed.wait, 10.0):
                 log.warning("no broker at %s yet: ingest starts when it answers",
-                            self.config.broker)
+                            ingest.broker.url())
             if ready is not None:
                 ready(self)
             async with contextlib.AsyncExitStack() as stack:
@@ -307,6 +307,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await server
             try:
+                if not ingest.manual_ack:  # acknowledged already: commit what waits for its time
+                    self.pipeline.release()
                 if self.store.broken is None:  # (a store that stopped takes no commit)
                     self._commit(ingest)
             finally:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
@@ -35,11 +36,11 @@ class EdgeConfig:
     data_dir: Path
     seed_file: Path
     # mqtt
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str = field(default="mqtt://127.0.0.1:1883", repr=False)  # may hold a password
     listen: tuple[str, int] = ("127.0.0.1", 1883)  # the embedded broker's listener
     client_id: str = "cairn-edge"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls_ca: Path | None = None
     protocol: str = "auto"
     routes: tuple[Route, ...] = DEFAULT_ROUTES
@@ -52,7 +53,7 @@ class EdgeConfig:
     max_disk: int = 0  # bytes the stream logs may use (0: no limit)
     # validation
     time_floor: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
-    max_future: float = 300.0
+    max_future: float = 5.0  # seconds ahead of our clock; samples ahead wait for their time
     units_extra: tuple[str, ...] = ()
     ranges: tuple[RangeRule, ...] = ()
     # replication
@@ -149,7 +150,12 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
     broker = _get(mqtt, "broker", str, "[mqtt]", "mqtt://127.0.0.1:1883")
     if broker != "embedded" and not broker.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"[mqtt].broker: {broker!r} is not mqtt://..., mqtts://... or embedded")
+        raise ConfigError(f"[mqtt].broker: {redact(broker)!r} is not mqtt://..., mqtts://... or embedded")
+    if broker != "embedded":
+        try:
+            parse_broker(broker)
+        except ValueError as exc:
+            raise ConfigError(f"[mqtt].broker: {exc}") from None
     sync = _get(logs, "sync", str, "[logs]", "normal")
     if sync not in ("normal", "full"):
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
@@ -221,7 +227,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         checkpoint_kib=int(_num(logs, "checkpoint_kib", "[logs]", 256, 1, 1_048_576)),
         max_disk=int(_num(logs, "max_disk_mb", "[logs]", 0, 0, 10_000_000) * 1_000_000),
         time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
-        max_future=_num(val, "max_future", "[validation]", 300.0, 0, 1e9),
+        max_future=_num(val, "max_future", "[validation]", 5.0, 0, 3600),
         units_extra=tuple(units),
         ranges=tuple(ranges),
         listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
@@ -272,7 +278,9 @@ max_disk_mb = 0              # a quota for the logs: past it, the oldest block d
 
 [validation]
 time_floor = 1577836800      # 2020-01-01: no sample before this (also: not before our last run)
-max_future = 300             # seconds a sample may be ahead of our clock
+max_future = 5               # seconds a sample may be ahead of our clock (at most 3600): one
+                             # further ahead is rejected; one ahead by less is held until our
+                             # clock reaches its time, so it never makes later samples "late"
 # units = ["furlong"]        # units to accept besides SenML's
 
 [replication]
