@@ -17,6 +17,7 @@ from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
+from cairn_edge.boards import check_names, is_loopback, load_boards
 
 __all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
 
@@ -43,6 +44,8 @@ class EdgeConfig:
     password: str | None = field(default=None, repr=False)
     tls_ca: Path | None = None
     protocol: str = "auto"
+    # the embedded broker's board logins (name -> mosquitto_passwd hash), from boards_file
+    boards: dict[str, str] | None = field(default=None, repr=False)
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     # logs
     commit_interval: float = 1.0
@@ -76,7 +79,8 @@ class EdgeConfig:
 _TABLES: dict[str, set[str]] = {
     "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht",
          "health", "topic", "range"},
-    "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
+    "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol",
+             "boards_file"},
     "logs": {"commit_interval", "commit_samples", "sync", "checkpoint_interval",
              "checkpoint_kib", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
@@ -150,7 +154,8 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
     broker = _get(mqtt, "broker", str, "[mqtt]", "mqtt://127.0.0.1:1883")
     if broker != "embedded" and not broker.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"[mqtt].broker: {redact(broker)!r} is not mqtt://..., mqtts://... or embedded")
+        raise ConfigError(f"[mqtt].broker: {redact(broker)!r} is not mqtt://..., mqtts://... "
+                          "or embedded")
     if broker != "embedded":
         try:
             parse_broker(broker)
@@ -209,6 +214,18 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
     tls = _get(mqtt, "tls_ca", str, "[mqtt]")
+    boards_file = _get(mqtt, "boards_file", str, "[mqtt]")
+    boards = None
+    if boards_file is not None:
+        if broker != "embedded":
+            raise ConfigError("[mqtt].boards_file: board logins are for broker = \"embedded\" "
+                              "(Mosquitto has its own password file: deploy/mosquitto)")
+        boards = load_boards(base / boards_file)
+        check_names(list(boards), routes or DEFAULT_ROUTES)
+    elif broker == "embedded" and not is_loopback(listen[0]):
+        raise ConfigError(f"[mqtt].listen: the embedded broker would take anonymous clients on "
+                          f"{listen[0]}, beyond this machine: give [mqtt].boards_file (board "
+                          "logins) or listen on 127.0.0.1")
     return EdgeConfig(
         data_dir=path("data_dir", "data"),
         seed_file=path("seed_file", "device.seed"),
@@ -219,6 +236,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         password=_get(mqtt, "password", str, "[mqtt]"),
         tls_ca=(base / tls) if tls else None,
         protocol=protocol,
+        boards=boards,
         routes=tuple(routes) or DEFAULT_ROUTES,
         commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
         commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
@@ -259,7 +277,10 @@ seed_file = "device.seed"    # the device's 32-byte primary seed (mode 0600): ev
 [mqtt]
 broker = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883, or "embedded" (an MQTT 3.1.1
                                    # broker in this process: pip install 'cairn[embedded-broker]')
-# listen = "127.0.0.1:1883"        # where the embedded broker listens
+# listen = "127.0.0.1:1883"        # where the embedded broker listens; beyond 127.0.0.1
+                                   # only with boards_file
+# boards_file = "boards.passwd"    # embedded broker: board logins, a mosquitto_passwd file
+                                   # (mode o-rwx); each board may publish only its own topics
 client_id = "cairn-edge"           # fixed: the broker keeps our session while we restart
 # username = "edge"
 # password = "secret"

@@ -85,7 +85,7 @@ def test_a_store_poisoned_by_an_older_version_is_repaired(tmp_path: Path) -> Non
     for k, v in enumerate([20.0, 1.7e308, 1.7e308, 22.0]):
         db.execute("INSERT INTO samples VALUES (1, ?, ?, NULL, 0, 0, ?)", [T0 + k, v, k])
     for table, bucket in (("rollup_minute", T0), ("rollup_hour", T0)):  # as the old sum made
-        db.execute(f"INSERT INTO {table} VALUES (1, ?, 4, ?, 20.0, 1.7e308)",  # noqa: S608
+        db.execute(f"INSERT INTO {table} VALUES (1, ?, 4, ?, 20.0, 1.7e308)",
                    [int(bucket), math.inf])
     # an hour whose samples retention deleted: nothing to recompute it from
     db.execute("INSERT INTO rollup_hour VALUES (1, ?, 2, ?, 1.0, 1.7e308)",
