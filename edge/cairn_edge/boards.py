@@ -9,9 +9,10 @@ one ``name:hash`` a line, ``#`` comments. A line without such a hash (a password
 refused, and so is a file that other users may read or write (``chmod o-rwx``).
 
 A board logged in as ``X`` may publish (and subscribe) only under its own topics, taken from
-the edge's routes: the route's filter with ``X`` at its device level and ``#`` after it
-(``senml/+/+`` gives ``senml/X/#``, ``+/sensor/+/state`` gives ``X/sensor/#``), and the whole
-filter of a route whose ``device`` is ``X``.
+the edge's routes: the route's filter up to its device level, with ``X`` there and ``#`` after
+it (``senml/+/+`` gives ``senml/X/#``, ``+/sensor/+/state`` gives ``X/#``, as Mosquitto's
+``%u/#`` in deploy/mosquitto/acl), and the whole filter of a route whose ``device`` is ``X``.
+A board may not be named as a route's first level (``senml`` would own ``senml/#``).
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def _filter_within(asked: list[str], allowed: list[str]) -> bool:
 def check_names(boards: Sequence[str], routes: Sequence[Route],
                 where: str = "[mqtt].boards_file") -> None:
     """Refuse a board named as a fixed first level of a route (``senml``, ``tele``, ``homie``):
-    its own topics of another route would be another device's (``senml/sensor/#``)."""
+    through a route whose device is the first level it would own that route's every topic
+    (``senml/#``)."""
     firsts = {r.filter.split("/")[0] for r in routes} - {"+", "#"}
     clash = sorted(set(boards) & firsts)
     if clash:
