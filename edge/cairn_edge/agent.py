@@ -285,7 +285,8 @@ class Agent:
                     registry=registry_for(self.status))
             if self.config.broker == "embedded":
                 embedded = await start_embedded_broker(
-                    *self.config.listen, boards=self.config.boards, routes=self.config.routes,
+                    *self.config.listen, routes=self.config.routes,
+                    boards=None if self.config.boards is None else dict(self.config.boards),
                     edge=ingest.login)
             self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
             ingest.start()

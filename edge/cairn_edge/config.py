@@ -45,7 +45,7 @@ class EdgeConfig:
     tls_ca: Path | None = None
     protocol: str = "auto"
     # the embedded broker's board logins (name -> mosquitto_passwd hash), from boards_file
-    boards: dict[str, str] | None = field(default=None, repr=False)
+    boards: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     # logs
     commit_interval: float = 1.0
@@ -220,8 +220,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         if broker != "embedded":
             raise ConfigError("[mqtt].boards_file: board logins are for broker = \"embedded\" "
                               "(Mosquitto has its own password file: deploy/mosquitto)")
-        boards = load_boards(base / boards_file)
-        check_names(list(boards), routes or DEFAULT_ROUTES)
+        logins = load_boards(base / boards_file)
+        check_names(list(logins), routes or DEFAULT_ROUTES)
+        boards = tuple(logins.items())
     elif broker == "embedded" and not is_loopback(listen[0]):
         raise ConfigError(f"[mqtt].listen: the embedded broker would take anonymous clients on "
                           f"{listen[0]}, beyond this machine: give [mqtt].boards_file (board "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,29 @@ from cairn_edge.boards import EdgeLogin, check_password, is_loopback, own_filter
 __all__ = ["BoardLogin", "BoardTopics", "start"]
 
 log = logging.getLogger(__name__)
+
+
+class _Quiet:
+    """One warning per kind per minute, with how many were not logged (a client that tries
+    again and again must not fill the disk with log lines)."""
+
+    def __init__(self, period: float = 60.0) -> None:
+        self.period = period
+        self.last: dict[str, float] = {}
+        self.quiet: Counter[str] = Counter()
+
+    def warn(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self.last.get(kind)
+        if last is not None and now - last < self.period:
+            self.quiet[kind] += 1
+            return
+        self.last[kind] = now
+        more = self.quiet.pop(kind, 0)
+        log.warning(message + (f" ({more} more not logged)" if more else ""), *args)
+
+
+_quiet = _Quiet()
 
 
 class BoardLogin(BaseAuthPlugin):  # type: ignore[misc]
@@ -47,14 +72,15 @@ class BoardLogin(BaseAuthPlugin):  # type: ignore[misc]
         edge = bool(cfg.edge_user) and user == cfg.edge_user and hmac.compare_digest(
             str(password).encode(), cfg.edge_secret.encode())
         if cfg.edge_client_id and session.client_id == cfg.edge_client_id and not edge:
-            log.warning("refused a client taking the edge's client id (user %r)", user)
+            _quiet.warn("client-id", "refused a client taking the edge's client id (user %r)",
+                        str(user)[:64])
             return False
         if edge or cfg.anonymous:
             return True
         hashed = cfg.boards.get(user) if isinstance(user, str) else None
         if hashed is not None and check_password(hashed, str(password)):
             return True
-        log.warning("refused a login as %r: %s", str(user)[:64],
+        _quiet.warn("login", "refused a login as %r: %s", str(user)[:64],
                     "no such board" if hashed is None else "wrong password")
         return False
 
@@ -78,7 +104,7 @@ class BoardTopics(BaseTopicPlugin):  # type: ignore[misc]
             return bool(action == Action.SUBSCRIBE)
         allowed = topic is not None and topic_allowed(topic, cfg.filters.get(user, []))
         if not allowed and action == Action.PUBLISH:
-            log.warning("refused board %r publishing to %r: not one of its topics",
+            _quiet.warn("publish", "refused board %r publishing to %r: not one of its topics",
                         str(user)[:64], (topic or "")[:200])
         return allowed
 

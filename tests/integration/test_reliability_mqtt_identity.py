@@ -137,6 +137,10 @@ def test_a_board_cannot_publish_as_another_on_the_embedded_broker(tmp_path: Path
                f"{len(outsiders)} clients without a valid login refused"))
     assert forged == []
     assert [v for _, v in got["board-1/temperature"]] == [21.5, 22.5]  # honest data, current
+    said = (edge.dir / "agent.log").read_text()
+    # said, and once a minute at most: a client trying again and again fills no disk
+    assert said.count("refused board 'board-2' publishing to") == 1, said
+    assert said.count("refused a login as") == 1, said
     [(t, v)] = got["board-2/temperature"]
     assert v == 1.0 and t == pytest.approx(now + 1)
 

@@ -110,7 +110,7 @@ def test_the_embedded_broker_is_loopback_only_without_logins(tmp_path: Path) -> 
     boards_file(tmp_path, f"board-1:{mosquitto_hash(SECRET)}\n")
     cfg = parse_config('[mqtt]\nbroker = "embedded"\nlisten = "0.0.0.0:1883"\n'
                        'boards_file = "boards.passwd"\n', tmp_path)
-    assert cfg.boards is not None and list(cfg.boards) == ["board-1"]
+    assert cfg.boards is not None and [name for name, _ in cfg.boards] == ["board-1"]
     assert "$7$" not in repr(cfg)
     with pytest.raises(ConfigError, match="for broker = \"embedded\""):
         parse_config('[mqtt]\nboards_file = "boards.passwd"\n', tmp_path)
