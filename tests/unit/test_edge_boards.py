@@ -10,9 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from cairn.brokers import parse_broker, redact
-from cairn_edge.adapters import DEFAULT_ROUTES, Route
+from cairn_edge.adapters import DEFAULT_ROUTES, Route, match_topic
 from cairn_edge.boards import (
     EdgeLogin,
     check_names,
@@ -137,3 +139,27 @@ def test_no_credential_in_a_broker_message_or_repr(tmp_path: Path) -> None:
     login = EdgeLogin.new("cairn-edge")
     assert login.secret not in repr(login) and login.client_id.startswith("cairn-edge-")
     assert EdgeLogin.new("cairn-edge").client_id != login.client_id
+
+
+LEVELS = ["senml", "tele", "homie", "5", "sensor", "state", "SENSOR", "board-1", "board-2", "x"]
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(LEVELS), min_size=1, max_size=6),
+       st.sampled_from(["board-1", "board-2", "x", "5", "sensor"]))
+@example(["senml", "board-1", "x"], "board-1")
+@example(["board-1", "sensor", "x", "state"], "board-1")
+@example(["tele", "board-1", "SENSOR"], "board-1")
+@example(["homie", "5", "board-1", "x", "state"], "board-1")
+def test_a_topic_a_board_may_use_is_read_as_that_boards_only(levels: list[str],
+                                                             board: str) -> None:
+    """Whatever topic a board may publish, every route that reads it names that board as the
+    device: the ACL and the edge's reading of topics agree."""
+    topic = "/".join(levels)
+    check_names([board], DEFAULT_ROUTES)
+    if not topic_allowed(topic, own_filters(board, DEFAULT_ROUTES)):
+        return
+    for route in DEFAULT_ROUTES:
+        matched = match_topic(route.filter, topic)
+        if matched is not None:
+            assert matched[route.device_level - 1] == board, (topic, route.filter)
