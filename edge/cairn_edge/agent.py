@@ -22,7 +22,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
+from cairn_edge.adapters import DEFAULT_ROUTES, Route
+from cairn_edge.boards import EdgeLogin
 from cairn_edge.config import EdgeConfig
 from cairn_edge.damage import DamageBook
 from cairn_edge.pipeline import Pipeline, Validator
@@ -70,25 +72,20 @@ class Delivery:
     token: tuple[int, int, int]  # (connection generation, mid, qos)
 
 
-async def start_embedded_broker(host: str, port: int) -> Any:
+async def start_embedded_broker(host: str, port: int, *, boards: Mapping[str, str] | None = None,
+                                routes: Sequence[Route] = DEFAULT_ROUTES,
+                                edge: EdgeLogin | None = None) -> Any:
     """An MQTT 3.1.1 broker (amqtt, pure Python) in this process, for the demo and for boards
     without Mosquitto. It keeps no messages across restarts: Mosquitto is the production
-    broker."""
+    broker. With ``boards`` (name -> mosquitto_passwd hash) every client logs in and each board
+    may use its own topics only (:mod:`cairn_edge.embedded`); without, it listens on loopback
+    only (ConfigError otherwise)."""
     try:
-        from amqtt.broker import Broker  # type: ignore[import-untyped]
+        from cairn_edge import embedded
     except ImportError:
         raise RuntimeError("broker = \"embedded\" needs amqtt: "
                            "pip install 'cairn[embedded-broker]'") from None
-    for name in ("amqtt", "transitions"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "sys_interval": 0,
-        "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
-        "topic-check": {"enabled": False},
-    })
-    await broker.start()
-    return broker
+    return await embedded.start(host, port, boards=boards, routes=routes, edge=edge)
 
 
 class MqttIngest:
@@ -99,6 +96,8 @@ class MqttIngest:
         self.broker = parse_broker(config.broker if config.broker != "embedded" else
                                    f"mqtt://{config.listen[0]}:{config.listen[1]}")
         self.deliver = deliver
+        # on our own embedded broker we log in with a login made now (boards cannot know it)
+        self.login = EdgeLogin.new(config.client_id) if config.broker == "embedded" else None
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # every route's subscription acknowledged
@@ -116,13 +115,17 @@ class MqttIngest:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+        login = self.login
+        c = mqtt.Client(CallbackAPIVersion.VERSION2,
+                        client_id=login.client_id if login else self.config.client_id,
                         protocol=self.protocol, manual_ack=self.manual_ack,
                         clean_session=None if self.protocol == MQTTProtocolVersion.MQTTv5
                         else False)
         c.reconnect_delay_set(1, 30)
         user = self.config.username or self.broker.username
-        if user is not None:
+        if login is not None:
+            c.username_pw_set(login.user, login.secret)
+        elif user is not None:
             c.username_pw_set(user, self.config.password or self.broker.password)
         if self.broker.tls:
             ctx = ssl.create_default_context(cafile=str(self.config.tls_ca)
@@ -284,14 +287,17 @@ class Agent:
                     self.config.metrics[1], self.config.metrics[0],
                     registry=registry_for(self.status))
             if self.config.broker == "embedded":
-                embedded = await start_embedded_broker(*self.config.listen)
+                embedded = await start_embedded_broker(
+                    *self.config.listen, routes=self.config.routes,
+                    boards=None if self.config.boards is None else dict(self.config.boards),
+                    edge=ingest.login)
             self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
             ingest.start()
             # ready once subscribed (messages sent before that would not be kept for us the
             # first time), or after 10 s without a broker: replication is served meanwhile
             if not await asyncio.to_thread(ingest.subscribed.wait, 10.0):
                 log.warning("no broker at %s yet: ingest starts when it answers",
-                            self.config.broker)
+                            ingest.broker.url())
             if ready is not None:
                 ready(self)
             async with contextlib.AsyncExitStack() as stack:
@@ -310,6 +316,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await server
             try:
+                if not ingest.manual_ack:  # acknowledged already: commit what waits for its time
+                    self.pipeline.release()
                 if self.store.broken is None:  # (a store that stopped takes no commit)
                     self._commit(ingest)
             finally:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
+from cairn_edge.boards import check_names, is_loopback, load_boards
 
 __all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
 
@@ -35,13 +37,15 @@ class EdgeConfig:
     data_dir: Path
     seed_file: Path
     # mqtt
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str = field(default="mqtt://127.0.0.1:1883", repr=False)  # may hold a password
     listen: tuple[str, int] = ("127.0.0.1", 1883)  # the embedded broker's listener
     client_id: str = "cairn-edge"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls_ca: Path | None = None
     protocol: str = "auto"
+    # the embedded broker's board logins (name -> mosquitto_passwd hash), from boards_file
+    boards: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     # logs
     commit_interval: float = 1.0
@@ -52,7 +56,7 @@ class EdgeConfig:
     max_disk: int = 0  # bytes the stream logs may use (0: no limit)
     # validation
     time_floor: float = 1_577_836_800.0  # 2020-01-01T00:00:00Z
-    max_future: float = 300.0
+    max_future: float = 5.0  # seconds ahead of our clock; samples ahead wait for their time
     units_extra: tuple[str, ...] = ()
     ranges: tuple[RangeRule, ...] = ()
     # replication
@@ -75,7 +79,8 @@ class EdgeConfig:
 _TABLES: dict[str, set[str]] = {
     "": {"data_dir", "seed_file", "mqtt", "logs", "validation", "replication", "dht",
          "health", "topic", "range"},
-    "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol"},
+    "mqtt": {"broker", "listen", "client_id", "username", "password", "tls_ca", "protocol",
+             "boards_file"},
     "logs": {"commit_interval", "commit_samples", "sync", "checkpoint_interval",
              "checkpoint_kib", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
@@ -149,7 +154,13 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
     broker = _get(mqtt, "broker", str, "[mqtt]", "mqtt://127.0.0.1:1883")
     if broker != "embedded" and not broker.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"[mqtt].broker: {broker!r} is not mqtt://..., mqtts://... or embedded")
+        raise ConfigError(f"[mqtt].broker: {redact(broker)!r} is not mqtt://..., mqtts://... "
+                          "or embedded")
+    if broker != "embedded":
+        try:
+            parse_broker(broker)
+        except ValueError as exc:
+            raise ConfigError(f"[mqtt].broker: {exc}") from None
     sync = _get(logs, "sync", str, "[logs]", "normal")
     if sync not in ("normal", "full"):
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
@@ -203,6 +214,19 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
     tls = _get(mqtt, "tls_ca", str, "[mqtt]")
+    boards_file = _get(mqtt, "boards_file", str, "[mqtt]")
+    boards = None
+    if boards_file is not None:
+        if broker != "embedded":
+            raise ConfigError("[mqtt].boards_file: board logins are for broker = \"embedded\" "
+                              "(Mosquitto has its own password file: deploy/mosquitto)")
+        logins = load_boards(base / boards_file)
+        check_names(list(logins), routes or DEFAULT_ROUTES)
+        boards = tuple(logins.items())
+    elif broker == "embedded" and not is_loopback(listen[0]):
+        raise ConfigError(f"[mqtt].listen: the embedded broker would take anonymous clients on "
+                          f"{listen[0]}, beyond this machine: give [mqtt].boards_file (board "
+                          "logins) or listen on 127.0.0.1")
     return EdgeConfig(
         data_dir=path("data_dir", "data"),
         seed_file=path("seed_file", "device.seed"),
@@ -213,6 +237,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         password=_get(mqtt, "password", str, "[mqtt]"),
         tls_ca=(base / tls) if tls else None,
         protocol=protocol,
+        boards=boards,
         routes=tuple(routes) or DEFAULT_ROUTES,
         commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
         commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
@@ -221,7 +246,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         checkpoint_kib=int(_num(logs, "checkpoint_kib", "[logs]", 256, 1, 1_048_576)),
         max_disk=int(_num(logs, "max_disk_mb", "[logs]", 0, 0, 10_000_000) * 1_000_000),
         time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
-        max_future=_num(val, "max_future", "[validation]", 300.0, 0, 1e9),
+        max_future=_num(val, "max_future", "[validation]", 5.0, 0, 3600),
         units_extra=tuple(units),
         ranges=tuple(ranges),
         listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
@@ -253,7 +278,10 @@ seed_file = "device.seed"    # the device's 32-byte primary seed (mode 0600): ev
 [mqtt]
 broker = "mqtt://127.0.0.1:1883"   # or mqtts://host:8883, or "embedded" (an MQTT 3.1.1
                                    # broker in this process: pip install 'cairn[embedded-broker]')
-# listen = "127.0.0.1:1883"        # where the embedded broker listens
+# listen = "127.0.0.1:1883"        # where the embedded broker listens; beyond 127.0.0.1
+                                   # only with boards_file
+# boards_file = "boards.passwd"    # embedded broker: board logins, a mosquitto_passwd file
+                                   # (mode o-rwx); each board may publish only its own topics
 client_id = "cairn-edge"           # fixed: the broker keeps our session while we restart
 # username = "edge"
 # password = "secret"
@@ -272,7 +300,9 @@ max_disk_mb = 0              # a quota for the logs: past it, the oldest block d
 
 [validation]
 time_floor = 1577836800      # 2020-01-01: no sample before this (also: not before our last run)
-max_future = 300             # seconds a sample may be ahead of our clock
+max_future = 5               # seconds a sample may be ahead of our clock (at most 3600): one
+                             # further ahead is rejected; one ahead by less is held until our
+                             # clock reaches its time, so it never makes later samples "late"
 # units = ["furlong"]        # units to accept besides SenML's
 
 [replication]

@@ -7,6 +7,13 @@ acknowledged only once everything it carried is committed; a rejected message (m
 invalid) is counted, logged once per reason per minute, and acknowledged in its turn so the
 broker does not redeliver it forever. Nothing of a rejected message is stored: a message is
 validated whole before any of its samples is buffered.
+
+Time: a stream's frames are time-ordered, so a sample committed with a time ahead of the clock
+would make every honest sample stamped before that time "late". A sample more than
+``max_future`` seconds ahead is rejected (``future``); one ahead by less is held in the buffer
+until the clock reaches its time, and its message acknowledged only then. So nothing is ever
+committed with a time ahead of the clock, and a future-stamped reading cannot push the readings
+after it into ``/late``.
 """
 
 from __future__ import annotations
@@ -113,7 +120,11 @@ class Pipeline:
         self._batches: dict[str, list[Sample]] = {}
         self._buffered = 0
         self._first: float | None = None  # when the oldest buffered sample arrived
-        self._tokens: deque[tuple[Hashable, bool]] = deque()  # (token, ready) in arrival order
+        self._held: float = math.inf  # the earliest time of a sample held for its time
+        self._released = False  # stopping: hold nothing
+        # (token, ready, not before): in arrival order; "not before" is the newest time of the
+        # message's samples (it is acknowledged once the clock has passed it)
+        self._tokens: deque[tuple[Hashable, bool, float]] = deque()
         self._log = _RateLimitedLog()
         self.latest: dict[str, Sample] = {}  # each stream's newest committed sample
         self.changed: dict[str, float] = {}  # when it last changed (for the DHT record)
@@ -126,35 +137,47 @@ class Pipeline:
             readings = decode(self.routes, topic, payload, content_type, now)
             if readings is None:
                 self.stats.ignored += 1
-                self._tokens.append((token, True))
+                self._tokens.append((token, True, -math.inf))
                 return
             samples = [self.validator.sample(r, now) for r in readings]
         except Rejected as exc:
             self.stats.rejected[exc.reason] += 1
             self._log.reject(now, topic, exc)
-            self._tokens.append((token, True))  # acknowledged in its turn, stored nothing
+            self._tokens.append((token, True, -math.inf))  # acked in its turn, stored nothing
             return
         for stream, sample in samples:
             self._batches.setdefault(stream, []).append(sample)
         self._buffered += len(samples)
         if self._first is None:
             self._first = now
-        self._tokens.append((token, False))
+        newest = max((sample.time for _, sample in samples), default=-math.inf)
+        self._tokens.append((token, False, newest))
 
     def due(self) -> float:
         """When the next commit is due (clock time), ``inf`` with nothing buffered."""
+        held = self._held + self.commit_interval  # (inf when nothing is held)
         if self._first is None:
-            return math.inf
+            return held
         if self._buffered >= self.commit_samples:
             return self.clock()
-        return self._first + self.commit_interval
+        return min(self._first + self.commit_interval, held)
 
     def commit(self) -> list[Hashable]:
         """Write the buffered samples; the tokens that may be acknowledged now, in order."""
-        if self._batches:
-            batches, self._batches = self._batches, {}
+        now = self.clock()
+        until = math.inf if self._released else now
+        batches = {}
+        held: dict[str, list[Sample]] = {}
+        for stream, items in self._batches.items():
+            due = [x for x in items if x.time <= until]
+            if due:
+                batches[stream] = due
+            if len(due) < len(items):
+                held[stream] = [x for x in items if x.time > until]
+        self._batches = held
+        self._held = min((x.time for items in held.values() for x in items), default=math.inf)
+        if batches:
             result = self.store.commit(batches)
-            now = self.clock()
             for stream, items in batches.items():
                 newest = max(items, key=lambda x: x.time)
                 old = self.latest.get(stream)
@@ -169,9 +192,15 @@ class Pipeline:
             self.stats.commits += 1
         self._buffered = 0
         self._first = None
-        out = [token for token, _ in self._tokens]
-        self._tokens.clear()
+        out = []
+        while self._tokens and self._tokens[0][2] <= until:  # in order: stop at a held one
+            out.append(self._tokens.popleft()[0])
         return out
+
+    def release(self) -> None:
+        """Let every later :meth:`commit` write the samples held for their time too (when
+        stopping: with the embedded broker their messages were acknowledged already)."""
+        self._released = True
 
     def ready(self) -> list[Hashable]:
         """Tokens at the head of the queue that need no commit (rejected, ignored)."""

@@ -9,7 +9,9 @@ on the hot path.
   is never stored twice; two samples at the same time (Tasmota stamps whole seconds) are both
   kept;
 - ``rollup_minute`` / ``rollup_hour``: count, sum, min, max per bucket, kept up to date at
-  ingest from the samples actually inserted (set-based, in the same transaction);
+  ingest from the samples actually inserted (set-based, in the same transaction); values beyond
+  ``ROLLUP_BOUND`` are stored but not rolled up (counted in ``rollup_skipped``), so rollups
+  stay finite whatever values arrive;
 - retention by age (:meth:`Store.prune`).
 """
 
@@ -27,8 +29,8 @@ from sqlite_migrate import Migrations
 
 from cairn.frames import Frame
 
-__all__ = ["MIGRATIONS", "MISSING_REASONS", "RollupRow", "Series", "Store", "StoreError",
-           "describe_missing"]
+__all__ = ["MIGRATIONS", "MISSING_REASONS", "ROLLUP_BOUND", "RollupRow", "Series", "Store",
+           "StoreError", "describe_missing"]
 
 MIGRATIONS = Migrations("cairn-gateway")
 
@@ -109,6 +111,38 @@ def describe_missing(ranges: Iterable[tuple[int, int, str]]) -> str:
     return "; ".join(f"blocks {', '.join(spans)} ({r})" for r, spans in sorted(by.items()))
 
 
+@MIGRATIONS()
+def m006_finite_rollups(db: sqlite_utils.Database) -> None:
+    """Rollups stay finite: values beyond ``ROLLUP_BOUND`` are counted per stream in
+    ``rollup_skipped``, not rolled up. Buckets an older version poisoned (a sum that overflowed
+    to inf, or bounds that are infinite) are recomputed from the samples still stored (or
+    deleted, when none are), and what was left out is counted."""
+    bound = repr(ROLLUP_BOUND)
+    db.executescript(f"""
+        CREATE TABLE rollup_skipped (
+            stream_id INTEGER PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO rollup_skipped (stream_id, n)
+            SELECT stream_id, count(*) FROM samples
+            WHERE value IS NOT NULL AND NOT abs(value) <= {bound} GROUP BY stream_id;
+    """)  # noqa: S608 (our constants only)
+    for table, width in (("rollup_minute", 60), ("rollup_hour", 3600)):
+        inf = "1.7976931348623157e308"  # the largest double: only infinities are above
+        poisoned = (f"(SELECT stream_id, bucket FROM {table} WHERE abs(total) > {inf} "  # noqa: S608
+                    f"OR abs(lo) > {inf} OR abs(hi) > {inf})")
+        db.executescript(f"""
+            CREATE TEMP TABLE poisoned AS SELECT * FROM {poisoned};
+            DELETE FROM {table} WHERE (stream_id, bucket) IN (SELECT * FROM poisoned);
+            INSERT INTO {table} (stream_id, bucket, n, total, lo, hi)
+                SELECT s.stream_id, CAST(s.t / {width} AS INTEGER) * {width}, count(*),
+                       sum(s.value), min(s.value), max(s.value)
+                FROM samples s JOIN poisoned p ON p.stream_id = s.stream_id
+                    AND p.bucket = CAST(s.t / {width} AS INTEGER) * {width}
+                WHERE s.value IS NOT NULL AND abs(s.value) <= {bound}
+                GROUP BY 1, 2;
+            DROP TABLE poisoned;
+        """)  # noqa: S608 (our constants only)
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or written: says which file and why."""
 
@@ -142,22 +176,38 @@ _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
     block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL)"""
 
 
-# Samples of the batch that are not stored yet (and numeric), one row per bucket, merged into
-# the bucket's running count, sum, min and max. TABLE and WIDTH are filled from our constants.
+#: Values of larger magnitude (and infinities) are stored but not rolled up: a sum of up to
+#: 10**18 values within the bound stays finite (1e290 * 1e18 < 1.7e308), whatever range a
+#: query spans, so no rollup and no mean becomes inf or NaN. No sensor reads near 1e290.
+ROLLUP_BOUND = 1e290
+
+# Samples of the batch that are not stored yet (and numeric, within ROLLUP_BOUND), one row per
+# bucket, merged into the bucket's running count, sum, min and max. TABLE and WIDTH are filled
+# from our constants.
 _ROLLUP = """
     INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
     SELECT b.stream_id, CAST(b.t / WIDTH AS INTEGER) * WIDTH, count(*), sum(b.value),
            min(b.value), max(b.value)
     FROM (SELECT DISTINCT stream_id, t, block, k, value FROM batch) b
-    WHERE b.value IS NOT NULL AND NOT EXISTS (
+    WHERE b.value IS NOT NULL AND abs(b.value) <= BOUND AND NOT EXISTS (
         SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t
         AND s.block = b.block AND s.k = b.k)
     GROUP BY 1, 2
     ON CONFLICT (stream_id, bucket) DO UPDATE SET
         n = n + excluded.n, total = total + excluded.total,
         lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)"""
+_ROLLUP = _ROLLUP.replace("BOUND", repr(ROLLUP_BOUND))
 _ROLLUP_MINUTE = _ROLLUP.replace("TABLE", "rollup_minute").replace("WIDTH", "60")
 _ROLLUP_HOUR = _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")
+# Numeric samples of the batch, not stored yet, that are too large to roll up: counted per stream.
+_UNROLLED = f"""
+    INSERT INTO rollup_skipped (stream_id, n)
+    SELECT b.stream_id, count(*) FROM (SELECT DISTINCT stream_id, t, block, k, value FROM batch) b
+    WHERE b.value IS NOT NULL AND NOT abs(b.value) <= {ROLLUP_BOUND!r} AND NOT EXISTS (
+        SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t
+        AND s.block = b.block AND s.k = b.k)
+    GROUP BY 1
+    ON CONFLICT (stream_id) DO UPDATE SET n = n + excluded.n"""  # noqa: S608 (constants)
 _QUERY = ("SELECT (bucket / ?) * ? AS b, sum(n), sum(total), min(lo), max(hi) FROM TABLE "
           "WHERE stream_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b")
 _QUERY_AS_STORED = ("SELECT bucket, n, total, lo, hi FROM TABLE "
@@ -257,6 +307,7 @@ class Store:
             c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             c.execute(_ROLLUP_MINUTE)
             c.execute(_ROLLUP_HOUR)
+            c.execute(_UNROLLED)
             mark = c.total_changes
             c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork, k) "
                       "SELECT stream_id, t, value, text, block, fork, k FROM batch")
@@ -277,6 +328,12 @@ class Store:
             c.execute("DELETE FROM batch")
             raise
         return stored
+
+    def unrolled(self, stream_id: int) -> int:
+        """How many of a stream's numeric samples were too large to roll up (ROLLUP_BOUND)."""
+        row = self.conn.execute("SELECT n FROM rollup_skipped WHERE stream_id = ?",
+                                (stream_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def stored_prefix(self, stream_id: int) -> int:
         """N such that blocks 0..N-1 of the stream are all stored."""

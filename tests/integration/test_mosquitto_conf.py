@@ -20,6 +20,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cairn_edge.adapters import DEFAULT_ROUTES
@@ -27,6 +29,7 @@ from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.payloads import FORMATS, Publish, will
 from tests.conftest import missing
+from tests.scorecard import record
 
 pytestmark = pytest.mark.integration
 
@@ -86,15 +89,18 @@ class Client:
     """One MQTT 5 connection on its own paho thread; every wait is bounded."""
 
     def __init__(self, broker: Mosquitto, user: str | None, password: str | None = None,
-                 *, will_message: Publish | None = None) -> None:
+                 *, will_message: Publish | None = None, client_id: str | None = None,
+                 persistent: bool = False) -> None:
         self.connected = threading.Event()
         self.connack: ReasonCode | None = None
+        self.session_present = False
         self.cond = threading.Condition()
         self.got: list[tuple[str, bytes]] = []
         self.acks: dict[int, ReasonCode] = {}
         self.granted: list[ReasonCode] = []
         self.subscribed = threading.Event()
-        c = self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}",
+        c = self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                    client_id=client_id or f"t-{user}",
                                     protocol=MQTTProtocolVersion.MQTTv5)
         if user is not None:
             c.username_pw_set(user, password)
@@ -104,13 +110,19 @@ class Client:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
-        c.connect(broker.host, broker.port, keepalive=30)
+        props = None
+        if persistent:  # as the edge agent: its session (and QoS 1 queue) outlives it
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+        c.connect(broker.host, broker.port, keepalive=30, clean_start=not persistent,
+                  properties=props)
         c.loop_start()
         assert self.connected.wait(WAIT), f"no CONNACK for {user} in {WAIT} s"
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason: ReasonCode, props: object) -> None:
         self.connack = reason
+        self.session_present = bool(getattr(flags, "session_present", False))
         self.connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object,
@@ -217,6 +229,10 @@ def test_a_board_cannot_publish_under_another_boards_topics(broker: Mosquitto,
         edge.wait_for(marker.topic, marker.payload)
         with edge.cond:
             leaked = [t for t, _ in edge.got if not t.startswith("senml/board-1/")]
+        record("mqtt", "a board publishes on other boards' topics (Mosquitto, deploy conf)",
+               len(others), len(leaked) + sum(not r.is_failure for r in refused),
+               "publishes accepted or delivered",
+               detail=f"board-1 on {len(topics)} first topic levels of 4 other boards")
         assert leaked == [], f"delivered despite the ACL: {leaked}"
     finally:
         board.close()
@@ -238,3 +254,54 @@ def test_clients_without_valid_credentials_are_refused(broker: Mosquitto, user: 
         assert c.connack.getName() in {"Not authorized", "Bad user name or password"}
     finally:
         c.close()
+
+
+def test_a_board_cannot_take_the_edges_client_id_and_its_session(broker: Mosquitto) -> None:
+    """Attack: while the edge agent is away (restarting), a board logs in with the edge's
+    client id and a clean start. Mosquitto would hand it the edge's persistent session and
+    discard it, with the readings queued for the edge. With use_username_as_clientid a
+    client's id is its user name: the board gets its own session, the edge's stays whole."""
+    edge = Client(broker, EDGE_USER, PASSWORDS[EDGE_USER], client_id="cairn-edge",
+                  persistent=True)
+    edge.subscribe("senml/#")
+    edge.close()  # away: the broker queues QoS 1 readings for its session
+    readings = [Publish("senml/board-1/temperature",
+                        f'[{{"bn":"board-1/temperature","bt":{T0 + k},"v":{k}}}]'.encode())
+                for k in range(20)]
+    takeovers = 0
+    honest = Client(broker, "board-1", PASSWORDS["board-1"])
+    try:
+        for k, p in enumerate(readings):
+            if k % 4 == 0:  # again and again, between the readings
+                thief = Client(broker, "board-2", PASSWORDS["board-2"], client_id="cairn-edge")
+                assert thief.connack is not None and not thief.connack.is_failure
+                takeovers += 1
+                thief.close()
+            assert not honest.publish(p).is_failure
+    finally:
+        honest.close()
+    edge = Client(broker, EDGE_USER, PASSWORDS[EDGE_USER], client_id="cairn-edge",
+                  persistent=True)
+    try:
+        with edge.cond:
+            edge.cond.wait_for(lambda: readings[-1].topic in {t for t, _ in edge.got}
+                               and all((p.topic, p.payload) in edge.got for p in readings),
+                               WAIT)
+            lost = [p for p in readings if (p.topic, p.payload) not in edge.got]
+        record("mqtt", "a board logs in with the edge's client id (Mosquitto, deploy conf)",
+               takeovers, len(lost), "queued readings lost", detail=(
+                   f"{takeovers} clean-start logins as client id cairn-edge while the edge was "
+                   f"away, {len(readings)} readings queued for it; session present on its "
+                   f"return: {edge.session_present}"))
+        assert edge.session_present, "the edge's session was taken"
+        assert lost == []
+        # the service runs on: the edge still gets a fresh reading
+        fresh = Publish("senml/board-1/temperature", b"[]")
+        board = Client(broker, "board-1", PASSWORDS["board-1"])
+        try:
+            assert not board.publish(fresh).is_failure
+        finally:
+            board.close()
+        edge.wait_for(fresh.topic, fresh.payload)
+    finally:
+        edge.close()
