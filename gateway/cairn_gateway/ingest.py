@@ -15,7 +15,8 @@ The worker is an accelerator, never the only way data gets stored.
 The worker checks each block's data against the leaf hash its replica stored for it (the
 collector reads them without checking, so the hash is computed once, here), then decodes.
 
-Messages (pickled over a pipe): ``(job, stream_id, [(index, fork, data, hash), ...])`` in, and
+Messages (pickled over a pipe): ``(job, stream_id, [(index, fork, data, hash), ...], window)``
+in (``window``: the plausible time window of :meth:`Store.ingest`, or None), and
 ``(job, stored, None)`` or ``(job, 0, "ErrorType: message")`` out; ``None`` in stops it.
 """
 
@@ -58,14 +59,14 @@ def _serve(store_path: str, conn: Connection) -> None:  # pragma: no cover - run
                 return
             if msg is None:
                 return
-            job, stream_id, blocks = msg
+            job, stream_id, blocks, window = msg
             try:
                 frames = []
                 for i, fork, data, digest in blocks:
                     if leaf_hash(data) != digest:
                         raise ValueError(f"block {i} does not match its hash in the replica")
                     frames.append((i, fork, Frame.decode(data)))
-                conn.send((job, store.ingest(stream_id, frames), None))
+                conn.send((job, store.ingest(stream_id, frames, window), None))
             except Exception as exc:  # reported; the collector's own pass will meet it too
                 conn.send((job, 0, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -115,9 +116,11 @@ class IngestWorker:
     def alive(self) -> bool:
         return self.failed is None and self._proc.is_alive()
 
-    def submit(self, stream_id: int, blocks: Blocks) -> asyncio.Future[int]:
+    def submit(self, stream_id: int, blocks: Blocks,
+               window: tuple[float, float] | None = None) -> asyncio.Future[int]:
         """Hand a run of verified blocks over; the future gives the samples newly stored, or
-        raises :class:`RuntimeError` naming what went wrong in the worker."""
+        raises :class:`RuntimeError` naming what went wrong in the worker. ``window``: samples
+        timed outside it are refused and counted (:meth:`Store.ingest`)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._drop_reader()
@@ -130,7 +133,7 @@ class IngestWorker:
         job = self._next
         self._next += 1
         self._waiting[job] = fut
-        self._outbox.put((job, stream_id, blocks))
+        self._outbox.put((job, stream_id, blocks, window))
         return fut
 
     def _on_readable(self) -> None:
