@@ -130,9 +130,10 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     @app.get("/api/integrity")
     async def integrity() -> list[dict[str, Any]]:
         return [{"stream": i, "name": n, "status": st, "stored_blocks": b,
-                 "alert": st != "ok"}
-                for i, n, st, b in conn.execute(
-                    "SELECT id, name, status, stored_blocks FROM streams ORDER BY id")]
+                 "alert": st != "ok", "refused": r, "problem": p}
+                for i, n, st, b, r, p in conn.execute(
+                    "SELECT id, name, status, stored_blocks, refused, problem FROM streams "
+                    "ORDER BY id")]
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
@@ -149,7 +150,14 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   f"cairn_gateway_samples {total}",
                   "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
                   "# TYPE cairn_gateway_stopped_streams gauge",
-                  f"cairn_gateway_stopped_streams {stopped}"]
+                  f"cairn_gateway_stopped_streams {stopped}",
+                  "# HELP cairn_gateway_refused_samples samples refused for their time "
+                  "(outside the plausible window), never stored",
+                  "# TYPE cairn_gateway_refused_samples counter"]
+        for dn, n, r in conn.execute("SELECT d.name, s.name, s.refused FROM streams s "
+                                     "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+            lines.append(f'cairn_gateway_refused_samples{{device="{_label(dn or "")}",'
+                         f'stream="{_label(n)}"}} {r}')
         status = edges()
         if status:
             names = dict(conn.execute("SELECT record_key, name FROM devices"))

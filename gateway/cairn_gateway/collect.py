@@ -42,7 +42,7 @@ from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import Store, StoreError
 
-__all__ = ["Collector", "Device", "SyncResult"]
+__all__ = ["Collector", "Device", "SyncResult", "one_line"]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class SyncResult:
     waiting: int = 0  # blocks held but not stored: over the sample quota, for the next round
 
 
-def _describe(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """One line: the error's type and message."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -305,7 +305,7 @@ class Collector:
                       name, exc)
             return result
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
-            result.error = _describe(exc)
+            result.error = one_line(exc)
             if isinstance(exc, TimeoutError) and allow is not None and allow.time_left() <= 0:
                 result.error = (f"time budget of {allow.budget:g} s used up: the rest waits "
                                 "for the next round")
@@ -401,7 +401,7 @@ class Collector:
                 async with asyncio.timeout(self.limits.device_budget):
                     dev = await self.device(dht, k)
             except Exception as exc:  # one device's DHT trouble is that device's
-                self.schedule.failed(k, self.clock(), f"record lookup: {_describe(exc)}")
+                self.schedule.failed(k, self.clock(), f"record lookup: {one_line(exc)}")
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is not None and dev.record.address is not None:
@@ -450,7 +450,7 @@ class Collector:
             try:
                 todo = self._plan(dev, policy_of)
             except Exception as exc:  # (a store error): this device's, not the round's
-                self.schedule.noted(dev.record_key, f"could not register: {_describe(exc)}")
+                self.schedule.noted(dev.record_key, f"could not register: {one_line(exc)}")
                 log.debug("device %s", dev.record_key.hex()[:16], exc_info=True)
                 continue
             if todo:
@@ -491,7 +491,7 @@ class Collector:
                 try:
                     r = await self.sync(dev, name, dev.record.address, since=since)
                 except Exception as exc:  # a store error, a bug: this stream's, not the round's
-                    r = SyncResult(name, error=_describe(exc))
+                    r = SyncResult(name, error=one_line(exc))
                     log.warning("stream %s: sync failed: %s", name, r.error)
                     log.debug("stream %s", name, exc_info=True)
                 out.append(r)
