@@ -410,9 +410,19 @@ class Collector:
 
     def _plan(self, dev: Device, policy_of: Callable[[str], Policy]
               ) -> list[tuple[str, Policy]]:
-        """Register a device's streams; those to sync this round, by priority. A stream whose
-        log key the store holds under another name (listed twice in the record, or another
-        device's) is left out and noted as the device's problem."""
+        """Register a device's streams; those to sync this round, by priority. A record that
+        lists one log key under two names is refused whole; a stream whose log key the store
+        holds under another name (another device's) is left out. Both are noted as the
+        device's problem."""
+        by_key: dict[bytes, list[str]] = {}
+        for name, key in dev.streams.items():
+            by_key.setdefault(key, []).append(name)
+        twice = sorted(repr(n)[:80] for names in by_key.values() if len(names) > 1
+                       for n in names)
+        if twice:  # a record no honest edge makes: none of it is collected
+            self.schedule.noted(dev.record_key, "record refused: one log key under several "
+                                f"stream names ({', '.join(twice)})")
+            return []
         device_id = self.store.device(dev.record_key, None, float(dev.record.time))
         todo = []
         problems = []

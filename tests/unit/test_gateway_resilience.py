@@ -164,29 +164,46 @@ def honest(tmp: Path, net: FakeNet, n: int = 1) -> tuple[Device, Edge, str]:
     return dev, edge, name
 
 
-def test_a_log_key_listed_twice_refuses_that_stream_and_the_round_goes_on(
+def test_a_log_key_listed_twice_refuses_the_record_and_the_round_goes_on(
         tmp_path: Path, net: FakeNet, gw: Gateway) -> None:
     good, e1, name = honest(tmp_path, net, 1)
     rogue_log = Edge(tmp_path / "rogue.db", 9, "rogue/a", frames("rogue/a", [NOW - 5]))
     net.edges[1009] = rogue_log
-    # one key under two names, and the honest board's key under a third
     rogue = Device(b"\x09" * 32, 1, DeviceRecord(time=int(NOW), address=("127.0.0.1", 1009)),
-                   {"rogue/a": rogue_log.log.key, "rogue/b": rogue_log.log.key,
-                    "rogue/c": e1.log.key})
+                   {"rogue/a": rogue_log.log.key, "rogue/b": rogue_log.log.key})
     try:
-        first = asyncio.run(gw.collector.sync_devices([good]))  # the honest board first
         results = asyncio.run(gw.collector.sync_devices([rogue, good]))
-        assert [(r.stream, r.error) for r in first + results] == [
-            (name, None), (name, None), ("rogue/a", None)]
-        err = gw.error(rogue)
-        assert err is not None and "'rogue/b' refused" in err and "'rogue/c' refused" in err
-        assert gw.collector.schedule.status(gw.clock[0])[rogue.record_key].reachable
-        assert gw.stored(name) == [NOW - 100 + i for i in range(SAMPLES)]
+        assert [(r.stream, r.samples, r.error) for r in results] == [(name, SAMPLES, None)]
+        assert gw.error(rogue) == ("record refused: one log key under several stream names "
+                                   "('rogue/a', 'rogue/b')")
+        assert rogue_log.dials == 0
         names = [r[0] for r in gw.store.conn.execute("SELECT name FROM streams ORDER BY id")]
-        assert names == [name, "rogue/a"]  # nothing stored under the names it stole
+        assert names == [name]  # nothing of it registered, nothing stored
     finally:
         e1.log.close()
         rogue_log.log.close()
+
+
+def test_a_log_key_of_another_device_refuses_that_stream_only(
+        tmp_path: Path, net: FakeNet, gw: Gateway) -> None:
+    good, e1, name = honest(tmp_path, net, 1)
+    own = Edge(tmp_path / "rogue.db", 9, "rogue/a", frames("rogue/a", [NOW - 5]))
+    net.edges[1009] = own
+    rogue = Device(b"\x09" * 32, 1, DeviceRecord(time=int(NOW), address=("127.0.0.1", 1009)),
+                   {"rogue/a": own.log.key, "rogue/c": e1.log.key})
+    try:
+        asyncio.run(gw.collector.sync_devices([good]))  # the honest board was there first
+        results = asyncio.run(gw.collector.sync_devices([rogue, good]))
+        assert [(r.stream, r.error) for r in results] == [(name, None), ("rogue/a", None)]
+        err = gw.error(rogue)
+        assert err is not None and err.startswith("stream 'rogue/c' refused: log key ")
+        assert gw.collector.schedule.status(gw.clock[0])[rogue.record_key].reachable
+        assert gw.stored(name) == [NOW - 100 + i for i in range(SAMPLES)]
+        names = [r[0] for r in gw.store.conn.execute("SELECT name FROM streams ORDER BY id")]
+        assert names == [name, "rogue/a"]  # nothing under the name it gave the other's key
+    finally:
+        e1.log.close()
+        own.log.close()
 
 
 def test_a_signed_block_that_is_not_a_frame_stops_that_stream_only(
