@@ -414,6 +414,7 @@ class Collector:
         lists one log key under two names is refused whole; a stream whose log key the store
         holds under another name (another device's) is left out. Both are noted as the
         device's problem."""
+        device_id = self.store.device(dev.record_key, None, float(dev.record.time))
         by_key: dict[bytes, list[str]] = {}
         for name, key in dev.streams.items():
             by_key.setdefault(key, []).append(name)
@@ -422,8 +423,7 @@ class Collector:
         if twice:  # a record no honest edge makes: none of it is collected
             self.schedule.noted(dev.record_key, "record refused: one log key under several "
                                 f"stream names ({', '.join(twice)})")
-            return []
-        device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+            return []  # (the device is listed, with its status, in /api/devices)
         todo = []
         problems = []
         for name in sorted(dev.streams):
