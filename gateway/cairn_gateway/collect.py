@@ -236,6 +236,7 @@ class Collector:
             rec = decode_record(got.value, self.key_pair)
         except (RecordError, CairnError) as exc:  # waits its backoff: the status says why
             self.schedule.failed(record_key, self.clock(), f"record not usable: {exc}")
+            self.store.note_device(record_key, self.wall())
             return None
         dev = Device(record_key, got.seq, rec)
         dev.streams = {name: key for name, key in rec.streams if key is not None}
@@ -402,6 +403,8 @@ class Collector:
                     dev = await self.device(dht, k)
             except Exception as exc:  # one device's DHT trouble is that device's
                 self.schedule.failed(k, self.clock(), f"record lookup: {one_line(exc)}")
+                with contextlib.suppress(Exception):  # (listed, so that its status shows)
+                    self.store.note_device(k, self.wall())
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is not None and dev.record.address is not None:

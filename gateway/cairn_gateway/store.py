@@ -177,6 +177,13 @@ class Store:
         row = c.execute("SELECT id FROM devices WHERE record_key = ?", (record_key,)).fetchone()
         return int(row[0])
 
+    def note_device(self, record_key: bytes, now: float) -> None:
+        """List a device whose record could not be read (so its status shows), if it is not
+        listed yet; ``last_seen`` is not moved."""
+        self.conn.execute("INSERT INTO devices (record_key, name, first_seen, last_seen) "
+                          "VALUES (?, NULL, ?, ?) ON CONFLICT (record_key) DO NOTHING",
+                          (record_key, now, now))
+
     def stream(self, device_id: int, name: str, log_key: bytes, unit: str | None = None) -> int:
         c = self.conn
         c.execute("INSERT INTO streams (device_id, name, log_key, unit) VALUES (?, ?, ?, ?) "
