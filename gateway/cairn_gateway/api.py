@@ -151,12 +151,12 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
                   "# TYPE cairn_gateway_stopped_streams gauge",
                   f"cairn_gateway_stopped_streams {stopped}",
-                  "# HELP cairn_gateway_refused_samples samples refused for their time "
+                  "# HELP cairn_gateway_refused_samples_total samples refused for their time "
                   "(outside the plausible window), never stored",
-                  "# TYPE cairn_gateway_refused_samples counter"]
+                  "# TYPE cairn_gateway_refused_samples_total counter"]
         for dn, n, r in conn.execute("SELECT d.name, s.name, s.refused FROM streams s "
                                      "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
-            lines.append(f'cairn_gateway_refused_samples{{device="{_label(dn or "")}",'
+            lines.append(f'cairn_gateway_refused_samples_total{{device="{_label(dn or "")}",'
                          f'stream="{_label(n)}"}} {r}')
         status = edges()
         if status:

@@ -353,7 +353,7 @@ def test_samples_outside_the_plausible_window_are_refused_and_counted(
         integrity, metrics = asyncio.run(ask())
         row = next(x for x in integrity if x["name"] == rogue_name)
         assert (row["refused"], row["alert"]) == (refused, False)
-        assert f'cairn_gateway_refused_samples{{device="",stream="{rogue_name}"}} {refused}' \
+        assert f'cairn_gateway_refused_samples_total{{device="",stream="{rogue_name}"}} {refused}' \
             in metrics
     finally:
         e1.log.close()
