@@ -66,8 +66,9 @@ class _Allowance:
 class _Feed:
     """Hands verified blocks to the ingest worker while a download is still going: each run of
     INGEST_RUN blocks held contiguously past where the replica stood, as soon as it is there.
-    With an allowance, no run is handed over once the device's sample quota is used up (the
-    runs in flight may go past it)."""
+    With an allowance, each run handed over carries a cap (what is left of the device's
+    sample quota, less the caps of the runs in flight) and none is handed over when nothing
+    is left: the worker stores at most the quota; the rest is the collector's own pass."""
 
     def __init__(self, worker: IngestWorker, store: Store, stream_id: int, replica: Log,
                  window: tuple[float, float] | None = None,
@@ -75,17 +76,26 @@ class _Feed:
         self.worker = worker
         self.window = window
         self.allow = allow
+        self.reserved = 0  # the caps of the runs in flight
+        self.capped_jobs: dict[asyncio.Future[int], int] = {}  # in flight -> its cap
         self.store = store
         self.stream_id = stream_id
         self.start = self.cursor = replica.contiguous_length
         self.jobs: list[asyncio.Future[int]] = []
         self.failed = False
+        self.capped = False  # a run went with a cap: the worker may have stored a prefix
         self.unit_known = False
 
     def progress(self, replica: Log, *, last: bool = False) -> None:
         if self.worker.failed is not None:  # (not `alive`: this runs on every read, and a
             return                          # worker that exits is noticed by its pipe)
-        while self.allow is None or self.allow.samples > 0:
+        self._settle()
+        while True:
+            cap = None
+            if self.allow is not None:
+                cap = self.allow.samples - self.reserved
+                if cap <= 0:
+                    return
             run = replica.held_run(self.cursor, INGEST_RUN, 1 if last else INGEST_RUN)
             if not run:
                 return
@@ -97,15 +107,21 @@ class _Feed:
             fork = replica.fork
             job = self.worker.submit(self.stream_id,
                                      [(i, fork, data, digest) for i, data, digest in run],
-                                     window=self.window)
-            if self.allow is not None:
-                job.add_done_callback(self._spent)
+                                     window=self.window, cap=cap)
+            if cap is not None:
+                self.reserved += cap
+                self.capped = True
+                self.capped_jobs[job] = cap
             self.jobs.append(job)
             self.cursor = run[-1][0] + 1
 
-    def _spent(self, job: asyncio.Future[int]) -> None:
-        if self.allow is not None and not job.cancelled() and job.exception() is None:
-            self.allow.samples -= job.result()
+    def _settle(self) -> None:
+        """Count what the runs that came back stored against the device's quota (here, not
+        in a done-callback, which may run after the collector's own pass)."""
+        for job in [j for j in self.capped_jobs if j.done()]:
+            self.reserved -= self.capped_jobs.pop(job)
+            if self.allow is not None and not job.cancelled() and job.exception() is None:
+                self.allow.samples -= job.result()
 
     def exhausted(self, _replica: Log) -> bool:
         """The device's quota is used up: the download may stop."""
@@ -123,11 +139,13 @@ class _Feed:
             except (RuntimeError, asyncio.CancelledError) as exc:
                 self.failed = True
                 log.debug("ingest worker run: %s", exc)
+        self._settle()
         return stored
 
     def covered(self) -> tuple[int, int]:
-        """The blocks [start, end) the worker stored, all of them; (0, 0) if a run failed."""
-        return (0, 0) if self.failed else (self.start, self.cursor)
+        """The blocks [start, end) the worker stored, all of them; (0, 0) if a run failed or
+        went with a cap (then the store says what is stored)."""
+        return (0, 0) if self.failed or self.capped else (self.start, self.cursor)
 
 
 @dataclass(slots=True)

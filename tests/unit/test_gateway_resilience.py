@@ -360,9 +360,13 @@ def test_samples_outside_the_plausible_window_are_refused_and_counted(
         edge.log.close()
 
 
+@pytest.mark.parametrize("worker", [False, True], ids=["inline", "ingest-worker"])
 def test_the_sample_quota_leaves_the_rest_for_the_next_round(
-        tmp_path: Path, net: FakeNet) -> None:
+        tmp_path: Path, net: FakeNet, worker: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collect_module, "INGEST_RUN", 4)  # runs for the worker mid-download
     g = Gateway(tmp_path, Limits(max_samples=100))
+    if worker:
+        g.collector.start_worker()
     name = "board-5/vibration"
     times = [NOW - 1000 + i / 10 for i in range(450)]
     edge = Edge(tmp_path / "edge5.db", 5, name, frames(name, times, per_frame=10))
