@@ -167,6 +167,7 @@ class SyncResult:
     unreachable: bool = False
     refused: int = 0  # samples refused for their time (outside the plausible window)
     waiting: int = 0  # blocks held but not stored: over the sample quota, for the next round
+    stopped: bool = False  # the stream was stopped before (error: its status): nothing tried
 
 
 def one_line(exc: BaseException) -> str:
@@ -284,7 +285,8 @@ class Collector:
         status = self.store.status(stream_id)
         if status != "ok":
             result.error = status  # stopped (a fork, or data its signature did not cover):
-            return result          # nothing more is downloaded until a person looks
+            result.stopped = True  # nothing more is downloaded until a person looks
+            return result
         allow = self._round.get(dev.record_key)
         now = self.wall()
         first = self.store.window_since(stream_id, now)

@@ -191,8 +191,8 @@ concurrency = 4              # edges synced at once
 ingest_worker = true         # decode and store samples in a second process (uses a 2nd core)
 backoff_initial = 1.0        # seconds before an unreachable edge is tried again, doubling
 backoff_max = 300.0          # up to this (jittered; reset when the edge answers)
-device_budget = 10.0         # seconds one device may take of a round (record lookup and
-                             # downloads); the rest waits for the next round
+device_budget = 10.0         # seconds one device may take of a round (its record lookup,
+                             # then its downloads); the rest waits for the next round
 max_samples_per_round = 100000  # samples stored from one device in one round; the rest
                              # waits (100 Hz for 10 s on 100 streams fits)
 past_window = 315360000      # seconds (3650 days): a sample earlier than this before the

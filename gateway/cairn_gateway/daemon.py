@@ -43,7 +43,8 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
         except Exception as exc:
             log.warning("fleet lookup failed: %s", one_line(exc))
         for r in await collector.collect_round(dht, keys, cfg.policy):
-            if r.error and not r.unreachable:  # the schedule logs those
+            # the schedule logs the unreachable ones, a stream is stopped with a log line
+            if r.error and not r.unreachable and not r.stopped:
                 log.warning("stream %s: %s", r.stream, r.error)
         marks_seq = max(marks_seq + 1, int(time.time() * 1000))
         try:

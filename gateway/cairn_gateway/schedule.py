@@ -53,9 +53,9 @@ class Backoff:
 class Limits:
     """What one device may take in one round (``[collect]`` in docs/gateway.md).
 
-    ``device_budget``: seconds for its record lookup and for its streams' downloads together;
-    what is not done by then is left for the next round (a tarpit holds a sync slot that
-    long, then backs off). ``max_samples``: samples stored from it in one round; the blocks
+    ``device_budget``: seconds for its record lookup, and again for its streams' downloads
+    together; what is not done by then is left for the next round (a tarpit holds a sync slot
+    that long, then backs off). ``max_samples``: samples stored from it in one round; the blocks
     beyond wait, held in the replica, for the next round. ``past_window`` / ``future_window``:
     a sample timed earlier than ``past_window`` seconds before the gateway first took samples
     of its stream, or later than ``future_window`` seconds after now (the gateway's clock), is

@@ -26,7 +26,7 @@ from cairn.frames import Frame, Sample
 from cairn.log import Log
 from cairn.messages import Request, RequestBlock, RequestUpgrade
 from cairn_gateway.api import make_app
-from cairn_gateway.collect import Collector, Device
+from cairn_gateway.collect import Collector, Device, SyncResult
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, parse_config
 from cairn_gateway.daemon import collect_rounds, limits_of
 from cairn_gateway.schedule import Backoff, Limits, Schedule
@@ -484,3 +484,24 @@ def test_the_limits_come_from_collect_and_bad_values_are_refused(tmp_path: Path)
             parse_config(f"[collect]\n{bad}\n", tmp_path)
     with pytest.raises(ValueError, match="device budget"):
         Limits(device_budget=0)
+
+
+class StoppedStreamCollector(FlakyCollector):
+    async def collect_round(self, dht: object, keys: object, policy: object) -> list[Any]:
+        self.rounds += 1
+        return [SyncResult("rogue/x", error="invalid: block 0 is not a frame", stopped=True),
+                SyncResult("board-1/t", error="time budget of 10 s used up")]
+
+
+def test_a_stopped_stream_is_not_logged_again_every_round(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = GatewayConfig(tmp_path, tmp_path / "seed", interval=0.0)
+    fake = StoppedStreamCollector()
+    store = Store(tmp_path / "gw.db")
+    try:
+        assert asyncio.run(collect_rounds(cfg, fake, store, object(),  # type: ignore[arg-type]
+                                          random_key_pair(), rounds=3)) == 0
+    finally:
+        store.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "stream board-1/t: time budget of 10 s used up"] * 3
