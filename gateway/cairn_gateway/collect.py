@@ -346,6 +346,13 @@ class Collector:
         todo = self.store.missing_blocks(
             stream_id, [i for i in held if not covered[0] <= i < covered[1]])
         self._ingest_held(stream_id, name, replica, todo, window, allow, result)
+        self._note(stream_id, name, window, refused_before, result)
+        return result
+
+    def _note(self, stream_id: int, name: str, window: tuple[float, float],
+              refused_before: int, result: SyncResult) -> None:
+        """Count and log the samples refused for their time; keep the stream's problem (what
+        went wrong this round without stopping it: a budget used up, a quota reached)."""
         result.refused = self.store.refused(stream_id) - refused_before
         if result.refused:
             log.warning("stream %s: %d samples refused for their time (outside %s .. %s)",
@@ -356,7 +363,6 @@ class Collector:
                        f"{result.waiting} blocks wait for the next round")
         if self.store.status(stream_id) == "ok":
             self.store.set_problem(stream_id, problem)
-        return result
 
     def _ingest_held(self, stream_id: int, name: str, replica: Log, todo: list[int],
                      window: tuple[float, float], allow: _Allowance | None,
