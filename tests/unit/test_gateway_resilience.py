@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cairn_gateway.collect as collect_module
 from cairn.crypto import KeyPair, derive_stream_key_pair, random_key_pair
@@ -505,3 +508,32 @@ def test_a_stopped_stream_is_not_logged_again_every_round(
         store.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "stream board-1/t: time budget of 10 s used up"] * 3
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=150,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(times=st.lists(st.lists(st.floats(-1e10, 1e10), min_size=1, max_size=5), min_size=1,
+                      max_size=12),
+       lo=st.floats(-1e10, 1e10), width=st.floats(0, 2e10), twice=st.integers(0, 11))
+def test_the_window_keeps_exactly_once(tmp_path_factory: pytest.TempPathFactory,
+                                       times: list[list[float]], lo: float, width: float,
+                                       twice: int) -> None:
+    """Whatever the times and the window: every block is ingested once, each sample is
+    stored or refused (never both, never twice), and a block ingested again changes nothing."""
+    store = Store(tmp_path_factory.mktemp("window") / "gw.db")
+    try:
+        sid = store.stream(store.device(b"d" * 32, None, NOW), "d/x", b"k" * 32)
+        blocks = [(i, 0, Frame(tuple(Sample("d/x", "Cel", t, 1.0) for t in ts)))
+                  for i, ts in enumerate(times)]
+        window = (lo, lo + width)
+        stored = store.ingest(sid, blocks[:twice], window)
+        stored += store.ingest(sid, blocks, window)  # the first ones a second time
+        inside = [t for ts in times for t in ts if lo <= t <= lo + width]
+        assert stored == len(inside)
+        assert sorted(t for t, _v, _b, _f in store.samples(sid, -math.inf, math.inf)) == \
+            sorted(inside)
+        total = sum(len(ts) for ts in times)
+        assert store.refused(sid) == total - len(inside)
+        assert store.stored_prefix(sid) == len(times)
+    finally:
+        store.close()
