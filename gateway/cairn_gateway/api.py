@@ -132,17 +132,21 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         """Each stream: ``status`` (``ok``, or why its collection stopped), and its holes:
         ``missing`` (one line: which blocks its edge would not serve, and why, or null),
         ``missing_blocks`` (how many) and ``missing_ranges`` (``start``, ``stop`` exclusive,
-        ``reason``: ``damaged`` or ``not served``, ``since``). ``alert``: either is not ok."""
+        ``reason``: ``damaged`` or ``not served``, ``since``); ``refused``: samples refused for
+        their time; ``problem``: the last round's trouble that does not stop the stream.
+        ``alert``: stopped or holes."""
         holes = store.missing()
         out = []
-        for i, n, st, b in conn.execute(
-                "SELECT id, name, status, stored_blocks FROM streams ORDER BY id"):
+        for i, n, st, b, refused, problem in conn.execute(
+                "SELECT id, name, status, stored_blocks, refused, problem FROM streams "
+                "ORDER BY id"):
             runs = holes.get(i, [])
             out.append({"stream": i, "name": n, "status": st, "stored_blocks": b,
                         "missing": describe_missing((a, z, r) for a, z, r, _ in runs) or None,
                         "missing_blocks": sum(z - a for a, z, _, _ in runs),
                         "missing_ranges": [{"start": a, "stop": z, "reason": r, "since": f}
                                            for a, z, r, f in runs],
+                        "refused": refused, "problem": problem,
                         "alert": st != "ok" or bool(runs)})
         return out
 
@@ -161,7 +165,14 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   f"cairn_gateway_samples {total}",
                   "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
                   "# TYPE cairn_gateway_stopped_streams gauge",
-                  f"cairn_gateway_stopped_streams {stopped}"]
+                  f"cairn_gateway_stopped_streams {stopped}",
+                  "# HELP cairn_gateway_refused_samples_total samples refused for their time "
+                  "(outside the plausible window), never stored",
+                  "# TYPE cairn_gateway_refused_samples_total counter"]
+        for dn, n, r in conn.execute("SELECT d.name, s.name, s.refused FROM streams s "
+                                     "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+            lines.append(f'cairn_gateway_refused_samples_total{{device="{_label(dn or "")}",'
+                         f'stream="{_label(n)}"}} {r}')
         lines += _missing_lines(conn, store)
         status = edges()
         if status:

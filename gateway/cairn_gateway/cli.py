@@ -85,15 +85,15 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     from cairn.dht.api import DHT
     from cairn_gateway.api import make_app
     from cairn_gateway.collect import Collector
+    from cairn_gateway.daemon import collect_rounds, limits_of
 
     seed = load_seed(cfg.key_file)
     key = noise_key_pair(seed)
     store = _store(cfg)
-    collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
+    collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
+                          limits=limits_of(cfg))
     if cfg.ingest_worker:
         collector.start_worker()
-    marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
-
     def demand(stream_id: int) -> bool:
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
@@ -116,28 +116,8 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                 await asyncio.sleep(0.01)
             if ready is not None:
                 ready(server.servers[0].sockets[0].getsockname()[:2])
-            done = 0
-            while rounds is None or done < rounds:
-                if dht is not None:
-                    keys = set(cfg.devices)
-                    try:
-                        keys |= await collector.devices_on(dht, cfg.fleet)
-                    except Exception as exc:
-                        log.warning("fleet lookup failed: %s", exc)
-                    for r in await collector.collect_round(dht, keys, cfg.policy):
-                        if r.error and not r.unreachable:  # the schedule logs those
-                            log.warning("stream %s: %s", r.stream, r.error)
-                    marks_seq = max(marks_seq + 1, int(time.time() * 1000))
-                    try:
-                        await collector.publish_watermarks(dht, watermark_key_pair(seed),
-                                                           marks_seq)
-                    except Exception as exc:  # a bad round must not stop us
-                        log.warning("could not publish the watermark record: %s", exc)
-                if cfg.retention_days:
-                    store.prune(time.time() - cfg.retention_days * 86400)
-                done += 1
-                if rounds is None or done < rounds:
-                    await asyncio.sleep(cfg.interval)
+            await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
+                                 rounds=rounds)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -178,6 +158,7 @@ def collect(config_path: Path) -> None:
     """One collection round (every device of the fleet, every stream), then exit."""
     from cairn.dht.api import DHT
     from cairn_gateway.collect import Collector
+    from cairn_gateway.daemon import limits_of
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
@@ -189,7 +170,8 @@ def collect(config_path: Path) -> None:
 
     async def once() -> list[Any]:
         store = _store(cfg)
-        collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
+        collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
+                              limits=limits_of(cfg))
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:

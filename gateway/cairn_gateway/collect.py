@@ -8,6 +8,12 @@ ingesting is exactly once, so a collection can be repeated or interrupted at any
 A round (:meth:`Collector.collect_round`) takes the edges in the order of their streams'
 policy priorities, syncs at most ``Schedule.concurrency`` of them at once, and leaves out an
 edge that could not be reached until its backoff has passed (:mod:`cairn_gateway.schedule`).
+
+One device never stops a round: whatever goes wrong with one device (a DHT error or timeout, a
+record that does not decode, a log key listed twice, a signed block that is not a frame, a
+store error, anything its sync raises) becomes that device's or that stream's status and the
+round goes on. Each device has :class:`~cairn_gateway.schedule.Limits` per round: a time
+budget, a sample quota, a plausible time window for its samples.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cairn.crypto import KeyPair, discovery_key
@@ -32,10 +39,10 @@ from cairn.replication.net import DownloadResult, download
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
-from cairn_gateway.schedule import Schedule
-from cairn_gateway.store import MISSING_REASONS, Store, describe_missing
+from cairn_gateway.schedule import Limits, Schedule
+from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
-__all__ = ["Collector", "Device", "SyncResult"]
+__all__ = ["Collector", "Device", "SyncResult", "one_line"]
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +50,52 @@ TIMEOUT = 30.0
 INGEST_RUN = 1000  # blocks stored per transaction
 
 
+@dataclass(slots=True)
+class _Allowance:
+    """What one device may still take in this round: time (``deadline``, ``time.monotonic``)
+    and samples stored (``samples``)."""
+
+    deadline: float
+    samples: int
+    budget: float
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
 class _Feed:
     """Hands verified blocks to the ingest worker while a download is still going: each run of
-    INGEST_RUN blocks held contiguously past where the replica stood, as soon as it is there."""
+    INGEST_RUN blocks held contiguously past where the replica stood, as soon as it is there.
+    With an allowance, each run handed over carries a cap (what is left of the device's
+    sample quota, less the caps of the runs in flight) and none is handed over when nothing
+    is left: the worker stores at most the quota; the rest is the collector's own pass."""
 
-    def __init__(self, worker: IngestWorker, store: Store, stream_id: int, replica: Log) -> None:
+    def __init__(self, worker: IngestWorker, store: Store, stream_id: int, replica: Log,
+                 window: tuple[float, float] | None = None,
+                 allow: _Allowance | None = None) -> None:
         self.worker = worker
+        self.window = window
+        self.allow = allow
+        self.reserved = 0  # the caps of the runs in flight
+        self.capped_jobs: dict[asyncio.Future[int], int] = {}  # in flight -> its cap
         self.store = store
         self.stream_id = stream_id
         self.start = self.cursor = replica.contiguous_length
         self.jobs: list[asyncio.Future[int]] = []
         self.failed = False
+        self.capped = False  # a run went with a cap: the worker may have stored a prefix
         self.unit_known = False
 
     def progress(self, replica: Log, *, last: bool = False) -> None:
         if self.worker.failed is not None:  # (not `alive`: this runs on every read, and a
             return                          # worker that exits is noticed by its pipe)
+        self._settle()
         while True:
+            cap = None
+            if self.allow is not None:
+                cap = self.allow.samples - self.reserved
+                if cap <= 0:
+                    return
             run = replica.held_run(self.cursor, INGEST_RUN, 1 if last else INGEST_RUN)
             if not run:
                 return
@@ -69,9 +105,27 @@ class _Feed:
                     first = Frame.decode(run[0][1]).samples[0]
                     self.store.set_unit(self.stream_id, first.unit)
             fork = replica.fork
-            self.jobs.append(self.worker.submit(
-                self.stream_id, [(i, fork, data, digest) for i, data, digest in run]))
+            job = self.worker.submit(self.stream_id,
+                                     [(i, fork, data, digest) for i, data, digest in run],
+                                     window=self.window, cap=cap)
+            if cap is not None:
+                self.reserved += cap
+                self.capped = True
+                self.capped_jobs[job] = cap
+            self.jobs.append(job)
             self.cursor = run[-1][0] + 1
+
+    def _settle(self) -> None:
+        """Count what the runs that came back stored against the device's quota (here, not
+        in a done-callback, which may run after the collector's own pass)."""
+        for job in [j for j in self.capped_jobs if j.done()]:
+            self.reserved -= self.capped_jobs.pop(job)
+            if self.allow is not None and not job.cancelled() and job.exception() is None:
+                self.allow.samples -= job.result()
+
+    def exhausted(self, _replica: Log) -> bool:
+        """The device's quota is used up: the download may stop."""
+        return self.allow is not None and self.allow.samples <= 0
 
     async def finish(self, replica: Log) -> int:
         """Send what is left, wait for every run; the samples the worker stored. A run that
@@ -85,11 +139,13 @@ class _Feed:
             except (RuntimeError, asyncio.CancelledError) as exc:
                 self.failed = True
                 log.debug("ingest worker run: %s", exc)
+        self._settle()
         return stored
 
     def covered(self) -> tuple[int, int]:
-        """The blocks [start, end) the worker stored, all of them; (0, 0) if a run failed."""
-        return (0, 0) if self.failed else (self.start, self.cursor)
+        """The blocks [start, end) the worker stored, all of them; (0, 0) if a run failed or
+        went with a cap (then the store says what is stored)."""
+        return (0, 0) if self.failed or self.capped else (self.start, self.cursor)
 
 
 @dataclass(slots=True)
@@ -106,7 +162,25 @@ class SyncResult:
     blocks: int = 0  # blocks downloaded
     samples: int = 0  # samples newly stored
     error: str | None = None
-    unreachable: bool = False  # the edge could not be reached (refused, no answer in time)
+    # the edge could not be reached (refused, no answer in time), or answered and gave
+    # nothing (closed after the handshake: a gateway key it does not allow): it backs off
+    unreachable: bool = False
+    refused: int = 0  # samples refused for their time (outside the plausible window)
+    waiting: int = 0  # blocks held but not stored: over the sample quota, for the next round
+    stopped: bool = False  # the stream was stopped before (error: its status): nothing tried
+
+
+def one_line(exc: BaseException) -> str:
+    """One line: the error's type and message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _iso(t: float) -> str:
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{t:g}"
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -125,7 +199,8 @@ class Collector:
     def __init__(self, data_dir: str | Path, key_pair: KeyPair, store: Store, *,
                  schedule: Schedule | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 timeout: float = TIMEOUT) -> None:
+                 timeout: float = TIMEOUT, limits: Limits | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key_pair = key_pair
@@ -133,6 +208,9 @@ class Collector:
         self.schedule = schedule if schedule is not None else Schedule()
         self.clock = clock
         self.timeout = timeout
+        self.limits = limits if limits is not None else Limits()
+        self.wall = wall  # epoch seconds: the plausible time window's "now"
+        self._round: dict[bytes, _Allowance] = {}  # record key -> what it may still take
         self.replicas = SharedDB(self.dir / "replicas.db")
         self._logs: dict[bytes, Log] = {}
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
@@ -175,8 +253,9 @@ class Collector:
         self._seq[record_key] = max(self._seq.get(record_key, 0), got.seq)
         try:
             rec = decode_record(got.value, self.key_pair)
-        except RecordError as exc:
-            log.warning("device %s: its record is not usable: %s", record_key.hex()[:16], exc)
+        except (RecordError, CairnError) as exc:  # waits its backoff: the status says why
+            self.schedule.failed(record_key, self.clock(), f"record not usable: {exc}")
+            self.store.note_device(record_key, self.wall())
             return None
         dev = Device(record_key, got.seq, rec)
         dev.streams = {name: key for name, key in rec.streams if key is not None}
@@ -196,7 +275,9 @@ class Collector:
     async def sync(self, dev: Device, name: str, address: tuple[str, int], *,
                    since: float | None = None, until: float | None = None) -> SyncResult:
         """Download what is new of one stream (up to the edge's length), or only the frames
-        holding samples in [since, until) (found by a time seek on the edge), and store it."""
+        holding samples in [since, until) (found by a time seek on the edge), and store it:
+        within the device's allowance for the round when one is set (:meth:`sync_devices`),
+        samples outside the plausible time window refused and counted."""
         key = dev.streams[name]
         result = SyncResult(name)
         device_id = self.store.device(dev.record_key, None, float(dev.record.time))
@@ -204,22 +285,31 @@ class Collector:
         status = self.store.status(stream_id)
         if status != "ok":
             result.error = status  # stopped (a fork, or data its signature did not cover):
-            return result          # nothing more is downloaded until a person looks
+            result.stopped = True  # nothing more is downloaded until a person looks
+            return result
+        allow = self._round.get(dev.record_key)
+        now = self.wall()
+        first = self.store.window_since(stream_id, now)
+        window = (first - self.limits.past_window, now + self.limits.future_window)
+        refused_before = self.store.refused(stream_id)
+        timeout = self.timeout if allow is None else max(0.0, min(self.timeout,
+                                                                   allow.time_left()))
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
         feed = None
         if self.worker is not None and self.worker.alive and since is None and until is None:
-            feed = _Feed(self.worker, self.store, stream_id, replica)
+            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow)
         got: DownloadResult | None = None  # a full answer: what the edge would not serve
         try:
             if since is not None or until is not None:
                 await asyncio.wait_for(download(address[0], address[1], replica, self.key_pair,
-                                                since=since, until_time=until), self.timeout)
+                                                since=since, until_time=until), timeout)
             else:
                 got = await asyncio.wait_for(
                     download(address[0], address[1], replica, self.key_pair, start=0,
-                             on_progress=feed.progress if feed is not None else None),
-                    self.timeout)
+                             on_progress=feed.progress if feed is not None else None,
+                             until=feed.exhausted if feed is not None else None),
+                    timeout)
         except ForkError as exc:
             # what the worker has in hand was verified before the fork showed: it may land
             result.samples += await feed.finish(replica) if feed is not None else 0
@@ -237,8 +327,13 @@ class Collector:
                       name, exc)
             return result
         except (CairnError, ConnectionError, OSError, TimeoutError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            result.unreachable = _unreachable(exc)
+            result.error = one_line(exc)
+            if isinstance(exc, TimeoutError) and allow is not None and allow.time_left() <= 0:
+                result.error = (f"time budget of {allow.budget:g} s used up: the rest waits "
+                                "for the next round")
+            # not reached, or answered and then refused or closed: it backs off, unless it
+            # gave blocks (it answered, then stalled: see below)
+            result.unreachable = True
         covered = (0, 0)
         if feed is not None:
             result.samples += await feed.finish(replica)
@@ -251,14 +346,68 @@ class Collector:
         # (what the worker stored, every run of it, needs no second look)
         todo = self.store.missing_blocks(
             stream_id, [i for i in held if not covered[0] <= i < covered[1]])
-        for k in range(0, len(todo), INGEST_RUN):
-            run = [(i, replica.fork, Frame.decode(replica.get(i))) for i in todo[k:k + INGEST_RUN]]
-            result.samples += self.store.ingest(stream_id, run)
+        self._ingest_held(stream_id, name, replica, todo, window, allow, result)
+        if got is not None and not (feed is not None and feed.exhausted(replica)) \
+                and self.store.status(stream_id) == "ok":
+            # a whole answer (not one the quota cut short): its refusals are the holes
+            self._mark_missing(stream_id, name, replica, got)
+        self._note(stream_id, name, window, refused_before, result)
+        return result
+
+    def _note(self, stream_id: int, name: str, window: tuple[float, float],
+              refused_before: int, result: SyncResult) -> None:
+        """Count and log the samples refused for their time; keep the stream's problem (what
+        went wrong this round without stopping it: a budget used up, a quota reached)."""
+        result.refused = self.store.refused(stream_id) - refused_before
+        if result.refused:
+            log.warning("stream %s: %d samples refused for their time (outside %s .. %s)",
+                        name, result.refused, _iso(window[0]), _iso(window[1]))
+        problem = result.error if result.error is not None and not result.unreachable else None
+        if result.waiting:
+            problem = (f"sample quota of {self.limits.max_samples} a round reached: "
+                       f"{result.waiting} blocks wait for the next round")
+        if self.store.status(stream_id) == "ok":
+            self.store.set_problem(stream_id, problem)
+
+    def _ingest_held(self, stream_id: int, name: str, replica: Log, todo: list[int],
+                     window: tuple[float, float], allow: _Allowance | None,
+                     result: SyncResult) -> None:
+        """Store these held blocks in runs, within the device's sample quota (the rest wait
+        in the replica for the next round). A block that is not a frame stops the stream:
+        it was signed by the device, so the device misbehaves (the blocks before it are
+        stored)."""
+        k = 0
+        while k < len(todo):
+            run: list[tuple[int, int, Frame]] = []
+            taken = 0
+            stop: tuple[int, DecodeError] | None = None
+            for i in todo[k:k + INGEST_RUN]:
+                try:
+                    frame = Frame.decode(replica.get(i))
+                except DecodeError as exc:
+                    stop = (i, exc)
+                    break
+                if allow is not None and (allow.samples <= 0 or (
+                        run and taken + len(frame.samples) > allow.samples)):
+                    break
+                run.append((i, replica.fork, frame))
+                taken += len(frame.samples)
+            stored = self.store.ingest(stream_id, run, window) if run else 0
+            result.samples += stored
+            if allow is not None:
+                allow.samples -= stored
             if k == 0 and run and run[0][2].samples:
                 self.store.set_unit(stream_id, run[0][2].samples[0].unit)
-        if got is not None:
-            self._mark_missing(stream_id, name, replica, got)
-        return result
+            k += len(run)
+            if stop is not None:
+                why = f"invalid: block {stop[0]} is not a frame ({stop[1]})"
+                self.store.stop(stream_id, why)
+                result.error = why
+                log.error("stream %s: %s (ingest stopped)", name, why)
+                return
+            if k < len(todo) and len(run) < INGEST_RUN:
+                result.waiting = len(todo) - k  # over the quota
+                return
 
     def _mark_missing(self, stream_id: int, name: str, replica: Log,
                       got: DownloadResult) -> None:
@@ -295,15 +444,57 @@ class Collector:
                             policy: Callable[[str], Policy] | None = None,
                             now: float | None = None) -> list[SyncResult]:
         """One round over these devices: their records looked up (except for edges waiting
-        out a backoff), then :meth:`sync_devices`."""
+        out a backoff), then :meth:`sync_devices`. A lookup that fails or takes longer than
+        the device's time budget makes that device wait its backoff (its status says why);
+        the others go on."""
         devices = []
         for k in sorted(set(record_keys)):
             if not self.schedule.ready(k, self.clock()):
                 continue
-            dev = await self.device(dht, k)
+            try:
+                async with asyncio.timeout(self.limits.device_budget):
+                    dev = await self.device(dht, k)
+            except Exception as exc:  # one device's DHT trouble is that device's
+                self.schedule.failed(k, self.clock(), f"record lookup: {one_line(exc)}")
+                with contextlib.suppress(Exception):  # (listed, so that its status shows)
+                    self.store.note_device(k, self.wall())
+                log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
+                continue
             if dev is not None and dev.record.address is not None:
                 devices.append(dev)
         return await self.sync_devices(devices, policy, now)
+
+    def _plan(self, dev: Device, policy_of: Callable[[str], Policy]
+              ) -> list[tuple[str, Policy]]:
+        """Register a device's streams; those to sync this round, by priority. A record that
+        lists one log key under two names is refused whole; a stream whose log key the store
+        holds under another name (another device's) is left out. Both are noted as the
+        device's problem."""
+        device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+        by_key: dict[bytes, list[str]] = {}
+        for name, key in dev.streams.items():
+            by_key.setdefault(key, []).append(name)
+        twice = sorted(repr(n)[:80] for names in by_key.values() if len(names) > 1
+                       for n in names)
+        if twice:  # a record no honest edge makes: none of it is collected
+            self.schedule.noted(dev.record_key, "record refused: one log key under several "
+                                f"stream names ({', '.join(twice)})")
+            return []  # (the device is listed, with its status, in /api/devices)
+        todo = []
+        problems = []
+        for name in sorted(dev.streams):
+            try:
+                stream_id = self.store.stream(device_id, name, dev.streams[name])
+            except StoreError as exc:
+                problems.append(f"stream {name!r} refused: {exc}")
+                continue
+            self.known[stream_id] = (dev, name)
+            p = policy_of(name)
+            if p.mode != "on_demand":
+                todo.append((name, p))
+        self.schedule.noted(dev.record_key, "; ".join(problems) or None)
+        todo.sort(key=lambda np: -np[1].priority)  # stable: by name within a priority
+        return todo
 
     async def sync_devices(self, devices: Iterable[Device],
                            policy: Callable[[str], Policy] | None = None,
@@ -312,7 +503,8 @@ class Collector:
         edge's priority is its streams' highest), at most ``schedule.concurrency`` edges at
         once, within an edge its streams highest priority first (one connection at a time).
         An edge that cannot be reached is left for the rest of the round and waits its
-        backoff; one waiting already is skipped. Results in the order the edges were taken."""
+        backoff; one waiting already is skipped. Results in the order the edges were taken.
+        Whatever goes wrong with one device is noted as its status; the others go on."""
         def policy_of(name: str) -> Policy:
             return policy(name) if policy is not None else Policy("*", "tail")
 
@@ -321,16 +513,13 @@ class Collector:
             if not self.schedule.ready(dev.record_key, self.clock()):
                 continue
             assert dev.record.address is not None, "a device without an address to sync from"
-            device_id = self.store.device(dev.record_key, None, float(dev.record.time))
-            todo = []
-            for name in sorted(dev.streams):
-                stream_id = self.store.stream(device_id, name, dev.streams[name])
-                self.known[stream_id] = (dev, name)
-                p = policy_of(name)
-                if p.mode != "on_demand":
-                    todo.append((name, p))
+            try:
+                todo = self._plan(dev, policy_of)
+            except Exception as exc:  # (a store error): this device's, not the round's
+                self.schedule.noted(dev.record_key, f"could not register: {one_line(exc)}")
+                log.debug("device %s", dev.record_key.hex()[:16], exc_info=True)
+                continue
             if todo:
-                todo.sort(key=lambda np: -np[1].priority)  # stable: by name within a priority
                 plans[dev.record_key] = (dev, todo)
         order = Schedule.order((k, todo[0][1].priority) for k, (_d, todo) in plans.items())
         queue = deque(order)
@@ -350,15 +539,33 @@ class Collector:
 
     async def _sync_edge(self, dev: Device, todo: list[tuple[str, Policy]],
                          now: float) -> list[SyncResult]:
+        """One edge's streams in turn, within its allowance for the round. Anything a
+        stream's sync raises is that stream's error; an edge that gives nothing (not reached,
+        or refused us) waits its backoff."""
         assert dev.record.address is not None
+        budget = self.limits.device_budget
+        allow = _Allowance(time.monotonic() + budget, self.limits.max_samples, budget)
+        self._round[dev.record_key] = allow
         out = []
-        for name, p in todo:
-            since = now - p.window if p.mode == "backfill" else None
-            r = await self.sync(dev, name, dev.record.address, since=since)
-            out.append(r)
-            if r.unreachable:
-                self.schedule.failed(dev.record_key, self.clock(), r.error or "unreachable")
-                return out
+        try:
+            for name, p in todo:
+                if allow.time_left() <= 0:
+                    out.append(SyncResult(name, error=f"time budget of {budget:g} s used up: "
+                                                      "left for the next round"))
+                    continue
+                since = now - p.window if p.mode == "backfill" else None
+                try:
+                    r = await self.sync(dev, name, dev.record.address, since=since)
+                except Exception as exc:  # a store error, a bug: this stream's, not the round's
+                    r = SyncResult(name, error=one_line(exc))
+                    log.warning("stream %s: sync failed: %s", name, r.error)
+                    log.debug("stream %s", name, exc_info=True)
+                out.append(r)
+                if r.unreachable:
+                    self.schedule.failed(dev.record_key, self.clock(), r.error or "unreachable")
+                    return out
+        finally:
+            del self._round[dev.record_key]
         self.schedule.succeeded(dev.record_key, self.clock())
         return out
 

@@ -30,6 +30,10 @@ class GatewayConfig:
     backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
     backoff_max: float = 300.0  # ...doubling up to this
     ingest_worker: bool = True  # decode and store in a second process (cairn_gateway.ingest)
+    device_budget: float = 10.0  # seconds one device may take of a round
+    max_samples_per_round: int = 100_000  # samples stored from one device in one round
+    past_window: float = 3650 * 86400.0  # samples earlier than this before first seen: refused
+    future_window: float = 10.0  # samples later than this after now: refused
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -56,7 +60,8 @@ _KEYS: dict[str, set[str]] = {
     "policy": {"pattern", "mode", "window", "priority"},
     "dht": {"bootstrap", "fleet"},
     "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max",
-                "ingest_worker"},
+                "ingest_worker", "device_budget", "max_samples_per_round", "past_window",
+                "future_window"},
     "api": {"listen"},
     "store": {"retention_days"},
 }
@@ -155,6 +160,12 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         ingest_worker=ingest_worker,
+        device_budget=number(collect, "[collect]", "device_budget", 10.0, 0.1, 86400),
+        max_samples_per_round=integer(collect, "[collect]", "max_samples_per_round", 100_000,
+                                      1, 1_000_000_000),
+        past_window=number(collect, "[collect]", "past_window", 3650 * 86400.0, 0,
+                           100 * 365 * 86400.0),
+        future_window=number(collect, "[collect]", "future_window", 10.0, 0, 365 * 86400.0),
     )
 
 
@@ -180,6 +191,13 @@ concurrency = 4              # edges synced at once
 ingest_worker = true         # decode and store samples in a second process (uses a 2nd core)
 backoff_initial = 1.0        # seconds before an unreachable edge is tried again, doubling
 backoff_max = 300.0          # up to this (jittered; reset when the edge answers)
+device_budget = 10.0         # seconds one device may take of a round (its record lookup,
+                             # then its downloads); the rest waits for the next round
+max_samples_per_round = 100000  # samples stored from one device in one round; the rest
+                             # waits (100 Hz for 10 s on 100 streams fits)
+past_window = 315360000      # seconds (3650 days): a sample earlier than this before the
+                             # gateway first took samples of its stream is refused, counted
+future_window = 10.0         # seconds: a sample later than now + this is refused, counted
 
 [api]
 listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics)

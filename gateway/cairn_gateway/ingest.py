@@ -15,7 +15,9 @@ The worker is an accelerator, never the only way data gets stored.
 The worker checks each block's data against the leaf hash its replica stored for it (the
 collector reads them without checking, so the hash is computed once, here), then decodes.
 
-Messages (pickled over a pipe): ``(job, stream_id, [(index, fork, data, hash), ...])`` in, and
+Messages (pickled over a pipe): ``(job, stream_id, [(index, fork, data, hash), ...], window,
+cap)`` in (``window``: the plausible time window of :meth:`Store.ingest`, or None; ``cap``: store
+only the first blocks whose samples add up to at most this many, at least one; None: all), and
 ``(job, stored, None)`` or ``(job, 0, "ErrorType: message")`` out; ``None`` in stops it.
 """
 
@@ -29,6 +31,10 @@ import queue
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cairn.frames import Frame
 
 __all__ = ["IngestWorker"]
 
@@ -36,6 +42,16 @@ log = logging.getLogger(__name__)
 
 Blocks = list[tuple[int, int, bytes, bytes]]
 READY_TIMEOUT = 60.0  # seconds for the worker to start and open the store
+
+
+def within(frames: list[tuple[int, int, Frame]], cap: int) -> list[tuple[int, int, Frame]]:
+    """The first frames whose samples add up to at most ``cap`` (the first one always)."""
+    total = 0
+    for n, (_i, _f, frame) in enumerate(frames):
+        total += len(frame.samples)
+        if total > cap and n:
+            return frames[:n]
+    return frames
 
 
 def _serve(store_path: str, conn: Connection) -> None:  # pragma: no cover - runs in the child
@@ -58,14 +74,16 @@ def _serve(store_path: str, conn: Connection) -> None:  # pragma: no cover - run
                 return
             if msg is None:
                 return
-            job, stream_id, blocks = msg
+            job, stream_id, blocks, window, cap = msg
             try:
                 frames = []
                 for i, fork, data, digest in blocks:
                     if leaf_hash(data) != digest:
                         raise ValueError(f"block {i} does not match its hash in the replica")
                     frames.append((i, fork, Frame.decode(data)))
-                conn.send((job, store.ingest(stream_id, frames), None))
+                if cap is not None:
+                    frames = within(frames, cap)
+                conn.send((job, store.ingest(stream_id, frames, window), None))
             except Exception as exc:  # reported; the collector's own pass will meet it too
                 conn.send((job, 0, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -115,9 +133,13 @@ class IngestWorker:
     def alive(self) -> bool:
         return self.failed is None and self._proc.is_alive()
 
-    def submit(self, stream_id: int, blocks: Blocks) -> asyncio.Future[int]:
+    def submit(self, stream_id: int, blocks: Blocks,
+               window: tuple[float, float] | None = None,
+               cap: int | None = None) -> asyncio.Future[int]:
         """Hand a run of verified blocks over; the future gives the samples newly stored, or
-        raises :class:`RuntimeError` naming what went wrong in the worker."""
+        raises :class:`RuntimeError` naming what went wrong in the worker. ``window``: samples
+        timed outside it are refused and counted (:meth:`Store.ingest`); ``cap``: only the first
+        blocks with at most this many samples in all are stored (the first one always)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._drop_reader()
@@ -130,7 +152,7 @@ class IngestWorker:
         job = self._next
         self._next += 1
         self._waiting[job] = fut
-        self._outbox.put((job, stream_id, blocks))
+        self._outbox.put((job, stream_id, blocks, window, cap))
         return fut
 
     def _on_readable(self) -> None:

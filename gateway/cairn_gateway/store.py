@@ -82,6 +82,20 @@ def m002_samples_at_the_same_time(db: sqlite_utils.Database) -> None:
 
 
 @MIGRATIONS()
+def m004_stream_problems(db: sqlite_utils.Database) -> None:
+    """What the collector refused of a stream and why: ``refused`` counts samples outside
+    the plausible time window (never stored; the blocks holding them are ingested), ``problem``
+    is the last round's trouble that does not stop the stream (a time budget used up, a quota
+    reached), ``window_since`` the gateway's clock when it first took samples of the stream
+    (the past window counts back from there)."""
+    db.executescript("""
+        ALTER TABLE streams ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE streams ADD COLUMN problem TEXT;
+        ALTER TABLE streams ADD COLUMN window_since REAL;
+    """)
+
+
+@MIGRATIONS()
 def m005_missing_blocks(db: sqlite_utils.Database) -> None:
     """Holes: blocks [start, stop) of a stream that its edge signed but would not serve, and
     why (``damaged``: the edge says its copy is damaged; ``not served``: no data, no reason).
@@ -244,6 +258,13 @@ class Store:
         row = c.execute("SELECT id FROM devices WHERE record_key = ?", (record_key,)).fetchone()
         return int(row[0])
 
+    def note_device(self, record_key: bytes, now: float) -> None:
+        """List a device whose record could not be read (so its status shows), if it is not
+        listed yet; ``last_seen`` is not moved."""
+        self.conn.execute("INSERT INTO devices (record_key, name, first_seen, last_seen) "
+                          "VALUES (?, NULL, ?, ?) ON CONFLICT (record_key) DO NOTHING",
+                          (record_key, now, now))
+
     def stream(self, device_id: int, name: str, log_key: bytes, unit: str | None = None) -> int:
         c = self.conn
         c.execute("INSERT INTO streams (device_id, name, log_key, unit) VALUES (?, ?, ?, ?) "
@@ -265,6 +286,25 @@ class Store:
         found, ``invalid: ...`` when the edge sent data its signature does not cover)."""
         self.conn.execute("UPDATE streams SET status = ? WHERE id = ?", (reason[:500], stream_id))
 
+    def set_problem(self, stream_id: int, problem: str | None) -> None:
+        """The stream's trouble this round that does not stop it (None: none)."""
+        self.conn.execute("UPDATE streams SET problem = ? WHERE id = ?",
+                          (None if problem is None else problem[:500], stream_id))
+
+    def window_since(self, stream_id: int, now: float) -> float:
+        """When the gateway first took samples of the stream (``now`` the first time)."""
+        self.conn.execute("UPDATE streams SET window_since = coalesce(window_since, ?) "
+                          "WHERE id = ?", (now, stream_id))
+        row = self.conn.execute("SELECT window_since FROM streams WHERE id = ?",
+                                (stream_id,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else now
+
+    def refused(self, stream_id: int) -> int:
+        """Samples of the stream refused for their time (outside the plausible window)."""
+        row = self.conn.execute("SELECT refused FROM streams WHERE id = ?",
+                                (stream_id,)).fetchone()
+        return int(row[0]) if row else 0
+
     def status(self, stream_id: int) -> str:
         row = self.conn.execute("SELECT status FROM streams WHERE id = ?",
                                 (stream_id,)).fetchone()
@@ -272,15 +312,23 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]]) -> int:
+    def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
+               window: tuple[float, float] | None = None) -> int:
         """Store the samples of verified blocks (index, fork, frame) of one stream, in one
-        transaction; blocks already ingested are skipped. Returns samples newly stored."""
+        transaction; blocks already ingested are skipped. Returns samples newly stored. With
+        ``window`` (lo, hi): samples timed outside [lo, hi] are not stored but counted in the
+        stream's ``refused``; their blocks count as ingested all the same (exactly once)."""
         c = self.conn
         rows: list[tuple[int, float, float | None, str | None, int, int, int]] = []
         block_rows: list[tuple[int, int, int, int]] = []
+        out: list[int] = []  # block index of each sample refused for its time
+        lo, hi = window if window is not None else (-math.inf, math.inf)
         for index, fork, frame in blocks:
             block_rows.append((stream_id, index, fork, len(frame.samples)))
             for k, s in enumerate(frame.samples):
+                if not lo <= s.time <= hi:
+                    out.append(index)
+                    continue
                 v = s.value
                 if isinstance(v, bool | float | int):
                     rows.append((stream_id, s.time, float(v), None, index, fork, k))
@@ -302,6 +350,7 @@ class Store:
             if old:  # ingested before (a re-download, another gateway's import): skip them
                 block_rows = [r for r in block_rows if r[1] not in old]
                 rows = [r for r in rows if r[4] not in old]
+                out = [b for b in out if b not in old]
             c.executemany("INSERT INTO blocks (stream_id, block, fork, samples) "
                           "VALUES (?, ?, ?, ?)", block_rows)
             c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -313,8 +362,9 @@ class Store:
                       "SELECT stream_id, t, value, text, block, fork, k FROM batch")
             stored = c.total_changes - mark
             c.execute("DELETE FROM batch")
-            c.execute("UPDATE streams SET stored_blocks = stored_blocks + ? WHERE id = ?",
-                      (len(block_rows), stream_id))
+            c.execute("UPDATE streams SET stored_blocks = stored_blocks + ?, "
+                      "refused = refused + ? WHERE id = ?",
+                      (len(block_rows), len(out), stream_id))
             c.execute("COMMIT")
         except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
             if c.in_transaction:

@@ -73,12 +73,13 @@ def gather(tmp_path: Path, edge: Log, label: str, *, worker: bool,
         real = collector.worker.submit
         sent = []
 
-        def submit(stream_id: int, blocks: list[tuple[int, int, bytes, bytes]]
-                   ) -> asyncio.Future[int]:
+        def submit(stream_id: int, blocks: list[tuple[int, int, bytes, bytes]],
+                   window: tuple[float, float] | None = None,
+                   cap: int | None = None) -> asyncio.Future[int]:
             sent.append(len(blocks))
             if len(sent) == kill_after + 1 and pid is not None:
                 os.kill(pid, signal.SIGKILL)  # mid-download, with runs in flight
-            return real(stream_id, blocks)
+            return real(stream_id, blocks, window, cap)
 
         collector.worker.submit = submit  # type: ignore[method-assign]
     stored, error = asyncio.run(collect_from(edge, collector, gw.public_key))
