@@ -119,8 +119,9 @@ async def test_bad_parameters_say_what_is_wrong(client: httpx.AsyncClient, path:
 
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    assert {"/api/devices", "/api/devices/pending", "/api/streams", "/api/samples", "/api/rollups", "/api/latest",
-            "/api/integrity", "/metrics", "/healthz"} <= set(spec["paths"])
+    assert {"/api/devices", "/api/devices/pending", "/api/streams", "/api/samples",
+            "/api/rollups", "/api/latest", "/api/integrity", "/metrics",
+            "/healthz"} <= set(spec["paths"])
 
 
 async def test_metrics_for_prometheus(client: httpx.AsyncClient) -> None:
