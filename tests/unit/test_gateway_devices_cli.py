@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -116,3 +117,13 @@ def test_bad_strings_are_never_enrolled(dirs: tuple[Path, Path]) -> None:
     assert accepted == 0
     assert devices(config, "list", "--json").output == ""
     assert devices(config, "add", good).exit_code == 0
+
+
+def test_every_devices_command_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    group = gateway.commands["devices"]
+    assert isinstance(group, click.Group)
+    for name in group.commands:
+        assert f"cairn gateway devices {name}" in doc, name
+    assert "cairn1:NAME:KEY:CHECKSUM" in doc and "## Enrol a board" in doc
+    assert "cairn edge keys" in (Path(__file__).parents[2] / "docs" / "edge.md").read_text()
