@@ -329,10 +329,8 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
     finally:
         store.close()
     if member is None or member.status != "enrolled":
-        raise click.BadParameter(
-            f"{device!r} is not an enrolled device's name or record key "
-            "(`cairn gateway devices list`; enrol with `cairn gateway devices add`)",
-            param_hint="--device")
+        raise _Usage(f"--device {device!r} is not an enrolled device's name or record key "
+                     "(`cairn gateway devices list`; enrol with `cairn gateway devices add`)")
     record_key = member.record_key
     if until_ <= since:
         raise click.BadParameter("--until must be after --since")

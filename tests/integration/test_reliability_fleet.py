@@ -7,6 +7,7 @@ the honest board stays current throughout."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def get(api: str, path: str) -> Any:
-    with urlopen(api + path, timeout=10) as r:  # noqa: S310 - http://127.0.0.1
+    with urlopen(api + path, timeout=10) as r:
         body = r.read().decode()
     return body if path == "/metrics" else json.loads(body)
 
@@ -119,16 +120,23 @@ def test_a_rogue_edge_is_pending_and_a_copycat_record_is_refused(
         assert (pending["record_key"], pending["streams"]) == (rogue_key, [STREAM])
         listed = cli("gateway", "devices", "list", "--config", config)
         assert "pending" in listed.stdout and rogue_key in listed.stdout
+        watched = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "watch",
+                                  "--once", "--config", config], capture_output=True, text=True,
+                                 timeout=WAIT, check=False, env={**os.environ, "COLUMNS": "250"})
+        assert watched.returncode == 0, watched.stderr
+        assert "1 not enrolled, not shown" in watched.stdout and "board-1" in watched.stdout
+        assert "666" not in watched.stdout  # the rogue's readings, public in its record
 
         def shown_from_rogue() -> int:
             """Rogue values and keys anywhere a user looks: API, metrics, the store's rows."""
             latest = get(api, "/api/latest")
-            metrics = get(api, "/metrics")
-            bad = sum(x["value"] == ROGUE_VALUE or x["record_key"] == rogue_key
+            metrics = str(get(api, "/metrics"))
+            bad: int = sum(x["value"] == ROGUE_VALUE or x["record_key"] == rogue_key
                       or not x["verified"] for x in latest)
             bad += metrics.count(rogue_key) + metrics.count("666")
             bad += sum(d["record_key"] == rogue_key for d in get(api, "/api/devices"))
-            return bad + sum(s["record_key"] == rogue_key for s in get(api, "/api/streams"))
+            bad += sum(s["record_key"] == rogue_key for s in get(api, "/api/streams"))
+            return bad
 
         [row] = get(api, "/api/latest")
         assert (row["device"], row["record_key"], row["verified"]) == ("board-1", honest_key,

@@ -127,3 +127,16 @@ def test_every_devices_command_is_documented() -> None:
         assert f"cairn gateway devices {name}" in doc, name
     assert "cairn1:NAME:KEY:CHECKSUM" in doc and "## Enrol a board" in doc
     assert "cairn edge keys" in (Path(__file__).parents[2] / "docs" / "edge.md").read_text()
+
+
+def test_fetch_takes_only_an_enrolled_device(dirs: tuple[Path, Path]) -> None:
+    config, _ = dirs
+    assert devices(config, "add", "aa" * 32, "--name", "board-1").exit_code == 0
+    assert devices(config, "remove", "board-1").exit_code == 0
+    for who in ("nobody", "bb" * 32, "aa" * 32, "board-1"):  # unknown, or removed
+        r = CliRunner().invoke(gateway, ["fetch", "--config", str(config), "--device", who,
+                                         "--stream", "board-1/t", "--since", "0",
+                                         "--until", "1"])
+        assert r.exit_code == 2, r.output
+        assert f"--device {who!r} is not an enrolled device" in r.output
+        assert len(r.output.strip().splitlines()) == 1
