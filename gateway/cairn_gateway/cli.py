@@ -378,6 +378,7 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
     (devices seen but not enrolled are counted, not shown)."""
     from rich.console import Console
     from rich.live import Live
+    from rich.markup import escape
     from rich.table import Table
 
     from cairn.dht.api import DHT
@@ -422,12 +423,12 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
             try:
                 rec = decode_record(got.value, key)
             except RecordError as exc:
-                t.add_row(names[k], "-", "-", "", "", f"[red]bad: {exc}[/]")
+                t.add_row(names[k], "-", "-", "", "", f"[red]bad: {escape(str(exc))}[/]")
                 continue
             for r in rec.readings:
-                t.add_row(names[k], r.stream, f"{r.value:g}" if isinstance(r.value, float)
-                          else str(r.value), _unit(r.stream), f"{now - r.time:.0f} s",
-                          f"[green]verified[/] seq {got.seq}")
+                value = f"{r.value:g}" if isinstance(r.value, float) else escape(str(r.value))
+                t.add_row(names[k], escape(r.stream), value, _unit(r.stream),
+                          f"{now - r.time:.0f} s", f"[green]verified[/] seq {got.seq}")
         return t
 
     def _unit(stream: str) -> str:

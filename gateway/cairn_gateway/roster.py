@@ -218,12 +218,19 @@ class Roster:
     def note_record(self, record_key: bytes, record: DeviceRecord | None, now: float,
                     error: str | None = None) -> None:
         """What a pending device's record says (stream names, time), or why it is unusable."""
-        streams = json.dumps([name for name, _key in record.streams][:64]) if record else None
+        streams = (json.dumps([_printable(name, 100) for name, _key in record.streams][:64])
+                   if record else None)
         self.conn.execute(
             "UPDATE pending SET checked = ?, record_time = ?, streams = ?, error = ? "
             "WHERE record_key = ?", (now, float(record.time) if record else None, streams,
-                                     None if record else (error or "no record")[:200],
+                                     None if record else _printable(error or "no record", 200),
                                      record_key))
+
+
+def _printable(text: str, limit: int) -> str:
+    """What a stranger's record says, safe to print on an operator's terminal: control
+    characters (escape sequences) replaced, length capped."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text[:limit])
 
 
 def stream_owners(conn: sqlite3.Connection, device_id: int,

@@ -106,6 +106,10 @@ def test_unenrolled_keys_are_pending_with_what_their_record_says(store: Store) -
     [p] = r.pending()
     assert (p.record_key, p.first_seen, p.last_seen, p.streams, p.record_time) == (
         B, 5.0, 9.0, ("board-1/temperature",), 1234.0)
+    r.note_record(B, DeviceRecord(time=1, streams=[("\x1b]0;pwned\x07" + "x" * 200, None)]),
+                  9.5)  # a stranger's escape sequences never reach the operator's terminal
+    [shown] = r.pending()[0].streams
+    assert shown == "\ufffd]0;pwned\ufffd" + "x" * 90 and len(shown) == 100
     r.note_record(B, None, 10.0, "no usable record on the DHT")
     assert r.pending()[0].error == "no usable record on the DHT"
     r.enroll(B, "board-2", 11.0)
