@@ -185,3 +185,49 @@ def test_a_store_made_before_the_roster_is_migrated(tmp_path: Path) -> None:
                               ).fetchone()[0] == 1
     finally:
         s.close()
+
+
+class FakeFleet:
+    """What discover() asks of a collector: the keys on the topic and a device's record;
+    ``broken``: the lookup fails; records of keys in ``bad`` raise, of others are None."""
+
+    def __init__(self, on_topic: set[bytes], records: dict[bytes, DeviceRecord]) -> None:
+        self.on_topic, self.records = on_topic, records
+        self.broken = False
+        self.bad: set[bytes] = set()
+        self.read: list[bytes] = []
+
+    async def devices_on(self, dht: object, fleet: str) -> set[bytes]:
+        if self.broken:
+            raise TimeoutError("the DHT did not answer")
+        return set(self.on_topic)
+
+    async def device(self, dht: object, record_key: bytes, min_seq: int = 0) -> object:
+        self.read.append(record_key)
+        if record_key in self.bad:
+            raise ConnectionError("a node sent garbage")
+        rec = self.records.get(record_key)
+        return None if rec is None else type("Dev", (), {"record": rec})()
+
+
+async def test_discover_collects_enrolled_devices_only_and_notes_the_rest(
+        store: Store) -> None:
+    from cairn_gateway.roster import discover
+
+    r = Roster(store.conn)
+    r.enroll(A, "board-1", 0.0)
+    fleet = FakeFleet({A, B, C}, {B: DeviceRecord(time=7, streams=[("board-1/t", None)])})
+    fleet.bad.add(C)
+    assert await discover(r, fleet, None, "default", [b"\xdd" * 32], now=10.0) == [A]
+    assert sorted(fleet.read) == sorted([B, C, b"\xdd" * 32])  # never A's: it is collected
+    pending = {p.record_key: p for p in r.pending()}
+    assert pending[B].streams == ("board-1/t",) and pending[B].record_time == 7.0
+    assert pending[C].error == "ConnectionError: a node sent garbage"
+    assert pending[b"\xdd" * 32].error == "no usable record on the DHT"
+    fleet.broken = True  # the lookup fails: the enrolled devices are collected all the same
+    assert await discover(r, fleet, None, "default", now=11.0) == [A]
+    again = FakeFleet({A, B, C}, {})
+    await discover(r, again, None, "default", now=12.0)
+    assert again.read == []  # records read again only after RECHECK seconds...
+    await discover(r, again, None, "default", now=10.0 + RECHECK + 1)
+    assert sorted(again.read) == [B, C]  # ...then again (the extra key was not seen since)
