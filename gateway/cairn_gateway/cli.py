@@ -536,8 +536,12 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
         raise click.BadParameter("--until must be after --since")
     store = _store(_config(config_path))
     try:
-        row = store.conn.execute("SELECT id, unit FROM streams WHERE name = ?",
-                                 (stream,)).fetchone()
+        # a re-keyed board's stream name may be stored twice (the removed key's, the new
+        # key's): the enrolled device's first
+        row = store.conn.execute(
+            "SELECT s.id, s.unit FROM streams s JOIN devices d ON d.id = s.device_id "
+            "WHERE s.name = ? ORDER BY (d.enrolled IS NOT NULL AND d.removed IS NULL) DESC, "
+            "s.id DESC", (stream,)).fetchone()
         if row is None:
             raise click.ClickException(f"no stream {stream!r} in the store")
         samples = store.samples(int(row[0]), since, until_)

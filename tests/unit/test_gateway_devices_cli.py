@@ -140,3 +140,27 @@ def test_fetch_takes_only_an_enrolled_device(dirs: tuple[Path, Path]) -> None:
         assert r.exit_code == 2, r.output
         assert f"--device {who!r} is not an enrolled device" in r.output
         assert len(r.output.strip().splitlines()) == 1
+
+
+def test_after_a_key_rotation_export_takes_the_enrolled_devices_stream(
+        dirs: tuple[Path, Path]) -> None:
+    from cairn.frames import Frame, Sample
+
+    config, _ = dirs
+    old, new = "aa" * 32, "bb" * 32
+    assert devices(config, "add", old, "--name", "board-1").exit_code == 0
+    store = Store(config.parent / "data" / "gw.db")
+    try:
+        for key, value in ((old, 1.0), (new, 2.0)):
+            if key == new:
+                Roster(store.conn).remove("board-1", 5.0)
+                Roster(store.conn).enroll(bytes.fromhex(new), "board-1", 6.0)
+            sid = store.stream(store.device(bytes.fromhex(key), None, 1.0), "board-1/t",
+                               bytes.fromhex(key[:2] * 31 + "01"), "Cel")
+            store.ingest(sid, [(0, 0, Frame((Sample("board-1/t", "Cel", 100.0, value),)))])
+    finally:
+        store.close()
+    r = CliRunner().invoke(gateway, ["export", "--config", str(config), "--stream", "board-1/t",
+                                     "--format", "jsonl"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["value"] for x in r.output.splitlines()] == [2.0]
