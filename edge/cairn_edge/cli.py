@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,14 @@ from pathlib import Path
 import click
 
 from cairn.errors import StorageError
-from cairn.fleet.identity import SeedError, init_directory, load_seed, noise_key_pair
+from cairn.fleet.enrollment import Enrollment, EnrollmentError, check_device_name
+from cairn.fleet.identity import (
+    SeedError,
+    init_directory,
+    load_seed,
+    noise_key_pair,
+    record_key_pair,
+)
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
 from cairn_edge.streams import StreamsError, peek, stream_log_key
@@ -44,26 +52,57 @@ def init(directory: Path) -> None:
     click.echo(f"wrote {config} and {directory / 'device.seed'} (keep it secret, back it up)")
     click.echo(f"noise public key (give it to your gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
+    click.echo("enrollment string (on the gateway: cairn gateway devices add STRING):")
+    click.echo(str(_enrollment(seed, _suggested_name(directory.resolve().name))))
+
+
+def _suggested_name(text: str) -> str:
+    """A device name made of ``text`` (a directory's, a [[topic]] device's): what the name rule
+    allows of it, else ``edge``."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", text).lstrip("._-")[:63]
+    try:
+        return check_device_name(name)
+    except EnrollmentError:
+        return "edge"
+
+
+def _enrollment(seed: bytes, name: str) -> Enrollment:
+    return Enrollment(name, bytes(record_key_pair(seed).public_key))
 
 
 @edge.command("keys")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="edge.toml", show_default=True)
 @click.option("--stream", "streams", multiple=True, help="Also print this stream's log key.")
+@click.option("--name", default=None, help="The device name the enrollment string suggests "
+              "(default: the [[topic]] device, if one, else the config's directory name).")
 @click.option("--json", "as_json", is_flag=True)
-def keys(config_path: Path, streams: tuple[str, ...], as_json: bool) -> None:
-    """The public keys to give a gateway: the edge's Noise key and its streams' log keys."""
+def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json: bool) -> None:
+    """The public keys to give a gateway: the enrollment string (the device's record key and a
+    suggested name, for `cairn gateway devices add`), the edge's Noise key and its streams'
+    log keys."""
     cfg = _config(config_path)
     try:
         seed = load_seed(cfg.seed_file)
         names = [*peek(cfg.data_dir), *streams]
     except (SeedError, StreamsError) as exc:
         raise click.ClickException(str(exc)) from None
-    known = {name: stream_log_key(seed, name).hex() for name in names}
-    out = {"noise_key": noise_key_pair(seed).public_key.hex(), "streams": known}
+    if name is None:
+        devices = {r.device for r in cfg.routes if r.device}
+        name = _suggested_name(devices.pop() if len(devices) == 1
+                               else config_path.resolve().parent.name)
+    try:
+        enrollment = _enrollment(seed, name)
+    except EnrollmentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    known = {n: stream_log_key(seed, n).hex() for n in names}
+    out = {"enrollment": str(enrollment), "record_key": enrollment.record_key.hex(),
+           "noise_key": noise_key_pair(seed).public_key.hex(), "streams": known}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
+    click.echo(f"enrollment {out['enrollment']}")
+    click.echo(f"record key {out['record_key']}")
     click.echo(f"noise key  {out['noise_key']}")
     for name, key in sorted(known.items()):
         click.echo(f"{name:<40} {key}")

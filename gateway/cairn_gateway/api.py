@@ -3,7 +3,9 @@
 Shaped for Grafana's Infinity data source: JSON arrays of flat objects, times in epoch seconds,
 windows as ``from`` / ``to`` (epoch seconds) and ``step`` (seconds). Also ``/metrics`` for
 Prometheus (each stream's latest value as a gauge; each edge's reachability and backoff) and
-``/healthz``.
+``/healthz``. Devices are named by their enrolled name (:mod:`cairn_gateway.roster`) and record
+key; a value is ``verified`` when every block was verified to its device's key and the device is
+enrolled; log keys (the capability to replicate a stream) are never served.
 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from cairn_gateway.roster import Roster, display_name
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store, describe_missing
 
@@ -67,32 +71,54 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:
-        """Each device; its edge's reachability (``reachable`` null: not tried yet),
-        ``backoff`` (seconds, the current wait) and ``retry_in`` (seconds to the next try)."""
+        """Each device the store knows: enrolled ones, removed ones (``removed``: their data is
+        kept and flagged), and any stored before enrollment existed (``enrolled`` false).
+        ``name`` is the enrolled name (never null). Its edge's reachability (``reachable``
+        null: not tried yet), ``backoff`` (seconds, the current wait) and ``retry_in``
+        (seconds to the next try). Devices seen but not enrolled: ``/api/devices/pending``."""
         status = edges()
         out = []
-        for i, k, n, f, s in conn.execute(
-                "SELECT id, record_key, name, first_seen, last_seen FROM devices ORDER BY id"):
+        for i, k, n, f, s, en, rm in conn.execute(
+                "SELECT id, record_key, name, first_seen, last_seen, enrolled, removed "
+                "FROM devices ORDER BY id"):
             e = status.get(k)
-            out.append({"id": i, "record_key": k.hex(), "name": n, "first_seen": f,
-                        "last_seen": s, "reachable": None if e is None else e.reachable,
+            out.append({"id": i, "record_key": k.hex(), "name": display_name(n, k),
+                        "enrolled": en is not None and rm is None, "removed": rm is not None,
+                        "enrolled_at": en, "removed_at": rm,
+                        "first_seen": f, "last_seen": s,
+                        "reachable": None if e is None else e.reachable,
                         "failures": 0 if e is None else e.failures,
                         "backoff": 0.0 if e is None else e.backoff,
                         "retry_in": 0.0 if e is None else e.retry_in,
                         "error": None if e is None else e.error})
         return out
 
+    @app.get("/api/devices/pending")
+    async def pending() -> list[dict[str, Any]]:
+        """Devices seen on the fleet topic but not enrolled (never downloaded): record key,
+        first and last seen, and what their record says (stream names, time)."""
+        return [{"record_key": m.record_key.hex(), "first_seen": m.first_seen,
+                 "last_seen": m.last_seen, "streams": list(m.streams),
+                 "record_time": m.record_time, "error": m.error}
+                for m in Roster(conn).pending()]
+
     @app.get("/api/streams")
     async def streams(device: int | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT s.id, s.device_id, d.name, s.name, s.unit, s.log_key, s.stored_blocks, "
-               "s.status FROM streams s JOIN devices d ON d.id = s.device_id")
+        """Each stream: its device's name and record key, and ``verified`` (every block
+        verified to the device's key, which is enrolled). Log keys are never served."""
+        sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
+               "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
+               "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status "
+               "FROM streams s JOIN devices d ON d.id = s.device_id")
         args: tuple[Any, ...] = ()
         if device is not None:
             sql += " WHERE s.device_id = ?"
             args = (device,)
-        return [{"id": i, "device_id": di, "device": dn, "name": n, "unit": u,
-                 "log_key": k.hex(), "stored_blocks": b, "status": st}
-                for i, di, dn, n, u, k, b, st in conn.execute(sql + " ORDER BY s.id", args)]
+        return [{"id": i, "device_id": di, "device": display_name(dn, k),
+                 "record_key": k.hex(), "name": n, "unit": u, "stored_blocks": b,
+                 "status": st, "verified": bool(ok), "removed": bool(rm)}
+                for i, di, dn, k, ok, rm, n, u, b, st in conn.execute(
+                    sql + " ORDER BY s.id", args)]
 
     @app.get("/api/samples")
     async def samples(stream: int, from_: float = Query(alias="from"),
@@ -124,8 +150,13 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     @app.get("/api/latest")
     async def latest() -> list[dict[str, Any]]:
-        return [{"stream": i, "device": dn, "name": n, "unit": u, "time": t, "value": v}
-                for i, dn, n, u, t, v in _latest(conn)]
+        """Each stream's latest stored value, with its device's name and record key;
+        ``verified``: every block verified and the device enrolled; ``removed``: the device
+        was removed (its data is kept, not verified any more)."""
+        return [{"stream": x.stream, "device": x.device, "record_key": x.record_key,
+                 "name": x.name, "unit": x.unit, "time": x.time, "value": x.value,
+                 "verified": x.verified, "removed": x.removed}
+                for x in _latest(conn)]
 
     @app.get("/api/integrity")
     async def integrity() -> list[dict[str, Any]]:
@@ -154,10 +185,12 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     async def metrics() -> str:
         lines = ["# HELP cairn_gateway_latest latest stored value of each stream",
                  "# TYPE cairn_gateway_latest gauge"]
-        for _i, dn, n, u, _t, v in _latest(conn):
-            if isinstance(v, float):
-                lines.append(f'cairn_gateway_latest{{device="{_label(dn or "")}",'
-                             f'stream="{_label(n)}",unit="{_label(u or "")}"}} {v!r}')
+        for x in _latest(conn):
+            if isinstance(x.value, float):
+                lines.append(f'cairn_gateway_latest{{device="{_label(x.device)}",'
+                             f'record_key="{x.record_key}",stream="{_label(x.name)}",'
+                             f'unit="{_label(x.unit or "")}",'
+                             f'verified="{str(x.verified).lower()}"}} {x.value!r}')
         total = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
         stopped = conn.execute("SELECT count(*) FROM streams WHERE status != 'ok'").fetchone()[0]
         lines += ["# HELP cairn_gateway_samples samples stored",
@@ -169,9 +202,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   "# HELP cairn_gateway_refused_samples_total samples refused for their time "
                   "(outside the plausible window), never stored",
                   "# TYPE cairn_gateway_refused_samples_total counter"]
-        for dn, n, r in conn.execute("SELECT d.name, s.name, s.refused FROM streams s "
-                                     "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
-            lines.append(f'cairn_gateway_refused_samples_total{{device="{_label(dn or "")}",'
+        for dn, rk, n, r in conn.execute(
+                "SELECT d.name, d.record_key, s.name, s.refused FROM streams s "
+                "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+            lines.append(f'cairn_gateway_refused_samples_total{{'
+                         f'device="{_label(display_name(dn, rk))}",record_key="{rk.hex()}",'
                          f'stream="{_label(n)}"}} {r}')
         lines += _missing_lines(conn, store)
         status = edges()
@@ -184,7 +219,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                     "# TYPE cairn_gateway_edge_backoff_seconds gauge"]
             for k in sorted(status):
                 e = status[k]
-                labels = f'device="{_label(names.get(k) or "")}",record_key="{k.hex()}"'
+                labels = (f'device="{_label(display_name(names.get(k), k))}",'
+                          f'record_key="{k.hex()}"')
                 reach.append(f"cairn_gateway_edge_reachable{{{labels}}} {int(e.reachable)}")
                 wait.append(f"cairn_gateway_edge_backoff_seconds{{{labels}}} {e.backoff!r}")
             lines += reach + wait
@@ -199,21 +235,39 @@ def _missing_lines(conn: Any, store: Store) -> list[str]:
     out = ["# HELP cairn_gateway_missing_blocks blocks a stream's edge signed but would not "
            "serve (reason: damaged on the edge, or not served)",
            "# TYPE cairn_gateway_missing_blocks gauge"]
-    for i, dn, n in conn.execute("SELECT s.id, d.name, s.name FROM streams s "
-                                 "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+    for i, dn, rk, n in conn.execute("SELECT s.id, d.name, d.record_key, s.name FROM streams s "
+                                     "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
         count: dict[str, int] = {"damaged": 0, "not served": 0}
         for a, z, r, _ in holes.get(i, []):
             count[r] = count.get(r, 0) + z - a
         for reason, k in sorted(count.items()):
-            out.append(f'cairn_gateway_missing_blocks{{device="{_label(dn or "")}",'
-                       f'stream="{_label(n)}",reason="{_label(reason)}"}} {k}')
+            out.append(f'cairn_gateway_missing_blocks{{device="{_label(display_name(dn, rk))}",'
+                       f'record_key="{rk.hex()}",stream="{_label(n)}",'
+                       f'reason="{_label(reason)}"}} {k}')
     return out
 
 
-def _latest(conn: Any) -> list[tuple[int, str | None, str, str | None, float, Any]]:
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    stream: int
+    device: str  # the enrolled name (never null)
+    record_key: str  # hex
+    name: str  # the stream's
+    unit: str | None
+    time: float
+    value: Any
+    verified: bool
+    removed: bool
+
+
+def _latest(conn: Any) -> list[_Latest]:
     rows = conn.execute(
-        "SELECT s.id, d.name, s.name, s.unit, x.t, x.value, x.text FROM streams s "
+        "SELECT s.id, d.name, d.record_key, s.name, s.unit, x.t, x.value, x.text, "
+        "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
+        "d.removed IS NOT NULL FROM streams s "
         "JOIN devices d ON d.id = s.device_id "
         "JOIN samples x ON x.stream_id = s.id AND x.t = "
         "(SELECT max(t) FROM samples WHERE stream_id = s.id) ORDER BY s.id")
-    return [(i, dn, n, u, t, v if v is not None else x) for i, dn, n, u, t, v, x in rows]
+    return [_Latest(i, display_name(dn, k), k.hex(), n, u, t, v if v is not None else x,
+                    bool(ok), bool(rm))
+            for i, dn, k, n, u, t, v, x, ok, rm in rows]

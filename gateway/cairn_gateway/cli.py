@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn.fleet.identity import (
     SeedError,
     init_directory,
@@ -23,6 +24,7 @@ from cairn.fleet.identity import (
     watermark_key_pair,
 )
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
+from cairn_gateway.roster import Roster, RosterError
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
 __all__ = ["gateway", "run_gateway"]
@@ -77,6 +79,99 @@ def init(directory: Path) -> None:
                f"stored): {watermark_key_pair(seed).public_key.hex()}")
 
 
+class _Usage(click.ClickException):
+    """A usage error said in one line (exit code 2), without click's usage banner."""
+
+    exit_code = 2
+
+
+def _warn_unenrolled(cfg: GatewayConfig, roster: Roster) -> None:
+    missing = set(cfg.devices) - roster.enrolled_keys()
+    if missing:
+        log.warning("[collect].devices lists %d device(s) that are not enrolled: they are not "
+                    "collected (`cairn gateway devices add`)", len(missing))
+
+
+_CONFIG = click.option("--config", "config_path", default="gateway.toml", show_default=True,
+                       type=click.Path(dir_okay=False, path_type=Path))
+
+
+@gateway.group("devices")
+def devices() -> None:
+    """The fleet roster: only enrolled devices are collected (deny by default)."""
+
+
+@devices.command("add")
+@click.argument("device")
+@click.option("--name", default=None,
+              help="The device's name (default: the one the enrollment string suggests).")
+@_CONFIG
+def devices_add(device: str, name: str | None, config_path: Path) -> None:
+    """Enrol DEVICE: the enrollment string `cairn edge keys` prints on the board
+    (cairn1:NAME:KEY:CHECKSUM), or its record key (64 hex digits) with --name."""
+    try:
+        if ":" in device or len(device.strip()) != 64:
+            enrollment = parse_enrollment(device)
+            key, name = enrollment.record_key, name or enrollment.name
+        else:
+            key = parse_record_key(device)
+            if name is None:
+                raise _Usage("a bare record key needs --name NAME")
+    except EnrollmentError as exc:
+        raise _Usage(str(exc)) from None
+    store = _store(_config(config_path))
+    try:
+        m = Roster(store.conn).enroll(key, name, time.time())
+    except EnrollmentError as exc:
+        raise _Usage(str(exc)) from None
+    except RosterError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"enrolled {m.name} ({key.hex()}): collected from the next round")
+
+
+@devices.command("remove")
+@click.argument("name")
+@_CONFIG
+def devices_remove(name: str, config_path: Path) -> None:
+    """Stop collecting the enrolled device NAME. Its stored data stays (flagged removed), and
+    the name may be given to another record key (a replaced board)."""
+    store = _store(_config(config_path))
+    try:
+        m = Roster(store.conn).remove(name, time.time())
+    except RosterError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"removed {name} ({m.record_key.hex()}): no longer collected; its data is kept")
+
+
+@devices.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per device.")
+@_CONFIG
+def devices_list(as_json: bool, config_path: Path) -> None:
+    """Enrolled, removed and pending devices: name, record key, status, last seen."""
+    store = _store(_config(config_path))
+    try:
+        roster = Roster(store.conn)
+        members = roster.members() + roster.pending()
+    finally:
+        store.close()
+    if as_json:
+        for m in members:
+            click.echo(json.dumps(m.as_dict()))
+        return
+    click.echo(f"{'name':<24} {'status':<9} {'last seen (UTC)':<20} record key")
+    for m in members:
+        seen = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.last_seen))
+                if m.last_seen is not None else "-")
+        click.echo(f"{m.name or '-':<24} {m.status:<9} {seen:<20} {m.record_key.hex()}")
+        if m.status == "pending" and (m.streams or m.error):
+            click.echo(f"{'':<24} streams: {', '.join(m.streams) or '-'}"
+                       + (f" ({m.error})" if m.error else ""))
+
+
 async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                       rounds: int | None = None) -> None:
     """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
@@ -90,6 +185,8 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
     seed = load_seed(cfg.key_file)
     key = noise_key_pair(seed)
     store = _store(cfg)
+    roster = Roster(store.conn)
+    _warn_unenrolled(cfg, roster)
     collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
                           limits=limits_of(cfg))
     if cfg.ingest_worker:
@@ -155,10 +252,11 @@ def run(config_path: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
 def collect(config_path: Path) -> None:
-    """One collection round (every device of the fleet, every stream), then exit."""
+    """One collection round (every enrolled device, every stream), then exit."""
     from cairn.dht.api import DHT
     from cairn_gateway.collect import Collector
     from cairn_gateway.daemon import limits_of
+    from cairn_gateway.roster import Member, discover
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
@@ -168,6 +266,8 @@ def collect(config_path: Path) -> None:
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
 
+    pending: list[Member] = []
+
     async def once() -> list[Any]:
         store = _store(cfg)
         collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
@@ -175,7 +275,9 @@ def collect(config_path: Path) -> None:
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:
-                keys = set(cfg.devices) | await collector.devices_on(dht, cfg.fleet)
+                roster = Roster(store.conn)
+                keys = await discover(roster, collector, dht, cfg.fleet, cfg.devices)
+                pending.extend(roster.pending())
                 return await collector.collect_round(dht, keys, cfg.policy)
         finally:
             collector.close()
@@ -185,27 +287,36 @@ def collect(config_path: Path) -> None:
     for r in results:
         click.echo(f"{r.stream:<40} {r.blocks:>8,} blocks {r.samples:>8,} samples"
                    + (f"  ({r.error})" if r.error else ""))
+    if pending:
+        click.echo(f"{len(pending)} device(s) seen but not enrolled (not collected): "
+                   "`cairn gateway devices list`", err=True)
 
 
 @gateway.command("fetch")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
-@click.option("--device", required=True, help="The device's record key (hex).")
+@click.option("--device", required=True,
+              help="The enrolled device's name or record key (hex).")
 @click.option("--stream", required=True, help="Stream name, e.g. board-1/temperature.")
 @click.option("--since", type=float, required=True, help="Epoch seconds.")
 @click.option("--until", "until_", type=float, required=True, help="Epoch seconds.")
 def fetch(config_path: Path, device: str, stream: str, since: float, until_: float) -> None:
-    """Download and store just one window of one stream (verified), then exit."""
+    """Download and store just one window of one stream of an enrolled device (verified),
+    then exit."""
     from cairn.dht.api import DHT
     from cairn_gateway.collect import Collector
+    from cairn_gateway.roster import stream_owners
 
     cfg = _config(config_path)
+    store = _store(cfg)
     try:
-        record_key = bytes.fromhex(device)
-    except ValueError:
-        record_key = b""
-    if len(record_key) != 32:
-        raise click.BadParameter("a 64-hex-digit record key", param_hint="--device")
+        member = Roster(store.conn).find(device)
+    finally:
+        store.close()
+    if member is None or member.status != "enrolled":
+        raise _Usage(f"--device {device!r} is not an enrolled device's name or record key "
+                     "(`cairn gateway devices list`; enrol with `cairn gateway devices add`)")
+    record_key = member.record_key
     if until_ <= since:
         raise click.BadParameter("--until must be after --since")
     if not cfg.dht_bootstrap:
@@ -224,6 +335,11 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
                 if stream not in dev.streams:
                     raise click.ClickException(
                         f"the device has no stream {stream!r} (or did not seal its key to us)")
+                device_id = store.device(record_key, None, float(dev.record.time))
+                owner = stream_owners(store.conn, device_id, [stream]).get(stream)
+                if owner is not None:
+                    raise click.ClickException(f"refused: stream {stream!r} belongs to "
+                                               f"device {owner!r}")
                 return await collector.sync(dev, stream, dev.record.address, since=since,
                                             until=until_)
         finally:
@@ -243,9 +359,11 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True)
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
 def watch(config_path: Path, interval: float, once: bool) -> None:
-    """A live table of every device's latest readings, from their signed DHT records."""
+    """A live table of the enrolled devices' latest readings, from their signed DHT records
+    (devices seen but not enrolled are counted, not shown)."""
     from rich.console import Console
     from rich.live import Live
+    from rich.markup import escape
     from rich.table import Table
 
     from cairn.dht.api import DHT
@@ -258,33 +376,44 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
     console = Console()
     seen: dict[bytes, int] = {}  # seq hints: never show a record older than one shown before
 
+    def enrolled() -> dict[bytes, str]:
+        store = _store(cfg)
+        try:
+            return {m.record_key: m.name or "" for m in Roster(store.conn).members()
+                    if m.status == "enrolled"}
+        finally:
+            store.close()
+
     async def table(dht: DHT) -> Table:
-        t = Table(title=f"fleet {cfg.fleet!r}: latest readings (signed DHT records)")
-        for col in ("device", "stream", "value", "unit", "age", "record"):
-            t.add_column(col)
+        names = enrolled()
         keys = set(cfg.devices)
         async with dht.lookup(fleet_topic(cfg.fleet)) as peers:
             async for p in peers:
                 keys.add(p.public_key)
+        others = len(keys - set(names))
+        t = Table(title=f"fleet {cfg.fleet!r}: latest readings of the enrolled devices "
+                        f"(signed DHT records; {others} not enrolled, not shown)")
+        for col in ("device", "stream", "value", "unit", "age", "record"):
+            t.add_column(col)
         now = time.time()
-        for k in sorted(keys):
+        for k in sorted(names, key=names.__getitem__):
             # the first sweep asks every storing node for the newest (stale copies may be
             # around: an old record is validly signed too); then the seq seen is the floor
             got = await dht.mutable_get(k, min_seq=seen.get(k, 0), latest=k not in seen)
             if got is not None:
                 seen[k] = max(seen.get(k, 0), got.seq)
             if got is None:
-                t.add_row(k.hex()[:12], "-", "-", "", "", "[red]no record[/]")
+                t.add_row(names[k], "-", "-", "", "", "[red]no record[/]")
                 continue
             try:
                 rec = decode_record(got.value, key)
             except RecordError as exc:
-                t.add_row(k.hex()[:12], "-", "-", "", "", f"[red]bad: {exc}[/]")
+                t.add_row(names[k], "-", "-", "", "", f"[red]bad: {escape(str(exc))}[/]")
                 continue
             for r in rec.readings:
-                t.add_row(k.hex()[:12], r.stream, f"{r.value:g}" if isinstance(r.value, float)
-                          else str(r.value), _unit(r.stream), f"{now - r.time:.0f} s",
-                          f"[green]verified[/] seq {got.seq}")
+                value = f"{r.value:g}" if isinstance(r.value, float) else escape(str(r.value))
+                t.add_row(names[k], escape(r.stream), value, _unit(r.stream),
+                          f"{now - r.time:.0f} s", f"[green]verified[/] seq {got.seq}")
         return t
 
     def _unit(stream: str) -> str:
@@ -402,8 +531,12 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
         raise click.BadParameter("--until must be after --since")
     store = _store(_config(config_path))
     try:
-        row = store.conn.execute("SELECT id, unit FROM streams WHERE name = ?",
-                                 (stream,)).fetchone()
+        # a re-keyed board's stream name may be stored twice (the removed key's, the new
+        # key's): the enrolled device's first
+        row = store.conn.execute(
+            "SELECT s.id, s.unit FROM streams s JOIN devices d ON d.id = s.device_id "
+            "WHERE s.name = ? ORDER BY (d.enrolled IS NOT NULL AND d.removed IS NULL) DESC, "
+            "s.id DESC", (stream,)).fetchone()
         if row is None:
             raise click.ClickException(f"no stream {stream!r} in the store")
         samples = store.samples(int(row[0]), since, until_)

@@ -39,6 +39,7 @@ from cairn.replication.net import DownloadResult, download
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
+from cairn_gateway.roster import stream_owners
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
@@ -189,6 +190,16 @@ def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionRefusedError | TimeoutError):
         return True
     return isinstance(exc, OSError) and not isinstance(exc, ConnectionError)
+
+
+def _refuse(dev: Device, taken: dict[str, str]) -> list[SyncResult]:
+    """A device whose record claims stream names another enrolled device owns: refused."""
+    out = []
+    for name, owner in sorted(taken.items()):
+        error = f"refused: stream {name!r} belongs to device {owner!r}"
+        log.warning("device %s: %s", dev.record_key.hex()[:16], error)
+        out.append(SyncResult(name, error=error))
+    return out
 
 
 class Collector:
@@ -509,11 +520,20 @@ class Collector:
             return policy(name) if policy is not None else Policy("*", "tail")
 
         plans: dict[bytes, tuple[Device, list[tuple[str, Policy]]]] = {}
+        refused: list[SyncResult] = []
         for dev in devices:
             if not self.schedule.ready(dev.record_key, self.clock()):
                 continue
             assert dev.record.address is not None, "a device without an address to sync from"
             try:
+                device_id = self.store.device(dev.record_key, None, float(dev.record.time))
+                taken = stream_owners(self.store.conn, device_id, dev.streams)
+                if taken:  # its record claims another enrolled device's streams: nothing stored
+                    claimed = _refuse(dev, taken)
+                    refused += claimed
+                    self.schedule.noted(dev.record_key, "; ".join(
+                        r.error for r in claimed if r.error))
+                    continue
                 todo = self._plan(dev, policy_of)
             except Exception as exc:  # (a store error): this device's, not the round's
                 self.schedule.noted(dev.record_key, f"could not register: {one_line(exc)}")
@@ -535,7 +555,7 @@ class Collector:
         async with asyncio.TaskGroup() as tg:
             for _ in range(min(self.schedule.concurrency, len(queue))):
                 tg.create_task(worker())
-        return [r for k in order for r in results[k]]
+        return refused + [r for k in order for r in results[k]]
 
     async def _sync_edge(self, dev: Device, todo: list[tuple[str, Policy]],
                          now: float) -> list[SyncResult]:

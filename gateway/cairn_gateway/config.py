@@ -21,7 +21,7 @@ class GatewayConfig:
     key_file: Path
     dht_bootstrap: tuple[tuple[str, int], ...] = ()
     fleet: str = "default"
-    devices: tuple[bytes, ...] = ()  # record keys to collect from besides the fleet's
+    devices: tuple[bytes, ...] = ()  # record keys to look up besides the fleet's (not enrolled)
     interval: float = 10.0
     api: tuple[str, int] = ("127.0.0.1", 8080)
     retention_days: float = 0.0  # 0: keep everything
@@ -182,11 +182,13 @@ key_file = "gateway.seed"    # the gateway's 32-byte seed (mode 0600): its Noise
 
 [dht]
 bootstrap = []               # "host:port" of DHT nodes
-fleet = "default"            # collect from every device announced on this fleet's topic
+fleet = "default"            # find devices on this fleet's topic; only those enrolled
+                             # (`cairn gateway devices add`) are collected, the rest are pending
 
 [collect]
 interval = 10.0              # seconds between collection rounds
-devices = []                 # device record keys (hex) to collect from besides the fleet's
+devices = []                 # device record keys (hex) to look up besides the fleet's (they
+                             # are collected only when enrolled: this does not enrol them)
 concurrency = 4              # edges synced at once
 ingest_worker = true         # decode and store samples in a second process (uses a 2nd core)
 backoff_initial = 1.0        # seconds before an unreachable edge is tried again, doubling

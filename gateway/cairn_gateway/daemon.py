@@ -19,6 +19,7 @@ from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
 from cairn_gateway.collect import Collector, one_line
 from cairn_gateway.config import GatewayConfig
+from cairn_gateway.roster import Roster, discover
 from cairn_gateway.schedule import Limits
 from cairn_gateway.store import Store
 
@@ -37,11 +38,8 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
                            dht: DHT | None, marks: KeyPair, marks_seq: int) -> int:
     """One round; returns the watermark record's seq it used (``marks_seq`` if none)."""
     if dht is not None:
-        keys = set(cfg.devices)
-        try:
-            keys |= await collector.devices_on(dht, cfg.fleet)
-        except Exception as exc:
-            log.warning("fleet lookup failed: %s", one_line(exc))
+        # the enrolled devices (deny by default); the others on the fleet topic are pending
+        keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
         for r in await collector.collect_round(dht, keys, cfg.policy):
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:

@@ -5,8 +5,9 @@ What runs, in start order:
 1. an MQTT broker: Mosquitto when it is installed, else the embedded pure-Python one (amqtt, in
    this process);
 2. a local DHT network (``cairn dht testnet``, 5 nodes);
-3. the gateway (``cairn gateway run``), which finds the devices on the fleet's DHT topic and
-   collects every 0.5 s (the default is 10 s): a reading is at the API within 2 s of being sent
+3. the gateway (``cairn gateway run``), with the three boards enrolled in its roster (by their
+   record keys, as board-1..3), which finds them on the fleet's DHT topic and collects every
+   0.5 s (the default is 10 s): a reading is at the API within 2 s of being sent
    (an edge commits every second; bench/e2e.py measures it);
 4. three edge agents (``cairn edge run``), each reading one board's topics into its signed
    logs, publishing its record on the DHT and serving its logs to the gateway only;
@@ -324,6 +325,29 @@ class Demo:
                 f'[dht]\nbootstrap = ["{bootstrap}"]\nfleet = "{FLEET}"\n'
                 f"publish_interval = 1.0\nwatermarks = [\"{gw_marks}\"]\n"
                 + topic)
+        self._enroll_boards()
+
+    def _enroll_boards(self) -> None:
+        """Enrol the demo's own boards (by their record keys, as board-1..N) in the gateway's
+        roster, before the gateway starts: it collects enrolled devices only."""
+        from cairn.fleet.identity import record_key_pair
+        from cairn_gateway.roster import Roster
+        from cairn_gateway.store import Store
+
+        (self.data / "gateway" / "data").mkdir(exist_ok=True)
+        store = Store(self.data / "gateway" / "data" / "gw.db")
+        try:
+            roster = Roster(store.conn)
+            now = time.time()
+            for i in range(1, self.boards + 1):
+                key = bytes(record_key_pair(load_seed(self.data / f"edge-{i}" /
+                                                      "device.seed")).public_key)
+                held = roster.by_name(f"board-{i}")
+                if held is not None and held.status == "enrolled" and held.record_key != key:
+                    roster.remove(f"board-{i}", now)  # the board got a new seed: re-bind
+                roster.enroll(key, f"board-{i}", now)
+        finally:
+            store.close()
 
     def _start_broker(self) -> None:
         exe = find_mosquitto() if self.broker_choice in ("auto", "mosquitto") else None
@@ -419,9 +443,10 @@ class Demo:
         now = time.time()
         for r in sorted(latest, key=lambda r: str(r["name"])):
             st = integrity.get(r["stream"], {})
-            rows.append({"stream": r["name"], "value": r["value"], "unit": r["unit"],
+            rows.append({"device": r["device"], "stream": r["name"], "value": r["value"],
+                         "unit": r["unit"],
                          "age": now - float(r["time"]) if r["time"] is not None else None,
-                         "verified": st.get("status") == "ok",
+                         "verified": bool(r.get("verified")) and st.get("status") == "ok",
                          "blocks": st.get("stored_blocks", 0)})
         return {"rows": rows, "summary": self.summary(quick=True)}
 
@@ -534,11 +559,12 @@ def render(demo: Demo, view: dict[str, Any]) -> Any:
     from rich.text import Text
 
     t = Table(title=f"Cairn demo: gateway API {demo.api}", expand=False)
-    for c in ("stream", "value", "unit", "age", "verified", "blocks"):
+    for c in ("device", "stream", "value", "unit", "age", "verified", "blocks"):
         t.add_column(c, justify="right" if c in ("value", "age", "blocks") else "left")
     for r in view["rows"]:
         v = r["value"]
-        t.add_row(r["stream"], f"{v:.2f}" if isinstance(v, float) else str(v), r["unit"] or "",
+        t.add_row(r["device"], r["stream"], f"{v:.2f}" if isinstance(v, float) else str(v),
+                  r["unit"] or "",
                   _age(r["age"]), Text("yes", style="green") if r["verified"]
                   else Text("NO", style="bold red"), f"{r['blocks']:,}")
     s: Summary = view["summary"]

@@ -1,7 +1,9 @@
 """The gateway's sample store: SQLite (WAL), schema by sqlite-utils migrations, raw executemany
 on the hot path.
 
-- ``devices``: one row per device (its DHT record key), ``streams``: one per stream log (its key,
+- ``devices``: one row per device (its DHT record key; its name, and when it was enrolled and
+  removed: the fleet roster, :mod:`cairn_gateway.roster`), ``pending``: devices seen on the
+  fleet topic but not enrolled, ``streams``: one per stream log (its key,
   name, unit, how far it is stored, whether a fork stopped it);
 - ``samples``: keyed by (stream, time, block, position in the block), with provenance (block
   index and fork of the log block it came from; the log key is the stream's). Exactly once: a
@@ -78,6 +80,24 @@ def m002_samples_at_the_same_time(db: sqlite_utils.Database) -> None:
             SELECT stream_id, t, value, text, block, fork, 0 FROM samples;
         DROP TABLE samples;
         ALTER TABLE samples_new RENAME TO samples;
+    """)
+
+
+@MIGRATIONS()
+def m003_fleet_roster(db: sqlite_utils.Database) -> None:
+    """The fleet roster (:mod:`cairn_gateway.roster`): a device is collected only when enrolled
+    (``enrolled`` set, ``removed`` null) under a name, unique among enrolled devices; a removed
+    device keeps its row, name and data (``removed``: when). ``pending``: record keys seen on
+    the fleet topic but not enrolled, and what their record said; nothing of them is
+    downloaded."""
+    db.executescript("""
+        ALTER TABLE devices ADD COLUMN enrolled REAL;
+        ALTER TABLE devices ADD COLUMN removed REAL;
+        CREATE UNIQUE INDEX devices_enrolled_name ON devices (name)
+            WHERE enrolled IS NOT NULL AND removed IS NULL;
+        CREATE TABLE pending (
+            record_key BLOB PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+            checked REAL, record_time REAL, streams TEXT, error TEXT);
     """)
 
 

@@ -75,6 +75,12 @@ def test_the_whole_system(mosquitto_path: Path, tmp_path: Path) -> None:
         until("15 streams at the API, every one verified", lambda: (
             len(latest(demo)) == 15
             and all(s["status"] == "ok" for s in demo.get("/api/integrity"))))
+        # the demo enrolled its boards: every value carries its board's name, verified, and
+        # the live view shows the names
+        rows = demo.get("/api/latest")
+        assert {r["device"] for r in rows} == {"board-1", "board-2", "board-3"}
+        assert all(r["verified"] and r["name"].startswith(r["device"] + "/") for r in rows)
+        assert {r["device"] for r in demo.view()["rows"]} == {"board-1", "board-2", "board-3"}
 
         # the latest values keep reaching the API: a value sent after now arrives
         now = time.time()

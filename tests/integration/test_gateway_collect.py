@@ -111,6 +111,7 @@ def test_the_gateway_service_collects_and_serves(
     pub.disconnect()
     pub.loop_stop()
     edge.until(lambda s: s.get("samples", 0) >= 5 and s.get("dht_publishes", 0) >= 1)
+    enroll(gdir / "gateway.toml", edge, "board-4")
     watched = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "watch", "--once",
                               "--config", str(gdir / "gateway.toml")], capture_output=True,
                              text=True, timeout=60, check=False, env={
@@ -146,8 +147,8 @@ def test_the_gateway_service_collects_and_serves(
         api = json.loads(lines.get(timeout=30))["api"]
         with urlopen(f"{api}/api/latest", timeout=10) as r:
             latest = json.loads(r.read())
-        assert [(x["name"], x["value"], x["unit"]) for x in latest] == [
-            ("board-4/co2", 404.0, "ppm")]
+        assert [(x["name"], x["value"], x["unit"], x["device"], x["verified"])
+                for x in latest] == [("board-4/co2", 404.0, "ppm", "board-4", True)]
         with urlopen(f"{api}/api/streams", timeout=10) as r:
             [stream] = json.loads(r.read())
         with urlopen(f"{api}/api/samples?stream={stream['id']}&from={t0 - 6}&to={t0 + 5}",
@@ -165,6 +166,24 @@ def test_the_gateway_service_collects_and_serves(
 def edge_record_key(edge: EdgeProcess) -> str:
     """The device's DHT record key, as the edge says it in its status lines."""
     return str(edge.last["record_key"])
+
+
+def enroll(config: Path, edge: EdgeProcess, name: str) -> None:
+    """Enrol an edge in a gateway's roster as an operator does: the enrollment string
+    `cairn edge keys` prints, given to `cairn gateway devices add` (a gateway collects
+    enrolled devices only)."""
+    import subprocess
+    import sys
+
+    keys = subprocess.run([sys.executable, "-m", "cairn.cli", "edge", "keys", "--config",
+                           str(edge.config), "--name", name], capture_output=True, text=True,
+                          timeout=60, check=True)
+    string = next(line.split()[1] for line in keys.stdout.splitlines()
+                  if line.startswith("enrollment "))
+    added = subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "devices", "add",
+                            string, "--config", str(config)], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert added.returncode == 0, added.stderr
 
 
 def test_an_on_demand_stream_is_fetched_when_the_api_asks(

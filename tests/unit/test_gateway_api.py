@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cairn.frames import Frame, Sample
 from cairn_gateway.api import make_app
+from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
 
 T0 = 1_764_000_000.0
@@ -20,12 +21,14 @@ T0 = 1_764_000_000.0
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     store = Store(tmp_path / "gw.db")
-    dev = store.device(b"d" * 32, "board-1", T0)
+    Roster(store.conn).enroll(b"d" * 32, "board-1", T0)
+    dev = store.device(b"d" * 32, None, T0)
     sid = store.stream(dev, "board-1/temperature", b"k" * 32, "Cel")
     store.ingest(sid, [(i, 0, Frame((Sample("board-1/temperature", "Cel", T0 + i * 30,
                                             20.0 + i),))) for i in range(240)])
     other = store.stream(dev, "board-1/door", b"j" * 32, None)
     store.ingest(other, [(0, 0, Frame((Sample("board-1/door", None, T0, "open"),)))])
+    Roster(store.conn).split([b"r" * 32], T0)  # a device seen on the fleet topic, not enrolled
     transport = httpx.ASGITransport(app=make_app(store))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
         yield c
@@ -36,13 +39,52 @@ async def test_devices_streams_and_latest(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"ok": True, "streams": 2}
     [dev] = (await client.get("/api/devices")).json()
     assert dev["name"] == "board-1" and dev["record_key"] == (b"d" * 32).hex()
+    assert (dev["enrolled"], dev["removed"], dev["enrolled_at"]) == (True, False, T0)
     streams = (await client.get("/api/streams", params={"device": dev["id"]})).json()
-    assert [(s["name"], s["unit"], s["status"]) for s in streams] == [
-        ("board-1/temperature", "Cel", "ok"), ("board-1/door", None, "ok")]
-    latest = {x["name"]: (x["time"], x["value"])
+    assert [(s["name"], s["unit"], s["status"], s["device"], s["verified"]) for s in streams] \
+        == [("board-1/temperature", "Cel", "ok", "board-1", True),
+            ("board-1/door", None, "ok", "board-1", True)]
+    latest = {x["name"]: (x["time"], x["value"], x["device"], x["record_key"], x["verified"])
               for x in (await client.get("/api/latest")).json()}
-    assert latest == {"board-1/temperature": (T0 + 239 * 30, 259.0),
-                      "board-1/door": (T0, "open")}
+    key = (b"d" * 32).hex()
+    assert latest == {"board-1/temperature": (T0 + 239 * 30, 259.0, "board-1", key, True),
+                      "board-1/door": (T0, "open", "board-1", key, True)}
+
+
+async def test_pending_devices_are_listed_apart_and_nothing_serves_a_log_key(
+        client: httpx.AsyncClient) -> None:
+    [p] = (await client.get("/api/devices/pending")).json()
+    assert (p["record_key"], p["first_seen"], p["streams"]) == ((b"r" * 32).hex(), T0, [])
+    assert (b"r" * 32).hex() not in (await client.get("/api/devices")).text
+    for path in ("/api/devices", "/api/devices/pending", "/api/streams", "/api/latest",
+                 "/api/integrity", "/metrics", "/openapi.json"):
+        text = (await client.get(path)).text
+        assert (b"k" * 32).hex() not in text and (b"j" * 32).hex() not in text, path
+        assert "log_key" not in text, path
+
+
+async def test_a_removed_devices_data_is_kept_and_flagged(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    roster = Roster(store.conn)
+    roster.enroll(b"d" * 32, "board-1", T0)
+    sid = store.stream(store.device(b"d" * 32, None, T0), "board-1/t", b"k" * 32, "Cel")
+    store.ingest(sid, [(0, 0, Frame((Sample("board-1/t", "Cel", T0, 21.5),)))])
+    roster.remove("board-1", T0 + 60)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(store)),
+                                     base_url="http://gateway") as client:
+            [x] = (await client.get("/api/latest")).json()
+            assert (x["device"], x["value"], x["verified"], x["removed"]) == (
+                "board-1", 21.5, False, True)
+            [d] = (await client.get("/api/devices")).json()
+            assert (d["enrolled"], d["removed"], d["removed_at"]) == (False, True, T0 + 60)
+            text = (await client.get("/metrics")).text
+            [s] = [s for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == "cairn_gateway_latest"]
+            assert s.labels == {"device": "board-1", "record_key": (b"d" * 32).hex(),
+                                "stream": "board-1/t", "unit": "Cel", "verified": "false"}
+    finally:
+        store.close()
 
 
 async def test_samples_and_rollups_in_infinity_shape(client: httpx.AsyncClient) -> None:
@@ -77,8 +119,9 @@ async def test_bad_parameters_say_what_is_wrong(client: httpx.AsyncClient, path:
 
 async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    assert {"/api/devices", "/api/streams", "/api/samples", "/api/rollups", "/api/latest",
-            "/api/integrity", "/metrics", "/healthz"} <= set(spec["paths"])
+    assert {"/api/devices", "/api/devices/pending", "/api/streams", "/api/samples",
+            "/api/rollups", "/api/latest", "/api/integrity", "/metrics",
+            "/healthz"} <= set(spec["paths"])
 
 
 async def test_metrics_for_prometheus(client: httpx.AsyncClient) -> None:
@@ -86,5 +129,9 @@ async def test_metrics_for_prometheus(client: httpx.AsyncClient) -> None:
     values = {(s.name, s.labels.get("stream")): s.value
               for fam in text_string_to_metric_families(text) for s in fam.samples}
     assert values[("cairn_gateway_latest", "board-1/temperature")] == 259.0
+    [labels] = [s.labels for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name == "cairn_gateway_latest"]
+    assert labels == {"device": "board-1", "record_key": (b"d" * 32).hex(),
+                      "stream": "board-1/temperature", "unit": "Cel", "verified": "true"}
     assert values[("cairn_gateway_samples", None)] == 241
     assert values[("cairn_gateway_stopped_streams", None)] == 0
