@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -356,8 +357,9 @@ def test_samples_outside_the_plausible_window_are_refused_and_counted(
         integrity, metrics = asyncio.run(ask())
         row = next(x for x in integrity if x["name"] == rogue_name)
         assert (row["refused"], row["alert"]) == (refused, False)
-        assert f'cairn_gateway_refused_samples_total{{device="",stream="{rogue_name}"}} {refused}' \
-            in metrics
+        assert re.search(r'cairn_gateway_refused_samples_total\{device="unenrolled-[0-9a-f]{12}",'
+                         r'record_key="[0-9a-f]{64}",stream="' + re.escape(rogue_name)
+                         + rf'"\}} {refused}\n', metrics), metrics
     finally:
         e1.log.close()
         edge.log.close()
