@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store
 
@@ -46,9 +47,14 @@ Edges = Callable[[], Mapping[bytes, EdgeStatus]]
 
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
-             edges: Edges = dict) -> FastAPI:
+             edges: Edges = dict, auth: ApiAuth | None = None,
+             max_body_bytes: int = 65536, body_timeout: float = 10.0) -> FastAPI:
+    """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
+    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
     app = FastAPI(title="Cairn gateway", version="1",
                   description="Verified sensor samples from a fleet's signed logs.")
+    app.add_middleware(Guard, auth=auth, max_body_bytes=max_body_bytes,  # every route
+                       body_timeout=body_timeout)
     conn = store.conn
 
     def stream_exists(stream: int) -> None:

@@ -64,29 +64,62 @@ def gateway() -> None:
 @gateway.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
-    """Make DIRECTORY/gateway.toml (commented) and DIRECTORY/gateway.seed (mode 0600)."""
+    """Make DIRECTORY/gateway.toml (commented), DIRECTORY/gateway.seed and the API's bearer
+    tokens DIRECTORY/api-read.token and api-admin.token (all mode 0600)."""
+    from cairn_gateway.auth import TokenError, new_token
+
     try:
         seed = init_directory(directory, "gateway.toml", "gateway.seed", TEMPLATE)
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
     config = directory / "gateway.toml"
     click.echo(f"wrote {config} and {directory / 'gateway.seed'}")
+    for name, use in (("api-read.token", "Grafana's data source and Prometheus' scrape"),
+                      ("api-admin.token", "enrolling devices through the API")):
+        try:
+            new_token(directory / name)
+            click.echo(f"wrote {directory / name} (mode 0600): the API's bearer token for {use}")
+        except TokenError as exc:
+            click.echo(f"kept {directory / name}: {exc}")
     click.echo("gateway key (put it in each edge's [replication].gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
     click.echo("watermark key (in an edge's [dht].watermarks, to free what this gateway "
                f"stored): {watermark_key_pair(seed).public_key.hex()}")
 
 
+def _api_auth(cfg: GatewayConfig) -> Any:
+    """The API's tokens from their files; refuses (ConfigError) an API open to the network
+    without a read token."""
+    from cairn_gateway.auth import ApiAuth, TokenError
+    from cairn_gateway.serve import check_listen
+
+    try:
+        auth = ApiAuth.from_files(cfg.api_read_token_file, cfg.api_admin_token_file)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    check_listen(cfg.api[0], cfg.api[1], auth.read is not None)
+    if auth.read is None:
+        log.warning("the API on %s:%d has no read token: anything on this host may read it "
+                    "([api].read_token_file)", *cfg.api)
+    return auth
+
+
+def _api_limits(cfg: GatewayConfig) -> Any:
+    from cairn_gateway.serve import ApiLimits
+
+    return ApiLimits(cfg.api_max_connections, cfg.api_request_timeout, cfg.api_max_header_bytes)
+
+
 async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                       rounds: int | None = None) -> None:
     """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
-    import uvicorn
-
     from cairn.dht.api import DHT
     from cairn_gateway.api import make_app
     from cairn_gateway.collect import Collector
+    from cairn_gateway.serve import serving
 
     seed = load_seed(cfg.key_file)
+    auth = _api_auth(cfg)
     key = noise_key_pair(seed)
     store = _store(cfg)
     collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key))
@@ -99,23 +132,17 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
     app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()))
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api[0], port=cfg.api[1],
-                                           log_level="warning", lifespan="off"))
-    api = asyncio.create_task(server.serve())
+                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            address = await stack.enter_async_context(serving(app, *cfg.api, _api_limits(cfg)))
             dht = None
             if cfg.dht_bootstrap:
                 dht = await stack.enter_async_context(
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
-            while not server.started:  # uvicorn says it is up only through this flag
-                if api.done():
-                    api.result()  # it stopped: say why (a port in use...)
-                    raise RuntimeError(f"the API could not listen on {cfg.api[0]}:{cfg.api[1]}")
-                await asyncio.sleep(0.01)
             if ready is not None:
-                ready(server.servers[0].sockets[0].getsockname()[:2])
+                ready(address)
             done = 0
             while rounds is None or done < rounds:
                 if dht is not None:
@@ -139,9 +166,6 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                 if rounds is None or done < rounds:
                     await asyncio.sleep(cfg.interval)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await api
         collector.close()
         store.close()
 
@@ -154,7 +178,8 @@ def run(config_path: Path) -> None:
     cfg = _config(config_path)
     try:
         load_seed(cfg.key_file)
-    except SeedError as exc:
+        _api_auth(cfg)
+    except (SeedError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
     def ready(addr: tuple[str, int]) -> None:
