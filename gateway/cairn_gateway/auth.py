@@ -7,7 +7,7 @@ read token    GET and HEAD on every route: Grafana's data source, Prometheus' sc
 admin token   every method, so also what changes state (POST, PUT, PATCH, DELETE)
 ============  =======================================================================
 
-``/healthz`` is open (a liveness probe learns only that the gateway runs). A request without
+``GET /healthz`` is open (a liveness probe learns only that the gateway runs). A request without
 a valid token is a 401 with ``WWW-Authenticate: Bearer``; the read token on a method that
 changes state is a 403. With no read token configured, reads are open (the gateway refuses to
 start that way on an address other than loopback: :func:`cairn_gateway.serve.check_listen`);
@@ -38,7 +38,7 @@ __all__ = ["OPEN_PATHS", "ApiAuth", "Guard", "TokenError", "load_token", "new_to
 
 log = logging.getLogger(__name__)
 
-#: paths answered without a token
+#: paths answered to GET and HEAD without a token
 OPEN_PATHS = frozenset({"/healthz"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 MIN_TOKEN_CHARS = 32
@@ -155,7 +155,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if scope["path"] not in OPEN_PATHS:
+        if scope["path"] not in OPEN_PATHS or scope["method"] not in READ_METHODS:
             refused = self.auth.check(scope["method"], headers.get(b"authorization"))
             if refused is not None:
                 extra = [(b"www-authenticate", b'Bearer realm="cairn"')] \
