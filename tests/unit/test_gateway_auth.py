@@ -179,7 +179,7 @@ def test_token_files(tmp_path: Path) -> None:
     with pytest.raises(TokenError, match="already exists"):
         new_token(path)
     os.chmod(path, 0o644)
-    with pytest.raises(TokenError, match="readable by others.*chmod 600"):
+    with pytest.raises(TokenError, match=r"readable by others.*chmod 600"):
         load_token(path, "read token")
     short = tmp_path / "short"
     short.write_text("hunter2\n")
@@ -191,7 +191,7 @@ def test_token_files(tmp_path: Path) -> None:
     spaced.chmod(0o600)
     with pytest.raises(TokenError, match="without spaces"):
         load_token(spaced, "read token")
-    with pytest.raises(TokenError, match="no admin token at .*cairn gateway init"):
+    with pytest.raises(TokenError, match=r"no admin token at .*cairn gateway init"):
         load_token(tmp_path / "missing", "admin token")
 
 
@@ -219,7 +219,7 @@ def test_a_network_listener_needs_a_read_token() -> None:
     for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
         assert is_loopback(host)
         check_listen(host, 8080, read_token=False)
-    for host in ("0.0.0.0", "::", "192.168.1.10", "gateway"):  # noqa: S104
+    for host in ("0.0.0.0", "::", "192.168.1.10", "gateway"):
         assert not is_loopback(host)
         with pytest.raises(ConfigError, match="read_token_file is not set"):
             check_listen(host, 8080, read_token=False)
