@@ -367,9 +367,20 @@ GRAFANA_FILES = Path(__file__).with_name("grafana")
 @click.option("--gateway-url", default=None, help="The gateway API as Grafana reaches it "
               "(default: the provisioning file's).")
 @click.option("--prometheus-url", default=None, help="Prometheus as Grafana reaches it.")
+@click.option("--gateway-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The gateway's read token file ([api].read_token_file): "
+              "Grafana sends it to the gateway as a bearer token. Without it, an existing "
+              "data source keeps the token Grafana holds; a new one gets none.")
 def grafana_push(url: str, token: str, gateway_url: str | None,
-                 prometheus_url: str | None) -> None:
+                 prometheus_url: str | None, gateway_token_file: Path | None) -> None:
     """Create or update the data sources and the three dashboards in a running Grafana."""
+    from cairn_gateway.auth import TokenError, load_token
+
+    try:
+        read_token = None if gateway_token_file is None \
+            else load_token(gateway_token_file, "read token").decode()
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
     import yaml  # type: ignore[import-untyped]
     from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
@@ -380,7 +391,9 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
     api = GrafanaApi.from_url(url, credential=token)
     try:
         for ds in sources:
-            body = {k: v for k, v in ds.items() if k != "editable"}
+            body = {k: v for k, v in ds.items() if k not in ("editable", "secureJsonData")}
+            if "secureJsonData" in ds and read_token is not None:  # never the ${...} itself
+                body["secureJsonData"] = {"httpHeaderValue1": f"Bearer {read_token}"}
             if urls.get(ds["type"]):
                 body["url"] = urls[ds["type"]]
                 if "allowedHosts" in body.get("jsonData", {}):
