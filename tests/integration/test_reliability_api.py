@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,9 +57,9 @@ class Gateway:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    async def wait_log(self, text: str, timeout: float) -> bool:
+    async def wait_log(self, text: str, within: float) -> bool:
         """Until a log line contains ``text`` (read as the gateway writes them)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not any(text in line for line in self.log):
                 assert self.proc.stderr is not None
                 line = await self.proc.stderr.readline()
@@ -67,11 +68,11 @@ class Gateway:
                 self.log.append(line.decode(errors="replace"))
         return True
 
-    async def honest_read(self, timeout: float = 10.0) -> list[dict[str, object]]:
-        async with httpx.AsyncClient(base_url=self.url, timeout=timeout) as c:
+    async def honest_read(self, within: float = 10.0) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=self.url, timeout=within) as c:
             r = await c.get("/api/latest", headers=self.headers())
         assert r.status_code == 200, r.text
-        latest: list[dict[str, object]] = r.json()
+        latest: list[dict[str, Any]] = r.json()
         return latest
 
 
@@ -205,7 +206,7 @@ async def test_slow_clients_are_cut_and_the_honest_client_is_served(start: objec
     honest_ok = 0
     honest = 3
     for _ in range(honest):  # while the slow ones hold their connections
-        [row] = await gw.honest_read(timeout=timeout + slack)
+        [row] = await gw.honest_read(within=timeout + slack)
         honest_ok += row["value"] == 21.5
     held = await asyncio.gather(*attackers)
     late = sum(h > timeout + slack for h in held)
@@ -231,8 +232,8 @@ async def test_file_descriptor_exhaustion_is_logged_once_and_the_gateway_recover
     for _ in range(n):  # the kernel completes each handshake (backlog) whether accepted or not
         conns.append(await asyncio.open_connection("127.0.0.1", gw.port))
     try:
-        assert await gw.wait_log("cannot accept connections", timeout=30)
-        [row] = await gw.honest_read(timeout=90)  # queued behind the idle ones
+        assert await gw.wait_log("cannot accept connections", within=30)
+        [row] = await gw.honest_read(within=90)  # queued behind the idle ones
         served = row["value"] == 21.5
     finally:
         for _, writer in conns:

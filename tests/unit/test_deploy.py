@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from cairn_gateway.config import load_config
+from cairn_gateway.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
@@ -54,6 +54,8 @@ def test_units_are_hardened_and_run_as_their_own_user(unit: Path) -> None:
     assert service["ExecStart"].startswith(f"/opt/cairn/bin/{command} ")
     if writes:
         assert service.get("ReadWritePaths"), "a writable data directory, nothing else"
+        # a bounded number of open files, above what the gateway's API may hold by default
+        assert int(service["LimitNOFILE"]) >= 4 * parse_config("", ROOT).api_max_connections
     else:
         assert "ReadWritePaths" not in service, f"{unit.name} writes nothing"
 
