@@ -316,3 +316,24 @@ def test_install_script_says_what_is_wrong_with_its_arguments(args: tuple[str, .
     done = as_nobody(*args)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_compose_gives_the_read_token_to_the_gateway_grafana_and_prometheus() -> None:
+    services = compose()["services"]
+    cfg = load_config(COMPOSE_DIR / "gateway.toml")
+    assert cfg.api_read_token_file is not None and cfg.api_admin_token_file is not None
+    assert str(cfg.api_read_token_file).startswith("/var/lib/cairn-gateway/")
+    for name in ("gateway", "grafana", "prometheus"):
+        value = services[name]["environment"]["CAIRN_API_READ_TOKEN"]
+        assert value.startswith("${CAIRN_API_READ_TOKEN:?"), name  # required, from .env
+    entrypoint = (COMPOSE_DIR / "gateway-entrypoint.sh").read_text()
+    assert f'> "$DIR/{cfg.api_read_token_file.name}"' in entrypoint
+    assert "umask 077" in entrypoint
+    (job,) = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())["scrape_configs"]
+    credentials = job["authorization"]["credentials_file"]
+    assert credentials in " ".join(services["prometheus"]["entrypoint"])
+    sources = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" /
+                              "cairn.yaml").read_text())["datasources"]
+    (gw,) = [s for s in sources if s["uid"] == "cairn-gateway"]
+    assert gw["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert gw["secureJsonData"]["httpHeaderValue1"] == "Bearer ${CAIRN_API_READ_TOKEN}"
