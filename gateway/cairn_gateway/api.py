@@ -8,6 +8,9 @@ Prometheus (each stream's latest value as a gauge; each edge's reachability and 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
 Queries run on the event loop's thread, one at a time (one SQLite connection).
+
+Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
+errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
 """
 
 from __future__ import annotations
