@@ -10,11 +10,12 @@ descriptors, and then logs a traceback for every failed ``accept``. Here:
 - at most ``max_connections`` are open: a new one past that drops the oldest connection still
   sending its headers, so an honest client is served while slow ones wait to be cut (if every
   connection is busy with a request, the new one is dropped instead);
-- request line and headers larger than ``max_header_bytes`` are a 400 (h11's limit);
+- request line and headers larger than ``max_header_bytes`` are a 431 (:class:`HeaderLimit`),
+  or a 400 while they still arrive (h11's limit);
 - ``accept`` failing for lack of file descriptors (EMFILE, ENFILE...) is logged as one line
   per ``LOG_INTERVAL`` seconds with a count; asyncio retries the accept a second later, so
-  the server serves again as soon as descriptors free up. Dropped and cut connections are
-  counted and logged the same way.
+  the server serves again as soon as descriptors free up. Dropped and cut connections and
+  malformed requests (uvicorn: a warning each) are counted and logged the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cairn.settings import ConfigError
 
-__all__ = ["LOG_INTERVAL", "ApiLimits", "RateLimitedLog", "accept_error_handler",
+__all__ = ["LOG_INTERVAL", "ApiLimits", "HeaderLimit", "RateLimitedLog", "accept_error_handler",
            "check_listen", "is_loopback", "make_server", "protocol_class", "serving"]
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,35 @@ def protocol_class(limits: ApiLimits, events: RateLimitedLog) -> type[H11Protoco
     return Guarded
 
 
+class HeaderLimit:
+    """A request whose line and headers are over ``limit`` bytes is a 431. (h11's limit covers
+    only a request still arriving: one that comes in a single read passes it.)"""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = len(scope["raw_path"]) + len(scope["query_string"]) + sum(
+                len(k) + len(v) + 4 for k, v in scope["headers"])
+            if size > self.limit:
+                body = (f'{{"detail": "the request line and headers are {size} bytes (at most '
+                        f'{self.limit})"}}').encode()
+                await send({"type": "http.response.start", "status": 431,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def make_server(app: Any, host: str, port: int, limits: ApiLimits,
                 events: RateLimitedLog | None = None) -> uvicorn.Server:
     events = events if events is not None else RateLimitedLog()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+    config = uvicorn.Config(HeaderLimit(app, limits.max_header_bytes), host=host, port=port,
+                            log_level="warning", lifespan="off",
                             http=protocol_class(limits, events), ws="none",
                             h11_max_incomplete_event_size=limits.max_header_bytes,
                             timeout_keep_alive=5, server_header=False)
@@ -188,6 +214,8 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
     events = RateLimitedLog()
     previous = loop.get_exception_handler()
     loop.set_exception_handler(accept_error_handler(events))
+    quiet = _MalformedRequests(events)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     server = make_server(app, host, port, limits, events)
     task = asyncio.create_task(server.serve())
     try:
@@ -203,3 +231,19 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         loop.set_exception_handler(previous)
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
+
+
+class _MalformedRequests(logging.Filter):
+    """uvicorn logs a warning for every malformed request (a 400): counted instead."""
+
+    def __init__(self, events: RateLimitedLog) -> None:
+        super().__init__()
+        self.events = events
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "Invalid HTTP request received.":
+            self.events.note("invalid", "answered 400 to malformed requests (or headers over "
+                                        "[api].max_header_bytes)")
+            return False
+        return True

@@ -5,6 +5,7 @@ strings never a 500; the token files; the [api] config keys; `gateway init` writ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from cairn.frames import Frame, Sample
 from cairn.settings import ConfigError
 from cairn_gateway.api import make_app
-from cairn_gateway.auth import ApiAuth, TokenError, load_token, new_token
+from cairn_gateway.auth import ApiAuth, Guard, TokenError, load_token, new_token
 from cairn_gateway.cli import gateway
 from cairn_gateway.config import TEMPLATE, parse_config
 from cairn_gateway.serve import RateLimitedLog, check_listen, is_loopback
@@ -262,3 +263,26 @@ def test_init_writes_the_tokens_and_run_refuses_an_open_network_api(tmp_path: Pa
     config.write_text(text)
     out = runner.invoke(gateway, ["run", "--config", str(config)])
     assert out.exit_code == 1 and "readable by others" in out.output
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408() -> None:
+    async def reads_the_body(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise AssertionError("the body never comes")
+
+    guard = Guard(reads_the_body, ApiAuth(None, ADMIN), body_timeout=0.05)
+    never = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()  # a client that sent its headers and then nothing
+        return {}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await guard({"type": "http", "method": "POST", "path": "/api/devices",
+                 "headers": [(b"authorization", b"Bearer " + ADMIN),
+                             (b"content-length", b"10")]}, receive, send)
+    assert sent[0]["status"] == 408
+    assert b"took longer than 0.05 s" in sent[1]["body"]
