@@ -165,7 +165,7 @@ def test_the_gateway_config_in_compose_is_valid_and_listens_where_grafana_looks(
     assert str(cfg.key_file).startswith("/var/lib/cairn-gateway/")
     assert str(cfg.data_dir).startswith("/var/lib/cairn-gateway/")
     assert any(v.endswith(":/var/lib/cairn-gateway") for v in gateway["volumes"])
-    # the API has no login: published on the host's loopback only
+    # the API needs its read token off loopback; published on the host's loopback only all the same
     assert gateway["ports"] == ["127.0.0.1:8080:8080"]
 
 
