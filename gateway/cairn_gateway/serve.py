@@ -7,6 +7,8 @@ descriptors, and then logs a traceback for every failed ``accept``. Here:
 - a client has ``request_timeout`` seconds from its connection (or from the first byte after a
   response) to finish a request's headers, else the connection is closed (a slowloris client
   holding many half-sent requests is cut within that bound);
+- a client that stops reading an answer (the server's send buffer full) for
+  ``request_timeout`` seconds is disconnected, so it cannot hold a request's task for ever;
 - at most ``max_connections`` are open: a new one past that drops the oldest connection still
   sending its headers, so an honest client is served while slow ones wait to be cut (if every
   connection is busy with a request, the new one is dropped instead);
@@ -99,7 +101,8 @@ def protocol_class(limits: ApiLimits, events: RateLimitedLog) -> type[H11Protoco
     waiting: dict[Any, None] = {}  # connections still sending headers, oldest first
 
     class Guarded(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
+        _deadline: asyncio.TimerHandle | None = None  # for the headers of a request
+        _stalled: asyncio.TimerHandle | None = None  # for a client that does not read
 
         def _arm(self) -> None:
             waiting[self] = None
@@ -136,6 +139,9 @@ def protocol_class(limits: ApiLimits, events: RateLimitedLog) -> type[H11Protoco
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -144,6 +150,25 @@ def protocol_class(limits: ApiLimits, events: RateLimitedLog) -> type[H11Protoco
                 self._arm()  # part of a request: its headers have a deadline
             else:
                 self._disarm()  # the headers are in: the app's time now
+
+        def pause_writing(self) -> None:
+            """The client stopped reading: it has ``request_timeout`` to start again."""
+            super().pause_writing()
+            if self._stalled is None:
+                self._stalled = self.loop.call_later(limits.request_timeout, self._stall)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._stalled is not None:
+                self._stalled.cancel()
+                self._stalled = None
+
+        def _stall(self) -> None:
+            self._stalled = None
+            if not self.transport.is_closing():
+                events.note("stalled", "closed connections that stopped reading an answer for "
+                                       f"{limits.request_timeout:g} s")
+                self.transport.abort()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

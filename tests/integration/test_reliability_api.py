@@ -77,12 +77,16 @@ class Gateway:
         return latest
 
 
-def seed_store(path: Path, now: float) -> None:
+def seed_store(path: Path, now: float, history: int = 0) -> None:
+    """One board's stream: ``history`` samples a second apart, then 21.5 at ``now``."""
     store = Store(path)
     try:
         dev = store.device(b"d" * 32, "board-1", now)
         sid = store.stream(dev, "board-1/temperature", b"k" * 32, "Cel")
-        store.ingest(sid, [(0, 0, Frame((Sample("board-1/temperature", "Cel", now, 21.5),)))])
+        name = "board-1/temperature"
+        frames = [Sample(name, "Cel", now - history + k, 20.0) for k in range(history)]
+        store.ingest(sid, [(k, 0, Frame((x,))) for k, x in enumerate(
+            [*frames, Sample(name, "Cel", now, 21.5)])])
     finally:
         store.close()
 
@@ -91,13 +95,13 @@ def seed_store(path: Path, now: float) -> None:
 async def start(tmp_path: Path) -> AsyncIterator[object]:
     started: list[Gateway] = []
 
-    async def go(*, nofile: int = 0, api: str = "") -> Gateway:
+    async def go(*, nofile: int = 0, api: str = "", history: int = 0) -> Gateway:
         gdir = tmp_path / f"gw{len(started)}"
         (gdir / "data").mkdir(parents=True)
         new_seed(gdir / "gateway.seed")
         read, admin = new_token(gdir / "read.token"), new_token(gdir / "admin.token")
         now = time.time()
-        seed_store(gdir / "data" / "gw.db", now)
+        seed_store(gdir / "data" / "gw.db", now, history)
         (gdir / "gateway.toml").write_text(
             'data_dir = "data"\nkey_file = "gateway.seed"\n'
             "[collect]\ninterval = 3600\ningest_worker = false\n"
@@ -294,3 +298,49 @@ async def test_oversized_headers_are_refused_and_not_logged_one_by_one(start: ob
                          f"{sorted({a[:12].decode(errors='replace') for a in answered})}")
     assert line.passed
     assert log.count("Invalid HTTP request") == 0 and log.count("\n") <= 5, log[-2000:]
+
+
+async def test_clients_that_stop_reading_answers_are_cut(start: object) -> None:
+    """Clients ask for a large answer (99,000 samples, about 6 MB: more than the kernel's
+    send buffer, 4 MB at most) with a 4 KiB receive buffer and never read it: uvicorn alone kept each such request's task and connection for
+    as long as the client liked. The gateway disconnects each request_timeout after the
+    answer stalled."""
+    timeout, slack = 2.0, 5.0
+    gw: Gateway = await start(api=f"request_timeout = {timeout}", history=99_000)  # type: ignore[operator]
+    n = scale(8, 64)
+    request = (f"GET /api/samples?stream=1&from=0&to={gw.started + 1} HTTP/1.1\r\n"
+               f"Host: gateway\r\nAuthorization: Bearer {gw.read}\r\n\r\n").encode()
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(request)
+        socks.append(s)
+    try:
+        [row] = await gw.honest_read(within=timeout + slack)  # served while they stall
+        honest = row["value"] == 21.5
+        # The attack's length: the clients hold still past the bound (the attack itself, not
+        # a wait for the gateway); the gateway says when it cut the first one.
+        assert await gw.wait_log("stopped reading an answer", within=timeout + slack)
+        await asyncio.sleep(timeout + slack)
+
+        def drain(s: socket.socket) -> bytes:
+            s.settimeout(30)
+            got = b""
+            with _quiet():
+                while chunk := s.recv(1 << 16):
+                    got += chunk
+            return got
+
+        answers = [await asyncio.to_thread(drain, s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    full = [a for a in answers if a.endswith(b"}]")]  # a whole JSON array: never cut
+    line = record("api", f"{n} clients that stop reading a 99,000-sample answer "
+                  f"(request_timeout {timeout:g} s)", n, len(full), "answers held to the end",
+                  detail=f"bytes each got before the cut: {min(map(len, answers)):,} to "
+                         f"{max(map(len, answers)):,}; honest read served: {honest}")
+    assert line.passed and honest
+    await check_still_serving(gw)
