@@ -302,9 +302,9 @@ async def test_oversized_headers_are_refused_and_not_logged_one_by_one(start: ob
 
 async def test_clients_that_stop_reading_answers_are_cut(start: object) -> None:
     """Clients ask for a large answer (99,000 samples, about 6 MB: more than the kernel's
-    send buffer, 4 MB at most) with a 4 KiB receive buffer and never read it: uvicorn alone kept each such request's task and connection for
-    as long as the client liked. The gateway disconnects each request_timeout after the
-    answer stalled."""
+    send buffer, 4 MB at most) with a 4 KiB receive buffer and never read it: uvicorn alone
+    kept each such request's task and connection for as long as the client liked. The
+    gateway disconnects each request_timeout after the answer stalled."""
     timeout, slack = 2.0, 5.0
     gw: Gateway = await start(api=f"request_timeout = {timeout}", history=99_000)  # type: ignore[operator]
     n = scale(8, 64)
