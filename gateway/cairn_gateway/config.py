@@ -212,8 +212,9 @@ read_token_file = "api-read.token"    # bearer token for GET (Grafana, Prometheu
 admin_token_file = "api-admin.token"  # bearer token for every method (enrollment), mode 0600
 max_connections = 256        # open API connections; past it the oldest one still sending its
                              # request is dropped (keep it under the unit's LimitNOFILE)
-request_timeout = 10.0       # seconds a client has to send a request's headers (and its body)
-max_header_bytes = 16384     # a request line and headers larger than this: 400
+request_timeout = 10.0       # seconds a client has to send a request's headers (and its body);
+                             # a client that stops reading an answer this long is cut
+max_header_bytes = 16384     # a request line and headers larger than this: 431
 max_body_bytes = 65536       # a request body larger than this: 413
 
 [store]
