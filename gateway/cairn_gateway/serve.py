@@ -27,6 +27,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import resource
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ def accept_error_handler(events: RateLimitedLog) -> Callable[[asyncio.AbstractEv
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES \
+                and "accept" in str(context.get("message", "")):
             events.note("accept", f"cannot accept connections: {exc.strerror or exc} "
                                   "(raise the unit's LimitNOFILE or lower "
                                   "[api].max_connections); retrying every second")
@@ -240,6 +242,11 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
     previous = loop.get_exception_handler()
     loop.set_exception_handler(accept_error_handler(events))
     quiet = _MalformedRequests(events)
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if files != resource.RLIM_INFINITY and files < limits.max_connections + 64:
+        log.warning("API: [api].max_connections is %d but this process may open only %d "
+                    "files: raise LimitNOFILE (ulimit -n) or lower max_connections",
+                    limits.max_connections, files)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     server = make_server(app, host, port, limits, events)
     task = asyncio.create_task(server.serve())

@@ -6,6 +6,7 @@ strings never a 500; the token files; the [api] config keys; `gateway init` writ
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import stat
@@ -25,7 +26,7 @@ from cairn_gateway.api import make_app
 from cairn_gateway.auth import ApiAuth, Guard, TokenError, load_token, new_token
 from cairn_gateway.cli import gateway
 from cairn_gateway.config import TEMPLATE, parse_config
-from cairn_gateway.serve import RateLimitedLog, check_listen, is_loopback
+from cairn_gateway.serve import RateLimitedLog, accept_error_handler, check_listen, is_loopback
 from cairn_gateway.store import Store
 
 T0 = 1_764_000_000.0
@@ -286,3 +287,24 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408() -> None:
                              (b"content-length", b"10")]}, receive, send)
     assert sent[0]["status"] == 408
     assert b"took longer than 0.05 s" in sent[1]["body"]
+
+
+def test_only_a_failed_accept_is_counted_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        events = RateLimitedLog()
+        handle = accept_error_handler(events)
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        with caplog.at_level(logging.WARNING):
+            for _ in range(50):
+                handle(loop, {"message": "socket.accept() out of system resource",
+                              "exception": emfile})
+            handle(loop, {"message": "Task exception was never retrieved",
+                          "exception": emfile})  # not an accept: asyncio's own handler
+        assert events.totals == {"accept": 50}
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2
+        assert "cannot accept connections: Too many open files" in lines[0]
+        assert "Task exception was never retrieved" in lines[1]
+    finally:
+        loop.close()
