@@ -99,8 +99,12 @@ class ApiAuth:
 
     @classmethod
     def from_files(cls, read: Path | None, admin: Path | None) -> ApiAuth:
-        return cls(None if read is None else load_token(read, "read token"),
+        auth = cls(None if read is None else load_token(read, "read token"),
                    None if admin is None else load_token(admin, "admin token"))
+        if auth.read is not None and auth.read == auth.admin:
+            raise TokenError(f"{read} and {admin} hold the same token: the read token (given "
+                             "to Grafana and Prometheus) would be an admin token")
+        return auth
 
     def check(self, method: str, authorization: bytes | None) -> tuple[int, str] | None:
         """None if the request may go on, else (status, reason)."""

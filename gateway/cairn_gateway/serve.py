@@ -264,6 +264,16 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
             await task
         loop.set_exception_handler(previous)
         logging.getLogger("uvicorn.error").removeFilter(quiet)
+        if events.totals:
+            log.warning("API: since it started: %s", ", ".join(
+                f"{n} {_TOTALS.get(kind, kind)}" for kind, n in sorted(events.totals.items())))
+
+
+_TOTALS = {"accept": "failed accepts (out of file descriptors)",
+           "cap": "connections dropped at max_connections",
+           "invalid": "malformed requests",
+           "slow": "connections cut for slow requests",
+           "stalled": "connections cut for not reading"}
 
 
 class _MalformedRequests(logging.Filter):

@@ -253,6 +253,7 @@ async def test_file_descriptor_exhaustion_is_logged_once_and_the_gateway_recover
         _, err = await gw.proc.communicate()
     gw.log.append(err.decode(errors="replace"))
     text = "".join(gw.log)
+    assert "failed accepts (out of file descriptors)" in text  # the totals at the end
     tracebacks = text.count("Traceback")
     accept_lines = text.count("cannot accept connections")
     line = record("api", f"file-descriptor exhaustion: {n} connections against "

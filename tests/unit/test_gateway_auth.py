@@ -195,6 +195,13 @@ def test_token_files(tmp_path: Path) -> None:
         load_token(spaced, "read token")
     with pytest.raises(TokenError, match=r"no admin token at .*cairn gateway init"):
         load_token(tmp_path / "missing", "admin token")
+    same = tmp_path / "same"
+    same.write_text(token)
+    same.chmod(0o600)
+    path.chmod(0o600)
+    with pytest.raises(TokenError, match="hold the same token"):
+        ApiAuth.from_files(path, same)
+    assert ApiAuth.from_files(path, None) == ApiAuth(token.encode(), None)
 
 
 def test_api_config_keys(tmp_path: Path) -> None:
