@@ -10,6 +10,9 @@ enrolled; log keys (the capability to replicate a stream) are never served.
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
 Queries run on the event loop's thread, one at a time (one SQLite connection).
+
+Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
+errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.roster import Roster, display_name
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store, describe_missing
@@ -50,9 +54,14 @@ Edges = Callable[[], Mapping[bytes, EdgeStatus]]
 
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
-             edges: Edges = dict) -> FastAPI:
+             edges: Edges = dict, auth: ApiAuth | None = None,
+             max_body_bytes: int = 65536, body_timeout: float = 10.0) -> FastAPI:
+    """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
+    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
     app = FastAPI(title="Cairn gateway", version="1",
                   description="Verified sensor samples from a fleet's signed logs.")
+    app.add_middleware(Guard, auth=auth, max_body_bytes=max_body_bytes,  # every route
+                       body_timeout=body_timeout)
     conn = store.conn
 
     def stream_exists(stream: int) -> None:

@@ -66,13 +66,23 @@ def gateway() -> None:
 @gateway.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
-    """Make DIRECTORY/gateway.toml (commented) and DIRECTORY/gateway.seed (mode 0600)."""
+    """Make DIRECTORY/gateway.toml (commented), DIRECTORY/gateway.seed and the API's bearer
+    tokens DIRECTORY/api-read.token and api-admin.token (all mode 0600)."""
+    from cairn_gateway.auth import TokenError, new_token
+
     try:
         seed = init_directory(directory, "gateway.toml", "gateway.seed", TEMPLATE)
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
     config = directory / "gateway.toml"
     click.echo(f"wrote {config} and {directory / 'gateway.seed'}")
+    for name, use in (("api-read.token", "Grafana's data source and Prometheus' scrape"),
+                      ("api-admin.token", "enrolling devices through the API")):
+        try:
+            new_token(directory / name)
+            click.echo(f"wrote {directory / name} (mode 0600): the API's bearer token for {use}")
+        except TokenError as exc:
+            click.echo(f"kept {directory / name}: {exc}")
     click.echo("gateway key (put it in each edge's [replication].gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
     click.echo("watermark key (in an edge's [dht].watermarks, to free what this gateway "
@@ -172,17 +182,40 @@ def devices_list(as_json: bool, config_path: Path) -> None:
                        + (f" ({m.error})" if m.error else ""))
 
 
+def _api_auth(cfg: GatewayConfig) -> Any:
+    """The API's tokens from their files; refuses (ConfigError) an API open to the network
+    without a read token."""
+    from cairn_gateway.auth import ApiAuth, TokenError
+    from cairn_gateway.serve import check_listen
+
+    try:
+        auth = ApiAuth.from_files(cfg.api_read_token_file, cfg.api_admin_token_file)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    check_listen(cfg.api[0], cfg.api[1], auth.read is not None)
+    if auth.read is None:
+        log.warning("the API on %s:%d has no read token: anything on this host may read it "
+                    "([api].read_token_file)", *cfg.api)
+    return auth
+
+
+def _api_limits(cfg: GatewayConfig) -> Any:
+    from cairn_gateway.serve import ApiLimits
+
+    return ApiLimits(cfg.api_max_connections, cfg.api_request_timeout, cfg.api_max_header_bytes)
+
+
 async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                       rounds: int | None = None) -> None:
     """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
-    import uvicorn
-
     from cairn.dht.api import DHT
     from cairn_gateway.api import make_app
     from cairn_gateway.collect import Collector
     from cairn_gateway.daemon import collect_rounds, limits_of
+    from cairn_gateway.serve import serving
 
     seed = load_seed(cfg.key_file)
+    auth = _api_auth(cfg)
     key = noise_key_pair(seed)
     store = _store(cfg)
     roster = Roster(store.conn)
@@ -191,34 +224,26 @@ async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
                           limits=limits_of(cfg))
     if cfg.ingest_worker:
         collector.start_worker()
+
     def demand(stream_id: int) -> bool:
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
     app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()))
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api[0], port=cfg.api[1],
-                                           log_level="warning", lifespan="off"))
-    api = asyncio.create_task(server.serve())
+                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            address = await stack.enter_async_context(serving(app, *cfg.api, _api_limits(cfg)))
             dht = None
             if cfg.dht_bootstrap:
                 dht = await stack.enter_async_context(
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
-            while not server.started:  # uvicorn says it is up only through this flag
-                if api.done():
-                    api.result()  # it stopped: say why (a port in use...)
-                    raise RuntimeError(f"the API could not listen on {cfg.api[0]}:{cfg.api[1]}")
-                await asyncio.sleep(0.01)
             if ready is not None:
-                ready(server.servers[0].sockets[0].getsockname()[:2])
+                ready(address)
             await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
                                  rounds=rounds)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await api
         collector.close()
         store.close()
 
@@ -231,7 +256,8 @@ def run(config_path: Path) -> None:
     cfg = _config(config_path)
     try:
         load_seed(cfg.key_file)
-    except SeedError as exc:
+        _api_auth(cfg)
+    except (SeedError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
     def ready(addr: tuple[str, int]) -> None:
@@ -453,9 +479,20 @@ GRAFANA_FILES = Path(__file__).with_name("grafana")
 @click.option("--gateway-url", default=None, help="The gateway API as Grafana reaches it "
               "(default: the provisioning file's).")
 @click.option("--prometheus-url", default=None, help="Prometheus as Grafana reaches it.")
+@click.option("--gateway-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The gateway's read token file ([api].read_token_file): "
+              "Grafana sends it to the gateway as a bearer token. Without it, an existing "
+              "data source keeps the token Grafana holds; a new one gets none.")
 def grafana_push(url: str, token: str, gateway_url: str | None,
-                 prometheus_url: str | None) -> None:
+                 prometheus_url: str | None, gateway_token_file: Path | None) -> None:
     """Create or update the data sources and the three dashboards in a running Grafana."""
+    from cairn_gateway.auth import TokenError, load_token
+
+    try:
+        read_token = None if gateway_token_file is None \
+            else load_token(gateway_token_file, "read token").decode()
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
     import yaml  # type: ignore[import-untyped]
     from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
@@ -466,7 +503,9 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
     api = GrafanaApi.from_url(url, credential=token)
     try:
         for ds in sources:
-            body = {k: v for k, v in ds.items() if k != "editable"}
+            body = {k: v for k, v in ds.items() if k not in ("editable", "secureJsonData")}
+            if "secureJsonData" in ds and read_token is not None:  # never the ${...} itself
+                body["secureJsonData"] = {"httpHeaderValue1": f"Bearer {read_token}"}
             if urls.get(ds["type"]):
                 body["url"] = urls[ds["type"]]
                 if "allowedHosts" in body.get("jsonData", {}):

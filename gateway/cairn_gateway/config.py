@@ -34,6 +34,13 @@ class GatewayConfig:
     max_samples_per_round: int = 100_000  # samples stored from one device in one round
     past_window: float = 3650 * 86400.0  # samples earlier than this before first seen: refused
     future_window: float = 10.0  # samples later than this after now: refused
+    # [api]: tokens (None: not configured, cairn_gateway.auth) and limits (cairn_gateway.serve)
+    api_read_token_file: Path | None = None
+    api_admin_token_file: Path | None = None
+    api_max_connections: int = 256
+    api_request_timeout: float = 10.0  # seconds for a request's headers (and for its body)
+    api_max_header_bytes: int = 16384
+    api_max_body_bytes: int = 65536
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -62,7 +69,8 @@ _KEYS: dict[str, set[str]] = {
     "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max",
                 "ingest_worker", "device_budget", "max_samples_per_round", "past_window",
                 "future_window"},
-    "api": {"listen"},
+    "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
+            "request_timeout", "max_header_bytes", "max_body_bytes"},
     "store": {"retention_days"},
 }
 
@@ -111,6 +119,15 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ConfigError(f"{where}.{key}: {v!r} is not an integer in [{lo}, {hi}]")
         return v
+
+    def token_file(key: str) -> Path | None:
+        v = api.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"[api].{key}: expected a path")
+        p = Path(v)
+        return p if p.is_absolute() else base / p
 
     boot = dht.get("bootstrap", [])
     if not isinstance(boot, list):
@@ -166,6 +183,12 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         past_window=number(collect, "[collect]", "past_window", 3650 * 86400.0, 0,
                            100 * 365 * 86400.0),
         future_window=number(collect, "[collect]", "future_window", 10.0, 0, 365 * 86400.0),
+        api_read_token_file=token_file("read_token_file"),
+        api_admin_token_file=token_file("admin_token_file"),
+        api_max_connections=integer(api, "[api]", "max_connections", 256, 1, 1_000_000),
+        api_request_timeout=number(api, "[api]", "request_timeout", 10.0, 0.1, 3600),
+        api_max_header_bytes=integer(api, "[api]", "max_header_bytes", 16384, 1024, 1 << 20),
+        api_max_body_bytes=integer(api, "[api]", "max_body_bytes", 65536, 0, 1 << 30),
     )
 
 
@@ -202,7 +225,17 @@ past_window = 315360000      # seconds (3650 days): a sample earlier than this b
 future_window = 10.0         # seconds: a sample later than now + this is refused, counted
 
 [api]
-listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics)
+listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics); on an
+                             # address other than loopback the gateway starts only with a
+                             # read token
+read_token_file = "api-read.token"    # bearer token for GET (Grafana, Prometheus), mode 0600
+admin_token_file = "api-admin.token"  # bearer token for every method (enrollment), mode 0600
+max_connections = 256        # open API connections; past it the oldest one still sending its
+                             # request is dropped (keep it under the unit's LimitNOFILE)
+request_timeout = 10.0       # seconds a client has to send a request's headers (and its body);
+                             # a client that stops reading an answer this long is cut
+max_header_bytes = 16384     # a request line and headers larger than this: 431
+max_body_bytes = 65536       # a request body larger than this: 413
 
 [store]
 retention_days = 0           # delete samples older than this (0: keep everything)

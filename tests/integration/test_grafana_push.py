@@ -13,9 +13,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cairn_gateway.auth import new_token
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +108,22 @@ def test_push_creates_then_updates(grafana: str) -> None:
 def test_push_says_when_grafana_is_not_there() -> None:
     done = push("http://127.0.0.1:9")  # nothing listens on the discard port
     assert done.returncode == 1 and "Grafana at http://127.0.0.1:9" in done.stderr
+
+
+def test_push_gives_grafana_the_gateways_read_token(grafana: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "api-read.token"
+    read = new_token(token_file)
+    done = push(grafana, "--gateway-token-file", str(token_file))
+    assert done.returncode == 0, done.stderr
+    gw = FakeGrafana.datasources["cairn-gateway"]
+    assert gw["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert gw["secureJsonData"] == {"httpHeaderValue1": f"Bearer {read}"}
+    assert read not in done.stdout + done.stderr  # the token is never printed
+    done = push(grafana)  # without the file: Grafana keeps what it holds
+    assert done.returncode == 0, done.stderr
+    gw = FakeGrafana.datasources["cairn-gateway"]
+    assert "secureJsonData" not in gw  # the provisioning file's ${...} is never sent
+    token_file.chmod(0o644)
+    done = push(grafana, "--gateway-token-file", str(token_file))
+    assert done.returncode == 1 and "readable by others" in done.stderr
+    assert "Traceback" not in done.stderr

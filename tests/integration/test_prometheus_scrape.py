@@ -1,6 +1,7 @@
 """Prometheus from Debian scrapes the gateway's /metrics: edges serve signed logs on 127.0.0.1,
 the gateway collects them into its store and serves the API; a real `prometheus` process (its
-own config and data directory, a 1 s scrape interval) scrapes it, and its query API answers
+own config and data directory, a 1 s scrape interval, the API's read token from a credentials
+file as in deploy/compose/prometheus.yml) scrapes it, and its query API answers
 with the values the store holds."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from cairn.crypto import random_key_pair
 from cairn_gateway.api import make_app
+from cairn_gateway.auth import ApiAuth, new_token
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import free_port
@@ -30,12 +32,16 @@ DEADLINE = 60.0  # seconds for Prometheus to start and scrape what we look for
 
 
 @contextlib.contextmanager
-def prometheus(executable: Path, directory: Path, target: str) -> Iterator[str]:
-    """A Prometheus server scraping ``target`` (host:port) every second; its base URL."""
+def prometheus(executable: Path, directory: Path, target: str,
+               token_file: Path | None = None) -> Iterator[str]:
+    """A Prometheus server scraping ``target`` (host:port) every second, with the bearer
+    token in ``token_file`` (as deploy/compose/prometheus.yml does); its base URL."""
     directory.mkdir()
     config = directory / "prometheus.yml"
+    auth = "" if token_file is None else (
+        f"    authorization:\n      type: Bearer\n      credentials_file: {token_file}\n")
     config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                      "scrape_configs:\n  - job_name: cairn-gateway\n"
+                      "scrape_configs:\n  - job_name: cairn-gateway\n" + auth +
                       f"    static_configs:\n      - targets: ['{target}']\n")
     port = free_port()
     with (directory / "prometheus.log").open("w") as out, subprocess.Popen(
@@ -85,7 +91,9 @@ def test_prometheus_scrapes_the_gateway(prometheus_path: Path, tmp_path: Path) -
         for n in (1, 2):  # the devices' names, as an edge's record gives them
             store.conn.execute("UPDATE devices SET name = ? WHERE record_key = ?",
                                (f"board-{n}", bytes([n]) * 32))
-        app = make_app(store, edges=lambda: collector.schedule.status(collector.clock()))
+        token = new_token(tmp_path / "api-read.token")  # the API needs it for /metrics
+        app = make_app(store, edges=lambda: collector.schedule.status(collector.clock()),
+                       auth=ApiAuth(token.encode()))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
                                                log_level="warning", lifespan="off"))
         api = asyncio.create_task(server.serve())
@@ -95,7 +103,8 @@ def test_prometheus_scrapes_the_gateway(prometheus_path: Path, tmp_path: Path) -
                 assert not api.done() and time.monotonic() < end, "the API did not start"
                 await asyncio.sleep(0.01)
             host, port = server.servers[0].sockets[0].getsockname()[:2]
-            with prometheus(prometheus_path, tmp_path / "prometheus", f"{host}:{port}") as url:
+            with prometheus(prometheus_path, tmp_path / "prometheus", f"{host}:{port}",
+                            tmp_path / "api-read.token") as url:
                 async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                     async def query(q: str) -> list[dict[str, Any]]:
                         r = await client.get("/api/v1/query", params={"query": q})

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from cairn_gateway.config import load_config
+from cairn_gateway.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
@@ -54,6 +54,8 @@ def test_units_are_hardened_and_run_as_their_own_user(unit: Path) -> None:
     assert service["ExecStart"].startswith(f"/opt/cairn/bin/{command} ")
     if writes:
         assert service.get("ReadWritePaths"), "a writable data directory, nothing else"
+        # a bounded number of open files, above what the gateway's API may hold by default
+        assert int(service["LimitNOFILE"]) >= 4 * parse_config("", ROOT).api_max_connections
     else:
         assert "ReadWritePaths" not in service, f"{unit.name} writes nothing"
 
@@ -163,7 +165,7 @@ def test_the_gateway_config_in_compose_is_valid_and_listens_where_grafana_looks(
     assert str(cfg.key_file).startswith("/var/lib/cairn-gateway/")
     assert str(cfg.data_dir).startswith("/var/lib/cairn-gateway/")
     assert any(v.endswith(":/var/lib/cairn-gateway") for v in gateway["volumes"])
-    # the API has no login: published on the host's loopback only
+    # the API needs its read token off loopback; published on the host's loopback only all the same
     assert gateway["ports"] == ["127.0.0.1:8080:8080"]
 
 
@@ -314,3 +316,24 @@ def test_install_script_says_what_is_wrong_with_its_arguments(args: tuple[str, .
     done = as_nobody(*args)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_compose_gives_the_read_token_to_the_gateway_grafana_and_prometheus() -> None:
+    services = compose()["services"]
+    cfg = load_config(COMPOSE_DIR / "gateway.toml")
+    assert cfg.api_read_token_file is not None and cfg.api_admin_token_file is not None
+    assert str(cfg.api_read_token_file).startswith("/var/lib/cairn-gateway/")
+    for name in ("gateway", "grafana", "prometheus"):
+        value = services[name]["environment"]["CAIRN_API_READ_TOKEN"]
+        assert value.startswith("${CAIRN_API_READ_TOKEN:?"), name  # required, from .env
+    entrypoint = (COMPOSE_DIR / "gateway-entrypoint.sh").read_text()
+    assert f'> "$DIR/{cfg.api_read_token_file.name}"' in entrypoint
+    assert "umask 077" in entrypoint
+    (job,) = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())["scrape_configs"]
+    credentials = job["authorization"]["credentials_file"]
+    assert credentials in " ".join(services["prometheus"]["entrypoint"])
+    sources = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" /
+                              "cairn.yaml").read_text())["datasources"]
+    (gw,) = [s for s in sources if s["uid"] == "cairn-gateway"]
+    assert gw["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert gw["secureJsonData"]["httpHeaderValue1"] == "Bearer ${CAIRN_API_READ_TOKEN}"
