@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -148,10 +149,11 @@ def check_api_and_cli(tmp_path: Path, store: Store, damaged: list[int]) -> None:
     assert rows[temp]["missing"].startswith(f"blocks {damaged[0]}")
     assert rows[hum]["alert"] is False and rows[hum]["missing"] is None
     metrics = asyncio.run(get("/metrics")).text
-    assert (f'cairn_gateway_missing_blocks{{device="",stream="{temp}",reason="damaged"}} '
-            f"{len(damaged)}") in metrics
-    assert f'cairn_gateway_missing_blocks{{device="",stream="{hum}",reason="damaged"}} 0' \
-        in metrics
+    device = r'device="unenrolled-[0-9a-f]{12}",record_key="[0-9a-f]{64}"'
+    assert re.search(rf'cairn_gateway_missing_blocks\{{{device},stream="{re.escape(temp)}",'
+                     rf'reason="damaged"\}} {len(damaged)}\n', metrics), metrics
+    assert re.search(rf'cairn_gateway_missing_blocks\{{{device},stream="{re.escape(hum)}",'
+                     r'reason="damaged"\} 0\n', metrics), metrics
     config = tmp_path / "gateway.toml"
     config.write_text(f'data_dir = "{tmp_path}"\n')
     result = CliRunner().invoke(main, ["gateway", "integrity", "--config", str(config)])

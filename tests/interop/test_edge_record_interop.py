@@ -31,8 +31,11 @@ async def test_js_mutable_get_reads_the_edge_record(node_path: Path, interop_dir
             t0 = time.time()
             await asyncio.to_thread(publish, broker, [("board-3/temperature", t0, 19.25),
                                                       ("board-3/humidity", t0, 55.0)])
+            # the edge publishes its record at start (no readings yet), then after the commit
+            # that holds the readings: wait for a publish after that commit
+            committed = await asyncio.to_thread(edge.until, lambda s: s["samples"] >= 2)
             line = await asyncio.to_thread(
-                edge.until, lambda s: s.get("dht_publishes", 0) >= 1 and s["samples"] >= 2)
+                edge.until, lambda s: s.get("dht_publishes", 0) > committed["dht_publishes"])
             got = await js.call(op="mutableGet", node=3, publicKey=line["record_key"], seq=0)
             await asyncio.to_thread(edge.stop)
     assert got["seq"] is not None and got["seq"] >= 1
