@@ -26,13 +26,13 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import secrets
-import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cairn.fleet.identity import read_secret, write_secret
 
 __all__ = ["OPEN_PATHS", "ApiAuth", "Guard", "TokenError", "load_token", "new_token"]
 
@@ -57,36 +57,18 @@ class TokenError(ValueError):
 def new_token(path: str | Path) -> str:
     """Write a fresh random token (43 URL-safe characters, 256 bits) to ``path``, which must
     not exist, mode 0600. Returns it."""
-    p = Path(path)
     token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise TokenError(f"{p} already exists: refusing to overwrite a token") from None
-    except OSError as exc:
-        raise TokenError(f"cannot create {p}: {exc}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    write_secret(path, token, TokenError, "token")
     return token
 
 
 def load_token(path: str | Path, what: str) -> bytes:
     """The token in ``path`` (its one line, surrounding whitespace stripped)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-        text = p.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise TokenError(f"no {what} at {p}: `cairn gateway init` writes one, or put "
-                         f"{MIN_TOKEN_CHARS}+ random characters in it (chmod 600)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokenError(f"cannot read the {what} {p}: {exc}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenError(f"{p} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-                         f"chmod 600 {p}")
+    text = read_secret(path, TokenError, what, "`cairn gateway init` writes one, or put "
+                       f"{MIN_TOKEN_CHARS}+ random characters in it (chmod 600)")
     if len(text) < MIN_TOKEN_CHARS or not text.isprintable() or any(c.isspace() for c in text):
-        raise TokenError(f"{p} does not hold a {what}: one line of at least {MIN_TOKEN_CHARS} "
-                         "printable characters without spaces")
+        raise TokenError(f"{Path(path)} does not hold a {what}: one line of at least "
+                         f"{MIN_TOKEN_CHARS} printable characters without spaces")
     return text.encode("ascii")
 
 

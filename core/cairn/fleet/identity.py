@@ -16,7 +16,8 @@ from pathlib import Path
 from cairn.crypto import KeyPair, derive_stream_key_pair
 
 __all__ = ["NOISE_NAME", "RECORD_NAME", "WATERMARK_NAME", "SeedError", "init_directory",
-           "load_seed", "new_seed", "noise_key_pair", "record_key_pair", "watermark_key_pair"]
+           "load_seed", "new_seed", "noise_key_pair", "read_secret", "record_key_pair",
+           "watermark_key_pair", "write_secret"]
 
 # Key derivation names: none can be a stream's name (a SenML name never starts with "#").
 NOISE_NAME = "#noise"  # an edge's or a gateway's Noise static key (replication)
@@ -28,20 +29,43 @@ class SeedError(ValueError):
     """The seed file is missing, unreadable, malformed or readable by others."""
 
 
-def new_seed(path: str | Path) -> bytes:
-    """Write a fresh random seed to ``path`` (which must not exist), mode 0600."""
+def write_secret(path: str | Path, text: str, error: type[Exception], what: str) -> None:
+    """Write one line of secret ``text`` to ``path``, which must not exist, mode 0600, synced.
+    ``error`` (naming ``what``) when it exists or cannot be made."""
     p = Path(path)
-    seed = os.urandom(32)
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise SeedError(f"{p} already exists: refusing to overwrite a device seed") from None
+        raise error(f"{p} already exists: refusing to overwrite a {what}") from None
     except OSError as exc:
-        raise SeedError(f"cannot create {p}: {exc}") from None
+        raise error(f"cannot create {p}: {exc}") from None
     with os.fdopen(fd, "w") as f:
-        f.write(seed.hex() + "\n")
+        f.write(text + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_secret(path: str | Path, error: type[Exception], what: str, missing: str) -> str:
+    """The one line of a secret file, stripped; ``error`` when it is missing (``missing`` says
+    how to make one), unreadable, or readable by group or others."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        text = p.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise error(f"no {what} at {p}: {missing}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read the {what} {p}: {exc}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"{p} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                    f"chmod 600 {p}")
+    return text
+
+
+def new_seed(path: str | Path) -> bytes:
+    """Write a fresh random seed to ``path`` (which must not exist), mode 0600."""
+    seed = os.urandom(32)
+    write_secret(path, seed.hex(), SeedError, "device seed")
     return seed
 
 
@@ -58,23 +82,13 @@ def init_directory(directory: Path, config_name: str, seed_name: str, template: 
 
 
 def load_seed(path: str | Path) -> bytes:
-    p = Path(path)
-    try:
-        st = p.stat()
-        text = p.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise SeedError(f"no seed at {p}: make one with `cairn edge init`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SeedError(f"cannot read the seed {p}: {exc}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SeedError(f"{p} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-                        f"chmod 600 {p}")
+    text = read_secret(path, SeedError, "seed", "make one with `cairn edge init`")
     try:
         seed = bytes.fromhex(text)
     except ValueError:
         seed = b""
     if len(seed) != 32:
-        raise SeedError(f"{p} does not hold a seed (64 hex digits)")
+        raise SeedError(f"{Path(path)} does not hold a seed (64 hex digits)")
     return seed
 
 
