@@ -18,15 +18,18 @@ errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connec
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 
+from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway.auth import ApiAuth, Guard
-from cairn_gateway.roster import Roster, display_name
+from cairn_gateway.roster import Roster, RosterError, display_name
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store, describe_missing
 
@@ -50,6 +53,14 @@ def _label(text: str) -> str:
 OnDemand = Callable[[int, float, float], Awaitable[object]]
 #: each edge tried so far (by device record key) -> whether it is reachable, its backoff
 Edges = Callable[[], Mapping[bytes, EdgeStatus]]
+
+
+class Enrol(BaseModel):
+    """``POST /api/devices``: an enrollment string, or a record key and a name."""
+
+    enrollment: str | None = Field(None, max_length=200)
+    record_key: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200)
 
 
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
@@ -110,6 +121,36 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                  "last_seen": m.last_seen, "streams": list(m.streams),
                  "record_time": m.record_time, "error": m.error}
                 for m in Roster(conn).pending()]
+
+    @app.post("/api/devices", status_code=201)
+    async def enroll(body: Enrol) -> dict[str, Any]:
+        """Enrol a device (admin token): ``enrollment``, the string ``cairn edge keys`` prints,
+        or ``record_key`` (64 hex digits) with ``name``. Collected from the next round. 400:
+        a string or name that is not valid; 409: the name is bound to another key, or the key
+        is enrolled under another name."""
+        try:
+            if body.enrollment is not None:
+                e = parse_enrollment(body.enrollment)
+                key, name = e.record_key, body.name or e.name
+            elif body.record_key is not None and body.name is not None:
+                key, name = parse_record_key(body.record_key), body.name
+            else:
+                raise HTTPException(400, "give enrollment, or record_key and name")
+            m = Roster(conn).enroll(key, name, time.time())
+        except EnrollmentError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except RosterError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return m.as_dict()
+
+    @app.delete("/api/devices/{name}")
+    async def remove(name: str) -> dict[str, Any]:
+        """Stop collecting the enrolled device ``name`` (admin token); its data is kept,
+        flagged removed. 404: no enrolled device of that name."""
+        try:
+            return Roster(conn).remove(name, time.time()).as_dict()
+        except RosterError as exc:
+            raise HTTPException(404, str(exc)) from None
 
     @app.get("/api/streams")
     async def streams(device: int | None = None) -> list[dict[str, Any]]:

@@ -95,7 +95,8 @@ async def test_every_method_that_changes_state_needs_the_admin_token(
         r = await client.request(method, "/healthz")  # open for GET only
         assert r.status_code == 401
         r = await client.request(method, "/api/devices", headers=bearer(ADMIN))
-        assert r.status_code == 405  # past the guard: no such route for that method (yet)
+        # past the guard: POST enrols (422: no body), the others have no such route
+        assert r.status_code == (422 if method == "POST" else 405)
 
 
 async def test_without_tokens_reads_are_open_and_nothing_changes_state(tmp_path: Path) -> None:
@@ -315,3 +316,36 @@ def test_only_a_failed_accept_is_counted_quietly(caplog: pytest.LogCaptureFixtur
         assert "Task exception was never retrieved" in lines[1]
     finally:
         loop.close()
+
+
+async def test_enrolment_through_the_api_needs_the_admin_token(
+        guarded: tuple[httpx.AsyncClient, Any]) -> None:
+    from cairn.crypto import random_key_pair
+    from cairn.fleet.enrollment import Enrollment
+
+    c, _app = guarded
+    key = random_key_pair().public_key
+    string = str(Enrollment("board-7", key))
+    body = {"enrollment": string}
+    assert (await c.post("/api/devices", json=body)).status_code == 401
+    assert (await c.post("/api/devices", json=body, headers=bearer(READ))).status_code == 403
+    r = await c.post("/api/devices", json=body, headers=bearer(ADMIN))
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.json()["status"]) == ("board-7", "enrolled")
+    listed = (await c.get("/api/devices", headers=bearer(READ))).json()
+    assert [d["enrolled"] for d in listed if d["record_key"] == key.hex()] == [True]
+    # bad input: a mistyped string, neither form, a name taken by another key, a bad key
+    typo = string[:-1] + ("0" if string[-1] != "0" else "1")
+    for bad, code, says in [
+            ({"enrollment": typo}, 400, "checksum"),
+            ({"name": "board-8"}, 400, "give enrollment"),
+            ({"record_key": random_key_pair().public_key.hex(), "name": "board-7"}, 409,
+             "board-7"),
+            ({"record_key": "zz", "name": "board-9"}, 400, "64 hex"),
+            ({"enrollment": "x" * 201}, 422, "")]:
+        r = await c.post("/api/devices", json=bad, headers=bearer(ADMIN))
+        assert r.status_code == code and says in r.text, (bad, r.status_code, r.text)
+    assert (await c.delete("/api/devices/board-7", headers=bearer(READ))).status_code == 403
+    r = await c.delete("/api/devices/board-7", headers=bearer(ADMIN))
+    assert r.status_code == 200 and r.json()["status"] == "removed", r.text
+    assert (await c.delete("/api/devices/board-7", headers=bearer(ADMIN))).status_code == 404
