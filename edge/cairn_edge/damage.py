@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from cairn.errors import StorageError
 from cairn.log import Log
 from cairn.storage import SharedDB
-from cairn_edge.streams import DB_NAME, StreamsError
+from cairn_edge.streams import DB_NAME, StreamsError, copy_database
 
 __all__ = ["DAMAGE_FILE", "DamageBook", "LogCheck", "read_damage", "verify_store"]
 
@@ -116,18 +115,7 @@ def verify_store(data_dir: str | Path) -> list[LogCheck]:
         raise StreamsError(f"{src}: no such store (is data_dir right?)")
     with tempfile.TemporaryDirectory(prefix="cairn-verify-") as tmp:
         copy = Path(tmp) / DB_NAME
-        dst = sqlite3.connect(copy)
-        try:
-            source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-            try:
-                source.execute("PRAGMA busy_timeout=5000")
-                source.backup(dst)
-            finally:
-                source.close()
-        except sqlite3.DatabaseError as exc:
-            raise StreamsError(f"{src}: cannot be copied ({exc})") from None
-        finally:
-            dst.close()
+        copy_database(src, copy)
         try:
             shared = SharedDB(copy)
         except StorageError as exc:

@@ -48,7 +48,7 @@ from cairn_edge.journal import (
     read_journal,
 )
 
-__all__ = ["CommitResult", "StreamStore", "StreamsError", "peek", "stream_log_key"]
+__all__ = ["CommitResult", "StreamStore", "StreamsError", "copy_database", "peek", "stream_log_key"]
 
 log = logging.getLogger("cairn.edge")
 
@@ -128,6 +128,23 @@ def peek(data_dir: str | Path) -> dict[str, int]:
                 if name is not None:
                     lengths[name] = max(lengths.get(name, 0), start + len(blocks))
     return lengths
+
+
+def copy_database(src: Path, dst: Path) -> None:
+    """A consistent copy of the SQLite file ``src`` (which an agent may be writing: read-only,
+    SQLite's backup API) at ``dst``; :class:`StreamsError` naming ``src`` if it cannot be."""
+    out = sqlite3.connect(dst)
+    try:
+        source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        try:
+            source.execute("PRAGMA busy_timeout=5000")
+            source.backup(out)
+        finally:
+            source.close()
+    except sqlite3.DatabaseError as exc:
+        raise StreamsError(f"{src}: cannot be copied ({exc})") from None
+    finally:
+        out.close()
 
 
 def _generation_of(value: object, path: Path) -> int:
@@ -283,18 +300,7 @@ class StreamStore:
         jpath = src_dir / JOURNAL_NAME
         for _ in range(20):
             before = jpath.read_bytes() if jpath.exists() else b""
-            dst = sqlite3.connect(into / DB_NAME)
-            try:
-                src = sqlite3.connect(f"file:{src_dir / DB_NAME}?mode=ro", uri=True)
-                try:
-                    src.execute("PRAGMA busy_timeout=5000")
-                    src.backup(dst)
-                finally:
-                    src.close()
-            except sqlite3.DatabaseError as exc:
-                raise StreamsError(f"{src_dir / DB_NAME}: cannot be copied ({exc})") from None
-            finally:
-                dst.close()
+            copy_database(src_dir / DB_NAME, into / DB_NAME)
             after = jpath.read_bytes() if jpath.exists() else b""
             if generation(before) == generation(after):
                 (into / JOURNAL_NAME).write_bytes(after)
