@@ -11,9 +11,14 @@
      │    ├── VerificationError  a proof or signature does not check out
      │    └── ForkError          two valid signatures disagree: the writer forked; the replica
      │                           is frozen and the evidence kept
-     └── StorageError            a file on disk is damaged or not ours (truncated, flipped bytes)
-          └── DamagedBlockError  one held block's data no longer matches its leaf hash (a bad
-                                 sector): that block cannot be served, the rest of the log can
+     ├── StorageError            a file on disk is damaged or not ours (truncated, flipped bytes)
+     │    └── DamagedBlockError  one held block's data no longer matches its leaf hash (a bad
+     │                           sector): that block cannot be served, the rest of the log can
+     ├── UsageError              what the operator gave (a config file, a CLI argument, a key,
+     │                           seed or token file, a name) is wrong: say which, exit 2
+     └── ServiceError            something Cairn needs from the host (a broker, a port, the DHT, a
+                                 child process) is missing or failed: not a bug, not hostile
+                                 input; fix the host or retry
 
 A decoder fed arbitrary bytes raises only :class:`DecodeError` (a :class:`RemoteError`).
 Wire error codes are ``IntEnum`` values of their protocol modules, apart from these exceptions.
@@ -30,7 +35,9 @@ __all__ = [
     "NotAvailableError",
     "ReadOnlyError",
     "RemoteError",
+    "ServiceError",
     "StorageError",
+    "UsageError",
     "VerificationError",
 ]
 
@@ -81,3 +88,16 @@ class DamagedBlockError(StorageError):
     def __init__(self, message: str, index: int) -> None:
         super().__init__(message)
         self.index = index
+
+
+class UsageError(CairnError):
+    """What the operator gave (config, CLI argument, key/seed/token file, name) is wrong.
+
+    The message names the file, key or argument and what was wrong with it; commands print it
+    as one line and exit with status 2.
+    """
+
+
+class ServiceError(CairnError):
+    """Something Cairn needs from the host (a broker, a port, the DHT, a child process) is
+    missing or failed."""
