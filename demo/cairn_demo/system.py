@@ -176,7 +176,7 @@ class Demo:
             self._start_broker()
             port = free_port()
             self.dht = Child("dht", cairn_command("dht", "testnet", "--nodes", "5", "--host",
-                                                "127.0.0.1", "--port", str(port)),
+                                                  "127.0.0.1", "--port", str(port)),
                              logs / "dht.log")
             self.dht.start(lambda x: isinstance(x, str) and x.startswith("testnet ready"))
             self._prepare(("127.0.0.1", port))
