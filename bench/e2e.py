@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench_table import Row, print_tables
-from cairn_gateway.demo import Demo
+from cairn_demo import Demo
 from cairn_sim.mqtt import Ledger
 
 

@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 
 from bench_table import Row, print_tables
-from cairn.brokers import parse_broker
+from cairn.brokers import Mosquitto, parse_broker
 from cairn.fleet.identity import new_seed
 from cairn_edge.adapters import DEFAULT_ROUTES
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet, Outgoing
-from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Runner
 
 

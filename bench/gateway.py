@@ -99,7 +99,7 @@ T0 = 1_764_000_000.0
 
 def live_refresh(devices: int = 100, rounds: int = 5) -> list[float]:
     """Per-device refresh latencies (ms) against a 100-node testnet in another process."""
-    from cairn_sim.mosquitto import free_port
+    from cairn.brokers import free_port
 
     port = free_port()
     net = subprocess.Popen([sys.executable, "-m", "cairn.cli", "dht", "testnet", "--nodes",

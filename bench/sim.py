@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from bench_table import Row, print_tables
+from cairn.brokers import Mosquitto, find_mosquitto, parse_broker
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto, find_mosquitto
-from cairn_sim.mqtt import Runner, RunStats, parse_broker
+from cairn_sim.mqtt import Runner, RunStats
 
 
 def run(tmp: Path, name: str, seconds: float, **fleet: object) -> tuple[RunStats, float, Fleet]:

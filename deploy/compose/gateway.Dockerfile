@@ -10,6 +10,7 @@ COPY core core
 COPY edge edge
 COPY gateway gateway
 COPY firmware-sim firmware-sim
+COPY demo demo
 RUN pip install --no-cache-dir '.[gateway]' && rm -rf /src
 
 RUN useradd --system --home-dir /var/lib/cairn-gateway --create-home --shell /usr/sbin/nologin \

@@ -19,7 +19,8 @@ from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, loa
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
 from cairn_edge.boards import check_names, is_loopback, load_boards
 
-__all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config"]
+__all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config",
+           "render_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,3 +339,54 @@ watermark_interval = 300     # seconds between reading their watermark records
 # min = -40
 # max = 85
 '''
+
+
+def _relative(path: Path, base: Path) -> str:
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def render_config(cfg: EdgeConfig, base: Path) -> str:
+    """``cfg`` as a TOML file in directory ``base`` that :func:`parse_config` reads back equal
+    (paths under ``base`` written relative to it). Board logins come from a boards file that
+    this cannot write: a config holding them is refused (LocalError)."""
+    from cairn.errors import LocalError
+    from cairn.toml_writer import dumps
+
+    if cfg.boards is not None:
+        raise LocalError("render_config: board logins live in a boards_file; give one by hand")
+
+    def hp(address: tuple[str, int] | None) -> str | None:
+        return None if address is None else f"{address[0]}:{address[1]}"
+
+    mb = cfg.max_disk / 1_000_000
+    return dumps({
+        "data_dir": _relative(cfg.data_dir, base),
+        "seed_file": _relative(cfg.seed_file, base),
+        "mqtt": {"broker": cfg.broker, "listen": hp(cfg.listen), "client_id": cfg.client_id,
+                 "username": cfg.username, "password": cfg.password,
+                 "tls_ca": None if cfg.tls_ca is None else _relative(cfg.tls_ca, base),
+                 "protocol": cfg.protocol},
+        "logs": {"commit_interval": cfg.commit_interval, "commit_samples": cfg.commit_samples,
+                 "sync": cfg.sync, "checkpoint_interval": cfg.checkpoint_interval,
+                 "checkpoint_kib": cfg.checkpoint_kib,
+                 "max_disk_mb": int(mb) if mb.is_integer() else mb},
+        "validation": {"time_floor": cfg.time_floor, "max_future": cfg.max_future,
+                       "units": list(cfg.units_extra)},
+        "replication": {"host": cfg.listen_host, "port": cfg.listen_port,
+                        "advertise": hp(cfg.advertise),
+                        "gateways": [k.hex() for k in cfg.gateways]},
+        "dht": {"bootstrap": [hp(b) for b in cfg.dht_bootstrap],
+                "persistent": cfg.dht_persistent, "publish_interval": cfg.publish_interval,
+                "fleet": cfg.fleet, "public": cfg.public,
+                "watermarks": [k.hex() for k in cfg.watermarks],
+                "watermark_interval": cfg.watermark_interval},
+        "health": {"metrics": hp(cfg.metrics)},
+        "topic": None if cfg.routes == DEFAULT_ROUTES else [
+            {"filter": r.filter, "format": r.format,
+             "device_level": r.device_level if r.device is None else None, "device": r.device}
+            for r in cfg.routes],
+        "range": [{"pattern": r.pattern,
+                   "min": r.min if math.isfinite(r.min) else None,
+                   "max": r.max if math.isfinite(r.max) else None} for r in cfg.ranges]
+                 or None,
+    })

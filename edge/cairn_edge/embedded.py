@@ -5,7 +5,8 @@ listens on loopback only. With one (``[mqtt] boards_file``, a mosquitto_passwd f
 client logs in: a board as itself, publishing and subscribing only under its own topics
 (:func:`cairn_edge.boards.own_filters`); the edge's own client with a login made at start
 (:class:`cairn_edge.boards.EdgeLogin`), subscribing to everything and publishing nothing.
-Imported only when the embedded broker starts (amqtt is an optional dependency).
+The broker itself is :func:`cairn.brokers.start_embedded`; this module is the edge's policy
+for it. Imported only when the embedded broker starts (amqtt is an optional dependency).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from amqtt.broker import Broker  # type: ignore[import-untyped]
 from amqtt.contexts import Action  # type: ignore[import-untyped]
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin  # type: ignore[import-untyped]
 
+from cairn.brokers import start_embedded
 from cairn.settings import ConfigError
 from cairn_edge.adapters import Route
 from cairn_edge.boards import EdgeLogin, check_password, is_loopback, own_filters, topic_allowed
@@ -124,12 +125,5 @@ async def start(host: str, port: int, *, boards: Mapping[str, str] | None = None
     topics: dict[str, Any] = {
         "filters": {name: own_filters(name, routes) for name in boards or {}},
         "anonymous": anonymous, "edge_user": edge.user if edge is not None else ""}
-    for name in ("amqtt", "transitions"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "sys_interval": 0,
-        "plugins": {f"{__name__}.BoardLogin": login, f"{__name__}.BoardTopics": topics},
-    })
-    await broker.start()
-    return broker
+    return await start_embedded(host, port, plugins={f"{__name__}.BoardLogin": login,
+                                                     f"{__name__}.BoardTopics": topics})

@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cairn.brokers import parse_broker
 from cairn_sim.fleet import DEFAULT_KINDS, Fleet
 from cairn_sim.models import KINDS
-from cairn_sim.mqtt import Ledger, Runner, RunStats, parse_broker
+from cairn_sim.mqtt import Ledger, Runner, RunStats
 from cairn_sim.payloads import FORMATS
 from cairn_sim.scenario import Scenario, ScenarioError, describe
 

@@ -36,12 +36,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cairn.brokers import Broker, parse_broker
+from cairn.brokers import Broker
 from cairn_sim.fleet import Control, Fleet, Outgoing
 from cairn_sim.payloads import will
 from cairn_sim.scenario import chance
 
-__all__ = ["Broker", "Ledger", "RunStats", "Runner", "parse_broker"]
+__all__ = ["Ledger", "RunStats", "Runner"]
 
 log = logging.getLogger(__name__)
 

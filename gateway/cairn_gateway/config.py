@@ -12,7 +12,8 @@ from typing import Any
 from cairn.fleet.record import check_fleet_name
 from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
 
-__all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config"]
+__all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config",
+           "render_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +248,36 @@ retention_days = 0           # delete samples older than this (0: keep everythin
 # mode = "on_demand"         # tail | backfill (with window = seconds) | on_demand
 # priority = 0               # higher first: edges (by their streams' highest), then streams
 '''
+
+
+def render_config(cfg: GatewayConfig, base: Path) -> str:
+    """``cfg`` as a TOML file in directory ``base`` that :func:`parse_config` reads back equal
+    (paths under ``base`` written relative to it)."""
+    from cairn.toml_writer import dumps
+
+    def rel(path: Path | None) -> str | None:
+        if path is None:
+            return None
+        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+    return dumps({
+        "data_dir": rel(cfg.data_dir),
+        "key_file": rel(cfg.key_file),
+        "dht": {"bootstrap": [f"{h}:{p}" for h, p in cfg.dht_bootstrap], "fleet": cfg.fleet},
+        "collect": {"devices": [k.hex() for k in cfg.devices], "interval": cfg.interval,
+                    "concurrency": cfg.concurrency, "backoff_initial": cfg.backoff_initial,
+                    "backoff_max": cfg.backoff_max, "ingest_worker": cfg.ingest_worker,
+                    "device_budget": cfg.device_budget,
+                    "max_samples_per_round": cfg.max_samples_per_round,
+                    "past_window": cfg.past_window, "future_window": cfg.future_window},
+        "api": {"listen": f"{cfg.api[0]}:{cfg.api[1]}",
+                "read_token_file": rel(cfg.api_read_token_file),
+                "admin_token_file": rel(cfg.api_admin_token_file),
+                "max_connections": cfg.api_max_connections,
+                "request_timeout": cfg.api_request_timeout,
+                "max_header_bytes": cfg.api_max_header_bytes,
+                "max_body_bytes": cfg.api_max_body_bytes},
+        "store": {"retention_days": cfg.retention_days},
+        "policy": [{"pattern": p.pattern, "mode": p.mode, "window": p.window,
+                    "priority": p.priority} for p in cfg.policies] or None,
+    })

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from cairn_gateway.demo import Demo, Proxy
+from cairn_demo import Demo, Proxy
 
 
 def _closed(sock: socket.socket) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cairn_gateway.demo import Demo
+from cairn_demo import Demo
 from cairn_sim.mqtt import Ledger
 
 WAIT = 90.0

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
+from cairn.brokers import Mosquitto, free_port
 from cairn.cli import main
 from cairn.crypto import random_key_pair
 from cairn.fleet.record import DeviceRecord
 from cairn_edge.streams import stream_log_key
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
-from cairn_sim.mosquitto import Mosquitto, free_port
 from tests.integration.test_edge_mqtt import WAIT, EdgeProcess
 from tests.unit.test_damaged_blocks import flip_block
 

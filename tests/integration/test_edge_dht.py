@@ -15,11 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cairn.brokers import Mosquitto, free_port
 from cairn.crypto import random_key_pair
 from cairn.dht.api import DHT
 from cairn.dht.records import MutableRecord
 from cairn.fleet.record import decode_record, fleet_topic
-from cairn_sim.mosquitto import Mosquitto, free_port
 from tests.integration.test_edge_mqtt import WAIT, EdgeProcess
 
 pytestmark = pytest.mark.integration

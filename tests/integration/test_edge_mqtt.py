@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cairn.brokers import Mosquitto, parse_broker
 from cairn.crypto import random_key_pair
 from cairn.fleet.identity import load_seed, new_seed
 from cairn.frames import Frame
@@ -28,8 +29,7 @@ from cairn.replication.net import download
 from cairn_edge.adapters import DEFAULT_ROUTES, IGNORED, match_topic
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto
-from cairn_sim.mqtt import Ledger, Runner, parse_broker
+from cairn_sim.mqtt import Ledger, Runner
 from cairn_sim.scenario import Scenario
 
 pytestmark = pytest.mark.integration
@@ -296,7 +296,7 @@ def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -> None
 def test_the_embedded_broker_needs_no_mosquitto(broker: Mosquitto, tmp_path: Path) -> None:
     """broker = "embedded": the agent runs an MQTT 3.1.1 broker itself; the simulator (its MQTT 5
     CONNECT unanswered, 3.1.1 used after 3 s) publishes to it, and the agent stores it all."""
-    from cairn_sim.mosquitto import free_port
+    from cairn.brokers import free_port
 
     port = free_port()
     edge = EdgeProcess(tmp_path / "edge", broker, embedded=port)
@@ -322,7 +322,7 @@ def test_prometheus_metrics_say_what_status_says(broker: Mosquitto, tmp_path: Pa
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from cairn_sim.mosquitto import free_port
+    from cairn.brokers import free_port
 
     port = free_port()
     edge = EdgeProcess(tmp_path / "edge", broker, metrics=port)

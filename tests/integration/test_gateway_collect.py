@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from cairn.brokers import Mosquitto, parse_broker
 from cairn.crypto import random_key_pair
 from cairn.dht.api import DHT
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto
-from cairn_sim.mqtt import Ledger, Runner, parse_broker
+from cairn_sim.mqtt import Ledger, Runner
 from tests.integration.test_edge_dht import testnet  # noqa: F401 - a fixture
 from tests.integration.test_edge_mqtt import EdgeProcess, routed
 
@@ -85,8 +85,8 @@ def test_the_gateway_service_collects_and_serves(
     import threading
     from urllib.request import urlopen
 
+    from cairn.brokers import free_port
     from cairn.fleet.identity import new_seed, noise_key_pair
-    from cairn_sim.mosquitto import free_port
 
     gdir = tmp_path / "gw"
     gdir.mkdir()

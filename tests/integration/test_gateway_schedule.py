@@ -15,6 +15,7 @@ from random import Random
 
 import pytest
 
+from cairn.brokers import free_port
 from cairn.crypto import derive_stream_key_pair, random_key_pair
 from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
@@ -24,7 +25,6 @@ from cairn_gateway.collect import Collector, Device
 from cairn_gateway.config import Policy
 from cairn_gateway.schedule import Backoff, Schedule
 from cairn_gateway.store import Store
-from cairn_sim.mosquitto import free_port
 
 pytestmark = pytest.mark.integration
 

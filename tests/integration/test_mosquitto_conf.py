@@ -24,9 +24,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cairn.brokers import Mosquitto
 from cairn_edge.adapters import DEFAULT_ROUTES
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.payloads import FORMATS, Publish, will
 from tests.conftest import missing
 from tests.scorecard import record

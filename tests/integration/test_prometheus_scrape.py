@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from cairn.brokers import free_port
 from cairn.crypto import random_key_pair
 from cairn_gateway.api import make_app
 from cairn_gateway.auth import ApiAuth, new_token
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
-from cairn_sim.mosquitto import free_port
 from tests.integration.test_gateway_schedule import device, edge_log, serving
 
 pytestmark = pytest.mark.integration

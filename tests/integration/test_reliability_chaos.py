@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 
+from cairn.brokers import free_port
 from cairn.fleet.identity import load_seed
 from cairn.frames import Frame
+from cairn_demo import Demo
 from cairn_edge.streams import StreamStore
-from cairn_gateway.demo import Demo
-from cairn_sim.mosquitto import free_port
 from cairn_sim.mqtt import Ledger
 from tests.scorecard import record, scale
 

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cairn.brokers import parse_broker
+from cairn.brokers import Mosquitto, parse_broker
 from cairn.frames import Frame
 from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner
 from tests.integration.test_edge_mqtt import EdgeProcess
 from tests.scorecard import record, scale, soak

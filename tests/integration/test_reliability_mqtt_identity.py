@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from cairn_sim.mosquitto import Mosquitto, free_port
+from cairn.brokers import Mosquitto, free_port
 from tests.integration.test_edge_mqtt import EdgeProcess, stored
 from tests.scorecard import record
 from tests.unit.test_edge_boards import mosquitto_hash

@@ -23,9 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cairn.brokers import Mosquitto, parse_broker
 from cairn_sim.fleet import Fleet
-from cairn_sim.mosquitto import Mosquitto
-from cairn_sim.mqtt import Ledger, Runner, RunStats, parse_broker
+from cairn_sim.mqtt import Ledger, Runner, RunStats
 from cairn_sim.payloads import FORMATS
 from cairn_sim.scenario import Scenario
 

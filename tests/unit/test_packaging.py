@@ -16,8 +16,8 @@ import cairn
 
 DIST = "cairn"
 IMPORT_PACKAGES = [
-    "cairn", "cairn.dht", "cairn.fleet", "cairn.replication", "cairn.testing",
-    "cairn_edge", "cairn_gateway", "cairn_sim",
+    "cairn", "cairn.brokers", "cairn.dht", "cairn.fleet", "cairn.replication", "cairn.testing",
+    "cairn_demo", "cairn_edge", "cairn_gateway", "cairn_sim",
 ]
 
 
@@ -74,7 +74,8 @@ def test_the_dev_extra_installs_every_other_extra() -> None:
         assert _extra_only(extra) <= dev, extra
 
 
-@pytest.mark.parametrize("package", ["cairn", "cairn_edge", "cairn_gateway", "cairn_sim"])
+@pytest.mark.parametrize("package",
+                         ["cairn", "cairn_demo", "cairn_edge", "cairn_gateway", "cairn_sim"])
 def test_each_import_package_is_marked_typed(package: str) -> None:
     assert (importlib.resources.files(package) / "py.typed").is_file()
 
@@ -134,20 +135,20 @@ def test_every_subpackage_ships_in_the_wheel() -> None:
     assert found <= listed, f"not listed in pyproject packages: {sorted(found - listed)}"
 
 
-def test_the_gateway_imports_no_edge_module() -> None:
+def test_the_gateway_imports_no_edge_or_sim_module() -> None:
     """What edges and gateways agree on lives in `cairn.fleet`; a gateway module that reached
-    into `cairn_edge` would tie the gateway to the edge's insides. (The demo runs edges, the
-    broker and the gateway together: it is the one module allowed to import the edge.)"""
+    into `cairn_edge` (or the simulator) would tie the gateway to their insides. (The demo, its
+    own package `cairn_demo`, runs them together; tests/unit/test_import_boundaries.py holds
+    every package to its boundaries.)"""
     import ast
 
     root = Path(__file__).resolve().parents[2] / "gateway" / "cairn_gateway"
     found = []
     for path in sorted(root.rglob("*.py")):
-        if path.name == "demo.py":
-            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "cairn_edge"]
+            found += [f"{path.name}: {n}" for n in names
+                      if n.split(".")[0] in ("cairn_edge", "cairn_sim")]
     assert not found, found
     assert list(root.rglob("*.py")), root

@@ -19,12 +19,14 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
+from cairn.errors import ServiceError
+
 __all__ = ["Mosquitto", "MosquittoError", "find_mosquitto", "free_port"]
 
 SBIN = Path("/usr/sbin/mosquitto")
 
 
-class MosquittoError(RuntimeError):
+class MosquittoError(ServiceError, RuntimeError):
     """The broker could not be started (missing, bad config, port taken): says why."""
 
 
@@ -44,6 +46,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Mosquitto:
+    """Mosquitto on 127.0.0.1 with its config, log and persistence in ``directory``; a context
+    manager that starts and stops it (:class:`MosquittoError` when it cannot start)."""
+
     def __init__(self, directory: str | os.PathLike[str], *, port: int | None = None,
                  executable: str | os.PathLike[str] | None = None, extra: str = "",
                  start_timeout: float = 10.0) -> None:

@@ -1,7 +1,7 @@
 """MQTT broker addresses: ``mqtt://[user:password@]host[:port]`` or ``mqtts://...``.
 
-Shared by the simulator and the edge agent (no MQTT library needed to parse one). A password
-in a URL is a credential: nothing here puts it in a message, a repr or a log line
+Shared by the simulator, the edge agent and the demo (no MQTT library needed to parse one). A
+password in a URL is a credential: nothing here puts it in a message, a repr or a log line
 (:meth:`Broker.url` has no credentials, :func:`redact` hides the password of a URL as given).
 """
 
@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Broker", "parse_broker", "redact"]
+from cairn.errors import UsageError
+
+__all__ = ["Broker", "BrokerURLError", "parse_broker", "redact"]
+
+
+class BrokerURLError(UsageError, ValueError):
+    """A broker URL the operator gave is not ``mqtt[s]://[user:password@]host[:port]``: says
+    what is wrong with it (the password redacted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +49,22 @@ def redact(url: str) -> str:
 
 
 def parse_broker(url: str) -> Broker:
-    """Parse a broker URL; ValueError says what is wrong with it (the password redacted)."""
+    """Parse a broker URL; :class:`BrokerURLError` says what is wrong with it."""
     shown = redact(url)
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise ValueError(f"broker URL {shown!r}: {exc}") from None
+        raise BrokerURLError(f"broker URL {shown!r}: {exc}") from None
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://")
+        raise BrokerURLError(f"broker URL {shown!r}: scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError(f"broker URL {shown!r}: no host")
+        raise BrokerURLError(f"broker URL {shown!r}: no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {shown!r}: only mqtt[s]://[user:password@]host[:port]")
+        raise BrokerURLError(f"broker URL {shown!r}: only mqtt[s]://[user:password@]host[:port]")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"broker URL {shown!r}: bad port ({exc})") from None
+        raise BrokerURLError(f"broker URL {shown!r}: bad port ({exc})") from None
     tls = parts.scheme == "mqtts"
     return Broker(
         parts.hostname,
