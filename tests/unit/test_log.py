@@ -284,7 +284,7 @@ def test_segment_cache_budget_is_shared_and_reads_stay_true(
 ) -> None:
     """Random reads and proofs over two logs with a cache far smaller than them: every answer
     equals the one from a log opened fresh, and the cache stays inside its budget."""
-    from cairn import storage
+    from cairn.storage import segments as storage
 
     monkeypatch.setattr(storage, "_SEGMENT_CACHE", 40_000)  # about 3 of the 40 segments
     rng = __import__("random").Random(5)
@@ -311,15 +311,15 @@ def test_segment_cache_budget_is_shared_and_reads_stay_true(
             except InvalidRequestError as exc:
                 got = str(exc)
             assert got == expected
-            assert storage._POOL.cost <= 40_000
-            assert len(storage._POOL.lru) < 10
+            assert storage.POOL.cost <= 40_000
+            assert len(storage.POOL.lru) < 10
         for f in fresh:
             f.close()
     finally:
         for lg in logs:
             lg.close()
     closed = {id(lg._storage) for lg in logs}
-    assert all(id(owner) not in closed for owner, _ in storage._POOL.lru.values())  # let go
+    assert all(id(owner) not in closed for owner, _ in storage.POOL.lru.values())  # let go
 
 
 def test_many_logs_in_one_shared_database(tmp_path: Path) -> None:
