@@ -43,17 +43,15 @@ from cairn.errors import (
     StorageError,
     VerificationError,
 )
-from cairn.merkle import (
-    InvalidRequestError,
-    TreeBatch,
-    byte_offset,
+from cairn.merkle import InvalidRequestError, TreeBatch, byte_offset, root_nodes, seek_block
+from cairn.messages import Data, Node, Request, encode_data
+from cairn.proofs import (
     generate_proof,
-    root_nodes,
-    seek_block,
+    range_proof_nodes,
+    verify_range,
     verify_tree,
     verify_upgrade,
 )
-from cairn.messages import Data, Node, Request, encode_data
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
@@ -1015,96 +1013,3 @@ class Log:
 def manifest_hash_bytes(encoded: bytes) -> bytes:
     """The key a manifest's exact bytes hash to."""
     return blake2b(MANIFEST + encoded)
-
-
-# -- contiguous runs with one proof (Cairn's range extension) -----------------------------------
-
-
-def range_proof_nodes(
-    get: Callable[[int], Node | None], length: int, start: int, end: int
-) -> list[Node]:
-    """The nodes that connect blocks [start, end) to the roots of a tree of ``length`` blocks.
-
-    Every full subtree inside the range is computed by the verifier from the blocks; what it
-    cannot compute (subtrees wholly outside the range, on the paths to the roots) is sent.
-    """
-    lo, hi = 2 * start, 2 * (end - 1)
-    out: list[Node] = []
-
-    def walk(i: int) -> None:
-        left, right = flat_tree.spans(i)
-        if right < lo or left > hi:
-            n = get(i)
-            if n is None:
-                raise NotAvailableError(f"tree node {i} is not held")
-            out.append(n)
-            return
-        if lo <= left and right <= hi:
-            return
-        kids = flat_tree.children(i)
-        assert kids is not None
-        walk(kids[0])
-        walk(kids[1])
-
-    for root in flat_tree.full_roots(2 * length):
-        left, right = flat_tree.spans(root)
-        if right < lo or left > hi:
-            continue
-        walk(root)
-    return out
-
-
-def verify_range(
-    roots: Sequence[Node], length: int, start: int, values: Sequence[bytes], proof: Sequence[Node]
-) -> tuple[list[bytes], list[Node]]:
-    """Hash blocks [start, start+len(values)) up to the trusted ``roots`` with the ``proof``.
-
-    Returns the leaf hashes and every parent node computed on the way (to store), or raises
-    :class:`VerificationError`.
-    """
-    end = start + len(values)
-    if not values or end > length:
-        raise VerificationError(f"range {start}..{end} is outside length {length}")
-    # the proof's nodes come in the order the verifier needs them (depth first, left to right):
-    # one encoding per proof
-    lo, hi = 2 * start, 2 * (end - 1)
-    leaves = [leaf_hash(v) for v in values]
-    made: list[Node] = []
-    used = 0
-
-    def compute(i: int) -> Node:
-        nonlocal used
-        left, right = flat_tree.spans(i)
-        if right < lo or left > hi:
-            if used >= len(proof) or proof[used].index != i:
-                raise VerificationError(f"range proof lacks node {i} (or has it out of order)")
-            n = proof[used]
-            used += 1
-            return n
-        if not i & 1:
-            j = i // 2 - start
-            return Node(i, len(values[j]), leaves[j])
-        kids = flat_tree.children(i)
-        assert kids is not None
-        a, b = compute(kids[0]), compute(kids[1])
-        size = a.size + b.size
-        n = Node(
-            i,
-            size,
-            hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest(),
-        )
-        made.append(n)
-        return n
-
-    trusted = {r.index: r for r in roots}
-    for root in flat_tree.full_roots(2 * length):
-        left, right = flat_tree.spans(root)
-        if right < lo or left > hi:
-            continue
-        got = compute(root)
-        want = trusted.get(root)
-        if want is None or want != got:
-            raise VerificationError(f"blocks {start}..{end} do not hash to the signed root {root}")
-    if used != len(proof):
-        raise VerificationError("range proof has nodes that prove nothing")
-    return leaves, made + list(proof)

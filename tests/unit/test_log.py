@@ -408,7 +408,7 @@ def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
     """``generate_proof`` answers a request with only a block (what a downloader sends after
     its first request) by ``_block_proof``; it must be the general path's answer, errors
     included, for every block, every ``nodes`` and lengths that are and are not powers of 2."""
-    from cairn import merkle
+    from cairn import proofs
 
     seen: set[str] = set()
     for n in (1, 2, 7, 16, 45):
@@ -419,12 +419,12 @@ def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
                 got: object
                 want: object
                 try:
-                    got = merkle._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
+                    got = proofs._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
                                               9, b"v", None)
                 except InvalidRequestError as exc:
                     got = str(exc)
                 try:
-                    want = merkle._general_proof(
+                    want = proofs._general_proof(
                         st, fork=head.fork, length=head.length, byte_length=head.byte_length,
                         roots=lg._roots, signature=head.signature, block=RequestBlock(i, nodes),
                         hash=None, seek=None, upgrade=None, request_id=9, value=b"v",
