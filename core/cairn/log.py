@@ -679,93 +679,122 @@ class Log:
         return None, True  # no manifest: the key must be the signer's public key (compat)
 
     def _verify_and_apply(self, proof: Data) -> Applied:
+        """Check a proof phase by phase (each raises :class:`VerificationError` naming what is
+        wrong), then store what it proves: the checks change nothing, :meth:`_apply` all."""
         head = self._head
-        up = proof.upgrade
-        if proof.fork < head.fork:
-            raise VerificationError(f"proof is for fork {proof.fork}, log is at fork {head.fork}")
-        fresh = head.length > 0 and up is not None and up.start == 0
-        if proof.fork != head.fork and not fresh and head.length > 0:
-            raise VerificationError(
-                f"a proof for new fork {proof.fork} must carry an upgrade from 0"
-            )
-        if up is not None and not fresh and up.start != head.length:
-            raise VerificationError(f"upgrade starts at {up.start}, log length is {head.length}")
-        if up is None and proof.block is None and proof.hash is None and proof.seek is None:
-            raise VerificationError("proof proves nothing")
-        if proof.manifest is not None and manifest_hash_bytes(proof.manifest) != self._meta.key:
-            raise VerificationError("manifest does not hash to the log key")
-
-        if fresh or head.length == 0:
-            batch = TreeBatch(fork=proof.fork)
-        else:
-            batch = TreeBatch(
-                fork=head.fork,
-                length=head.length,
-                byte_length=head.byte_length,
-                roots=list(self._roots),
-            )
+        fresh = _check_fork_rules(proof, head, self._meta.key)
+        batch = self._start_batch(proof, fresh)
         unverified = verify_tree(proof, batch.nodes)
-        manifest: bytes | None = None
-        compat = self._meta.compat
-        if up is not None:
-            before = len(batch.nodes)
-            if verify_upgrade(proof, unverified, batch):
+        manifest, compat = None, self._meta.compat
+        if proof.upgrade is not None:
+            if self._check_upgrade(proof, unverified, batch):
                 unverified = None
-            # verify_upgrade stops at the last root it needs (as hypercore's verifyUpgrade
-            # does): upgrade nodes left over prove nothing, and a proof carrying them is refused
-            if Counter(up.nodes) - Counter(batch.nodes[before:]):
-                raise VerificationError("upgrade carries nodes that prove nothing")
-            if up.signature is None:
-                raise VerificationError("upgrade carries no signature")
             manifest, compat = self._manifest_for(proof)
-            if not self._signature_ok(
-                batch.hash(), batch.length, proof.fork, up.signature, manifest, compat
-            ):
-                hint = ""
-                if manifest is None and self._meta.manifest is None and not self._meta.compat:
-                    hint = (
-                        " (the proof carries no manifest, so the key was taken as a compat "
-                        "public key: ask with manifest=True)"
-                    )
-                raise VerificationError(
-                    f"signature does not verify for length {batch.length} fork {proof.fork}{hint}"
-                )
+            self._check_upgrade_signature(proof, batch, manifest, compat)
         elif head.length == 0:
             raise VerificationError("log has no signed length yet: the proof needs an upgrade")
         if unverified is not None:
-            if fresh:
-                raise VerificationError("block proof does not connect to the upgrade")
-            trusted = self._storage.get_node(unverified.index)
-            if trusted is None:
-                raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
-            if trusted.hash != unverified.hash or trusted.size != unverified.size:
-                raise VerificationError(f"proof does not match held node {unverified.index}")
-
+            self._check_connects(unverified, fresh)
         if proof.seek is not None and proof.seek.nodes:
             self._check_seek(proof.seek.bytes, proof.seek.nodes[0], batch)
-
         prune_from: int | None = None
         if fresh:
             self._check_conflict(proof, batch)
-            same_fork = proof.fork == head.fork
-            if same_fork and batch.length <= head.length:
-                return Applied(False, None, head.length, head.fork)
-            prefix = self._confirmed_prefix(batch)
-            if prefix < head.length:
-                if same_fork:
-                    raise VerificationError(
-                        "upgrade from 0 does not connect to the held history; "
-                        f"ask for an upgrade from {head.length}"
-                    )
-                prune_from = prefix
-                log.info(
-                    "%s: fork %d -> %d, dropping held data from block %d",
-                    self.path,
-                    head.fork,
-                    proof.fork,
-                    prefix,
-                )
+            if proof.fork == head.fork and batch.length <= head.length:
+                return Applied(False, None, head.length, head.fork)  # nothing new
+            prune_from = self._prune_point(proof, batch)
+        return self._apply(proof, batch, manifest, compat, prune_from)
 
+    def _start_batch(self, proof: Data, fresh: bool) -> TreeBatch:
+        """The tree the proof is checked against: empty for an upgrade from 0 (or an empty
+        log), else this log's signed roots."""
+        head = self._head
+        if fresh or head.length == 0:
+            return TreeBatch(fork=proof.fork)
+        return TreeBatch(
+            fork=head.fork,
+            length=head.length,
+            byte_length=head.byte_length,
+            roots=list(self._roots),
+        )
+
+    @staticmethod
+    def _check_upgrade(proof: Data, unverified: Node | None, batch: TreeBatch) -> bool:
+        """Grow ``batch`` by the upgrade's nodes; True when the block proof's top node became
+        part of the upgraded tree (it needs no held node to connect to)."""
+        up = proof.upgrade
+        assert up is not None
+        before = len(batch.nodes)
+        connected = verify_upgrade(proof, unverified, batch)
+        # verify_upgrade stops at the last root it needs (as hypercore's verifyUpgrade
+        # does): upgrade nodes left over prove nothing, and a proof carrying them is refused
+        if Counter(up.nodes) - Counter(batch.nodes[before:]):
+            raise VerificationError("upgrade carries nodes that prove nothing")
+        if up.signature is None:
+            raise VerificationError("upgrade carries no signature")
+        return connected
+
+    def _check_upgrade_signature(
+        self, proof: Data, batch: TreeBatch, manifest: bytes | None, compat: bool
+    ) -> None:
+        """The upgraded tree must be signed by the log's key (through its manifest)."""
+        assert proof.upgrade is not None and proof.upgrade.signature is not None
+        if self._signature_ok(
+            batch.hash(), batch.length, proof.fork, proof.upgrade.signature, manifest, compat
+        ):
+            return
+        hint = ""
+        if manifest is None and self._meta.manifest is None and not self._meta.compat:
+            hint = (
+                " (the proof carries no manifest, so the key was taken as a compat "
+                "public key: ask with manifest=True)"
+            )
+        raise VerificationError(
+            f"signature does not verify for length {batch.length} fork {proof.fork}{hint}"
+        )
+
+    def _check_connects(self, unverified: Node, fresh: bool) -> None:
+        """A block, hash or seek proof not tied to the upgrade must end at a node held."""
+        if fresh:
+            raise VerificationError("block proof does not connect to the upgrade")
+        trusted = self._storage.get_node(unverified.index)
+        if trusted is None:
+            raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
+        if trusted.hash != unverified.hash or trusted.size != unverified.size:
+            raise VerificationError(f"proof does not match held node {unverified.index}")
+
+    def _prune_point(self, proof: Data, batch: TreeBatch) -> int | None:
+        """Where an upgrade from 0 leaves the held history: None when it extends all of it;
+        on a new fork, the block from which held data is dropped."""
+        head = self._head
+        prefix = self._confirmed_prefix(batch)
+        if prefix >= head.length:
+            return None
+        if proof.fork == head.fork:
+            raise VerificationError(
+                "upgrade from 0 does not connect to the held history; "
+                f"ask for an upgrade from {head.length}"
+            )
+        log.info(
+            "%s: fork %d -> %d, dropping held data from block %d",
+            self.path,
+            head.fork,
+            proof.fork,
+            prefix,
+        )
+        return prefix
+
+    def _apply(
+        self,
+        proof: Data,
+        batch: TreeBatch,
+        manifest: bytes | None,
+        compat: bool,
+        prune_from: int | None,
+    ) -> Applied:
+        """Store what a verified proof proves, in one transaction, and update the state."""
+        head = self._head
+        up = proof.upgrade
         block_index: int | None = None
         block_value = b""
         if proof.block is not None:
@@ -1008,6 +1037,26 @@ class Log:
                 )
         self._check_head()
         return VerifyReport(blocks, len(nodes), self.length)
+
+
+def _check_fork_rules(proof: Data, head: Head, key: bytes) -> bool:
+    """The fork and length rules a proof keeps before anything in it is hashed; True when it
+    upgrades from 0 a log that holds a length (to a new fork, or over the history held)."""
+    up = proof.upgrade
+    if proof.fork < head.fork:
+        raise VerificationError(f"proof is for fork {proof.fork}, log is at fork {head.fork}")
+    fresh = head.length > 0 and up is not None and up.start == 0
+    if proof.fork != head.fork and not fresh and head.length > 0:
+        raise VerificationError(
+            f"a proof for new fork {proof.fork} must carry an upgrade from 0"
+        )
+    if up is not None and not fresh and up.start != head.length:
+        raise VerificationError(f"upgrade starts at {up.start}, log length is {head.length}")
+    if up is None and proof.block is None and proof.hash is None and proof.seek is None:
+        raise VerificationError("proof proves nothing")
+    if proof.manifest is not None and manifest_hash_bytes(proof.manifest) != key:
+        raise VerificationError("manifest does not hash to the log key")
+    return fresh
 
 
 def manifest_hash_bytes(encoded: bytes) -> bytes:
