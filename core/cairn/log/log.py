@@ -1,7 +1,8 @@
-"""A signed sparse append-only log, byte-compatible with Hypercore 11, stored in SQLite.
+"""The log: opening, reading, writing, and proofs out and in, over one :class:`LogStorage`.
 
 A writable log is made from an Ed25519 key pair; a replica is opened from a key alone and only
-ever stores what verified to a signed root. Every change is one SQLite transaction.
+ever stores what verified to a signed root (the checks are :mod:`cairn.log.verify`). Every
+change is one SQLite transaction.
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ import hashlib
 import logging
 import os
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from cairn import flat_tree
 from cairn.bitfield import Bitfield
 from cairn.crypto import (
-    MANIFEST,
     KeyPair,
     Manifest,
-    blake2b,
     decode_manifest,
-    decode_signature,
     discovery_key,
     encode_signature,
     leaf_hash,
@@ -31,9 +28,7 @@ from cairn.crypto import (
     tree_hash,
     tree_signable,
     tree_signable_compat,
-    verify,
 )
-from cairn.crypto import key_pair as key_pair_of_seed
 from cairn.errors import (
     DamagedBlockError,
     DecodeError,
@@ -43,22 +38,29 @@ from cairn.errors import (
     StorageError,
     VerificationError,
 )
-from cairn.merkle import InvalidRequestError, TreeBatch, byte_offset, root_nodes, seek_block
-from cairn.messages import Data, Node, Request, encode_data
-from cairn.proofs import (
-    generate_proof,
-    range_proof_nodes,
-    verify_range,
-    verify_tree,
-    verify_upgrade,
+from cairn.log.integrity import check_head, check_tree
+from cairn.log.verify import (
+    check_connects,
+    check_fork_rules,
+    check_seek,
+    check_upgrade,
+    check_upgrade_signature,
+    confirmed_prefix,
+    conflicting_node,
+    manifest_for,
+    start_batch,
 )
+from cairn.merkle import InvalidRequestError, TreeBatch, root_nodes, seek_block
+from cairn.messages import Data, Node, Request, encode_data
+from cairn.proofs import generate_proof, range_proof_nodes, verify_range, verify_tree
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
 
-__all__ = ["Applied", "Log", "VerifyReport", "range_proof_nodes", "verify_range"]
+__all__ = ["Applied", "Log", "VerifyReport"]
 
-log = logging.getLogger(__name__)
+# the package's name: operators and tests filter the damage and fork messages on "cairn.log"
+log = logging.getLogger("cairn.log")
 
 _U64 = struct.Struct("<Q").pack
 _EMPTY_TREE = tree_hash([])
@@ -93,7 +95,7 @@ class Log:
         # held blocks found damaged by a read since the log was opened, and who to tell
         self.damaged: set[int] = set()
         self.on_damage: Callable[[Log, int], None] | None = None
-        self._check_head()
+        check_head(self._storage, self._meta, self._head, self._roots)
         for start, count in storage.block_ranges():
             if start < 0 or start + count > head.length:
                 # (a damaged index could otherwise ask for a bitfield of 2**60 bits)
@@ -207,37 +209,6 @@ class Log:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _check_head(self) -> None:
-        head = self._head
-        roots_hash = tree_hash(self._roots)
-        if roots_hash != head.tree_hash:
-            raise StorageError(f"{self._storage.path}: tree roots do not match the signed head")
-        if sum(r.size for r in self._roots) != head.byte_length:
-            raise StorageError(f"{self._storage.path}: byte length does not match the tree")
-        if head.length and (
-            head.signature is None
-            or not self._signature_ok(head.tree_hash, head.length, head.fork, head.signature)
-        ):
-            raise StorageError(f"{self._storage.path}: head signature does not verify")
-        meta = self._meta
-        if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
-            raise StorageError(f"{self._storage.path}: manifest does not hash to the key")
-        # the flags no signature covers, against what they imply: a compat log's key is its
-        # public key and it has no manifest; any other log's key is a manifest's hash; a log
-        # is frozen exactly when it keeps fork evidence (both are written in one transaction)
-        if meta.compat and (meta.manifest is not None or (
-                meta.public_key is not None and meta.public_key != meta.key)):
-            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
-        if not meta.compat and meta.public_key is not None and meta.public_key == meta.key:
-            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
-        if meta.frozen != bool(self._storage.evidence()):
-            raise StorageError(f"{self._storage.path}: log flags are damaged (frozen)")
-        if meta.secret_key is not None and (
-            meta.secret_key[32:] != meta.public_key
-            or key_pair_of_seed(meta.secret_key[:32]).secret_key != meta.secret_key
-        ):  # a damaged seed half would sign every later append with a key nobody trusts
-            raise StorageError(f"{self._storage.path}: key pair is damaged")
 
     # -- what it is --------------------------------------------------------------------------------
 
@@ -576,30 +547,6 @@ class Log:
             manifest=self._meta.manifest if request.manifest and not self._meta.compat else None,
         )
 
-    def _signature_ok(
-        self,
-        root_hash: bytes,
-        length: int,
-        fork: int,
-        signature: bytes,
-        manifest: bytes | None = None,
-        compat: bool | None = None,
-    ) -> bool:
-        meta = self._meta
-        manifest = manifest if manifest is not None else meta.manifest
-        if compat is None:
-            compat = meta.compat
-        if manifest is not None:
-            try:
-                raw = decode_signature(signature)
-                pk = decode_manifest(manifest).public_key
-            except (VerificationError, DecodeError):
-                return False
-            return verify(tree_signable(meta.key, root_hash, length, fork), raw, pk)
-        if compat:
-            return verify(tree_signable_compat(root_hash, length, fork), signature, meta.key)
-        return False
-
     def verify_and_apply(self, proof: Data) -> Applied:
         """Verify a proof against this log's key and store what it proves, or raise.
 
@@ -663,40 +610,26 @@ class Log:
         ) as exc:
             raise VerificationError(f"malformed proof: {exc}") from exc
 
-    def _manifest_for(self, proof: Data) -> tuple[bytes | None, bool]:
-        """(manifest, compat) to verify an upgrade with; checks a sent manifest against the key."""
-        meta = self._meta
-        if meta.manifest is not None or meta.compat:
-            return meta.manifest, meta.compat
-        if proof.manifest is not None:
-            if manifest_hash_bytes(proof.manifest) != meta.key:
-                raise VerificationError("manifest does not hash to the log key")
-            try:
-                decode_manifest(proof.manifest)
-            except DecodeError as exc:
-                raise VerificationError(f"manifest cannot be verified by Cairn: {exc}") from exc
-            return proof.manifest, False
-        return None, True  # no manifest: the key must be the signer's public key (compat)
-
     def _verify_and_apply(self, proof: Data) -> Applied:
         """Check a proof phase by phase (each raises :class:`VerificationError` naming what is
         wrong), then store what it proves: the checks change nothing, :meth:`_apply` all."""
         head = self._head
-        fresh = _check_fork_rules(proof, head, self._meta.key)
-        batch = self._start_batch(proof, fresh)
+        fresh = check_fork_rules(proof, head, self._meta.key)
+        batch = start_batch(proof, head, self._roots, fresh)
         unverified = verify_tree(proof, batch.nodes)
         manifest, compat = None, self._meta.compat
         if proof.upgrade is not None:
-            if self._check_upgrade(proof, unverified, batch):
+            if check_upgrade(proof, unverified, batch):
                 unverified = None
-            manifest, compat = self._manifest_for(proof)
-            self._check_upgrade_signature(proof, batch, manifest, compat)
+            manifest, compat = manifest_for(self._meta, proof)
+            check_upgrade_signature(self._meta, proof, batch, manifest, compat)
         elif head.length == 0:
             raise VerificationError("log has no signed length yet: the proof needs an upgrade")
         if unverified is not None:
-            self._check_connects(unverified, fresh)
+            check_connects(self._storage, unverified, fresh)
         if proof.seek is not None and proof.seek.nodes:
-            self._check_seek(proof.seek.bytes, proof.seek.nodes[0], batch)
+            seek = proof.seek
+            check_seek(self._storage, head, self._roots, seek.bytes, seek.nodes[0], batch)
         prune_from: int | None = None
         if fresh:
             self._check_conflict(proof, batch)
@@ -705,69 +638,11 @@ class Log:
             prune_from = self._prune_point(proof, batch)
         return self._apply(proof, batch, manifest, compat, prune_from)
 
-    def _start_batch(self, proof: Data, fresh: bool) -> TreeBatch:
-        """The tree the proof is checked against: empty for an upgrade from 0 (or an empty
-        log), else this log's signed roots."""
-        head = self._head
-        if fresh or head.length == 0:
-            return TreeBatch(fork=proof.fork)
-        return TreeBatch(
-            fork=head.fork,
-            length=head.length,
-            byte_length=head.byte_length,
-            roots=list(self._roots),
-        )
-
-    @staticmethod
-    def _check_upgrade(proof: Data, unverified: Node | None, batch: TreeBatch) -> bool:
-        """Grow ``batch`` by the upgrade's nodes; True when the block proof's top node became
-        part of the upgraded tree (it needs no held node to connect to)."""
-        up = proof.upgrade
-        assert up is not None
-        before = len(batch.nodes)
-        connected = verify_upgrade(proof, unverified, batch)
-        # verify_upgrade stops at the last root it needs (as hypercore's verifyUpgrade
-        # does): upgrade nodes left over prove nothing, and a proof carrying them is refused
-        if Counter(up.nodes) - Counter(batch.nodes[before:]):
-            raise VerificationError("upgrade carries nodes that prove nothing")
-        if up.signature is None:
-            raise VerificationError("upgrade carries no signature")
-        return connected
-
-    def _check_upgrade_signature(
-        self, proof: Data, batch: TreeBatch, manifest: bytes | None, compat: bool
-    ) -> None:
-        """The upgraded tree must be signed by the log's key (through its manifest)."""
-        assert proof.upgrade is not None and proof.upgrade.signature is not None
-        if self._signature_ok(
-            batch.hash(), batch.length, proof.fork, proof.upgrade.signature, manifest, compat
-        ):
-            return
-        hint = ""
-        if manifest is None and self._meta.manifest is None and not self._meta.compat:
-            hint = (
-                " (the proof carries no manifest, so the key was taken as a compat "
-                "public key: ask with manifest=True)"
-            )
-        raise VerificationError(
-            f"signature does not verify for length {batch.length} fork {proof.fork}{hint}"
-        )
-
-    def _check_connects(self, unverified: Node, fresh: bool) -> None:
-        """A block, hash or seek proof not tied to the upgrade must end at a node held."""
-        if fresh:
-            raise VerificationError("block proof does not connect to the upgrade")
-        trusted = self._storage.get_node(unverified.index)
-        if trusted is None:
-            raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
-        if trusted.hash != unverified.hash or trusted.size != unverified.size:
-            raise VerificationError(f"proof does not match held node {unverified.index}")
-
     def _prune_point(self, proof: Data, batch: TreeBatch) -> int | None:
         """Where an upgrade from 0 leaves the held history: None when it extends all of it;
         on a new fork, the block from which held data is dropped."""
         head = self._head
-        prefix = self._confirmed_prefix(batch)
+        prefix = confirmed_prefix(self._storage, head.length, batch)
         if prefix >= head.length:
             return None
         if proof.fork == head.fork:
@@ -842,54 +717,17 @@ class Log:
                 self._contiguous = self._bitfield.first_unset(block_index)
         return Applied(batch.upgraded, block_index, new_head.length, new_head.fork)
 
-    def _check_seek(self, nbytes: int, target: Node, batch: TreeBatch) -> None:
-        """A seek proof must prove the subtree that holds the byte it names."""
-        proven = {n.index: n for n in batch.nodes}
-        storage = self._storage
-
-        class _Source:
-            def get_node(self, index: int) -> Node | None:
-                return proven.get(index) or storage.get_node(index)
-
-        roots = batch.roots if batch.upgraded else self._roots
-        length = batch.length if batch.upgraded else self.length
-        total = batch.byte_length if batch.upgraded else self.byte_length
-        try:
-            start = byte_offset(_Source(), roots, length, total, target.index)
-        except InvalidRequestError as exc:
-            raise VerificationError(f"seek proof cannot be placed in the tree: {exc}") from exc
-        if not start <= nbytes <= start + target.size:
-            raise VerificationError(
-                f"seek proof covers bytes {start}..{start + target.size}, not byte {nbytes}"
-            )
-
     def _check_conflict(self, proof: Data, batch: TreeBatch) -> None:
-        """Every node of a fully remote proof that this log also holds must be the same node."""
-        for n in batch.nodes:
-            held = self._storage.get_node(n.index)
-            if held is not None and held.hash != n.hash:
-                self._freeze(
-                    proof,
-                    f"node {n.index} differs between the held tree "
-                    f"(fork {self.fork}, length {self.length}) and a signed tree "
-                    f"(fork {proof.fork}, length {batch.length})",
-                )
-
-    def _confirmed_prefix(self, batch: TreeBatch) -> int:
-        """The longest held length whose roots all appear, equal, in the verified batch."""
-        if self.length == 0:
-            return 0
-        proven = {n.index: n for n in batch.nodes}
-        best = 0
-        candidates = {self.length} | {(flat_tree.right_span(i) + 2) // 2 for i in proven}
-        for length in sorted(candidates, reverse=True):
-            if length > self.length or length <= best:
-                continue
-            roots = flat_tree.full_roots(2 * length)
-            if all(i in proven and self._storage.get_node(i) == proven[i] for i in roots):
-                best = length
-                break
-        return best
+        """Every node of a fully remote proof that this log also holds must be the same node:
+        else the writer signed two trees, and the log freezes."""
+        n = conflicting_node(self._storage, batch)
+        if n is not None:
+            self._freeze(
+                proof,
+                f"node {n.index} differs between the held tree "
+                f"(fork {self.fork}, length {self.length}) and a signed tree "
+                f"(fork {proof.fork}, length {batch.length})",
+            )
 
     def _freeze(self, proof: Data, detail: str) -> None:
         head = self._head
@@ -981,84 +819,12 @@ class Log:
     # -- checking everything ---------------------------------------------------------------
 
     def verify_all(self, damaged: Iterable[int] = ()) -> VerifyReport:
-        """Re-verify every held block and node up to the signed head.
+        """Re-verify every held block and node up to the signed head, then the head.
 
         Raises :class:`StorageError` naming the first bad block or node. Blocks listed in
         ``damaged`` (found by :meth:`damaged_blocks`) are not checked against their data: the
         rest of the tree is checked with their stored leaf hashes.
         """
-        skip = frozenset(damaged)
-        nodes: dict[int, Node] = {}
-        for n in self._storage.iter_nodes():
-            if nodes.get(n.index, n) != n:  # a damaged index can land on another node's
-                raise StorageError(f"tree node {n.index} is stored twice, differently: the "
-                                   "tree is damaged")
-            nodes[n.index] = n
-        blocks = 0
-        for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
-            if idx >= self.length:
-                raise StorageError(f"block {idx} is beyond the signed length {self.length}")
-            if idx not in skip and leaf_hash(data) != digest:
-                raise StorageError(f"block {idx} is damaged: its data does not match its hash")
-            leaf = Node(2 * idx, len(data), digest)
-            known = nodes.get(2 * idx)
-            if known is not None and known != leaf:
-                raise StorageError(f"block {idx} is damaged: leaf node differs from its data")
-            nodes[2 * idx] = leaf
-            blocks += 1
-        width = 2 * self.length
-        for index in sorted(nodes):
-            node = nodes[index]
-            if flat_tree.right_span(index) >= width:
-                raise StorageError(f"tree node {index} is beyond the signed length {self.length}")
-            # two siblings are only ever stored with their parent (a proof stores the nodes it
-            # computes on the way up): a parent gone is a damaged tree, as a moved index makes
-            up = flat_tree.parent(index)
-            if (flat_tree.sibling(index) in nodes and up not in nodes
-                    and flat_tree.right_span(up) < width):
-                raise StorageError(f"tree node {up} is missing though both its children are "
-                                   "held: the tree is damaged")
-            kids = flat_tree.children(index)
-            if kids is None:
-                continue
-            a, b = nodes.get(kids[0]), nodes.get(kids[1])
-            if a is None or b is None:
-                continue
-            size = a.size + b.size
-            if (
-                node.size != size
-                or hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest()
-                != node.hash
-            ):
-                first = flat_tree.left_span(index) // 2
-                raise StorageError(
-                    f"tree node {index} (blocks {first}..{flat_tree.right_span(index) // 2}) "
-                    "does not match its children: block data or tree damaged"
-                )
-        self._check_head()
-        return VerifyReport(blocks, len(nodes), self.length)
-
-
-def _check_fork_rules(proof: Data, head: Head, key: bytes) -> bool:
-    """The fork and length rules a proof keeps before anything in it is hashed; True when it
-    upgrades from 0 a log that holds a length (to a new fork, or over the history held)."""
-    up = proof.upgrade
-    if proof.fork < head.fork:
-        raise VerificationError(f"proof is for fork {proof.fork}, log is at fork {head.fork}")
-    fresh = head.length > 0 and up is not None and up.start == 0
-    if proof.fork != head.fork and not fresh and head.length > 0:
-        raise VerificationError(
-            f"a proof for new fork {proof.fork} must carry an upgrade from 0"
-        )
-    if up is not None and not fresh and up.start != head.length:
-        raise VerificationError(f"upgrade starts at {up.start}, log length is {head.length}")
-    if up is None and proof.block is None and proof.hash is None and proof.seek is None:
-        raise VerificationError("proof proves nothing")
-    if proof.manifest is not None and manifest_hash_bytes(proof.manifest) != key:
-        raise VerificationError("manifest does not hash to the log key")
-    return fresh
-
-
-def manifest_hash_bytes(encoded: bytes) -> bytes:
-    """The key a manifest's exact bytes hash to."""
-    return blake2b(MANIFEST + encoded)
+        blocks, nodes = check_tree(self._storage, self.length, damaged)
+        check_head(self._storage, self._meta, self._head, self._roots)
+        return VerifyReport(blocks, nodes, self.length)
