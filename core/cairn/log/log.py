@@ -386,55 +386,15 @@ class Log:
         if not blocks:
             return self.length
         head = self._head
-        n = head.length
-        # The hot loop keeps the roots as parallel lists of sizes and hashes and packs parent
-        # nodes straight into bytes: no per-node objects.
-        root_sizes = [r.size for r in self._roots]
-        root_hashes = [r.hash for r in self._roots]
-        sizes: list[int] = []
-        leaves: list[bytes] = []
-        parents = bytearray()
-        blake = hashlib.blake2b
-        pack_node = _NODE.pack
-        leaf_prefix: dict[int, bytes] = {}
-        for value in blocks:
-            if type(value) is not bytes:
-                raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
-            size = len(value)
-            prefix = leaf_prefix.get(size)
-            if prefix is None:
-                prefix = leaf_prefix[size] = b"\x00" + _U64(size)
-            h = blake(prefix + value, digest_size=32).digest()
-            sizes.append(size)
-            leaves.append(h)
-            n += 1
-            if n & 1:
-                root_sizes.append(size)
-                root_hashes.append(h)
-                continue
-            idx = 2 * n - 2
-            k = n
-            d = 0
-            while not k & 1:
-                size += root_sizes.pop()
-                h = blake(b"\x01" + _U64(size) + root_hashes.pop() + h, digest_size=32).digest()
-                idx -= 1 << d
-                d += 1
-                k >>= 1
-                parents += pack_node(idx, size, h)
-            root_sizes.append(size)
-            root_hashes.append(h)
-        roots = [
-            Node(i, sz, hh)
-            for i, sz, hh in zip(flat_tree.full_roots(2 * n), root_sizes, root_hashes, strict=True)
-        ]
+        n = head.length + len(blocks)
+        sizes, leaves, parents, roots = _grow_tree(self._roots, head.length, blocks)
         byte_length = head.byte_length + sum(sizes)
         root_hash = tree_hash(roots)
         new_head = Head(head.fork, n, byte_length, root_hash, self._sign(root_hash, n, head.fork))
         storage = self._storage
         with storage.transaction() as db:
             storage.put_segment(
-                db, head.length, sizes, b"".join(leaves), b"".join(blocks), bytes(parents)
+                db, head.length, sizes, b"".join(leaves), b"".join(blocks), parents
             )
             storage.put_head(db, new_head)
         self._head = new_head
@@ -766,37 +726,12 @@ class Log:
         except (ValueError, IndexError, TypeError, OverflowError, struct.error) as exc:
             raise VerificationError(f"malformed range proof: {exc}") from exc
         end = start + len(values)
-        runs: list[tuple[int, int]] = []
-        i = start
-        while i < end:
-            if self._bitfield.has(i):
-                i += 1
-                continue
-            j = i
-            while j < end and not self._bitfield.has(j):
-                j += 1
-            runs.append((i, j))
-            i = j
+        runs = self._missing_runs(start, end)
         if not runs:
             return 0
+        in_run, loose = _place_nodes(made, runs, start, end)
         storage = self._storage
         with storage.transaction() as db:
-            # parents whose last block is in a new run go in that run's segment; the rest
-            # (proof siblings, nodes reaching past the run) go to `nodes`
-            in_run: dict[int, list[Node]] = {a: [] for a, _ in runs}
-            loose: list[Node] = []
-            for n in made:
-                if not n.index & 1:
-                    if not start <= n.index // 2 < end:
-                        loose.append(n)
-                    continue
-                last = flat_tree.right_span(n.index) // 2
-                for a, b in runs:
-                    if a <= last < b:
-                        in_run[a].append(n)
-                        break
-                else:
-                    loose.append(n)
             for a, b in runs:
                 j, k = a - start, b - start
                 storage.put_segment(
@@ -816,6 +751,21 @@ class Log:
             self._contiguous = self._bitfield.first_unset(self._contiguous)
         return stored
 
+    def _missing_runs(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The runs of blocks in [start, end) this log does not hold, as (start, end) pairs."""
+        runs: list[tuple[int, int]] = []
+        i = start
+        while i < end:
+            if self._bitfield.has(i):
+                i += 1
+                continue
+            j = i
+            while j < end and not self._bitfield.has(j):
+                j += 1
+            runs.append((i, j))
+            i = j
+        return runs
+
     # -- checking everything ---------------------------------------------------------------
 
     def verify_all(self, damaged: Iterable[int] = ()) -> VerifyReport:
@@ -828,3 +778,78 @@ class Log:
         blocks, nodes = check_tree(self._storage, self.length, damaged)
         check_head(self._storage, self._meta, self._head, self._roots)
         return VerifyReport(blocks, nodes, self.length)
+
+
+def _grow_tree(
+    roots: Sequence[Node], length: int, blocks: Sequence[bytes]
+) -> tuple[list[int], list[bytes], bytes, list[Node]]:
+    """Blocks appended to a tree of ``length`` blocks with these roots: their sizes, their
+    leaf hashes, the parent nodes made (packed as stored) and the new roots.
+
+    The hot loop keeps the roots as parallel lists of sizes and hashes and packs parent nodes
+    straight into bytes: no per-node objects.
+    """
+    n = length
+    root_sizes = [r.size for r in roots]
+    root_hashes = [r.hash for r in roots]
+    sizes: list[int] = []
+    leaves: list[bytes] = []
+    parents = bytearray()
+    blake = hashlib.blake2b
+    pack_node = _NODE.pack
+    leaf_prefix: dict[int, bytes] = {}
+    for value in blocks:
+        if type(value) is not bytes:
+            raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
+        size = len(value)
+        prefix = leaf_prefix.get(size)
+        if prefix is None:
+            prefix = leaf_prefix[size] = b"\x00" + _U64(size)
+        h = blake(prefix + value, digest_size=32).digest()
+        sizes.append(size)
+        leaves.append(h)
+        n += 1
+        if n & 1:
+            root_sizes.append(size)
+            root_hashes.append(h)
+            continue
+        idx = 2 * n - 2
+        k = n
+        d = 0
+        while not k & 1:
+            size += root_sizes.pop()
+            h = blake(b"\x01" + _U64(size) + root_hashes.pop() + h, digest_size=32).digest()
+            idx -= 1 << d
+            d += 1
+            k >>= 1
+            parents += pack_node(idx, size, h)
+        root_sizes.append(size)
+        root_hashes.append(h)
+    grown = [
+        Node(i, sz, hh)
+        for i, sz, hh in zip(flat_tree.full_roots(2 * n), root_sizes, root_hashes, strict=True)
+    ]
+    return sizes, leaves, bytes(parents), grown
+
+
+def _place_nodes(
+    made: Sequence[Node], runs: Sequence[tuple[int, int]], start: int, end: int
+) -> tuple[dict[int, list[Node]], list[Node]]:
+    """Where a range proof's nodes are stored: parents whose last block is in a new run go in
+    that run's segment (by the run's start); the rest (proof siblings, nodes reaching past the
+    run) go to ``nodes``."""
+    in_run: dict[int, list[Node]] = {a: [] for a, _ in runs}
+    loose: list[Node] = []
+    for n in made:
+        if not n.index & 1:
+            if not start <= n.index // 2 < end:
+                loose.append(n)
+            continue
+        last = flat_tree.right_span(n.index) // 2
+        for a, b in runs:
+            if a <= last < b:
+                in_run[a].append(n)
+                break
+        else:
+            loose.append(n)
+    return in_run, loose
