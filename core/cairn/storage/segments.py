@@ -22,7 +22,14 @@ from typing import Protocol
 from cairn.errors import StorageError
 from cairn.messages import Node
 
-__all__ = ["NODE_STRUCT", "Segment", "SegmentOwner", "limit_segment_cache", "pack_nodes"]
+__all__ = [
+    "NODE_STRUCT",
+    "POOL",
+    "Segment",
+    "SegmentOwner",
+    "limit_segment_cache",
+    "pack_nodes",
+]
 
 NODE_STRUCT = _NODE = struct.Struct("<QQ32s")  # a packed tree node: index, size, hash
 
@@ -156,7 +163,7 @@ class _SegmentPool:
                 self.cost -= old[1].cost
 
 
-POOL = _SegmentPool()
+POOL = _SegmentPool()  # every open log's decoded segments, under one budget per process
 
 
 def limit_segment_cache(max_bytes: int, max_count: int) -> None:
