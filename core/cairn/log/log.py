@@ -572,7 +572,8 @@ class Log:
 
     def _verify_and_apply(self, proof: Data) -> Applied:
         """Check a proof phase by phase (each raises :class:`VerificationError` naming what is
-        wrong), then store what it proves: the checks change nothing, :meth:`_apply` all."""
+        wrong), then store what it proves with :meth:`_apply`. The checks store nothing of
+        the proof; only a fork they find writes (its evidence, and the log frozen)."""
         head = self._head
         fresh = check_fork_rules(proof, head, self._meta.key)
         batch = start_batch(proof, head, self._roots, fresh)
