@@ -284,7 +284,7 @@ def test_segment_cache_budget_is_shared_and_reads_stay_true(
 ) -> None:
     """Random reads and proofs over two logs with a cache far smaller than them: every answer
     equals the one from a log opened fresh, and the cache stays inside its budget."""
-    from cairn import storage
+    from cairn.storage import segments as storage
 
     monkeypatch.setattr(storage, "_SEGMENT_CACHE", 40_000)  # about 3 of the 40 segments
     rng = __import__("random").Random(5)
@@ -311,15 +311,15 @@ def test_segment_cache_budget_is_shared_and_reads_stay_true(
             except InvalidRequestError as exc:
                 got = str(exc)
             assert got == expected
-            assert storage._POOL.cost <= 40_000
-            assert len(storage._POOL.lru) < 10
+            assert storage.POOL.cost <= 40_000
+            assert len(storage.POOL.lru) < 10
         for f in fresh:
             f.close()
     finally:
         for lg in logs:
             lg.close()
     closed = {id(lg._storage) for lg in logs}
-    assert all(id(owner) not in closed for owner, _ in storage._POOL.lru.values())  # let go
+    assert all(id(owner) not in closed for owner, _ in storage.POOL.lru.values())  # let go
 
 
 def test_many_logs_in_one_shared_database(tmp_path: Path) -> None:
@@ -408,7 +408,7 @@ def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
     """``generate_proof`` answers a request with only a block (what a downloader sends after
     its first request) by ``_block_proof``; it must be the general path's answer, errors
     included, for every block, every ``nodes`` and lengths that are and are not powers of 2."""
-    from cairn import merkle
+    from cairn import proofs
 
     seen: set[str] = set()
     for n in (1, 2, 7, 16, 45):
@@ -419,12 +419,12 @@ def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
                 got: object
                 want: object
                 try:
-                    got = merkle._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
+                    got = proofs._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
                                               9, b"v", None)
                 except InvalidRequestError as exc:
                     got = str(exc)
                 try:
-                    want = merkle._general_proof(
+                    want = proofs._general_proof(
                         st, fork=head.fork, length=head.length, byte_length=head.byte_length,
                         roots=lg._roots, signature=head.signature, block=RequestBlock(i, nodes),
                         hash=None, seek=None, upgrade=None, request_id=9, value=b"v",

@@ -14,45 +14,26 @@ storage does; ``sync="full"`` also fsyncs every commit, to survive power loss.
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import sqlite3
-import struct
-import sys
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from cairn import flat_tree
 from cairn.errors import StorageError
 from cairn.messages import Node
+from cairn.storage.segments import NODE_STRUCT as _NODE
+from cairn.storage.segments import POOL, Segment
+from cairn.storage.shared import SharedDB
+from cairn.storage.sqlite import DB_ERRORS as _DB_ERRORS
+from cairn.storage.sqlite import Conn, SyncMode, check_header
 
-__all__ = [
-    "FORMAT",
-    "NODE_STRUCT",
-    "Conn",
-    "Head",
-    "JournalMode",
-    "LogStorage",
-    "Meta",
-    "Segment",
-    "SharedDB",
-    "SyncMode",
-    "limit_segment_cache",
-    "pack_nodes",
-]
+__all__ = ["FORMAT", "Head", "LogStorage", "Meta"]
 
 FORMAT = 2
-SyncMode = Literal["normal", "full"]
-JournalMode = Literal["wal", "rollback"]
-
-NODE_STRUCT = _NODE = struct.Struct("<QQ32s")  # a packed tree node: index, size, hash
-# What reading a damaged file can raise: SQLite's errors, and a flipped byte inside a TEXT value.
-_DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {meta} (
@@ -93,15 +74,9 @@ CREATE TABLE IF NOT EXISTS {evidence} (
 );
 """
 
-_SEGMENT_CACHE = 32 << 20  # bytes of decoded segments kept, all logs of the process together
-_SEGMENT_COUNT = 8192  # and at most this many of them
 _NODE_CACHE = 1 << 16
 
 _TABLES = {"meta", "head", "segments", "nodes", "evidence"}
-
-
-def pack_nodes(nodes: Iterable[Node]) -> bytes:
-    return b"".join(_NODE.pack(n.index, n.size, n.hash) for n in nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,344 +98,10 @@ class Head:
     signature: bytes | None
 
 
-class Segment:
-    """A decoded ``segments`` row: blocks start .. start+count-1 and the nodes made with them."""
-
-    __slots__ = ("_nodes", "_packed", "_pos", "count", "data", "hashes", "offsets", "start")
-
-    def __init__(
-        self,
-        path: Path,
-        start: int,
-        count: int,
-        sizes: bytes,
-        hashes: bytes,
-        data: bytes,
-        nodes: bytes,
-    ) -> None:
-        if (
-            count <= 0
-            or len(sizes) != 4 * count
-            or len(hashes) != 32 * count
-            or len(nodes) % _NODE.size
-        ):
-            raise StorageError(f"{path}: segment at block {start} is damaged")
-        lengths = array("I")
-        lengths.frombytes(sizes)
-        if sys.byteorder != "little":  # pragma: no cover - every board we ship to is LE
-            lengths.byteswap()
-        offsets = [0, *itertools.accumulate(lengths)]
-        if offsets[-1] != len(data):
-            raise StorageError(f"{path}: segment at block {start} is damaged (sizes)")
-        self.start = start
-        self.count = count
-        self.offsets = offsets
-        self.hashes = hashes
-        self.data = data
-        self._packed = nodes
-        self._nodes: dict[int, Node] | None = None
-        self._pos: dict[int, int] | None = None
-
-    @property
-    def cost(self) -> int:
-        """About how many bytes of memory the decoded segment holds."""
-        return len(self.data) + len(self.hashes) + len(self._packed) + 40 * self.count + 200
-
-    def block(self, i: int) -> tuple[bytes, bytes]:
-        j = i - self.start
-        return (self.data[self.offsets[j] : self.offsets[j + 1]], self.hashes[32 * j : 32 * j + 32])
-
-    def leaf(self, i: int) -> Node:
-        j = i - self.start
-        return Node(2 * i, self.offsets[j + 1] - self.offsets[j], self.hashes[32 * j : 32 * j + 32])
-
-    def node(self, index: int) -> Node | None:
-        """One parent node made with this segment, without decoding the others."""
-        pos = self._pos
-        if pos is None:
-            # a packed node is six u64s (index, size, hash): every sixth one is an index
-            words = memoryview(self._packed).cast("Q")
-            indexes = words[0::6].tolist()
-            if sys.byteorder != "little":  # pragma: no cover
-                indexes = [int.from_bytes(i.to_bytes(8, "big"), "little") for i in indexes]
-            offsets = range(0, len(self._packed), _NODE.size)
-            pos = self._pos = dict(zip(indexes, offsets, strict=True))
-        at = pos.get(index)
-        if at is None:
-            return None
-        i, size, digest = _NODE.unpack_from(self._packed, at)
-        return Node(i, size, digest)
-
-    def nodes(self) -> dict[int, Node]:
-        if self._nodes is None:
-            self._nodes = {i: Node(i, s, h) for i, s, h in _NODE.iter_unpack(self._packed)}
-        return self._nodes
-
-
-class _SegmentPool:
-    """Decoded segments of every open log, least recently used first, under one byte budget.
-
-    A JS reader asks for blocks in random order and proofs hop between segments, so a log being
-    served reads the same segments again and again; an edge board serves many logs, so the
-    budget is shared by all of them rather than given to each.
-    """
-
-    def __init__(self) -> None:
-        self.lru: OrderedDict[tuple[int, int], tuple[LogStorage, Segment]] = OrderedDict()
-        self.cost = 0
-
-    def touch(self, owner: LogStorage, start: int) -> None:
-        with suppress(KeyError):
-            self.lru.move_to_end((id(owner), start))
-
-    def add(self, owner: LogStorage, seg: Segment) -> None:
-        key = (id(owner), seg.start)
-        old = self.lru.pop(key, None)
-        if old is not None:
-            self.cost -= old[1].cost
-        self.lru[key] = (owner, seg)
-        self.cost += seg.cost
-        self.trim()
-
-    def trim(self) -> None:
-        """Let go of the least recently used segments until within the budget."""
-        while len(self.lru) > 1 and (self.cost > _SEGMENT_CACHE or len(self.lru) > _SEGMENT_COUNT):
-            (_, start), (gone_owner, gone) = self.lru.popitem(last=False)
-            self.cost -= gone.cost
-            gone_owner._forget(start)
-
-    def holds(self, owner: LogStorage, start: int) -> bool:
-        return (id(owner), start) in self.lru
-
-    def drop(self, owner: LogStorage, starts: Iterable[int]) -> None:
-        for start in starts:
-            old = self.lru.pop((id(owner), start), None)
-            if old is not None:
-                self.cost -= old[1].cost
-
-
-_POOL = _SegmentPool()
-
-
-def limit_segment_cache(max_bytes: int, max_count: int) -> None:
-    """Set the process-wide budget of decoded segments (default 32 MiB, 8,192 segments): an
-    edge board with little memory keeps less; a gateway serving many readers keeps more."""
-    global _SEGMENT_CACHE, _SEGMENT_COUNT
-    if max_bytes < 0 or max_count < 1:
-        raise ValueError("the segment cache needs a budget >= 0 and room for one segment")
-    _SEGMENT_CACHE, _SEGMENT_COUNT = max_bytes, max_count
-    _POOL.trim()
-
-
-class Conn:
-    """A connection as one log sees it: its table names (``{segments}``...) resolved to the
-    log's own tables (``segments`` in a file of its own, ``l7_segments`` in a shared one)."""
-
-    __slots__ = ("_names", "_sql", "raw")
-
-    def __init__(self, raw: sqlite3.Connection, prefix: str = "") -> None:
-        self.raw = raw
-        self._names = {n: prefix + n for n in ("meta", "head", "segments", "nodes", "evidence")}
-        self._sql: dict[str, str] = {}
-
-    def q(self, sql: str) -> str:
-        out = self._sql.get(sql)
-        if out is None:
-            out = self._sql[sql] = sql.format_map(self._names)
-        return out
-
-    def execute(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
-        return self.raw.execute(self.q(sql), args)
-
-    def executemany(self, sql: str, args: Iterable[Sequence[object]]) -> sqlite3.Cursor:
-        return self.raw.executemany(self.q(sql), args)
-
-    def executescript(self, sql: str) -> sqlite3.Cursor:
-        return self.raw.executescript(self.q(sql))
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.raw.in_transaction
-
-    @property
-    def total_changes(self) -> int:
-        return self.raw.total_changes
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-class SharedDB:
-    """Many logs in one SQLite file: one connection, and one transaction for a commit that
-    appends to several of them (an edge writes all its streams' frames of a tick at once).
-
-    Each log has its own tables, named by its number in the ``logs`` table. Use
-    :meth:`transaction` around appends to several logs; :class:`cairn.log.Log` joins it.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "normal",
-                 cache_kib: int = 2048, journal: JournalMode = "wal",
-                 page_size: int | None = None) -> None:
-        self.path = Path(path)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        if not fresh:
-            _check_header(self.path)
-        try:
-            self.raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.raw.execute("PRAGMA busy_timeout=5000")
-            if fresh and page_size is not None:
-                self.raw.execute(f"PRAGMA page_size={int(page_size)}")
-            # "rollback": a commit writes new pages once (no WAL copy), for a writer that
-            # commits big transactions seldom (the edge, behind its tick journal)
-            self.raw.execute(f"PRAGMA journal_mode={'WAL' if journal == 'wal' else 'PERSIST'}")
-            self.raw.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-            # 2 MB of page cache for all the logs: an edge board (512 MB) writes at the end of
-            # each log and reads little; the decoded-segment pool caches what proofs read
-            self.raw.execute(f"PRAGMA cache_size=-{cache_kib}")
-            self.raw.execute("PRAGMA journal_size_limit=4194304")
-            self.raw.execute("CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY, "
-                             "name TEXT NOT NULL UNIQUE)")
-        except _DB_ERRORS as exc:
-            raise StorageError(f"{self.path}: not a readable Cairn database ({exc})") from exc
-        self.members: list[LogStorage] = []
-        self.on_rollback: list[Callable[[], None]] = []  # callers' in-memory state to reload
-        self.held = False  # a transaction kept open across commits (see hold)
-
-    def prefix(self, name: str, create: bool) -> str:
-        row = self.raw.execute("SELECT id FROM logs WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            if not create:
-                self.names()  # a damaged ``logs`` table raises StorageError, not "no log"
-                raise FileNotFoundError(f"no log {name!r} in {self.path}")
-            row = (self.raw.execute("INSERT INTO logs (name) VALUES (?)", (name,)).lastrowid,)
-        elif create and self.raw.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = ?", (f"l{row[0]}_head",)).fetchone():
-            raise FileExistsError(f"log {name!r} already exists in {self.path}")
-        return f"l{row[0]}_"
-
-    def names(self) -> list[str]:
-        """The logs' names, read from the table and from its index: where a damaged file makes
-        them disagree, :class:`StorageError` (never a wrong name, nor a log said missing)."""
-        sql = "SELECT id, name FROM logs {} ORDER BY id"
-        try:
-            rows = self.raw.execute(sql.format("NOT INDEXED")).fetchall()
-            indexed = self.raw.execute(
-                sql.format("INDEXED BY sqlite_autoindex_logs_1")).fetchall()
-        except _DB_ERRORS as exc:
-            raise StorageError(f"{self.path}: the table of logs is damaged ({exc})") from exc
-        if rows != indexed or not all(isinstance(name, str) for _, name in rows):
-            raise StorageError(f"{self.path}: the table of logs is damaged")
-        return [name for _, name in rows]
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction for everything the logs of this file do inside it."""
-        raw = self.raw
-        if raw.in_transaction:
-            yield raw
-            return
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-        except _DB_ERRORS as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
-        try:
-            yield raw
-        except BaseException:
-            self._rolled_back()
-            raise
-        self._commit()
-
-    def _commit(self) -> None:
-        """Write what the logs kept back, COMMIT, unpin what was written (or roll back)."""
-        try:
-            for m in self.members:
-                m._flush_pending(m.db)
-            self.raw.execute("COMMIT")
-        except _DB_ERRORS as exc:
-            self._rolled_back()
-            raise StorageError(f"{self.path}: {exc}") from exc
-        for m in self.members:
-            m._settle()
-
-    def hold(self) -> None:
-        """Open a transaction that stays open until :meth:`release`: the appends of many
-        commits join it, and reach the file together. Whoever holds it must make those
-        commits durable some other way (the edge's tick journal) and redo them after a
-        crash or a :meth:`rollback`."""
-        if self.held:
-            return
-        if self.raw.in_transaction:
-            raise StorageError(f"{self.path}: a transaction is already open")
-        try:
-            self.raw.execute("BEGIN IMMEDIATE")
-        except _DB_ERRORS as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
-        self.held = True
-
-    def settle(self) -> None:
-        """Within a held transaction, after a commit: write what the logs kept back, and let
-        the segment pool forget what it may."""
-        try:
-            for m in self.members:
-                m._flush_pending(m.db)
-        except _DB_ERRORS as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
-        for m in self.members:
-            m._settle()
-
-    def release(self) -> None:
-        """Commit the held transaction (everything since :meth:`hold` reaches the file)."""
-        if not self.held:
-            return
-        self.held = False
-        self._commit()
-
-    def rollback(self) -> None:
-        """Forget the held transaction; the logs go back to what the file holds."""
-        self.held = False
-        self._rolled_back()
-
-    def _rolled_back(self) -> None:
-        if self.raw.in_transaction:
-            self.raw.execute("ROLLBACK")
-        for m in self.members:
-            m._drop_pending()
-            m._invalidate()
-        for reload in list(self.on_rollback):
-            try:
-                reload()
-            except (StorageError, *_DB_ERRORS):
-                self.on_rollback.remove(reload)  # a log made in the rolled-back transaction
-
-    def used_bytes(self) -> int:
-        pages, free, size = self.raw.execute(
-            "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
-        ).fetchone()
-        return int((pages - free) * size)
-
-    def close(self) -> None:
-        for m in list(self.members):
-            m.close()
-        self.raw.close()
-
-
-def _check_header(path: Path) -> None:
-    """Catch a truncated or foreign file before anything is read from it."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        header = f.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        raise StorageError(f"{path}: not an SQLite database (bad header)")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if pages and size < pages * page_size:
-        raise StorageError(
-            f"{path}: file is truncated ({size} bytes, header says {pages * page_size})"
-        )
-
-
 class LogStorage:
+    """The tables of one log, in a file of its own or in a :class:`SharedDB` (where it is a
+    :class:`~cairn.storage.shared.Participant` of the shared transaction)."""
+
     def __init__(self, path: str | os.PathLike[str], *, create: bool, sync: SyncMode = "normal",
                  shared: SharedDB | None = None, name: str | None = None):
         self.path = Path(path)
@@ -471,7 +112,7 @@ class LogStorage:
             if not create and not exists:
                 raise FileNotFoundError(f"no log at {self.path}")
         self._cache: Segment | None = None  # the segment read last
-        self._segs: dict[int, Segment] = {}  # more, by start, kept in the process's _POOL
+        self._segs: dict[int, Segment] = {}  # more, by start, kept in the process's POOL
         self._seg_starts: list[int] = []  # the keys of _segs, sorted
         self._fresh: set[int] = set()  # starts of segments written in the open transaction
         # one-block segments and loose nodes a replica stored in the open transaction, written
@@ -518,7 +159,7 @@ class LogStorage:
 
     def _check_file(self) -> None:
         """Catch a truncated or foreign file before anything is read from it."""
-        _check_header(self.path)
+        check_header(self.path)
         self._check_tables()
 
     def _check_tables(self) -> None:
@@ -570,14 +211,23 @@ class LogStorage:
         except _DB_ERRORS as exc:
             self._invalidate()  # the caches may hold what was written and is now lost
             raise StorageError(f"{self.path}: {exc}") from exc
-        self._settle()
+        self.committed()
 
-    def _settle(self) -> None:
+    def committed(self) -> None:
         """After a commit: segments written are now in the bitfield too, unpin them."""
         fresh, self._fresh = self._fresh, set()
         for start in fresh:
-            if not _POOL.holds(self, start):
-                self._forget(start)
+            if not POOL.holds(self, start):
+                self.forget_segment(start)
+
+    def write_pending(self) -> None:
+        """Write what was kept back into the open transaction (a shared commit asks)."""
+        self._flush_pending(self.db)
+
+    def rolled_back(self) -> None:
+        """The shared transaction was rolled back: forget what was kept back and cached."""
+        self._drop_pending()
+        self._invalidate()
 
     def _drop_pending(self) -> None:
         self._pending_blocks.clear()
@@ -694,7 +344,7 @@ class LogStorage:
     def _invalidate(self) -> None:
         """Forget cached segments and nodes (after a rollback, or blocks were cut out)."""
         self._cache = None
-        _POOL.drop(self, self._seg_starts)
+        POOL.drop(self, self._seg_starts)
         self._segs.clear()
         self._seg_starts.clear()
         self._fresh.clear()
@@ -714,7 +364,7 @@ class LogStorage:
             seg = self._segs[start]
             if i < start + seg.count:
                 self._cache = seg
-                _POOL.touch(self, start)
+                POOL.touch(self, start)
                 return seg
         holds = self.holds
         if holds is not None and not holds(i):
@@ -737,9 +387,9 @@ class LogStorage:
         if seg.start not in self._segs:
             bisect.insort(self._seg_starts, seg.start)
         self._segs[seg.start] = seg
-        _POOL.add(self, seg)
+        POOL.add(self, seg)
 
-    def _forget(self, start: int) -> None:
+    def forget_segment(self, start: int) -> None:
         """The pool let go of this segment."""
         if start in self._fresh:
             return  # until the commit, the bitfield does not know it: keep it findable

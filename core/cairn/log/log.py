@@ -1,7 +1,8 @@
-"""A signed sparse append-only log, byte-compatible with Hypercore 11, stored in SQLite.
+"""The log: opening, reading, writing, and proofs out and in, over one :class:`LogStorage`.
 
 A writable log is made from an Ed25519 key pair; a replica is opened from a key alone and only
-ever stores what verified to a signed root. Every change is one SQLite transaction.
+ever stores what verified to a signed root (the checks are :mod:`cairn.log.verify`). Every
+change is one SQLite transaction.
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ import hashlib
 import logging
 import os
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from cairn import flat_tree
 from cairn.bitfield import Bitfield
 from cairn.crypto import (
-    MANIFEST,
     KeyPair,
     Manifest,
-    blake2b,
     decode_manifest,
-    decode_signature,
     discovery_key,
     encode_signature,
     leaf_hash,
@@ -31,9 +28,7 @@ from cairn.crypto import (
     tree_hash,
     tree_signable,
     tree_signable_compat,
-    verify,
 )
-from cairn.crypto import key_pair as key_pair_of_seed
 from cairn.errors import (
     DamagedBlockError,
     DecodeError,
@@ -43,24 +38,29 @@ from cairn.errors import (
     StorageError,
     VerificationError,
 )
-from cairn.merkle import (
-    InvalidRequestError,
-    TreeBatch,
-    byte_offset,
-    generate_proof,
-    root_nodes,
-    seek_block,
-    verify_tree,
-    verify_upgrade,
+from cairn.log.integrity import check_head, check_tree
+from cairn.log.verify import (
+    check_connects,
+    check_fork_rules,
+    check_seek,
+    check_upgrade,
+    check_upgrade_signature,
+    confirmed_prefix,
+    conflicting_node,
+    manifest_for,
+    start_batch,
 )
+from cairn.merkle import InvalidRequestError, TreeBatch, root_nodes, seek_block
 from cairn.messages import Data, Node, Request, encode_data
+from cairn.proofs import generate_proof, range_proof_nodes, verify_range, verify_tree
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
 
-__all__ = ["Applied", "Log", "VerifyReport", "range_proof_nodes", "verify_range"]
+__all__ = ["Applied", "Log", "VerifyReport"]
 
-log = logging.getLogger(__name__)
+# the package's name: operators and tests filter the damage and fork messages on "cairn.log"
+log = logging.getLogger("cairn.log")
 
 _U64 = struct.Struct("<Q").pack
 _EMPTY_TREE = tree_hash([])
@@ -95,7 +95,7 @@ class Log:
         # held blocks found damaged by a read since the log was opened, and who to tell
         self.damaged: set[int] = set()
         self.on_damage: Callable[[Log, int], None] | None = None
-        self._check_head()
+        check_head(self._storage, self._meta, self._head, self._roots)
         for start, count in storage.block_ranges():
             if start < 0 or start + count > head.length:
                 # (a damaged index could otherwise ask for a bitfield of 2**60 bits)
@@ -209,37 +209,6 @@ class Log:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _check_head(self) -> None:
-        head = self._head
-        roots_hash = tree_hash(self._roots)
-        if roots_hash != head.tree_hash:
-            raise StorageError(f"{self._storage.path}: tree roots do not match the signed head")
-        if sum(r.size for r in self._roots) != head.byte_length:
-            raise StorageError(f"{self._storage.path}: byte length does not match the tree")
-        if head.length and (
-            head.signature is None
-            or not self._signature_ok(head.tree_hash, head.length, head.fork, head.signature)
-        ):
-            raise StorageError(f"{self._storage.path}: head signature does not verify")
-        meta = self._meta
-        if meta.manifest is not None and manifest_hash(decode_manifest(meta.manifest)) != meta.key:
-            raise StorageError(f"{self._storage.path}: manifest does not hash to the key")
-        # the flags no signature covers, against what they imply: a compat log's key is its
-        # public key and it has no manifest; any other log's key is a manifest's hash; a log
-        # is frozen exactly when it keeps fork evidence (both are written in one transaction)
-        if meta.compat and (meta.manifest is not None or (
-                meta.public_key is not None and meta.public_key != meta.key)):
-            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
-        if not meta.compat and meta.public_key is not None and meta.public_key == meta.key:
-            raise StorageError(f"{self._storage.path}: log flags are damaged (compat)")
-        if meta.frozen != bool(self._storage.evidence()):
-            raise StorageError(f"{self._storage.path}: log flags are damaged (frozen)")
-        if meta.secret_key is not None and (
-            meta.secret_key[32:] != meta.public_key
-            or key_pair_of_seed(meta.secret_key[:32]).secret_key != meta.secret_key
-        ):  # a damaged seed half would sign every later append with a key nobody trusts
-            raise StorageError(f"{self._storage.path}: key pair is damaged")
 
     # -- what it is --------------------------------------------------------------------------------
 
@@ -417,55 +386,15 @@ class Log:
         if not blocks:
             return self.length
         head = self._head
-        n = head.length
-        # The hot loop keeps the roots as parallel lists of sizes and hashes and packs parent
-        # nodes straight into bytes: no per-node objects.
-        root_sizes = [r.size for r in self._roots]
-        root_hashes = [r.hash for r in self._roots]
-        sizes: list[int] = []
-        leaves: list[bytes] = []
-        parents = bytearray()
-        blake = hashlib.blake2b
-        pack_node = _NODE.pack
-        leaf_prefix: dict[int, bytes] = {}
-        for value in blocks:
-            if type(value) is not bytes:
-                raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
-            size = len(value)
-            prefix = leaf_prefix.get(size)
-            if prefix is None:
-                prefix = leaf_prefix[size] = b"\x00" + _U64(size)
-            h = blake(prefix + value, digest_size=32).digest()
-            sizes.append(size)
-            leaves.append(h)
-            n += 1
-            if n & 1:
-                root_sizes.append(size)
-                root_hashes.append(h)
-                continue
-            idx = 2 * n - 2
-            k = n
-            d = 0
-            while not k & 1:
-                size += root_sizes.pop()
-                h = blake(b"\x01" + _U64(size) + root_hashes.pop() + h, digest_size=32).digest()
-                idx -= 1 << d
-                d += 1
-                k >>= 1
-                parents += pack_node(idx, size, h)
-            root_sizes.append(size)
-            root_hashes.append(h)
-        roots = [
-            Node(i, sz, hh)
-            for i, sz, hh in zip(flat_tree.full_roots(2 * n), root_sizes, root_hashes, strict=True)
-        ]
+        n = head.length + len(blocks)
+        sizes, leaves, parents, roots = _grow_tree(self._roots, head.length, blocks)
         byte_length = head.byte_length + sum(sizes)
         root_hash = tree_hash(roots)
         new_head = Head(head.fork, n, byte_length, root_hash, self._sign(root_hash, n, head.fork))
         storage = self._storage
         with storage.transaction() as db:
             storage.put_segment(
-                db, head.length, sizes, b"".join(leaves), b"".join(blocks), bytes(parents)
+                db, head.length, sizes, b"".join(leaves), b"".join(blocks), parents
             )
             storage.put_head(db, new_head)
         self._head = new_head
@@ -578,30 +507,6 @@ class Log:
             manifest=self._meta.manifest if request.manifest and not self._meta.compat else None,
         )
 
-    def _signature_ok(
-        self,
-        root_hash: bytes,
-        length: int,
-        fork: int,
-        signature: bytes,
-        manifest: bytes | None = None,
-        compat: bool | None = None,
-    ) -> bool:
-        meta = self._meta
-        manifest = manifest if manifest is not None else meta.manifest
-        if compat is None:
-            compat = meta.compat
-        if manifest is not None:
-            try:
-                raw = decode_signature(signature)
-                pk = decode_manifest(manifest).public_key
-            except (VerificationError, DecodeError):
-                return False
-            return verify(tree_signable(meta.key, root_hash, length, fork), raw, pk)
-        if compat:
-            return verify(tree_signable_compat(root_hash, length, fork), signature, meta.key)
-        return False
-
     def verify_and_apply(self, proof: Data) -> Applied:
         """Verify a proof against this log's key and store what it proves, or raise.
 
@@ -665,109 +570,67 @@ class Log:
         ) as exc:
             raise VerificationError(f"malformed proof: {exc}") from exc
 
-    def _manifest_for(self, proof: Data) -> tuple[bytes | None, bool]:
-        """(manifest, compat) to verify an upgrade with; checks a sent manifest against the key."""
-        meta = self._meta
-        if meta.manifest is not None or meta.compat:
-            return meta.manifest, meta.compat
-        if proof.manifest is not None:
-            if manifest_hash_bytes(proof.manifest) != meta.key:
-                raise VerificationError("manifest does not hash to the log key")
-            try:
-                decode_manifest(proof.manifest)
-            except DecodeError as exc:
-                raise VerificationError(f"manifest cannot be verified by Cairn: {exc}") from exc
-            return proof.manifest, False
-        return None, True  # no manifest: the key must be the signer's public key (compat)
-
     def _verify_and_apply(self, proof: Data) -> Applied:
+        """Check a proof phase by phase (each raises :class:`VerificationError` naming what is
+        wrong), then store what it proves with :meth:`_apply`. The checks store nothing of
+        the proof; only a fork they find writes (its evidence, and the log frozen)."""
         head = self._head
-        up = proof.upgrade
-        if proof.fork < head.fork:
-            raise VerificationError(f"proof is for fork {proof.fork}, log is at fork {head.fork}")
-        fresh = head.length > 0 and up is not None and up.start == 0
-        if proof.fork != head.fork and not fresh and head.length > 0:
-            raise VerificationError(
-                f"a proof for new fork {proof.fork} must carry an upgrade from 0"
-            )
-        if up is not None and not fresh and up.start != head.length:
-            raise VerificationError(f"upgrade starts at {up.start}, log length is {head.length}")
-        if up is None and proof.block is None and proof.hash is None and proof.seek is None:
-            raise VerificationError("proof proves nothing")
-        if proof.manifest is not None and manifest_hash_bytes(proof.manifest) != self._meta.key:
-            raise VerificationError("manifest does not hash to the log key")
-
-        if fresh or head.length == 0:
-            batch = TreeBatch(fork=proof.fork)
-        else:
-            batch = TreeBatch(
-                fork=head.fork,
-                length=head.length,
-                byte_length=head.byte_length,
-                roots=list(self._roots),
-            )
+        fresh = check_fork_rules(proof, head, self._meta.key)
+        batch = start_batch(proof, head, self._roots, fresh)
         unverified = verify_tree(proof, batch.nodes)
-        manifest: bytes | None = None
-        compat = self._meta.compat
-        if up is not None:
-            before = len(batch.nodes)
-            if verify_upgrade(proof, unverified, batch):
+        manifest, compat = None, self._meta.compat
+        if proof.upgrade is not None:
+            if check_upgrade(proof, unverified, batch):
                 unverified = None
-            # verify_upgrade stops at the last root it needs (as hypercore's verifyUpgrade
-            # does): upgrade nodes left over prove nothing, and a proof carrying them is refused
-            if Counter(up.nodes) - Counter(batch.nodes[before:]):
-                raise VerificationError("upgrade carries nodes that prove nothing")
-            if up.signature is None:
-                raise VerificationError("upgrade carries no signature")
-            manifest, compat = self._manifest_for(proof)
-            if not self._signature_ok(
-                batch.hash(), batch.length, proof.fork, up.signature, manifest, compat
-            ):
-                hint = ""
-                if manifest is None and self._meta.manifest is None and not self._meta.compat:
-                    hint = (
-                        " (the proof carries no manifest, so the key was taken as a compat "
-                        "public key: ask with manifest=True)"
-                    )
-                raise VerificationError(
-                    f"signature does not verify for length {batch.length} fork {proof.fork}{hint}"
-                )
+            manifest, compat = manifest_for(self._meta, proof)
+            check_upgrade_signature(self._meta, proof, batch, manifest, compat)
         elif head.length == 0:
             raise VerificationError("log has no signed length yet: the proof needs an upgrade")
         if unverified is not None:
-            if fresh:
-                raise VerificationError("block proof does not connect to the upgrade")
-            trusted = self._storage.get_node(unverified.index)
-            if trusted is None:
-                raise VerificationError(f"proof ends at node {unverified.index}, which is not held")
-            if trusted.hash != unverified.hash or trusted.size != unverified.size:
-                raise VerificationError(f"proof does not match held node {unverified.index}")
-
+            check_connects(self._storage, unverified, fresh)
         if proof.seek is not None and proof.seek.nodes:
-            self._check_seek(proof.seek.bytes, proof.seek.nodes[0], batch)
-
+            seek = proof.seek
+            check_seek(self._storage, head, self._roots, seek.bytes, seek.nodes[0], batch)
         prune_from: int | None = None
         if fresh:
             self._check_conflict(proof, batch)
-            same_fork = proof.fork == head.fork
-            if same_fork and batch.length <= head.length:
-                return Applied(False, None, head.length, head.fork)
-            prefix = self._confirmed_prefix(batch)
-            if prefix < head.length:
-                if same_fork:
-                    raise VerificationError(
-                        "upgrade from 0 does not connect to the held history; "
-                        f"ask for an upgrade from {head.length}"
-                    )
-                prune_from = prefix
-                log.info(
-                    "%s: fork %d -> %d, dropping held data from block %d",
-                    self.path,
-                    head.fork,
-                    proof.fork,
-                    prefix,
-                )
+            if proof.fork == head.fork and batch.length <= head.length:
+                return Applied(False, None, head.length, head.fork)  # nothing new
+            prune_from = self._prune_point(proof, batch)
+        return self._apply(proof, batch, manifest, compat, prune_from)
 
+    def _prune_point(self, proof: Data, batch: TreeBatch) -> int | None:
+        """Where an upgrade from 0 leaves the held history: None when it extends all of it;
+        on a new fork, the block from which held data is dropped."""
+        head = self._head
+        prefix = confirmed_prefix(self._storage, head.length, batch)
+        if prefix >= head.length:
+            return None
+        if proof.fork == head.fork:
+            raise VerificationError(
+                "upgrade from 0 does not connect to the held history; "
+                f"ask for an upgrade from {head.length}"
+            )
+        log.info(
+            "%s: fork %d -> %d, dropping held data from block %d",
+            self.path,
+            head.fork,
+            proof.fork,
+            prefix,
+        )
+        return prefix
+
+    def _apply(
+        self,
+        proof: Data,
+        batch: TreeBatch,
+        manifest: bytes | None,
+        compat: bool,
+        prune_from: int | None,
+    ) -> Applied:
+        """Store what a verified proof proves, in one transaction, and update the state."""
+        head = self._head
+        up = proof.upgrade
         block_index: int | None = None
         block_value = b""
         if proof.block is not None:
@@ -815,54 +678,17 @@ class Log:
                 self._contiguous = self._bitfield.first_unset(block_index)
         return Applied(batch.upgraded, block_index, new_head.length, new_head.fork)
 
-    def _check_seek(self, nbytes: int, target: Node, batch: TreeBatch) -> None:
-        """A seek proof must prove the subtree that holds the byte it names."""
-        proven = {n.index: n for n in batch.nodes}
-        storage = self._storage
-
-        class _Source:
-            def get_node(self, index: int) -> Node | None:
-                return proven.get(index) or storage.get_node(index)
-
-        roots = batch.roots if batch.upgraded else self._roots
-        length = batch.length if batch.upgraded else self.length
-        total = batch.byte_length if batch.upgraded else self.byte_length
-        try:
-            start = byte_offset(_Source(), roots, length, total, target.index)
-        except InvalidRequestError as exc:
-            raise VerificationError(f"seek proof cannot be placed in the tree: {exc}") from exc
-        if not start <= nbytes <= start + target.size:
-            raise VerificationError(
-                f"seek proof covers bytes {start}..{start + target.size}, not byte {nbytes}"
-            )
-
     def _check_conflict(self, proof: Data, batch: TreeBatch) -> None:
-        """Every node of a fully remote proof that this log also holds must be the same node."""
-        for n in batch.nodes:
-            held = self._storage.get_node(n.index)
-            if held is not None and held.hash != n.hash:
-                self._freeze(
-                    proof,
-                    f"node {n.index} differs between the held tree "
-                    f"(fork {self.fork}, length {self.length}) and a signed tree "
-                    f"(fork {proof.fork}, length {batch.length})",
-                )
-
-    def _confirmed_prefix(self, batch: TreeBatch) -> int:
-        """The longest held length whose roots all appear, equal, in the verified batch."""
-        if self.length == 0:
-            return 0
-        proven = {n.index: n for n in batch.nodes}
-        best = 0
-        candidates = {self.length} | {(flat_tree.right_span(i) + 2) // 2 for i in proven}
-        for length in sorted(candidates, reverse=True):
-            if length > self.length or length <= best:
-                continue
-            roots = flat_tree.full_roots(2 * length)
-            if all(i in proven and self._storage.get_node(i) == proven[i] for i in roots):
-                best = length
-                break
-        return best
+        """Every node of a fully remote proof that this log also holds must be the same node:
+        else the writer signed two trees, and the log freezes."""
+        n = conflicting_node(self._storage, batch)
+        if n is not None:
+            self._freeze(
+                proof,
+                f"node {n.index} differs between the held tree "
+                f"(fork {self.fork}, length {self.length}) and a signed tree "
+                f"(fork {proof.fork}, length {batch.length})",
+            )
 
     def _freeze(self, proof: Data, detail: str) -> None:
         head = self._head
@@ -901,37 +727,12 @@ class Log:
         except (ValueError, IndexError, TypeError, OverflowError, struct.error) as exc:
             raise VerificationError(f"malformed range proof: {exc}") from exc
         end = start + len(values)
-        runs: list[tuple[int, int]] = []
-        i = start
-        while i < end:
-            if self._bitfield.has(i):
-                i += 1
-                continue
-            j = i
-            while j < end and not self._bitfield.has(j):
-                j += 1
-            runs.append((i, j))
-            i = j
+        runs = self._missing_runs(start, end)
         if not runs:
             return 0
+        in_run, loose = _place_nodes(made, runs, start, end)
         storage = self._storage
         with storage.transaction() as db:
-            # parents whose last block is in a new run go in that run's segment; the rest
-            # (proof siblings, nodes reaching past the run) go to `nodes`
-            in_run: dict[int, list[Node]] = {a: [] for a, _ in runs}
-            loose: list[Node] = []
-            for n in made:
-                if not n.index & 1:
-                    if not start <= n.index // 2 < end:
-                        loose.append(n)
-                    continue
-                last = flat_tree.right_span(n.index) // 2
-                for a, b in runs:
-                    if a <= last < b:
-                        in_run[a].append(n)
-                        break
-                else:
-                    loose.append(n)
             for a, b in runs:
                 j, k = a - start, b - start
                 storage.put_segment(
@@ -951,160 +752,105 @@ class Log:
             self._contiguous = self._bitfield.first_unset(self._contiguous)
         return stored
 
+    def _missing_runs(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The runs of blocks in [start, end) this log does not hold, as (start, end) pairs."""
+        runs: list[tuple[int, int]] = []
+        i = start
+        while i < end:
+            if self._bitfield.has(i):
+                i += 1
+                continue
+            j = i
+            while j < end and not self._bitfield.has(j):
+                j += 1
+            runs.append((i, j))
+            i = j
+        return runs
+
     # -- checking everything ---------------------------------------------------------------
 
     def verify_all(self, damaged: Iterable[int] = ()) -> VerifyReport:
-        """Re-verify every held block and node up to the signed head.
+        """Re-verify every held block and node up to the signed head, then the head.
 
         Raises :class:`StorageError` naming the first bad block or node. Blocks listed in
         ``damaged`` (found by :meth:`damaged_blocks`) are not checked against their data: the
         rest of the tree is checked with their stored leaf hashes.
         """
-        skip = frozenset(damaged)
-        nodes: dict[int, Node] = {}
-        for n in self._storage.iter_nodes():
-            if nodes.get(n.index, n) != n:  # a damaged index can land on another node's
-                raise StorageError(f"tree node {n.index} is stored twice, differently: the "
-                                   "tree is damaged")
-            nodes[n.index] = n
-        blocks = 0
-        for idx, data, digest in self._storage.iter_blocks(0, 1 << 62):
-            if idx >= self.length:
-                raise StorageError(f"block {idx} is beyond the signed length {self.length}")
-            if idx not in skip and leaf_hash(data) != digest:
-                raise StorageError(f"block {idx} is damaged: its data does not match its hash")
-            leaf = Node(2 * idx, len(data), digest)
-            known = nodes.get(2 * idx)
-            if known is not None and known != leaf:
-                raise StorageError(f"block {idx} is damaged: leaf node differs from its data")
-            nodes[2 * idx] = leaf
-            blocks += 1
-        width = 2 * self.length
-        for index in sorted(nodes):
-            node = nodes[index]
-            if flat_tree.right_span(index) >= width:
-                raise StorageError(f"tree node {index} is beyond the signed length {self.length}")
-            # two siblings are only ever stored with their parent (a proof stores the nodes it
-            # computes on the way up): a parent gone is a damaged tree, as a moved index makes
-            up = flat_tree.parent(index)
-            if (flat_tree.sibling(index) in nodes and up not in nodes
-                    and flat_tree.right_span(up) < width):
-                raise StorageError(f"tree node {up} is missing though both its children are "
-                                   "held: the tree is damaged")
-            kids = flat_tree.children(index)
-            if kids is None:
-                continue
-            a, b = nodes.get(kids[0]), nodes.get(kids[1])
-            if a is None or b is None:
-                continue
-            size = a.size + b.size
-            if (
-                node.size != size
-                or hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest()
-                != node.hash
-            ):
-                first = flat_tree.left_span(index) // 2
-                raise StorageError(
-                    f"tree node {index} (blocks {first}..{flat_tree.right_span(index) // 2}) "
-                    "does not match its children: block data or tree damaged"
-                )
-        self._check_head()
-        return VerifyReport(blocks, len(nodes), self.length)
+        blocks, nodes = check_tree(self._storage, self.length, damaged)
+        check_head(self._storage, self._meta, self._head, self._roots)
+        return VerifyReport(blocks, nodes, self.length)
 
 
-def manifest_hash_bytes(encoded: bytes) -> bytes:
-    """The key a manifest's exact bytes hash to."""
-    return blake2b(MANIFEST + encoded)
+def _grow_tree(
+    roots: Sequence[Node], length: int, blocks: Sequence[bytes]
+) -> tuple[list[int], list[bytes], bytes, list[Node]]:
+    """Blocks appended to a tree of ``length`` blocks with these roots: their sizes, their
+    leaf hashes, the parent nodes made (packed as stored) and the new roots.
 
-
-# -- contiguous runs with one proof (Cairn's range extension) -----------------------------------
-
-
-def range_proof_nodes(
-    get: Callable[[int], Node | None], length: int, start: int, end: int
-) -> list[Node]:
-    """The nodes that connect blocks [start, end) to the roots of a tree of ``length`` blocks.
-
-    Every full subtree inside the range is computed by the verifier from the blocks; what it
-    cannot compute (subtrees wholly outside the range, on the paths to the roots) is sent.
+    The hot loop keeps the roots as parallel lists of sizes and hashes and packs parent nodes
+    straight into bytes: no per-node objects.
     """
-    lo, hi = 2 * start, 2 * (end - 1)
-    out: list[Node] = []
-
-    def walk(i: int) -> None:
-        left, right = flat_tree.spans(i)
-        if right < lo or left > hi:
-            n = get(i)
-            if n is None:
-                raise NotAvailableError(f"tree node {i} is not held")
-            out.append(n)
-            return
-        if lo <= left and right <= hi:
-            return
-        kids = flat_tree.children(i)
-        assert kids is not None
-        walk(kids[0])
-        walk(kids[1])
-
-    for root in flat_tree.full_roots(2 * length):
-        left, right = flat_tree.spans(root)
-        if right < lo or left > hi:
+    n = length
+    root_sizes = [r.size for r in roots]
+    root_hashes = [r.hash for r in roots]
+    sizes: list[int] = []
+    leaves: list[bytes] = []
+    parents = bytearray()
+    blake = hashlib.blake2b
+    pack_node = _NODE.pack
+    leaf_prefix: dict[int, bytes] = {}
+    for value in blocks:
+        if type(value) is not bytes:
+            raise TypeError(f"block {n} is {type(value).__name__}, not bytes")
+        size = len(value)
+        prefix = leaf_prefix.get(size)
+        if prefix is None:
+            prefix = leaf_prefix[size] = b"\x00" + _U64(size)
+        h = blake(prefix + value, digest_size=32).digest()
+        sizes.append(size)
+        leaves.append(h)
+        n += 1
+        if n & 1:
+            root_sizes.append(size)
+            root_hashes.append(h)
             continue
-        walk(root)
-    return out
+        idx = 2 * n - 2
+        k = n
+        d = 0
+        while not k & 1:
+            size += root_sizes.pop()
+            h = blake(b"\x01" + _U64(size) + root_hashes.pop() + h, digest_size=32).digest()
+            idx -= 1 << d
+            d += 1
+            k >>= 1
+            parents += pack_node(idx, size, h)
+        root_sizes.append(size)
+        root_hashes.append(h)
+    grown = [
+        Node(i, sz, hh)
+        for i, sz, hh in zip(flat_tree.full_roots(2 * n), root_sizes, root_hashes, strict=True)
+    ]
+    return sizes, leaves, bytes(parents), grown
 
 
-def verify_range(
-    roots: Sequence[Node], length: int, start: int, values: Sequence[bytes], proof: Sequence[Node]
-) -> tuple[list[bytes], list[Node]]:
-    """Hash blocks [start, start+len(values)) up to the trusted ``roots`` with the ``proof``.
-
-    Returns the leaf hashes and every parent node computed on the way (to store), or raises
-    :class:`VerificationError`.
-    """
-    end = start + len(values)
-    if not values or end > length:
-        raise VerificationError(f"range {start}..{end} is outside length {length}")
-    # the proof's nodes come in the order the verifier needs them (depth first, left to right):
-    # one encoding per proof
-    lo, hi = 2 * start, 2 * (end - 1)
-    leaves = [leaf_hash(v) for v in values]
-    made: list[Node] = []
-    used = 0
-
-    def compute(i: int) -> Node:
-        nonlocal used
-        left, right = flat_tree.spans(i)
-        if right < lo or left > hi:
-            if used >= len(proof) or proof[used].index != i:
-                raise VerificationError(f"range proof lacks node {i} (or has it out of order)")
-            n = proof[used]
-            used += 1
-            return n
-        if not i & 1:
-            j = i // 2 - start
-            return Node(i, len(values[j]), leaves[j])
-        kids = flat_tree.children(i)
-        assert kids is not None
-        a, b = compute(kids[0]), compute(kids[1])
-        size = a.size + b.size
-        n = Node(
-            i,
-            size,
-            hashlib.blake2b(b"\x01" + _U64(size) + a.hash + b.hash, digest_size=32).digest(),
-        )
-        made.append(n)
-        return n
-
-    trusted = {r.index: r for r in roots}
-    for root in flat_tree.full_roots(2 * length):
-        left, right = flat_tree.spans(root)
-        if right < lo or left > hi:
+def _place_nodes(
+    made: Sequence[Node], runs: Sequence[tuple[int, int]], start: int, end: int
+) -> tuple[dict[int, list[Node]], list[Node]]:
+    """Where a range proof's nodes are stored: parents whose last block is in a new run go in
+    that run's segment (by the run's start); the rest (proof siblings, nodes reaching past the
+    run) go to ``nodes``."""
+    in_run: dict[int, list[Node]] = {a: [] for a, _ in runs}
+    loose: list[Node] = []
+    for n in made:
+        if not n.index & 1:
+            if not start <= n.index // 2 < end:
+                loose.append(n)
             continue
-        got = compute(root)
-        want = trusted.get(root)
-        if want is None or want != got:
-            raise VerificationError(f"blocks {start}..{end} do not hash to the signed root {root}")
-    if used != len(proof):
-        raise VerificationError("range proof has nodes that prove nothing")
-    return leaves, made + list(proof)
+        last = flat_tree.right_span(n.index) // 2
+        for a, b in runs:
+            if a <= last < b:
+                in_run[a].append(n)
+                break
+        else:
+            loose.append(n)
+    return in_run, loose
