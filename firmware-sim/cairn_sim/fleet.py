@@ -436,7 +436,3 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
         return Publish(p.topic, json.dumps(doc).encode(), p.retain, p.content_type)
     # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong
     return Publish(p.topic, b"nan" if variant == "nan" else b"abc", p.retain, p.content_type)
-
-
-def kinds_help() -> str:
-    return ", ".join(sorted(KINDS))

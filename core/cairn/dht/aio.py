@@ -286,10 +286,6 @@ class UDPNode:
         return self._bound[SERVER]
 
     @property
-    def client_address(self) -> Address:
-        return self._bound[CLIENT]
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
