@@ -21,7 +21,7 @@ from typing import Literal
 
 import cbor2
 
-from cairn_sim.models import KINDS, Model, Reading, model
+from cairn_sim.models import Model, Reading, model
 from cairn_sim.payloads import (
     FORMATS,
     SENML_CBOR_LABELS,
