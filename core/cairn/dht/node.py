@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cairn.dht.events import Bootstrapped, Event, QueryDone, QueryReply, Reply, RequestDone
+from cairn.dht.events import Bootstrapped, Event, QueryDone, Reply, RequestDone
 from cairn.dht.messages import (
     Address,
     Command,
@@ -35,7 +35,8 @@ from cairn.dht.messages import (
     node_id,
     node_id_int,
 )
-from cairn.dht.routing import PER_HOST, K, NodeInfo, RoutingTable, capped_host
+from cairn.dht.query import Query
+from cairn.dht.routing import K, NodeInfo, RoutingTable
 from cairn.errors import DecodeError
 
 __all__ = [
@@ -153,216 +154,6 @@ class _Congestion:
             self.total -= 1
 
 
-class _Candidate:
-    __slots__ = ("addr", "dist", "referrers", "state")
-
-    def __init__(self, addr: Address, dist: int) -> None:
-        self.addr = addr
-        self.dist = dist
-        self.state = 0  # 0 new, 1 in flight, 2 slow, 3 done, 4 down
-        self.referrers: list[Address] = []
-
-
-class _Query:
-    """One iterative query (dht-rpc lib/query.js, with candidates kept sorted by distance)."""
-
-    def __init__(self, node: DHTNode, qid: int, target: bytes, command: int, internal: bool,
-                 value: bytes | None, commit: Callable[[Reply], bytes | None] | None,
-                 on_reply: Callable[[Reply], bool] | None, emit: bool, concurrency: int,
-                 retries: int, pad_to: int, commit_command: int) -> None:
-        self.node = node
-        self.id = qid
-        self.target = target
-        self.t = int.from_bytes(target, "big")
-        self.command = command
-        self.internal = internal
-        self.value = value
-        self.commit = commit
-        self.on_reply = on_reply
-        self.emit = emit
-        self.concurrency = concurrency
-        self.retries = retries
-        self.pad_to = pad_to
-        self.commit_command = commit_command
-        self.candidates: dict[Address, _Candidate] = {}
-        self.order: list[tuple[int, int, Address]] = []  # heap of new candidates
-        self.seq = 0
-        self.closest: list[tuple[int, Reply]] = []  # sorted, at most k
-        self.active = 0
-        self.slow = 0
-        self.successes = 0
-        self.errors = 0
-        self.finished = False
-        self.committing = False
-        self.pending_commits = 0
-        self.commits_ok = 0
-        self.commit_errors: list[int] = []
-
-    def add(self, addr: Address, referrer: Address | None) -> bool:
-        c = self.candidates.get(addr)
-        dist = node_id_int(addr) ^ self.t
-        if c is None and self.node._is_dead(addr):
-            # it timed out moments ago in another query: do not wait on it again
-            c = self.candidates[addr] = _Candidate(addr, dist)
-            c.state = 4
-            if referrer is not None:
-                self.node._down_hint(referrer, addr)
-            return self.is_closer(dist)
-        if c is not None:
-            if referrer is not None:
-                if c.state == 4:
-                    self.node._down_hint(referrer, addr)
-                else:
-                    c.referrers.append(referrer)
-            return True
-        if not self.is_closer(dist):
-            return False
-        c = self.candidates[addr] = _Candidate(addr, dist)
-        if referrer is not None:
-            c.referrers.append(referrer)
-        self.seq += 1
-        heapq.heappush(self.order, (dist, self.seq, addr))
-        return True
-
-    def is_closer(self, dist: int) -> bool:
-        k = self.node.table.k
-        return len(self.closest) < k or dist < self.closest[-1][0]
-
-    def pump(self, now: float) -> None:
-        if self.finished or self.committing:
-            return
-        limit = self.concurrency
-        while self.active < limit and self.order:
-            dist, _, addr = heapq.heappop(self.order)
-            c = self.candidates[addr]
-            if c.state != 0:
-                continue
-            if not self.is_closer(dist):
-                self.order.clear()
-                break
-            self.visit(c, now)
-        if self.order:
-            return
-        if self.active == 0 and (self.slow == 0 or len(self.closest) >= self.node.table.k):
-            self.flush(now)
-
-    def visit(self, c: _Candidate, now: float) -> None:
-        c.state = 1
-        self.active += 1
-
-        def done(reply: Reply | None, error: str | None) -> None:
-            if c.state == 2:
-                self.slow -= 1
-            else:
-                self.active -= 1
-            if reply is None:
-                c.state = 4
-                self.errors += 1
-                if error == "timeout":
-                    for ref in c.referrers:
-                        self.node._down_hint(ref, c.addr)
-            else:
-                c.state = 3
-                self.on_visit(reply)
-            self.pump(self.node._now)
-
-        def slow() -> None:
-            if c.state == 1:
-                c.state = 2
-                self.active -= 1
-                self.slow += 1
-                self.pump(self.node._now)
-
-        self.node._send_request(c.addr, self.command, self.internal, self.target, self.value,
-                                None, now, done, slow, self.retries, self.pad_to)
-
-    def on_visit(self, reply: Reply) -> None:
-        if self.finished or self.committing:
-            return
-        if reply.error == 0:
-            self.successes += 1
-        else:
-            self.errors += 1
-        if reply.error == 0 and reply.from_id is not None:
-            dist = int.from_bytes(reply.from_id, "big") ^ self.t
-            if self.is_closer(dist):
-                self.push_closest(dist, reply)
-        own = self.node.address
-        for addr in reply.closer_nodes:
-            if addr == own or addr[1] == 0:
-                continue
-            if not self.add(addr, reply.from_addr):
-                break
-        if reply.error != 0:
-            return
-        if self.emit:
-            self.node._events.append(QueryReply(self.id, reply))
-        if self.on_reply is not None and self.on_reply(reply):
-            self.stop()
-
-    def push_closest(self, dist: int, reply: Reply) -> None:
-        """Keep the k closest repliers, at most PER_HOST of one host: a host that ground
-        ports for ids next to the target holds two places, and the query goes on to honest
-        nodes for the rest (the nodes it commits to and that bound its search)."""
-        closest = self.closest
-        if any(d == dist for d, _ in closest):
-            return
-        host = reply.from_addr[0]
-        if capped_host(host):
-            same = [i for i, (_, r) in enumerate(closest) if r.from_addr[0] == host]
-            if len(same) >= PER_HOST:
-                far = same[-1]
-                if closest[far][0] <= dist:
-                    return
-                del closest[far]
-        for i, (d, _) in enumerate(closest):
-            if d > dist:
-                closest.insert(i, (dist, reply))
-                break
-        else:
-            closest.append((dist, reply))
-        del closest[self.node.table.k :]
-
-    def stop(self) -> None:
-        """Finish now (an early answer was good enough); no commit."""
-        if self.finished:
-            return
-        self.finished = True
-        self.node._query_done(self, 0, None)
-
-    def flush(self, now: float) -> None:
-        if self.committing or self.finished:
-            return
-        if self.commit is None:
-            self.finished = True
-            self.node._query_done(self, 0, None)
-            return
-        self.committing = True
-        for _, reply in self.closest:
-            if reply.token is None:
-                continue
-            value = self.commit(reply)
-            if value is None:
-                continue
-            self.pending_commits += 1
-            self.node._send_request(reply.from_addr, self.commit_command, False, self.target,
-                                    value, reply.token, now, self.commit_done, None, 3)
-        if self.pending_commits == 0:
-            self.finished = True
-            self.node._query_done(self, 0, "too few nodes responded")
-
-    def commit_done(self, reply: Reply | None, error: str | None) -> None:
-        self.pending_commits -= 1
-        if reply is not None and reply.error == 0:
-            self.commits_ok += 1
-        elif reply is not None:
-            self.commit_errors.append(reply.error)
-        if self.pending_commits == 0 and not self.finished:
-            self.finished = True
-            err = None if self.commits_ok else "no node accepted the commit"
-            self.node._query_done(self, self.commits_ok, err)
-
-
 class DHTNode:
     """One node. ``persistent``: True = a routing node from the start (its address must be
     known); False = an ephemeral client; None = adaptive: ephemeral until a reachability check
@@ -409,7 +200,7 @@ class DHTNode:
         self._congestion = _Congestion()
         self._outbox: list[tuple[bytes, Address, int]] = []
         self._events: deque[Event] = deque()
-        self._queries: dict[int, _Query] = {}
+        self._queries: dict[int, Query] = {}
         self._next_query = 1
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._rtt: dict[Address, float] = {}  # per peer, newest last, at most _RTT_PEERS
@@ -537,7 +328,7 @@ class DHTNode:
             raise ValueError("a query target is 32 bytes")
         qid = self._next_query
         self._next_query += 1
-        q = _Query(self, qid, target, command, internal, value, commit, on_reply, emit_replies,
+        q = Query(self, qid, target, command, internal, value, commit, on_reply, emit_replies,
                    concurrency or self.concurrency, retries, pad_to,
                    command if commit_command is None else commit_command)
         self._queries[qid] = q
@@ -683,7 +474,7 @@ class DHTNode:
         self._send_request(to, Command.DOWN_HINT, True, None, encode_ipv4(down), None,
                            self._now, lambda r, e: None, None, 0)
 
-    def _query_done(self, q: _Query, commits: int, error: str | None) -> None:
+    def _query_done(self, q: Query, commits: int, error: str | None) -> None:
         self._queries.pop(q.id, None)
         closest = tuple(r for _, r in q.closest)
         self._events.append(QueryDone(q.id, closest, commits, error, tuple(q.commit_errors)))
@@ -889,7 +680,7 @@ class DHTNode:
             some = self.table.random_node(self._rng)
             self.find_node(some.id if some else self.id, now)
 
-    def _on_bootstrapped(self, q: _Query, now: float) -> None:
+    def _on_bootstrapped(self, q: Query, now: float) -> None:
         if self.bootstrapped:
             return
         self.bootstrapped = True
@@ -903,7 +694,7 @@ class DHTNode:
             return
         self._events.append(Bootstrapped(not self.ephemeral, self.address, self.id))
 
-    def _reachability_check(self, q: _Query, now: float) -> None:
+    def _reachability_check(self, q: Query, now: float) -> None:
         """Ask a few nodes to answer to our server port from where they are (PING_NAT)."""
         assert self.address is not None
         port = self.address[1].to_bytes(2, "little")
