@@ -36,6 +36,7 @@ from cairn.dht.messages import (
     node_id_int,
 )
 from cairn.dht.query import Query
+from cairn.dht.requests import CONGESTION_SLOT, DEFAULT_TIMEOUT, CongestionWindow, Outgoing
 from cairn.dht.routing import K, NodeInfo, RoutingTable
 from cairn.errors import DecodeError
 
@@ -55,10 +56,7 @@ CLIENT = 1
 
 TICK = 5.0  # seconds between maintenance ticks
 TOKEN_ROTATE = 7.5  # tokens live 7.5-15 s, as dht-rpc's
-CONGESTION_SLOT = 0.75
-MAX_WINDOW = 80  # requests per congestion slot, as dht-rpc
 CONCURRENCY = 10
-DEFAULT_TIMEOUT = 1.0
 UNKNOWN_SLOW = 0.1  # a request to a peer we have no RTT for is marked slow after this
 MAX_DELAYED_PING = 10.0
 DOWN_HINTS_PER_TICK = 50
@@ -94,64 +92,6 @@ class Answer:
 class RequestHandler(Protocol):
     def on_request(self, req: IncomingRequest, now: float) -> Answer | None:
         """Answer a request, or None for an unknown command."""
-
-
-class _Outgoing:
-    __slots__ = (
-        "data", "deadline", "on_done", "on_slow", "retries", "sent", "slow", "slow_at",
-        "socket", "started", "tid", "timeout", "to",
-    )
-
-    def __init__(self, tid: int, to: Address, data: bytes, socket: int, retries: int,
-                 on_done: Callable[[Reply | None, str | None], None],
-                 on_slow: Callable[[], None] | None) -> None:
-        self.tid = tid
-        self.to = to
-        self.data = data
-        self.socket = socket
-        self.retries = retries
-        self.sent = 0
-        self.deadline = 0.0
-        self.timeout = DEFAULT_TIMEOUT
-        self.slow_at = 0.0
-        self.slow = False
-        self.started = 0.0
-        self.on_done = on_done
-        self.on_slow = on_slow
-
-
-class _Congestion:
-    """dht-rpc's window: at most MAX_WINDOW sends per 0.75 s slot and 2x that over 4 slots."""
-
-    __slots__ = ("slot", "total", "window")
-
-    def __init__(self) -> None:
-        self.window = [0, 0, 0, 0]
-        self.total = 0
-        self.slot = 0
-
-    def advance(self, now: float) -> None:
-        slot = int(now / CONGESTION_SLOT)
-        steps = min(slot - self.slot, 4)
-        for _ in range(max(steps, 0)):
-            self.slot += 1
-            i = self.slot & 3
-            self.total -= self.window[i]
-            self.window[i] = 0
-        self.slot = max(self.slot, slot)
-
-    def full(self) -> bool:
-        return self.total >= 2 * MAX_WINDOW or self.window[self.slot & 3] >= MAX_WINDOW
-
-    def send(self) -> None:
-        self.total += 1
-        self.window[self.slot & 3] += 1
-
-    def recv(self) -> None:
-        i = self.slot & 3
-        if self.window[i] > 0:
-            self.window[i] -= 1
-            self.total -= 1
 
 
 class DHTNode:
@@ -192,12 +132,12 @@ class DHTNode:
         self._next_tick = now + TICK
         self._ticks = 0
         self._tid = rng.randrange(0x10000)
-        self._inflight: dict[int, _Outgoing] = {}
+        self._inflight: dict[int, Outgoing] = {}
         self._timers: list[tuple[float, int, int]] = []  # (when, seq, tid), lazily deleted
         self._delayed: list[tuple[float, int, bytes, Address, int]] = []
         self._timer_seq = 0
-        self._queued: deque[_Outgoing] = deque()  # waiting for the congestion window
-        self._congestion = _Congestion()
+        self._queued: deque[Outgoing] = deque()  # waiting for the congestion window
+        self._congestion = CongestionWindow()
         self._outbox: list[tuple[bytes, Address, int]] = []
         self._events: deque[Event] = deque()
         self._queries: dict[int, Query] = {}
@@ -392,7 +332,7 @@ class DHTNode:
             return
         if len(data) < pad_to:
             data += bytes(pad_to - len(data))  # dht-rpc ignores bytes after the last field
-        req = _Outgoing(tid, to, data, socket, retries, on_done, on_slow)
+        req = Outgoing(tid, to, data, socket, retries, on_done, on_slow)
         req.started = now
         self.stats["requests"] += 1
         self._inflight[tid] = req
@@ -402,7 +342,7 @@ class DHTNode:
         else:
             self._transmit(req, now)
 
-    def _transmit(self, req: _Outgoing, now: float) -> None:
+    def _transmit(self, req: Outgoing, now: float) -> None:
         if req.tid not in self._inflight:
             return
         req.sent += 1
@@ -429,7 +369,7 @@ class DHTNode:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, tid))
 
-    def _on_timer(self, req: _Outgoing, now: float) -> None:
+    def _on_timer(self, req: Outgoing, now: float) -> None:
         if req.on_slow is not None and not req.slow and req.slow_at and now >= req.slow_at:
             req.slow = True
             if now < req.deadline:
