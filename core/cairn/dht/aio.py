@@ -136,9 +136,6 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
-_END = object()
-
-
 class QueryStream:
     """The successful replies of one query as they arrive, then its :class:`QueryDone`.
 

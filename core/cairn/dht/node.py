@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -48,8 +47,6 @@ __all__ = [
     "IncomingRequest",
     "RequestHandler",
 ]
-
-log = logging.getLogger(__name__)
 
 SERVER = 0
 CLIENT = 1
