@@ -7,6 +7,12 @@ randomness come in as arguments, so hundreds of nodes run in one process on a fa
 Like dht-rpc, a node has two sockets: ``SERVER`` (the address other nodes know it by) and
 ``CLIENT`` (where an ephemeral node sends its requests from). A persistent node sends everything
 from ``SERVER`` with its id; an ephemeral node sends no id and never enters routing tables.
+
+This module is the node: datagrams in and out, requests answered (with the 3x amplification
+bound), retries and timeouts, the routing table's upkeep, bootstrap and the reachability check.
+Its parts live beside it: the iterative query in :mod:`cairn.dht.query` (as dht-rpc keeps
+``lib/query.js``), a request in flight and the congestion window in :mod:`cairn.dht.requests`,
+write tokens and their secrets in :mod:`cairn.dht.tokens`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from cairn.dht.messages import (
 from cairn.dht.query import Query
 from cairn.dht.requests import CONGESTION_SLOT, DEFAULT_TIMEOUT, CongestionWindow, Outgoing
 from cairn.dht.routing import K, NodeInfo, RoutingTable
+from cairn.dht.tokens import TokenSecrets
 from cairn.errors import DecodeError
 
 __all__ = [
@@ -52,7 +59,6 @@ SERVER = 0
 CLIENT = 1
 
 TICK = 5.0  # seconds between maintenance ticks
-TOKEN_ROTATE = 7.5  # tokens live 7.5-15 s, as dht-rpc's
 CONCURRENCY = 10
 UNKNOWN_SLOW = 0.1  # a request to a peer we have no RTT for is marked slow after this
 MAX_DELAYED_PING = 10.0
@@ -124,8 +130,7 @@ class DHTNode:
         self.handler = handler
         self.concurrency = concurrency
         self.bootstrapped = False
-        self._secrets = [rng.randbytes(32), rng.randbytes(32)]
-        self._next_rotate = now + TOKEN_ROTATE
+        self._tokens = TokenSecrets(rng, now)
         self._next_tick = now + TICK
         self._ticks = 0
         self._tid = rng.randrange(0x10000)
@@ -190,7 +195,7 @@ class DHTNode:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        t = min(self._next_tick, self._next_rotate)
+        t = min(self._next_tick, self._tokens.next_rotation)
         while self._timers and self._timers[0][2] not in self._inflight:
             heapq.heappop(self._timers)
         if self._timers:
@@ -214,10 +219,7 @@ class DHTNode:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, data, to, socket = heapq.heappop(self._delayed)
             self._outbox.append((data, to, socket))
-        if now >= self._next_rotate:
-            self._next_rotate = now + TOKEN_ROTATE
-            self._secrets = [self._secrets[1], hashlib.blake2b(self._secrets[0],
-                                                               digest_size=32).digest()]
+        self._tokens.rotate_if_due(now)
         if now >= self._next_tick:
             self._next_tick = now + TICK
             self._tick(now)
@@ -305,7 +307,8 @@ class DHTNode:
         self.request(addr, Command.PING, now, internal=True)
 
     def token(self, host: str, i: int = 1) -> bytes:
-        return hashlib.blake2b(host.encode(), key=self._secrets[i], digest_size=32).digest()
+        """The write token this node gives ``host`` now (``i`` = 0: the one before)."""
+        return self._tokens.token(host, i)
 
     # -- internals: requests out -------------------------------------------------------------
 
@@ -494,7 +497,7 @@ class DHTNode:
         from_id = msg.id if msg.id is not None and msg.id == node_id(addr) else None
         token_ok = False
         if msg.token is not None:
-            token_ok = msg.token in (self.token(addr[0], 1), self.token(addr[0], 0))
+            token_ok = self._tokens.valid(addr[0], msg.token)
             if not token_ok:
                 self._reply(msg, addr, size, socket, error=ErrorCode.INVALID_TOKEN, token=True,
                             closer=True)
