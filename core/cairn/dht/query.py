@@ -49,13 +49,12 @@ class QueryHost(Protocol):
 
 
 class Candidate:
-    """A node the query knows of, by distance to the target, and who told it of the node."""
+    """A node the query knows of: how far it got with it, and who told it of the node."""
 
-    __slots__ = ("addr", "dist", "referrers", "state")
+    __slots__ = ("addr", "referrers", "state")
 
-    def __init__(self, addr: Address, dist: int) -> None:
+    def __init__(self, addr: Address) -> None:
         self.addr = addr
-        self.dist = dist
         self.state = 0  # 0 new, 1 in flight, 2 slow, 3 done, 4 down
         self.referrers: list[Address] = []
 
@@ -87,8 +86,6 @@ class Query:
         self.closest: list[tuple[int, Reply]] = []  # sorted, at most k
         self.active = 0
         self.slow = 0
-        self.successes = 0
-        self.errors = 0
         self.finished = False
         self.committing = False
         self.pending_commits = 0
@@ -100,7 +97,7 @@ class Query:
         dist = node_id_int(addr) ^ self.t
         if c is None and self.node._is_dead(addr):
             # it timed out moments ago in another query: do not wait on it again
-            c = self.candidates[addr] = Candidate(addr, dist)
+            c = self.candidates[addr] = Candidate(addr)
             c.state = 4
             if referrer is not None:
                 self.node._down_hint(referrer, addr)
@@ -114,7 +111,7 @@ class Query:
             return True
         if not self.is_closer(dist):
             return False
-        c = self.candidates[addr] = Candidate(addr, dist)
+        c = self.candidates[addr] = Candidate(addr)
         if referrer is not None:
             c.referrers.append(referrer)
         self.seq += 1
@@ -154,7 +151,6 @@ class Query:
                 self.active -= 1
             if reply is None:
                 c.state = 4
-                self.errors += 1
                 if error == "timeout":
                     for ref in c.referrers:
                         self.node._down_hint(ref, c.addr)
@@ -176,10 +172,6 @@ class Query:
     def on_visit(self, reply: Reply) -> None:
         if self.finished or self.committing:
             return
-        if reply.error == 0:
-            self.successes += 1
-        else:
-            self.errors += 1
         if reply.error == 0 and reply.from_id is not None:
             dist = int.from_bytes(reply.from_id, "big") ^ self.t
             if self.is_closer(dist):
