@@ -275,27 +275,7 @@ def _resolve(pack: object) -> list[Sample]:
                     raise DecodeError(f"{LABEL_NAMES[label]} (sum) is not supported")
                 else:
                     raise DecodeError(f"unknown SenML label {label}")
-            if not values:
-                raise DecodeError("no value (v, vs, vb or vd)")
-            if len(values) > 1:
-                names = ", ".join(LABEL_NAMES[label] for label, _ in values)
-                raise DecodeError(f"more than one value ({names})")
-            label, item = values[0]
-            value: Value
-            if label == V:
-                value = base_value + _number(label, item)
-                if not math.isfinite(value):
-                    raise DecodeError("bv + v is not finite")
-            elif label == VS:
-                value = _text(label, item)
-            elif label == VB:
-                if type(item) is not bool:
-                    raise DecodeError(f"vb must be a boolean, got {type(item).__name__}")
-                value = item
-            else:
-                if type(item) is not bytes:
-                    raise DecodeError(f"vd must be a byte string, got {type(item).__name__}")
-                value = item
+            value = _value(values, base_value)
             time = base_time + offset
             if not math.isfinite(time):
                 raise DecodeError("bt + t is not finite")
@@ -306,3 +286,27 @@ def _resolve(pack: object) -> list[Sample]:
         except ValueError as exc:  # from Sample: name or unit out of bounds
             raise DecodeError(f"record {index}: {exc}") from None
     return samples
+
+
+def _value(values: list[tuple[int, object]], base_value: float) -> Value:
+    """A record's one value: ``bv + v``, ``vs``, ``vb`` or ``vd``, as (label, item) pairs."""
+    if not values:
+        raise DecodeError("no value (v, vs, vb or vd)")
+    if len(values) > 1:
+        names = ", ".join(LABEL_NAMES[label] for label, _ in values)
+        raise DecodeError(f"more than one value ({names})")
+    label, item = values[0]
+    if label == V:
+        number = base_value + _number(label, item)
+        if not math.isfinite(number):
+            raise DecodeError("bv + v is not finite")
+        return number
+    if label == VS:
+        return _text(label, item)
+    if label == VB:
+        if type(item) is not bool:
+            raise DecodeError(f"vb must be a boolean, got {type(item).__name__}")
+        return item
+    if type(item) is not bytes:
+        raise DecodeError(f"vd must be a byte string, got {type(item).__name__}")
+    return item
