@@ -3,8 +3,8 @@
 :meth:`Frame.decode` bounds the input's size, tries the fast path (:mod:`cairn.frames.fast`) and
 falls back to :func:`full_decode`, which reads any SenML CBOR pack within Cairn's bounds: a
 structural pre-scan of the CBOR before cbor2 builds any object, then the records resolved into
-samples (RFC 8428, section 4.6). Both raise only :class:`~cairn.errors.DecodeError` on bad bytes
-(a remote error): the fuzz harness holds them to it.
+samples (RFC 8428, section 4.6). It raises only :class:`~cairn.errors.DecodeError` on bad bytes
+(a remote error; the fast path raises nothing): the fuzz harness holds it to that.
 """
 
 from __future__ import annotations

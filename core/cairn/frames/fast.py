@@ -4,7 +4,8 @@
 from the bytes, without cbor2, and returns None for anything else, and for anything such a pack
 holds that the full decoder (:func:`cairn.frames.decode.full_decode`) would refuse: the caller
 then decodes it the full way. A hypothesis test in ``tests/unit/test_frames.py`` holds the two
-to the same answer; the reason, about five times faster, is issue 8's measurement.
+to the same answer; the reason is measured in ``docs/decisions/0009-gateway-ingest-worker.md``
+(10.2 us -> 3.9 us per one-sample frame).
 """
 
 from __future__ import annotations
