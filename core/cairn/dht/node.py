@@ -37,6 +37,7 @@ from cairn.dht.messages import (
     encode_ipv4,
     encode_request,
     encode_response,
+    encode_response_within,
     node_id,
     node_id_int,
 )
@@ -589,22 +590,10 @@ class DHTNode:
             nodes = tuple(n.addr for n in self.table.closest(msg.target) if n.addr != to)
         tok = self.token(to[0]) if token else None
         resp = Response(msg.tid, to, rid, tok, nodes, error, value)
-        data = encode_response(resp)
         if to[0] in self._verified:
-            return data
-        budget = AMPLIFICATION * size
-        if len(data) <= budget:
-            return data
-        # An unverified source (its address may be forged): shrink the answer to 3x its request.
-        while nodes and len(data) > budget:
-            nodes = nodes[: max(0, len(nodes) - max(1, (len(data) - budget + 5) // 6))]
-            data = encode_response(Response(msg.tid, to, rid, tok, nodes, error, value))
-        if len(data) > budget and value is not None:
-            # the value does not fit: answer with a token only, the sender can ask again with it
-            data = encode_response(Response(msg.tid, to, rid, tok, (), error, None))
-        if len(data) > budget:
-            data = encode_response(Response(msg.tid, to, None, None, (), error, None))
-        return data if len(data) <= budget else None
+            return encode_response(resp)
+        # An unverified source (its address may be forged): at most 3x the bytes of its request.
+        return encode_response_within(resp, AMPLIFICATION * size)
 
     # -- maintenance ------------------------------------------------------------------------------
 
