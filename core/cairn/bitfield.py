@@ -64,21 +64,6 @@ class Bitfield:
                 j += 1
             i = (pno + 1) << 15
 
-    def first_set(self, start: int = 0) -> int | None:
-        """The first held index at or after ``start``, or None."""
-        for pno in sorted(p for p in self._pages if p >= start >> 15):
-            page = self._pages[pno]
-            j = start - (pno << 15) if pno == start >> 15 else 0
-            while j < PAGE_BITS:
-                byte = page[j >> 3]
-                if byte == 0 and j & 7 == 0:
-                    j += 8
-                    continue
-                if byte & (1 << (j & 7)):
-                    return (pno << 15) + j
-                j += 1
-        return None
-
     def count(self, start: int, end: int) -> int:
         return sum(1 for i in range(start, end) if self.has(i))
 

@@ -135,9 +135,6 @@ class Iterator:
     def is_left(self) -> bool:
         return not self.offset & 1
 
-    def is_right(self) -> bool:
-        return bool(self.offset & 1)
-
     def contains(self, i: int) -> bool:
         if i > self.index:
             return i < self.index + self.factor // 2

@@ -21,7 +21,7 @@ from typing import Literal
 
 import cbor2
 
-from cairn_sim.models import KINDS, Model, Reading, model
+from cairn_sim.models import Model, Reading, model
 from cairn_sim.payloads import (
     FORMATS,
     SENML_CBOR_LABELS,
@@ -436,7 +436,3 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
         return Publish(p.topic, json.dumps(doc).encode(), p.retain, p.content_type)
     # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong
     return Publish(p.topic, b"nan" if variant == "nan" else b"abc", p.retain, p.content_type)
-
-
-def kinds_help() -> str:
-    return ", ".join(sorted(KINDS))

@@ -17,6 +17,8 @@ from cairn.dht.messages import (
     Response,
     decode,
     encode_request,
+    encode_response,
+    encode_response_within,
     node_id,
 )
 from cairn.dht.node import DHTNode
@@ -111,6 +113,38 @@ def test_mutated_requests_never_raise_and_never_amplify(req: Request, data: st.D
     node.receive_datagram(datagram, PEER, 1.0)
     for out, _to, _ in node.datagrams_to_send():
         assert len(out) <= 3 * len(datagram), (len(out), len(datagram))
+
+
+responses = st.builds(
+    Response,
+    st.integers(0, 0xFFFF),
+    st.just(PEER),
+    st.none() | st.binary(min_size=32, max_size=32),
+    st.none() | st.binary(min_size=32, max_size=32),
+    st.lists(st.tuples(st.just("127.0.3.4"), st.integers(1, 0xFFFF)), max_size=30).map(tuple),
+    st.integers(0, 300),
+    st.none() | st.binary(max_size=1100),
+)
+
+
+@settings(max_examples=400)
+@given(responses, st.integers(0, 700))
+def test_a_response_shrunk_to_a_budget_fits_or_is_not_sent(resp: Response, budget: int) -> None:
+    data = encode_response_within(resp, budget)
+    full = encode_response(resp)
+    if len(full) <= budget:
+        assert data == full  # nothing taken away when it fits
+        return
+    if data is None:  # not even the bare answer (tid, address, error) fits
+        assert len(encode_response(Response(resp.tid, resp.to, error=resp.error))) > budget
+        return
+    assert len(data) <= budget
+    got = decode(data)
+    assert isinstance(got, Response)
+    assert (got.tid, got.to, got.error) == (resp.tid, resp.to, resp.error)
+    assert got.value in (None, resp.value)
+    assert got.token in (None, resp.token)
+    assert resp.closer_nodes[: len(got.closer_nodes)] == got.closer_nodes  # the closest kept
 
 
 def test_an_unproven_address_gets_at_most_three_times_what_it_sent() -> None:

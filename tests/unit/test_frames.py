@@ -444,12 +444,13 @@ def exact(frame: Frame) -> list[tuple[object, ...]]:
 
 def agree(data: bytes) -> bool:
     """The fast path's answer, when it gives one, is the full decoder's; True if it gave one."""
-    from cairn.frames import _fast_decode, _full_decode
+    from cairn.frames.decode import full_decode
+    from cairn.frames.fast import fast_decode
 
-    fast = _fast_decode(data)
+    fast = fast_decode(data)
     if fast is None:
         return False
-    full = _full_decode(data)  # raises if the fast path took what the full decoder refuses
+    full = full_decode(data)  # raises if the fast path took what the full decoder refuses
     assert exact(fast) == exact(full), data.hex()
     assert (fast.start, fast.end) == (full.start, full.end)
     return True
@@ -484,10 +485,10 @@ def test_the_fast_path_agrees_on_any_pack_of_flat_records(records: list[dict[int
 
 
 def test_the_fast_path_declines_what_it_does_not_read() -> None:
-    from cairn.frames import _fast_decode
+    from cairn.frames.fast import fast_decode
 
     good = {BN: TEMP, BT: T0, V: 1.5}
-    assert _fast_decode(pack(good)) is not None
+    assert fast_decode(pack(good)) is not None
     declined = [
         b"\xd9\xd9\xf7" + pack(good),  # the self-describe tag
         cbor2.dumps([good] * 24),  # more than 23 records
@@ -502,7 +503,7 @@ def test_the_fast_path_declines_what_it_does_not_read() -> None:
         bytes.fromhex("81a3") + bytes.fromhex("21") + b"\x7f" + b"ab\xff",  # indefinite text
     ]
     for data in declined:
-        assert _fast_decode(data) is None, data.hex()
+        assert fast_decode(data) is None, data.hex()
 
 
 # -- reading frames from a log --------------------------------------------------------------------

@@ -73,6 +73,23 @@ def is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0")  # noqa: S104 - a comparison, not a bind
 
 
+def _check_open(host: str, port: int, persistent: bool | None,
+                address: Address | None) -> tuple[str, Address | None]:
+    """:meth:`UDPNode.open`'s host, port and address checked (ValueError naming the argument)."""
+    host = _check_host(host)
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port must be 0-65535, got {port}")
+    if address is not None:
+        address = (_check_host(address[0]), address[1])
+        if is_wildcard(address[0]) or not 0 <= address[1] <= 0xFFFF:
+            raise ValueError(f"address must be a concrete IPv4 address and port, got "
+                             f"{address[0]}:{address[1]}")
+    if persistent and is_wildcard(host) and address is None:
+        raise ValueError("a persistent node bound to 0.0.0.0 needs address=(ip, port): the "
+                         "address other nodes reach it at")
+    return host, address
+
+
 def _check_host(host: str) -> str:
     if is_wildcard(host):
         return "0.0.0.0"  # noqa: S104 - the caller asked for every interface
@@ -134,9 +151,6 @@ class _Endpoint(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
-
-
-_END = object()
 
 
 class QueryStream:
@@ -221,17 +235,7 @@ class UDPNode:
         concrete IP, else ``address`` (whose port 0 means the bound port). ``rng`` (ids, write
         tokens, transaction ids) defaults to the system's random source.
         """
-        host = _check_host(host)
-        if not 0 <= port <= 0xFFFF:
-            raise ValueError(f"port must be 0-65535, got {port}")
-        if address is not None:
-            address = (_check_host(address[0]), address[1])
-            if is_wildcard(address[0]) or not 0 <= address[1] <= 0xFFFF:
-                raise ValueError(f"address must be a concrete IPv4 address and port, got "
-                                 f"{address[0]}:{address[1]}")
-        if persistent and is_wildcard(host) and address is None:
-            raise ValueError("a persistent node bound to 0.0.0.0 needs address=(ip, port): the "
-                             "address other nodes reach it at")
+        host, address = _check_open(host, port, persistent, address)
         loop = asyncio.get_running_loop()
         server_sock = _bind(host, port)
         try:
@@ -284,10 +288,6 @@ class UDPNode:
     def server_address(self) -> Address:
         """Where the server socket is bound (``0.0.0.0`` when bound to every interface)."""
         return self._bound[SERVER]
-
-    @property
-    def client_address(self) -> Address:
-        return self._bound[CLIENT]
 
     @property
     def closed(self) -> bool:

@@ -16,11 +16,15 @@ and the query is stopped. The exceptions, by whose fault they are::
     CairnError
      ├── LocalError
      │    └── NodeClosedError   an operation on (or waiting on) a closed node
-     └── DHTError               the network did not do what was asked
-          ├── UnreachableError  no DHT node answered at all (check the bootstrap addresses)
+     ├── ServiceError
+     │    └── UnreachableError  no DHT node answered at all (check the bootstrap addresses)
+     └── RemoteError
           └── NotStoredError    nodes answered, none stored the record
                ├── SeqTooLowError   they hold a higher seq for this key
                └── SeqReusedError   they hold this seq with another value
+
+:class:`DHTError` (the network did not do what was asked) is a second base of both
+:class:`UnreachableError` and :class:`NotStoredError`, so ``except DHTError`` catches all four.
 
 Arguments the caller got wrong (a 33-byte key, a value over
 :data:`~cairn.dht.records.MAX_VALUE_SIZE`) raise :class:`ValueError` before anything is sent.
@@ -59,7 +63,7 @@ from cairn.dht.records import (
     hash32,
     verify_mutable,
 )
-from cairn.errors import CairnError, DecodeError
+from cairn.errors import CairnError, DecodeError, RemoteError, ServiceError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -82,12 +86,12 @@ class DHTError(CairnError):
     """A DHT operation did not get done by the network."""
 
 
-class UnreachableError(DHTError):
+class UnreachableError(DHTError, ServiceError):
     """No DHT node answered: the bootstrap addresses are wrong, or every node is down."""
 
 
-class NotStoredError(DHTError):
-    """Nodes answered, but none of them stored the record."""
+class NotStoredError(DHTError, RemoteError):
+    """Nodes answered, but none of them stored the record (their answer, not our bug)."""
 
 
 class SeqTooLowError(NotStoredError):

@@ -8,7 +8,6 @@ returns the query id and an object that holds the result once the query's
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -59,8 +58,6 @@ __all__ = [
     "start_mutable_put",
     "start_unannounce",
 ]
-
-log = logging.getLogger(__name__)
 
 GET_PAD = 400
 """Get requests are padded to this size, so a storing node that does not know the reader yet

@@ -36,6 +36,7 @@ __all__ = [
     "encode_ipv4",
     "encode_request",
     "encode_response",
+    "encode_response_within",
     "node_id",
     "node_id_int",
 ]
@@ -182,6 +183,26 @@ def encode_response(m: Response) -> bytes:
     if m.value is not None:
         write_buffer(out, m.value)
     return bytes(out)
+
+
+def encode_response_within(m: Response, budget: int) -> bytes | None:
+    """``m`` encoded in at most ``budget`` bytes, shrunk until it fits: fewer closer nodes first,
+    then without its value (the token stays: the sender can ask again with it), then without id
+    and token; None when not even that fits. A node answers an address it has not verified so,
+    within 3x the bytes of the request (the amplification bound).
+    """
+    data = encode_response(m)
+    if len(data) <= budget:
+        return data
+    nodes = m.closer_nodes
+    while nodes and len(data) > budget:
+        nodes = nodes[: max(0, len(nodes) - max(1, (len(data) - budget + 5) // 6))]
+        data = encode_response(Response(m.tid, m.to, m.id, m.token, nodes, m.error, m.value))
+    if len(data) > budget and m.value is not None:
+        data = encode_response(Response(m.tid, m.to, m.id, m.token, (), m.error, None))
+    if len(data) > budget:
+        data = encode_response(Response(m.tid, m.to, None, None, (), m.error, None))
+    return data if len(data) <= budget else None
 
 
 def decode(data: bytes) -> Request | Response:

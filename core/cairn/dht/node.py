@@ -7,20 +7,25 @@ randomness come in as arguments, so hundreds of nodes run in one process on a fa
 Like dht-rpc, a node has two sockets: ``SERVER`` (the address other nodes know it by) and
 ``CLIENT`` (where an ephemeral node sends its requests from). A persistent node sends everything
 from ``SERVER`` with its id; an ephemeral node sends no id and never enters routing tables.
+
+This module is the node: datagrams in and out, requests answered (with the 3x amplification
+bound), retries and timeouts, the routing table's upkeep, bootstrap and the reachability check.
+Its parts live beside it: the iterative query in :mod:`cairn.dht.query` (as dht-rpc keeps
+``lib/query.js``), a request in flight and the congestion window in :mod:`cairn.dht.requests`,
+write tokens and their secrets in :mod:`cairn.dht.tokens`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
-import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cairn.dht.events import Bootstrapped, Event, QueryDone, QueryReply, Reply, RequestDone
+from cairn.dht.events import Bootstrapped, Event, QueryDone, Reply, RequestDone
 from cairn.dht.messages import (
     Address,
     Command,
@@ -32,10 +37,14 @@ from cairn.dht.messages import (
     encode_ipv4,
     encode_request,
     encode_response,
+    encode_response_within,
     node_id,
     node_id_int,
 )
-from cairn.dht.routing import PER_HOST, K, NodeInfo, RoutingTable, capped_host
+from cairn.dht.query import Query
+from cairn.dht.requests import CONGESTION_SLOT, DEFAULT_TIMEOUT, CongestionWindow, Outgoing
+from cairn.dht.routing import K, NodeInfo, RoutingTable
+from cairn.dht.tokens import TokenSecrets
 from cairn.errors import DecodeError
 
 __all__ = [
@@ -47,17 +56,11 @@ __all__ = [
     "RequestHandler",
 ]
 
-log = logging.getLogger(__name__)
-
 SERVER = 0
 CLIENT = 1
 
 TICK = 5.0  # seconds between maintenance ticks
-TOKEN_ROTATE = 7.5  # tokens live 7.5-15 s, as dht-rpc's
-CONGESTION_SLOT = 0.75
-MAX_WINDOW = 80  # requests per congestion slot, as dht-rpc
 CONCURRENCY = 10
-DEFAULT_TIMEOUT = 1.0
 UNKNOWN_SLOW = 0.1  # a request to a peer we have no RTT for is marked slow after this
 MAX_DELAYED_PING = 10.0
 DOWN_HINTS_PER_TICK = 50
@@ -95,274 +98,6 @@ class RequestHandler(Protocol):
         """Answer a request, or None for an unknown command."""
 
 
-class _Outgoing:
-    __slots__ = (
-        "data", "deadline", "on_done", "on_slow", "retries", "sent", "slow", "slow_at",
-        "socket", "started", "tid", "timeout", "to",
-    )
-
-    def __init__(self, tid: int, to: Address, data: bytes, socket: int, retries: int,
-                 on_done: Callable[[Reply | None, str | None], None],
-                 on_slow: Callable[[], None] | None) -> None:
-        self.tid = tid
-        self.to = to
-        self.data = data
-        self.socket = socket
-        self.retries = retries
-        self.sent = 0
-        self.deadline = 0.0
-        self.timeout = DEFAULT_TIMEOUT
-        self.slow_at = 0.0
-        self.slow = False
-        self.started = 0.0
-        self.on_done = on_done
-        self.on_slow = on_slow
-
-
-class _Congestion:
-    """dht-rpc's window: at most MAX_WINDOW sends per 0.75 s slot and 2x that over 4 slots."""
-
-    __slots__ = ("slot", "total", "window")
-
-    def __init__(self) -> None:
-        self.window = [0, 0, 0, 0]
-        self.total = 0
-        self.slot = 0
-
-    def advance(self, now: float) -> None:
-        slot = int(now / CONGESTION_SLOT)
-        steps = min(slot - self.slot, 4)
-        for _ in range(max(steps, 0)):
-            self.slot += 1
-            i = self.slot & 3
-            self.total -= self.window[i]
-            self.window[i] = 0
-        self.slot = max(self.slot, slot)
-
-    def full(self) -> bool:
-        return self.total >= 2 * MAX_WINDOW or self.window[self.slot & 3] >= MAX_WINDOW
-
-    def send(self) -> None:
-        self.total += 1
-        self.window[self.slot & 3] += 1
-
-    def recv(self) -> None:
-        i = self.slot & 3
-        if self.window[i] > 0:
-            self.window[i] -= 1
-            self.total -= 1
-
-
-class _Candidate:
-    __slots__ = ("addr", "dist", "referrers", "state")
-
-    def __init__(self, addr: Address, dist: int) -> None:
-        self.addr = addr
-        self.dist = dist
-        self.state = 0  # 0 new, 1 in flight, 2 slow, 3 done, 4 down
-        self.referrers: list[Address] = []
-
-
-class _Query:
-    """One iterative query (dht-rpc lib/query.js, with candidates kept sorted by distance)."""
-
-    def __init__(self, node: DHTNode, qid: int, target: bytes, command: int, internal: bool,
-                 value: bytes | None, commit: Callable[[Reply], bytes | None] | None,
-                 on_reply: Callable[[Reply], bool] | None, emit: bool, concurrency: int,
-                 retries: int, pad_to: int, commit_command: int) -> None:
-        self.node = node
-        self.id = qid
-        self.target = target
-        self.t = int.from_bytes(target, "big")
-        self.command = command
-        self.internal = internal
-        self.value = value
-        self.commit = commit
-        self.on_reply = on_reply
-        self.emit = emit
-        self.concurrency = concurrency
-        self.retries = retries
-        self.pad_to = pad_to
-        self.commit_command = commit_command
-        self.candidates: dict[Address, _Candidate] = {}
-        self.order: list[tuple[int, int, Address]] = []  # heap of new candidates
-        self.seq = 0
-        self.closest: list[tuple[int, Reply]] = []  # sorted, at most k
-        self.active = 0
-        self.slow = 0
-        self.successes = 0
-        self.errors = 0
-        self.finished = False
-        self.committing = False
-        self.pending_commits = 0
-        self.commits_ok = 0
-        self.commit_errors: list[int] = []
-
-    def add(self, addr: Address, referrer: Address | None) -> bool:
-        c = self.candidates.get(addr)
-        dist = node_id_int(addr) ^ self.t
-        if c is None and self.node._is_dead(addr):
-            # it timed out moments ago in another query: do not wait on it again
-            c = self.candidates[addr] = _Candidate(addr, dist)
-            c.state = 4
-            if referrer is not None:
-                self.node._down_hint(referrer, addr)
-            return self.is_closer(dist)
-        if c is not None:
-            if referrer is not None:
-                if c.state == 4:
-                    self.node._down_hint(referrer, addr)
-                else:
-                    c.referrers.append(referrer)
-            return True
-        if not self.is_closer(dist):
-            return False
-        c = self.candidates[addr] = _Candidate(addr, dist)
-        if referrer is not None:
-            c.referrers.append(referrer)
-        self.seq += 1
-        heapq.heappush(self.order, (dist, self.seq, addr))
-        return True
-
-    def is_closer(self, dist: int) -> bool:
-        k = self.node.table.k
-        return len(self.closest) < k or dist < self.closest[-1][0]
-
-    def pump(self, now: float) -> None:
-        if self.finished or self.committing:
-            return
-        limit = self.concurrency
-        while self.active < limit and self.order:
-            dist, _, addr = heapq.heappop(self.order)
-            c = self.candidates[addr]
-            if c.state != 0:
-                continue
-            if not self.is_closer(dist):
-                self.order.clear()
-                break
-            self.visit(c, now)
-        if self.order:
-            return
-        if self.active == 0 and (self.slow == 0 or len(self.closest) >= self.node.table.k):
-            self.flush(now)
-
-    def visit(self, c: _Candidate, now: float) -> None:
-        c.state = 1
-        self.active += 1
-
-        def done(reply: Reply | None, error: str | None) -> None:
-            if c.state == 2:
-                self.slow -= 1
-            else:
-                self.active -= 1
-            if reply is None:
-                c.state = 4
-                self.errors += 1
-                if error == "timeout":
-                    for ref in c.referrers:
-                        self.node._down_hint(ref, c.addr)
-            else:
-                c.state = 3
-                self.on_visit(reply)
-            self.pump(self.node._now)
-
-        def slow() -> None:
-            if c.state == 1:
-                c.state = 2
-                self.active -= 1
-                self.slow += 1
-                self.pump(self.node._now)
-
-        self.node._send_request(c.addr, self.command, self.internal, self.target, self.value,
-                                None, now, done, slow, self.retries, self.pad_to)
-
-    def on_visit(self, reply: Reply) -> None:
-        if self.finished or self.committing:
-            return
-        if reply.error == 0:
-            self.successes += 1
-        else:
-            self.errors += 1
-        if reply.error == 0 and reply.from_id is not None:
-            dist = int.from_bytes(reply.from_id, "big") ^ self.t
-            if self.is_closer(dist):
-                self.push_closest(dist, reply)
-        own = self.node.address
-        for addr in reply.closer_nodes:
-            if addr == own or addr[1] == 0:
-                continue
-            if not self.add(addr, reply.from_addr):
-                break
-        if reply.error != 0:
-            return
-        if self.emit:
-            self.node._events.append(QueryReply(self.id, reply))
-        if self.on_reply is not None and self.on_reply(reply):
-            self.stop()
-
-    def push_closest(self, dist: int, reply: Reply) -> None:
-        """Keep the k closest repliers, at most PER_HOST of one host: a host that ground
-        ports for ids next to the target holds two places, and the query goes on to honest
-        nodes for the rest (the nodes it commits to and that bound its search)."""
-        closest = self.closest
-        if any(d == dist for d, _ in closest):
-            return
-        host = reply.from_addr[0]
-        if capped_host(host):
-            same = [i for i, (_, r) in enumerate(closest) if r.from_addr[0] == host]
-            if len(same) >= PER_HOST:
-                far = same[-1]
-                if closest[far][0] <= dist:
-                    return
-                del closest[far]
-        for i, (d, _) in enumerate(closest):
-            if d > dist:
-                closest.insert(i, (dist, reply))
-                break
-        else:
-            closest.append((dist, reply))
-        del closest[self.node.table.k :]
-
-    def stop(self) -> None:
-        """Finish now (an early answer was good enough); no commit."""
-        if self.finished:
-            return
-        self.finished = True
-        self.node._query_done(self, 0, None)
-
-    def flush(self, now: float) -> None:
-        if self.committing or self.finished:
-            return
-        if self.commit is None:
-            self.finished = True
-            self.node._query_done(self, 0, None)
-            return
-        self.committing = True
-        for _, reply in self.closest:
-            if reply.token is None:
-                continue
-            value = self.commit(reply)
-            if value is None:
-                continue
-            self.pending_commits += 1
-            self.node._send_request(reply.from_addr, self.commit_command, False, self.target,
-                                    value, reply.token, now, self.commit_done, None, 3)
-        if self.pending_commits == 0:
-            self.finished = True
-            self.node._query_done(self, 0, "too few nodes responded")
-
-    def commit_done(self, reply: Reply | None, error: str | None) -> None:
-        self.pending_commits -= 1
-        if reply is not None and reply.error == 0:
-            self.commits_ok += 1
-        elif reply is not None:
-            self.commit_errors.append(reply.error)
-        if self.pending_commits == 0 and not self.finished:
-            self.finished = True
-            err = None if self.commits_ok else "no node accepted the commit"
-            self.node._query_done(self, self.commits_ok, err)
-
-
 class DHTNode:
     """One node. ``persistent``: True = a routing node from the start (its address must be
     known); False = an ephemeral client; None = adaptive: ephemeral until a reachability check
@@ -396,20 +131,19 @@ class DHTNode:
         self.handler = handler
         self.concurrency = concurrency
         self.bootstrapped = False
-        self._secrets = [rng.randbytes(32), rng.randbytes(32)]
-        self._next_rotate = now + TOKEN_ROTATE
+        self._tokens = TokenSecrets(rng, now)
         self._next_tick = now + TICK
         self._ticks = 0
         self._tid = rng.randrange(0x10000)
-        self._inflight: dict[int, _Outgoing] = {}
+        self._inflight: dict[int, Outgoing] = {}
         self._timers: list[tuple[float, int, int]] = []  # (when, seq, tid), lazily deleted
         self._delayed: list[tuple[float, int, bytes, Address, int]] = []
         self._timer_seq = 0
-        self._queued: deque[_Outgoing] = deque()  # waiting for the congestion window
-        self._congestion = _Congestion()
+        self._queued: deque[Outgoing] = deque()  # waiting for the congestion window
+        self._congestion = CongestionWindow()
         self._outbox: list[tuple[bytes, Address, int]] = []
         self._events: deque[Event] = deque()
-        self._queries: dict[int, _Query] = {}
+        self._queries: dict[int, Query] = {}
         self._next_query = 1
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._rtt: dict[Address, float] = {}  # per peer, newest last, at most _RTT_PEERS
@@ -462,7 +196,7 @@ class DHTNode:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        t = min(self._next_tick, self._next_rotate)
+        t = min(self._next_tick, self._tokens.next_rotation)
         while self._timers and self._timers[0][2] not in self._inflight:
             heapq.heappop(self._timers)
         if self._timers:
@@ -486,10 +220,7 @@ class DHTNode:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, data, to, socket = heapq.heappop(self._delayed)
             self._outbox.append((data, to, socket))
-        if now >= self._next_rotate:
-            self._next_rotate = now + TOKEN_ROTATE
-            self._secrets = [self._secrets[1], hashlib.blake2b(self._secrets[0],
-                                                               digest_size=32).digest()]
+        self._tokens.rotate_if_due(now)
         if now >= self._next_tick:
             self._next_tick = now + TICK
             self._tick(now)
@@ -537,7 +268,7 @@ class DHTNode:
             raise ValueError("a query target is 32 bytes")
         qid = self._next_query
         self._next_query += 1
-        q = _Query(self, qid, target, command, internal, value, commit, on_reply, emit_replies,
+        q = Query(self, qid, target, command, internal, value, commit, on_reply, emit_replies,
                    concurrency or self.concurrency, retries, pad_to,
                    command if commit_command is None else commit_command)
         self._queries[qid] = q
@@ -577,7 +308,8 @@ class DHTNode:
         self.request(addr, Command.PING, now, internal=True)
 
     def token(self, host: str, i: int = 1) -> bytes:
-        return hashlib.blake2b(host.encode(), key=self._secrets[i], digest_size=32).digest()
+        """The write token this node gives ``host`` now (``i`` = 0: the one before)."""
+        return self._tokens.token(host, i)
 
     # -- internals: requests out -------------------------------------------------------------
 
@@ -601,7 +333,7 @@ class DHTNode:
             return
         if len(data) < pad_to:
             data += bytes(pad_to - len(data))  # dht-rpc ignores bytes after the last field
-        req = _Outgoing(tid, to, data, socket, retries, on_done, on_slow)
+        req = Outgoing(tid, to, data, socket, retries, on_done, on_slow)
         req.started = now
         self.stats["requests"] += 1
         self._inflight[tid] = req
@@ -611,7 +343,7 @@ class DHTNode:
         else:
             self._transmit(req, now)
 
-    def _transmit(self, req: _Outgoing, now: float) -> None:
+    def _transmit(self, req: Outgoing, now: float) -> None:
         if req.tid not in self._inflight:
             return
         req.sent += 1
@@ -638,7 +370,7 @@ class DHTNode:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, tid))
 
-    def _on_timer(self, req: _Outgoing, now: float) -> None:
+    def _on_timer(self, req: Outgoing, now: float) -> None:
         if req.on_slow is not None and not req.slow and req.slow_at and now >= req.slow_at:
             req.slow = True
             if now < req.deadline:
@@ -683,7 +415,7 @@ class DHTNode:
         self._send_request(to, Command.DOWN_HINT, True, None, encode_ipv4(down), None,
                            self._now, lambda r, e: None, None, 0)
 
-    def _query_done(self, q: _Query, commits: int, error: str | None) -> None:
+    def _query_done(self, q: Query, commits: int, error: str | None) -> None:
         self._queries.pop(q.id, None)
         closest = tuple(r for _, r in q.closest)
         self._events.append(QueryDone(q.id, closest, commits, error, tuple(q.commit_errors)))
@@ -766,7 +498,7 @@ class DHTNode:
         from_id = msg.id if msg.id is not None and msg.id == node_id(addr) else None
         token_ok = False
         if msg.token is not None:
-            token_ok = msg.token in (self.token(addr[0], 1), self.token(addr[0], 0))
+            token_ok = self._tokens.valid(addr[0], msg.token)
             if not token_ok:
                 self._reply(msg, addr, size, socket, error=ErrorCode.INVALID_TOKEN, token=True,
                             closer=True)
@@ -858,22 +590,10 @@ class DHTNode:
             nodes = tuple(n.addr for n in self.table.closest(msg.target) if n.addr != to)
         tok = self.token(to[0]) if token else None
         resp = Response(msg.tid, to, rid, tok, nodes, error, value)
-        data = encode_response(resp)
         if to[0] in self._verified:
-            return data
-        budget = AMPLIFICATION * size
-        if len(data) <= budget:
-            return data
-        # An unverified source (its address may be forged): shrink the answer to 3x its request.
-        while nodes and len(data) > budget:
-            nodes = nodes[: max(0, len(nodes) - max(1, (len(data) - budget + 5) // 6))]
-            data = encode_response(Response(msg.tid, to, rid, tok, nodes, error, value))
-        if len(data) > budget and value is not None:
-            # the value does not fit: answer with a token only, the sender can ask again with it
-            data = encode_response(Response(msg.tid, to, rid, tok, (), error, None))
-        if len(data) > budget:
-            data = encode_response(Response(msg.tid, to, None, None, (), error, None))
-        return data if len(data) <= budget else None
+            return encode_response(resp)
+        # An unverified source (its address may be forged): at most 3x the bytes of its request.
+        return encode_response_within(resp, AMPLIFICATION * size)
 
     # -- maintenance ------------------------------------------------------------------------------
 
@@ -889,7 +609,7 @@ class DHTNode:
             some = self.table.random_node(self._rng)
             self.find_node(some.id if some else self.id, now)
 
-    def _on_bootstrapped(self, q: _Query, now: float) -> None:
+    def _on_bootstrapped(self, q: Query, now: float) -> None:
         if self.bootstrapped:
             return
         self.bootstrapped = True
@@ -903,7 +623,7 @@ class DHTNode:
             return
         self._events.append(Bootstrapped(not self.ephemeral, self.address, self.id))
 
-    def _reachability_check(self, q: _Query, now: float) -> None:
+    def _reachability_check(self, q: Query, now: float) -> None:
         """Ask a few nodes to answer to our server port from where they are (PING_NAT)."""
         assert self.address is not None
         port = self.address[1].to_bytes(2, "little")
