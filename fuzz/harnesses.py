@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn import messages
 from cairn.dht import messages as dht_messages
 from cairn.dht import records as dht_records
 from cairn.dht.hyper import HyperHandler
@@ -29,8 +30,7 @@ from cairn.errors import DecodeError, RemoteError
 from cairn.fleet.record import RecordError, decode_record
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.frames import Frame
-from cairn.messages import decode_data, decode_request
-from cairn.replication import protomux, wire
+from cairn.replication import protomux
 from cairn.replication.noise import HandshakeError
 from cairn.testing import SeededRandom
 from cairn_edge import adapters, journal
@@ -130,15 +130,16 @@ def encoding(data: bytes) -> None:
 # -- hypercore/alpha messages -------------------------------------------------------------------
 
 _HYPERCORE: tuple[Callable[[bytes], object], ...] = (
-    wire.decode_sync, decode_request, wire.decode_cancel, decode_data, wire.decode_no_data,
-    wire.decode_want, wire.decode_want, wire.decode_bitfield, wire.decode_range,
-    wire.decode_extension, wire.decode_handshake,
+    messages.decode_sync, messages.decode_request, messages.decode_cancel, messages.decode_data,
+    messages.decode_no_data,
+    messages.decode_want, messages.decode_want, messages.decode_bitfield, messages.decode_range,
+    messages.decode_extension, messages.decode_handshake,
 )
 
 
 @harness("hypercore-messages", DecodeError)
 def hypercore_messages(data: bytes) -> None:
-    """cairn.messages and cairn.replication.wire: byte 0 is the message type (10: handshake)."""
+    """cairn.messages, every message: byte 0 is the message type (10: handshake)."""
     if data:
         _HYPERCORE[data[0] % len(_HYPERCORE)](data[1:])
 
@@ -256,7 +257,7 @@ def split_messages(data: bytes) -> list[bytes]:
 def protomux_mux(data: bytes) -> None:
     """Mux.receive on messages ``u8 length ‖ bytes`` after we opened one hypercore channel."""
     mux = protomux.Mux(max_channels=8, max_buffered=8192)
-    mux.open_channel(wire.PROTOCOL, world.PROTOCOL_ID, b"hs")
+    mux.open_channel(messages.PROTOCOL, world.PROTOCOL_ID, b"hs")
     for message in split_messages(data):
         mux.receive(message)
         mux.messages_to_send()

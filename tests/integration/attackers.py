@@ -26,10 +26,9 @@ from pathlib import Path
 
 from cairn.crypto import random_key_pair
 from cairn.log import Log
-from cairn.messages import Data, DataBlock, Node, encode_data
+from cairn.messages import Data, DataBlock, MessageType, Node, encode_data
 from cairn.replication.net import MAX_FRAME, _Link
 from cairn.replication.session import Session
-from cairn.replication.wire import MessageType
 
 
 async def garbage(host: str, port: int, amount: int) -> dict[str, float]:

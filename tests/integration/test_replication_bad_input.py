@@ -16,10 +16,10 @@ import pytest
 from cairn.crypto import key_pair, random_key_pair
 from cairn.errors import VerificationError
 from cairn.log import Log
+from cairn.messages import PROTOCOL, ChannelHandshake, encode_handshake
 from cairn.replication.net import download, serve
 from cairn.replication.protomux import Mux
 from cairn.replication.secret_stream import Handshaken, SecretStream
-from cairn.replication.wire import PROTOCOL, ChannelHandshake, encode_handshake
 
 pytestmark = pytest.mark.integration
 

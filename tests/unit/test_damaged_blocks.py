@@ -18,8 +18,8 @@ from cairn import crypto
 from cairn.encoding import write_uint
 from cairn.errors import DamagedBlockError, DecodeError, StorageError
 from cairn.log import Log
+from cairn.messages import Extension, MessageType, encode_extension
 from cairn.replication.session import EXT_DAMAGED
-from cairn.replication.wire import Extension, MessageType, encode_extension
 from tests.unit.test_replication_session import (
     Recorder,
     connect,

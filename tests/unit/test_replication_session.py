@@ -18,7 +18,18 @@ from cairn import crypto
 from cairn.encoding import Reader, write_buffer, write_uint
 from cairn.errors import DecodeError, RemoteError, VerificationError
 from cairn.log import Log
-from cairn.messages import Data, Node, decode_data, encode_data
+from cairn.messages import (
+    Data,
+    Extension,
+    MessageType,
+    NoData,
+    Node,
+    decode_data,
+    decode_extension,
+    encode_data,
+    encode_extension,
+    encode_no_data,
+)
 from cairn.replication.session import (
     EXT_RANGE,
     EXT_RANGE_DATA,
@@ -26,14 +37,6 @@ from cairn.replication.session import (
     RUN_BLOCKS,
     CapabilityError,
     Session,
-)
-from cairn.replication.wire import (
-    Extension,
-    MessageType,
-    NoData,
-    decode_extension,
-    encode_extension,
-    encode_no_data,
 )
 
 SEED = bytes(range(32))

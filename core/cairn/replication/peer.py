@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from cairn.errors import RemoteError
 from cairn.log import Log
+from cairn.messages import PROTOCOL
 from cairn.replication.protomux import (
     ChannelClosed,
     ChannelMessage,
@@ -23,7 +24,6 @@ from cairn.replication.protomux import (
     Mux,
 )
 from cairn.replication.session import Session
-from cairn.replication.wire import PROTOCOL
 
 __all__ = ["PeerError", "Replicator"]
 
