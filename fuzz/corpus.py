@@ -148,14 +148,14 @@ def _noise() -> list[bytes]:
     out = []
     for payload in (b"", b"hello"):
         i, r = world.noise_pair()
-        out.append(b"\x00" + i.send(payload))
+        out.append(b"\x00" + world.noise_message(i, payload))
         i, r = world.noise_pair()
-        r.receive(i.send())
-        out.append(b"\x01" + r.send(payload))
+        r.receive_data(world.noise_message(i))
+        out.append(b"\x01" + world.noise_message(r, payload))
         i, r = world.noise_pair()
-        r.receive(i.send())
-        i.receive(r.send())
-        out.append(b"\x02" + i.send(payload))
+        r.receive_data(world.noise_message(i))
+        i.receive_data(world.noise_message(r))
+        out.append(b"\x02" + world.noise_message(i, payload))
     return out
 
 
@@ -224,17 +224,17 @@ def _session() -> list[bytes]:
     w = world.writer_session()
     transcript = bytearray()
     for _ in range(8):
-        to_w = s.messages_to_send()
+        to_w = s.data_to_send()
         for kind, payload in to_w:
             out.append(bytes([kind]) + payload)
-            w.receive(kind, payload)
-        to_s = w.messages_to_send()
+            w.receive_data(kind, payload)
+        to_s = w.data_to_send()
         for kind, payload in to_s:
             one = bytearray([kind])
             write_buffer(one, payload)
             out.append(bytes([0x10]) + one)
             transcript += one
-            s.receive(kind, payload)
+            s.receive_data(kind, payload)
         if not to_w and not to_s:
             break
     assert s.stats.blocks_downloaded, "the seed transcript downloads nothing"

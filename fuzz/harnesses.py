@@ -199,22 +199,22 @@ def dht_node(data: bytes) -> None:
 
 @harness("noise", HandshakeError)
 def noise(data: bytes) -> None:
-    """NoiseHandshake.receive: byte 0 % 3 picks the message (1 at the responder, 2 at the
+    """NoiseHandshake.receive_data: byte 0 % 3 picks the message (1 at the responder, 2 at the
     initiator, 3 at the responder after a real 1 and 2)."""
     if not data:
         return
     step, message = data[0] % 3, data[1:]
     initiator, responder = world.noise_pair()
     if step == 0:
-        responder.receive(message)
+        responder.receive_data(message)
         return
-    m1 = initiator.send()
+    m1 = world.noise_message(initiator)
     if step == 1:
-        initiator.receive(message)
+        initiator.receive_data(message)
         return
-    responder.receive(m1)
+    responder.receive_data(m1)
     responder.send()
-    responder.receive(message)
+    responder.receive_data(message)
 
 
 @harness("secret-stream", RemoteError)
@@ -255,12 +255,15 @@ def split_messages(data: bytes) -> list[bytes]:
 
 @harness("protomux-mux", RemoteError)
 def protomux_mux(data: bytes) -> None:
-    """Mux.receive on messages ``u8 length ‖ bytes`` after we opened one hypercore channel."""
+    """Mux.receive_data on messages ``u8 length ‖ bytes`` after we opened one hypercore
+    channel."""
     mux = protomux.Mux(max_channels=8, max_buffered=8192)
     mux.open_channel(messages.PROTOCOL, world.PROTOCOL_ID, b"hs")
     for message in split_messages(data):
-        mux.receive(message)
-        mux.messages_to_send()
+        mux.receive_data(message)
+        while mux.next_event() is not None:
+            pass
+        mux.data_to_send()
 
 
 def split_session(data: bytes) -> list[tuple[int, bytes]]:
@@ -277,7 +280,7 @@ def split_session(data: bytes) -> list[tuple[int, bytes]]:
 
 @harness("session", RemoteError)
 def session(data: bytes) -> None:
-    """Session.receive (hypercore/alpha and Cairn's extensions). Byte 0 bit 0x10 clear: the
+    """Session.receive_data (hypercore/alpha and Cairn's extensions). Byte 0 bit 0x10 clear: the
     writer serving gets one message, type = the low nibble, payload = the rest. Set: a replica
     with requests in flight gets messages ``u8 type ‖ uint length ‖ payload`` in turn."""
     if not data:
@@ -286,14 +289,16 @@ def session(data: bytes) -> None:
         s, lg = world.replica_session()
         try:
             for kind, payload in split_session(data[1:]):
-                s.receive(kind, payload)
-                s.messages_to_send()
+                s.receive_data(kind, payload)
+                s.data_to_send()
+                while s.next_event() is not None:
+                    pass
         finally:
             lg.close()
     else:
         w = world.writer_session()
-        w.receive(data[0] & 0x0F, data[1:])
-        w.messages_to_send()
+        w.receive_data(data[0] & 0x0F, data[1:])
+        w.data_to_send()
 
 
 # -- frames and payloads -------------------------------------------------------------------------

@@ -88,7 +88,7 @@ async def bad_proofs(host: str, port: int, amount: int, key: bytes) -> dict[str,
                     session._send(MessageType.DATA, _bad_data(rng, sent))
                     sent += 1
                     if sent % 50 == 0:
-                        for m in link.replicator.messages_to_send():
+                        for m in link.replicator.data_to_send():
                             link.stream.send(m)
                         await asyncio.wait_for(link._write(), 10)
             except Exception:  # the server dropped us (any way it does): count it

@@ -101,7 +101,7 @@ async def test_wrong_capability_is_dropped(tmp_path: Path) -> None:
         mux = Mux()
         mux.open_channel(PROTOCOL, w.discovery_key,
                          encode_handshake(ChannelHandshake(bytes(32))))
-        for m in mux.messages_to_send():
+        for m in mux.data_to_send():
             stream.send(m)
         writer.write(stream.data_to_send())
         await writer.drain()
@@ -145,7 +145,7 @@ async def test_a_thousand_channels_are_refused(tmp_path: Path) -> None:
         mux = Mux(max_channels=2000)
         for i in range(1000):
             mux.open_channel(PROTOCOL, i.to_bytes(32, "big"), b"")
-        for m in mux.messages_to_send():
+        for m in mux.data_to_send():
             stream.send(m)
         writer.write(stream.data_to_send())
         with contextlib.suppress(ConnectionError):

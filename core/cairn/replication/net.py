@@ -139,7 +139,7 @@ class _Link:
         while True:
             rep.flush()  # store what arrived before deciding whether we are done
             finished = done()  # may queue messages (wants): send after it, not before
-            for m in rep.messages_to_send():
+            for m in rep.data_to_send():
                 self.stream.send(m)
             await self._write()
             if finished:
@@ -153,12 +153,14 @@ class _Link:
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
             if isinstance(event, Message):
-                rep.receive(event.data)
+                rep.receive_data(event.data)
                 while (more := self.stream.next_event()) is not None:
                     if isinstance(more, Message):
-                        rep.receive(more.data)
+                        rep.receive_data(more.data)
                     elif isinstance(more, Closed):
                         raise ConnectionError(more.reason)
+                while rep.next_event() is not None:
+                    pass  # the sessions' state says all ``done`` and ``on_progress`` read
                 if on_progress is not None:
                     on_progress()
 
