@@ -1,10 +1,11 @@
 """Many logs over one connection: Protomux channels of ``hypercore/alpha``, one
 :class:`~cairn.replication.session.Session` each, without I/O.
 
-A :class:`Replicator` takes the decrypted secret-stream messages of one connection in
-(:meth:`Replicator.receive`) and gives messages to encrypt and send out
-(:meth:`Replicator.messages_to_send`). A remote that opens a channel for a log we do not have
-is refused; one that proves it knows a log's key gets that log served.
+A :class:`Replicator` has the verbs of the cores it drives (:mod:`cairn.replication`): it takes
+the decrypted secret-stream messages of one connection in (:meth:`Replicator.receive_data`),
+passes its sessions' events on (:meth:`Replicator.next_event`) and gives messages to encrypt and
+send out (:meth:`Replicator.data_to_send`). A remote that opens a channel for a log we do not
+have is refused; one that proves it knows a log's key gets that log served.
 """
 
 from __future__ import annotations
