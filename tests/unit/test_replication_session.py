@@ -30,6 +30,7 @@ from cairn.messages import (
     encode_extension,
     encode_no_data,
 )
+from cairn.replication.events import SessionEvent, Stored, Synced
 from cairn.replication.session import (
     EXT_RANGE,
     EXT_RANGE_DATA,
@@ -192,6 +193,26 @@ def assert_true_copy(replica: Log, blocks: list[bytes]) -> None:
     for i, value in replica.iter_blocks():
         assert value == blocks[i], f"block {i} differs from the writer's"
     assert replica.verify_all().blocks == len(held(replica))
+
+
+def drain(session: Session) -> list[SessionEvent]:
+    out: list[SessionEvent] = []
+    while (event := session.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_events_say_the_peer_synced_and_what_was_stored(writer: Log, replica: Log) -> None:
+    w, r = connect(writer, replica)
+    shuttle(w, r)
+    assert Synced(replica.discovery_key, writer.fork, BLOCKS) in drain(r)
+    assert Synced(writer.discovery_key, 0, 0) in drain(w)  # the empty replica's first word
+    r.want(100, 300)
+    shuttle(w, r)
+    stored = drain(r)
+    assert stored and all(isinstance(e, Stored) for e in stored)
+    assert sum(e.blocks for e in stored if isinstance(e, Stored)) == 200
+    assert r.next_event() is None
 
 
 # -- Cairn <-> Cairn: the range extension --------------------------------------------------------

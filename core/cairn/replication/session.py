@@ -114,6 +114,20 @@ class _Inflight:
 
 
 class Session:
+    """One log on one channel: serve what it holds, download what :meth:`want` asks for.
+
+    ::
+
+        session.receive_data(kind, payload)  # each channel message the peer sent
+        while (event := session.next_event()) is not None:
+            ...                              # Synced, Stored, SeekAnswered
+        for kind, payload in session.data_to_send():
+            mux.send(channel, kind, payload)
+
+    The same state is readable at any time (:attr:`remote_length`, :attr:`seek_results`,
+    :attr:`stats`, ...), as :mod:`cairn.replication.net` reads it.
+    """
+
     def __init__(
         self, log_: Log, *, is_initiator: bool, handshake_hash: bytes, window: int = WINDOW
     ) -> None:
