@@ -160,7 +160,7 @@ class _Link:
                     elif isinstance(more, Closed):
                         raise ConnectionError(more.reason)
                 while rep.next_event() is not None:
-                    pass  # the sessions' state says all ``done`` and ``on_progress`` read
+                    pass  # done() and on_progress read the sessions' state, not their events
                 if on_progress is not None:
                     on_progress()
 
