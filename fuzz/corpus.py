@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import cbor2
 
-from cairn import messages
+from cairn import messages as hm
 from cairn.dht import messages as dm
 from cairn.dht import records as dr
 from cairn.encoding import write_buffer, write_string, write_uint
@@ -74,17 +74,17 @@ def _proofs() -> list[bytes]:
 
 def _hypercore_messages() -> list[bytes]:
     msgs: list[tuple[int, bytes]] = [
-        (0, messages.encode_sync(messages.Sync(0, 48, 12, can_upgrade=True, has_manifest=True))),
+        (0, hm.encode_sync(hm.Sync(0, 48, 12, can_upgrade=True, has_manifest=True))),
         (1, encode_request(Request(id=7, fork=0, block=RequestBlock(5, 1), priority=2))),
         (1, encode_request(Request(id=8, upgrade=RequestUpgrade(0, 48), manifest=True))),
-        (2, messages.encode_cancel(messages.Cancel(7))),
-        (4, messages.encode_no_data(messages.NoData(7, 2))),
-        (5, messages.encode_want(messages.Want(0, 1024, any=True))),
-        (7, messages.encode_bitfield(messages.Bitfield(0, (0xFFFFFFFF, 0x0F, 1)))),
-        (8, messages.encode_range(messages.Range(0, 48))),
-        (8, messages.encode_range(messages.Range(3, 1, drop=True))),
-        (9, messages.encode_extension(messages.Extension(EXT_HELLO, b"\x01"))),
-        (10, messages.encode_handshake(messages.ChannelHandshake(_KEY, seeks=True))),
+        (2, hm.encode_cancel(hm.Cancel(7))),
+        (4, hm.encode_no_data(hm.NoData(7, 2))),
+        (5, hm.encode_want(hm.Want(0, 1024, any=True))),
+        (7, hm.encode_bitfield(hm.Bitfield(0, (0xFFFFFFFF, 0x0F, 1)))),
+        (8, hm.encode_range(hm.Range(0, 48))),
+        (8, hm.encode_range(hm.Range(3, 1, drop=True))),
+        (9, hm.encode_extension(hm.Extension(EXT_HELLO, b"\x01"))),
+        (10, hm.encode_handshake(hm.ChannelHandshake(_KEY, seeks=True))),
     ]
     msgs += [(3, p) for p in _proofs()]
     return [bytes([k]) + m for k, m in msgs]
@@ -183,15 +183,15 @@ def _stream_transcript(messages: list[bytes]) -> bytes:
 
 def _secret_stream() -> list[bytes]:
     full = _stream_transcript([b"hello", protomux.encode_frame(
-        protomux.Open(1, messages.PROTOCOL, world.PROTOCOL_ID, b"hs")), bytes(300)])
+        protomux.Open(1, hm.PROTOCOL, world.PROTOCOL_ID, b"hs")), bytes(300)])
     return [b"\x00" + full, b"\x80" + full, b"\x07" + full, b"\xa0" + full[:100]]
 
 
 def _frames() -> list[protomux.Frame]:
     return [
-        protomux.Open(1, messages.PROTOCOL, world.PROTOCOL_ID, b"hs"),
-        protomux.Data(1, 0, messages.encode_sync(messages.Sync(0, 48, 0))),
-        protomux.Data(1, 9, messages.encode_extension(messages.Extension(EXT_HELLO, b"\x01"))),
+        protomux.Open(1, hm.PROTOCOL, world.PROTOCOL_ID, b"hs"),
+        protomux.Data(1, 0, hm.encode_sync(hm.Sync(0, 48, 0))),
+        protomux.Data(1, 9, hm.encode_extension(hm.Extension(EXT_HELLO, b"\x01"))),
         protomux.Open(2, "other", None, b""),
         protomux.Data(2, 1, b"early"),
         protomux.Reject(1),
@@ -251,7 +251,7 @@ def _session() -> list[bytes]:
     ext.append((EXT_RANGE_DATA, b"\x01\x00\x01\x03abc\x00"))
     ext.append((EXT_SEEK_RESULT, b"\x05\x00"))
     for name, message in ext:
-        payload = messages.encode_extension(messages.Extension(name, message))
+        payload = hm.encode_extension(hm.Extension(name, message))
         one = bytearray([9])
         write_buffer(one, payload)
         out += [bytes([9]) + payload, bytes([0x10]) + one]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cairn import messages
+from cairn import messages as hm
 from cairn.dht import messages as dht_messages
 from cairn.dht import records as dht_records
 from cairn.dht.hyper import HyperHandler
@@ -130,10 +130,9 @@ def encoding(data: bytes) -> None:
 # -- hypercore/alpha messages -------------------------------------------------------------------
 
 _HYPERCORE: tuple[Callable[[bytes], object], ...] = (
-    messages.decode_sync, messages.decode_request, messages.decode_cancel, messages.decode_data,
-    messages.decode_no_data,
-    messages.decode_want, messages.decode_want, messages.decode_bitfield, messages.decode_range,
-    messages.decode_extension, messages.decode_handshake,
+    hm.decode_sync, hm.decode_request, hm.decode_cancel, hm.decode_data, hm.decode_no_data,
+    hm.decode_want, hm.decode_want, hm.decode_bitfield, hm.decode_range, hm.decode_extension,
+    hm.decode_handshake,
 )
 
 
@@ -149,7 +148,7 @@ def hypercore_messages(data: bytes) -> None:
 
 @harness("dht-datagram", DecodeError)
 def dht_datagram(data: bytes) -> None:
-    """cairn.dht.messages.decode: one dht-rpc 6 datagram."""
+    """cairn.dht.hm.decode: one dht-rpc 6 datagram."""
     dht_messages.decode(data)
 
 
@@ -258,7 +257,7 @@ def protomux_mux(data: bytes) -> None:
     """Mux.receive_data on messages ``u8 length ‖ bytes`` after we opened one hypercore
     channel."""
     mux = protomux.Mux(max_channels=8, max_buffered=8192)
-    mux.open_channel(messages.PROTOCOL, world.PROTOCOL_ID, b"hs")
+    mux.open_channel(hm.PROTOCOL, world.PROTOCOL_ID, b"hs")
     for message in split_messages(data):
         mux.receive_data(message)
         while mux.next_event() is not None:
