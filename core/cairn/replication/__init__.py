@@ -10,7 +10,7 @@ Every core has the same three verbs (h11's), so a driver is the same loop whatev
 
     core.receive_data(data)        # what the peer sent: bytes, a message, a channel message
     while (event := core.next_event()) is not None:
-        ...                        # a frozen dataclass of cairn.replication.events, or None
+        ...                        # a frozen dataclass of cairn.replication.events
     write(core.data_to_send())     # what to send now (and the core forgets it)
 
 ========================  =============================  ================================
@@ -23,11 +23,12 @@ core                      ``receive_data`` takes         ``data_to_send`` gives
 ``Replicator``            one decrypted message          messages, each one to encrypt
 ========================  =============================  ================================
 
-What this side says on its own goes in through the core's other verbs (``send``,
-``open_channel``, ``want``, ...) and comes out of ``data_to_send`` too. A core raises a
-:class:`~cairn.errors.RemoteError` for the peer's bad bytes from the call that reads them
-(``next_event`` for the byte stream of :class:`SecretStream`, ``receive_data`` for the
-message cores) and a :class:`~cairn.errors.LocalError` when its caller breaks the rules.
+Which events each core gives is listed in :mod:`cairn.replication.events`. What this side says
+on its own goes in through the core's other verbs (``send``, ``open_channel``, ``want``, ...)
+and comes out of ``data_to_send`` too. A core raises a :class:`~cairn.errors.RemoteError` for
+the peer's bad bytes from the call that reads them (``next_event`` for the byte stream of
+:class:`SecretStream`, ``receive_data`` for the message cores) and a
+:class:`~cairn.errors.LocalError` when its caller breaks the rules.
 """
 
 from cairn.replication.events import (
