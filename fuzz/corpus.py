@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import cbor2
 
+from cairn import messages as hm
 from cairn.dht import messages as dm
 from cairn.dht import records as dr
 from cairn.encoding import write_buffer, write_string, write_uint
@@ -20,7 +21,7 @@ from cairn.fleet.record import DeviceRecord, LatestReading, encode_record
 from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame, Sample
 from cairn.messages import Request, RequestBlock, RequestUpgrade, encode_data, encode_request
-from cairn.replication import protomux, wire
+from cairn.replication import protomux
 from cairn.replication.session import (
     EXT_HELLO,
     EXT_RANGE,
@@ -73,17 +74,17 @@ def _proofs() -> list[bytes]:
 
 def _hypercore_messages() -> list[bytes]:
     msgs: list[tuple[int, bytes]] = [
-        (0, wire.encode_sync(wire.Sync(0, 48, 12, can_upgrade=True, has_manifest=True))),
+        (0, hm.encode_sync(hm.Sync(0, 48, 12, can_upgrade=True, has_manifest=True))),
         (1, encode_request(Request(id=7, fork=0, block=RequestBlock(5, 1), priority=2))),
         (1, encode_request(Request(id=8, upgrade=RequestUpgrade(0, 48), manifest=True))),
-        (2, wire.encode_cancel(wire.Cancel(7))),
-        (4, wire.encode_no_data(wire.NoData(7, 2))),
-        (5, wire.encode_want(wire.Want(0, 1024, any=True))),
-        (7, wire.encode_bitfield(wire.Bitfield(0, (0xFFFFFFFF, 0x0F, 1)))),
-        (8, wire.encode_range(wire.Range(0, 48))),
-        (8, wire.encode_range(wire.Range(3, 1, drop=True))),
-        (9, wire.encode_extension(wire.Extension(EXT_HELLO, b"\x01"))),
-        (10, wire.encode_handshake(wire.ChannelHandshake(_KEY, seeks=True))),
+        (2, hm.encode_cancel(hm.Cancel(7))),
+        (4, hm.encode_no_data(hm.NoData(7, 2))),
+        (5, hm.encode_want(hm.Want(0, 1024, any=True))),
+        (7, hm.encode_bitfield(hm.Bitfield(0, (0xFFFFFFFF, 0x0F, 1)))),
+        (8, hm.encode_range(hm.Range(0, 48))),
+        (8, hm.encode_range(hm.Range(3, 1, drop=True))),
+        (9, hm.encode_extension(hm.Extension(EXT_HELLO, b"\x01"))),
+        (10, hm.encode_handshake(hm.ChannelHandshake(_KEY, seeks=True))),
     ]
     msgs += [(3, p) for p in _proofs()]
     return [bytes([k]) + m for k, m in msgs]
@@ -147,14 +148,14 @@ def _noise() -> list[bytes]:
     out = []
     for payload in (b"", b"hello"):
         i, r = world.noise_pair()
-        out.append(b"\x00" + i.send(payload))
+        out.append(b"\x00" + world.noise_message(i, payload))
         i, r = world.noise_pair()
-        r.receive(i.send())
-        out.append(b"\x01" + r.send(payload))
+        r.receive_data(world.noise_message(i))
+        out.append(b"\x01" + world.noise_message(r, payload))
         i, r = world.noise_pair()
-        r.receive(i.send())
-        i.receive(r.send())
-        out.append(b"\x02" + i.send(payload))
+        r.receive_data(world.noise_message(i))
+        i.receive_data(world.noise_message(r))
+        out.append(b"\x02" + world.noise_message(i, payload))
     return out
 
 
@@ -182,15 +183,15 @@ def _stream_transcript(messages: list[bytes]) -> bytes:
 
 def _secret_stream() -> list[bytes]:
     full = _stream_transcript([b"hello", protomux.encode_frame(
-        protomux.Open(1, wire.PROTOCOL, world.PROTOCOL_ID, b"hs")), bytes(300)])
+        protomux.Open(1, hm.PROTOCOL, world.PROTOCOL_ID, b"hs")), bytes(300)])
     return [b"\x00" + full, b"\x80" + full, b"\x07" + full, b"\xa0" + full[:100]]
 
 
 def _frames() -> list[protomux.Frame]:
     return [
-        protomux.Open(1, wire.PROTOCOL, world.PROTOCOL_ID, b"hs"),
-        protomux.Data(1, 0, wire.encode_sync(wire.Sync(0, 48, 0))),
-        protomux.Data(1, 9, wire.encode_extension(wire.Extension(EXT_HELLO, b"\x01"))),
+        protomux.Open(1, hm.PROTOCOL, world.PROTOCOL_ID, b"hs"),
+        protomux.Data(1, 0, hm.encode_sync(hm.Sync(0, 48, 0))),
+        protomux.Data(1, 9, hm.encode_extension(hm.Extension(EXT_HELLO, b"\x01"))),
         protomux.Open(2, "other", None, b""),
         protomux.Data(2, 1, b"early"),
         protomux.Reject(1),
@@ -223,17 +224,17 @@ def _session() -> list[bytes]:
     w = world.writer_session()
     transcript = bytearray()
     for _ in range(8):
-        to_w = s.messages_to_send()
+        to_w = s.data_to_send()
         for kind, payload in to_w:
             out.append(bytes([kind]) + payload)
-            w.receive(kind, payload)
-        to_s = w.messages_to_send()
+            w.receive_data(kind, payload)
+        to_s = w.data_to_send()
         for kind, payload in to_s:
             one = bytearray([kind])
             write_buffer(one, payload)
             out.append(bytes([0x10]) + one)
             transcript += one
-            s.receive(kind, payload)
+            s.receive_data(kind, payload)
         if not to_w and not to_s:
             break
     assert s.stats.blocks_downloaded, "the seed transcript downloads nothing"
@@ -250,7 +251,7 @@ def _session() -> list[bytes]:
     ext.append((EXT_RANGE_DATA, b"\x01\x00\x01\x03abc\x00"))
     ext.append((EXT_SEEK_RESULT, b"\x05\x00"))
     for name, message in ext:
-        payload = wire.encode_extension(wire.Extension(name, message))
+        payload = hm.encode_extension(hm.Extension(name, message))
         one = bytearray([9])
         write_buffer(one, payload)
         out += [bytes([9]) + payload, bytes([0x10]) + one]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn import messages as hm
 from cairn.dht import messages as dht_messages
 from cairn.dht import records as dht_records
 from cairn.dht.hyper import HyperHandler
@@ -29,8 +30,7 @@ from cairn.errors import DecodeError, RemoteError
 from cairn.fleet.record import RecordError, decode_record
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.frames import Frame
-from cairn.messages import decode_data, decode_request
-from cairn.replication import protomux, wire
+from cairn.replication import protomux
 from cairn.replication.noise import HandshakeError
 from cairn.testing import SeededRandom
 from cairn_edge import adapters, journal
@@ -130,15 +130,15 @@ def encoding(data: bytes) -> None:
 # -- hypercore/alpha messages -------------------------------------------------------------------
 
 _HYPERCORE: tuple[Callable[[bytes], object], ...] = (
-    wire.decode_sync, decode_request, wire.decode_cancel, decode_data, wire.decode_no_data,
-    wire.decode_want, wire.decode_want, wire.decode_bitfield, wire.decode_range,
-    wire.decode_extension, wire.decode_handshake,
+    hm.decode_sync, hm.decode_request, hm.decode_cancel, hm.decode_data, hm.decode_no_data,
+    hm.decode_want, hm.decode_want, hm.decode_bitfield, hm.decode_range, hm.decode_extension,
+    hm.decode_handshake,
 )
 
 
 @harness("hypercore-messages", DecodeError)
 def hypercore_messages(data: bytes) -> None:
-    """cairn.messages and cairn.replication.wire: byte 0 is the message type (10: handshake)."""
+    """cairn.messages, every message: byte 0 is the message type (10: handshake)."""
     if data:
         _HYPERCORE[data[0] % len(_HYPERCORE)](data[1:])
 
@@ -148,7 +148,7 @@ def hypercore_messages(data: bytes) -> None:
 
 @harness("dht-datagram", DecodeError)
 def dht_datagram(data: bytes) -> None:
-    """cairn.dht.messages.decode: one dht-rpc 6 datagram."""
+    """cairn.dht.hm.decode: one dht-rpc 6 datagram."""
     dht_messages.decode(data)
 
 
@@ -198,22 +198,22 @@ def dht_node(data: bytes) -> None:
 
 @harness("noise", HandshakeError)
 def noise(data: bytes) -> None:
-    """NoiseHandshake.receive: byte 0 % 3 picks the message (1 at the responder, 2 at the
+    """NoiseHandshake.receive_data: byte 0 % 3 picks the message (1 at the responder, 2 at the
     initiator, 3 at the responder after a real 1 and 2)."""
     if not data:
         return
     step, message = data[0] % 3, data[1:]
     initiator, responder = world.noise_pair()
     if step == 0:
-        responder.receive(message)
+        responder.receive_data(message)
         return
-    m1 = initiator.send()
+    m1 = world.noise_message(initiator)
     if step == 1:
-        initiator.receive(message)
+        initiator.receive_data(message)
         return
-    responder.receive(m1)
+    responder.receive_data(m1)
     responder.send()
-    responder.receive(message)
+    responder.receive_data(message)
 
 
 @harness("secret-stream", RemoteError)
@@ -254,12 +254,15 @@ def split_messages(data: bytes) -> list[bytes]:
 
 @harness("protomux-mux", RemoteError)
 def protomux_mux(data: bytes) -> None:
-    """Mux.receive on messages ``u8 length ‖ bytes`` after we opened one hypercore channel."""
+    """Mux.receive_data on messages ``u8 length ‖ bytes`` after we opened one hypercore
+    channel."""
     mux = protomux.Mux(max_channels=8, max_buffered=8192)
-    mux.open_channel(wire.PROTOCOL, world.PROTOCOL_ID, b"hs")
+    mux.open_channel(hm.PROTOCOL, world.PROTOCOL_ID, b"hs")
     for message in split_messages(data):
-        mux.receive(message)
-        mux.messages_to_send()
+        mux.receive_data(message)
+        while mux.next_event() is not None:
+            pass
+        mux.data_to_send()
 
 
 def split_session(data: bytes) -> list[tuple[int, bytes]]:
@@ -276,7 +279,7 @@ def split_session(data: bytes) -> list[tuple[int, bytes]]:
 
 @harness("session", RemoteError)
 def session(data: bytes) -> None:
-    """Session.receive (hypercore/alpha and Cairn's extensions). Byte 0 bit 0x10 clear: the
+    """Session.receive_data (hypercore/alpha and Cairn's extensions). Byte 0 bit 0x10 clear: the
     writer serving gets one message, type = the low nibble, payload = the rest. Set: a replica
     with requests in flight gets messages ``u8 type ‖ uint length ‖ payload`` in turn."""
     if not data:
@@ -285,14 +288,16 @@ def session(data: bytes) -> None:
         s, lg = world.replica_session()
         try:
             for kind, payload in split_session(data[1:]):
-                s.receive(kind, payload)
-                s.messages_to_send()
+                s.receive_data(kind, payload)
+                s.data_to_send()
+                while s.next_event() is not None:
+                    pass
         finally:
             lg.close()
     else:
         w = world.writer_session()
-        w.receive(data[0] & 0x0F, data[1:])
-        w.messages_to_send()
+        w.receive_data(data[0] & 0x0F, data[1:])
+        w.data_to_send()
 
 
 # -- frames and payloads -------------------------------------------------------------------------

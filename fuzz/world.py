@@ -29,6 +29,7 @@ __all__ = [
     "gateway_key_pair",
     "initiator_key_pair",
     "initiator_stream",
+    "noise_message",
     "noise_pair",
     "replica_session",
     "responder_key_pair",
@@ -91,7 +92,7 @@ def writer_session() -> Session:
                    handshake_hash=HANDSHAKE_HASH)
     s.on_open(peer.handshake())
     peer.log.close()
-    s.messages_to_send()
+    s.data_to_send()
     return s
 
 
@@ -104,8 +105,8 @@ def replica_session() -> tuple[Session, Log]:
     s.on_open(w.handshake())
     w.on_open(s.handshake())
     s.want(*WANT)
-    for kind, payload in w.messages_to_send():
-        s.receive(kind, payload)
+    for kind, payload in w.data_to_send():
+        s.receive_data(kind, payload)
     return s, lg
 
 
@@ -113,6 +114,12 @@ def noise_pair() -> tuple[NoiseHandshake, NoiseHandshake]:
     """(initiator, responder), seeded: the same ephemeral keys every time."""
     return (NoiseHandshake(True, initiator_key_pair(), SeededRandom("noise-i")),
             NoiseHandshake(False, responder_key_pair(), SeededRandom("noise-r")))
+
+
+def noise_message(handshake: NoiseHandshake, payload: bytes = b"") -> bytes:
+    """This side's next handshake message, carrying ``payload``."""
+    handshake.send(payload)
+    return handshake.data_to_send()
 
 
 def initiator_stream() -> SecretStream:

@@ -1,37 +1,118 @@
-"""hypercore/alpha wire messages (hypercore/lib/messages.js ``wire.*``), one place for their bytes.
+r"""Every ``hypercore/alpha`` message codec (hypercore 11, lib/messages.js ``wire.*``).
 
-This module holds the ``request`` and ``data`` messages, which carry proofs; the replication
-session adds the rest of the channel's messages here. Decoders raise only
+The channel's handshake and its ten message types; the type is the position in
+lib/replicator.js's list (:class:`MessageType`):
+
+====  ==========  =============================================================
+type  message     fields (flags are bits of one leading or trailing ``uint``)
+====  ==========  =============================================================
+\-    handshake   ``uint flags (seeks)`` ‖ 32-byte capability
+0     sync        ``uint flags (can_upgrade, uploading, downloading, has_manifest,
+                  allow_push)`` ‖ fork ‖ length ‖ remote_length
+1     request     ``uint flags (block, hash, seek, upgrade, manifest, priority)`` ‖
+                  id ‖ fork ‖ the parts the flags name
+2     cancel      request id
+3     data        ``uint flags (block, hash, seek, upgrade, manifest)`` ‖ request ‖ fork
+                  ‖ the parts the flags name (a proof, the block when asked for)
+4     no-data     request id ‖ optional ``uint flags (reason)`` ‖ reason
+5, 6  (un)want    start ‖ length ‖ optional ``uint flags (any)``
+7     bitfield    start ‖ ``uint words`` ‖ 32-bit little-endian words
+8     range       ``uint flags (drop, length is 1)`` ‖ start ‖ length unless 1
+9     extension   ``string name`` ‖ message (the rest)
+====  ==========  =============================================================
+
+Flag bits are packed and unpacked by one pair of helpers, :func:`pack_flags` and
+:func:`unpack_flags` (bit ``i`` is the ``i``-th flag). The log (:mod:`cairn.log`) builds and
+verifies the proofs ``request`` and ``data`` carry; the replication session
+(:mod:`cairn.replication.session`) speaks the rest. Decoders raise only
 :class:`~cairn.errors.DecodeError`.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import NamedTuple
 
 from cairn.encoding import Reader, write_array, write_buffer, write_fixed, write_uint
 from cairn.errors import DecodeError
 
 __all__ = [
+    "PROTOCOL",
+    "Bitfield",
+    "Cancel",
+    "ChannelHandshake",
     "Data",
     "DataBlock",
     "DataHash",
     "DataSeek",
     "DataUpgrade",
+    "Extension",
+    "MessageType",
+    "NoData",
     "Node",
+    "Range",
     "Request",
     "RequestBlock",
     "RequestSeek",
     "RequestUpgrade",
+    "Sync",
+    "Want",
+    "decode_bitfield",
+    "decode_cancel",
     "decode_data",
+    "decode_extension",
+    "decode_handshake",
+    "decode_no_data",
+    "decode_range",
     "decode_request",
+    "decode_sync",
+    "decode_want",
+    "encode_bitfield",
+    "encode_cancel",
     "encode_data",
+    "encode_extension",
+    "encode_handshake",
+    "encode_no_data",
+    "encode_range",
     "encode_request",
+    "encode_sync",
+    "encode_want",
+    "pack_flags",
     "read_manifest_bytes",
+    "unpack_flags",
 ]
 
+PROTOCOL = "hypercore/alpha"
 MAX_NODES = 4096  # far more than any proof of a 2^64-block tree needs (at most ~130)
+
+
+class MessageType(IntEnum):
+    SYNC = 0
+    REQUEST = 1
+    CANCEL = 2
+    DATA = 3
+    NO_DATA = 4
+    WANT = 5
+    UNWANT = 6
+    BITFIELD = 7
+    RANGE = 8
+    EXTENSION = 9
+
+
+def pack_flags(*flags: object) -> int:
+    """The ``uint`` whose bit ``i`` is set when ``flags[i]`` is true."""
+    n = 0
+    for i, flag in enumerate(flags):
+        if flag:
+            n |= 1 << i
+    return n
+
+
+def unpack_flags(n: int, count: int) -> tuple[bool, ...]:
+    """The first ``count`` bits of ``n``, bit 0 first (higher bits are ignored, as JS does)."""
+    return tuple(bool(n >> i & 1) for i in range(count))
 
 
 class Node(NamedTuple):
@@ -96,14 +177,7 @@ class Request:
 
 
 def encode_request(m: Request) -> bytes:
-    flags = (
-        (1 if m.block else 0)
-        | (2 if m.hash else 0)
-        | (4 if m.seek else 0)
-        | (8 if m.upgrade else 0)
-        | (16 if m.manifest else 0)
-        | (32 if m.priority else 0)
-    )
+    flags = pack_flags(m.block, m.hash, m.seek, m.upgrade, m.manifest, m.priority)
     out = bytearray()
     write_uint(out, flags)
     write_uint(out, m.id)
@@ -125,16 +199,16 @@ def encode_request(m: Request) -> bytes:
 
 def decode_request(data: bytes) -> Request:
     r = Reader(data)
-    flags = r.uint()
+    has_block, has_hash, has_seek, has_upgrade, manifest, has_priority = unpack_flags(r.uint(), 6)
     rid = r.uint()
     fork = r.uint()
-    block = RequestBlock(r.uint(), r.uint()) if flags & 1 else None
-    hash_ = RequestBlock(r.uint(), r.uint()) if flags & 2 else None
-    seek = RequestSeek(r.uint(), r.uint()) if flags & 4 else None
-    upgrade = RequestUpgrade(r.uint(), r.uint()) if flags & 8 else None
-    priority = r.uint() if flags & 32 else 0
+    block = RequestBlock(r.uint(), r.uint()) if has_block else None
+    hash_ = RequestBlock(r.uint(), r.uint()) if has_hash else None
+    seek = RequestSeek(r.uint(), r.uint()) if has_seek else None
+    upgrade = RequestUpgrade(r.uint(), r.uint()) if has_upgrade else None
+    priority = r.uint() if has_priority else 0
     r.done()
-    return Request(rid, fork, block, hash_, seek, upgrade, bool(flags & 16), priority)
+    return Request(rid, fork, block, hash_, seek, upgrade, manifest, priority)
 
 
 # -- data (a proof) --------------------------------------------------------------------------------
@@ -185,13 +259,7 @@ class Data:
 
 
 def encode_data(m: Data) -> bytes:
-    flags = (
-        (1 if m.block else 0)
-        | (2 if m.hash else 0)
-        | (4 if m.seek else 0)
-        | (8 if m.upgrade else 0)
-        | (16 if m.manifest else 0)
-    )
+    flags = pack_flags(m.block, m.hash, m.seek, m.upgrade, m.manifest)
     out = bytearray()
     write_uint(out, flags)
     write_uint(out, m.request)
@@ -237,17 +305,17 @@ def read_manifest_bytes(r: Reader) -> bytes:
         else:
             raise DecodeError(f"unknown manifest v0 type {kind}")
     elif version <= 3:
-        flags = r.uint()
+        _allow_patch, prologue, linked, user_data = unpack_flags(r.uint(), 4)
         if r.uint() != 0:
             raise DecodeError("unknown manifest hash id")
         r.uint()  # quorum
         r.array(_read_signer, 64)
-        if flags & 2:
+        if prologue:
             r.fixed(32)
             r.uint()
-        if flags & 4:
+        if linked:
             r.array(lambda rr: rr.fixed(32), 64)
-        if flags & 8:
+        if user_data:
             r.buffer()
     else:
         raise DecodeError(f"unknown manifest version {version}")
@@ -263,20 +331,209 @@ def _read_signer(r: Reader) -> None:
 
 def decode_data(data: bytes) -> Data:
     r = Reader(data)
-    flags = r.uint()
+    has_block, has_hash, has_seek, has_upgrade, has_manifest = unpack_flags(r.uint(), 5)
     request = r.uint()
     fork = r.uint()
     block = hash_ = seek = upgrade = None
-    if flags & 1:
+    if has_block:
         block = DataBlock(r.uint(), r.buffer(), tuple(read_nodes(r)))
-    if flags & 2:
+    if has_hash:
         hash_ = DataHash(r.uint(), tuple(read_nodes(r)))
-    if flags & 4:
+    if has_seek:
         seek = DataSeek(r.uint(), tuple(read_nodes(r)))
-    if flags & 8:
+    if has_upgrade:
         upgrade = DataUpgrade(
             r.uint(), r.uint(), tuple(read_nodes(r)), tuple(read_nodes(r)), r.buffer()
         )
-    manifest = read_manifest_bytes(r) if flags & 16 else None
+    manifest = read_manifest_bytes(r) if has_manifest else None
     r.done()
     return Data(request, fork, block, hash_, seek, upgrade, manifest)
+
+
+# -- the channel handshake and the other eight messages ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHandshake:
+    capability: bytes
+    seeks: bool = False
+
+
+def encode_handshake(m: ChannelHandshake) -> bytes:
+    out = bytearray()
+    write_uint(out, pack_flags(m.seeks))
+    if len(m.capability) != 32:
+        raise ValueError("a capability is 32 bytes")
+    out += m.capability
+    return bytes(out)
+
+
+def decode_handshake(data: bytes) -> ChannelHandshake:
+    r = Reader(data)
+    (seeks,) = unpack_flags(r.uint(), 1)
+    return ChannelHandshake(r.fixed(32), seeks)
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    fork: int
+    length: int
+    remote_length: int
+    can_upgrade: bool = False
+    uploading: bool = True
+    downloading: bool = False
+    has_manifest: bool = False
+    allow_push: bool = False
+
+
+def encode_sync(m: Sync) -> bytes:
+    flags = pack_flags(m.can_upgrade, m.uploading, m.downloading, m.has_manifest, m.allow_push)
+    out = bytearray()
+    for v in (flags, m.fork, m.length, m.remote_length):
+        write_uint(out, v)
+    return bytes(out)
+
+
+def decode_sync(data: bytes) -> Sync:
+    r = Reader(data)
+    flags = unpack_flags(r.uint(), 5)
+    return Sync(r.uint(), r.uint(), r.uint(), *flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request: int
+
+
+def encode_cancel(m: Cancel) -> bytes:
+    out = bytearray()
+    write_uint(out, m.request)
+    return bytes(out)
+
+
+def decode_cancel(data: bytes) -> Cancel:
+    return Cancel(Reader(data).uint())
+
+
+@dataclass(frozen=True, slots=True)
+class NoData:
+    request: int
+    reason: int = 0
+
+
+def encode_no_data(m: NoData) -> bytes:
+    out = bytearray()
+    write_uint(out, m.request)
+    write_uint(out, pack_flags(m.reason))
+    if m.reason:
+        write_uint(out, m.reason)
+    return bytes(out)
+
+
+def decode_no_data(data: bytes) -> NoData:
+    r = Reader(data)
+    request = r.uint()
+    (has_reason,) = unpack_flags(r.uint() if r.remaining() else 0, 1)
+    return NoData(request, r.uint() if has_reason else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """``want`` and ``unwant``: a range of blocks, or ``any``."""
+
+    start: int
+    length: int
+    any: bool = False
+
+
+def encode_want(m: Want) -> bytes:
+    out = bytearray()
+    write_uint(out, m.start)
+    write_uint(out, m.length)
+    if m.any:
+        write_uint(out, pack_flags(m.any))
+    return bytes(out)
+
+
+def decode_want(data: bytes) -> Want:
+    r = Reader(data)
+    start = r.uint()
+    length = r.uint()
+    (any_,) = unpack_flags(r.uint() if r.remaining() else 0, 1)
+    return Want(start, length, any_)
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The sender has (or with ``drop``, has dropped) blocks start..start+length."""
+
+    start: int
+    length: int
+    drop: bool = False
+
+
+def encode_range(m: Range) -> bytes:
+    out = bytearray()
+    write_uint(out, pack_flags(m.drop, m.length == 1))
+    write_uint(out, m.start)
+    if m.length != 1:
+        write_uint(out, m.length)
+    return bytes(out)
+
+
+def decode_range(data: bytes) -> Range:
+    r = Reader(data)
+    drop, single = unpack_flags(r.uint(), 2)
+    start = r.uint()
+    length = 1 if single else r.uint()
+    return Range(start, length, drop)
+
+
+@dataclass(frozen=True, slots=True)
+class Bitfield:
+    """A page of the sender's bitfield from block ``start``: 32-bit words, LSB first."""
+
+    start: int
+    words: tuple[int, ...]
+
+
+_MAX_WORDS = 1 << 16
+
+
+def encode_bitfield(m: Bitfield) -> bytes:
+    out = bytearray()
+    write_uint(out, m.start)
+    write_uint(out, len(m.words))
+    out += struct.pack(f"<{len(m.words)}I", *m.words)
+    return bytes(out)
+
+
+def decode_bitfield(data: bytes) -> Bitfield:
+    r = Reader(data)
+    start = r.uint()
+    n = r.uint()
+    if n > _MAX_WORDS or 4 * n > r.remaining():
+        raise DecodeError(f"bitfield of {n} words does not fit")
+    raw = r.fixed(4 * n)
+    return Bitfield(start, struct.unpack(f"<{n}I", raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    name: str
+    message: bytes
+
+
+def encode_extension(m: Extension) -> bytes:
+    name = m.name.encode()
+    out = bytearray()
+    write_uint(out, len(name))
+    out += name
+    out += m.message
+    return bytes(out)
+
+
+def decode_extension(data: bytes) -> Extension:
+    r = Reader(data)
+    name = r.string()
+    return Extension(name, r.rest())

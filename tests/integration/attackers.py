@@ -26,10 +26,9 @@ from pathlib import Path
 
 from cairn.crypto import random_key_pair
 from cairn.log import Log
-from cairn.messages import Data, DataBlock, Node, encode_data
+from cairn.messages import Data, DataBlock, MessageType, Node, encode_data
 from cairn.replication.net import MAX_FRAME, _Link
 from cairn.replication.session import Session
-from cairn.replication.wire import MessageType
 
 
 async def garbage(host: str, port: int, amount: int) -> dict[str, float]:
@@ -89,7 +88,7 @@ async def bad_proofs(host: str, port: int, amount: int, key: bytes) -> dict[str,
                     session._send(MessageType.DATA, _bad_data(rng, sent))
                     sent += 1
                     if sent % 50 == 0:
-                        for m in link.replicator.messages_to_send():
+                        for m in link.replicator.data_to_send():
                             link.stream.send(m)
                         await asyncio.wait_for(link._write(), 10)
             except Exception:  # the server dropped us (any way it does): count it

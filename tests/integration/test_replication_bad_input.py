@@ -16,10 +16,11 @@ import pytest
 from cairn.crypto import key_pair, random_key_pair
 from cairn.errors import VerificationError
 from cairn.log import Log
+from cairn.messages import PROTOCOL, ChannelHandshake, encode_handshake
 from cairn.replication.net import download, serve
+from cairn.replication.peer import Replicator
 from cairn.replication.protomux import Mux
 from cairn.replication.secret_stream import Handshaken, SecretStream
-from cairn.replication.wire import PROTOCOL, ChannelHandshake, encode_handshake
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_wrong_capability_is_dropped(tmp_path: Path) -> None:
         mux = Mux()
         mux.open_channel(PROTOCOL, w.discovery_key,
                          encode_handshake(ChannelHandshake(bytes(32))))
-        for m in mux.messages_to_send():
+        for m in mux.data_to_send():
             stream.send(m)
         writer.write(stream.data_to_send())
         await writer.drain()
@@ -145,7 +146,7 @@ async def test_a_thousand_channels_are_refused(tmp_path: Path) -> None:
         mux = Mux(max_channels=2000)
         for i in range(1000):
             mux.open_channel(PROTOCOL, i.to_bytes(32, "big"), b"")
-        for m in mux.messages_to_send():
+        for m in mux.data_to_send():
             stream.send(m)
         writer.write(stream.data_to_send())
         with contextlib.suppress(ConnectionError):
@@ -205,3 +206,43 @@ async def test_memory_stays_bounded_under_a_flood(tmp_path: Path) -> None:
             writer.close()
         await good_download_still_works(host, port, w, tmp_path, "r.db")
     assert rss_mib() - before < 50
+
+
+async def test_stopping_the_server_closes_every_connection(tmp_path: Path) -> None:
+    # serve() holds its connections in a task group: cancelled, it closes each before returning
+    w = writer_log(tmp_path / "w.db")
+    async with asyncio.timeout(30):
+        async with server([w]) as (host, port):
+            peers = [await handshake(host, port) for _ in range(3)]
+        for reader, writer, _, _ in peers:
+            assert await closed_by_server(reader)
+            writer.close()
+
+
+async def test_a_bug_on_one_connection_ends_only_that_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="cairn.replication.net")
+    w = writer_log(tmp_path / "w.db")
+    real = Replicator.receive_data
+    broken: list[Replicator] = []
+
+    def receive_data(self: Replicator, message: bytes) -> None:
+        if not broken or broken[0] is self:
+            broken[:1] = [self]
+            raise ZeroDivisionError("a bug")  # not a protocol error: a mistake of ours
+        real(self, message)
+
+    monkeypatch.setattr(Replicator, "receive_data", receive_data)
+    async with asyncio.timeout(30), server([w]) as (host, port):
+        reader, writer, stream, _ = await handshake(host, port)
+        mux = Mux()
+        mux.open_channel(PROTOCOL, w.discovery_key, b"")
+        for m in mux.data_to_send():
+            stream.send(m)
+        writer.write(stream.data_to_send())
+        await writer.drain()
+        assert await closed_by_server(reader)
+        writer.close()
+        await good_download_still_works(host, port, w, tmp_path, "r.db")
+    assert "unexpected error" in caplog.text and "ZeroDivisionError" in caplog.text

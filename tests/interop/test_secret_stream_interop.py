@@ -156,18 +156,27 @@ async def echo(connection: SecretStreamConnection, js: JSPeer) -> None:
     assert (await js.line()) == {"done": True}
 
 
+def drain(mux: Mux) -> list[MuxEvent]:
+    """The events the mux holds, in order."""
+    out: list[MuxEvent] = []
+    while (event := mux.next_event()) is not None:
+        out.append(event)
+    return out
+
+
 async def protomux(connection: SecretStreamConnection, js: JSPeer) -> None:
     mux = Mux()
     events: list[MuxEvent] = []
 
     async def flush() -> None:
-        for message in mux.messages_to_send():
+        for message in mux.data_to_send():
             await connection.send(message)
 
     async def more() -> None:
         message = await connection.receive()
         assert message is not None, "the JS peer ended the stream"
-        events.extend(mux.receive(message))
+        mux.receive_data(message)
+        events.extend(drain(mux))
 
     # JS opened its channel and sent three messages (one plain, two batched) before we opened
     while len(events) < 1:
@@ -181,7 +190,7 @@ async def protomux(connection: SecretStreamConnection, js: JSPeer) -> None:
     )
     assert opened.channel is None  # JS waits for us
     channel = mux.open_channel("cairn/interop", b"channel-id", b"cairn handshake")
-    events.extend(mux.events())
+    events.extend(drain(mux))
     while len(events) < 3:
         await more()
     assert events == [

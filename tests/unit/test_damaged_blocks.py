@@ -18,8 +18,8 @@ from cairn import crypto
 from cairn.encoding import write_uint
 from cairn.errors import DamagedBlockError, DecodeError, StorageError
 from cairn.log import Log
+from cairn.messages import Extension, MessageType, encode_extension
 from cairn.replication.session import EXT_DAMAGED
-from cairn.replication.wire import Extension, MessageType, encode_extension
 from tests.unit.test_replication_session import (
     Recorder,
     connect,
@@ -164,7 +164,7 @@ def test_a_damaged_claim_for_a_block_not_asked_is_ignored(tmp_path: Path) -> Non
         for i in (3, 10**9):
             body = bytearray()
             write_uint(body, i)
-            r.receive(int(MessageType.EXTENSION),
+            r.receive_data(int(MessageType.EXTENSION),
                       encode_extension(Extension(EXT_DAMAGED, bytes(body))))
         r.want(0, 20)
         shuttle(w, r)
@@ -181,6 +181,6 @@ def test_a_malformed_damaged_claim_is_a_remote_error(tmp_path: Path, message: by
         writer.append(make_blocks()[:3])
         _, r = connect(writer, replica)
         with pytest.raises(DecodeError):
-            r.receive(int(MessageType.EXTENSION),
+            r.receive_data(int(MessageType.EXTENSION),
                       encode_extension(Extension(EXT_DAMAGED, message)))
         assert r.remote_damaged == set()

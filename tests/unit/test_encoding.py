@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -9,20 +11,46 @@ from hypothesis import strategies as st
 from cairn.encoding import Reader, decode_all, encode_uint, uint_size
 from cairn.errors import DecodeError
 from cairn.messages import (
+    Bitfield,
+    Cancel,
+    ChannelHandshake,
     Data,
     DataBlock,
     DataHash,
     DataSeek,
     DataUpgrade,
+    Extension,
+    NoData,
     Node,
+    Range,
     Request,
     RequestBlock,
     RequestSeek,
     RequestUpgrade,
+    Sync,
+    Want,
+    decode_bitfield,
+    decode_cancel,
     decode_data,
+    decode_extension,
+    decode_handshake,
+    decode_no_data,
+    decode_range,
     decode_request,
+    decode_sync,
+    decode_want,
+    encode_bitfield,
+    encode_cancel,
     encode_data,
+    encode_extension,
+    encode_handshake,
+    encode_no_data,
+    encode_range,
     encode_request,
+    encode_sync,
+    encode_want,
+    pack_flags,
+    unpack_flags,
 )
 
 
@@ -121,3 +149,61 @@ def test_mutated_data_raises_only_decode_error(m: Data, draw: st.DataObject) -> 
     for candidate in (bytes(wire), bytes(wire[:cut])):
         with contextlib.suppress(DecodeError):
             decode_data(candidate)
+
+
+# -- flags and the channel's other messages ------------------------------------------------------
+
+
+def test_flag_bits_are_in_argument_order() -> None:
+    assert pack_flags() == 0
+    assert pack_flags(True, False, True) == 0b101
+    assert pack_flags(None, b"x", 0, 7) == 0b1010  # truthiness, as the codecs use it
+    assert unpack_flags(0b101, 3) == (True, False, True)
+    assert unpack_flags(0b11111, 2) == (True, True)  # higher bits ignored
+
+
+@given(st.lists(st.booleans(), max_size=64))
+def test_flags_roundtrip(flags: list[bool]) -> None:
+    assert unpack_flags(pack_flags(*flags), len(flags)) == tuple(flags)
+
+
+uints = st.integers(0, 2**53)
+channel_messages = st.one_of(
+    st.builds(ChannelHandshake, st.binary(min_size=32, max_size=32), st.booleans()),
+    st.builds(Sync, uints, uints, uints, st.booleans(), st.booleans(), st.booleans(),
+              st.booleans(), st.booleans()),
+    st.builds(Cancel, uints),
+    st.builds(NoData, uints, uints),
+    st.builds(Want, uints, uints, st.booleans()),
+    st.builds(Range, uints, uints, st.booleans()),
+    st.builds(Bitfield, uints, st.lists(st.integers(0, 2**32 - 1), max_size=8).map(tuple)),
+    st.builds(Extension, st.text(max_size=20), st.binary(max_size=40)),
+)
+CODECS: dict[type, tuple[Callable[[Any], bytes], Callable[[bytes], object]]] = {
+    ChannelHandshake: (encode_handshake, decode_handshake),
+    Sync: (encode_sync, decode_sync),
+    Cancel: (encode_cancel, decode_cancel),
+    NoData: (encode_no_data, decode_no_data),
+    Want: (encode_want, decode_want),
+    Range: (encode_range, decode_range),
+    Bitfield: (encode_bitfield, decode_bitfield),
+    Extension: (encode_extension, decode_extension),
+}
+
+
+@given(channel_messages)
+def test_channel_message_roundtrip(m: object) -> None:
+    encode, decode = CODECS[type(m)]
+    assert decode(encode(m)) == m
+
+
+def test_channel_message_known_bytes() -> None:
+    # hypercore 11's bytes: flags first (sync, range) or trailing and optional (no-data, want)
+    assert encode_sync(Sync(1, 48, 12, can_upgrade=True, has_manifest=True)).hex() == "0b01300c"
+    assert encode_range(Range(3, 1, drop=True)).hex() == "0303"
+    assert encode_range(Range(0, 48)).hex() == "000030"
+    assert encode_no_data(NoData(7)).hex() == "0700"
+    assert encode_no_data(NoData(7, 2)).hex() == "070102"
+    assert encode_want(Want(0, 1024)).hex() == "00fd0004"
+    assert encode_want(Want(0, 1024, any=True)).hex() == "00fd000401"
+    assert encode_handshake(ChannelHandshake(bytes(32), seeks=True)).hex() == "01" + "00" * 32

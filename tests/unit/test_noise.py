@@ -9,7 +9,14 @@ import pytest
 
 from cairn.crypto import KeyPair, key_pair
 from cairn.errors import LocalError, RemoteError
-from cairn.replication.noise import MESSAGE_SIZES, HandshakeError, NoiseHandshake, dh, hkdf
+from cairn.replication.noise import (
+    MESSAGE_SIZES,
+    HandshakeError,
+    HandshakePayload,
+    NoiseHandshake,
+    dh,
+    hkdf,
+)
 from cairn.replication.secret_stream import (
     ABYTES,
     HEADER_SIZE,
@@ -80,16 +87,32 @@ def framed(payload: bytes) -> bytes:
 # -- Noise ---------------------------------------------------------------------------------
 
 
+def send(handshake: NoiseHandshake) -> bytes:
+    """This side's next handshake message (empty payload)."""
+    handshake.send()
+    return handshake.data_to_send()
+
+
+def receive(handshake: NoiseHandshake, message: bytes) -> bytes:
+    """Take the peer's message; its payload."""
+    handshake.receive_data(message)
+    match handshake.next_event():
+        case HandshakePayload(payload=payload):
+            return payload
+        case other:
+            raise AssertionError(f"expected the message's payload, got {other!r}")
+
+
 def run_noise(seed: int = 0) -> tuple[NoiseHandshake, NoiseHandshake, list[bytes]]:
     rng = SeededRandom(seed)
     i = NoiseHandshake(True, ALICE, rng.fork("i"))
     r = NoiseHandshake(False, BOB, rng.fork("r"))
-    m1 = i.send()
-    assert r.receive(m1) == b""
-    m2 = r.send()
-    assert i.receive(m2) == b""
-    m3 = i.send()
-    assert r.receive(m3) == b""
+    m1 = send(i)
+    assert receive(r, m1) == b""
+    m2 = send(r)
+    assert receive(i, m2) == b""
+    m3 = send(i)
+    assert receive(r, m3) == b""
     return i, r, [m1, m2, m3]
 
 
@@ -112,10 +135,29 @@ def test_noise_is_reproducible_under_a_seed_and_differs_across_seeds() -> None:
     assert first[0] != other[0]
 
 
+def test_noise_events_are_each_payload_then_handshaken_on_both_sides() -> None:
+    rng = SeededRandom(4)
+    i = NoiseHandshake(True, ALICE, rng.fork("i"))
+    r = NoiseHandshake(False, BOB, rng.fork("r"))
+    i.send(b"one")
+    r.receive_data(i.data_to_send())
+    r.send(b"two")
+    i.receive_data(r.data_to_send())
+    i.send(b"three")
+    assert i.data_to_send() != b"" and i.data_to_send() == b""  # handed out once
+    assert [i.next_event(), i.next_event(), i.next_event()] == [
+        HandshakePayload(b"two"),
+        Handshaken(BOB.public_key, i.handshake_hash),
+        None,
+    ]
+    assert r.next_event() == HandshakePayload(b"one")
+    assert r.next_event() is None  # message 3 not taken yet
+
+
 def test_noise_initial_state_mixes_the_empty_prologue() -> None:
     # h0 = name zero-padded to 64, then h = BLAKE2b-512(h0 ‖ "") for the prologue, then e
     i = NoiseHandshake(True, ALICE, SeededRandom(1))
-    m1 = i.send()
+    m1 = send(i)
     h0 = b"Noise_XX_Ed25519_ChaChaPoly_BLAKE2b".ljust(64, b"\x00")
     h = hashlib.blake2b(h0, digest_size=64).digest()
     h = hashlib.blake2b(h + m1, digest_size=64).digest()
@@ -143,7 +185,7 @@ def test_hkdf_is_hmac_blake2b() -> None:
 def test_noise_misuse_is_a_local_error() -> None:
     i = NoiseHandshake(True, ALICE, SeededRandom(1))
     with pytest.raises(LocalError):
-        i.receive(bytes(32))  # the initiator speaks first
+        i.receive_data(bytes(32))  # the initiator speaks first
     with pytest.raises(LocalError):
         _ = i.handshake_hash
     r = NoiseHandshake(False, BOB, SeededRandom(2))
@@ -158,29 +200,29 @@ def test_noise_short_or_bad_messages_raise_handshake_error(step: int) -> None:
     rng = SeededRandom(3)
     i = NoiseHandshake(True, ALICE, rng.fork("i"))
     r = NoiseHandshake(False, BOB, rng.fork("r"))
-    m1 = i.send()
+    m1 = send(i)
     if step == 0:
         with pytest.raises(HandshakeError):
-            r.receive(m1[:31])
+            r.receive_data(m1[:31])
         with pytest.raises(HandshakeError):
-            r.receive(bytes(32))  # not a valid point
+            r.receive_data(bytes(32))  # not a valid point
         return
-    r.receive(m1)
-    m2 = r.send()
+    r.receive_data(m1)
+    m2 = send(r)
     if step == 1:
         with pytest.raises(HandshakeError):
-            i.receive(m2[:95])
+            i.receive_data(m2[:95])
         tampered = bytearray(m2)
         tampered[50] ^= 1
         with pytest.raises(HandshakeError):
-            i.receive(bytes(tampered))
+            i.receive_data(bytes(tampered))
         return
-    i.receive(m2)
-    m3 = i.send()
+    i.receive_data(m2)
+    m3 = send(i)
     tampered = bytearray(m3)
     tampered[-1] ^= 1
     with pytest.raises(HandshakeError):
-        r.receive(bytes(tampered))
+        r.receive_data(bytes(tampered))
 
 
 # -- secret-stream -------------------------------------------------------------------------

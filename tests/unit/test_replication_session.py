@@ -18,7 +18,19 @@ from cairn import crypto
 from cairn.encoding import Reader, write_buffer, write_uint
 from cairn.errors import DecodeError, RemoteError, VerificationError
 from cairn.log import Log
-from cairn.messages import Data, Node, decode_data, encode_data
+from cairn.messages import (
+    Data,
+    Extension,
+    MessageType,
+    NoData,
+    Node,
+    decode_data,
+    decode_extension,
+    encode_data,
+    encode_extension,
+    encode_no_data,
+)
+from cairn.replication.events import SessionEvent, Stored, Synced
 from cairn.replication.session import (
     EXT_RANGE,
     EXT_RANGE_DATA,
@@ -26,14 +38,6 @@ from cairn.replication.session import (
     RUN_BLOCKS,
     CapabilityError,
     Session,
-)
-from cairn.replication.wire import (
-    Extension,
-    MessageType,
-    NoData,
-    decode_extension,
-    encode_extension,
-    encode_no_data,
 )
 
 SEED = bytes(range(32))
@@ -168,15 +172,15 @@ def shuttle(
 ) -> int:
     """Carry messages both ways until neither side has anything to say; returns the rounds."""
     for rounds in range(max_rounds):
-        from_a, from_b = a.messages_to_send(), b.messages_to_send()
+        from_a, from_b = a.data_to_send(), b.data_to_send()
         if not from_a and not from_b:
             return rounds
         for kind, payload in from_a:
             for k, p in a_to_b(kind, payload):
-                b.receive(k, p)
+                b.receive_data(k, p)
         for kind, payload in from_b:
             for k, p in b_to_a(kind, payload):
-                a.receive(k, p)
+                a.receive_data(k, p)
     raise AssertionError(f"the sessions still talk after {max_rounds} rounds")
 
 
@@ -189,6 +193,26 @@ def assert_true_copy(replica: Log, blocks: list[bytes]) -> None:
     for i, value in replica.iter_blocks():
         assert value == blocks[i], f"block {i} differs from the writer's"
     assert replica.verify_all().blocks == len(held(replica))
+
+
+def drain(session: Session) -> list[SessionEvent]:
+    out: list[SessionEvent] = []
+    while (event := session.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_events_say_the_peer_synced_and_what_was_stored(writer: Log, replica: Log) -> None:
+    w, r = connect(writer, replica)
+    shuttle(w, r)
+    assert Synced(replica.discovery_key, writer.fork, BLOCKS) in drain(r)
+    assert Synced(writer.discovery_key, 0, 0) in drain(w)  # the empty replica's first word
+    r.want(100, 300)
+    shuttle(w, r)
+    stored = drain(r)
+    assert stored and all(isinstance(e, Stored) for e in stored)
+    assert sum(e.blocks for e in stored if isinstance(e, Stored)) == 200
+    assert r.next_event() is None
 
 
 # -- Cairn <-> Cairn: the range extension --------------------------------------------------------
@@ -349,18 +373,18 @@ def test_answers_out_of_order_wait_for_the_node_they_end_at(
     r.want(0, 1500)
     requests = 0
     for _ in range(200):
-        from_w, from_r = w.messages_to_send(), r.messages_to_send()
+        from_w, from_r = w.data_to_send(), r.data_to_send()
         if not from_w and not from_r:
             break
         for kind, payload in from_w:
             for k, p in tamper(kind, payload):
-                r.receive(k, p)
+                r.receive_data(k, p)
         for k, p in release():
-            r.receive(k, p)
+            r.receive_data(k, p)
         for kind, payload in from_r:
             if kind != MessageType.EXTENSION:
                 requests += kind == MessageType.REQUEST
-                w.receive(kind, payload)
+                w.receive_data(kind, payload)
     assert held(replica) == set(range(1500)) and r.pending == 0
     assert requests == 1500 + 1  # each block asked for once (and the upgrade): answers waited
     assert r.stats.invalid == 0
@@ -402,7 +426,7 @@ def test_another_handshake_hash_is_refused(writer: Log, replica: Log) -> None:
     with pytest.raises(CapabilityError):
         r.on_open(w.handshake())
     r.want(0, 10)
-    assert r.messages_to_send() == [] and w.messages_to_send() == []  # not open: nothing said
+    assert r.data_to_send() == [] and w.data_to_send() == []  # not open: nothing said
     assert replica.length == 0 and not held(replica)
 
 
@@ -415,7 +439,7 @@ def test_bad_handshakes_are_capability_errors(writer: Log, handshake: bytes) -> 
     w = Session(writer, is_initiator=True, handshake_hash=HANDSHAKE_HASH)
     with pytest.raises(CapabilityError):
         w.on_open(handshake)
-    assert not w.remote_opened and w.messages_to_send() == []
+    assert not w.remote_opened and w.data_to_send() == []
 
 
 def test_capability_binds_roles_and_key(tmp_path: Path, writer: Log, replica: Log) -> None:
@@ -559,7 +583,7 @@ def test_unsolicited_range_none_is_ignored(writer: Log, replica: Log, blocks: li
     shuttle(w, r)
     none = bytearray()
     write_uint(none, 4242)
-    r.receive(MessageType.EXTENSION, encode_extension(Extension(EXT_RANGE_NONE, bytes(none))))
+    r.receive_data(MessageType.EXTENSION, encode_extension(Extension(EXT_RANGE_NONE, bytes(none))))
     r.want(0, 50)
     shuttle(w, r)
     assert held(replica) == set(range(50))
@@ -659,15 +683,15 @@ def test_bad_data_counts_as_invalid(writer: Log, replica: Log) -> None:
     w, r = connect(writer, replica)
     shuttle(w, r, a_to_b=drop_extensions)
     r.want(2000, 2010)
-    for kind, payload in r.messages_to_send():
-        w.receive(kind, payload)
+    for kind, payload in r.data_to_send():
+        w.receive_data(kind, payload)
     tamper = TamperData(data_flip_value)
-    answers = [m for kind, payload in w.messages_to_send() for m in tamper(kind, payload)]
+    answers = [m for kind, payload in w.data_to_send() for m in tamper(kind, payload)]
     assert tamper.done
     caught: RemoteError | None = None
     try:  # verified as it arrives (receive) or in a batch (flush): either way the peer's fault
         for kind, payload in answers:
-            r.receive(kind, payload)
+            r.receive_data(kind, payload)
         r.flush()
     except RemoteError as exc:
         caught = exc

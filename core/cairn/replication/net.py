@@ -139,7 +139,7 @@ class _Link:
         while True:
             rep.flush()  # store what arrived before deciding whether we are done
             finished = done()  # may queue messages (wants): send after it, not before
-            for m in rep.messages_to_send():
+            for m in rep.data_to_send():
                 self.stream.send(m)
             await self._write()
             if finished:
@@ -153,12 +153,14 @@ class _Link:
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
             if isinstance(event, Message):
-                rep.receive(event.data)
+                rep.receive_data(event.data)
                 while (more := self.stream.next_event()) is not None:
                     if isinstance(more, Message):
-                        rep.receive(more.data)
+                        rep.receive_data(more.data)
                     elif isinstance(more, Closed):
                         raise ConnectionError(more.reason)
+                while rep.next_event() is not None:
+                    pass  # done() and on_progress read the sessions' state, not their events
                 if on_progress is not None:
                     on_progress()
 
@@ -190,7 +192,6 @@ async def serve(
     on. Every ``poll`` seconds each connection checks whether a log grew (appended by this
     process) and tells its peer."""
     allowed = set(allow) if allow is not None else None
-    connections: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = _Link(reader, writer, key_pair, False, idle_timeout, max_frame)
@@ -216,27 +217,25 @@ async def serve(
             await link.run()
         except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
             log.info("peer %s dropped: %s: %s", peer, type(exc).__name__, exc)
+        except Exception:
+            # a bug met on one connection ends that connection, never the server
+            log.exception("peer %s dropped on an unexpected error", peer)
         finally:
             await link.close()
 
-    def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(handle(reader, writer))
-        connections.add(task)
-        task.add_done_callback(connections.discard)
+    # one task per connection, in a group: when serving is cancelled the group cancels them
+    # all and waits for each to close its link
+    async with asyncio.TaskGroup() as connections:
 
-    server = await asyncio.start_server(spawn, host, port)
-    try:
-        sock = server.sockets[0].getsockname()
-        if ready is not None:
-            ready((sock[0], sock[1]))
+        def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.create_task(handle(reader, writer))
+
+        server = await asyncio.start_server(spawn, host, port)
         async with server:
+            sock = server.sockets[0].getsockname()
+            if ready is not None:
+                ready((sock[0], sock[1]))
             await server.serve_forever()
-    finally:
-        for task in list(connections):
-            task.cancel()
-        for task in list(connections):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 async def download(

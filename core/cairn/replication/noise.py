@@ -19,14 +19,20 @@ What noise-handshake 4 and noise-curve-ed do, and this module does the same way:
 - XX: ``-> e`` (32 bytes), ``<- e, ee, s, es`` (96 bytes), ``-> s, se`` (64 bytes), each with an
   (empty) encrypted payload. Split: ``hkdf(ck, "")``; the initiator sends with the first key.
 
-Bad bytes from the peer raise :class:`HandshakeError` (a :class:`~cairn.errors.RemoteError`);
-calling a method out of turn raises :class:`~cairn.errors.LocalError`.
+:class:`NoiseHandshake` has the verbs of every replication core (:mod:`cairn.replication`):
+:meth:`~NoiseHandshake.receive_data` takes the peer's next message, :meth:`~NoiseHandshake.send`
+writes ours, :meth:`~NoiseHandshake.data_to_send` hands it out and
+:meth:`~NoiseHandshake.next_event` says what happened (a :class:`HandshakePayload` per message
+taken, :class:`Handshaken` once complete). Bad bytes from the peer raise :class:`HandshakeError`
+(a :class:`~cairn.errors.RemoteError`) from :meth:`~NoiseHandshake.receive_data`; calling a
+method out of turn raises :class:`~cairn.errors.LocalError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import deque
 from typing import Final, Protocol
 
 import nacl.bindings as sodium
@@ -34,12 +40,16 @@ import nacl.exceptions
 
 from cairn.crypto import KeyPair, key_pair
 from cairn.errors import LocalError, RemoteError
+from cairn.replication.events import Handshaken, HandshakePayload, NoiseEvent
 
 __all__ = [
     "HANDSHAKE_HASH_SIZE",
     "MESSAGE_SIZES",
     "PROTOCOL_NAME",
     "HandshakeError",
+    "HandshakePayload",
+    "Handshaken",
+    "NoiseEvent",
     "NoiseHandshake",
     "RandomSource",
     "dh",
@@ -178,10 +188,23 @@ class _Symmetric:
 class NoiseHandshake:
     """One side of a ``Noise_XX_Ed25519_ChaChaPoly_BLAKE2b`` handshake, as secret-stream runs it.
 
-    The initiator calls :meth:`send` (message 1), :meth:`receive` (message 2), :meth:`send`
-    (message 3); the responder :meth:`receive`, :meth:`send`, :meth:`receive`. Messages are the
-    raw Noise messages (secret-stream frames them). After the third, :attr:`complete` is true and
-    :attr:`handshake_hash`, :attr:`remote_public_key`, :attr:`tx_key` and :attr:`rx_key` are set.
+    ::
+
+        hs = NoiseHandshake(is_initiator, key_pair, rng)
+        if hs.wants_to_send:
+            hs.send()                        # message 1 (the initiator)
+            write(hs.data_to_send())
+        # for each message from the peer:
+        hs.receive_data(message)
+        while (event := hs.next_event()) is not None:
+            ...                              # HandshakePayload, then Handshaken
+        if hs.wants_to_send:
+            hs.send()
+            write(hs.data_to_send())
+
+    Messages are the raw Noise messages (secret-stream frames them). After the third,
+    :attr:`complete` is true, :class:`Handshaken` is the last event, and :attr:`handshake_hash`,
+    :attr:`remote_public_key`, :attr:`tx_key` and :attr:`rx_key` are set.
 
     ``rng`` gives the 32-byte seed of the ephemeral key pair (a test passes a seeded one, so the
     whole transcript is reproducible).
@@ -202,6 +225,8 @@ class NoiseHandshake:
         self._handshake_hash: bytes | None = None
         self._tx: bytes | None = None
         self._rx: bytes | None = None
+        self._outbuf = b""
+        self._events: deque[NoiseEvent] = deque()
 
     # -- public state ----------------------------------------------------------------------
 
@@ -241,8 +266,9 @@ class NoiseHandshake:
 
     # -- messages --------------------------------------------------------------------------
 
-    def send(self, payload: bytes = b"") -> bytes:
-        """This side's next handshake message, carrying ``payload`` (empty in secret-stream)."""
+    def send(self, payload: bytes = b"") -> None:
+        """Write this side's next handshake message, carrying ``payload`` (empty in
+        secret-stream); :meth:`data_to_send` hands it out."""
         if not self.wants_to_send:
             raise LocalError("it is not this side's turn to send a handshake message")
         st = self._state
@@ -258,11 +284,21 @@ class NoiseHandshake:
             out += st.encrypt_and_hash(self.static.public_key)
             st.mix_key(dh(self.static, self._remote_e()))
         out += st.encrypt_and_hash(payload)
+        self._outbuf += out
         self._advance()
-        return bytes(out)
 
-    def receive(self, message: bytes) -> bytes:
-        """Take the peer's next handshake message; return its payload."""
+    def data_to_send(self) -> bytes:
+        """The handshake message written by :meth:`send` (``b""`` when none is waiting)."""
+        out, self._outbuf = self._outbuf, b""
+        return out
+
+    def next_event(self) -> NoiseEvent | None:
+        """The next event, or ``None`` until the peer's next message is taken."""
+        return self._events.popleft() if self._events else None
+
+    def receive_data(self, message: bytes) -> None:
+        """Take the peer's next handshake message (one whole Noise message); its payload comes
+        out of :meth:`next_event` as a :class:`HandshakePayload`."""
         if self.complete:
             raise LocalError("the Noise handshake is already complete")
         if self.wants_to_send:
@@ -295,8 +331,8 @@ class NoiseHandshake:
             st.mix_key(dh(self._ephemeral(), self._rs))
             rest = view[48:]
         payload = st.decrypt_and_hash(bytes(rest))
+        self._events.append(HandshakePayload(payload))
         self._advance()
-        return payload
 
     # -- internals -------------------------------------------------------------------------
 
@@ -326,3 +362,5 @@ class NoiseHandshake:
             self._handshake_hash = self._state.h
             self._e = None
             self._re = None
+            assert self._rs is not None
+            self._events.append(Handshaken(self._rs, self._handshake_hash))

@@ -1,10 +1,11 @@
 """Many logs over one connection: Protomux channels of ``hypercore/alpha``, one
 :class:`~cairn.replication.session.Session` each, without I/O.
 
-A :class:`Replicator` takes the decrypted secret-stream messages of one connection in
-(:meth:`Replicator.receive`) and gives messages to encrypt and send out
-(:meth:`Replicator.messages_to_send`). A remote that opens a channel for a log we do not have
-is refused; one that proves it knows a log's key gets that log served.
+A :class:`Replicator` has the verbs of the cores it drives (:mod:`cairn.replication`): it takes
+the decrypted secret-stream messages of one connection in (:meth:`Replicator.receive_data`),
+passes its sessions' events on (:meth:`Replicator.next_event`) and gives messages to encrypt and
+send out (:meth:`Replicator.data_to_send`). A remote that opens a channel for a log we do not
+have is refused; one that proves it knows a log's key gets that log served.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from dataclasses import dataclass
 
 from cairn.errors import RemoteError
 from cairn.log import Log
-from cairn.replication.protomux import (
+from cairn.messages import PROTOCOL
+from cairn.replication.events import (
     ChannelClosed,
     ChannelMessage,
     ChannelOpened,
     ChannelRejected,
-    Mux,
+    MuxEvent,
+    SessionEvent,
 )
+from cairn.replication.protomux import Mux
 from cairn.replication.session import Session
-from cairn.replication.wire import PROTOCOL
 
 __all__ = ["PeerError", "Replicator"]
 
@@ -94,14 +97,21 @@ class Replicator:
         self._by_local[ch.local_id] = dk
         return ch
 
-    def receive(self, message: bytes) -> None:
+    def receive_data(self, message: bytes) -> None:
         """One decrypted message from the peer. Raises :class:`RemoteError` to drop the peer."""
-        for event in self.mux.receive(message):
-            self._on_event(event)
-        for event in self.mux.events():
+        self.mux.receive_data(message)
+        for event in _drain(self.mux):
             self._on_event(event)
 
-    def _on_event(self, event: object) -> None:
+    def next_event(self) -> SessionEvent | None:
+        """The next event of one of the sessions, or ``None`` when there is none."""
+        for ch in self._channels.values():
+            event = ch.session.next_event()
+            if event is not None:
+                return event
+        return None
+
+    def _on_event(self, event: MuxEvent) -> None:
         match event:
             case ChannelOpened(remote_id=rid, protocol=proto, id=dk, handshake=hs, channel=local):
                 if proto != PROTOCOL or dk is None or dk not in self._logs:
@@ -115,13 +125,13 @@ class Replicator:
                     return
                 ch.remote_opened = True
                 ch.session.on_open(hs)  # raises CapabilityError (a RemoteError) when wrong
-                for more in self.mux.events():  # messages sent before we accepted
+                for more in _drain(self.mux):  # messages sent before we accepted
                     self._on_event(more)
             case ChannelMessage(channel=local, type=kind, payload=payload):
                 dk2 = self._by_local.get(local)
                 if dk2 is None:
                     return
-                self._guard(self._channels[dk2].session.receive, kind, payload)
+                self._guard(self._channels[dk2].session.receive_data, kind, payload)
             case ChannelClosed(channel=local):
                 if local is not None:
                     dk3 = self._by_local.pop(local, None)
@@ -136,13 +146,13 @@ class Replicator:
                     if ch4 is not None:
                         ch4.session.fail("the peer does not have this log")
 
-    def messages_to_send(self) -> list[bytes]:
+    def data_to_send(self) -> list[bytes]:
         """Everything queued, as secret-stream messages (each session's messages batched)."""
         self.flush()
         for dk, ch in self._channels.items():
             if ch.local_id is None:
                 continue
-            msgs = ch.session.messages_to_send()
+            msgs = ch.session.data_to_send()
             if not msgs:
                 continue
             if len(msgs) == 1:
@@ -150,7 +160,7 @@ class Replicator:
             else:
                 self.mux.send_batch((ch.local_id, kind, payload) for kind, payload in msgs)
             del dk
-        return self.mux.messages_to_send()
+        return self.mux.data_to_send()
 
     def flush(self) -> None:
         """Verify and store the data each session has received so far."""
@@ -170,3 +180,11 @@ class Replicator:
         """A served log grew: tell the peers following it."""
         for ch in self._channels.values():
             ch.session.update()
+
+
+def _drain(mux: Mux) -> list[MuxEvent]:
+    """The events the mux holds now (not those that handling them queues)."""
+    events: list[MuxEvent] = []
+    while (event := mux.next_event()) is not None:
+        events.append(event)
+    return events

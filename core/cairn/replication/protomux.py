@@ -26,6 +26,10 @@ Where JS is lax this core is strict: a batch entry longer than what is left of t
 UTF-8 (JS substitutes U+FFFD). Where JS gets stuck this core answers: a ``close`` for a channel
 we never accepted gets a ``reject`` back, so the peer may reuse its id.
 
+:class:`Mux` has the verbs of every replication core (:mod:`cairn.replication`):
+:meth:`~Mux.receive_data` takes one decrypted message, :meth:`~Mux.next_event` hands out the
+events (:mod:`cairn.replication.events`), :meth:`~Mux.data_to_send` the messages to send.
+
 The codec (:func:`encode_frames`, :func:`decode_message`) is pure; decoding arbitrary bytes
 raises only :class:`~cairn.errors.DecodeError`. :class:`Mux` raises
 :class:`~cairn.errors.RemoteError` subclasses (:class:`MuxError`, :class:`ChannelLimitError`) when
@@ -41,6 +45,13 @@ from typing import Final
 
 from cairn.encoding import Reader, encode_uint
 from cairn.errors import DecodeError, LocalError, RemoteError
+from cairn.replication.events import (
+    ChannelClosed,
+    ChannelMessage,
+    ChannelOpened,
+    ChannelRejected,
+    MuxEvent,
+)
 
 __all__ = [
     "BATCH",
@@ -238,52 +249,6 @@ def _decode_batch(r: Reader, out: list[Frame], depth: int) -> None:
         r.pos += length
 
 
-# -- events -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelOpened:
-    """The peer opened its channel ``remote_id`` for ``(protocol, id)``.
-
-    ``channel`` is our local channel it paired with, when we had opened first; the channel is
-    then open both ways. When ``channel`` is ``None`` the peer waits for us: accept with
-    :meth:`Mux.open_channel` (same protocol and id) or refuse with :meth:`Mux.reject`.
-    """
-
-    remote_id: int
-    protocol: str
-    id: bytes | None
-    handshake: bytes
-    channel: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelMessage:
-    """A message on our local channel ``channel``."""
-
-    channel: int
-    type: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelClosed:
-    """The peer closed a channel: ours (``channel``) if it was paired, else only its own."""
-
-    channel: int | None
-    remote_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRejected:
-    """The peer refused the channel we opened as ``channel``; the channel is gone."""
-
-    channel: int
-
-
-MuxEvent = ChannelOpened | ChannelMessage | ChannelClosed | ChannelRejected
-
-
 # -- the mux ------------------------------------------------------------------------------
 
 _Key = tuple[str, bytes | None]
@@ -307,11 +272,17 @@ class _Remote:
 class Mux:
     """Protomux channel bookkeeping for one connection, without I/O.
 
-    Feed it each decrypted secret-stream message with :meth:`receive` (it returns the events);
-    send what :meth:`messages_to_send` gives, each as one secret-stream message.
+    ::
+
+        mux.receive_data(message)            # each decrypted secret-stream message
+        while (event := mux.next_event()) is not None:
+            ...                              # ChannelOpened, ChannelMessage, ...
+        for message in mux.data_to_send():
+            stream.send(message)             # each as one secret-stream message
+
     :meth:`open_channel`, :meth:`send`, :meth:`send_batch`, :meth:`close` and :meth:`reject`
     queue messages. When accepting a channel the peer already sent messages on, those messages
-    come out of the next :meth:`events` (or :meth:`receive`) call.
+    come out of :meth:`next_event` after the call.
 
     ``max_channels`` caps the channels the peer may have open at once (and the ids it may use);
     ``max_buffered`` caps what it may send on channels we have not opened yet. Past either,
@@ -336,7 +307,7 @@ class Mux:
         self._incoming: dict[_Key, deque[int]] = {}  # the peer's opens awaiting ours
         self._buffered = 0
         self._out: list[bytes] = []
-        self._events: list[MuxEvent] = []
+        self._events: deque[MuxEvent] = deque()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -399,15 +370,15 @@ class Mux:
         self._drop_incoming(remote_id, remote)
         self._out.append(encode_frame(Reject(remote_id)))
 
-    def messages_to_send(self) -> list[bytes]:
+    def data_to_send(self) -> list[bytes]:
         """The queued messages, in order; send each as one secret-stream message."""
         out, self._out = self._out, []
         return out
 
     # -- receiving -------------------------------------------------------------------------
 
-    def receive(self, message: bytes) -> list[MuxEvent]:
-        """Take one decrypted message; return the events it caused (and any queued before).
+    def receive_data(self, message: bytes) -> None:
+        """Take one decrypted message; its events come out of :meth:`next_event`.
 
         Raises :class:`~cairn.errors.DecodeError` for malformed bytes and :class:`MuxError`
         (or :class:`ChannelLimitError`) for protocol violations: drop the connection then.
@@ -421,12 +392,11 @@ class Mux:
                 self._on_reject(frame.channel)
             else:
                 self._on_close(frame.channel)
-        return self.events()
 
-    def events(self) -> list[MuxEvent]:
-        """Events queued since the last call (e.g. a backlog delivered by :meth:`open_channel`)."""
-        events, self._events = self._events, []
-        return events
+    def next_event(self) -> MuxEvent | None:
+        """The next event (of a message taken, or a backlog :meth:`open_channel` delivered), or
+        ``None`` when there is none."""
+        return self._events.popleft() if self._events else None
 
     # -- internals -------------------------------------------------------------------------
 

@@ -13,9 +13,11 @@ The wire, each way:
 Neither side waits for the other's header before sending data, and :meth:`SecretStream.send`
 before the handshake completes is queued until it does.
 
-:class:`SecretStream` speaks h11's verbs: :meth:`~SecretStream.receive_data` (``b""`` = the peer
-closed), :meth:`~SecretStream.next_event`, :meth:`~SecretStream.send`,
-:meth:`~SecretStream.data_to_send`. It reads no clock and no random source of its own: the
+:class:`SecretStream` speaks h11's verbs, the shape of every replication core
+(:mod:`cairn.replication`): :meth:`~SecretStream.receive_data` (``b""`` = the peer closed),
+:meth:`~SecretStream.next_event`, :meth:`~SecretStream.send`, :meth:`~SecretStream.data_to_send`.
+Its events (:class:`Handshaken`, :class:`Message`, :class:`Closed`) live in
+:mod:`cairn.replication.events`. It reads no clock and no random source of its own: the
 ephemeral Noise key and the secretstream header come from the ``rng`` it is given, so a seeded
 test replays byte for byte. Bad bytes from the peer raise a :class:`~cairn.errors.RemoteError`
 (:class:`SecretStreamError`, :class:`FrameTooLargeError`, :class:`HandshakeError`); after one the
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 import nacl.bindings as sodium
@@ -36,6 +37,7 @@ import nacl.exceptions
 
 from cairn.crypto import KeyPair, namespace
 from cairn.errors import LocalError, RemoteError
+from cairn.replication.events import Closed, Handshaken, Message, SecretStreamEvent
 from cairn.replication.noise import HandshakeError, NoiseHandshake, RandomSource
 
 __all__ = [
@@ -79,32 +81,6 @@ class SecretStreamError(RemoteError):
 
 class FrameTooLargeError(SecretStreamError):
     """The peer announced a frame longer than this stream accepts (``max_frame_size``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Handshaken:
-    """The Noise handshake completed: who the peer is and the hash both sides share."""
-
-    remote_public_key: bytes
-    handshake_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One decrypted message (never empty: keepalives are skipped)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The peer ended the stream between frames (``reason`` says whether before the handshake
-    and header were done: then nothing was established)."""
-
-    reason: str
-
-
-SecretStreamEvent = Handshaken | Message | Closed
 
 
 def stream_id(handshake_hash: bytes, is_initiator: bool) -> bytes:
@@ -198,7 +174,8 @@ class SecretStream:
         self._started = True
         if self.is_initiator:
             assert self._noise is not None
-            self._outbuf += _frame(self._noise.send())
+            self._noise.send()
+            self._outbuf += _frame(self._noise.data_to_send())
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes read from the transport; ``b""`` means the peer closed its end."""
@@ -309,11 +286,13 @@ class SecretStream:
     def _handle(self, frame: bytes) -> None:
         noise = self._noise
         if noise is not None:
-            noise.receive(frame)
-            if not noise.complete:
-                self._outbuf += _frame(noise.send())
-            if noise.complete:
-                self._established(noise)
+            noise.receive_data(frame)
+            if noise.wants_to_send:
+                noise.send()
+                self._outbuf += _frame(noise.data_to_send())
+            while (event := noise.next_event()) is not None:
+                if isinstance(event, Handshaken):
+                    self._established(noise)
             return
         if self._pull is None:
             self._receive_header(frame)

@@ -2,8 +2,12 @@
 
 A :class:`Session` serves what its :class:`~cairn.log.Log` holds (answering ``request`` with the
 ``data`` hypercore makes) and downloads what it is told to want, verifying every block before it
-is stored. It takes channel messages in (:meth:`receive`) and gives channel messages out
-(:meth:`messages_to_send`); the connection that owns it frames them on Protomux.
+is stored. It has the verbs of every replication core (:mod:`cairn.replication`): it takes
+channel messages in (:meth:`~Session.receive_data`), says what happened
+(:meth:`~Session.next_event`: :class:`~cairn.replication.events.Synced`,
+:class:`~cairn.replication.events.Stored`, :class:`~cairn.replication.events.SeekAnswered`) and
+gives channel messages out (:meth:`~Session.data_to_send`); the connection that owns it frames
+them on Protomux. The messages' bytes are :mod:`cairn.messages`.
 """
 
 from __future__ import annotations
@@ -28,37 +32,36 @@ from cairn.errors import (
 from cairn.frames import frame_at, seek_time
 from cairn.log import Log, range_proof_nodes
 from cairn.messages import (
-    Data,
-    Node,
-    Request,
-    RequestBlock,
-    RequestUpgrade,
-    decode_data,
-    decode_request,
-    encode_data,
-    encode_request,
-)
-from cairn.replication.wire import (
     ChannelHandshake,
+    Data,
     Extension,
     MessageType,
     NoData,
+    Node,
     Range,
+    Request,
+    RequestBlock,
+    RequestUpgrade,
     Sync,
     decode_bitfield,
     decode_cancel,
+    decode_data,
     decode_extension,
     decode_handshake,
     decode_no_data,
     decode_range,
+    decode_request,
     decode_sync,
     decode_want,
+    encode_data,
     encode_extension,
     encode_handshake,
     encode_no_data,
     encode_range,
+    encode_request,
     encode_sync,
 )
+from cairn.replication.events import SeekAnswered, SessionEvent, Stored, Synced
 
 __all__ = ["CapabilityError", "Session", "SessionStats"]
 
@@ -111,6 +114,20 @@ class _Inflight:
 
 
 class Session:
+    """One log on one channel: serve what it holds, download what :meth:`want` asks for.
+
+    ::
+
+        session.receive_data(kind, payload)  # each channel message the peer sent
+        while (event := session.next_event()) is not None:
+            ...                              # Synced, Stored, SeekAnswered
+        for kind, payload in session.data_to_send():
+            mux.send(channel, kind, payload)
+
+    The same state is readable at any time (:attr:`remote_length`, :attr:`seek_results`,
+    :attr:`stats`, ...), as :mod:`cairn.replication.net` reads it.
+    """
+
     def __init__(
         self, log_: Log, *, is_initiator: bool, handshake_hash: bytes, window: int = WINDOW
     ) -> None:
@@ -126,6 +143,7 @@ class Session:
         self.remote_damaged: set[int] = set()  # of those, the ones it said are damaged there
         self.stats = SessionStats()
         self._out: list[tuple[int, bytes]] = []
+        self._events: deque[SessionEvent] = deque()
         self._wanted: deque[int] = deque()  # blocks to fetch, in order
         self._wanted_set: set[int] = set()
         self._inflight: dict[int, _Inflight] = {}
@@ -193,11 +211,16 @@ class Session:
             ),
         )
 
-    def messages_to_send(self) -> list[tuple[int, bytes]]:
+    def data_to_send(self) -> list[tuple[int, bytes]]:
+        """The channel messages to send, ``(type, payload)`` in order."""
         self.flush()  # data received since the last call: stored before we ask for more
         out = self._out
         self._out = []
         return out
+
+    def next_event(self) -> SessionEvent | None:
+        """The next event, or ``None`` when there is none."""
+        return self._events.popleft() if self._events else None
 
     def _send(self, kind: MessageType, payload: bytes) -> None:
         self._out.append((int(kind), payload))
@@ -335,7 +358,7 @@ class Session:
 
     # -- messages in ---------------------------------------------------------------------------
 
-    def receive(self, kind: int, payload: bytes) -> None:
+    def receive_data(self, kind: int, payload: bytes) -> None:
         """One channel message. Raises :class:`RemoteError` for what should end the channel."""
         try:
             self._receive(kind, payload)
@@ -466,6 +489,7 @@ class Session:
         if 0 < index <= lg.length and frame_at(lg, index - 1).end >= t:
             raise VerificationError(f"frame {index - 1} already reaches {t}: seek was not first")
         self.seek_results[rid] = index
+        self._events.append(SeekAnswered(lg.discovery_key, rid, index))
         self._pump()
 
     def _serve_range(self, message: bytes) -> None:
@@ -528,6 +552,8 @@ class Session:
                 self._requeue(b)
             raise
         self.stats.blocks_downloaded += stored
+        if stored:
+            self._events.append(Stored(self.log.discovery_key, stored))
         for b in range(start, start + count):
             self._wanted_set.discard(b)
         for b in range(pending.end - 1, start + count - 1, -1):  # a shortened answer: ask again
@@ -538,6 +564,7 @@ class Session:
         self.synced = True
         self.remote_fork = m.fork
         self.remote_length = m.length
+        self._events.append(Synced(self.log.discovery_key, m.fork, m.length))
         if self.log.length != self._sent_length:
             self.sync()
         self._pump()
@@ -624,16 +651,20 @@ class Session:
                 elif pending.block is not None:
                     self._requeue(pending.block)
             raise
+        stored = 0
         for (pending, _), applied in zip(batch, results, strict=True):
             self._settled(pending)
             if pending.upgrade:
                 self._upgrading = False
             if applied.block is not None:
+                stored += 1
                 self.stats.blocks_downloaded += 1
                 self._wanted_set.discard(applied.block)
                 self.refused.discard(applied.block)
             elif pending.block is not None:
                 self._requeue(pending.block)
+        if stored:
+            self._events.append(Stored(self.log.discovery_key, stored))
         if any(a.upgraded for a in results) and self.log.length != self._sent_length:
             self.sync()
         self._pump()
