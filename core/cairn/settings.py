@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cairn.errors import UsageError
+
 __all__ = ["ConfigError", "array_of_tables", "hex_keys", "hostport", "load"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration that cannot be used: names the key and what is wrong."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cairn.errors import UsageError
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn.fleet.identity import (
     SeedError,
@@ -89,7 +90,7 @@ def init(directory: Path) -> None:
                f"stored): {watermark_key_pair(seed).public_key.hex()}")
 
 
-class _Usage(click.ClickException):
+class _Usage(UsageError, click.ClickException):
     """A usage error said in one line (exit code 2), without click's usage banner."""
 
     exit_code = 2
