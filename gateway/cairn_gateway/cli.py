@@ -28,7 +28,7 @@ from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_conf
 from cairn_gateway.roster import Roster, RosterError
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
-__all__ = ["gateway", "run_gateway"]
+__all__ = ["gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +41,12 @@ def _config(path: Path) -> GatewayConfig:
 
 
 def _store(cfg: GatewayConfig) -> Store:
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from cairn_gateway.daemon import open_store
+
     try:
-        return Store(cfg.data_dir / "gw.db")
+        return open_store(cfg)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _schedule(cfg: GatewayConfig, public_key: bytes) -> Any:
-    """The collector's schedule; its jitter seeded by the gateway's key (the same retries on
-    every run of one gateway, different ones on two gateways)."""
-    from random import Random
-
-    from cairn_gateway.schedule import Backoff, Schedule
-
-    return Schedule(cfg.concurrency, Backoff(cfg.backoff_initial, cfg.backoff_max),
-                    Random(public_key))  # noqa: S311 - jitter, not a secret
 
 
 @click.group()
@@ -94,13 +84,6 @@ class _Usage(UsageError, click.ClickException):
     """A usage error said in one line (exit code 2), without click's usage banner."""
 
     exit_code = 2
-
-
-def _warn_unenrolled(cfg: GatewayConfig, roster: Roster) -> None:
-    missing = set(cfg.devices) - roster.enrolled_keys()
-    if missing:
-        log.warning("[collect].devices lists %d device(s) that are not enrolled: they are not "
-                    "collected (`cairn gateway devices add`)", len(missing))
 
 
 _CONFIG = click.option("--config", "config_path", default="gateway.toml", show_default=True,
@@ -183,81 +166,17 @@ def devices_list(as_json: bool, config_path: Path) -> None:
                        + (f" ({m.error})" if m.error else ""))
 
 
-def _api_auth(cfg: GatewayConfig) -> Any:
-    """The API's tokens from their files; refuses (ConfigError) an API open to the network
-    without a read token."""
-    from cairn_gateway.auth import ApiAuth, TokenError
-    from cairn_gateway.serve import check_listen
-
-    try:
-        auth = ApiAuth.from_files(cfg.api_read_token_file, cfg.api_admin_token_file)
-    except TokenError as exc:
-        raise ConfigError(str(exc)) from None
-    check_listen(cfg.api[0], cfg.api[1], auth.read is not None)
-    if auth.read is None:
-        log.warning("the API on %s:%d has no read token: anything on this host may read it "
-                    "([api].read_token_file)", *cfg.api)
-    return auth
-
-
-def _api_limits(cfg: GatewayConfig) -> Any:
-    from cairn_gateway.serve import ApiLimits
-
-    return ApiLimits(cfg.api_max_connections, cfg.api_request_timeout, cfg.api_max_header_bytes)
-
-
-async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
-                      rounds: int | None = None) -> None:
-    """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
-    from cairn.dht.api import DHT
-    from cairn_gateway.api import make_app
-    from cairn_gateway.collect import Collector
-    from cairn_gateway.daemon import collect_rounds, limits_of
-    from cairn_gateway.serve import serving
-
-    seed = load_seed(cfg.key_file)
-    auth = _api_auth(cfg)
-    key = noise_key_pair(seed)
-    store = _store(cfg)
-    roster = Roster(store.conn)
-    _warn_unenrolled(cfg, roster)
-    collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
-                          limits=limits_of(cfg))
-    if cfg.ingest_worker:
-        collector.start_worker()
-
-    def demand(stream_id: int) -> bool:
-        entry = collector.known.get(stream_id)
-        return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
-
-    app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
-                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            address = await stack.enter_async_context(serving(app, *cfg.api, _api_limits(cfg)))
-            dht = None
-            if cfg.dht_bootstrap:
-                dht = await stack.enter_async_context(
-                    DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
-            if ready is not None:
-                ready(address)
-            await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                 rounds=rounds)
-    finally:
-        collector.close()
-        store.close()
-
-
 @gateway.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
 def run(config_path: Path) -> None:
     """Collect from the fleet and serve the API until SIGINT or SIGTERM."""
+    from cairn_gateway.daemon import api_auth, run_gateway
+
     cfg = _config(config_path)
     try:
         load_seed(cfg.key_file)
-        _api_auth(cfg)
+        api_auth(cfg)
     except (SeedError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -265,14 +184,18 @@ def run(config_path: Path) -> None:
         print(json.dumps({"ready": True, "api": f"http://{addr[0]}:{addr[1]}"}), flush=True)
 
     async def main() -> None:
-        task = asyncio.create_task(run_gateway(cfg, ready=ready))
+        task = asyncio.current_task()
+        assert task is not None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await run_gateway(cfg, ready=ready)
 
-    asyncio.run(main())
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(main())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @gateway.command("collect")
@@ -282,7 +205,7 @@ def collect(config_path: Path) -> None:
     """One collection round (every enrolled device, every stream), then exit."""
     from cairn.dht.api import DHT
     from cairn_gateway.collect import Collector
-    from cairn_gateway.daemon import limits_of
+    from cairn_gateway.daemon import limits_of, schedule_of
     from cairn_gateway.roster import Member, discover
 
     cfg = _config(config_path)
@@ -297,7 +220,7 @@ def collect(config_path: Path) -> None:
 
     async def once() -> list[Any]:
         store = _store(cfg)
-        collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
+        collector = Collector(cfg.data_dir, key, store, schedule=schedule_of(cfg, key.public_key),
                               limits=limits_of(cfg))
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
