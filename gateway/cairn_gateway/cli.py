@@ -460,23 +460,24 @@ def integrity(config_path: Path) -> None:
     """Each stream: blocks stored, whether a fork stopped it, and its holes (blocks its edge
     signed but would not serve: damaged there, or not served). Exit 1 if any stream is
     stopped or has holes."""
+    from cairn_gateway.queries import health
+
     store = _store(_config(config_path))
     try:
-        rows = store.conn.execute(
-            "SELECT id, name, stored_blocks, status FROM streams ORDER BY name").fetchall()
+        rows = health(store.conn, order_by_name=True)
         holes = store.missing()
     finally:
         store.close()
-    for sid, name, blocks, status in rows:
-        click.echo(f"{name:<40} {blocks:>10,} blocks  {status}")
-        runs = holes.get(sid, [])
+    for h in rows:
+        click.echo(f"{h.name:<40} {h.stored_blocks:>10,} blocks  {h.status}")
+        runs = holes.get(h.id, [])
         if runs:
             n = sum(z - a for a, z, _, _ in runs)
             click.echo(f"  missing {n:,} blocks: "
                        f"{describe_missing((a, z, r) for a, z, r, _ in runs)}")
             for reason in sorted({r for _, _, r, _ in runs}):
                 click.echo(f"    {reason}: {MISSING_REASONS[reason]}")
-    if any(status != "ok" or holes.get(sid) for sid, _, _, status in rows):
+    if any(h.status != "ok" or holes.get(h.id) for h in rows):
         sys.exit(1)
 
 
@@ -492,17 +493,14 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
     """Write a stream's stored samples (with their provenance) to stdout."""
     if until_ <= since:
         raise click.BadParameter("--until must be after --since")
+    from cairn_gateway.queries import export_stream
+
     store = _store(_config(config_path))
     try:
-        # a re-keyed board's stream name may be stored twice (the removed key's, the new
-        # key's): the enrolled device's first
-        row = store.conn.execute(
-            "SELECT s.id, s.unit FROM streams s JOIN devices d ON d.id = s.device_id "
-            "WHERE s.name = ? ORDER BY (d.enrolled IS NOT NULL AND d.removed IS NULL) DESC, "
-            "s.id DESC", (stream,)).fetchone()
+        row = export_stream(store.conn, stream)
         if row is None:
             raise click.ClickException(f"no stream {stream!r} in the store")
-        samples = store.samples(int(row[0]), since, until_)
+        samples = store.samples(row[0], since, until_)
     finally:
         store.close()
     if fmt == "csv":
