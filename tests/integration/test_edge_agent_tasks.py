@@ -27,7 +27,7 @@ async def test_a_replication_port_in_use_stops_the_agent_with_its_error(tmp_path
                            f'[replication]\nhost = "127.0.0.1"\nport = {port}\n', tmp_path)
         agent = Agent(cfg)
         started = time.monotonic()
-        with pytest.raises(OSError) as info:  # the server's own error, not a group
+        with pytest.raises(OSError, match="in use") as info:  # the server's own, not a group
             async with asyncio.timeout(30):
                 await agent.run()
         assert not isinstance(info.value, TimeoutError)
