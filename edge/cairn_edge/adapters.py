@@ -21,6 +21,7 @@ from typing import Any
 
 import cbor2
 
+from cairn.errors import DecodeError
 from cairn.fleet.units import QUANTITY_UNITS
 
 __all__ = [
@@ -65,7 +66,7 @@ _TASMOTA = {
 _TASMOTA_TEMP = {"C": (1.0, 0.0), "F": (5 / 9, -32.0 * 5 / 9), "K": (1.0, -273.15)}
 
 
-class Rejected(ValueError):
+class Rejected(DecodeError, ValueError):
     """A message that is not a valid reading: ``reason`` is a short code, the message says why."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -272,49 +272,61 @@ class Agent:
         self.mqtt = ingest = MqttIngest(self.config,
                                         lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
         address: asyncio.Future[tuple[str, int]] = loop.create_future()
-        server = asyncio.create_task(serve(
-            self.served, self.noise, self.config.listen_host, self.config.listen_port,
-            allow=list(self.config.gateways), ready=address.set_result))
         embedded = None
         metrics_server = None
         try:
-            if self.config.metrics is not None:
-                from prometheus_client import start_http_server
+            # the long-lived tasks (the replication server, the record publisher and the
+            # watermark reader) in one group: one failing stops the agent with its error
+            async with asyncio.TaskGroup() as tg:
+                server = tg.create_task(serve(
+                    self.served, self.noise, self.config.listen_host, self.config.listen_port,
+                    allow=list(self.config.gateways), ready=address.set_result),
+                    name="edge replication server")
+                try:
+                    if self.config.metrics is not None:
+                        from prometheus_client import start_http_server
 
-                from cairn_edge.metrics import registry_for
+                        from cairn_edge.metrics import registry_for
 
-                metrics_server, _ = start_http_server(
-                    self.config.metrics[1], self.config.metrics[0],
-                    registry=registry_for(self.status))
-            if self.config.broker == "embedded":
-                embedded = await start_embedded_broker(
-                    *self.config.listen, routes=self.config.routes,
-                    boards=None if self.config.boards is None else dict(self.config.boards),
-                    edge=ingest.login)
-            self.replication_address = await asyncio.wait_for(asyncio.shield(address), 10)
-            ingest.start()
-            # ready once subscribed (messages sent before that would not be kept for us the
-            # first time), or after 10 s without a broker: replication is served meanwhile
-            if not await asyncio.to_thread(ingest.subscribed.wait, 10.0):
-                log.warning("no broker at %s yet: ingest starts when it answers",
-                            ingest.broker.url())
-            if ready is not None:
-                ready(self)
-            async with contextlib.AsyncExitStack() as stack:
-                if self.config.dht_bootstrap:
-                    self.dht = await stack.enter_async_context(DHT.start(
-                        "0.0.0.0", 0, self.config.dht_bootstrap,  # noqa: S104
-                        persistent=self.config.dht_persistent or None))
-                    publisher = asyncio.create_task(self._publish_loop())
-                    stack.callback(publisher.cancel)
-                    if self.config.watermarks:
-                        reader = asyncio.create_task(self._watermark_loop())
-                        stack.callback(reader.cancel)
-                await self._consume(queue, ingest)
+                        metrics_server, _ = start_http_server(
+                            self.config.metrics[1], self.config.metrics[0],
+                            registry=registry_for(self.status))
+                    if self.config.broker == "embedded":
+                        embedded = await start_embedded_broker(
+                            *self.config.listen, routes=self.config.routes,
+                            boards=None if self.config.boards is None
+                            else dict(self.config.boards),
+                            edge=ingest.login)
+                    async with asyncio.timeout(10):  # never wait_for: it may drop a cancel
+                        self.replication_address = await asyncio.shield(address)
+                    ingest.start()
+                    # ready once subscribed (messages sent before that would not be kept for
+                    # us the first time), or after 10 s without a broker: replication is
+                    # served meanwhile
+                    if not await asyncio.to_thread(ingest.subscribed.wait, 10.0):
+                        log.warning("no broker at %s yet: ingest starts when it answers",
+                                    ingest.broker.url())
+                    if ready is not None:
+                        ready(self)
+                    async with contextlib.AsyncExitStack() as stack:
+                        if self.config.dht_bootstrap:
+                            self.dht = await stack.enter_async_context(DHT.start(
+                                "0.0.0.0", 0, self.config.dht_bootstrap,  # noqa: S104
+                                persistent=self.config.dht_persistent or None))
+                            loops = [tg.create_task(self._publish_loop(),
+                                                    name="edge record publisher")]
+                            if self.config.watermarks:
+                                loops.append(tg.create_task(self._watermark_loop(),
+                                                            name="edge watermark reader"))
+                            stack.push_async_callback(_stop_tasks, loops)  # before the DHT
+                        await self._consume(queue, ingest)
+                finally:
+                    server.cancel()
+        except ExceptionGroup as group:
+            if len(group.exceptions) == 1:  # the failing task's own error, as callers expect
+                raise group.exceptions[0] from None
+            raise
         finally:
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await server
             try:
                 if not ingest.manual_ack:  # acknowledged already: commit what waits for its time
                     self.pipeline.release()
@@ -505,3 +517,10 @@ class Agent:
             "cleared_blocks": self.cleared,
             "damaged_blocks": self.damage.current(),
         }
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they ended (their task group reports their errors)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)

@@ -212,7 +212,8 @@ def run(config_path: Path, status_lines: bool) -> None:
                           "noise_key": a.noise.public_key.hex()}), flush=True)
 
     async def main() -> None:
-        task = asyncio.create_task(agent.run(ready=ready))
+        task = asyncio.current_task()
+        assert task is not None
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
@@ -224,11 +225,11 @@ def run(config_path: Path, status_lines: bool) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await agent.run(ready=ready)
 
     try:
-        asyncio.run(main())
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(main())
     except (StreamsError, OSError) as exc:
         # a write failed (the disk is full, failing): nothing unsynced was acknowledged; the
         # service manager starts us again, and opening the store appends the journal again

@@ -1,21 +1,28 @@
 """The edge agent's configuration: a TOML file, every key documented in docs/edge.md.
 
 Unknown keys are refused by name (a typo must not silently fall back to a default), every value
-is checked for type and range, and :class:`ConfigError` says which key of which table is wrong.
+is checked for type and range, and :class:`ConfigError` says which key of which table is wrong:
+the one config dialect of :mod:`cairn.settings` (:class:`~cairn.settings.Table`), shared with
+the gateway's configuration.
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
-from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
+from cairn.settings import (
+    ConfigError,
+    Table,
+    array_of_tables,
+    hex_keys,
+    hostport,
+    load,
+    parse_toml,
+)
 from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
 from cairn_edge.boards import check_names, is_loopback, load_boards
 
@@ -94,66 +101,29 @@ _TABLES: dict[str, set[str]] = {
 }
 
 
-def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
-        )
+class _Table(Table):
+    """The edge's tables: a number out of range "is outside [lo, hi]" (tests pin it)."""
 
-
-def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-         default: Any = None) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    if isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"{where}.{key}: expected {_kind(kind)}, got a boolean")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}.{key}: expected {_kind(kind)}, got {type(value).__name__}")
-    return value
-
-
-def _kind(kind: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "text", list: "a list", bool: "true/false"}
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, k.__name__) for k in kind)
-    return names.get(kind, kind.__name__)
-
-
-def _num(table: Mapping[str, Any], key: str, where: str, default: float, lo: float,
-         hi: float) -> float:
-    v = _get(table, key, (int, float), where, default)
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise ConfigError(f"{where}.{key}: {v!r} is outside [{lo:g}, {hi:g}]")
-    return float(v)
+    __slots__ = ()
+    says_outside = True
 
 
 def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     """Parse a config's text; relative paths count from ``base`` (the file's directory)."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    _check_keys(source, doc, _TABLES[""])
-    tables = {}
-    for name in ("mqtt", "logs", "validation", "replication", "dht", "health"):
-        t = doc.get(name, {})
-        if not isinstance(t, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        _check_keys(f"[{name}]", t, _TABLES[name])
-        tables[name] = t
+    doc = parse_toml(text, source)
+    top = _Table(doc, source, _TABLES[""], top=True)
+    mqtt, logs, val, rep, dht, health = (
+        _Table.of(doc, name, _TABLES[name], source)
+        for name in ("mqtt", "logs", "validation", "replication", "dht", "health"))
 
     def path(key: str, default: str) -> Path:
-        p = Path(_get(doc, key, str, source, default))
+        p = Path(top.text(key, default))
         return p if p.is_absolute() else base / p
 
-    mqtt, logs, val, rep, dht, health = (
-        tables[k] for k in ("mqtt", "logs", "validation", "replication", "dht", "health"))
-    protocol = _get(mqtt, "protocol", str, "[mqtt]", "auto")
+    protocol = mqtt.text("protocol", "auto")
     if protocol not in ("auto", "5", "3.1.1"):
         raise ConfigError(f"[mqtt].protocol: {protocol!r} is not auto, 5 or 3.1.1")
-    broker = _get(mqtt, "broker", str, "[mqtt]", "mqtt://127.0.0.1:1883")
+    broker = mqtt.text("broker", "mqtt://127.0.0.1:1883")
     if broker != "embedded" and not broker.startswith(("mqtt://", "mqtts://")):
         raise ConfigError(f"[mqtt].broker: {redact(broker)!r} is not mqtt://..., mqtts://... "
                           "or embedded")
@@ -162,19 +132,19 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
             parse_broker(broker)
         except ValueError as exc:
             raise ConfigError(f"[mqtt].broker: {exc}") from None
-    sync = _get(logs, "sync", str, "[logs]", "normal")
+    sync = logs.text("sync", "normal")
     if sync not in ("normal", "full"):
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
 
     routes = []
-    for where, t in array_of_tables(doc, "topic", source):
-        _check_keys(where, t, _TABLES["topic"])
-        filt = _get(t, "filter", str, where)
-        fmt = _get(t, "format", str, where)
+    for where, raw in array_of_tables(doc, "topic", source):
+        t = _Table(raw, where, _TABLES["topic"])
+        filt = t.text("filter")
+        fmt = t.text("format")
         if not filt or fmt not in FORMATS:
             raise ConfigError(f"{where}: needs filter and format (one of {', '.join(FORMATS)})")
-        level = int(_num(t, "device_level", where, 1, 1, 16))
-        device = _get(t, "device", str, where)
+        level = int(t.number("device_level", 1, 1, 16))
+        device = t.text("device")
         if device is not None:
             if "device_level" in t:
                 raise ConfigError(f"{where}: give device or device_level, not both")
@@ -186,36 +156,34 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         routes.append(Route(filt, fmt, level, device))
 
     ranges = []
-    for where, r in array_of_tables(doc, "range", source):
-        _check_keys(where, r, _TABLES["range"])
-        pattern = _get(r, "pattern", str, where)
+    for where, raw in array_of_tables(doc, "range", source):
+        r = _Table(raw, where, _TABLES["range"])
+        pattern = r.text("pattern")
         if not pattern:
             raise ConfigError(f"{where}: needs a pattern such as \"*/temperature\"")
-        lo = _num(r, "min", where, -1e300, -1e300, 1e300)
-        hi = _num(r, "max", where, 1e300, -1e300, 1e300)
+        lo = r.number("min", -1e300, -1e300, 1e300)
+        hi = r.number("max", 1e300, -1e300, 1e300)
         if lo > hi:
             raise ConfigError(f"{where}: min {lo:g} is above max {hi:g}")
         ranges.append(RangeRule(pattern, lo, hi))
 
-    gateways = hex_keys(_get(rep, "gateways", list, "[replication]", []),
-                        "[replication].gateways", "Noise public key")
+    gateways = hex_keys(rep.array("gateways"), "[replication].gateways", "Noise public key")
 
-    listen = hostport(_get(mqtt, "listen", str, "[mqtt]", "127.0.0.1:1883"), "[mqtt].listen")
-    boot = tuple(hostport(b, "[dht].bootstrap") for b in
-                 _get(dht, "bootstrap", list, "[dht]", []))
-    adv = _get(rep, "advertise", str, "[replication]")
-    metrics = _get(health, "metrics", str, "[health]")
-    fleet = _get(dht, "fleet", str, "[dht]", "default")
+    listen = hostport(mqtt.text("listen", "127.0.0.1:1883"), "[mqtt].listen")
+    boot = tuple(hostport(b, "[dht].bootstrap") for b in dht.array("bootstrap"))
+    adv = rep.text("advertise")
+    metrics = health.text("metrics")
+    fleet = dht.text("fleet", "default")
     try:
         check_fleet_name(fleet, "[dht].fleet")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    watermarks = hex_keys(_get(dht, "watermarks", list, "[dht]", []), "[dht].watermarks")
-    units = _get(val, "units", list, "[validation]", [])
+    watermarks = hex_keys(dht.array("watermarks"), "[dht].watermarks")
+    units = val.array("units")
     if not all(isinstance(u, str) and u for u in units):
         raise ConfigError("[validation].units: a list of unit names")
-    tls = _get(mqtt, "tls_ca", str, "[mqtt]")
-    boards_file = _get(mqtt, "boards_file", str, "[mqtt]")
+    tls = mqtt.text("tls_ca")
+    boards_file = mqtt.text("boards_file")
     boards = None
     if boards_file is not None:
         if broker != "embedded":
@@ -233,34 +201,34 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         seed_file=path("seed_file", "device.seed"),
         broker=broker,
         listen=listen,
-        client_id=_get(mqtt, "client_id", str, "[mqtt]", "cairn-edge"),
-        username=_get(mqtt, "username", str, "[mqtt]"),
-        password=_get(mqtt, "password", str, "[mqtt]"),
+        client_id=mqtt.text("client_id", "cairn-edge"),
+        username=mqtt.text("username"),
+        password=mqtt.text("password"),
         tls_ca=(base / tls) if tls else None,
         protocol=protocol,
         boards=boards,
         routes=tuple(routes) or DEFAULT_ROUTES,
-        commit_interval=_num(logs, "commit_interval", "[logs]", 1.0, 0.01, 3600),
-        commit_samples=int(_num(logs, "commit_samples", "[logs]", 10_000, 1, 10_000_000)),
+        commit_interval=logs.number("commit_interval", 1.0, 0.01, 3600),
+        commit_samples=int(logs.number("commit_samples", 10_000, 1, 10_000_000)),
         sync=sync,
-        checkpoint_interval=_num(logs, "checkpoint_interval", "[logs]", 300.0, 0, 86_400),
-        checkpoint_kib=int(_num(logs, "checkpoint_kib", "[logs]", 256, 1, 1_048_576)),
-        max_disk=int(_num(logs, "max_disk_mb", "[logs]", 0, 0, 10_000_000) * 1_000_000),
-        time_floor=_num(val, "time_floor", "[validation]", 1_577_836_800.0, 0, 1e11),
-        max_future=_num(val, "max_future", "[validation]", 5.0, 0, 3600),
+        checkpoint_interval=logs.number("checkpoint_interval", 300.0, 0, 86_400),
+        checkpoint_kib=int(logs.number("checkpoint_kib", 256, 1, 1_048_576)),
+        max_disk=int(logs.number("max_disk_mb", 0, 0, 10_000_000) * 1_000_000),
+        time_floor=val.number("time_floor", 1_577_836_800.0, 0, 1e11),
+        max_future=val.number("max_future", 5.0, 0, 3600),
         units_extra=tuple(units),
         ranges=tuple(ranges),
-        listen_host=_get(rep, "host", str, "[replication]", "0.0.0.0"),  # noqa: S104
-        listen_port=int(_num(rep, "port", "[replication]", 49_800, 0, 65535)),
+        listen_host=rep.text("host", "0.0.0.0"),  # noqa: S104
+        listen_port=int(rep.number("port", 49_800, 0, 65535)),
         advertise=hostport(adv, "[replication].advertise") if adv else None,
         gateways=gateways,
         dht_bootstrap=boot,
-        dht_persistent=_get(dht, "persistent", bool, "[dht]", False),
-        publish_interval=_num(dht, "publish_interval", "[dht]", 1.0, 0.1, 86400),
+        dht_persistent=dht.flag("persistent", False),
+        publish_interval=dht.number("publish_interval", 1.0, 0.1, 86400),
         fleet=fleet,
-        public=_get(dht, "public", bool, "[dht]", False),
+        public=dht.flag("public", False),
         watermarks=watermarks,
-        watermark_interval=_num(dht, "watermark_interval", "[dht]", 300.0, 0.1, 86400),
+        watermark_interval=dht.number("watermark_interval", 300.0, 0.1, 86400),
         metrics=hostport(metrics, "[health].metrics") if metrics else None,
     )
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cairn.crypto import Manifest, derive_stream_key_pair, manifest_hash
-from cairn.errors import CairnError, DamagedBlockError, DecodeError, StorageError
+from cairn.errors import DamagedBlockError, DecodeError, StorageError
 from cairn.frames import Frame, Sample, frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
@@ -72,7 +72,7 @@ def _unique(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-class StreamsError(CairnError):
+class StreamsError(StorageError):
     """The stream store cannot be opened or written: says which file and why."""
 
 

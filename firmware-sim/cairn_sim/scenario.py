@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cairn.errors import UsageError
+
 __all__ = [
     "KINDS",
     "MALFORMED_VARIANTS",
@@ -59,7 +61,7 @@ MALFORMED_VARIANTS = ("truncated", "wrong_type", "nan", "huge", "wrong_unit")
 _WINDOW_KINDS = frozenset({"dropout", "reconnect_storm", "stuck", "drift", "clock_skew", "reboot"})
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UsageError, ValueError):
     """A scenario file that cannot be run: says which fault and which key is wrong."""
 
 

@@ -9,7 +9,8 @@ enrolled; log keys (the capability to replicate a stream) are never served.
 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
-Queries run on the event loop's thread, one at a time (one SQLite connection).
+Queries run on the event loop's thread, one at a time (one SQLite connection); their SQL is
+in :mod:`cairn_gateway.queries` (typed rows), this module routes, checks and shapes.
 
 Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
 errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -28,6 +28,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
+from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.roster import Roster, RosterError, display_name
 from cairn_gateway.schedule import EdgeStatus
@@ -76,7 +77,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     conn = store.conn
 
     def stream_exists(stream: int) -> None:
-        if conn.execute("SELECT 1 FROM streams WHERE id = ?", (stream,)).fetchone() is None:
+        if not queries.stream_exists(conn, stream):
             raise HTTPException(404, f"no stream {stream}")
 
     async def fill(stream: int, start: float, end: float) -> None:
@@ -86,8 +87,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        n = conn.execute("SELECT count(*) FROM streams").fetchone()[0]
-        return {"ok": True, "streams": n}
+        return {"ok": True, "streams": queries.stream_count(conn)}
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:
@@ -98,14 +98,14 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         (seconds to the next try). Devices seen but not enrolled: ``/api/devices/pending``."""
         status = edges()
         out = []
-        for i, k, n, f, s, en, rm in conn.execute(
-                "SELECT id, record_key, name, first_seen, last_seen, enrolled, removed "
-                "FROM devices ORDER BY id"):
-            e = status.get(k)
-            out.append({"id": i, "record_key": k.hex(), "name": display_name(n, k),
-                        "enrolled": en is not None and rm is None, "removed": rm is not None,
-                        "enrolled_at": en, "removed_at": rm,
-                        "first_seen": f, "last_seen": s,
+        for d in queries.devices(conn):
+            e = status.get(d.record_key)
+            out.append({"id": d.id, "record_key": d.record_key.hex(),
+                        "name": display_name(d.name, d.record_key),
+                        "enrolled": d.enrolled is not None and d.removed is None,
+                        "removed": d.removed is not None,
+                        "enrolled_at": d.enrolled, "removed_at": d.removed,
+                        "first_seen": d.first_seen, "last_seen": d.last_seen,
                         "reachable": None if e is None else e.reachable,
                         "failures": 0 if e is None else e.failures,
                         "backoff": 0.0 if e is None else e.backoff,
@@ -156,19 +156,12 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     async def streams(device: int | None = None) -> list[dict[str, Any]]:
         """Each stream: its device's name and record key, and ``verified`` (every block
         verified to the device's key, which is enrolled). Log keys are never served."""
-        sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
-               "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
-               "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status "
-               "FROM streams s JOIN devices d ON d.id = s.device_id")
-        args: tuple[Any, ...] = ()
-        if device is not None:
-            sql += " WHERE s.device_id = ?"
-            args = (device,)
-        return [{"id": i, "device_id": di, "device": display_name(dn, k),
-                 "record_key": k.hex(), "name": n, "unit": u, "stored_blocks": b,
-                 "status": st, "verified": bool(ok), "removed": bool(rm)}
-                for i, di, dn, k, ok, rm, n, u, b, st in conn.execute(
-                    sql + " ORDER BY s.id", args)]
+        return [{"id": s.id, "device_id": s.device_id,
+                 "device": display_name(s.device_name, s.record_key),
+                 "record_key": s.record_key.hex(), "name": s.name, "unit": s.unit,
+                 "stored_blocks": s.stored_blocks, "status": s.status,
+                 "verified": s.verified, "removed": s.removed}
+                for s in queries.streams(conn, device)]
 
     @app.get("/api/samples")
     async def samples(stream: int, from_: float = Query(alias="from"),
@@ -176,8 +169,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         _window(from_, to)
         stream_exists(stream)
         await fill(stream, from_, to)
-        n = conn.execute("SELECT count(*) FROM samples WHERE stream_id = ? AND t >= ? AND t < ?",
-                         (stream, from_, to)).fetchone()[0]
+        n = queries.sample_count(conn, stream, from_, to)
         if n > MAX_POINTS:
             raise HTTPException(400, f"{n} samples in the window (at most {MAX_POINTS}): "
                                      "ask for rollups with a step instead")
@@ -203,10 +195,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         """Each stream's latest stored value, with its device's name and record key;
         ``verified``: every block verified and the device enrolled; ``removed``: the device
         was removed (its data is kept, not verified any more)."""
-        return [{"stream": x.stream, "device": x.device, "record_key": x.record_key,
-                 "name": x.name, "unit": x.unit, "time": x.time, "value": x.value,
-                 "verified": x.verified, "removed": x.removed}
-                for x in _latest(conn)]
+        return [{"stream": x.stream, "device": display_name(x.device_name, x.record_key),
+                 "record_key": x.record_key.hex(), "name": x.name, "unit": x.unit,
+                 "time": x.time, "value": x.value, "verified": x.verified,
+                 "removed": x.removed}
+                for x in queries.latest(conn)]
 
     @app.get("/api/integrity")
     async def integrity() -> list[dict[str, Any]]:
@@ -218,31 +211,31 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         ``alert``: stopped or holes."""
         holes = store.missing()
         out = []
-        for i, n, st, b, refused, problem in conn.execute(
-                "SELECT id, name, status, stored_blocks, refused, problem FROM streams "
-                "ORDER BY id"):
-            runs = holes.get(i, [])
-            out.append({"stream": i, "name": n, "status": st, "stored_blocks": b,
+        for h in queries.health(conn):
+            runs = holes.get(h.id, [])
+            out.append({"stream": h.id, "name": h.name, "status": h.status,
+                        "stored_blocks": h.stored_blocks,
                         "missing": describe_missing((a, z, r) for a, z, r, _ in runs) or None,
                         "missing_blocks": sum(z - a for a, z, _, _ in runs),
                         "missing_ranges": [{"start": a, "stop": z, "reason": r, "since": f}
                                            for a, z, r, f in runs],
-                        "refused": refused, "problem": problem,
-                        "alert": st != "ok" or bool(runs)})
+                        "refused": h.refused, "problem": h.problem,
+                        "alert": h.status != "ok" or bool(runs)})
         return out
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
         lines = ["# HELP cairn_gateway_latest latest stored value of each stream",
                  "# TYPE cairn_gateway_latest gauge"]
-        for x in _latest(conn):
+        for x in queries.latest(conn):
             if isinstance(x.value, float):
-                lines.append(f'cairn_gateway_latest{{device="{_label(x.device)}",'
-                             f'record_key="{x.record_key}",stream="{_label(x.name)}",'
+                device = display_name(x.device_name, x.record_key)
+                lines.append(f'cairn_gateway_latest{{device="{_label(device)}",'
+                             f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
                              f'unit="{_label(x.unit or "")}",'
                              f'verified="{str(x.verified).lower()}"}} {x.value!r}')
-        total = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
-        stopped = conn.execute("SELECT count(*) FROM streams WHERE status != 'ok'").fetchone()[0]
+        named = queries.stream_labels(conn)
+        total, stopped = queries.total_samples(conn), queries.stopped_streams(conn)
         lines += ["# HELP cairn_gateway_samples samples stored",
                   "# TYPE cairn_gateway_samples gauge",
                   f"cairn_gateway_samples {total}",
@@ -252,16 +245,15 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                   "# HELP cairn_gateway_refused_samples_total samples refused for their time "
                   "(outside the plausible window), never stored",
                   "# TYPE cairn_gateway_refused_samples_total counter"]
-        for dn, rk, n, r in conn.execute(
-                "SELECT d.name, d.record_key, s.name, s.refused FROM streams s "
-                "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+        for s in named:
             lines.append(f'cairn_gateway_refused_samples_total{{'
-                         f'device="{_label(display_name(dn, rk))}",record_key="{rk.hex()}",'
-                         f'stream="{_label(n)}"}} {r}')
-        lines += _missing_lines(conn, store)
+                         f'device="{_label(display_name(s.device_name, s.record_key))}",'
+                         f'record_key="{s.record_key.hex()}",stream="{_label(s.name)}"}} '
+                         f'{s.refused}')
+        lines += _missing_lines(named, store)
         status = edges()
         if status:
-            names = dict(conn.execute("SELECT record_key, name FROM devices"))
+            names = queries.device_names(conn)
             reach = ["# HELP cairn_gateway_edge_reachable 1 if the edge answered the last try",
                      "# TYPE cairn_gateway_edge_reachable gauge"]
             wait = ["# HELP cairn_gateway_edge_backoff_seconds the wait before an unreachable "
@@ -279,45 +271,19 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     return app
 
 
-def _missing_lines(conn: Any, store: Store) -> list[str]:
+def _missing_lines(labels: list[queries.StreamLabel], store: Store) -> list[str]:
     """``cairn_gateway_missing_blocks``: each stream's holes by reason (0 when it has none)."""
     holes = store.missing()
     out = ["# HELP cairn_gateway_missing_blocks blocks a stream's edge signed but would not "
            "serve (reason: damaged on the edge, or not served)",
            "# TYPE cairn_gateway_missing_blocks gauge"]
-    for i, dn, rk, n in conn.execute("SELECT s.id, d.name, d.record_key, s.name FROM streams s "
-                                     "JOIN devices d ON d.id = s.device_id ORDER BY s.id"):
+    for x in labels:
         count: dict[str, int] = {"damaged": 0, "not served": 0}
-        for a, z, r, _ in holes.get(i, []):
+        for a, z, r, _ in holes.get(x.id, []):
             count[r] = count.get(r, 0) + z - a
+        device = _label(display_name(x.device_name, x.record_key))
         for reason, k in sorted(count.items()):
-            out.append(f'cairn_gateway_missing_blocks{{device="{_label(display_name(dn, rk))}",'
-                       f'record_key="{rk.hex()}",stream="{_label(n)}",'
+            out.append(f'cairn_gateway_missing_blocks{{device="{device}",'
+                       f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
                        f'reason="{_label(reason)}"}} {k}')
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Latest:
-    stream: int
-    device: str  # the enrolled name (never null)
-    record_key: str  # hex
-    name: str  # the stream's
-    unit: str | None
-    time: float
-    value: Any
-    verified: bool
-    removed: bool
-
-
-def _latest(conn: Any) -> list[_Latest]:
-    rows = conn.execute(
-        "SELECT s.id, d.name, d.record_key, s.name, s.unit, x.t, x.value, x.text, "
-        "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
-        "d.removed IS NOT NULL FROM streams s "
-        "JOIN devices d ON d.id = s.device_id "
-        "JOIN samples x ON x.stream_id = s.id AND x.t = "
-        "(SELECT max(t) FROM samples WHERE stream_id = s.id) ORDER BY s.id")
-    return [_Latest(i, display_name(dn, k), k.hex(), n, u, t, v if v is not None else x,
-                    bool(ok), bool(rm))
-            for i, dn, k, n, u, t, v, x, ok, rm in rows]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn.errors import RemoteError, UsageError
 from cairn.fleet.identity import read_secret, write_secret
 
 __all__ = ["OPEN_PATHS", "ApiAuth", "Guard", "TokenError", "load_token", "new_token"]
@@ -50,7 +51,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class TokenError(ValueError):
+class TokenError(UsageError, ValueError):
     """A token file is missing, unreadable, too short or readable by others."""
 
 
@@ -189,7 +190,7 @@ class Guard:
                 await _answer(send, 500, "internal error (logged by the gateway)")
 
 
-class _BodyError(Exception):
+class _BodyError(RemoteError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason

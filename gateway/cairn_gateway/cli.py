@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cairn.errors import UsageError
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn.fleet.identity import (
     SeedError,
@@ -27,7 +28,7 @@ from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_conf
 from cairn_gateway.roster import Roster, RosterError
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
-__all__ = ["gateway", "run_gateway"]
+__all__ = ["gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +41,12 @@ def _config(path: Path) -> GatewayConfig:
 
 
 def _store(cfg: GatewayConfig) -> Store:
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from cairn_gateway.daemon import open_store
+
     try:
-        return Store(cfg.data_dir / "gw.db")
+        return open_store(cfg)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _schedule(cfg: GatewayConfig, public_key: bytes) -> Any:
-    """The collector's schedule; its jitter seeded by the gateway's key (the same retries on
-    every run of one gateway, different ones on two gateways)."""
-    from random import Random
-
-    from cairn_gateway.schedule import Backoff, Schedule
-
-    return Schedule(cfg.concurrency, Backoff(cfg.backoff_initial, cfg.backoff_max),
-                    Random(public_key))  # noqa: S311 - jitter, not a secret
 
 
 @click.group()
@@ -89,17 +80,10 @@ def init(directory: Path) -> None:
                f"stored): {watermark_key_pair(seed).public_key.hex()}")
 
 
-class _Usage(click.ClickException):
+class _Usage(UsageError, click.ClickException):
     """A usage error said in one line (exit code 2), without click's usage banner."""
 
     exit_code = 2
-
-
-def _warn_unenrolled(cfg: GatewayConfig, roster: Roster) -> None:
-    missing = set(cfg.devices) - roster.enrolled_keys()
-    if missing:
-        log.warning("[collect].devices lists %d device(s) that are not enrolled: they are not "
-                    "collected (`cairn gateway devices add`)", len(missing))
 
 
 _CONFIG = click.option("--config", "config_path", default="gateway.toml", show_default=True,
@@ -182,81 +166,17 @@ def devices_list(as_json: bool, config_path: Path) -> None:
                        + (f" ({m.error})" if m.error else ""))
 
 
-def _api_auth(cfg: GatewayConfig) -> Any:
-    """The API's tokens from their files; refuses (ConfigError) an API open to the network
-    without a read token."""
-    from cairn_gateway.auth import ApiAuth, TokenError
-    from cairn_gateway.serve import check_listen
-
-    try:
-        auth = ApiAuth.from_files(cfg.api_read_token_file, cfg.api_admin_token_file)
-    except TokenError as exc:
-        raise ConfigError(str(exc)) from None
-    check_listen(cfg.api[0], cfg.api[1], auth.read is not None)
-    if auth.read is None:
-        log.warning("the API on %s:%d has no read token: anything on this host may read it "
-                    "([api].read_token_file)", *cfg.api)
-    return auth
-
-
-def _api_limits(cfg: GatewayConfig) -> Any:
-    from cairn_gateway.serve import ApiLimits
-
-    return ApiLimits(cfg.api_max_connections, cfg.api_request_timeout, cfg.api_max_header_bytes)
-
-
-async def run_gateway(cfg: GatewayConfig, *, ready: Any = None,
-                      rounds: int | None = None) -> None:
-    """Collect every ``interval`` seconds and serve the API until cancelled (or ``rounds``)."""
-    from cairn.dht.api import DHT
-    from cairn_gateway.api import make_app
-    from cairn_gateway.collect import Collector
-    from cairn_gateway.daemon import collect_rounds, limits_of
-    from cairn_gateway.serve import serving
-
-    seed = load_seed(cfg.key_file)
-    auth = _api_auth(cfg)
-    key = noise_key_pair(seed)
-    store = _store(cfg)
-    roster = Roster(store.conn)
-    _warn_unenrolled(cfg, roster)
-    collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
-                          limits=limits_of(cfg))
-    if cfg.ingest_worker:
-        collector.start_worker()
-
-    def demand(stream_id: int) -> bool:
-        entry = collector.known.get(stream_id)
-        return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
-
-    app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
-                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            address = await stack.enter_async_context(serving(app, *cfg.api, _api_limits(cfg)))
-            dht = None
-            if cfg.dht_bootstrap:
-                dht = await stack.enter_async_context(
-                    DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
-            if ready is not None:
-                ready(address)
-            await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                 rounds=rounds)
-    finally:
-        collector.close()
-        store.close()
-
-
 @gateway.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="gateway.toml", show_default=True)
 def run(config_path: Path) -> None:
     """Collect from the fleet and serve the API until SIGINT or SIGTERM."""
+    from cairn_gateway.daemon import api_auth, run_gateway
+
     cfg = _config(config_path)
     try:
         load_seed(cfg.key_file)
-        _api_auth(cfg)
+        api_auth(cfg)
     except (SeedError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -264,14 +184,18 @@ def run(config_path: Path) -> None:
         print(json.dumps({"ready": True, "api": f"http://{addr[0]}:{addr[1]}"}), flush=True)
 
     async def main() -> None:
-        task = asyncio.create_task(run_gateway(cfg, ready=ready))
+        task = asyncio.current_task()
+        assert task is not None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await run_gateway(cfg, ready=ready)
 
-    asyncio.run(main())
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(main())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @gateway.command("collect")
@@ -281,7 +205,7 @@ def collect(config_path: Path) -> None:
     """One collection round (every enrolled device, every stream), then exit."""
     from cairn.dht.api import DHT
     from cairn_gateway.collect import Collector
-    from cairn_gateway.daemon import limits_of
+    from cairn_gateway.daemon import limits_of, schedule_of
     from cairn_gateway.roster import Member, discover
 
     cfg = _config(config_path)
@@ -296,7 +220,7 @@ def collect(config_path: Path) -> None:
 
     async def once() -> list[Any]:
         store = _store(cfg)
-        collector = Collector(cfg.data_dir, key, store, schedule=_schedule(cfg, key.public_key),
+        collector = Collector(cfg.data_dir, key, store, schedule=schedule_of(cfg, key.public_key),
                               limits=limits_of(cfg))
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
@@ -536,23 +460,24 @@ def integrity(config_path: Path) -> None:
     """Each stream: blocks stored, whether a fork stopped it, and its holes (blocks its edge
     signed but would not serve: damaged there, or not served). Exit 1 if any stream is
     stopped or has holes."""
+    from cairn_gateway.queries import health
+
     store = _store(_config(config_path))
     try:
-        rows = store.conn.execute(
-            "SELECT id, name, stored_blocks, status FROM streams ORDER BY name").fetchall()
+        rows = health(store.conn, order_by_name=True)
         holes = store.missing()
     finally:
         store.close()
-    for sid, name, blocks, status in rows:
-        click.echo(f"{name:<40} {blocks:>10,} blocks  {status}")
-        runs = holes.get(sid, [])
+    for h in rows:
+        click.echo(f"{h.name:<40} {h.stored_blocks:>10,} blocks  {h.status}")
+        runs = holes.get(h.id, [])
         if runs:
             n = sum(z - a for a, z, _, _ in runs)
             click.echo(f"  missing {n:,} blocks: "
                        f"{describe_missing((a, z, r) for a, z, r, _ in runs)}")
             for reason in sorted({r for _, _, r, _ in runs}):
                 click.echo(f"    {reason}: {MISSING_REASONS[reason]}")
-    if any(status != "ok" or holes.get(sid) for sid, _, _, status in rows):
+    if any(h.status != "ok" or holes.get(h.id) for h in rows):
         sys.exit(1)
 
 
@@ -568,17 +493,14 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
     """Write a stream's stored samples (with their provenance) to stdout."""
     if until_ <= since:
         raise click.BadParameter("--until must be after --since")
+    from cairn_gateway.queries import export_stream
+
     store = _store(_config(config_path))
     try:
-        # a re-keyed board's stream name may be stored twice (the removed key's, the new
-        # key's): the enrolled device's first
-        row = store.conn.execute(
-            "SELECT s.id, s.unit FROM streams s JOIN devices d ON d.id = s.device_id "
-            "WHERE s.name = ? ORDER BY (d.enrolled IS NOT NULL AND d.removed IS NULL) DESC, "
-            "s.id DESC", (stream,)).fetchone()
+        row = export_stream(store.conn, stream)
         if row is None:
             raise click.ClickException(f"no stream {stream!r} in the store")
-        samples = store.samples(int(row[0]), since, until_)
+        samples = store.samples(row[0], since, until_)
     finally:
         store.close()
     if fmt == "csv":

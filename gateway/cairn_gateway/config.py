@@ -1,16 +1,22 @@
-"""The gateway's configuration: TOML, unknown keys refused by name (docs/gateway.md)."""
+"""The gateway's configuration: TOML, unknown keys refused by name (docs/gateway.md), parsed
+in the one config dialect of :mod:`cairn.settings` into a frozen :class:`GatewayConfig`."""
 
 from __future__ import annotations
 
 import fnmatch
-import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cairn.fleet.record import check_fleet_name
-from cairn.settings import ConfigError, array_of_tables, hex_keys, hostport, load
+from cairn.settings import (
+    ConfigError,
+    Table,
+    array_of_tables,
+    hex_keys,
+    hostport,
+    load,
+    parse_toml,
+)
 
 __all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config",
            "render_config"]
@@ -81,115 +87,63 @@ def _hostport(text: object, where: str) -> tuple[str, int]:
 
 
 def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig:
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-
-    def table(name: str) -> dict[str, Any]:
-        t = doc.get(name, {}) if name else doc
-        if not isinstance(t, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        unknown = sorted(set(t) - _KEYS[name])
-        if unknown:
-            where = f"[{name}]" if name else source
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                              f"(allowed: {', '.join(sorted(_KEYS[name]))})")
-        return t
-
-    top, dht, collect, api, store = (table(n) for n in ("", "dht", "collect", "api", "store"))
-    top = {k: v for k, v in top.items() if k != "policy"}
-
-    def path(key: str, default: str) -> Path:
-        v = top.get(key, default)
-        if not isinstance(v, str) or not v:
-            raise ConfigError(f"{key}: expected a path")
-        p = Path(v)
-        return p if p.is_absolute() else base / p
-
-    def number(t: dict[str, Any], where: str, key: str, default: float, lo: float,
-               hi: float) -> float:
-        v = t.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or not lo <= v <= hi:
-            raise ConfigError(f"{where}.{key}: {v!r} is not a number in [{lo:g}, {hi:g}]")
-        return float(v)
-
-    def integer(t: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int) -> int:
-        v = t.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ConfigError(f"{where}.{key}: {v!r} is not an integer in [{lo}, {hi}]")
-        return v
-
-    def token_file(key: str) -> Path | None:
-        v = api.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str) or not v:
-            raise ConfigError(f"[api].{key}: expected a path")
-        p = Path(v)
-        return p if p.is_absolute() else base / p
-
-    boot = dht.get("bootstrap", [])
-    if not isinstance(boot, list):
-        raise ConfigError("[dht].bootstrap: a list of \"host:port\"")
-    fleet = dht.get("fleet", "default")
+    """Parse a config's text; relative paths count from ``base`` (the file's directory)."""
+    doc = parse_toml(text, source)
+    top = Table(doc, source, _KEYS[""], top=True)
+    dht, collect, api, store = (Table.of(doc, n, _KEYS[n], source)
+                                for n in ("dht", "collect", "api", "store"))
+    boot = dht.array("bootstrap", what='a list of "host:port"')
+    fleet = dht.data.get("fleet", "default")
     try:
         fleet = check_fleet_name(fleet, "[dht].fleet")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     policies = []
-    for where, p in array_of_tables(doc, "policy", source):
-        unknown = sorted(set(p) - _KEYS["policy"])
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                              f"(allowed: {', '.join(sorted(_KEYS['policy']))})")
-        pattern, mode = p.get("pattern"), p.get("mode")
+    for where, raw in array_of_tables(doc, "policy", source):
+        p = Table(raw, where, _KEYS["policy"])
+        pattern, mode = p.data.get("pattern"), p.data.get("mode")
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f"{where}: needs a pattern such as \"*/vibration\"")
         if mode not in ("tail", "backfill", "on_demand"):
             raise ConfigError(f"{where}: mode {mode!r} is not tail, backfill or on_demand")
-        window = number(p, where, "window", 0.0, 0.0, 3650 * 86400)
+        window = p.number("window", 0.0, 0.0, 3650 * 86400)
         if mode == "backfill" and window <= 0:
             raise ConfigError(f"{where}: backfill needs a window (seconds into the past)")
-        priority = integer(p, where, "priority", 0, -1_000_000, 1_000_000)
+        priority = p.integer("priority", 0, -1_000_000, 1_000_000)
         policies.append(Policy(pattern, mode, window, priority))
-    raw = collect.get("devices", [])
-    if not isinstance(raw, list):
-        raise ConfigError("[collect].devices: a list of device record keys (hex)")
-    devices = hex_keys(raw, "[collect].devices")
-    backoff_initial = number(collect, "[collect]", "backoff_initial", 1.0, 0.01, 86400)
-    backoff_max = number(collect, "[collect]", "backoff_max", max(300.0, backoff_initial),
-                         backoff_initial, 7 * 86400)
-    ingest_worker = collect.get("ingest_worker", True)
-    if type(ingest_worker) is not bool:
-        raise ConfigError(f"[collect].ingest_worker: {ingest_worker!r} is not true or false")
+    devices = hex_keys(collect.array("devices", what="a list of device record keys (hex)"),
+                       "[collect].devices")
+    backoff_initial = collect.number("backoff_initial", 1.0, 0.01, 86400)
+    backoff_max = collect.number("backoff_max", max(300.0, backoff_initial), backoff_initial,
+                                 7 * 86400)
+    data_dir = top.path("data_dir", "data", base)
+    key_file = top.path("key_file", "gateway.seed", base)
+    assert data_dir is not None and key_file is not None  # they have defaults
     return GatewayConfig(
-        data_dir=path("data_dir", "data"),
-        key_file=path("key_file", "gateway.seed"),
+        data_dir=data_dir,
+        key_file=key_file,
         dht_bootstrap=tuple(_hostport(b, "[dht].bootstrap") for b in boot),
         fleet=fleet,
         devices=devices,
-        interval=number(collect, "[collect]", "interval", 10.0, 0.1, 86400),
-        api=_hostport(api.get("listen", "127.0.0.1:8080"), "[api].listen"),
-        retention_days=number(store, "[store]", "retention_days", 0.0, 0.0, 36500),
+        interval=collect.number("interval", 10.0, 0.1, 86400),
+        api=_hostport(api.data.get("listen", "127.0.0.1:8080"), "[api].listen"),
+        retention_days=store.number("retention_days", 0.0, 0.0, 36500),
         policies=tuple(policies),
-        concurrency=integer(collect, "[collect]", "concurrency", 4, 1, 1024),
+        concurrency=collect.integer("concurrency", 4, 1, 1024),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
-        ingest_worker=ingest_worker,
-        device_budget=number(collect, "[collect]", "device_budget", 10.0, 0.1, 86400),
-        max_samples_per_round=integer(collect, "[collect]", "max_samples_per_round", 100_000,
-                                      1, 1_000_000_000),
-        past_window=number(collect, "[collect]", "past_window", 3650 * 86400.0, 0,
-                           100 * 365 * 86400.0),
-        future_window=number(collect, "[collect]", "future_window", 10.0, 0, 365 * 86400.0),
-        api_read_token_file=token_file("read_token_file"),
-        api_admin_token_file=token_file("admin_token_file"),
-        api_max_connections=integer(api, "[api]", "max_connections", 256, 1, 1_000_000),
-        api_request_timeout=number(api, "[api]", "request_timeout", 10.0, 0.1, 3600),
-        api_max_header_bytes=integer(api, "[api]", "max_header_bytes", 16384, 1024, 1 << 20),
-        api_max_body_bytes=integer(api, "[api]", "max_body_bytes", 65536, 0, 1 << 30),
+        ingest_worker=collect.flag("ingest_worker", True),
+        device_budget=collect.number("device_budget", 10.0, 0.1, 86400),
+        max_samples_per_round=collect.integer("max_samples_per_round", 100_000,
+                                              1, 1_000_000_000),
+        past_window=collect.number("past_window", 3650 * 86400.0, 0, 100 * 365 * 86400.0),
+        future_window=collect.number("future_window", 10.0, 0, 365 * 86400.0),
+        api_read_token_file=api.path("read_token_file", None, base),
+        api_admin_token_file=api.path("admin_token_file", None, base),
+        api_max_connections=api.integer("max_connections", 256, 1, 1_000_000),
+        api_request_timeout=api.number("request_timeout", 10.0, 0.1, 3600),
+        api_max_header_bytes=api.integer("max_header_bytes", 16384, 1024, 1 << 20),
+        api_max_body_bytes=api.integer("max_body_bytes", 65536, 0, 1 << 30),
     )
 
 

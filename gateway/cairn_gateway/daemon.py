@@ -1,4 +1,11 @@
-"""The gateway's collection loop: a round every ``[collect].interval`` seconds until cancelled.
+"""The gateway daemon (``cairn gateway run``): :func:`run_gateway` serves the API and collects
+a round every ``[collect].interval`` seconds until cancelled.
+
+Its long-lived tasks run in one :class:`asyncio.TaskGroup`: the API server
+(:func:`~cairn_gateway.serve.serve_api`) and the collection loop (with the DHT client it
+uses). One task failing cancels the other and fails the daemon with that task's error;
+cancelling the daemon stops both (the server gracefully), then closes the collector and the
+store. The CLI parses arguments and calls :func:`run_gateway`; this module never prints.
 
 A round finds the devices (the fleet's topic and ``[collect].devices``), collects them
 (:meth:`Collector.collect_round`: one device's trouble is that device's status), publishes the
@@ -11,19 +18,25 @@ next), so a slow device costs the others at most its time budget, not a whole ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from random import Random
 
 from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
+from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
+from cairn_gateway.auth import ApiAuth, TokenError
 from cairn_gateway.collect import Collector, one_line
-from cairn_gateway.config import GatewayConfig
+from cairn_gateway.config import ConfigError, GatewayConfig
 from cairn_gateway.roster import Roster, discover
-from cairn_gateway.schedule import Limits
+from cairn_gateway.schedule import Backoff, Limits, Schedule
+from cairn_gateway.serve import ApiLimits, check_listen
 from cairn_gateway.store import Store
 
-__all__ = ["collect_rounds", "collection_round", "limits_of"]
+__all__ = ["api_auth", "collect_rounds", "collection_round", "limits_of", "open_store",
+           "run_gateway", "schedule_of"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +45,101 @@ def limits_of(cfg: GatewayConfig) -> Limits:
     """The per-device, per-round limits of ``[collect]``."""
     return Limits(cfg.device_budget, cfg.max_samples_per_round, cfg.past_window,
                   cfg.future_window)
+
+
+def schedule_of(cfg: GatewayConfig, public_key: bytes) -> Schedule:
+    """The collector's schedule; its jitter seeded by the gateway's key (the same retries on
+    every run of one gateway, different ones on two gateways)."""
+    return Schedule(cfg.concurrency, Backoff(cfg.backoff_initial, cfg.backoff_max),
+                    Random(public_key))  # noqa: S311 - jitter, not a secret
+
+
+def open_store(cfg: GatewayConfig) -> Store:
+    """The store in ``[gateway].data_dir`` (made if missing); :class:`StoreError` if not."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    return Store(cfg.data_dir / "gw.db")
+
+
+def api_auth(cfg: GatewayConfig) -> ApiAuth:
+    """The API's tokens from their files; refuses (ConfigError) an API open to the network
+    without a read token."""
+    try:
+        auth = ApiAuth.from_files(cfg.api_read_token_file, cfg.api_admin_token_file)
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    check_listen(cfg.api[0], cfg.api[1], auth.read is not None)
+    if auth.read is None:
+        log.warning("the API on %s:%d has no read token: anything on this host may read it "
+                    "([api].read_token_file)", *cfg.api)
+    return auth
+
+
+def _warn_unenrolled(cfg: GatewayConfig, roster: Roster) -> None:
+    missing = set(cfg.devices) - roster.enrolled_keys()
+    if missing:
+        log.warning("[collect].devices lists %d device(s) that are not enrolled: they are not "
+                    "collected (`cairn gateway devices add`)", len(missing))
+
+
+async def run_gateway(cfg: GatewayConfig, *,
+                      ready: Callable[[tuple[str, int]], object] | None = None,
+                      rounds: int | None = None) -> None:
+    """Serve the API and collect every ``interval`` seconds until cancelled (or ``rounds``
+    rounds, then the API stops too). ``ready(address)`` once the API listens and the DHT
+    client is up. Raises what stopped it: the failing task's own error, not a group."""
+    from cairn_gateway.api import make_app
+    from cairn_gateway.serve import serve_api
+
+    seed = load_seed(cfg.key_file)
+    auth = api_auth(cfg)
+    key = noise_key_pair(seed)
+    store = open_store(cfg)
+    _warn_unenrolled(cfg, Roster(store.conn))
+    collector = Collector(cfg.data_dir, key, store, schedule=schedule_of(cfg, key.public_key),
+                          limits=limits_of(cfg))
+    if cfg.ingest_worker:
+        collector.start_worker()
+
+    def demand(stream_id: int) -> bool:
+        entry = collector.known.get(stream_id)
+        return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
+
+    app = make_app(store, on_demand=collector.on_demand, demand=demand,
+                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
+    limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
+                       cfg.api_max_header_bytes)
+
+    async def collecting(address: tuple[str, int]) -> None:
+        dht = None
+        async with contextlib.AsyncExitStack() as stack:
+            if cfg.dht_bootstrap:
+                dht = await stack.enter_async_context(
+                    DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
+            if ready is not None:
+                ready(address)
+            await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
+                                 rounds=rounds)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            listening: asyncio.Future[tuple[str, int]] = \
+                asyncio.get_running_loop().create_future()
+            api = tg.create_task(serve_api(app, *cfg.api, limits, ready=listening.set_result),
+                                 name="gateway API")
+            # the API listens before the DHT starts (a port in use is told at once); if the
+            # server fails first, the group cancels this wait and raises the server's error
+            address = await listening
+            rounds_task = tg.create_task(collecting(address), name="gateway collection")
+            await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
+            api.cancel()
+    except ExceptionGroup as group:
+        if len(group.exceptions) == 1:  # what the CLI and callers have always seen
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        collector.close()
+        store.close()
 
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cairn.errors import UsageError
 from cairn.fleet.enrollment import check_device_name
 from cairn.fleet.record import DeviceRecord
 
@@ -40,7 +41,7 @@ MAX_PENDING = 1000  # pending rows kept (the least recently seen go first): a fl
 RECHECK = 300.0  # seconds before a pending device's record is read again
 
 
-class RosterError(ValueError):
+class RosterError(UsageError, ValueError):
     """An enrollment the roster refuses (a name taken, a key enrolled under another name, no
     such device): says what and why."""
 

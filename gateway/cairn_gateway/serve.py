@@ -36,10 +36,12 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from cairn.errors import ServiceError
 from cairn.settings import ConfigError
 
 __all__ = ["LOG_INTERVAL", "ApiLimits", "HeaderLimit", "RateLimitedLog", "accept_error_handler",
-           "check_listen", "is_loopback", "make_server", "protocol_class", "serving"]
+           "check_listen", "is_loopback", "make_server", "protocol_class", "serve_api",
+           "serving"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,29 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
                   ) -> AsyncIterator[tuple[str, int]]:
     """Serve ``app`` while the block runs; yields the address it listens on. Raises
     :class:`OSError`-derived errors with a clear message if it cannot listen."""
+    async with _running(app, host, port, limits) as (address, _task):
+        yield address
+
+
+async def serve_api(app: Any, host: str, port: int, limits: ApiLimits, *,
+                    ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+    """Serve ``app`` until cancelled (then stop gracefully); ``ready(address)`` once it
+    listens. A task of the gateway daemon's task group: a server that stops on its own is a
+    :class:`ServiceError`, so the daemon fails loudly instead of running without its API."""
+    async with _running(app, host, port, limits) as (address, task):
+        if ready is not None:
+            ready(address)
+        await asyncio.wait({task})  # not `await task`: a cancellation stops it gracefully
+        why = None if task.cancelled() else task.exception()
+    raise ServiceError(f"the API on {host}:{port} stopped on its own"
+                       + (f": {why!r}" if why is not None else "")) from why
+
+
+@contextlib.asynccontextmanager
+async def _running(app: Any, host: str, port: int, limits: ApiLimits
+                   ) -> AsyncIterator[tuple[tuple[str, int], asyncio.Task[None]]]:
+    """The server's task while the block runs (scoped: created here, awaited on the way
+    out), with the address it listens on."""
     loop = asyncio.get_running_loop()
     events = RateLimitedLog()
     previous = loop.get_exception_handler()
@@ -257,7 +282,7 @@ async def serving(app: Any, host: str, port: int, limits: ApiLimits
                     task.result()  # uvicorn logged why (a port in use...)
                 raise RuntimeError(f"the API could not listen on {host}:{port}")
             await asyncio.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[:2]
+        yield server.servers[0].sockets[0].getsockname()[:2], task
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -29,6 +29,7 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_migrate import Migrations
 
+from cairn.errors import StorageError
 from cairn.frames import Frame
 
 __all__ = ["MIGRATIONS", "MISSING_REASONS", "ROLLUP_BOUND", "RollupRow", "Series", "Store",
@@ -177,7 +178,7 @@ def m006_finite_rollups(db: sqlite_utils.Database) -> None:
         """)  # noqa: S608 (our constants only)
 
 
-class StoreError(RuntimeError):
+class StoreError(StorageError, RuntimeError):
     """The store cannot be opened or written: says which file and why."""
 
 

@@ -31,8 +31,8 @@ from cairn.fleet.record import DeviceRecord, encode_record, fleet_topic
 from cairn.frames import Frame, Sample
 from cairn.log import Log
 from cairn.replication.net import serve
-from cairn_gateway.cli import run_gateway
 from cairn_gateway.config import TEMPLATE, GatewayConfig, parse_config
+from cairn_gateway.daemon import run_gateway
 from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
 from tests.integration.test_edge_dht import testnet  # noqa: F401 - a fixture

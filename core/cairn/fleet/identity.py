@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from cairn.crypto import KeyPair, derive_stream_key_pair
+from cairn.errors import UsageError
 
 __all__ = ["NOISE_NAME", "RECORD_NAME", "WATERMARK_NAME", "SeedError", "init_directory",
            "load_seed", "new_seed", "noise_key_pair", "read_secret", "record_key_pair",
@@ -25,7 +26,7 @@ RECORD_NAME = "#record"  # a device's DHT record key: its identity in the fleet
 WATERMARK_NAME = "#watermark"  # a gateway's watermark record key
 
 
-class SeedError(ValueError):
+class SeedError(UsageError, ValueError):
     """The seed file is missing, unreadable, malformed or readable by others."""
 
 

@@ -33,6 +33,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from cairn.crypto import KeyPair
+from cairn.errors import DecodeError
 
 __all__ = ["MAX_VALUE", "DeviceRecord", "LatestReading", "RecordError", "check_fleet_name",
            "decode_record", "encode_record", "fleet_topic"]
@@ -54,7 +55,7 @@ def fleet_topic(fleet: str) -> bytes:
     return hashlib.blake2b(f"cairn-fleet:{fleet}".encode(), digest_size=32).digest()
 
 
-class RecordError(ValueError):
+class RecordError(DecodeError, ValueError):
     """A record value that is not a Cairn device record: says what is wrong."""
 
 

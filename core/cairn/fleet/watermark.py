@@ -17,13 +17,15 @@ from collections.abc import Mapping
 
 import cbor2
 
+from cairn.errors import DecodeError
+
 __all__ = ["MAX_VALUE", "WatermarkError", "decode_watermarks", "encode_watermarks"]
 
 MAX_VALUE = 1000
 PREFIX = 8
 
 
-class WatermarkError(ValueError):
+class WatermarkError(DecodeError, ValueError):
     """A watermark record that is not one: says what is wrong."""
 
 

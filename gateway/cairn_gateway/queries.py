@@ -1,0 +1,173 @@
+"""The store's read side for the API and the CLI: every SELECT they need, with typed rows.
+
+:mod:`cairn_gateway.store` writes (ingest, rollups, retention) and answers the collector;
+this module answers the questions a person or Grafana asks (which devices, which streams,
+each stream's latest value, its health). Each function takes the store's SQLite connection
+and returns frozen rows of the columns as stored: record keys as bytes, a device's name as
+enrolled (None before enrollment existed), times in epoch seconds. Shaping them (display
+names, hex keys, JSON) is the caller's: :mod:`cairn_gateway.api`, :mod:`cairn_gateway.cli`.
+
+A stream is *verified* when its collection was not stopped (``status = 'ok'``: every block
+verified to its device's key) and its device is enrolled and not removed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DeviceRow", "LatestRow", "StreamHealth", "StreamLabel", "StreamRow", "device_names",
+           "devices", "export_stream", "health", "latest", "sample_count", "stopped_streams",
+           "stream_count", "stream_exists", "stream_labels", "streams", "total_samples"]
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: int
+    record_key: bytes
+    name: str | None
+    first_seen: float
+    last_seen: float
+    enrolled: float | None  # when it was enrolled (kept after removal)
+    removed: float | None  # when it was removed
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    id: int
+    device_id: int
+    device_name: str | None
+    record_key: bytes
+    verified: bool
+    removed: bool  # its device was removed
+    name: str
+    unit: str | None
+    stored_blocks: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class LatestRow:
+    """A stream's latest stored sample, with its device."""
+
+    stream: int
+    device_name: str | None
+    record_key: bytes
+    name: str  # the stream's
+    unit: str | None
+    time: float
+    value: Any  # a float, or the text of a text sample
+    verified: bool
+    removed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    id: int
+    name: str
+    status: str  # "ok", or why its collection stopped
+    stored_blocks: int
+    refused: int  # samples refused for their time
+    problem: str | None  # the last round's trouble that does not stop the stream
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLabel:
+    """What a stream's metric lines are labelled with."""
+
+    id: int
+    device_name: str | None
+    record_key: bytes
+    name: str
+    refused: int
+
+
+def stream_exists(conn: sqlite3.Connection, stream_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is not None
+
+
+def stream_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM streams").fetchone()[0])
+
+
+def total_samples(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+
+
+def stopped_streams(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM streams WHERE status != 'ok'").fetchone()[0])
+
+
+def sample_count(conn: sqlite3.Connection, stream_id: int, start: float, end: float) -> int:
+    """Samples of a stream with ``start <= time < end``."""
+    return int(conn.execute(
+        "SELECT count(*) FROM samples WHERE stream_id = ? AND t >= ? AND t < ?",
+        (stream_id, start, end)).fetchone()[0])
+
+
+def devices(conn: sqlite3.Connection) -> list[DeviceRow]:
+    """Every device the store knows, enrolled, removed or stored before enrollment, by id."""
+    return [DeviceRow(*row) for row in conn.execute(
+        "SELECT id, record_key, name, first_seen, last_seen, enrolled, removed "
+        "FROM devices ORDER BY id")]
+
+
+def device_names(conn: sqlite3.Connection) -> dict[bytes, str | None]:
+    """Each known device's name by record key."""
+    return dict(conn.execute("SELECT record_key, name FROM devices"))
+
+
+def streams(conn: sqlite3.Connection, device_id: int | None = None) -> list[StreamRow]:
+    """Every stream (or one device's), by id."""
+    sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
+           "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
+           "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status "
+           "FROM streams s JOIN devices d ON d.id = s.device_id")
+    args: tuple[Any, ...] = ()
+    if device_id is not None:
+        sql += " WHERE s.device_id = ?"
+        args = (device_id,)
+    return [StreamRow(i, di, dn, k, bool(ok), bool(rm), n, u, b, st)
+            for i, di, dn, k, ok, rm, n, u, b, st in conn.execute(sql + " ORDER BY s.id", args)]
+
+
+def latest(conn: sqlite3.Connection) -> list[LatestRow]:
+    """Each stream's latest stored sample (streams with none are left out), by stream id."""
+    rows = conn.execute(
+        "SELECT s.id, d.name, d.record_key, s.name, s.unit, x.t, x.value, x.text, "
+        "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
+        "d.removed IS NOT NULL FROM streams s "
+        "JOIN devices d ON d.id = s.device_id "
+        "JOIN samples x ON x.stream_id = s.id AND x.t = "
+        "(SELECT max(t) FROM samples WHERE stream_id = s.id) ORDER BY s.id")
+    return [LatestRow(i, dn, k, n, u, t, v if v is not None else x, bool(ok), bool(rm))
+            for i, dn, k, n, u, t, v, x, ok, rm in rows]
+
+
+def health(conn: sqlite3.Connection, *, order_by_name: bool = False) -> list[StreamHealth]:
+    """Each stream's status, blocks stored, refused samples and problem, by id (or name)."""
+    sql = (_HEALTH_BY_NAME if order_by_name else _HEALTH_BY_ID)
+    return [StreamHealth(*row) for row in conn.execute(sql)]
+
+
+_HEALTH = "SELECT id, name, status, stored_blocks, refused, problem FROM streams"
+_HEALTH_BY_ID = _HEALTH + " ORDER BY id"
+_HEALTH_BY_NAME = _HEALTH + " ORDER BY name"
+
+
+def stream_labels(conn: sqlite3.Connection) -> list[StreamLabel]:
+    """Each stream with its device's name and record key, by stream id."""
+    return [StreamLabel(*row) for row in conn.execute(
+        "SELECT s.id, d.name, d.record_key, s.name, s.refused FROM streams s "
+        "JOIN devices d ON d.id = s.device_id ORDER BY s.id")]
+
+
+def export_stream(conn: sqlite3.Connection, name: str) -> tuple[int, str | None] | None:
+    """The stream named ``name`` to export (its id and unit), None if there is none. A
+    re-keyed board's stream name may be stored twice (the removed key's, the new key's): the
+    enrolled device's first, then the newest."""
+    row = conn.execute(
+        "SELECT s.id, s.unit FROM streams s JOIN devices d ON d.id = s.device_id "
+        "WHERE s.name = ? ORDER BY (d.enrolled IS NOT NULL AND d.removed IS NULL) DESC, "
+        "s.id DESC", (name,)).fetchone()
+    return None if row is None else (int(row[0]), row[1])
