@@ -5,20 +5,40 @@
     CairnError
      ├── LocalError              we misused the API: a bug in the caller, raise it
      │    ├── ReadOnlyError      a write on a log opened from a key alone
-     │    └── NotAvailableError  asked for a block or node this log does not hold
+     │    ├── NotAvailableError  asked for a block or node this log does not hold
+     │    │    └── merkle.InvalidRequestError
+     │    └── dht.aio.NodeClosedError
      ├── RemoteError             bytes from outside were wrong: drop or ban the source, never crash
      │    ├── DecodeError        malformed encoding (truncated, out of range, trailing bytes)
+     │    │    ├── fleet: EnrollmentError, RecordError, WatermarkError
+     │    │    └── cairn_edge.adapters.Rejected (a board's payload)
      │    ├── VerificationError  a proof or signature does not check out
-     │    └── ForkError          two valid signatures disagree: the writer forked; the replica
-     │                           is frozen and the evidence kept
+     │    ├── ForkError          two valid signatures disagree: the writer forked; the replica
+     │    │                      is frozen and the evidence kept
+     │    ├── replication: HandshakeError, SecretStreamError (FrameTooLargeError),
+     │    │    MuxError (ChannelLimitError), CapabilityError, PeerError, PeerRefusedError
+     │    ├── dht.api.NotStoredError (SeqTooLowError, SeqReusedError): a node's refusal
+     │    └── cairn_gateway.auth._BodyError (a client's request body)
      ├── StorageError            a file on disk is damaged or not ours (truncated, flipped bytes)
-     │    └── DamagedBlockError  one held block's data no longer matches its leaf hash (a bad
-     │                           sector): that block cannot be served, the rest of the log can
+     │    ├── DamagedBlockError  one held block's data no longer matches its leaf hash (a bad
+     │    │                      sector): that block cannot be served, the rest of the log can
+     │    ├── cairn_edge.streams.StreamsError
+     │    └── cairn_gateway.store.StoreError
      ├── UsageError              what the operator gave (a config file, a CLI argument, a key,
-     │                           seed or token file, a name) is wrong: say which, exit 2
+     │    │                      seed or token file, a name) is wrong: say which, exit 2
+     │    └── settings.ConfigError, brokers.BrokerURLError, fleet.identity.SeedError,
+     │         cairn_gateway: TokenError, RosterError; cairn_sim.scenario.ScenarioError,
+     │         cairn_demo.processes.DemoDataError
      └── ServiceError            something Cairn needs from the host (a broker, a port, the DHT, a
-                                 child process) is missing or failed: not a bug, not hostile
-                                 input; fix the host or retry
+          │                      child process) is missing or failed: not a bug, not hostile
+          │                      input; fix the host or retry
+          └── brokers: MosquittoError, EmbeddedBrokerError; dht.api.UnreachableError;
+               cairn_demo.processes.DemoError
+
+``dht.api.DHTError`` is a second base shared by the DHT client's errors (UnreachableError and
+NotStoredError), so ``except DHTError`` catches both. Classes keep a builtin second base
+(``ValueError``, ``RuntimeError``) where callers catch that. ``tests/unit/test_errors.py``
+walks every package and fails on an exception class outside this tree.
 
 A decoder fed arbitrary bytes raises only :class:`DecodeError` (a :class:`RemoteError`).
 Wire error codes are ``IntEnum`` values of their protocol modules, apart from these exceptions.
