@@ -82,10 +82,10 @@ def mosquitto_path() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_agent_left() -> Iterator[None]:
-    """Every edge agent a test started (``tests.integration.test_edge_mqtt.EdgeProcess``) is
+    """Every edge agent a test started (``tests.integration.edge.test_edge_mqtt.EdgeProcess``) is
     killed after the test, pass or fail: no test leaves a process running."""
     yield
-    module = sys.modules.get("tests.integration.test_edge_mqtt")
+    module = sys.modules.get("tests.integration.edge.test_edge_mqtt")
     if module is None:  # no test of this run started one
         return
     while module.EdgeProcess.running:

@@ -12,8 +12,8 @@ import pytest
 from cairn.crypto import random_key_pair
 from cairn.fleet.record import decode_record
 from cairn_sim.mosquitto import Mosquitto
-from tests.integration.test_edge_dht import publish
-from tests.integration.test_edge_mqtt import EdgeProcess
+from tests.integration.edge.test_edge_dht import publish
+from tests.integration.edge.test_edge_mqtt import EdgeProcess
 from tests.interop.test_dht_interop import js_peers
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]

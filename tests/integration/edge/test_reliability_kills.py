@@ -19,7 +19,7 @@ from cairn.brokers import parse_broker
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner
-from tests.integration.test_edge_mqtt import WAIT, EdgeProcess, assert_same, routed, stored
+from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess, assert_same, routed, stored
 from tests.scorecard import record, scale
 
 

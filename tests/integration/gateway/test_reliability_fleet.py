@@ -22,8 +22,8 @@ import pytest
 
 from cairn.fleet.identity import new_seed, noise_key_pair
 from cairn_sim.mosquitto import Mosquitto, free_port
-from tests.integration.test_edge_dht import publish, testnet  # noqa: F401 - a fixture
-from tests.integration.test_edge_mqtt import WAIT, EdgeProcess
+from tests.integration.edge.test_edge_dht import publish, testnet  # noqa: F401 - a fixture
+from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
 from tests.scorecard import record
 
 pytestmark = pytest.mark.integration

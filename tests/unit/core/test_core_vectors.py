@@ -13,7 +13,7 @@ from cairn.log import Log
 from cairn.merkle import TreeBatch
 from cairn.messages import Request, RequestBlock, RequestUpgrade, decode_data, encode_data
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+VECTORS = Path(__file__).resolve().parents[3].parent / "shared" / "reference"
 VECTORS_FILE = VECTORS / "hypercore11-vectors.json"
 
 

@@ -23,7 +23,7 @@ from cairn_gateway.roster import (
 from cairn_gateway.schedule import Backoff, Schedule
 from cairn_gateway.store import Store
 from tests.scorecard import record
-from tests.unit.test_gateway_schedule import FakeEdges, device
+from tests.unit.gateway.test_gateway_schedule import FakeEdges, device
 
 A, B, C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 

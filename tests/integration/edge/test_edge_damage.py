@@ -26,8 +26,8 @@ from cairn_edge.streams import stream_log_key
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import Mosquitto, free_port
-from tests.integration.test_edge_mqtt import WAIT, EdgeProcess
-from tests.unit.test_damaged_blocks import flip_block
+from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
+from tests.unit.core.test_damaged_blocks import flip_block
 
 pytestmark = pytest.mark.integration
 

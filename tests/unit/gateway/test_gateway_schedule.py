@@ -261,7 +261,7 @@ def test_config_priorities_concurrency_and_backoff(tmp_path: Path) -> None:
 def test_every_config_key_is_in_the_reference() -> None:
     from cairn_gateway.config import _KEYS
 
-    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "gateway.md").read_text()
     reference = doc.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     absent = [f"[{t}] {k}" for t, keys in _KEYS.items() if t and t != "policy"
               for k in sorted(keys) if f"`[{t}] {k}`" not in reference]

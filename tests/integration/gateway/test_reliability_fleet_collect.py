@@ -35,7 +35,7 @@ from cairn_gateway.cli import run_gateway
 from cairn_gateway.config import TEMPLATE, GatewayConfig, parse_config
 from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
-from tests.integration.test_edge_dht import testnet  # noqa: F401 - a fixture
+from tests.integration.edge.test_edge_dht import testnet  # noqa: F401 - a fixture
 from tests.scorecard import record, scale
 
 pytestmark = pytest.mark.integration

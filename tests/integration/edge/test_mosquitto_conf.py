@@ -33,7 +33,7 @@ from tests.scorecard import record
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 ACL = ROOT / "deploy" / "mosquitto" / "acl"
 WAIT = 10.0  # bound on every wait for the broker

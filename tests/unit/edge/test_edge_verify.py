@@ -18,7 +18,7 @@ from cairn.frames import Sample
 from cairn_edge.damage import DAMAGE_FILE, DamageBook, read_damage
 from cairn_edge.metrics import registry_for
 from cairn_edge.streams import StreamStore
-from tests.unit.test_damaged_blocks import flip_block
+from tests.unit.core.test_damaged_blocks import flip_block
 
 T0 = 1_764_000_000.0
 NAMES = ("board-1/temperature", "board-1/humidity")

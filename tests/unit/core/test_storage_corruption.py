@@ -11,7 +11,7 @@ import pytest
 from cairn import crypto
 from cairn.errors import CairnError, StorageError
 from cairn.log import Log
-from tests.unit.forge import forge_block
+from tests.unit.core.forge import forge_block
 
 N = 200
 

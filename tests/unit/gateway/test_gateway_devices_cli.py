@@ -120,13 +120,13 @@ def test_bad_strings_are_never_enrolled(dirs: tuple[Path, Path]) -> None:
 
 
 def test_every_devices_command_is_documented() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "gateway.md").read_text()
     group = gateway.commands["devices"]
     assert isinstance(group, click.Group)
     for name in group.commands:
         assert f"cairn gateway devices {name}" in doc, name
     assert "cairn1:NAME:KEY:CHECKSUM" in doc and "## Enrol a board" in doc
-    assert "cairn edge keys" in (Path(__file__).parents[2] / "docs" / "edge.md").read_text()
+    assert "cairn edge keys" in (Path(__file__).parents[3] / "docs" / "edge.md").read_text()
 
 
 def test_fetch_takes_only_an_enrolled_device(dirs: tuple[Path, Path]) -> None:

@@ -20,7 +20,7 @@ from cairn.dht.api import DHT
 from cairn.dht.records import MutableRecord
 from cairn.fleet.record import decode_record, fleet_topic
 from cairn_sim.mosquitto import Mosquitto, free_port
-from tests.integration.test_edge_mqtt import WAIT, EdgeProcess
+from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
 
 pytestmark = pytest.mark.integration
 

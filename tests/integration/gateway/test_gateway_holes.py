@@ -27,7 +27,7 @@ from cairn_gateway.api import make_app
 from cairn_gateway.collect import Collector, Device, SyncResult
 from cairn_gateway.store import Store
 from tests.scorecard import record, scale
-from tests.unit.test_damaged_blocks import flip_block
+from tests.unit.core.test_damaged_blocks import flip_block
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from cairn_gateway.store import Store
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner, parse_broker
-from tests.integration.test_edge_dht import testnet  # noqa: F401 - a fixture
-from tests.integration.test_edge_mqtt import EdgeProcess, routed
+from tests.integration.edge.test_edge_dht import testnet  # noqa: F401 - a fixture
+from tests.integration.edge.test_edge_mqtt import EdgeProcess, routed
 
 pytestmark = pytest.mark.integration
 
@@ -296,7 +296,7 @@ def test_the_edge_frees_what_the_gateway_stored(
         collector.close()
         store.close()
     edge.stop()
-    from tests.integration.test_edge_mqtt import stored as edge_stored
+    from tests.integration.edge.test_edge_mqtt import stored as edge_stored
 
     held = edge_stored(edge.dir, edge.seed)  # (verifies every log: the tree is whole)
     assert held == {"board-8/temperature": [(t0 + 9, 9.0)]}

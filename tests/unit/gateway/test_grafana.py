@@ -18,7 +18,7 @@ from cairn.frames import Frame, Sample
 from cairn_gateway.api import make_app
 from cairn_gateway.store import Store
 
-ROOT = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
+ROOT = Path(__file__).resolve().parents[3] / "deploy" / "grafana"
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 DASHBOARD_JSON = {p.stem: json.loads(p.read_text()) for p in DASHBOARDS}
 T0 = 1_764_000_000.0

@@ -31,7 +31,7 @@ from cairn.log import Log
 from cairn.replication.net import download
 from tests.scorecard import record, scale, soak
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BLOCKS = 20_000
 
 

@@ -30,10 +30,10 @@ from cairn_edge.streams import StreamStore
 from cairn_sim.fleet import Fleet
 from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner
-from tests.integration.test_edge_mqtt import EdgeProcess
+from tests.integration.edge.test_edge_mqtt import EdgeProcess
 from tests.scorecard import record, scale, soak
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_flooding_device_does_not_starve_honest_sensors(mosquitto_path: Path,

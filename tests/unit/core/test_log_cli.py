@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from cairn.cli import main
 from cairn.keys_cli import keys
 from cairn.log_cli import log
-from tests.unit.forge import forge_block
+from tests.unit.core.forge import forge_block
 
 SEED = "07" * 32
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "log.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "log.md"
 
 
 def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:

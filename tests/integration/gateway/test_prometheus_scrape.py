@@ -24,7 +24,7 @@ from cairn_gateway.auth import ApiAuth, new_token
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import free_port
-from tests.integration.test_gateway_schedule import device, edge_log, serving
+from tests.integration.gateway.test_gateway_schedule import device, edge_log, serving
 
 pytestmark = pytest.mark.integration
 

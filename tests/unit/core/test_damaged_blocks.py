@@ -20,7 +20,7 @@ from cairn.errors import DamagedBlockError, DecodeError, StorageError
 from cairn.log import Log
 from cairn.replication.session import EXT_DAMAGED
 from cairn.replication.wire import Extension, MessageType, encode_extension
-from tests.unit.test_replication_session import (
+from tests.unit.core.test_replication_session import (
     Recorder,
     connect,
     drop_extensions,

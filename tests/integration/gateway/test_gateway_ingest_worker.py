@@ -18,7 +18,7 @@ from cairn.log import Log
 from cairn_gateway.collect import INGEST_RUN, Collector
 from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.store import Store
-from tests.integration.test_gateway_integrity import NAME, T0, collect_from
+from tests.integration.gateway.test_gateway_integrity import NAME, T0, collect_from
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from cairn_sim.mosquitto import Mosquitto, free_port
-from tests.integration.test_edge_mqtt import EdgeProcess, stored
+from tests.integration.edge.test_edge_mqtt import EdgeProcess, stored
 from tests.scorecard import record
-from tests.unit.test_edge_boards import mosquitto_hash
+from tests.unit.edge.test_edge_boards import mosquitto_hash
 
 pytestmark = pytest.mark.integration
 
