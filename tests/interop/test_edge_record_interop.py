@@ -16,7 +16,7 @@ from tests.integration.edge.test_edge_dht import publish
 from tests.integration.edge.test_edge_mqtt import EdgeProcess
 from tests.interop.test_dht_interop import js_peers
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 
 async def test_js_mutable_get_reads_the_edge_record(node_path: Path, interop_dir: Path,

@@ -32,8 +32,6 @@ from cairn.dht.hyper import start_lookup
 from cairn.dht.node import SERVER
 from cairn.dht.records import MutableRecord, encode_mutable_record, hash32, sign_mutable
 
-pytestmark = pytest.mark.integration
-
 NODES = 15
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 BOUND = 20.0  # seconds any one test may take

@@ -22,8 +22,6 @@ from cairn.crypto import key_pair
 from cairn.dht.api import DHT
 from cairn.dht.records import MAX_VALUE_SIZE
 
-pytestmark = pytest.mark.integration
-
 CAIRN = [sys.executable, "-c", "from cairn.cli import main; main()"]
 START_TIMEOUT = 30.0
 SEED = "11" * 32

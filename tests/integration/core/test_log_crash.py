@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cairn.log import Log
 
 CHILD = r"""
@@ -39,7 +37,6 @@ def expected_block(i: int) -> bytes:
     return hashlib.sha256(str(i).encode()).digest() * (1 + i % 3)
 
 
-@pytest.mark.slow
 def test_kill_writer_during_appends(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     script = tmp_path / "writer.py"

@@ -14,8 +14,6 @@ from cairn.cli import main
 from cairn.frames import Frame, Sample
 from cairn.log import Log
 
-pytestmark = pytest.mark.integration
-
 SEED = "07" * 32
 
 

@@ -21,8 +21,6 @@ from cairn.replication.protomux import Mux
 from cairn.replication.secret_stream import Handshaken, SecretStream
 from cairn.replication.wire import PROTOCOL, ChannelHandshake, encode_handshake
 
-pytestmark = pytest.mark.integration
-
 
 def writer_log(path: Path, n: int = 3000) -> Log:
     lg = Log.create(path, key_pair(bytes([8]) * 32))

@@ -29,8 +29,6 @@ from cairn_sim.mosquitto import Mosquitto, free_port
 from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
 from tests.unit.core.test_damaged_blocks import flip_block
 
-pytestmark = pytest.mark.integration
-
 NAME = "board-6/temperature"
 BAD = 4
 

@@ -22,8 +22,6 @@ from cairn.fleet.record import decode_record, fleet_topic
 from cairn_sim.mosquitto import Mosquitto, free_port
 from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def broker(tmp_path: Path, mosquitto_path: Path) -> Iterator[Mosquitto]:

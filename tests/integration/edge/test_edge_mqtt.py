@@ -32,8 +32,6 @@ from cairn_sim.mosquitto import Mosquitto
 from cairn_sim.mqtt import Ledger, Runner, parse_broker
 from cairn_sim.scenario import Scenario
 
-pytestmark = pytest.mark.integration
-
 WAIT = 30.0
 
 

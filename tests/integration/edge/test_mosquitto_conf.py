@@ -31,8 +31,6 @@ from cairn_sim.payloads import FORMATS, Publish, will
 from tests.conftest import missing
 from tests.scorecard import record
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[3]
 CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 ACL = ROOT / "deploy" / "mosquitto" / "acl"

@@ -32,8 +32,6 @@ from tests.integration.edge.test_edge_mqtt import EdgeProcess, stored
 from tests.scorecard import record
 from tests.unit.edge.test_edge_boards import mosquitto_hash
 
-pytestmark = pytest.mark.integration
-
 WAIT = 30.0
 SECRET = "Tr0ub4dor-and-3"  # a password that must never be shown
 PASSWORDS = {"board-1": "secret-one", "board-2": "secret-two"}

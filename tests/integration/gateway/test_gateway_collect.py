@@ -21,8 +21,6 @@ from cairn_sim.mqtt import Ledger, Runner, parse_broker
 from tests.integration.edge.test_edge_dht import testnet  # noqa: F401 - a fixture
 from tests.integration.edge.test_edge_mqtt import EdgeProcess, routed
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def broker(tmp_path: Path, mosquitto_path: Path) -> Iterator[Mosquitto]:

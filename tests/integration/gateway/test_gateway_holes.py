@@ -29,8 +29,6 @@ from cairn_gateway.store import Store
 from tests.scorecard import record, scale
 from tests.unit.core.test_damaged_blocks import flip_block
 
-pytestmark = pytest.mark.integration
-
 T0 = 1_764_000_000.0
 SEED = b"\x0b" * 32
 NAMES = ("board-4/temperature", "board-4/humidity")

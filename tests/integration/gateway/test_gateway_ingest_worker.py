@@ -20,8 +20,6 @@ from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.store import Store
 from tests.integration.gateway.test_gateway_integrity import NAME, T0, collect_from
 
-pytestmark = pytest.mark.integration
-
 BLOCKS = 6 * INGEST_RUN + 321  # six full runs for the worker and a last short one
 
 

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-import pytest
-
 from cairn.crypto import derive_stream_key_pair, random_key_pair
 from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
@@ -17,8 +15,6 @@ from cairn.log import Log
 from cairn.replication.net import serve
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
-
-pytestmark = pytest.mark.integration
 
 T0 = 1_764_000_000.0
 NAME = "board-9/temperature"

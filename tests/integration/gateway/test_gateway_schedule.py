@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from random import Random
 
-import pytest
-
 from cairn.crypto import derive_stream_key_pair, random_key_pair
 from cairn.fleet.record import DeviceRecord
 from cairn.frames import Frame, Sample
@@ -25,8 +23,6 @@ from cairn_gateway.config import Policy
 from cairn_gateway.schedule import Backoff, Schedule
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import free_port
-
-pytestmark = pytest.mark.integration
 
 T0 = 1_764_000_000.0
 SAMPLES = 30

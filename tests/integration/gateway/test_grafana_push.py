@@ -20,8 +20,6 @@ import pytest
 
 from cairn_gateway.auth import new_token
 
-pytestmark = pytest.mark.integration
-
 
 class FakeGrafana(BaseHTTPRequestHandler):
     datasources: dict[str, dict[str, Any]] = {}  # noqa: RUF012 - reset per test

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from cairn.crypto import random_key_pair
 from cairn_gateway.api import make_app
@@ -25,8 +24,6 @@ from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
 from cairn_sim.mosquitto import free_port
 from tests.integration.gateway.test_gateway_schedule import device, edge_log, serving
-
-pytestmark = pytest.mark.integration
 
 DEADLINE = 60.0  # seconds for Prometheus to start and scrape what we look for
 

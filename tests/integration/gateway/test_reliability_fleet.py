@@ -26,8 +26,6 @@ from tests.integration.edge.test_edge_dht import publish, testnet  # noqa: F401 
 from tests.integration.edge.test_edge_mqtt import WAIT, EdgeProcess
 from tests.scorecard import record
 
-pytestmark = pytest.mark.integration
-
 STREAM = "board-1/temperature"
 ROGUE_VALUE = 666.0
 

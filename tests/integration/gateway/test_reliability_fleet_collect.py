@@ -38,8 +38,6 @@ from cairn_gateway.store import Store
 from tests.integration.edge.test_edge_dht import testnet  # noqa: F401 - a fixture
 from tests.scorecard import record, scale
 
-pytestmark = pytest.mark.integration
-
 FLEET = "resil"
 INTERVAL = 1.0  # seconds between the gateway's rounds
 HONEST = "board-1/temperature"

@@ -29,8 +29,6 @@ from cairn_sim.mqtt import Ledger, Runner, RunStats, parse_broker
 from cairn_sim.payloads import FORMATS
 from cairn_sim.scenario import Scenario
 
-pytestmark = pytest.mark.integration
-
 T0 = 1_764_000_000.0
 WAIT = 20.0  # bound on waiting for messages to arrive
 
