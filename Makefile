@@ -19,10 +19,10 @@ NPM_STAMP := $(INTEROP)/node_modules/.package-lock.json
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS='-k dht -x'
 PYTEST_ARGS ?=
 # Parallel workers (pytest-xdist). make test: 4 on two cores, measured: most integration tests
-# wait on brokers, agents and sockets, so two workers per core finish sooner (decision in
-# docs/testing.md); TEST_WORKERS=0 runs in this one process. make check: one per core (auto),
-# as unit tests are CPU-bound. --dist loadgroup keeps the heaviest tests (tests/conftest.py,
-# HEAVY) on one worker, one after another.
+# wait on brokers, agents and sockets, so two workers per core finish sooner (docs/testing.md);
+# TEST_WORKERS=0 runs in this one process. make check: one per core (auto), as unit tests are
+# CPU-bound. --dist loadgroup runs the tests of one group (tests/conftest.py, GROUPS: the ones
+# that start many processes, the CPU-bound corruption sweeps) one after another on one worker.
 TEST_WORKERS ?= 4
 CHECK_WORKERS ?= auto
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.

@@ -10,10 +10,11 @@ from a ``--durations`` run: 15 s or more each). Interop files that open sockets 
 
 Parallel workers (pytest-xdist, ``make test`` and ``make check`` run ``-n``): every worker is its
 own process with its own temporary directories, ports (port 0) and edge agents, so
-``_no_agent_left`` sees only the agents its worker started. The slow tests are sent first, and the
-heaviest ones (many processes each) share one xdist group, :data:`HEAVY`, so that two of them never
-run at once on two cores (``--dist loadgroup``). Each worker hands its scorecard lines to the
-controller, which prints them as one table in collection order and writes ``$CAIRN_SCORECARD``.
+``_no_agent_left`` sees only the agents its worker started. The slow tests are sent first, the
+ones that start many processes share one xdist group and the two CPU-bound corruption sweeps
+another (:data:`GROUPS`, ``--dist loadgroup``), so that two of a kind never run at once on two
+cores. Each worker hands its scorecard lines to the controller, which prints them as one table
+in collection order and writes ``$CAIRN_SCORECARD``.
 
 Tool fixtures return the tool's path. When the tool is missing, a developer's run skips the test
 with a message saying how to get it; a CI run (CI=true in the environment) fails instead, because
@@ -155,17 +156,23 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
 )
 
-#: The heaviest tests: each starts many processes (the demo's whole system, attackers, a
-#: flooding fleet, an edge killed over and over). One xdist group: under ``--dist loadgroup``
-#: they run one after another on one worker while the other workers take the rest.
-HEAVY: tuple[str, ...] = (
-    "integration/demo/test_reliability_chaos.py::test_chaos",
-    "integration/demo/test_e2e.py::test_the_whole_system",
-    "integration/core/test_reliability_hostile.py::test_hostile_peers_do_not_take_the_server_down",
-    "integration/edge/test_reliability_mqtt_flood.py"
-    "::test_a_flooding_device_does_not_starve_honest_sensors",
-    "integration/edge/test_reliability_kills.py::test_kill_9_loses_and_duplicates_nothing",
-)
+#: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
+#: worker while the other workers take the rest. ``processes``: each starts many processes (the
+#: demo's whole system, attackers, a flooding fleet, an edge killed over and over) and times
+#: what they do, so two of them at once on two cores starve each other. ``cpu``: the two
+#: corruption sweeps, each a few minutes of pure CPU; one at a time leaves a core for the rest.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "processes": (
+        "integration/demo/test_reliability_chaos.py::test_chaos",
+        "integration/demo/test_e2e.py::test_the_whole_system",
+        "integration/core/test_reliability_hostile.py"
+        "::test_hostile_peers_do_not_take_the_server_down",
+        "integration/edge/test_reliability_mqtt_flood.py"
+        "::test_a_flooding_device_does_not_starve_honest_sensors",
+        "integration/edge/test_reliability_kills.py::test_kill_9_loses_and_duplicates_nothing",
+    ),
+    "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
+}
 
 
 def _tests_relative(item: pytest.Item) -> str:
@@ -182,8 +189,8 @@ def _position(nodeid: str, listed: tuple[str, ...]) -> int | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Markers by folder (and ``slow`` by :data:`SLOW`); under workers, slow tests first and
-    the :data:`HEAVY` ones in one group."""
+    """Markers by folder (``slow`` by :data:`SLOW`), the xdist groups of :data:`GROUPS`, and
+    under workers the slow tests first."""
     for index, item in enumerate(items):
         _COLLECTION_INDEX[item.nodeid] = index
         rel = _tests_relative(item)
@@ -194,8 +201,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker("reliability")
         if _position(rel, SLOW) is not None:
             item.add_marker("slow")
-        if _position(rel, HEAVY) is not None:
-            item.add_marker(pytest.mark.xdist_group("heavy"))
+        for group, listed in GROUPS.items():
+            if _position(rel, listed) is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
     if hasattr(config, "workerinput"):  # a worker: its order is the order tests are handed out
         def slow_first(item: pytest.Item) -> int:
             where = _position(_tests_relative(item), SLOW)

@@ -1,7 +1,7 @@
 """The deployment files: systemd units are valid and hardened; the compose file, its Dockerfile
 and configs fit together; the Raspberry Pi install script is valid bash that refuses to run
 without root and, with --dry-run, only says what it would do. (deploy/mosquitto is checked
-against a real broker in tests/integration/test_mosquitto_conf.py.)"""
+against a real broker in tests/integration/edge/test_mosquitto_conf.py.)"""
 
 from __future__ import annotations
 
