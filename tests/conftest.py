@@ -191,6 +191,7 @@ def _position(nodeid: str, listed: tuple[str, ...]) -> int | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers by folder (``slow`` by :data:`SLOW`), the xdist groups of :data:`GROUPS`, and
     under workers the slow tests first."""
+    xdist = config.pluginmanager.hasplugin("xdist")  # its marker is unknown without it
     for index, item in enumerate(items):
         _COLLECTION_INDEX[item.nodeid] = index
         rel = _tests_relative(item)
@@ -202,7 +203,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _position(rel, SLOW) is not None:
             item.add_marker("slow")
         for group, listed in GROUPS.items():
-            if _position(rel, listed) is not None:
+            if xdist and _position(rel, listed) is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
     if hasattr(config, "workerinput"):  # a worker: its order is the order tests are handed out
         def slow_first(item: pytest.Item) -> int:
