@@ -188,12 +188,25 @@ def _position(nodeid: str, listed: tuple[str, ...]) -> int | None:
     return None
 
 
+def _group_suffix(config: pytest.Config, item: pytest.Item, group: str) -> None:
+    """What xdist's own hook does for ``xdist_group`` under ``--dist loadgroup``: the group's
+    name as a suffix of the node id, which is how its scheduler keeps a group on one worker.
+    pytest-xdist 3.8 writes it to ``item._nodeid``, which pytest 9.2 no longer reads (the id
+    lives in ``item._id``), so there the groups would silently not be kept together."""
+    if not config.getvalue("loadgroup") or hasattr(item, "_nodeid") or not hasattr(item, "_id"):
+        return  # not loadgroup, or a pytest where xdist's own suffix works
+    from _pytest.nodeid import coerce_node_id
+
+    item._id = coerce_node_id(f"{item.nodeid}@{group}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups' markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers by folder (``slow`` by :data:`SLOW`), the xdist groups of :data:`GROUPS`, and
     under workers the slow tests first."""
     xdist = config.pluginmanager.hasplugin("xdist")  # its marker is unknown without it
     for index, item in enumerate(items):
-        _COLLECTION_INDEX[item.nodeid] = index
+        item.stash[_COLLECTION_INDEX] = index
         rel = _tests_relative(item)
         folder = rel.split("/", 1)[0]
         if folder in FOLDER_MARKERS:
@@ -205,6 +218,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for group, listed in GROUPS.items():
             if xdist and _position(rel, listed) is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
+                _group_suffix(config, item, group)
     if hasattr(config, "workerinput"):  # a worker: its order is the order tests are handed out
         def slow_first(item: pytest.Item) -> int:
             where = _position(_tests_relative(item), SLOW)
@@ -219,7 +233,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #: collection order (the same on every worker): the table's order, however tests were spread.
 _LINE_ORDER: list[int] = []
 #: Each test's index in the collection order, before the workers' reordering.
-_COLLECTION_INDEX: dict[str, int] = {}
+_COLLECTION_INDEX = pytest.StashKey[int]()
 #: The order of a line recorded outside any test (a session fixture's teardown): last.
 _LAST = 1 << 30
 
@@ -232,7 +246,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     try:
         return (yield)
     finally:
-        index = _COLLECTION_INDEX.get(item.nodeid, _LAST)
+        index = item.stash.get(_COLLECTION_INDEX, _LAST)
         _LINE_ORDER.extend([index] * (len(scorecard.LINES) - len(_LINE_ORDER)))
 
 
