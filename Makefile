@@ -1,6 +1,7 @@
 # The commands a person types. `make test` works from a fresh clone: it installs what it needs
 # (.venv, the npm oracles, mosquitto and prometheus when root), then lints, then runs the whole
-# test suite.
+# test suite in parallel workers. `make check` is the one-minute loop: lint, the unit tests and
+# the in-process reliability tests, without the slow ones.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,17 +18,27 @@ INTEROP := tests/interop
 NPM_STAMP := $(INTEROP)/node_modules/.package-lock.json
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS='-k dht -x'
 PYTEST_ARGS ?=
+# Parallel workers (pytest-xdist). make test: 4 on two cores, measured: most integration tests
+# wait on brokers, agents and sockets, so two workers per core finish sooner (docs/testing.md);
+# TEST_WORKERS=0 runs in this one process. make check: one per core (auto), as unit tests are
+# CPU-bound. --dist loadgroup runs the tests of one group (tests/conftest.py, GROUPS: the ones
+# that start many processes, the CPU-bound corruption sweeps) one after another on one worker.
+TEST_WORKERS ?= 4
+CHECK_WORKERS ?= auto
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto prometheus deps lint test soak fuzz bench demo clean distclean
+.PHONY: help venv install npm mosquitto prometheus deps lint check test soak fuzz bench demo clean distclean
 
 help:
-	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint, run pytest"
-	@echo "                (pytest arguments: make test PYTEST_ARGS='-k name -x')"
+	@echo "make check      the one-minute loop: lint, unit tests and in-process reliability tests"
+	@echo "                (not the slow ones; no sockets, no node), in parallel workers"
+	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint,"
+	@echo "                then every test in 4 parallel workers (make test TEST_WORKERS=0: in one process;"
+	@echo "                pytest arguments: make test PYTEST_ARGS='-k name -x' or PYTEST_ARGS='-m interop')"
 	@echo "make demo       the whole system on this machine, with a live view (Ctrl-C stops)"
 	@echo "                (options: make demo DEMO_ARGS='--duration 60 --api-port 0')"
-	@echo "make soak       the reliability suite's long runs, then its scorecard"
+	@echo "make soak       the reliability suite's long runs (-m reliability, in one process), then its scorecard"
 	@echo "make fuzz       every wire decoder under atheris (1,000,000 runs each)"
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
@@ -108,8 +119,13 @@ lint: $(PIP_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Markers come from the folders (tests/conftest.py): unit, integration, interop, reliability, and
+# slow for a measured list; e.g. make test PYTEST_ARGS='-m "integration and not slow"'.
+check: lint
+	$(BIN)/pytest -n $(CHECK_WORKERS) -m 'not slow' tests/unit tests/reliability $(PYTEST_ARGS)
+
 test: deps lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The whole system on this machine: a broker (Mosquitto if installed, else the embedded one),
 # a local DHT, 3 simulated boards, 3 edge agents and a gateway, with a live view. Needs only
@@ -126,13 +142,14 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/cairn demo $(DEMO_ARGS)
 
-# The reliability suite's long runs (tests/reliability and tests/integration/test_reliability_*:
-# crashes, corruption, hostile peers, DHT attacks, chaos), then the scorecard. make test runs
-# the short version of each. SOAK_ARGS passes pytest arguments.
+# The reliability suite's long runs (the reliability marker: tests/reliability and
+# tests/integration/*/test_reliability_*: crashes, corruption, hostile peers, DHT attacks, chaos),
+# then the scorecard. make test runs the short version of each. In one process, not in workers:
+# the long runs measure throughput and latency, which other tests on the same cores would skew.
+# SOAK_ARGS passes pytest arguments (e.g. SOAK_ARGS='-n 4' when only the verdicts matter).
 SOAK_ARGS ?=
 soak: deps
-	CAIRN_SOAK=full $(BIN)/pytest tests/reliability tests/integration -k reliability \
-	  -o timeout=0 -q $(SOAK_ARGS)
+	CAIRN_SOAK=full $(BIN)/pytest -m reliability -o timeout=0 -q $(SOAK_ARGS)
 
 # Every wire decoder under atheris (fuzz/README.md): FUZZ_ARGS passes options, e.g. --runs 1000.
 FUZZ_ARGS ?=

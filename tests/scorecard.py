@@ -1,10 +1,12 @@
 """The reliability scorecard: what was tried against Cairn, how many times, what got through.
 
-A reliability test (tests/reliability, and tests/integration/test_reliability_*.py for the ones
-with sockets or processes) calls :func:`record` once with its figures; pytest prints every line
-recorded in the session as one table at the end (tests/conftest.py), and writes them as JSON
-to ``$CAIRN_SCORECARD`` when that is set. ``make test`` runs each test's short version;
-``make soak`` sets ``CAIRN_SOAK=full`` and :func:`scale` picks the long one.
+A reliability test (tests/reliability, and tests/integration/*/test_reliability_*.py for the
+ones with sockets or processes) calls :func:`record` once with its figures; pytest prints every
+line recorded in the session as one table at the end, in the order the tests were collected,
+and writes them as JSON to ``$CAIRN_SCORECARD`` when that is set (tests/conftest.py: under
+parallel workers each worker hands its lines to the controller, which prints and writes them
+all). ``make test`` runs each test's short version; ``make soak`` sets ``CAIRN_SOAK=full`` and
+:func:`scale` picks the long one.
 
 A line passes when ``bad`` (samples lost, bad input accepted, crashes...) is at most
 ``allowed`` (0 unless the issue names a bound). The test asserts the same thing: a line is never

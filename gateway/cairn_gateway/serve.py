@@ -229,7 +229,34 @@ def accept_error_handler(events: RateLimitedLog) -> Callable[[asyncio.AbstractEv
                                   "(raise the unit's LimitNOFILE or lower "
                                   "[api].max_connections); retrying every second")
             return
+        if _late_accept_retry(context):
+            return
         loop.default_exception_handler(context)
+
+    return handle
+
+
+def _late_accept_retry(context: dict[str, Any]) -> bool:
+    """asyncio's retry of a failed ``accept`` (armed for 1 s later) that fired after the server
+    closed its socket: a ValueError about fd -1, with nothing left to accept on."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    return isinstance(context.get("exception"), ValueError) \
+        and getattr(callback, "__name__", "") == "_start_serving"
+
+
+def _without_late_accept_retries(previous: Callable[[asyncio.AbstractEventLoop,
+                                                     dict[str, Any]], object] | None
+                                 ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's previous exception handler, less the accept retries still armed when the
+    server stopped (they fire on a loaded machine while the process shuts down)."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _late_accept_retry(context):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     return handle
 
@@ -287,7 +314,7 @@ async def _running(app: Any, host: str, port: int, limits: ApiLimits
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        loop.set_exception_handler(previous)
+        loop.set_exception_handler(_without_late_accept_retries(previous))
         logging.getLogger("uvicorn.error").removeFilter(quiet)
         if events.totals:
             log.warning("API: since it started: %s", ", ".join(

@@ -6,10 +6,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 def test_mosquitto_is_installed_and_is_version_2(mosquitto_path: Path) -> None:
     # `-h` prints the version and the usage, and starts no broker.

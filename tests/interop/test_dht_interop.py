@@ -17,7 +17,7 @@ from cairn.crypto import key_pair
 from cairn.dht.api import DHT
 from cairn.dht.records import hash32
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 PEER_JS = Path(__file__).parent / "js" / "dht_peer.js"
 

@@ -12,11 +12,11 @@ import pytest
 from cairn.brokers import Mosquitto
 from cairn.crypto import random_key_pair
 from cairn.fleet.record import decode_record
-from tests.integration.test_edge_dht import publish
-from tests.integration.test_edge_mqtt import EdgeProcess
+from tests.integration.edge.test_edge_dht import publish
+from tests.integration.edge.test_edge_mqtt import EdgeProcess
 from tests.interop.test_dht_interop import js_peers
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 
 async def test_js_mutable_get_reads_the_edge_record(node_path: Path, interop_dir: Path,

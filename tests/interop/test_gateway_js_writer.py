@@ -16,7 +16,7 @@ from cairn.frames import Frame, Sample
 from cairn_gateway.collect import Collector, Device
 from cairn_gateway.store import Store
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 PEER = Path(__file__).parent / "js" / "hypercore_peer.js"
 T0 = 1_764_000_000.0

@@ -8,8 +8,6 @@ import pytest
 
 from tests.interop.harness import NodeScriptError, run_node
 
-pytestmark = pytest.mark.interop
-
 _VERSIONS = """
 cairn.run(async ({ names }) => {
   const fs = require('fs')

@@ -51,8 +51,6 @@ from cairn.messages import (
 )
 from tests.interop.harness import run_node
 
-pytestmark = pytest.mark.interop
-
 MODES = pytest.mark.parametrize("compat", [False, True], ids=["default", "compat"])
 
 _ORACLE = "cairn.run((input) => require('./js/hypercore_oracle.js').run(input))"

@@ -14,7 +14,7 @@ from cairn.crypto import key_pair, random_key_pair
 from cairn.log import Log
 from cairn.replication.net import download, serve
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 PEER = Path(__file__).parent / "js" / "hypercore_peer.js"
 

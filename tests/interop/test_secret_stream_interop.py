@@ -24,7 +24,7 @@ from cairn.replication import (
 from cairn.replication.aio import SecretStreamConnection, open_secret_stream
 from cairn.testing import SeededRandom
 
-pytestmark = [pytest.mark.interop, pytest.mark.integration]
+pytestmark = pytest.mark.integration  # besides interop (its folder): it opens sockets
 
 PEER_JS = Path(__file__).parent / "js" / "secret_stream_peer.js"
 CAIRN_KEYS = key_pair(bytes([0x11]) * 32)

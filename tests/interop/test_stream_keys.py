@@ -5,12 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
-
 from cairn.crypto import derive_stream_key_pair
 from tests.interop.harness import run_node
-
-pytestmark = pytest.mark.interop
 
 _CORESTORE = """
 cairn.run(async ({ cases }) => {

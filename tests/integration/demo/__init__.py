@@ -1,0 +1,1 @@
+"""Integration tests of the whole system as the demo runs it (simulator, edges, gateway)."""

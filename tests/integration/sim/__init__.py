@@ -1,0 +1,1 @@
+"""Integration tests of the firmware simulator (firmware-sim/cairn_sim) with a real broker."""

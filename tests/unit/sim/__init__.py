@@ -1,0 +1,1 @@
+"""Unit tests of the firmware simulator (firmware-sim/cairn_sim)."""
