@@ -1,0 +1,171 @@
+"""Booleans and strings through the edge (issue 20 items 2 and 3): they are samples all the way
+into the log; two readings that differ are never collapsed, whatever their times, while an
+identical redelivery still is; a stream keeps the kind of value it was first given; a commit of
+large strings is split into frames under the frames' size limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.frames import MAX_FRAME_BYTES, Frame, Sample
+from cairn_edge.adapters import DEFAULT_ROUTES
+from cairn_edge.pipeline import Pipeline, Validator
+from cairn_edge.streams import FRAME_BUDGET, StreamStore, sample_key, value_kind
+from tests.scorecard import record
+
+T0 = 1_764_000_000.0
+SEED = bytes(range(32))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + 10
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StreamStore]:
+    s = StreamStore(tmp_path / "data", SEED)
+    yield s
+    s.close()
+
+
+def pipeline(store: StreamStore, clock: Clock) -> Pipeline:
+    return Pipeline(store, Validator(floor=T0 - 86400, max_future=300.0), DEFAULT_ROUTES,
+                    clock=clock)
+
+
+def stored(s: StreamStore, name: str) -> list[object]:
+    lg = s.logs.get(name)
+    if lg is None:
+        return []
+    return [x.value for i in range(lg.length) for x in Frame.decode(lg.get(i)).samples]
+
+
+def senml(name: str, t: float, **value: object) -> bytes:
+    return json.dumps([{"bn": name, "bt": t, **value}]).encode()
+
+
+def test_value_kinds_and_sample_keys() -> None:
+    assert [value_kind(v) for v in (1.0, True, "on", b"\x00")] == ["number", "boolean",
+                                                                    "string", "data"]
+    one, true = Sample("b/x", None, T0, 1.0), Sample("b/x", None, T0, True)
+    assert one.value == true.value  # what Python says: the reason the kind is in the key
+    assert sample_key(one) != sample_key(true)
+    assert sample_key(one) == sample_key(Sample("b/x", None, T0, 1))
+
+
+def test_booleans_and_strings_reach_the_log(store: StreamStore) -> None:
+    clock = Clock()
+    p = pipeline(store, clock)
+    p.submit("senml/b/door", senml("b/door", T0, vb=True), None, 1)
+    p.submit("senml/b/door", senml("b/door", T0 + 1, vb=False), None, 2)
+    p.submit("senml/b/mode", senml("b/mode", T0, vs="heating"), None, 3)
+    clock.now += 1
+    assert p.commit() == [1, 2, 3]
+    assert stored(store, "b/door") == [True, False]
+    assert stored(store, "b/mode") == ["heating"]
+    assert p.latest["b/door"].value is False
+
+
+def test_two_readings_that_differ_at_one_time_are_both_kept(store: StreamStore) -> None:
+    """Same time, different values: both stored, in the same commit and across commits (not
+    sent to /late); the same reading again is a duplicate."""
+    r = store.commit({"b/t": [Sample("b/t", "Cel", T0, 20.0), Sample("b/t", "Cel", T0, 21.0),
+                              Sample("b/t", "Cel", T0, 20.0)]})
+    assert (r.samples, r.duplicates) == (2, 1)
+    r = store.commit({"b/t": [Sample("b/t", "Cel", T0, 22.0), Sample("b/t", "Cel", T0, 21.0)]})
+    assert (r.samples, r.duplicates, r.late) == (1, 1, 0)
+    assert sorted(stored(store, "b/t")) == [20.0, 21.0, 22.0]
+    assert "b/t/late" not in store.logs
+    # a boolean true and a number one at one time are two readings, not one
+    r = store.commit({"b/s": [Sample("b/s", None, T0, 1.0), Sample("b/s", None, T0, True)]})
+    assert r.samples == 2
+    # a different unit is a different reading
+    r = store.commit({"b/t": [Sample("b/t", "K", T0, 20.0)]})
+    assert r.samples == 1 and r.duplicates == 0
+
+
+def test_a_redelivered_message_is_still_stored_once(store: StreamStore) -> None:
+    clock = Clock()
+    p = pipeline(store, clock)
+    msg = senml("b/door", T0, vb=True)
+    p.submit("senml/b/door", msg, None, 1)
+    clock.now += 1
+    p.commit()
+    p.submit("senml/b/door", msg, None, 2)  # the broker sends it again
+    clock.now += 1
+    assert p.commit() == [2]
+    assert stored(store, "b/door") == [True] and p.stats.duplicates == 1
+    record("mqtt", "a boolean reading redelivered after its commit", 1,
+           len(stored(store, "b/door")) - 1, "stored twice")
+
+
+def test_a_stream_keeps_its_first_kind(store: StreamStore, tmp_path: Path) -> None:
+    """A reading of another kind is refused alone (counted), its neighbours are stored; the
+    kind survives a restart (read from the log)."""
+    clock = Clock()
+    p = pipeline(store, clock)
+    p.submit("senml/b/x", senml("b/door", T0, vb=True), None, 1)
+    pack = [{"bn": "b/", "bt": T0 + 1, "n": "door", "v": 1.0},  # a number: refused
+            {"n": "temperature", "u": "Cel", "v": 20.5}]
+    p.submit("senml/b/x", json.dumps(pack).encode(), None, 2)
+    p.submit("senml/b/x", senml("b/door", T0 + 2, vs="open"), None, 3)  # all refused
+    assert p.ready() == []  # 1 and 2 wait for the commit, in order
+    clock.now += 1
+    assert p.commit() == [1, 2, 3]
+    assert stored(store, "b/door") == [True]
+    assert stored(store, "b/temperature") == [20.5]
+    assert p.stats.refused_samples == {"kind-changed": 2} and not p.stats.rejected
+    store.close()
+    again = StreamStore(tmp_path / "data", SEED)
+    try:
+        assert again.kind("b/door") == "boolean" and again.kind("b/none") is None
+        p2 = pipeline(again, clock)
+        p2.submit("senml/b/door", senml("b/door", T0 + 3, v=0), None, 4)
+        p2.submit("senml/b/door", senml("b/door", T0 + 3, vb=False), None, 5)
+        clock.now += 1
+        assert p2.commit() == [4, 5]
+        assert stored(again, "b/door") == [True, False]
+        assert p2.stats.refused_samples == {"kind-changed": 1}
+    finally:
+        again.close()
+    record("mqtt", "a stream switching kind of value (bool -> number, string)", 3, 0,
+           "readings of another kind stored", detail="refused alone, counted kind-changed")
+
+
+def test_large_strings_are_split_into_frames_under_the_limit(store: StreamStore) -> None:
+    """Strings of 64 kB (the MQTT payload limit) in one commit: several frames, one append,
+    every one below the frames' limit; nothing lost."""
+    big = "x" * 65_536
+    n = (MAX_FRAME_BYTES // len(big)) + 8  # more than one frame can hold
+    batch = [Sample("b/log", None, T0 + k, big[:-1] + chr(65 + k % 26)) for k in range(n)]
+    r = store.commit({"b/log": batch})
+    assert r.samples == n and r.frames > 1
+    lg = store.logs["b/log"]
+    assert lg.length == r.frames
+    assert all(len(lg.get(i)) <= FRAME_BUDGET + 65_536 + 64 for i in range(lg.length))
+    assert stored(store, "b/log") == [s.value for s in batch]
+    assert store.last_time("b/log") == T0 + n - 1
+
+
+def test_a_huge_or_hostile_string_from_mqtt(store: StreamStore) -> None:
+    """Past the adapter's bound: refused with a reason. Control characters and other scripts:
+    stored exactly (the API escapes them when it shows them)."""
+    clock = Clock()
+    p = pipeline(store, clock)
+    p.submit("senml/b/mode", senml("b/mode", T0, vs="y" * 100_000), None, 1)
+    hostile = "\x00\x1b[31mred\x1b[0m\r\n\u202eevil\u0007 ok"
+    p.submit("senml/b/mode", senml("b/mode", T0 + 1, vs=hostile), None, 2)
+    clock.now += 1
+    assert p.commit() == [1, 2]
+    assert sum(p.stats.rejected.values()) == 1
+    assert stored(store, "b/mode") == [hostile]
+    record("mqtt", "a 100 kB string value and one of control characters", 2, 0,
+           "stored wrong", detail="the long one refused with a reason, the other kept exactly")
