@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def pipeline(store: StreamStore, clock: Clock) -> Pipeline:
                     clock=clock)
 
 
-def stored(s: StreamStore, name: str) -> list[object]:
+def stored(s: StreamStore, name: str) -> list[Any]:
     lg = s.logs.get(name)
     if lg is None:
         return []
