@@ -212,7 +212,10 @@ class Pipeline:
         if batches:
             result = self.store.commit(batches)
             for stream, items in batches.items():
-                newest = max(items, key=lambda x: x.time)
+                newest = items[0]  # the last to arrive of the newest time (as stored)
+                for x in items:
+                    if x.time >= newest.time:
+                        newest = x
                 old = self.latest.get(stream)
                 if old is None or newest.time >= old.time:
                     if old is None or old.value != newest.value:

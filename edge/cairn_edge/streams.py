@@ -21,7 +21,8 @@ order: equal times are in order), not its ``late`` companion.
 
 Frame size: a stream's samples of one commit go in one frame, split into several frames (still
 one signature) when their values would make a frame larger than :data:`FRAME_BUDGET` bytes
-(strings and bytes: a commit of 10,000 64 KB strings would pass the frames' 16 MiB limit).
+(strings and bytes: a commit of 10,000 64 KB strings would pass the frames' 16 MiB limit) or
+hold more than the frames' :data:`~cairn.frames.MAX_RECORDS` samples.
 
 Durability between checkpoints (decision 0008): a commit's appends join one SQLite transaction
 held open for ``checkpoint_interval`` seconds, and the commit is made durable by writing its
@@ -43,7 +44,7 @@ from pathlib import Path
 
 from cairn.crypto import Manifest, derive_stream_key_pair, manifest_hash
 from cairn.errors import DamagedBlockError, DecodeError, StorageError
-from cairn.frames import Frame, Sample, frame_at
+from cairn.frames import MAX_RECORDS, Frame, Sample, frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
 from cairn_edge.journal import (
@@ -117,13 +118,14 @@ def _weight(s: Sample) -> int:
 
 
 def _frames(samples: list[Sample]) -> list[Frame]:
-    """The samples (in order) as frames of at most :data:`FRAME_BUDGET` bytes of values each."""
+    """The samples (in order) as frames of at most :data:`FRAME_BUDGET` bytes of values and
+    :data:`~cairn.frames.MAX_RECORDS` samples each."""
     out: list[Frame] = []
     run: list[Sample] = []
     size = 0
     for s in samples:
         w = _weight(s)
-        if run and size + w > FRAME_BUDGET:
+        if run and (size + w > FRAME_BUDGET or len(run) == MAX_RECORDS):
             out.append(Frame(tuple(run)))
             run, size = [], 0
         run.append(s)

@@ -170,3 +170,24 @@ def test_a_huge_or_hostile_string_from_mqtt(store: StreamStore) -> None:
     assert stored(store, "b/mode") == [hostile]
     record("mqtt", "a 100 kB string value and one of control characters", 2, 0,
            "stored wrong", detail="the long one refused with a reason, the other kept exactly")
+
+
+def test_a_commit_of_more_samples_than_a_frame_holds_is_split(
+        store: StreamStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``commit_samples`` may be set past the frames' MAX_RECORDS: more frames, none too big."""
+    from cairn_edge import streams
+
+    monkeypatch.setattr(streams, "MAX_RECORDS", 3)
+    r = store.commit({"b/t": [Sample("b/t", None, T0 + k, float(k)) for k in range(8)]})
+    assert (r.samples, r.frames) == (8, 3)
+    assert stored(store, "b/t") == [float(k) for k in range(8)]
+
+
+def test_the_latest_of_two_values_at_one_time_is_the_last_to_arrive(store: StreamStore) -> None:
+    clock = Clock()
+    p = pipeline(store, clock)
+    p.submit("senml/b/mode", senml("b/mode", T0, vs="heat"), None, 1)
+    p.submit("senml/b/mode", senml("b/mode", T0, vs="cool"), None, 2)
+    clock.now += 1
+    assert p.commit() == [1, 2]
+    assert stored(store, "b/mode") == ["heat", "cool"] and p.latest["b/mode"].value == "cool"
