@@ -5,6 +5,7 @@ large strings is split into frames under the frames' size limit."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from collections.abc import Iterator
@@ -253,4 +254,4 @@ def test_no_distinct_reading_is_lost_or_stored_twice(commits: list[list[Sample]]
             store.close()
     want = {sample_key(x) for batch in commits for x in batch}
     assert len(got) == len(set(got)) and set(got) == want
-    assert ends == sorted(ends) and all(a[1] <= b[0] for a, b in zip(ends, ends[1:]))
+    assert ends == sorted(ends) and all(a[1] <= b[0] for a, b in itertools.pairwise(ends))
