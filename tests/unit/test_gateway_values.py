@@ -6,11 +6,14 @@ characters; the m007 migration of a store that held samples before."""
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import sqlite_utils
 from prometheus_client.parser import text_string_to_metric_families
 from sqlite_migrate import Migrations
@@ -195,3 +198,35 @@ async def test_strings_are_shown_safely(client: httpx.AsyncClient) -> None:
     assert latest == {"board-1/temperature": 22.0, "board-1/door": 0.0}  # no string
     record("api", "string values with control characters, quotes, bidi overrides", 3, 0,
            "raw control bytes served", detail="JSON-escaped; strings never in /metrics")
+
+
+_VALUES = st.one_of(st.floats(-1e6, 1e6), st.booleans(), st.text(max_size=5),
+                    st.binary(max_size=3))
+
+
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.tuples(st.integers(0, 179), _VALUES), min_size=1, max_size=5),
+                min_size=1, max_size=8))
+def test_every_sample_is_kept_in_its_kind_and_only_the_streams_kind_rolls_up(
+        blocks: list[list[tuple[int, object]]]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        s = Store(Path(d) / "gw.db")
+        try:
+            sid = stream(s, "b/x", 9)
+            frames = [(i, 0, Frame(tuple(Sample("b/x", None, T0 + t, v)  # type: ignore[arg-type]
+                                         for t, v in b))) for i, b in enumerate(blocks)]
+            assert s.ingest(sid, frames) == sum(map(len, blocks))
+            rows = queries.samples(s.conn, sid, T0, T0 + 180)
+            given_ = [v.hex() if isinstance(v, bytes) else v for b in blocks for _, v in b]
+            assert sorted(map(repr, (x.value for x in rows))) == sorted(map(repr, given_))
+            kinds = [store_module.KINDS[store_module.kind_code(v)] for b in blocks for _, v in b]
+            first = min(((t, i, k) for i, b in enumerate(blocks) for k, (t, _) in enumerate(b)))
+            kind = store_module.KINDS[store_module.kind_code(blocks[first[1]][first[2]][1])]
+            assert s.kind(sid) == kind
+            assert s.other_kind(sid) == sum(k != kind for k in kinds)
+            ups = s.rollup(sid, T0, T0 + 180, 60)
+            want_n = sum(k == kind for k in kinds) if kind in store_module.ROLLED_UP else 0
+            assert sum(r.n for r in ups) == want_n
+        finally:
+            s.close()
