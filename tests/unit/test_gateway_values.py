@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlite_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import sqlite_utils
 from prometheus_client.parser import text_string_to_metric_families
 from sqlite_migrate import Migrations
 
