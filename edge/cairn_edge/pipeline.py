@@ -107,14 +107,14 @@ class _RateLimitedLog:
         self.last: dict[str, float] = {}
         self.quiet: Counter[str] = Counter()
 
-    def reject(self, now: float, topic: str, exc: Rejected) -> None:
+    def reject(self, now: float, topic: str, exc: Rejected, what: str = "a message") -> None:
         last = self.last.get(exc.reason)
         if last is not None and now - last < self.period:
             self.quiet[exc.reason] += 1
             return
         self.last[exc.reason] = now
         more = self.quiet.pop(exc.reason, 0)
-        log.warning("rejected a message on %s: %s%s", topic, exc,
+        log.warning("rejected %s on %s: %s%s", what, topic, exc,
                     f" ({more} more of this reason not logged)" if more else "")
 
 
@@ -183,7 +183,7 @@ class Pipeline:
         self.stats.refused_samples["kind-changed"] += 1
         self._log.reject(now, topic, Rejected(
             "kind-changed", f"{stream}: a {kind} value, but the stream holds {fixed} values "
-                            "(a stream keeps the kind it was first given)"))
+                            "(a stream keeps the kind it was first given)"), "a reading")
         return False
 
     def due(self) -> float:

@@ -255,3 +255,17 @@ def test_no_distinct_reading_is_lost_or_stored_twice(commits: list[list[Sample]]
     want = {sample_key(x) for batch in commits for x in batch}
     assert len(got) == len(set(got)) and set(got) == want
     assert ends == sorted(ends) and all(a[1] <= b[0] for a, b in itertools.pairwise(ends))
+
+
+def test_a_kind_change_is_logged_once_a_minute_naming_the_stream(
+        store: StreamStore, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    p = pipeline(store, clock)
+    p.submit("senml/b/door", senml("b/door", T0, vb=True), None, 1)
+    for k in range(5):
+        p.submit("senml/b/door", senml("b/door", T0 + 1 + k, vs="open"), None, 2 + k)
+    lines = [r.getMessage() for r in caplog.records if "kind-changed" in r.getMessage()]
+    assert lines == ["rejected a reading on senml/b/door: kind-changed: b/door: a string value, "
+                     "but the stream holds boolean values (a stream keeps the kind it was first "
+                     "given)"]
+    assert p.stats.refused_samples == {"kind-changed": 5}
