@@ -5,6 +5,7 @@ characters; the m007 migration of a store that held samples before."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -230,3 +231,29 @@ def test_every_sample_is_kept_in_its_kind_and_only_the_streams_kind_rolls_up(
             assert sum(r.n for r in ups) == want_n
         finally:
             s.close()
+
+
+def test_export_writes_each_value_in_its_kind(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from cairn_gateway.cli import gateway
+
+    assert CliRunner().invoke(gateway, ["init", str(tmp_path / "gw")]).exit_code == 0
+    config = tmp_path / "gw" / "gateway.toml"
+    (tmp_path / "gw" / "data").mkdir(exist_ok=True)
+    s = Store(tmp_path / "gw" / "data" / "gw.db")
+    try:
+        sid = stream(s, "board-1/door", 6)
+        s.ingest(sid, [(k, 0, one("board-1/door", T0 + k, v))
+                       for k, v in enumerate([True, False])])
+    finally:
+        s.close()
+    args = ["export", "--config", str(config), "--stream", "board-1/door"]
+    jsonl = CliRunner().invoke(gateway, [*args, "--format", "jsonl"])
+    assert jsonl.exit_code == 0, jsonl.output
+    assert [json.loads(x)["value"] for x in jsonl.output.splitlines()] == [True, False]
+    rows = list(csv.reader(io.StringIO(CliRunner().invoke(gateway, args).output)))
+    assert [r[1] for r in rows[1:]] == ["true", "false"]
