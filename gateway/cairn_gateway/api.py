@@ -192,8 +192,10 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         if n > MAX_POINTS:
             raise HTTPException(400, f"{n} samples in the window (at most {MAX_POINTS}): "
                                      "ask for rollups with a step instead")
-        return [{"time": x.time, "value": x.value, "kind": x.kind, "block": x.block,
-                 "fork": x.fork} for x in queries.samples(conn, stream, from_, to)]
+        kind = store.kind(stream)
+        return [{"time": x.time, "value": x.value, "kind": x.kind, "stream_kind": kind,
+                 "block": x.block, "fork": x.fork}
+                for x in queries.samples(conn, stream, from_, to)]
 
     @app.get("/api/rollups")
     async def rollups(stream: int, from_: float = Query(alias="from"), to: float = Query(),

@@ -170,8 +170,9 @@ async def test_the_api_serves_each_value_in_its_kind(client: httpx.AsyncClient) 
     door = next(s["id"] for s in states)
     got = (await client.get("/api/samples", params={"stream": door, "from": T0,
                                                      "to": T0 + 120})).json()
-    assert [(x["value"], x["kind"]) for x in got] == [(True, "boolean"), (False, "boolean"),
-                                                      (True, "boolean"), (False, "boolean")]
+    assert [(x["value"], x["kind"], x["stream_kind"]) for x in got] == [
+        (True, "boolean", "boolean"), (False, "boolean", "boolean"),
+        (True, "boolean", "boolean"), (False, "boolean", "boolean")]
     ups = (await client.get("/api/rollups", params={"stream": door, "from": T0,
                                                      "to": T0 + 120, "step": 60})).json()
     assert [(u["n"], u["mean"], u["kind"]) for u in ups] == [(2, 0.5, "boolean")] * 2
