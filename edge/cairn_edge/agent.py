@@ -502,6 +502,7 @@ class Agent:
             "messages": st.messages,
             "samples": st.accepted,
             "rejected": dict(st.rejected),
+            "refused_samples": dict(st.refused_samples),
             "disk_bytes": self.disk_bytes(),
             "late": st.late,
             "duplicates": st.duplicates,

@@ -38,6 +38,12 @@ class EdgeCollector(Collector):
         for reason, n in sorted(st["rejected"].items()):
             rejected.add_metric([reason], n)
         yield rejected
+        refused = CounterMetricFamily("cairn_edge_refused_samples", "readings refused alone "
+                                      "(the rest of their message stored), by reason",
+                                      labels=["reason"])
+        for reason, n in sorted(st.get("refused_samples", {}).items()):
+            refused.add_metric([reason], n)
+        yield refused
         yield CounterMetricFamily("cairn_edge_late", "samples older than their stream's last "
                                   "commit, kept in the late log", value=st["late"])
         yield CounterMetricFamily("cairn_edge_duplicates", "redelivered samples not stored "

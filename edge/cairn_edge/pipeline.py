@@ -14,6 +14,17 @@ would make every honest sample stamped before that time "late". A sample more th
 until the clock reaches its time, and its message acknowledged only then. So nothing is ever
 committed with a time ahead of the clock, and a future-stamped reading cannot push the readings
 after it into ``/late``.
+
+Kinds of value: a stream holds one kind of value (number, boolean, string or data: SenML ``v``,
+``vb``, ``vs``, ``vd``), the first kind it was given (after a restart: the kind of its newest
+sample in the log). A reading of another kind for that stream is refused alone, not its whole
+message: counted in :attr:`IngestStats.refused_samples` as ``kind-changed`` and logged (once a
+minute), while the other readings of the message are stored. A device whose quantity really
+changes kind should name it differently (``door`` and ``door_code``); a log of one kind is what
+lets the gateway roll it up and a dashboard draw it.
+
+Duplicates and equal times: see :mod:`cairn_edge.streams` (an identical redelivery is stored
+once; two readings that differ are both stored, whatever their times).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from cairn.fleet.units import SENML_UNITS
 from cairn.frames import Sample
 from cairn_edge.adapters import Reading, Rejected, Route, decode
 from cairn_edge.config import RangeRule
-from cairn_edge.streams import StreamStore
+from cairn_edge.streams import StreamStore, value_kind
 
 __all__ = ["IngestStats", "Pipeline", "Validator"]
 
@@ -85,6 +96,7 @@ class IngestStats:
     commits: int = 0
     frames: int = 0
     ignored: int = 0  # status and description topics
+    refused_samples: Counter[str] = field(default_factory=Counter)  # readings alone, by reason
 
 
 class _RateLimitedLog:
@@ -95,14 +107,14 @@ class _RateLimitedLog:
         self.last: dict[str, float] = {}
         self.quiet: Counter[str] = Counter()
 
-    def reject(self, now: float, topic: str, exc: Rejected) -> None:
+    def reject(self, now: float, topic: str, exc: Rejected, what: str = "a message") -> None:
         last = self.last.get(exc.reason)
         if last is not None and now - last < self.period:
             self.quiet[exc.reason] += 1
             return
         self.last[exc.reason] = now
         more = self.quiet.pop(exc.reason, 0)
-        log.warning("rejected a message on %s: %s%s", topic, exc,
+        log.warning("rejected %s on %s: %s%s", what, topic, exc,
                     f" ({more} more of this reason not logged)" if more else "")
 
 
@@ -128,6 +140,7 @@ class Pipeline:
         self._log = _RateLimitedLog()
         self.latest: dict[str, Sample] = {}  # each stream's newest committed sample
         self.changed: dict[str, float] = {}  # when it last changed (for the DHT record)
+        self.kinds: dict[str, str] = {}  # each stream's kind of value (the first wins)
 
     def submit(self, topic: str, payload: bytes, content_type: str | None,
                token: Hashable) -> None:
@@ -145,6 +158,11 @@ class Pipeline:
             self._log.reject(now, topic, exc)
             self._tokens.append((token, True, -math.inf))  # acked in its turn, stored nothing
             return
+        samples = [(stream, sample) for stream, sample in samples
+                   if self._of_its_kind(stream, sample, now, topic)]
+        if not samples:  # every reading refused alone: acked in its turn, stored nothing
+            self._tokens.append((token, True, -math.inf))
+            return
         for stream, sample in samples:
             self._batches.setdefault(stream, []).append(sample)
         self._buffered += len(samples)
@@ -152,6 +170,21 @@ class Pipeline:
             self._first = now
         newest = max((sample.time for _, sample in samples), default=-math.inf)
         self._tokens.append((token, False, newest))
+
+    def _of_its_kind(self, stream: str, sample: Sample, now: float, topic: str) -> bool:
+        """Whether the sample's kind of value is its stream's (the first kind the stream was
+        given, or the kind its log holds); a sample of another kind is counted and logged."""
+        kind = value_kind(sample.value)
+        fixed = self.kinds.get(stream)
+        if fixed is None:
+            fixed = self.kinds[stream] = self.store.kind(stream) or kind
+        if kind == fixed:
+            return True
+        self.stats.refused_samples["kind-changed"] += 1
+        self._log.reject(now, topic, Rejected(
+            "kind-changed", f"{stream}: a {kind} value, but the stream holds {fixed} values "
+                            "(a stream keeps the kind it was first given)"), "a reading")
+        return False
 
     def due(self) -> float:
         """When the next commit is due (clock time), ``inf`` with nothing buffered."""
@@ -179,7 +212,10 @@ class Pipeline:
         if batches:
             result = self.store.commit(batches)
             for stream, items in batches.items():
-                newest = max(items, key=lambda x: x.time)
+                newest = items[0]  # the last to arrive of the newest time (as stored)
+                for x in items:
+                    if x.time >= newest.time:
+                        newest = x
                 old = self.latest.get(stream)
                 if old is None or newest.time >= old.time:
                     if old is None or old.value != newest.value:

@@ -9,9 +9,20 @@ with the index of streams (name, unit, key) and the agent's state (the time floo
 :meth:`StreamStore.commit` appends one frame per stream that has samples: the samples sorted by
 time, one signature per stream per commit. Frames of a stream are time-ordered (seeking by time
 relies on it): a sample older than the stream's last committed sample goes to the stream's
-``late`` companion (``board-1/temperature/late``), counted, never dropped. A sample equal (same
-time, same value) to one already in the stream's last frames is a redelivery (the broker sends
-again what was not acknowledged when the agent stopped) and is not stored twice.
+``late`` companion (``board-1/temperature/late``), counted, never dropped.
+
+Duplicates: a sample identical to one already in the stream's last frames or in the same commit
+(same time, same kind of value, same value, same unit: :func:`sample_key`) is a redelivery (the
+broker sends again what was not acknowledged when the agent stopped) and is not stored twice.
+Two samples that differ in any of these are never collapsed, whatever their times: ``True``
+and ``1.0`` (which Python calls equal) are different kinds, so both are kept; a new value at
+the same time as the stream's last committed sample joins the stream (frames stay in time
+order: equal times are in order), not its ``late`` companion.
+
+Frame size: a stream's samples of one commit go in one frame, split into several frames (still
+one signature) when their values would make a frame larger than :data:`FRAME_BUDGET` bytes
+(strings and bytes: a commit of 10,000 64 KB strings would pass the frames' 16 MiB limit) or
+hold more than the frames' :data:`~cairn.frames.MAX_RECORDS` samples.
 
 Durability between checkpoints (decision 0008): a commit's appends join one SQLite transaction
 held open for ``checkpoint_interval`` seconds, and the commit is made durable by writing its
@@ -33,7 +44,7 @@ from pathlib import Path
 
 from cairn.crypto import Manifest, derive_stream_key_pair, manifest_hash
 from cairn.errors import DamagedBlockError, DecodeError, StorageError
-from cairn.frames import Frame, Sample, frame_at
+from cairn.frames import MAX_RECORDS, Frame, Sample, frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
 from cairn_edge.journal import (
@@ -48,7 +59,8 @@ from cairn_edge.journal import (
     read_journal,
 )
 
-__all__ = ["CommitResult", "StreamStore", "StreamsError", "copy_database", "peek", "stream_log_key"]
+__all__ = ["FRAME_BUDGET", "CommitResult", "StreamStore", "StreamsError", "copy_database", "peek",
+           "sample_key", "stream_log_key", "value_kind"]
 
 log = logging.getLogger("cairn.edge")
 
@@ -60,15 +72,73 @@ PAGE_SIZE = 1024  # a checkpoint rewrites each log's last pages: small pages, fe
 RECENT_FRAMES = 64  # frames looked back through for a redelivered sample
 
 
+#: A frame's values may weigh about this many bytes before the samples go in a second frame
+#: (the frames' own limit, MAX_FRAME_BYTES, is 16 MiB).
+FRAME_BUDGET = 4 << 20
+_SAMPLE_OVERHEAD = 64  # bytes a record costs besides its value's text or bytes, at most
+#: kinds of value, as the gateway and the API name them
+NUMBER, BOOLEAN, STRING, DATA = "number", "boolean", "string", "data"
+
+SampleKey = tuple[float, str, object, str | None]
+
+
+def value_kind(value: object) -> str:
+    """``number``, ``boolean``, ``string`` or ``data`` (SenML ``v``, ``vb``, ``vs``, ``vd``)."""
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, str):
+        return STRING
+    if isinstance(value, bytes | bytearray | memoryview):
+        return DATA
+    return NUMBER
+
+
+_KIND_OF_TYPE = {float: NUMBER, bool: BOOLEAN, str: STRING, bytes: DATA}  # a Sample's types
+
+
+def sample_key(s: Sample) -> SampleKey:
+    """What makes a sample the same as another of its stream: its time, the kind of its value,
+    the value and the unit. The kind is there because Python calls ``True == 1.0``."""
+    v = s.value
+    kind = _KIND_OF_TYPE.get(type(v))
+    return (s.time, kind if kind is not None else value_kind(v), v, s.unit)
+
+
 def _unique(samples: list[Sample]) -> list[Sample]:
-    """Samples with one (time, value) each: a message delivered twice in one batch."""
+    """Samples that differ (:func:`sample_key`): a message delivered twice in one batch."""
     out: list[Sample] = []
-    seen: set[tuple[float, object]] = set()
+    seen: set[SampleKey] = set()
+    kinds = _KIND_OF_TYPE
     for s in samples:
-        k = (s.time, s.value)
+        v = s.value
+        k = (s.time, kinds.get(type(v)) or value_kind(v), v, s.unit)  # sample_key, inlined
         if k not in seen:
             seen.add(k)
             out.append(s)
+    return out
+
+
+def _weight(s: Sample) -> int:
+    v = s.value
+    return _SAMPLE_OVERHEAD + (len(v) * 4 if isinstance(v, str) else
+                               len(v) if isinstance(v, bytes) else 0)
+
+
+def _frames(samples: list[Sample]) -> list[Frame]:
+    """The samples (in order) as frames of at most :data:`FRAME_BUDGET` bytes of values and
+    :data:`~cairn.frames.MAX_RECORDS` samples each."""
+    out: list[Frame] = []
+    run: list[Sample] = []
+    size = 0
+    for s in samples:
+        w = _weight(s)
+        if run and (size + w > FRAME_BUDGET or len(run) == MAX_RECORDS):
+            out.append(Frame(tuple(run)))
+            run, size = [], 0
+        run.append(s)
+        size += w
+    if run:
+        out.append(Frame(tuple(run)))
     return out
 
 
@@ -400,6 +470,17 @@ class StreamStore:
     def last_time(self, name: str) -> float | None:
         return self._last.get(name)
 
+    def kind(self, name: str) -> str | None:
+        """The kind of value (:func:`value_kind`) of a stream's newest held sample, or None
+        (no such stream, or its newest block is not held or not readable)."""
+        lg = self.logs.get(name)
+        if lg is None or not lg.length or not lg.has(lg.length - 1):
+            return None
+        try:
+            return value_kind(frame_at(lg, lg.length - 1).samples[-1].value)
+        except (DamagedBlockError, DecodeError):
+            return None
+
     def commit(self, batches: Mapping[str, Iterable[Sample]]) -> CommitResult:
         """Append one frame per stream with samples (sorted by time); late samples to the
         stream's ``late`` companion. Durable when it returns. Returns what was written."""
@@ -468,11 +549,14 @@ class StreamStore:
                 # at or before what is committed: a redelivered message (the broker resends
                 # what we had not acknowledged when we stopped) or a late sample
                 old = [s for s in ordered if s.time <= last]
-                ordered = [s for s in ordered if s.time > last]
                 seen = self._recent(name, old[0].time) | self._recent(f"{name}/{LATE}",
                                                                       old[0].time)
-                late = [s for s in old if (s.time, s.value) not in seen]
-                result.duplicates += len(old) - len(late)
+                new = [s for s in old if sample_key(s) not in seen]
+                result.duplicates += len(old) - len(new)
+                # a new value at the last committed time is in time order: it joins the stream
+                ordered = [s for s in new if s.time == last] + [s for s in ordered
+                                                                 if s.time > last]
+                late = [s for s in new if s.time < last]
                 if late:
                     late_batches[f"{name}/{LATE}"] = late
                     result.late += len(late)
@@ -523,11 +607,10 @@ class StreamStore:
         chunk = max(1, min(held // 10, ranges[0][1] - first, lg.length - 1 - first))
         return frame_at(lg, first).start, name, first, first + chunk
 
-    def _recent(self, name: str, since: float, most: int = RECENT_FRAMES) -> set[tuple[float,
-                                                                                       object]]:
-        """(time, value) of the samples in a stream's last frames that reach ``since``."""
+    def _recent(self, name: str, since: float, most: int = RECENT_FRAMES) -> set[SampleKey]:
+        """:func:`sample_key` of the samples in a stream's last frames that reach ``since``."""
         lg = self.logs.get(name)
-        out: set[tuple[float, object]] = set()
+        out: set[SampleKey] = set()
         if lg is None:
             return out
         i = lg.length - 1
@@ -540,7 +623,7 @@ class StreamStore:
                 i -= 1                 # compared, so a redelivery of one is kept as late
                 most -= 1
                 continue
-            out.update((s.time, s.value) for s in frame.samples)
+            out.update(sample_key(s) for s in frame.samples)
             if frame.end < since and not name.endswith(f"/{LATE}"):
                 break
             i -= 1
@@ -550,12 +633,12 @@ class StreamStore:
     def _append(self, name: str, samples: list[Sample], result: CommitResult,
                 late: bool = False) -> None:
         lg = self.log(name, samples[0].unit)
-        frame = Frame(tuple(samples))
-        block = frame.encode()
-        self._tick.append((name, lg.length, [block]))
-        lg.append([block])
+        frames = _frames(samples)
+        blocks = [f.encode() for f in frames]
+        self._tick.append((name, lg.length, blocks))
+        lg.append(blocks)  # one signature
         if not late:
-            self._last[name] = frame.end
-        result.frames += 1
+            self._last[name] = max(f.end for f in frames)
+        result.frames += len(frames)
         result.samples += len(samples)
         result.streams[name] = lg.length

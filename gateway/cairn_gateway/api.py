@@ -12,6 +12,14 @@ minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 tha
 Queries run on the event loop's thread, one at a time (one SQLite connection); their SQL is
 in :mod:`cairn_gateway.queries` (typed rows), this module routes, checks and shapes.
 
+Kinds of value (issue 20): a sample's value comes in its kind, JSON numbers, ``true``/``false``
+and strings (data, SenML ``vd``: hex), with ``kind`` (``number``, ``boolean``, ``string``,
+``data``); a stream has the kind of its first sample (``kind`` in ``/api/streams``, which
+``?kind=boolean,string`` filters). ``/api/rollups`` of a boolean stream has ``mean`` = the share
+of true; of a string or data stream, ``n`` and ``last`` per bucket (``mean``, ``min``, ``max``
+null). Strings are served as stored: JSON escapes control characters, so a value cannot break
+out of its field; in ``/metrics`` only numbers and booleans (1 or 0) appear.
+
 Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
 errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
 """
@@ -32,7 +40,7 @@ from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.roster import Roster, RosterError, display_name
 from cairn_gateway.schedule import EdgeStatus
-from cairn_gateway.store import Store, describe_missing
+from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
 
 __all__ = ["MAX_POINTS", "make_app"]
 
@@ -153,15 +161,26 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
             raise HTTPException(404, str(exc)) from None
 
     @app.get("/api/streams")
-    async def streams(device: int | None = None) -> list[dict[str, Any]]:
+    async def streams(device: int | None = None, kind: str | None = Query(
+            None, max_length=100, description="kinds of value, comma-separated: number, "
+                                              "boolean, string, data")) -> list[dict[str, Any]]:
         """Each stream: its device's name and record key, and ``verified`` (every block
-        verified to the device's key, which is enrolled). Log keys are never served."""
+        verified to the device's key, which is enrolled); ``kind``: its kind of value (null
+        before its first sample), ``other_kind``: samples stored of another kind. Log keys
+        are never served."""
+        kinds = None
+        if kind is not None:
+            kinds = frozenset(k.strip() for k in kind.split(","))
+            if not kinds <= set(KINDS):
+                bad = sorted(kinds - set(KINDS))[0]
+                raise HTTPException(400, f"kind {bad[:20]!r} is not one of {', '.join(KINDS)}")
         return [{"id": s.id, "device_id": s.device_id,
                  "device": display_name(s.device_name, s.record_key),
                  "record_key": s.record_key.hex(), "name": s.name, "unit": s.unit,
                  "stored_blocks": s.stored_blocks, "status": s.status,
-                 "verified": s.verified, "removed": s.removed}
-                for s in queries.streams(conn, device)]
+                 "verified": s.verified, "removed": s.removed, "kind": s.kind,
+                 "other_kind": s.other_kind}
+                for s in queries.streams(conn, device, kinds)]
 
     @app.get("/api/samples")
     async def samples(stream: int, from_: float = Query(alias="from"),
@@ -173,8 +192,10 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         if n > MAX_POINTS:
             raise HTTPException(400, f"{n} samples in the window (at most {MAX_POINTS}): "
                                      "ask for rollups with a step instead")
-        return [{"time": t, "value": v, "block": b, "fork": f}
-                for t, v, b, f in store.samples(stream, from_, to)]
+        kind = store.kind(stream)
+        return [{"time": x.time, "value": x.value, "kind": x.kind, "stream_kind": kind,
+                 "block": x.block, "fork": x.fork}
+                for x in queries.samples(conn, stream, from_, to)]
 
     @app.get("/api/rollups")
     async def rollups(stream: int, from_: float = Query(alias="from"), to: float = Query(),
@@ -186,8 +207,13 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
             raise HTTPException(400, f"{(to - from_) / step:.0f} buckets (at most {MAX_POINTS})")
         stream_exists(stream)
         await fill(stream, from_, to)
+        kind = store.kind(stream)
+        if kind is not None and kind not in ROLLED_UP:  # strings, data: from the samples
+            return [{"time": x.time, "n": x.n, "mean": None, "min": None, "max": None,
+                     "last": x.last, "kind": kind}
+                    for x in queries.states(conn, stream, from_, to, step)]
         s = store.series(stream, from_, to, step)
-        return [{"time": b, "n": n, "mean": m, "min": lo, "max": hi}
+        return [{"time": b, "n": n, "mean": m, "min": lo, "max": hi, "kind": kind}
                 for b, n, m, lo, hi in zip(s.bucket, s.n, s.mean, s.lo, s.hi, strict=True)]
 
     @app.get("/api/latest")
@@ -197,8 +223,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         was removed (its data is kept, not verified any more)."""
         return [{"stream": x.stream, "device": display_name(x.device_name, x.record_key),
                  "record_key": x.record_key.hex(), "name": x.name, "unit": x.unit,
-                 "time": x.time, "value": x.value, "verified": x.verified,
-                 "removed": x.removed}
+                 "time": x.time, "value": x.value, "kind": x.kind,
+                 "stream_kind": x.stream_kind, "verified": x.verified, "removed": x.removed}
                 for x in queries.latest(conn)]
 
     @app.get("/api/integrity")
@@ -228,12 +254,12 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         lines = ["# HELP cairn_gateway_latest latest stored value of each stream",
                  "# TYPE cairn_gateway_latest gauge"]
         for x in queries.latest(conn):
-            if isinstance(x.value, float):
+            if isinstance(x.value, float | bool):  # (a boolean as 1 or 0)
                 device = display_name(x.device_name, x.record_key)
                 lines.append(f'cairn_gateway_latest{{device="{_label(device)}",'
                              f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
                              f'unit="{_label(x.unit or "")}",'
-                             f'verified="{str(x.verified).lower()}"}} {x.value!r}')
+                             f'verified="{str(x.verified).lower()}"}} {float(x.value)!r}')
         named = queries.stream_labels(conn)
         total, stopped = queries.total_samples(conn), queries.stopped_streams(conn)
         lines += ["# HELP cairn_gateway_samples samples stored",

@@ -490,7 +490,8 @@ def integrity(config_path: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
               show_default=True)
 def export(config_path: Path, stream: str, since: float, until_: float, fmt: str) -> None:
-    """Write a stream's stored samples (with their provenance) to stdout."""
+    """Write a stream's stored samples (with their provenance) to stdout; each value in its
+    kind (a number, true or false, a string)."""
     if until_ <= since:
         raise click.BadParameter("--until must be after --since")
     from cairn_gateway.queries import export_stream
@@ -506,8 +507,8 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
     if fmt == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(["time", "value", "unit", "block", "fork"])
-        for t, v, b, f in samples:
-            w.writerow([t, v, row[1] or "", b, f])
+        for t, v, b, f in samples:  # booleans as in JSON (true, false)
+            w.writerow([t, json.dumps(v) if isinstance(v, bool) else v, row[1] or "", b, f])
     else:
         for t, v, b, f in samples:
             click.echo(json.dumps({"time": t, "value": v, "unit": row[1], "block": b,

@@ -9,6 +9,9 @@ names, hex keys, JSON) is the caller's: :mod:`cairn_gateway.api`, :mod:`cairn_ga
 
 A stream is *verified* when its collection was not stopped (``status = 'ok'``: every block
 verified to its device's key) and its device is enrolled and not removed.
+
+Values come back in their kind (:func:`cairn_gateway.store.typed_value`): a float, a bool, a
+string (data as hex); each row says its kind (``number``, ``boolean``, ``string``, ``data``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DeviceRow", "LatestRow", "StreamHealth", "StreamLabel", "StreamRow", "device_names",
-           "devices", "export_stream", "health", "latest", "sample_count", "stopped_streams",
-           "stream_count", "stream_exists", "stream_labels", "streams", "total_samples"]
+from cairn_gateway.store import KINDS, typed_value
+
+__all__ = ["DeviceRow", "LatestRow", "SampleRow", "StateBucket", "StreamHealth", "StreamLabel",
+           "StreamRow", "device_names", "devices", "export_stream", "health", "latest",
+           "sample_count", "samples", "states", "stopped_streams", "stream_count",
+           "stream_exists", "stream_labels", "streams", "total_samples"]
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -44,6 +50,8 @@ class StreamRow:
     unit: str | None
     stored_blocks: int
     status: str
+    kind: str | None  # its kind of value (None before its first sample)
+    other_kind: int  # samples stored of another kind (not rolled up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +64,29 @@ class LatestRow:
     name: str  # the stream's
     unit: str | None
     time: float
-    value: Any  # a float, or the text of a text sample
+    value: Any  # in its kind: a float, a bool, a string (data: hex)
     verified: bool
     removed: bool
+    kind: str  # the sample's kind of value
+    stream_kind: str | None  # the stream's
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRow:
+    time: float
+    value: Any  # in its kind
+    kind: str
+    block: int
+    fork: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateBucket:
+    """A bucket of a string (or data) stream: how many samples, and the last one's value."""
+
+    time: int
+    n: int
+    last: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,31 +145,62 @@ def device_names(conn: sqlite3.Connection) -> dict[bytes, str | None]:
     return dict(conn.execute("SELECT record_key, name FROM devices"))
 
 
-def streams(conn: sqlite3.Connection, device_id: int | None = None) -> list[StreamRow]:
-    """Every stream (or one device's), by id."""
+def streams(conn: sqlite3.Connection, device_id: int | None = None,
+            kinds: frozenset[str] | None = None) -> list[StreamRow]:
+    """Every stream (or one device's; or those of these kinds of value), by id."""
     sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
            "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
-           "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status "
-           "FROM streams s JOIN devices d ON d.id = s.device_id")
-    args: tuple[Any, ...] = ()
+           "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status, s.kind, "
+           "s.other_kind FROM streams s JOIN devices d ON d.id = s.device_id WHERE 1")
+    args: list[Any] = []
     if device_id is not None:
-        sql += " WHERE s.device_id = ?"
-        args = (device_id,)
-    return [StreamRow(i, di, dn, k, bool(ok), bool(rm), n, u, b, st)
-            for i, di, dn, k, ok, rm, n, u, b, st in conn.execute(sql + " ORDER BY s.id", args)]
+        sql += " AND s.device_id = ?"
+        args.append(device_id)
+    if kinds is not None:
+        sql += f" AND s.kind IN ({', '.join('?' * len(kinds))})"
+        args += sorted(kinds)
+    return [StreamRow(i, di, dn, k, bool(ok), bool(rm), n, u, b, st, kd, ok2)
+            for i, di, dn, k, ok, rm, n, u, b, st, kd, ok2
+            in conn.execute(sql + " ORDER BY s.id", args)]
 
 
 def latest(conn: sqlite3.Connection) -> list[LatestRow]:
-    """Each stream's latest stored sample (streams with none are left out), by stream id."""
+    """Each stream's latest stored sample (streams with none are left out), by stream id. Of
+    two samples at the latest time, the one stored last in the log (block, then position)."""
     rows = conn.execute(
-        "SELECT s.id, d.name, d.record_key, s.name, s.unit, x.t, x.value, x.text, "
+        "SELECT s.id, d.name, d.record_key, s.name, s.unit, x.t, x.value, x.text, x.kind, "
         "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
-        "d.removed IS NOT NULL FROM streams s "
+        "d.removed IS NOT NULL, s.kind FROM streams s "
         "JOIN devices d ON d.id = s.device_id "
-        "JOIN samples x ON x.stream_id = s.id AND x.t = "
-        "(SELECT max(t) FROM samples WHERE stream_id = s.id) ORDER BY s.id")
-    return [LatestRow(i, dn, k, n, u, t, v if v is not None else x, bool(ok), bool(rm))
-            for i, dn, k, n, u, t, v, x, ok, rm in rows]
+        "JOIN samples x ON x.stream_id = s.id AND (x.t, x.block, x.k) = "
+        "(SELECT t, block, k FROM samples WHERE stream_id = s.id "
+        "ORDER BY t DESC, block DESC, k DESC LIMIT 1) ORDER BY s.id")
+    return [LatestRow(i, dn, k, n, u, t, typed_value(v, x, kd), bool(ok), bool(rm), KINDS[kd],
+                      sk)
+            for i, dn, k, n, u, t, v, x, kd, ok, rm, sk in rows]
+
+
+def samples(conn: sqlite3.Connection, stream_id: int, start: float, end: float
+            ) -> list[SampleRow]:
+    """A stream's samples with ``start <= time < end``, by time (then block and position),
+    each value in its kind."""
+    return [SampleRow(t, typed_value(v, x, kd), KINDS[kd], b, f)
+            for t, v, x, kd, b, f in conn.execute(
+                "SELECT t, value, text, kind, block, fork FROM samples WHERE stream_id = ? "
+                "AND t >= ? AND t < ? ORDER BY t, block, k", (stream_id, start, end))]
+
+
+def states(conn: sqlite3.Connection, stream_id: int, start: float, end: float, step: int
+           ) -> list[StateBucket]:
+    """Buckets of ``step`` seconds of a stream in [start, end) read from its samples (string
+    and data streams have no rollups): how many samples, and the last one's value (its
+    kind's, as :func:`samples` gives it)."""
+    return [StateBucket(int(b), int(n), typed_value(v, x, kd)) for b, n, v, x, kd in conn.execute(
+        "SELECT b, n, value, text, kind FROM (SELECT CAST(t / ? AS INTEGER) * ? AS b, value, "
+        "text, kind, count(*) OVER w AS n, row_number() OVER (w ORDER BY t DESC, block DESC, "
+        "k DESC) AS r FROM samples WHERE stream_id = ? AND t >= ? AND t < ? "
+        "WINDOW w AS (PARTITION BY CAST(t / ? AS INTEGER))) WHERE r = 1 ORDER BY b",
+        (step, step, stream_id, start, end, step))]
 
 
 def health(conn: sqlite3.Connection, *, order_by_name: bool = False) -> list[StreamHealth]:

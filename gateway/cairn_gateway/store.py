@@ -14,7 +14,16 @@ on the hot path.
   ingest from the samples actually inserted (set-based, in the same transaction); values beyond
   ``ROLLUP_BOUND`` are stored but not rolled up (counted in ``rollup_skipped``), so rollups
   stay finite whatever values arrive;
-- retention by age (:meth:`Store.prune`).
+- retention by age (:meth:`Store.prune`);
+- kinds of value (m007): each sample keeps its kind (``kind``: 0 number, 1 boolean, 2 string,
+  3 data; :data:`KINDS`): a number or a boolean in ``value`` (a boolean as 1.0 or 0.0), a string
+  in ``text``, data (SenML ``vd``) as hex in ``text``. A stream's kind (``streams.kind``) is the
+  kind of the first sample stored; samples of another kind (an edge that switched, a hostile
+  writer) are stored all the same, never rolled up, and counted in ``streams.other_kind``.
+  Rollups are kept for number streams (count, sum, min, max) and boolean streams (count, number
+  of true in ``total``, so the mean is the share of true); string and data streams have none:
+  their buckets (count, last value) are read from the samples (:func:`cairn_gateway.queries.
+  states`), so they reach back as far as the samples' retention.
 """
 
 from __future__ import annotations
@@ -32,8 +41,8 @@ from sqlite_migrate import Migrations
 from cairn.errors import StorageError
 from cairn.frames import Frame
 
-__all__ = ["MIGRATIONS", "MISSING_REASONS", "ROLLUP_BOUND", "RollupRow", "Series", "Store",
-           "StoreError", "describe_missing"]
+__all__ = ["KINDS", "MIGRATIONS", "MISSING_REASONS", "ROLLED_UP", "ROLLUP_BOUND", "RollupRow",
+           "Series", "Store", "StoreError", "describe_missing", "kind_code", "typed_value"]
 
 MIGRATIONS = Migrations("cairn-gateway")
 
@@ -178,6 +187,53 @@ def m006_finite_rollups(db: sqlite_utils.Database) -> None:
         """)  # noqa: S608 (our constants only)
 
 
+#: kinds of value by their code in ``samples.kind`` (SenML ``v``, ``vb``, ``vs``, ``vd``)
+KINDS = ("number", "boolean", "string", "data")
+NUMBER, BOOLEAN, STRING, DATA = range(4)
+#: the kinds a stream's rollups are kept for
+ROLLED_UP = frozenset({"number", "boolean"})
+
+
+def kind_code(value: object) -> int:
+    """The code of a sample value's kind (:data:`KINDS`)."""
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, str):
+        return STRING
+    if isinstance(value, bytes | bytearray | memoryview):
+        return DATA
+    return NUMBER
+
+
+def typed_value(value: float | None, text: str | None, kind: int) -> float | str | bool | None:
+    """A stored sample's value in its kind: a float, a bool, a string (data: its hex)."""
+    if kind == BOOLEAN and value is not None:
+        return bool(value)
+    return value if value is not None else text
+
+
+@MIGRATIONS()
+def m007_value_kinds(db: sqlite_utils.Database) -> None:
+    """Kinds of value: ``samples.kind`` (0 number, 1 boolean, 2 string, 3 data); ``streams.kind``
+    (the kind of its first stored sample) and ``streams.other_kind`` (samples stored of another
+    kind, not rolled up). Samples stored before keep what was stored: text as strings (data
+    was stored as hex text then: it reads as a string), numbers as numbers (a boolean was stored
+    as 1.0 or 0.0 then: it reads as a number); their rollups are kept as they are."""
+    db.executescript("""
+        ALTER TABLE samples ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+        UPDATE samples SET kind = 2 WHERE text IS NOT NULL;
+        ALTER TABLE streams ADD COLUMN kind TEXT;
+        ALTER TABLE streams ADD COLUMN other_kind INTEGER NOT NULL DEFAULT 0;
+        UPDATE streams SET kind = (
+            SELECT CASE x.kind WHEN 2 THEN 'string' ELSE 'number' END FROM samples x
+            WHERE x.stream_id = streams.id ORDER BY x.t, x.block, x.k LIMIT 1);
+        UPDATE streams SET other_kind = (
+            SELECT count(*) FROM samples x WHERE x.stream_id = streams.id
+            AND x.kind != CASE streams.kind WHEN 'string' THEN 2 ELSE 0 END)
+            WHERE kind IS NOT NULL;
+    """)
+
+
 class StoreError(StorageError, RuntimeError):
     """The store cannot be opened or written: says which file and why."""
 
@@ -208,7 +264,7 @@ class Series:
 
 _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
     stream_id INTEGER NOT NULL, t REAL NOT NULL, value REAL, text TEXT,
-    block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL)"""
+    block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL, kind INTEGER NOT NULL)"""
 
 
 #: Values of larger magnitude (and infinities) are stored but not rolled up: a sum of up to
@@ -216,15 +272,15 @@ _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
 #: query spans, so no rollup and no mean becomes inf or NaN. No sensor reads near 1e290.
 ROLLUP_BOUND = 1e290
 
-# Samples of the batch that are not stored yet (and numeric, within ROLLUP_BOUND), one row per
-# bucket, merged into the bucket's running count, sum, min and max. TABLE and WIDTH are filled
-# from our constants.
+# Samples of the batch that are not stored yet (of the stream's kind, given as the parameter,
+# numbers or booleans, within ROLLUP_BOUND), one row per bucket, merged into the bucket's running
+# count, sum, min and max. TABLE and WIDTH are filled from our constants.
 _ROLLUP = """
     INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
     SELECT b.stream_id, CAST(b.t / WIDTH AS INTEGER) * WIDTH, count(*), sum(b.value),
            min(b.value), max(b.value)
-    FROM (SELECT DISTINCT stream_id, t, block, k, value FROM batch) b
-    WHERE b.value IS NOT NULL AND abs(b.value) <= BOUND AND NOT EXISTS (
+    FROM (SELECT DISTINCT stream_id, t, block, k, value, kind FROM batch) b
+    WHERE b.kind = ? AND b.value IS NOT NULL AND abs(b.value) <= BOUND AND NOT EXISTS (
         SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t
         AND s.block = b.block AND s.k = b.k)
     GROUP BY 1, 2
@@ -237,8 +293,10 @@ _ROLLUP_HOUR = _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")
 # Numeric samples of the batch, not stored yet, that are too large to roll up: counted per stream.
 _UNROLLED = f"""
     INSERT INTO rollup_skipped (stream_id, n)
-    SELECT b.stream_id, count(*) FROM (SELECT DISTINCT stream_id, t, block, k, value FROM batch) b
-    WHERE b.value IS NOT NULL AND NOT abs(b.value) <= {ROLLUP_BOUND!r} AND NOT EXISTS (
+    SELECT b.stream_id, count(*) FROM (SELECT DISTINCT stream_id, t, block, k, value, kind
+                                       FROM batch) b
+    WHERE b.kind = ? AND b.value IS NOT NULL AND NOT abs(b.value) <= {ROLLUP_BOUND!r}
+    AND NOT EXISTS (
         SELECT 1 FROM samples s WHERE s.stream_id = b.stream_id AND s.t = b.t
         AND s.block = b.block AND s.k = b.k)
     GROUP BY 1
@@ -340,7 +398,7 @@ class Store:
         ``window`` (lo, hi): samples timed outside [lo, hi] are not stored but counted in the
         stream's ``refused``; their blocks count as ingested all the same (exactly once)."""
         c = self.conn
-        rows: list[tuple[int, float, float | None, str | None, int, int, int]] = []
+        rows: list[tuple[int, float, float | None, str | None, int, int, int, int]] = []
         block_rows: list[tuple[int, int, int, int]] = []
         out: list[int] = []  # block index of each sample refused for its time
         lo, hi = window if window is not None else (-math.inf, math.inf)
@@ -351,12 +409,13 @@ class Store:
                     out.append(index)
                     continue
                 v = s.value
+                code = kind_code(v)
                 if isinstance(v, bool | float | int):
-                    rows.append((stream_id, s.time, float(v), None, index, fork, k))
+                    rows.append((stream_id, s.time, float(v), None, index, fork, k, code))
                 elif isinstance(v, str):
-                    rows.append((stream_id, s.time, None, v, index, fork, k))
+                    rows.append((stream_id, s.time, None, v, index, fork, k, code))
                 else:
-                    rows.append((stream_id, s.time, None, v.hex(), index, fork, k))
+                    rows.append((stream_id, s.time, None, v.hex(), index, fork, k, code))
         if not block_rows:
             return 0
         c.execute("BEGIN IMMEDIATE")
@@ -374,18 +433,22 @@ class Store:
                 out = [b for b in out if b not in old]
             c.executemany("INSERT INTO blocks (stream_id, block, fork, samples) "
                           "VALUES (?, ?, ?, ?)", block_rows)
-            c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            c.execute(_ROLLUP_MINUTE)
-            c.execute(_ROLLUP_HOUR)
-            c.execute(_UNROLLED)
+            c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            kind = self._kind(stream_id, rows)
+            if kind in ROLLED_UP:
+                param = (KINDS.index(kind),)
+                c.execute(_ROLLUP_MINUTE, param)
+                c.execute(_ROLLUP_HOUR, param)
+                c.execute(_UNROLLED, param)
             mark = c.total_changes
-            c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork, k) "
-                      "SELECT stream_id, t, value, text, block, fork, k FROM batch")
+            c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork, k, "
+                      "kind) SELECT stream_id, t, value, text, block, fork, k, kind FROM batch")
             stored = c.total_changes - mark
             c.execute("DELETE FROM batch")
+            other = sum(1 for r in rows if kind is not None and KINDS[r[7]] != kind)
             c.execute("UPDATE streams SET stored_blocks = stored_blocks + ?, "
-                      "refused = refused + ? WHERE id = ?",
-                      (len(block_rows), len(out), stream_id))
+                      "refused = refused + ?, other_kind = other_kind + ? WHERE id = ?",
+                      (len(block_rows), len(out), other, stream_id))
             c.execute("COMMIT")
         except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
             if c.in_transaction:
@@ -399,6 +462,31 @@ class Store:
             c.execute("DELETE FROM batch")
             raise
         return stored
+
+    def _kind(self, stream_id: int, rows: list[tuple[int, float, float | None, str | None, int,
+                                                     int, int, int]]) -> str | None:
+        """The stream's kind of value: as stored, or (the first time) its first new sample's,
+        recorded in the open transaction. None: no samples yet."""
+        row = self.conn.execute("SELECT kind FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        if row is not None and row[0] is not None:
+            return str(row[0])
+        if not rows:
+            return None
+        first = min(rows, key=lambda r: (r[1], r[4], r[6]))  # (time, block, position)
+        kind = KINDS[first[7]]
+        self.conn.execute("UPDATE streams SET kind = ? WHERE id = ?", (kind, stream_id))
+        return kind
+
+    def kind(self, stream_id: int) -> str | None:
+        """The stream's kind of value (:data:`KINDS`), None before its first sample."""
+        row = self.conn.execute("SELECT kind FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def other_kind(self, stream_id: int) -> int:
+        """Samples of the stream stored with another kind than its own (not rolled up)."""
+        row = self.conn.execute("SELECT other_kind FROM streams WHERE id = ?",
+                                (stream_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def unrolled(self, stream_id: int) -> int:
         """How many of a stream's numeric samples were too large to roll up (ROLLUP_BOUND)."""
@@ -467,11 +555,12 @@ class Store:
     # -- queries -------------------------------------------------------------------------------
 
     def samples(self, stream_id: int, start: float, end: float
-                ) -> list[tuple[float, float | str | None, int, int]]:
-        """(time, value, block, fork) of a stream's samples in [start, end), by time."""
-        return [(t, v if v is not None else x, b, f) for t, v, x, b, f in self.conn.execute(
-            "SELECT t, value, text, block, fork FROM samples WHERE stream_id = ? AND t >= ? "
-            "AND t < ? ORDER BY t", (stream_id, start, end))]
+                ) -> list[tuple[float, float | str | bool | None, int, int]]:
+        """(time, value, block, fork) of a stream's samples in [start, end), by time (then
+        block and position); each value in its kind (:func:`typed_value`)."""
+        return [(t, typed_value(v, x, kind), b, f) for t, v, x, kind, b, f in self.conn.execute(
+            "SELECT t, value, text, kind, block, fork FROM samples WHERE stream_id = ? "
+            "AND t >= ? AND t < ? ORDER BY t, block, k", (stream_id, start, end))]
 
     def rollup(self, stream_id: int, start: float, end: float, step: int) -> list[RollupRow]:
         """:meth:`series` as one object per bucket."""

@@ -90,12 +90,13 @@ async def test_a_removed_devices_data_is_kept_and_flagged(tmp_path: Path) -> Non
 async def test_samples_and_rollups_in_infinity_shape(client: httpx.AsyncClient) -> None:
     got = (await client.get("/api/samples",
                             params={"stream": 1, "from": T0, "to": T0 + 90})).json()
-    assert got == [{"time": T0 + k * 30, "value": 20.0 + k, "block": k, "fork": 0}
-                   for k in range(3)]
+    assert got == [{"time": T0 + k * 30, "value": 20.0 + k, "kind": "number",
+                    "stream_kind": "number", "block": k, "fork": 0} for k in range(3)]
     ten = (await client.get("/api/rollups", params={"stream": 1, "from": T0, "to": T0 + 7200,
                                                     "step": 600})).json()
     assert len(ten) == 12 and all(r["n"] == 20 for r in ten)
-    assert ten[0] == {"time": int(T0), "n": 20, "mean": 29.5, "min": 20.0, "max": 39.0}
+    assert ten[0] == {"time": int(T0), "n": 20, "mean": 29.5, "min": 20.0, "max": 39.0,
+                      "kind": "number"}
 
 
 @pytest.mark.parametrize(

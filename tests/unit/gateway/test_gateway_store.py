@@ -128,7 +128,9 @@ def test_text_and_boolean_values(store: Store) -> None:
     f = Frame((Sample("board-1/state", None, T0, "open"), Sample("board-1/state", None,
                                                                     T0 + 1, True)))
     assert store.ingest(sid, [(0, 0, f)]) == 2
-    assert [v for _, v, _, _ in store.samples(sid, T0, T0 + 2)] == ["open", 1.0]
+    values = [v for _, v, _, _ in store.samples(sid, T0, T0 + 2)]
+    assert values == ["open", True] and values[1] is True  # a boolean, not 1.0
+    assert store.kind(sid) == "string" and store.other_kind(sid) == 1
 
 
 def test_retention(store: Store) -> None:

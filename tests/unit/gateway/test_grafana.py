@@ -57,7 +57,10 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str
     sid = store.stream(dev, "board-1/temperature", b"k" * 32, "Cel")
     store.ingest(sid, [(i, 0, Frame((Sample("board-1/temperature", "Cel", T0 + 30 * i,
                                             20.0 + i % 7),))) for i in range(120)])
-    variables = {"$device": str(dev), "$stream": str(sid),
+    door = store.stream(dev, "board-1/door", b"j" * 32)
+    store.ingest(door, [(i, 0, Frame((Sample("board-1/door", None, T0 + 60 * i, i % 3 == 0),)))
+                        for i in range(60)])
+    variables = {"$device": str(dev), "$stream": str(sid), "$state": str(door),
                  "${__from:date:seconds}": str(int(T0)),
                  "${__to:date:seconds}": str(int(T0 + 3600))}
     transport = httpx.ASGITransport(app=make_app(store))
@@ -90,3 +93,42 @@ async def test_every_query_returns_what_its_panel_reads(
         assert isinstance(rows, list) and rows, (t["url"], params)
         for col in t["columns"]:
             assert all(col["selector"] in row for row in rows), (t["url"], col)
+
+
+def variable_query(dash: dict[str, Any], name: str) -> dict[str, Any]:
+    [var] = [v for v in dash["templating"]["list"] if v["name"] == name]
+    return dict(var["query"]["infinityQuery"])
+
+
+async def test_numeric_panels_list_numeric_streams_and_the_state_timeline_the_others(
+        api: tuple[httpx.AsyncClient, dict[str, str]]) -> None:
+    """device-detail: the variable behind the numeric panels lists number streams only, the
+    one behind the state timeline boolean and string streams; the state timeline's query
+    returns each sample's time and its value in its kind (true/false here)."""
+    client, variables = api
+    dash = DASHBOARD_JSON["device-detail"]
+    listed = {}
+    for name in ("stream", "state"):
+        q = variable_query(dash, name)
+        params = {p["key"]: fill(p["value"], variables) for p in q["url_options"]["params"]}
+        listed[name] = [r["name"] for r in (await client.get(q["url"], params=params)).json()]
+    assert listed == {"stream": ["board-1/temperature"], "state": ["board-1/door"]}
+    numeric = [p for p in dash["panels"] if p["type"] == "timeseries"]
+    assert numeric and all("$stream" in json.dumps(p["targets"]) for p in numeric)
+    [timeline] = [p for p in dash["panels"] if p["type"] == "state-timeline"]
+    [t] = timeline["targets"]
+    assert "$state" in json.dumps(t) and t["url"] == "/api/samples"
+    params = {p["key"]: fill(p["value"], variables) for p in t["url_options"]["params"]}
+    rows = (await client.get(t["url"], params=params)).json()
+    assert [(r["value"], r["kind"]) for r in rows[:4]] == [
+        (True, "boolean"), (False, "boolean"), (False, "boolean"), (True, "boolean")]
+    assert [c["selector"] for c in t["columns"]] == ["time", "value"]
+    mapped = timeline["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert set(mapped) == {"true", "false"}
+
+
+def test_the_latest_table_shows_values_of_every_kind() -> None:
+    [panel] = [p for p in DASHBOARD_JSON["fleet-overview"]["panels"]
+               if p["title"] == "Latest values"]
+    cols = {c["selector"]: c["type"] for c in panel["targets"][0]["columns"]}
+    assert cols["value"] == "string" and cols["kind"] == "string"
