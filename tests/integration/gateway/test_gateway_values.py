@@ -25,25 +25,12 @@ from cairn_gateway import queries
 from cairn_gateway.api import make_app
 from cairn_gateway.collect import Collector
 from cairn_gateway.store import Store
+from tests.integration.edge import test_edge_dht, test_edge_mqtt
 from tests.scorecard import record
-
-# the edge's test helpers: in tests/integration/edge/ on main since issue 18's regrouping, in
-# tests/integration/ on this branch (made before it); the fallback can go once merged
-try:
-    from tests.integration.edge import (  # type: ignore[attr-defined,import-not-found,unused-ignore]
-        test_edge_dht,
-        test_edge_mqtt,
-    )
-except ImportError:
-    from tests.integration import (  # type: ignore[attr-defined,import-not-found,no-redef,unused-ignore]
-        test_edge_dht,
-        test_edge_mqtt,
-    )
 
 testnet = test_edge_dht.testnet  # a fixture
 EdgeProcess = test_edge_mqtt.EdgeProcess
 
-pytestmark = pytest.mark.integration
 
 HOSTILE = "\x1b[31mred\x1b[0m\r\n\"}]\u202eevil\u0007\x00"
 
