@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -46,6 +48,7 @@ __all__ = [
     "ROOT",
     "Lab",
     "LabError",
+    "Running",
     "Site",
     "clean_leftovers",
     "lab_unavailable",
@@ -85,10 +88,11 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True,
-         timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+         timeout: float = COMMAND_TIMEOUT, cwd: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
     try:
         done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                              timeout=timeout, check=False, cwd=ROOT)
+                              timeout=timeout, check=False, cwd=cwd or ROOT)
     except subprocess.TimeoutExpired:
         raise LabError(f"`{' '.join(argv)}` did not finish within {timeout:g} s") from None
     if check and done.returncode != 0:
@@ -155,6 +159,57 @@ def until(what: str, done: Callable[[], bool], timeout: float, every: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g} s")
         pause.wait(every)
+
+
+class Running:
+    """A process started in the lab: its stdout lines in a queue (JSON lines parsed)."""
+
+    def __init__(self, proc: subprocess.Popen[str], log: Path | None) -> None:
+        self.proc = proc
+        self.log = log
+        self.lines: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                item: Any = line.rstrip("\n")
+                if item.startswith(("{", "[")):
+                    with contextlib.suppress(ValueError):
+                        item = json.loads(item)
+                self.lines.put(item)
+        self.lines.put(_EOF)
+
+    def line(self, timeout: float = 30.0) -> Any:
+        """The next line of its stdout (a dict or list when it is JSON); fails when the
+        process exits or says nothing within `timeout` s."""
+        try:
+            item = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.proc.args!r} said nothing within {timeout:g} s"
+                                 + self._tail()) from None
+        if item is _EOF:
+            self.lines.put(_EOF)
+            raise AssertionError(f"{self.proc.args!r} exited ({self.proc.wait(5)})"
+                                 + self._tail())
+        return item
+
+    def until(self, done: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """The first line for which `done` holds, within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.line(max(0.01, deadline - time.monotonic()))
+            if done(item):
+                return item
+
+    def _tail(self) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n--- its log ---\n" + self.log.read_text(errors="replace")[-2000:]
+
+
+_EOF = object()
 
 
 class Lab:
@@ -285,22 +340,23 @@ class Lab:
         return [sys.executable, *args]
 
     def run(self, ns: str, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+            check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         """Run `argv` in namespace `ns` to its end (at most `timeout` s)."""
-        return _run(self.command(ns, argv), check=check, timeout=timeout)
+        return _run(self.command(ns, argv), check=check, timeout=timeout, cwd=cwd)
 
     def spawn(self, ns: str, argv: Sequence[str], *, log: Path | None = None,
-              stdout: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
-        """Start `argv` in namespace `ns` in its own session (stderr to `log`, or discarded);
-        it is killed when the lab closes, if it is still running."""
+              cwd: Path = ROOT) -> Running:
+        """Start `argv` in namespace `ns` in its own session, its stdout read line by line
+        (`Running.line`), its stderr to `log` (or discarded); it is killed when the lab
+        closes, if it is still running."""
         err: Any = subprocess.DEVNULL
         if log is not None:
             err = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
             self._files.append(err)
-        proc = subprocess.Popen(self.command(ns, argv), stdout=stdout, stderr=err, text=True,
-                                cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(self.command(ns, argv), stdout=subprocess.PIPE, stderr=err,
+                                text=True, cwd=cwd, start_new_session=True)
         self._procs.append(proc)
-        return proc
+        return Running(proc, log)
 
     # -- the network path --------------------------------------------------------------------
 
