@@ -378,6 +378,16 @@ class Lab:
         finally:
             self.restore(kind)
 
+    def forget_mappings(self, kind: str) -> bool:
+        """The router forgets every connection it tracks (its NAT mappings), as after a reboot
+        or an idle timeout: a connection through it is dead once the path is back (under the
+        symmetric NAT its next packet gets a new public port). False when conntrack-tools is
+        not installed (nothing forgotten)."""
+        if shutil.which("conntrack") is None:
+            return False
+        _run(self.command(self.sites[kind].router_ns, ["conntrack", "-F"]), check=False)
+        return True
+
     def conntrack(self, kind: str) -> list[str]:
         """The router's connection-tracking table (`conntrack -L`), one entry a line; empty
         when conntrack-tools is not installed."""

@@ -36,7 +36,7 @@ def js_server(lab: Lab, node_path: Path, interop_dir: Path, bootstrap: str, log:
               ) -> tuple[Running, str]:
     srv = lab.spawn(lab.public, node(node_path, interop_dir, "server", bootstrap, SEED),
                     log=log)
-    ready = srv.until(lambda x: isinstance(x, dict) and x.get("ready"), 30.0)
+    ready = srv.until(lambda x: isinstance(x, dict) and bool(x.get("ready")), 30.0)
     return srv, str(ready["publicKey"])
 
 

@@ -6,6 +6,7 @@
 //   node hyperdht_lab.js server BOOTSTRAP SEEDHEX    a hyperdht server listening on the key pair of
 //                                                    SEEDHEX: {"ready": true, "publicKey": hex};
 //                                                    echoes what a client writes, prefixed "echo:"
+//   node hyperdht_lab.js open BOOTSTRAP KEYHEX MS    connects to KEYHEX: {"ok": true, "remotePublicKey"...}
 //   node hyperdht_lab.js client BOOTSTRAP KEYHEX MS  connects to KEYHEX, writes "ping", waits for
 //                                                    the echo: {"ok": true, "echo": ..., "ms": N} or
 //                                                    {"ok": false, "error": code or message}
@@ -71,8 +72,30 @@ async function client (bootstrap, keyHex, ms) {
   })
 }
 
+// open BOOTSTRAP KEYHEX MS: connects to KEYHEX and reports the Noise handshake's result:
+// {"ok": true, "remotePublicKey": hex, "ms": N} or {"ok": false, "error": ...}
+async function open (bootstrap, keyHex, ms) {
+  const started = Date.now()
+  const dht = new DHT({ bootstrap: bootstrapOf(bootstrap) })
+  let done = false
+  const timer = setTimeout(() => finish({ ok: false, error: `not open within ${ms} ms` }), Number(ms))
+  async function finish (result) {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    out(result)
+    await dht.destroy({ force: true }).catch(() => {})
+    process.exit(0)
+  }
+  const socket = dht.connect(b4a.from(keyHex, 'hex'))
+  socket.on('error', (err) => finish({ ok: false, error: err.code || err.message }))
+  socket.on('open', () => finish({
+    ok: true, remotePublicKey: b4a.toString(socket.remotePublicKey, 'hex'), ms: Date.now() - started
+  }))
+}
+
 const [verb, ...args] = process.argv.slice(2)
-const verbs = { testnet, server, client }
+const verbs = { testnet, server, client, open }
 if (!verbs[verb]) {
   process.stderr.write(`unknown verb ${verb}: testnet, server or client\n`)
   process.exit(2)
