@@ -3,6 +3,7 @@ second); without root, `ip` or `nft` a test fails in CI and skips elsewhere."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +20,13 @@ def lab() -> Iterator[Lab]:
                 "nftables with apt-get)")
     with Lab() as built:
         yield built
+
+
+@pytest.fixture
+def conntrack_path() -> str:
+    """The `conntrack` tool (Debian's conntrack), for `Lab.forget_mappings`."""
+    found = shutil.which("conntrack")
+    if found is None:
+        missing("conntrack", "run `make test` as root (it installs it with apt-get), or "
+                "`apt-get install conntrack`")
+    return found

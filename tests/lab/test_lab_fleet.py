@@ -265,7 +265,8 @@ def test_every_edge_behind_every_nat_is_collected(fleet: tuple[Gateway, dict[str
 
 
 def test_a_30_s_outage_loses_nothing_and_the_edge_reconnects(
-        fleet: tuple[Gateway, dict[str, Edge]], lab: Lab) -> None:
+        fleet: tuple[Gateway, dict[str, Edge]], lab: Lab, conntrack_path: str) -> None:
+    del conntrack_path  # (checked installed: the NAT forgets its mappings below)
     gateway, edges = fleet
     until("every edge collected before the outage",
           lambda: all(gateway.stored().get(f"{e.device}/temperature") for e in edges.values()),
@@ -277,7 +278,7 @@ def test_a_30_s_outage_loses_nothing_and_the_edge_reconnects(
         threading.Event().wait(OUTAGE)  # the outage itself (not a synchronisation)
         during = gateway.stored().get(f"{cut.device}/temperature", [])
         # the carrier NAT forgets its mappings too (as after a reboot or its idle timeout)
-        lab.forget_mappings("sym")
+        assert lab.forget_mappings("sym")
     assert len(during) <= before + 1, "the gateway got data through a cut path"
     assert len(cut.take_acked()) >= RATE * OUTAGE * 0.8, "the board stopped during the outage"
     restored_at = time.time()
