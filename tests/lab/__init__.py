@@ -42,6 +42,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from cairn.errors import ServiceError
+
 __all__ = [
     "KINDS",
     "PUBLIC_IP",
@@ -69,8 +71,9 @@ _counter = itertools.count()
 _masquerade = {"eim": "masquerade", "sym": "masquerade fully-random", "fw": "masquerade"}
 
 
-class LabError(RuntimeError):
-    """A lab command failed: says which command and what it printed."""
+class LabError(ServiceError, RuntimeError):
+    """A lab command failed (the host lacks something the lab needs, or refused it): says
+    which command and what it printed."""
 
 
 def lab_unavailable() -> str | None:

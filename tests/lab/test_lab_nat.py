@@ -50,14 +50,14 @@ def test_nothing_from_outside_reaches_a_host_behind_a_router(lab: Lab, kind: str
     # the public side has a route to the LAN (a neighbour could): only the router's filter
     # stands in the way; and nothing listens on the router's own public address
     for dest in (f"{site.host_ip}:{port}", f"{site.public_ip}:{port}"):
-        assert send(lab, lab.public, "tcp", [dest]) == [None], dest
-        assert send(lab, lab.public, "udp", [dest]) == [None], dest
+        assert send(lab, lab.public, "tcp", [dest], timeout=0.5) == [None], dest
+        assert send(lab, lab.public, "udp", [dest], timeout=0.5) == [None], dest
 
 
 def test_the_firewall_drops_udp_and_the_nats_pass_it(lab: Lab) -> None:
     _, [port] = serve(lab, lab.public)
-    seen = {k: send(lab, s.host_ns, "udp", [f"{PUBLIC_IP}:{port}"]) for k, s in
-            lab.sites.items()}
+    seen = {k: send(lab, s.host_ns, "udp", [f"{PUBLIC_IP}:{port}"], timeout=0.5)
+            for k, s in lab.sites.items()}
     assert seen["fw"] == [None]
     for kind in ("eim", "sym"):
         [got] = seen[kind]
