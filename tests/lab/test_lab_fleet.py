@@ -339,18 +339,25 @@ def test_a_js_hyperdht_client_behind_a_nat_connects_to_a_cairn_gateway_by_key(
     """Needs the `hyperdht` work (issue 19 item 2) wired into the gateway by the lead: a
     gateway with ``[dht] bootstrap`` is a hyperdht server on its Noise key (announced on the
     DHT, PEER_HANDSHAKE answered, Noise IK, UDX). The JS client bootstraps from the Cairn DHT
-    node and connects by the gateway's key from behind the home NAT and the carrier NAT; the
-    Noise handshake completes with the gateway's key (the gateway then drops it: it is not in
-    the fleet)."""
+    node and connects by the gateway's key from behind the home NAT and the carrier NAT: the
+    Noise handshake completes with the gateway's key. The JS peer's key is enrolled first
+    (`cairn gateway devices add KEY --name js-peer`), in case the gateway refuses unknown keys
+    during the handshake rather than right after it."""
+    from nacl.signing import SigningKey
+
     from tests.lab.test_lab_hyperdht import node
 
     bootstrap = dht_node(lab, tmp_path / "dht.log")
     gw_dir = tmp_path / "gateway"
-    _, gw_key = gateway_init(lab, gw_dir, bootstrap)
+    config, gw_key = gateway_init(lab, gw_dir, bootstrap)
+    js_seed = "22" * 32  # JS's DHT.keyPair(seed): the Ed25519 key pair of this seed
+    js_key = bytes(SigningKey(bytes.fromhex(js_seed)).verify_key).hex()
+    cairn(lab, lab.public, "gateway", "devices", "add", js_key, "--name", "js-peer",
+          "--config", str(config))
     gateway_run(lab, gw_dir, gw_key)
     for kind in ("eim", "sym"):
         client = lab.spawn(lab.sites[kind].host_ns, node(
-            node_path, interop_dir, "open", bootstrap, gw_key, "20000"),
+            node_path, interop_dir, "open", bootstrap, gw_key, "20000", js_seed),
             log=tmp_path / f"js-{kind}.log")
         got = client.until(lambda x: isinstance(x, dict), 40.0)
         assert got.get("ok") and got.get("remotePublicKey") == gw_key, (kind, got)

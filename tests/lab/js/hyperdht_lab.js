@@ -6,7 +6,9 @@
 //   node hyperdht_lab.js server BOOTSTRAP SEEDHEX    a hyperdht server listening on the key pair of
 //                                                    SEEDHEX: {"ready": true, "publicKey": hex};
 //                                                    echoes what a client writes, prefixed "echo:"
-//   node hyperdht_lab.js open BOOTSTRAP KEYHEX MS    connects to KEYHEX: {"ok": true, "remotePublicKey"...}
+//   node hyperdht_lab.js open BOOTSTRAP KEYHEX MS [SEEDHEX]  connects to KEYHEX (as SEEDHEX's key
+//                                                    pair), once the Noise handshake completes:
+//                                                    {"ok": true, "remotePublicKey": hex, "ms": N}
 //   node hyperdht_lab.js client BOOTSTRAP KEYHEX MS  connects to KEYHEX, writes "ping", waits for
 //                                                    the echo: {"ok": true, "echo": ..., "ms": N} or
 //                                                    {"ok": false, "error": code or message}
@@ -72,11 +74,13 @@ async function client (bootstrap, keyHex, ms) {
   })
 }
 
-// open BOOTSTRAP KEYHEX MS: connects to KEYHEX and reports the Noise handshake's result:
+// open BOOTSTRAP KEYHEX MS [SEEDHEX]: connects to KEYHEX (with the key pair of SEEDHEX, if
+// given) and reports the Noise handshake's result once it completes:
 // {"ok": true, "remotePublicKey": hex, "ms": N} or {"ok": false, "error": ...}
-async function open (bootstrap, keyHex, ms) {
+async function open (bootstrap, keyHex, ms, seedHex) {
   const started = Date.now()
   const dht = new DHT({ bootstrap: bootstrapOf(bootstrap) })
+  const keyPair = seedHex ? DHT.keyPair(b4a.from(seedHex, 'hex')) : undefined
   let done = false
   const timer = setTimeout(() => finish({ ok: false, error: `not open within ${ms} ms` }), Number(ms))
   async function finish (result) {
@@ -87,9 +91,9 @@ async function open (bootstrap, keyHex, ms) {
     await dht.destroy({ force: true }).catch(() => {})
     process.exit(0)
   }
-  const socket = dht.connect(b4a.from(keyHex, 'hex'))
+  const socket = dht.connect(b4a.from(keyHex, 'hex'), { keyPair })
   socket.on('error', (err) => finish({ ok: false, error: err.code || err.message }))
-  socket.on('open', () => finish({
+  socket.on('handshake', () => finish({
     ok: true, remotePublicKey: b4a.toString(socket.remotePublicKey, 'hex'), ms: Date.now() - started
   }))
 }
