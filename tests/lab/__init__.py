@@ -363,14 +363,26 @@ class Lab:
 
     # -- the network path --------------------------------------------------------------------
 
+    def site(self, kind: str) -> Site:
+        """The site of `kind` (one of KINDS)."""
+        try:
+            return self.sites[kind]
+        except KeyError:
+            raise LabError(f"no site {kind!r} in the lab (sites: {', '.join(KINDS)})") from None
+
     def cut(self, kind: str) -> None:
         """The path between the site's host and the public side goes down: its router drops
         every packet it would forward (both ways), until `restore`."""
-        self.nft(self.sites[kind].router_ns, "add rule ip cairnlab cut drop\n")
+        self.nft(self.site(kind).router_ns, "add rule ip cairnlab cut drop\n")
 
     def restore(self, kind: str) -> None:
         """The path is back (the router's conntrack entries are kept, as a real outage's)."""
-        self.nft(self.sites[kind].router_ns, "flush chain ip cairnlab cut\n")
+        self.nft(self.site(kind).router_ns, "flush chain ip cairnlab cut\n")
+
+    def down_for(self, kind: str, seconds: float) -> None:
+        """The path is down for `seconds` (this call blocks that long), then back."""
+        with self.outage(kind):
+            threading.Event().wait(seconds)
 
     @contextlib.contextmanager
     def outage(self, kind: str) -> Iterator[None]:
@@ -388,7 +400,7 @@ class Lab:
         not installed (nothing forgotten)."""
         if shutil.which("conntrack") is None:
             return False
-        _run(self.command(self.sites[kind].router_ns, ["conntrack", "-F"]), check=False)
+        _run(self.command(self.site(kind).router_ns, ["conntrack", "-F"]), check=False)
         return True
 
     def conntrack(self, kind: str) -> list[str]:
@@ -396,5 +408,5 @@ class Lab:
         when conntrack-tools is not installed."""
         if shutil.which("conntrack") is None:
             return []
-        out = _run(self.command(self.sites[kind].router_ns, ["conntrack", "-L"]), check=False)
+        out = _run(self.command(self.site(kind).router_ns, ["conntrack", "-L"]), check=False)
         return [line for line in out.stdout.splitlines() if line.strip()]

@@ -9,7 +9,15 @@ import subprocess
 
 import pytest
 
-from tests.lab import KINDS, PUBLIC_IP, Lab, Running, clean_leftovers, lab_unavailable
+from tests.lab import (
+    KINDS,
+    PUBLIC_IP,
+    Lab,
+    LabError,
+    Running,
+    clean_leftovers,
+    lab_unavailable,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -94,8 +102,29 @@ def test_a_cut_path_passes_nothing_until_it_is_restored(lab: Lab, kind: str) -> 
     site = lab.sites[kind]
     with lab.outage(kind):
         assert send(lab, site.host_ns, "tcp", [f"{PUBLIC_IP}:{port}"], timeout=0.5) == [None]
+        # only that router's path: the others still pass
+        assert send(lab, lab.sites["sym"].host_ns, "tcp", [f"{PUBLIC_IP}:{port}"]) != [None]
     [seen] = send(lab, site.host_ns, "tcp", [f"{PUBLIC_IP}:{port}"])
     assert seen is not None and seen.startswith(site.public_ip + ":")
+
+
+def test_a_path_down_for_a_while_comes_back_by_itself(lab: Lab) -> None:
+    _, [port] = serve(lab, lab.public)
+    lab.down_for("eim", 0.5)
+    assert send(lab, lab.sites["eim"].host_ns, "tcp", [f"{PUBLIC_IP}:{port}"]) != [None]
+
+
+def test_a_site_the_lab_does_not_have_is_a_clear_error(lab: Lab) -> None:
+    with pytest.raises(LabError, match="no site 'cgnat' in the lab"):
+        lab.cut("cgnat")
+
+
+def test_without_root_the_lab_says_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    why = lab_unavailable()
+    assert why is not None and why.startswith("root")
+    with pytest.raises(LabError, match="the NAT lab needs root"):
+        Lab().__enter__()
 
 
 def _namespaces() -> set[str]:
