@@ -12,6 +12,8 @@
 //   node hyperdht_lab.js client BOOTSTRAP KEYHEX MS  connects to KEYHEX, writes "ping", waits for
 //                                                    the echo: {"ok": true, "echo": ..., "ms": N} or
 //                                                    {"ok": false, "error": code or message}
+//   node hyperdht_lab.js bench BOOTSTRAP KEYHEX N    N connections one after the other, each timed
+//                                                    to its handshake: {"ms": [...], "failed": n}
 // BOOTSTRAP is a comma-separated list of HOST:PORT.
 'use strict'
 
@@ -98,8 +100,36 @@ async function open (bootstrap, keyHex, ms, seedHex) {
   }))
 }
 
+// bench BOOTSTRAP KEYHEX N: one DHT node bootstrapped once, then N connections to KEYHEX one
+// after the other, each timed from connect() to its Noise handshake and closed:
+// {"ms": [...], "failed": n}
+async function bench (bootstrap, keyHex, n) {
+  const dht = new DHT({ bootstrap: bootstrapOf(bootstrap) })
+  await dht.fullyBootstrapped()
+  const ms = []
+  let failed = 0
+  for (let i = 0; i < Number(n); i++) {
+    const started = process.hrtime.bigint()
+    const ok = await new Promise((resolve) => {
+      const socket = dht.connect(b4a.from(keyHex, 'hex'))
+      const timer = setTimeout(() => { socket.destroy(); resolve(false) }, 10000)
+      socket.on('error', () => { clearTimeout(timer); resolve(false) })
+      socket.on('handshake', () => {
+        clearTimeout(timer)
+        ms.push(Number(process.hrtime.bigint() - started) / 1e6)
+        socket.on('close', () => resolve(true))
+        socket.destroy()
+      })
+    })
+    if (!ok) failed++
+  }
+  out({ ms, failed })
+  await dht.destroy({ force: true }).catch(() => {})
+  process.exit(0)
+}
+
 const [verb, ...args] = process.argv.slice(2)
-const verbs = { testnet, server, client, open }
+const verbs = { testnet, server, client, open, bench }
 if (!verbs[verb]) {
   process.stderr.write(`unknown verb ${verb}: testnet, server or client\n`)
   process.exit(2)
