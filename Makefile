@@ -1,6 +1,6 @@
 # The commands a person types. `make test` works from a fresh clone: it installs what it needs
-# (.venv, the npm oracles, mosquitto, prometheus, and the NAT lab's iproute2, nftables and
-# conntrack when root), then lints, then runs the whole test suite.
+# (.venv, the npm oracles, mosquitto and prometheus when root), then lints, then runs the whole
+# test suite.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,11 +20,10 @@ PYTEST_ARGS ?=
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto prometheus natlab deps lint test soak fuzz bench demo clean distclean
+.PHONY: help venv install npm mosquitto prometheus deps lint test soak fuzz bench demo clean distclean
 
 help:
-	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus, the NAT"
-	@echo "                lab's iproute2 and nftables), lint, run pytest"
+	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint, run pytest"
 	@echo "                (pytest arguments: make test PYTEST_ARGS='-k name -x')"
 	@echo "make demo       the whole system on this machine, with a live view (Ctrl-C stops)"
 	@echo "                (options: make demo DEMO_ARGS='--duration 60 --api-port 0')"
@@ -32,7 +31,7 @@ help:
 	@echo "make fuzz       every wire decoder under atheris (1,000,000 runs each)"
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
-	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus, NAT lab"
+	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus"
 	@echo "make clean      remove caches, build output and install stamps"
 	@echo "make distclean  clean, and remove .venv and tests/interop/node_modules"
 
@@ -103,6 +102,7 @@ prometheus:
 
 # The NAT lab (tests/lab, docs/testing.md): network namespaces (iproute2), the routers'
 # masquerade (nftables), their connection tables (conntrack). Its tests also need root.
+.PHONY: natlab
 natlab:
 	$(call apt_tool,ip,/usr/sbin/ip,iproute2,the NAT lab tests)
 	$(call apt_tool,nft,/usr/sbin/nft,nftables,the NAT lab tests)

@@ -1,15 +1,27 @@
-"""The `lab` fixture: a fresh NAT lab for each test (building one takes a fraction of a
-second); without root, `ip` or `nft` a test fails in CI and skips elsewhere."""
+"""The NAT lab's marker and fixtures: every test under tests/lab is marked `lab` (here, not in
+the test files); the `lab` fixture is a fresh NAT lab for each test (building one takes a
+fraction of a second); without root, `ip` or `nft` a test fails in CI and skips elsewhere."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import missing
 from tests.lab import Lab, lab_unavailable
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `lab` marker on every test under tests/lab (the hook sees the whole session's
+    items: only ours are marked)."""
+    for item in items:
+        if HERE in Path(str(item.path)).parents:
+            item.add_marker("lab")
 
 
 @pytest.fixture

@@ -29,8 +29,6 @@ from cairn_demo.processes import cairn_command
 from tests.lab import PUBLIC_IP, Lab, Running, until
 from tests.scorecard import record
 
-pytestmark = pytest.mark.lab
-
 GATEWAY_PORT = 7420
 WAIT = 60.0  # seconds for the whole fleet to be collected, or to catch up after the outage
 OUTAGE = 30.0  # issue 19 item 5: "cutting a path for 30 s loses nothing"

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.lab import PUBLIC_IP, Lab, Running
-
-pytestmark = [pytest.mark.lab, pytest.mark.interop]
 
 JS = Path(__file__).resolve().parent / "js" / "hyperdht_lab.js"
 SEED = "11" * 32  # the JS server's key pair (a fixed seed: the same key every run)

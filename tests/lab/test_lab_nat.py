@@ -19,8 +19,6 @@ from tests.lab import (
     lab_unavailable,
 )
 
-pytestmark = pytest.mark.lab
-
 PROBE = ("-m", "tests.lab.probe")
 
 
