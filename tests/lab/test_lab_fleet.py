@@ -273,6 +273,7 @@ def stranger(lab: Lab, directory: Path, gateway_key: str, mosquitto_path: Path) 
     return Edge(kind, "stranger", directory, proc, pub)
 
 
+@pytest.mark.timeout(200)  # a fleet to start, then up to WAIT s to collect and WAIT s to catch up
 def test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not(
         fleet: tuple[Gateway, dict[str, Edge]], lab: Lab, tmp_path: Path,
         mosquitto_path: Path) -> None:
