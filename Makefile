@@ -111,7 +111,15 @@ mosquitto:
 prometheus:
 	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test)
 
-deps: install npm mosquitto prometheus
+# The NAT lab (tests/lab, docs/testing.md): network namespaces (iproute2), the routers'
+# masquerade (nftables), their connection tables (conntrack). Its tests also need root.
+.PHONY: natlab
+natlab:
+	$(call apt_tool,ip,/usr/sbin/ip,iproute2,the NAT lab tests)
+	$(call apt_tool,nft,/usr/sbin/nft,nftables,the NAT lab tests)
+	$(call apt_tool,conntrack,/usr/sbin/conntrack,conntrack,the NAT lab's outage test)
+
+deps: install npm mosquitto prometheus natlab
 
 # -- checks -------------------------------------------------------------------------------------
 

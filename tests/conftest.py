@@ -130,7 +130,7 @@ _hypothesis_settings.load_profile("cairn")
 
 
 #: The folders under tests/ whose name is their marker.
-FOLDER_MARKERS = ("unit", "integration", "interop", "reliability")
+FOLDER_MARKERS = ("unit", "integration", "interop", "reliability", "lab")
 
 #: Tests marked ``slow``, longest first: node ids or their prefixes (a file, a file::test,
 #: relative to tests/). An explicit list, chosen by measured duration: each took 15 s or more

@@ -1,0 +1,80 @@
+"""Connection set-up by key in the NAT lab (tests/lab): p50 / p99, by the kind of NAT the
+client is behind. Issue 19's figure "connection set-up by key, Cairn client to Cairn server vs
+JS hyperdht to JS hyperdht, in the lab".
+
+    sudo .venv/bin/python bench/lab_connect.py [--connections 50] [--markdown]
+
+Needs root (network namespaces), `ip`, `nft`, node and tests/interop/node_modules. A JS testnet
+of 4 dht-rpc nodes and a JS hyperdht server run on the lab's public side; a JS client behind the
+home NAT (endpoint-independent) and one behind the carrier NAT (symmetric) each bootstrap once,
+then connect --connections times one after the other, each timed from ``connect()`` to the
+completed Noise handshake, and closed. The Cairn column waits for Cairn's hyperdht client and
+server (issue 19 item 2): until then it prints "-".
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.interop.harness import INTEROP_DIR  # noqa: E402
+from tests.lab import Lab, lab_unavailable  # noqa: E402
+from tests.lab.test_lab_hyperdht import js_server, js_testnet, node  # noqa: E402
+
+from bench_table import Row, print_tables  # noqa: E402
+
+
+def p99(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
+
+
+def js_connect(connections: int) -> dict[str, tuple[list[float], int]]:
+    """Set-up times (ms) and failures of a JS client behind each NAT to a public JS server."""
+    node_path = shutil.which("node")
+    if node_path is None:
+        raise SystemExit("node is not on PATH (Node.js 20 or newer)")
+    out: dict[str, tuple[list[float], int]] = {}
+    with tempfile.TemporaryDirectory(prefix="cairn-lab-bench-") as tmp, Lab() as lab:
+        d = Path(tmp)
+        n = Path(node_path)
+        bootstrap = js_testnet(lab, n, INTEROP_DIR, d / "testnet.log")
+        _, key = js_server(lab, n, INTEROP_DIR, bootstrap, d / "server.log")
+        for kind in ("eim", "sym"):
+            client = lab.spawn(lab.sites[kind].host_ns, node(
+                n, INTEROP_DIR, "bench", bootstrap, key, str(connections)),
+                log=d / f"client-{kind}.log")
+            got = client.until(lambda x: isinstance(x, dict), 30.0 + connections * 10.0)
+            out[kind] = ([float(x) for x in got["ms"]], int(got["failed"]))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--markdown", action="store_true")
+    a = p.parse_args()
+    why = lab_unavailable()
+    if why is not None:
+        raise SystemExit(f"the NAT lab needs {why}")
+    js = js_connect(a.connections)
+    names = {"eim": "home NAT (EIM)", "sym": "carrier NAT (symmetric)"}
+    rows = []
+    for kind, (ms, failed) in js.items():
+        verdict = f"{len(ms)} of {len(ms) + failed} connected; Cairn: not yet (issue 19 item 2)"
+        rows.append(Row(f"set-up by key, {names[kind]}, p50", "ms", None,
+                        statistics.median(ms) if ms else None, None, "-", verdict))
+        rows.append(Row(f"set-up by key, {names[kind]}, p99", "ms", None,
+                        p99(ms) if ms else None, None, "-", verdict))
+    print_tables(rows, a.markdown)
+
+
+if __name__ == "__main__":
+    main()
