@@ -1,4 +1,4 @@
-"""hyperdht's connect handshake: ``Noise_IK_Ed25519_ChaChaPoly_BLAKE2b``, prologue NS_PEER_HANDSHAKE.
+"""hyperdht's connect handshake: ``Noise_IK_Ed25519_ChaChaPoly_BLAKE2b``, NS_PEER_HANDSHAKE.
 
 The machinery is secret-stream's (:mod:`cairn.replication.noise`: Ed25519 DH, HMAC-BLAKE2b
 HKDF, ChaCha20-Poly1305 with ``h`` as associated data); only the pattern differs:
@@ -111,6 +111,11 @@ class IKHandshake:
         """The peer's static key: known from the start to the client, proven by msg 1 to the
         server."""
         return self._done(self._rs)
+
+    @property
+    def peer_static_key(self) -> bytes | None:
+        """The peer's static key as soon as it is known (the responder: after message 1)."""
+        return self._rs
 
     @property
     def tx_key(self) -> bytes:

@@ -1,0 +1,274 @@
+"""Connect by key on a running :class:`~cairn.dht.aio.UDPNode`: :func:`serve_by_key` and
+:func:`connect_by_key` (with :func:`handshake_by_key`, the part up to the data phase).
+
+Server::
+
+    async with serve_by_key(node, key_pair, firewall=allow_only(devices)) as server:
+        while True:
+            established = await server.accept()      # an Established, IK done
+            reader, writer = await open_data_stream(node, established)
+
+Client::
+
+    established, (reader, writer) = await connect_by_key(node, server_key, key_pair)
+
+The server announces on ``H(key)`` (the closest nodes keep a forward entry), pings its three
+closest announce nodes every :data:`PING_INTERVAL` seconds (they are the only ones that can reach
+it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` seconds or as soon as
+fewer than two of them answer.
+
+The data phase is one UDX stream per connection carrying secret-stream without a second Noise
+(nat.md 1.6). It runs behind :func:`open_data_stream`, written against the API of the UDX
+transport (``cairn.udx``: ``UDXSocket`` on the DHT's UDP socket, ``open_udx_connection(socket,
+local_id, remote_id, remote_addr)`` -> an asyncio reader/writer pair); until that transport is
+part of the build it raises :class:`DataPhaseUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cairn.crypto import KeyPair
+from cairn.dht.aio import UDPNode
+from cairn.dht.hyper import start_announce
+from cairn.dht.messages import Address
+from cairn.dht.records import HyperCommand, decode_peer, hash32
+from cairn.errors import DecodeError, LocalError, ServiceError
+from cairn.hyperdht.client import (
+    BadReplyError,
+    ClientCore,
+    PeerConnectionFailedError,
+    PeerNotFoundError,
+)
+from cairn.hyperdht.events import Established, HandshakeRefused
+from cairn.hyperdht.router import Router
+from cairn.hyperdht.server import FirewallHook, ServerCore
+from cairn.replication.noise import RandomSource
+
+__all__ = [
+    "PING_INTERVAL",
+    "REANNOUNCE_INTERVAL",
+    "DataPhaseUnavailableError",
+    "KeyServer",
+    "connect_by_key",
+    "handshake_by_key",
+    "open_data_stream",
+    "serve_by_key",
+]
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 3.0
+REANNOUNCE_INTERVAL = 300.0
+DEFAULT_TIMEOUT = 20.0
+
+
+class DataPhaseUnavailableError(ServiceError):
+    """The UDX transport the data phase runs on is not available on this node."""
+
+
+def _router(node: UDPNode) -> Router:
+    router = node.handler.router
+    if not isinstance(router, Router):
+        raise LocalError("this DHT node has no hyperdht router (open it with UDPNode.open)")
+    return router
+
+
+class KeyServer:
+    """A listening hyperdht server (what :func:`serve_by_key` yields)."""
+
+    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256) -> None:
+        self.node = node
+        self.core = core
+        self.public_key = core.key_pair.public_key
+        self.target = hash32(self.public_key)
+        self.announce_nodes: tuple[Address, ...] = ()
+        self.announces = 0
+        self._announced = asyncio.Event()
+        self._queue: asyncio.Queue[Established] = asyncio.Queue(backlog)
+        self.dropped = 0
+
+    # the LocalServer the router calls, inside the node's datagram callback
+    def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
+        reply = self.core.on_handshake(noise, client, now)
+        self._drain()
+        return reply
+
+    def on_holepunch(self, id: int, payload: bytes, client: Address, now: float) -> bytes | None:
+        return self.core.on_holepunch(id, payload, client, now)
+
+    def _drain(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            match event:
+                case Established():
+                    try:
+                        self._queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        self.dropped += 1
+                        log.warning("hyperdht server %s: backlog full, connection from %s "
+                                    "dropped", self.public_key.hex()[:16],
+                                    event.remote_public_key.hex()[:16])
+                case HandshakeRefused(client=client, reason=reason):
+                    log.info("hyperdht server %s: handshake from %s:%d refused: %s",
+                             self.public_key.hex()[:16], client[0], client[1], reason)
+
+    async def accept(self) -> Established:
+        """The next client whose IK handshake completed (and the firewall let in)."""
+        return await self._queue.get()
+
+    async def announce(self) -> int:
+        """Announce on ``H(key)`` now; returns how many nodes stored it."""
+        node = self.node
+        await node.wait_bootstrapped()
+        qid = start_announce(node.core, self.target, self.core.key_pair, node.now())
+        done = await node.wait_query(qid)
+        replied = [r for r in done.closest if r.token is not None][:3]
+        self.announce_nodes = tuple(r.from_addr for r in replied)
+        self.core.relays = tuple((r.from_addr, r.to) for r in replied)
+        self.announces += 1
+        self._announced.set()
+        return done.commits
+
+    async def wait_announced(self) -> None:
+        """Until the first announce has finished (stored or not)."""
+        await self._announced.wait()
+
+    async def _ping(self, addr: Address) -> bool:
+        handle = self.node.core.ping(addr, self.node.now())
+        done = await self.node.wait_request(handle)
+        return done.reply is not None
+
+    async def keep_announced(self) -> None:
+        """Announce, ping the announce nodes every PING_INTERVAL, announce again when due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                stored = await self.announce()
+            except (ServiceError, LocalError) as exc:  # the node closed, the network is down
+                log.warning("hyperdht server %s: announce failed: %s", self.public_key.hex()[:16],
+                            exc)
+                await asyncio.sleep(PING_INTERVAL)
+                continue
+            if stored == 0:
+                log.warning("hyperdht server %s: no DHT node stored the announce",
+                            self.public_key.hex()[:16])
+            due = loop.time() + REANNOUNCE_INTERVAL
+            while loop.time() < due:
+                await asyncio.sleep(PING_INTERVAL)  # the keepalive period itself
+                if not self.announce_nodes:
+                    break
+                answered = await asyncio.gather(*(self._ping(a) for a in self.announce_nodes))
+                if sum(answered) < min(2, len(self.announce_nodes)):
+                    break
+
+
+@contextlib.asynccontextmanager
+async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
+                       firewall: FirewallHook | None = None,
+                       public_address: Address | None = None,
+                       rng: RandomSource | None = None,
+                       announce: bool = True) -> AsyncIterator[KeyServer]:
+    """Listen for hyperdht connects to ``key_pair`` on ``node`` until the block ends.
+
+    ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
+    (silently, as hyperdht). ``public_address``: where this node's UDP socket is reachable from
+    anywhere (a public IP, port forwarded or no NAT); the server then says OPEN and clients
+    connect straight to it. ``announce=False`` skips announcing (tests that place the record).
+    """
+    router = _router(node)
+    core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
+                      public_address=public_address)
+    server = KeyServer(node, core)
+    router.serve(server.target, server)
+    # owned by this block: cancelled and awaited when it ends (its errors are logged and
+    # retried inside, so none is lost)
+    task = asyncio.create_task(server.keep_announced()) if announce else None
+    try:
+        yield server
+    finally:
+        router.unserve(server.target)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
+                           public_address: Address | None = None,
+                           rng: RandomSource | None = None,
+                           timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
+    """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through each node holding the
+    record until one answers with a good IK reply. Raises :class:`PeerNotFoundError`,
+    :class:`PeerConnectionFailedError` or :class:`ServerRefusedError`."""
+    client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
+                        public_address=public_address)
+    await node.wait_bootstrapped()
+    holders = 0
+    last: Exception | None = None
+    async with asyncio.timeout(timeout):
+        qid = node.core.query(client.target, HyperCommand.FIND_PEER, None, node.now(),
+                              emit_replies=True)
+        async with node.stream_query(qid) as replies:
+            async for reply in replies:
+                if reply.value is None:
+                    continue
+                try:
+                    peer = decode_peer(reply.value)
+                except DecodeError:
+                    continue
+                if peer.public_key != remote_public_key:
+                    continue
+                holders += 1
+                handle = node.core.request(reply.from_addr, HyperCommand.PEER_HANDSHAKE,
+                                           node.now(), target=client.target,
+                                           value=client.request_value)
+                done = await node.wait_request(handle)
+                if done.reply is None:
+                    continue
+                try:
+                    return client.on_reply(done.reply.value, reply.from_addr)
+                except BadReplyError as exc:
+                    last = exc
+                    log.info("hyperdht connect: %s", exc)
+    if holders == 0:
+        raise PeerNotFoundError(f"no DHT node holds an announce of {remote_public_key.hex()}")
+    raise PeerConnectionFailedError(
+        f"{holders} node(s) hold the record of {remote_public_key.hex()[:16]}, but no "
+        f"handshake was answered" + (f" ({last})" if last else ""))
+
+
+async def open_data_stream(node: UDPNode, established: Established) -> tuple[Any, Any]:
+    """The data phase: a UDX stream to the peer, from the DHT's socket (see the module
+    docstring). Returns the asyncio (reader, writer) pair of the UDX transport."""
+    try:
+        udx = importlib.import_module("cairn.udx")
+    except ImportError as exc:
+        raise DataPhaseUnavailableError(
+            "the UDX transport (cairn.udx) is not part of this build: the handshake by key "
+            "completed, but no data stream can be opened") from exc
+    socket = getattr(node, "udx_socket", None)
+    if socket is None:
+        raise DataPhaseUnavailableError(
+            "this DHT node runs on plain UDP sockets; the data phase needs its socket to be a "
+            "cairn.udx.UDXSocket")
+    pair: tuple[Any, Any] = await udx.open_udx_connection(
+        socket, established.local_udx_id, established.remote_udx_id, established.remote_address)
+    return pair
+
+
+async def connect_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
+                         public_address: Address | None = None,
+                         rng: RandomSource | None = None,
+                         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                         ) -> tuple[Established, tuple[Any, Any]]:
+    """:func:`handshake_by_key`, then :func:`open_data_stream`."""
+    established = await handshake_by_key(node, remote_public_key, key_pair,
+                                         public_address=public_address, rng=rng,
+                                         timeout=timeout)
+    return established, await open_data_stream(node, established)

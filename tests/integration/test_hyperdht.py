@@ -1,0 +1,117 @@
+"""Connect by key between Cairn nodes on 127.0.0.1: a server announces, a client finds it,
+its PEER_HANDSHAKE is relayed by the node holding the forward entry, the IK completes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cairn.crypto import key_pair
+from cairn.dht.api import DHT
+from cairn.dht.records import hash32
+from cairn.hyperdht.aio import (
+    DataPhaseUnavailableError,
+    connect_by_key,
+    handshake_by_key,
+    serve_by_key,
+)
+from cairn.hyperdht.client import PeerConnectionFailedError, PeerNotFoundError
+from cairn.hyperdht.messages import Firewall
+from cairn.hyperdht.router import Router
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def cairn_testnet(n: int, seed: int) -> AsyncIterator[list[DHT]]:
+    rng = random.Random(seed)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            DHT.start("127.0.0.1", 0, [], persistent=True, rng=random.Random(rng.random())))
+        nodes = [first]
+        for _ in range(n - 1):
+            nodes.append(await stack.enter_async_context(
+                DHT.start("127.0.0.1", 0, [first.address], persistent=True,
+                          rng=random.Random(rng.random()))))
+        await asyncio.gather(*(d.ready() for d in nodes))
+        yield nodes
+
+
+async def client_node(stack: contextlib.AsyncExitStack, boot: DHT, seed: int) -> DHT:
+    d = await stack.enter_async_context(
+        DHT.start("127.0.0.1", 0, [boot.address], persistent=False, rng=random.Random(seed)))
+    await d.ready()
+    return d
+
+
+async def test_cairn_client_connects_to_cairn_server_by_key() -> None:
+    server_keys = key_pair(bytes([1]) * 32)
+    client_keys = key_pair(bytes([2]) * 32)
+    async with cairn_testnet(6, 1) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 10)
+        client_dht = await client_node(stack, nodes[1], 11)
+        seen: list[bytes] = []
+
+        def firewall(key: bytes, payload: object, addr: tuple[str, int]) -> bool:
+            seen.append(key)
+            return False
+
+        async with serve_by_key(server_dht.node, server_keys, firewall=firewall,
+                                rng=random.Random(3)) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            holders = [d for d in nodes
+                       if isinstance(d.node.handler.router, Router)
+                       and d.node.handler.router.find_peer(hash32(server_keys.public_key),
+                                                           d.node.now())]
+            assert holders, "some DHT node keeps the server's forward entry"
+            # the client says OPEN (it is reachable): no punching, the server connects to it
+            est = await handshake_by_key(client_dht.node, server_keys.public_key, client_keys,
+                                         public_address=client_dht.node.server_address,
+                                         rng=random.Random(4), timeout=10)
+            accepted = await asyncio.wait_for(server.accept(), 5)
+        assert seen == [client_keys.public_key]
+        assert est.remote_public_key == server_keys.public_key
+        assert accepted.remote_public_key == client_keys.public_key
+        assert est.handshake_hash == accepted.handshake_hash
+        assert est.tx_key == accepted.rx_key and est.rx_key == accepted.tx_key
+        assert est.holepunch_secret == accepted.holepunch_secret
+        assert est.remote_udx_id == accepted.local_udx_id
+        assert accepted.remote_udx_id == est.local_udx_id
+        assert est.remote_payload.firewall == Firewall.UNKNOWN
+        assert accepted.remote_address[0] == "127.0.0.1"
+
+
+async def test_firewall_refusal_and_unknown_key() -> None:
+    server_keys = key_pair(bytes([5]) * 32)
+    async with cairn_testnet(4, 2) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 20)
+        client_dht = await client_node(stack, nodes[1], 21)
+        async with serve_by_key(server_dht.node, server_keys, firewall=lambda *a: True,
+                                rng=random.Random(5)) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            with pytest.raises(PeerConnectionFailedError):
+                await handshake_by_key(client_dht.node, server_keys.public_key,
+                                       key_pair(bytes([6]) * 32), timeout=10)
+            assert server.core.stats["refused"] >= 1
+        with pytest.raises(PeerNotFoundError):
+            await handshake_by_key(client_dht.node, key_pair(bytes([7]) * 32).public_key,
+                                   key_pair(bytes([6]) * 32), timeout=10)
+
+
+async def test_open_server_and_data_phase_boundary() -> None:
+    server_keys = key_pair(bytes([8]) * 32)
+    async with cairn_testnet(4, 3) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 30)
+        client_dht = await client_node(stack, nodes[1], 31)
+        public = server_dht.node.server_address
+        async with serve_by_key(server_dht.node, server_keys, public_address=public) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            with pytest.raises(DataPhaseUnavailableError):
+                await connect_by_key(client_dht.node, server_keys.public_key,
+                                     key_pair(bytes([9]) * 32), timeout=10)
+            accepted = await asyncio.wait_for(server.accept(), 5)
+        assert accepted.remote_payload.udx is not None
