@@ -29,9 +29,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from cairn.dht.records import HyperCommand
 from cairn.dht.messages import Address
 from cairn.dht.node import Answer, DHTNode, IncomingRequest
+from cairn.dht.records import HyperCommand
 from cairn.errors import DecodeError
 from cairn.hyperdht.messages import (
     Handshake,
