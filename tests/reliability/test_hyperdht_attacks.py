@@ -88,8 +88,8 @@ def test_forged_handshakes_are_refused() -> None:
             ik.send(b"\x01\xff\xff\xff\xff")
             forged.append(ik.data_to_send())
     got = 0
-    for i, m in enumerate(forged):
-        if core.on_handshake(m, (f"10.1.{i // 250}.{i % 250}", 1000), i * 0.01) is not None:
+    for i, message in enumerate(forged):
+        if core.on_handshake(message, (f"10.1.{i // 250}.{i % 250}", 1000), i * 0.01) is not None:
             got += 1
     got += len(accepted(core))
     ok = honest_connects(core, n * 0.01 + 1, 3)
