@@ -25,7 +25,8 @@ from cairn.hyperdht.messages import (
     encode_noise_payload,
 )
 from cairn.hyperdht.noise_ik import IKHandshake
-from cairn.replication.events import HandshakePayload
+from cairn.replication.events import HandshakePayload, Message
+from cairn.replication.secret_stream import SecretStream
 from tests.interop.harness import run_node
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
@@ -193,3 +194,30 @@ async def test_cairn_client_connects_to_js_server(nodes: str, node_path: Path,
     assert hook["firewall"] == client_keys.public_key.hex()
     assert est.remote_public_key == server_key
     assert est.remote_payload.udx is not None
+
+
+def test_secret_stream_keyed_by_ik_speaks_to_js(interop_dir: Path) -> None:
+    """The data phase's framing: secret-stream started from the IK keys, no second Noise."""
+    core_server = key_pair(bytes([0x71]) * 32)
+    client_keys = key_pair(bytes([0x72]) * 32)
+    rng = random.Random(8)
+    client = IKHandshake(True, client_keys, rng, remote_public_key=core_server.public_key)
+    server = IKHandshake(False, core_server, rng)
+    client.send(b"")
+    server.receive_data(client.data_to_send())
+    server.send(b"")
+    client.receive_data(server.data_to_send())
+    ours = SecretStream(True, client_keys, rng)
+    ours.start_established(client)
+    ours.send(b"hello from cairn")
+    js = run_node((JS / "hyperdht_secret_stream.js").read_text(), {
+        "hash": server.handshake_hash.hex(), "tx": server.tx_key.hex(),
+        "rx": server.rx_key.hex(), "publicKey": core_server.public_key.hex(),
+        "remotePublicKey": client_keys.public_key.hex(), "bytes": ours.data_to_send().hex()})
+    assert isinstance(js, dict)
+    assert js["got"] == ["hello from cairn"], js
+    ours.receive_data(bytes.fromhex(js["bytes"]))
+    events = []
+    while (e := ours.next_event()) is not None:
+        events.append(e)
+    assert Message(b"hello from js") in events
