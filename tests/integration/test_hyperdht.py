@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,10 +14,12 @@ import pytest
 from cairn.crypto import key_pair
 from cairn.dht.api import DHT
 from cairn.dht.records import hash32
+from cairn.hyperdht import aio as hyperdht_aio
 from cairn.hyperdht.aio import (
     DataPhaseUnavailableError,
     connect_by_key,
     handshake_by_key,
+    open_data_stream,
     serve_by_key,
 )
 from cairn.hyperdht.client import PeerConnectionFailedError, PeerNotFoundError
@@ -115,3 +118,53 @@ async def test_open_server_and_data_phase_boundary() -> None:
                                      key_pair(bytes([9]) * 32), timeout=10)
             accepted = await asyncio.wait_for(server.accept(), 5)
         assert accepted.remote_payload.udx is not None
+
+
+class PairedStreams:
+    """A stand-in for the UDX transport (not a UDX): the two ends of a data stream meet by their
+    stream ids on a local socket pair, so the data phase above UDX runs end to end."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[tuple[int, int], socket.socket] = {}
+        self.opened: list[tuple[int, int, tuple[str, int]]] = []
+        self.sockets: list[socket.socket] = []
+
+    async def open(self, node: object, local_id: int, remote_id: int,
+                   remote_address: tuple[str, int]) -> tuple[object, object]:
+        self.opened.append((local_id, remote_id, remote_address))
+        mine = self.waiting.pop((remote_id, local_id), None)
+        if mine is None:
+            mine, theirs = socket.socketpair()
+            self.sockets += [mine, theirs]
+            self.waiting[(local_id, remote_id)] = theirs
+        return await asyncio.open_unix_connection(sock=mine)
+
+
+async def test_data_phase_end_to_end_over_a_stand_in_transport(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    streams = PairedStreams()
+    monkeypatch.setattr(hyperdht_aio, "_open_data_stream", streams.open)
+    server_keys = key_pair(bytes([11]) * 32)
+    client_keys = key_pair(bytes([12]) * 32)
+    async with cairn_testnet(4, 4) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 40)
+        client_dht = await client_node(stack, nodes[1], 41)
+        async with serve_by_key(server_dht.node, server_keys,
+                                public_address=server_dht.node.server_address) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            est, client_conn = await connect_by_key(client_dht.node, server_keys.public_key,
+                                                    client_keys, timeout=10)
+            accepted = await asyncio.wait_for(server.accept(), 5)
+            server_conn = await open_data_stream(server_dht.node, accepted, server_keys)
+            async with client_conn, server_conn:
+                await client_conn.send(b"reading 21.5 C")
+                assert await asyncio.wait_for(server_conn.receive(), 5) == b"reading 21.5 C"
+                await server_conn.send(b"ack")
+                assert await asyncio.wait_for(client_conn.receive(), 5) == b"ack"
+                assert server_conn.remote_public_key == client_keys.public_key
+                assert client_conn.remote_public_key == server_keys.public_key
+    for s in streams.sockets:
+        s.close()
+    # each side opened its own id toward the other's
+    assert {(o[0], o[1]) for o in streams.opened} == {
+        (est.local_udx_id, est.remote_udx_id), (accepted.local_udx_id, accepted.remote_udx_id)}

@@ -6,11 +6,11 @@ Server::
     async with serve_by_key(node, key_pair, firewall=allow_only(devices)) as server:
         while True:
             established = await server.accept()      # an Established, IK done
-            reader, writer = await open_data_stream(node, established)
+            connection = await open_data_stream(node, established, key_pair)
 
 Client::
 
-    established, (reader, writer) = await connect_by_key(node, server_key, key_pair)
+    established, connection = await connect_by_key(node, server_key, key_pair)
 
 The server announces on ``H(key)`` (the closest nodes keep a forward entry), pings its three
 closest announce nodes every :data:`PING_INTERVAL` seconds (they are the only ones that can reach
@@ -18,10 +18,12 @@ it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` second
 fewer than two of them answer.
 
 The data phase is one UDX stream per connection carrying secret-stream without a second Noise
-(nat.md 1.6). It runs behind :func:`open_data_stream`, written against the API of the UDX
-transport (``cairn.udx``: ``UDXSocket`` on the DHT's UDP socket, ``open_udx_connection(socket,
-local_id, remote_id, remote_addr)`` -> an asyncio reader/writer pair); until that transport is
-part of the build it raises :class:`DataPhaseUnavailableError`.
+(nat.md 1.6): :func:`open_data_stream` returns a
+:class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
+:func:`_open_data_stream`, written against the API of the UDX transport (``cairn.udx``:
+``UDXSocket`` on the DHT's UDP socket, exposed as ``node.udx_socket``;
+``open_udx_connection(socket, local_id, remote_id, remote_addr)`` -> an asyncio reader/writer
+pair); until that transport is part of the build it raises :class:`DataPhaseUnavailableError`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ from cairn.hyperdht.client import (
 from cairn.hyperdht.events import Established, HandshakeRefused
 from cairn.hyperdht.router import Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
+from cairn.replication.aio import SecretStreamConnection
 from cairn.replication.noise import RandomSource
+from cairn.replication.secret_stream import SecretStream
 
 __all__ = [
     "PING_INTERVAL",
@@ -243,9 +247,10 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
         f"handshake was answered" + (f" ({last})" if last else ""))
 
 
-async def open_data_stream(node: UDPNode, established: Established) -> tuple[Any, Any]:
-    """The data phase: a UDX stream to the peer, from the DHT's socket (see the module
-    docstring). Returns the asyncio (reader, writer) pair of the UDX transport."""
+async def _open_data_stream(node: UDPNode, local_id: int, remote_id: int,
+                            remote_address: Address) -> tuple[Any, Any]:
+    """The one place that touches the UDX transport: a UDX stream ``local_id`` <-> ``remote_id``
+    to ``remote_address`` from the DHT's own UDP socket, as an asyncio (reader, writer) pair."""
     try:
         udx = importlib.import_module("cairn.udx")
     except ImportError as exc:
@@ -257,18 +262,33 @@ async def open_data_stream(node: UDPNode, established: Established) -> tuple[Any
         raise DataPhaseUnavailableError(
             "this DHT node runs on plain UDP sockets; the data phase needs its socket to be a "
             "cairn.udx.UDXSocket")
-    pair: tuple[Any, Any] = await udx.open_udx_connection(
-        socket, established.local_udx_id, established.remote_udx_id, established.remote_address)
+    pair: tuple[Any, Any] = await udx.open_udx_connection(socket, local_id, remote_id,
+                                                          remote_address)
     return pair
+
+
+async def open_data_stream(node: UDPNode, established: Established, key_pair: KeyPair, *,
+                           rng: RandomSource | None = None) -> SecretStreamConnection:
+    """The data phase: a UDX stream to the peer carrying secret-stream keyed by the IK (no
+    second Noise: each side sends its header frame, then messages; nat.md 1.6)."""
+    reader, writer = await _open_data_stream(node, established.local_udx_id,
+                                             established.remote_udx_id,
+                                             established.remote_address)
+    core = SecretStream(established.is_initiator, key_pair, rng or random.SystemRandom())
+    core.start_established(established)
+    connection = SecretStreamConnection(core, reader, writer)
+    await connection.handshake()  # no Noise runs: writes the header, takes the keys
+    return connection
 
 
 async def connect_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
                          public_address: Address | None = None,
                          rng: RandomSource | None = None,
                          timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
-                         ) -> tuple[Established, tuple[Any, Any]]:
-    """:func:`handshake_by_key`, then :func:`open_data_stream`."""
+                         ) -> tuple[Established, SecretStreamConnection]:
+    """:func:`handshake_by_key`, then :func:`open_data_stream`: the peer's proven key and
+    the encrypted connection (what hypercore replication runs on)."""
     established = await handshake_by_key(node, remote_public_key, key_pair,
                                          public_address=public_address, rng=rng,
                                          timeout=timeout)
-    return established, await open_data_stream(node, established)
+    return established, await open_data_stream(node, established, key_pair, rng=rng)

@@ -169,6 +169,11 @@ class SecretStream:
         return self.key_pair.public_key
 
     @property
+    def started(self) -> bool:
+        """True once :meth:`start` (or :meth:`start_established`) was called."""
+        return self._started
+
+    @property
     def established(self) -> bool:
         """True once the Noise handshake is complete (this side may encrypt)."""
         return self._push is not None
