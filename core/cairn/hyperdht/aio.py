@@ -49,7 +49,7 @@ from cairn.hyperdht.client import (
     PeerNotFoundError,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
-from cairn.hyperdht.router import Router
+from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
 from cairn.replication.aio import SecretStreamConnection
 from cairn.replication.noise import RandomSource
@@ -177,17 +177,20 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
                        firewall: FirewallHook | None = None,
                        public_address: Address | None = None,
                        rng: RandomSource | None = None,
+                       limit: RateLimit | None = None,
                        announce: bool = True) -> AsyncIterator[KeyServer]:
     """Listen for hyperdht connects to ``key_pair`` on ``node`` until the block ends.
 
     ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
     (silently, as hyperdht). ``public_address``: where this node's UDP socket is reachable from
     anywhere (a public IP, port forwarded or no NAT); the server then says OPEN and clients
-    connect straight to it. ``announce=False`` skips announcing (tests that place the record).
+    connect straight to it. ``limit``: handshakes per client host and in all (default 10/s per
+    host, burst 20, 200/s in all). ``announce=False`` skips announcing (tests that place the
+    record).
     """
     router = _router(node)
     core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
-                      public_address=public_address)
+                      public_address=public_address, limit=limit)
     server = KeyServer(node, core)
     router.serve(server.target, server)
     # owned by this block: cancelled and awaited when it ends (its errors are logged and
