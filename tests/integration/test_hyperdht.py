@@ -76,6 +76,13 @@ async def test_cairn_client_connects_to_cairn_server_by_key() -> None:
                                          public_address=client_dht.node.server_address,
                                          rng=random.Random(4), timeout=10)
             accepted = await asyncio.wait_for(server.accept(), 5)
+        # the server is gone: its unannounce removed the forward entries
+        assert not any(isinstance(d.node.handler.router, Router)
+                       and d.node.handler.router.find_peer(hash32(server_keys.public_key),
+                                                           d.node.now()) for d in nodes)
+        with pytest.raises(PeerNotFoundError):
+            await handshake_by_key(client_dht.node, server_keys.public_key, client_keys,
+                                   timeout=10)
         assert seen == [client_keys.public_key]
         assert est.remote_public_key == server_keys.public_key
         assert accepted.remote_public_key == client_keys.public_key

@@ -82,6 +82,8 @@ class ConnectRouter(Protocol):
 
     def find_peer(self, target: bytes, now: float) -> bytes | None: ...
 
+    def remove_forward(self, target: bytes, public_key: bytes) -> None: ...
+
     def on_connect_request(self, req: IncomingRequest, node: DHTNode,
                            now: float) -> Answer: ...
 
@@ -221,6 +223,8 @@ class HyperHandler:
             return self._refuse()
         if ns == NS_UNANNOUNCE:
             self.announces.remove(req.target, ann.peer.public_key)
+            if self.router is not None:
+                self.router.remove_forward(req.target, ann.peer.public_key)
             return _STORED
         peer = Peer(ann.peer.public_key, ann.peer.relay_addresses[:3])
         if self.router is not None and hash32(peer.public_key) == req.target:

@@ -38,7 +38,7 @@ from typing import Any
 
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
-from cairn.dht.hyper import start_announce
+from cairn.dht.hyper import start_announce, start_unannounce
 from cairn.dht.messages import Address
 from cairn.dht.records import HyperCommand, decode_peer, hash32
 from cairn.errors import DecodeError, LocalError, ServiceError
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 PING_INTERVAL = 3.0
 REANNOUNCE_INTERVAL = 300.0
+UNANNOUNCE_TIMEOUT = 2.0
 DEFAULT_TIMEOUT = 20.0
 
 
@@ -139,6 +140,20 @@ class KeyServer:
         self._announced.set()
         return done.commits
 
+    async def unannounce(self, timeout: float = UNANNOUNCE_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Withdraw the announce (nodes drop their forward entries: clients then get
+        PeerNotFoundError at once); best effort, bounded by ``timeout``."""
+        node = self.node
+        if node.closed or not self.announces:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await node.wait_query(start_unannounce(node.core, self.target,
+                                                       self.core.key_pair, node.now()))
+        except (TimeoutError, ServiceError, LocalError) as exc:
+            log.info("hyperdht server %s: unannounce incomplete: %s",
+                     self.public_key.hex()[:16], exc)
+
     async def wait_announced(self) -> None:
         """Until the first announce has finished (stored or not)."""
         await self._announced.wait()
@@ -204,6 +219,7 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await server.unannounce()
 
 
 async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,

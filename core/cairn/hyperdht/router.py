@@ -142,6 +142,12 @@ class Router:
         self._forwards[target] = _Forward(record, relay, now + FORWARD_AGE)
         return True
 
+    def remove_forward(self, target: bytes, public_key: bytes) -> None:
+        """A signed UNANNOUNCE of the server whose key hashes to ``target``."""
+        fwd = self._forwards.get(target)
+        if fwd is not None and fwd.record[:32] == public_key:
+            del self._forwards[target]
+
     def find_peer(self, target: bytes, now: float) -> bytes | None:
         fwd = self._forward(target, now)
         return fwd.record if fwd else None
