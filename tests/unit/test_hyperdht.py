@@ -4,7 +4,9 @@ the router's relaying, and a whole connect through a simulated DHT."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
@@ -343,3 +345,53 @@ def test_connect_through_a_simulated_dht() -> None:
     assert est.handshake_hash == accepted.handshake_hash
 
 
+
+
+def answered(events: Sequence[object], handle: int) -> bool:
+    return any(isinstance(e, RequestDone) and e.handle == handle for e in events)
+
+
+def test_connects_survive_packet_loss() -> None:
+    """10% loss on every datagram: retransmitted handshakes are relayed again and answered from
+    the server's retry cache (one connection each), and clients try the next record holder."""
+    sw = DHTSwarm(16, seed=7, loss=0.1)
+    with_routers(sw)
+    sw.bootstrap_all()
+    server_sn = sw.add_node(persistent=False)
+    client_sn = sw.add_node(persistent=False)
+    for sn in (server_sn, client_sn):
+        sn.handler.router = Router()
+        sw.run_query(sn, sn.node.bootstrap(sw.now))
+    keys = key_pair(bytes([90]) * 32)
+    core = ServerCore(keys, random.Random(11))
+    assert isinstance(server_sn.handler.router, Router)
+    server_sn.handler.router.serve(hash32(keys.public_key), core)
+    sw.run_query(server_sn, start_announce(server_sn.node, hash32(keys.public_key), keys,
+                                           sw.now))
+    connected = 0
+    tries = 20
+    for i in range(tries):
+        client = ClientCore(key_pair(bytes([100 + i]) * 32), keys.public_key,
+                            random.Random(i), public_address=client_sn.server)
+        qid = client_sn.node.query(client.target, HyperCommand.FIND_PEER, None, sw.now,
+                                   emit_replies=True)
+        sw.run_query(client_sn, qid)
+        holders = [e.reply.from_addr for e in client_sn.events
+                   if isinstance(e, QueryReply) and e.query == qid and e.reply.value]
+        for holder in holders:
+            handle = client_sn.node.request(holder, HyperCommand.PEER_HANDSHAKE, sw.now,
+                                            target=client.target, value=client.request_value)
+            sw.touch(client_sn)
+            sw.run_until(functools.partial(answered, client_sn.events, handle), 30)
+            done = [e for e in client_sn.events if isinstance(e, RequestDone)
+                    and e.handle == handle]
+            if done and done[0].reply is not None:
+                client.on_reply(done[0].reply.value, holder)
+                connected += 1
+                break
+    accepted = []
+    while (e := core.next_event()) is not None:
+        if isinstance(e, Established):
+            accepted.append(e.remote_public_key)
+    assert connected >= tries - 1
+    assert len(accepted) == len(set(accepted)) >= connected  # never twice for one client
