@@ -175,3 +175,22 @@ async def test_data_phase_end_to_end_over_a_stand_in_transport(
     # each side opened its own id toward the other's
     assert {(o[0], o[1]) for o in streams.opened} == {
         (est.local_udx_id, est.remote_udx_id), (accepted.local_udx_id, accepted.remote_udx_id)}
+
+
+async def test_persistent_nodes_say_open_on_their_own() -> None:
+    """A node that passed its reachability check is OPEN without public_address (hyperdht's
+    remoteAddress()): as a server and as a client."""
+    server_keys = key_pair(bytes([13]) * 32)
+    async with cairn_testnet(5, 5) as nodes:
+        server_dht, client_dht = nodes[3], nodes[4]
+        assert server_dht.persistent and client_dht.persistent
+        async with serve_by_key(server_dht.node, server_keys) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            est = await handshake_by_key(client_dht.node, server_keys.public_key,
+                                         key_pair(bytes([14]) * 32), timeout=10)
+            accepted = await asyncio.wait_for(server.accept(), 5)
+    assert est.remote_payload.firewall == Firewall.OPEN
+    assert est.remote_payload.addresses4 == (server_dht.address,)
+    assert est.remote_address == server_dht.address
+    assert accepted.remote_payload.firewall == Firewall.OPEN
+    assert accepted.remote_payload.addresses4 == (client_dht.address,)

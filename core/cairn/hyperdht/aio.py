@@ -40,7 +40,7 @@ from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
 from cairn.dht.hyper import start_announce, start_unannounce
 from cairn.dht.messages import Address
-from cairn.dht.records import HyperCommand, decode_peer, hash32
+from cairn.dht.records import HyperCommand, Peer, decode_peer, encode_peer, hash32
 from cairn.errors import DecodeError, LocalError, ServiceError
 from cairn.hyperdht.client import (
     BadReplyError,
@@ -63,6 +63,7 @@ __all__ = [
     "connect_by_key",
     "handshake_by_key",
     "open_data_stream",
+    "reachable_address",
     "serve_by_key",
 ]
 
@@ -76,6 +77,14 @@ DEFAULT_TIMEOUT = 20.0
 
 class DataPhaseUnavailableError(ServiceError):
     """The UDX transport the data phase runs on is not available on this node."""
+
+
+def reachable_address(node: UDPNode) -> Address | None:
+    """The address this node is reachable at from anywhere, when it knows one: a persistent
+    node passed the reachability check (PING_NAT) on its server socket (hyperdht's
+    ``remoteAddress()``); an ephemeral one may be behind a NAT."""
+    core = node.core
+    return core.address if not core.ephemeral and core.address is not None else None
 
 
 def _router(node: UDPNode) -> Router:
@@ -98,9 +107,12 @@ class KeyServer:
         self._announced = asyncio.Event()
         self._queue: asyncio.Queue[Established] = asyncio.Queue(backlog)
         self.dropped = 0
+        self.auto_address = core.public_address is None
 
     # the LocalServer the router calls, inside the node's datagram callback
     def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
+        if self.auto_address:
+            self.core.public_address = reachable_address(self.node)
         reply = self.core.on_handshake(noise, client, now)
         self._drain()
         return reply
@@ -199,15 +211,17 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
     ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
     (silently, as hyperdht). ``public_address``: where this node's UDP socket is reachable from
     anywhere (a public IP, port forwarded or no NAT); the server then says OPEN and clients
-    connect straight to it. ``limit``: handshakes per client host and in all (default 10/s per
-    host, burst 20, 200/s in all). ``announce=False`` skips announcing (tests that place the
+    connect straight to it. Without it, a node that became persistent (its reachability check
+    passed) says OPEN with its own address, as hyperdht does; an ephemeral one says UNKNOWN.
+    ``limit``: handshakes per client host and in all (default 10/s per host, burst 20, 200/s in
+    all). ``announce=False`` skips announcing (tests that place the
     record).
     """
     router = _router(node)
     core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
                       public_address=public_address, limit=limit)
     server = KeyServer(node, core)
-    router.serve(server.target, server)
+    router.serve(server.target, server, encode_peer(Peer(key_pair.public_key)))
     # owned by this block: cancelled and awaited when it ends (its errors are logged and
     # retried inside, so none is lost)
     task = asyncio.create_task(server.keep_announced()) if announce else None
@@ -229,9 +243,11 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through each node holding the
     record until one answers with a good IK reply. Raises :class:`PeerNotFoundError`,
     :class:`PeerConnectionFailedError` or :class:`ServerRefusedError`."""
+    await node.wait_bootstrapped()
+    if public_address is None:
+        public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
                         public_address=public_address)
-    await node.wait_bootstrapped()
     holders = 0
     last: Exception | None = None
     async with asyncio.timeout(timeout):

@@ -123,15 +123,21 @@ class Router:
         self._forwards: OrderedDict[bytes, _Forward] = OrderedDict()
         self._pending: OrderedDict[tuple[int, bytes, int], tuple[Address, float]] = OrderedDict()
         self._servers: dict[bytes, LocalServer] = {}
+        self._own: dict[bytes, bytes] = {}  # records of the servers here
         self.stats = {"relayed": 0, "replied": 0, "dropped": 0, "bad": 0}
 
     # -- local servers and forward entries ---------------------------------------------------
 
-    def serve(self, target: bytes, server: LocalServer) -> None:
+    def serve(self, target: bytes, server: LocalServer, record: bytes | None = None) -> None:
+        """Answer handshakes for ``target`` here; with ``record`` (the server's peer record),
+        FIND_PEER on this node names it too, so clients may ask this node directly."""
         self._servers[target] = server
+        if record is not None:
+            self._own[target] = record
 
     def unserve(self, target: bytes) -> None:
         self._servers.pop(target, None)
+        self._own.pop(target, None)
 
     def set_forward(self, target: bytes, record: bytes, relay: Address, now: float) -> bool:
         fwd = self._forwards.pop(target, None)
@@ -149,6 +155,9 @@ class Router:
             del self._forwards[target]
 
     def find_peer(self, target: bytes, now: float) -> bytes | None:
+        own = self._own.get(target)
+        if own is not None:
+            return own
         fwd = self._forward(target, now)
         return fwd.record if fwd else None
 
