@@ -245,6 +245,23 @@ def test_client_rejects_bad_replies() -> None:
             client.on_reply(value, relay)
 
 
+def test_a_forged_reply_does_not_spoil_the_next_one() -> None:
+    core = server_core()
+    client = ClientCore(key_pair(bytes([71]) * 32), core.key_pair.public_key, random.Random(7),
+                        public_address=("93.184.216.35", 1))
+    reply = core.on_handshake(client.noise, CLIENT, 0.0)
+    assert reply is not None
+    forged = bytearray(reply)
+    forged[40] ^= 1
+    relay = ("10.0.0.1", 49737)
+    with pytest.raises(BadReplyError):
+        client.on_reply(encode_handshake(Handshake(Mode.REPLY, bytes(forged))), relay)
+    with pytest.raises(BadReplyError):  # the real ephemeral key, a forged tag
+        client.on_reply(encode_handshake(Handshake(Mode.REPLY, reply[:32] + bytes(16))), relay)
+    est = client.on_reply(encode_handshake(Handshake(Mode.REPLY, reply)), relay)
+    assert est.remote_public_key == core.key_pair.public_key
+
+
 def test_rate_limit() -> None:
     limit = RateLimit(per_host=1.0, burst=2.0, total=3.0)
     assert [limit.allow("a", 0.0) for _ in range(3)] == [True, True, False]

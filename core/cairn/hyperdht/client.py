@@ -113,13 +113,15 @@ class ClientCore:
             raise BadReplyError(f"malformed handshake reply: {exc}") from exc
         if hs.mode != Mode.REPLY or not hs.noise:
             raise BadReplyError(f"handshake reply has mode {hs.mode}, expected REPLY")
+        ik = self._ik.fork()  # a forged reply must not spoil the handshake for the next relay
         try:
-            self._ik.receive_data(hs.noise)
-            got = self._ik.next_event()
+            ik.receive_data(hs.noise)
+            got = ik.next_event()
             assert isinstance(got, HandshakePayload)
             payload = decode_noise_payload(got.payload)
         except (HandshakeError, DecodeError) as exc:
             raise BadReplyError(f"bad IK reply: {exc}") from exc
+        self._ik = ik
         if payload.version != 1:
             raise ServerRefusedError(f"server speaks payload version {payload.version}")
         if payload.error != NoiseError.NONE:
@@ -138,7 +140,6 @@ class ClientCore:
             raise HolepunchUnavailableError(
                 "the server is behind a NAT and so is this client: holepunching is not "
                 "implemented yet (make one side reachable: public_address=)")
-        ik = self._ik
         return Established(True, self.key_pair.public_key, ik.remote_public_key,
                            ik.handshake_hash, ik.tx_key, ik.rx_key, ik.holepunch_secret,
                            self.udx_id, payload.udx.id, remote, payload)

@@ -134,6 +134,20 @@ class IKHandshake:
             raise LocalError("the IK handshake is not complete")
         return value
 
+    def fork(self) -> IKHandshake:
+        """An independent copy of this handshake's state: a client tries a reply on a fork, so a
+        forged reply from one relay does not spoil the handshake for the next one."""
+        twin = object.__new__(IKHandshake)
+        for name in ("is_initiator", "static", "_rng", "_rs", "_step", "_e", "_re", "_hash",
+                     "_tx", "_rx", "_outbuf"):
+            setattr(twin, name, getattr(self, name))
+        st = _Symmetric()
+        st.h, st.ck, st.key, st.nonce = (self._state.h, self._state.ck, self._state.key,
+                                         self._state.nonce)
+        twin._state = st
+        twin._events = deque(self._events)
+        return twin
+
     def send(self, payload: bytes = b"") -> None:
         if not self.wants_to_send:
             raise LocalError("it is not this side's turn to send an IK message")
