@@ -12,7 +12,7 @@ import random
 from cairn.crypto import key_pair
 from cairn.dht.node import DHTNode, IncomingRequest
 from cairn.dht.records import HyperCommand, hash32
-from cairn.hyperdht.client import ClientCore
+from cairn.hyperdht.client import BadReplyError, ClientCore
 from cairn.hyperdht.events import Established
 from cairn.hyperdht.messages import (
     Handshake,
@@ -233,3 +233,36 @@ def test_malformed_holepunch_payloads_are_dropped() -> None:
                   "answered", detail=f"dropped {core.stats['holepunch_bad']}; a good one "
                   f"answered: {right is not None}")
     assert line.passed and right is not None
+
+
+def test_forged_replies_from_hostile_relays() -> None:
+    """A relay answers a client's PEER_HANDSHAKE with junk, a flipped tag, or another mode; the
+    client refuses each and connects through the next, honest relay."""
+    rng = random.Random(14)
+    n = scale(200, 2000)
+    spoiled = 0
+    for i in range(n):
+        core = ServerCore(key_pair(bytes([7]) * 32), random.Random(i))
+        client = ClientCore(key_pair(rng.randbytes(32)), core.key_pair.public_key,
+                            random.Random(i), public_address=("93.184.216.34", 1))
+        reply = core.on_handshake(client.noise, HONEST, 0.0)
+        assert reply is not None
+        flipped = bytearray(reply)
+        flipped[rng.randrange(len(flipped))] ^= 1
+        lies = [rng.randbytes(rng.randrange(0, 150)),
+                encode_handshake(Handshake(Mode.REPLY, bytes(flipped))),
+                encode_handshake(Handshake(Mode.FROM_SERVER, reply)),
+                encode_handshake(Handshake(Mode.REPLY, rng.randbytes(len(reply))))]
+        for lie in lies:
+            try:
+                client.on_reply(lie, ("10.0.0.66", 1))
+                spoiled += 1  # a lie accepted
+            except BadReplyError:
+                pass
+        try:
+            client.on_reply(encode_handshake(Handshake(Mode.REPLY, reply)), ("10.0.0.1", 1))
+        except BadReplyError:
+            spoiled += 1  # the honest reply no longer works
+    line = record("hyperdht", "forged REPLYs from hostile relays, then an honest one", n,
+                  spoiled, "lies taken or connects spoiled")
+    assert line.passed
