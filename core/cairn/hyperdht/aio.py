@@ -236,21 +236,77 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
             await server.unannounce()
 
 
+PARALLEL_ATTEMPTS = 2
+"""Record holders asked at once (hyperdht: 2), so one dead or slow relay costs no time."""
+
+
 async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
                            public_address: Address | None = None,
                            rng: RandomSource | None = None,
                            timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
-    """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through each node holding the
-    record until one answers with a good IK reply. Raises :class:`PeerNotFoundError`,
-    :class:`PeerConnectionFailedError` or :class:`ServerRefusedError`."""
+    """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
+    the record (two at a time) until one answers with a good IK reply. Raises
+    :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
+    :class:`ServerRefusedError`."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
                         public_address=public_address)
-    holders = 0
-    last: Exception | None = None
+    attempt = _Attempt(node, client)
     async with asyncio.timeout(timeout):
+        try:
+            result = await attempt.run()
+        finally:
+            await attempt.stop()
+    if result is not None:
+        return result
+    if attempt.holders == 0:
+        raise PeerNotFoundError(f"no DHT node holds an announce of {remote_public_key.hex()}")
+    raise PeerConnectionFailedError(
+        f"{attempt.holders} node(s) hold the record of {remote_public_key.hex()[:16]}, but no "
+        f"handshake was answered" + (f" ({attempt.last})" if attempt.last else ""))
+
+
+class _Attempt:
+    """One connect's FIND_PEER and its PEER_HANDSHAKEs, PARALLEL_ATTEMPTS at a time."""
+
+    def __init__(self, node: UDPNode, client: ClientCore) -> None:
+        self.node = node
+        self.client = client
+        self.holders = 0
+        self.last: Exception | None = None
+        self.tasks: set[asyncio.Task[Established | None]] = set()
+
+    async def _through(self, relay: Address) -> Established | None:
+        node, client = self.node, self.client
+        handle = node.core.request(relay, HyperCommand.PEER_HANDSHAKE, node.now(),
+                                   target=client.target, value=client.request_value)
+        done = await node.wait_request(handle)
+        if done.reply is None:
+            return None
+        try:
+            return client.on_reply(done.reply.value, relay)
+        except BadReplyError as exc:
+            self.last = exc
+            log.info("hyperdht connect through %s:%d: %s", relay[0], relay[1], exc)
+        except LocalError:
+            pass  # the other attempt completed the handshake first
+        return None
+
+    async def _settle(self, until: int) -> Established | None:
+        """Wait until at most ``until`` attempts are in flight; the first success, if any."""
+        while len(self.tasks) > until:
+            done, self.tasks = await asyncio.wait(self.tasks,
+                                                  return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                result = task.result()
+                if result is not None:
+                    return result
+        return None
+
+    async def run(self) -> Established | None:
+        node, client = self.node, self.client
         qid = node.core.query(client.target, HyperCommand.FIND_PEER, None, node.now(),
                               emit_replies=True)
         async with node.stream_query(qid) as replies:
@@ -261,25 +317,20 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
                     peer = decode_peer(reply.value)
                 except DecodeError:
                     continue
-                if peer.public_key != remote_public_key:
+                if peer.public_key != client.remote_public_key:
                     continue
-                holders += 1
-                handle = node.core.request(reply.from_addr, HyperCommand.PEER_HANDSHAKE,
-                                           node.now(), target=client.target,
-                                           value=client.request_value)
-                done = await node.wait_request(handle)
-                if done.reply is None:
-                    continue
-                try:
-                    return client.on_reply(done.reply.value, reply.from_addr)
-                except BadReplyError as exc:
-                    last = exc
-                    log.info("hyperdht connect: %s", exc)
-    if holders == 0:
-        raise PeerNotFoundError(f"no DHT node holds an announce of {remote_public_key.hex()}")
-    raise PeerConnectionFailedError(
-        f"{holders} node(s) hold the record of {remote_public_key.hex()[:16]}, but no "
-        f"handshake was answered" + (f" ({last})" if last else ""))
+                self.holders += 1
+                self.tasks.add(asyncio.create_task(self._through(reply.from_addr)))
+                result = await self._settle(PARALLEL_ATTEMPTS - 1)
+                if result is not None:
+                    return result
+        return await self._settle(0)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
 
 
 async def _open_data_stream(node: UDPNode, local_id: int, remote_id: int,
