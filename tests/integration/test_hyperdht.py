@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from cairn.hyperdht.aio import (
 from cairn.hyperdht.client import PeerConnectionFailedError, PeerNotFoundError
 from cairn.hyperdht.messages import Firewall
 from cairn.hyperdht.router import Router
+from cairn.hyperdht.server import allow_only
 
 pytestmark = pytest.mark.integration
 
@@ -95,18 +97,21 @@ async def test_cairn_client_connects_to_cairn_server_by_key() -> None:
         assert accepted.remote_address[0] == "127.0.0.1"
 
 
-async def test_firewall_refusal_and_unknown_key() -> None:
+async def test_firewall_refusal_and_unknown_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cairn.hyperdht.aio")
     server_keys = key_pair(bytes([5]) * 32)
     async with cairn_testnet(4, 2) as nodes, contextlib.AsyncExitStack() as stack:
         server_dht = await client_node(stack, nodes[0], 20)
         client_dht = await client_node(stack, nodes[1], 21)
-        async with serve_by_key(server_dht.node, server_keys, firewall=lambda *a: True,
+        async with serve_by_key(server_dht.node, server_keys,
+                                firewall=allow_only([key_pair(bytes([99]) * 32).public_key]),
                                 rng=random.Random(5)) as server:
             await asyncio.wait_for(server.wait_announced(), 10)
             with pytest.raises(PeerConnectionFailedError):
                 await handshake_by_key(client_dht.node, server_keys.public_key,
                                        key_pair(bytes([6]) * 32), timeout=10)
             assert server.core.stats["refused"] >= 1
+            assert any("refused by the firewall" in r.getMessage() for r in caplog.records)
         with pytest.raises(PeerNotFoundError):
             await handshake_by_key(client_dht.node, key_pair(bytes([7]) * 32).public_key,
                                    key_pair(bytes([6]) * 32), timeout=10)

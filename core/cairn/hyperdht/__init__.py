@@ -29,7 +29,7 @@ from cairn.hyperdht.client import (
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
 from cairn.hyperdht.router import RateLimit, Router
-from cairn.hyperdht.server import ServerCore
+from cairn.hyperdht.server import ServerCore, allow_only
 
 __all__ = [
     "BadReplyError",
@@ -46,6 +46,7 @@ __all__ = [
     "Router",
     "ServerCore",
     "ServerRefusedError",
+    "allow_only",
     "connect_by_key",
     "handshake_by_key",
     "open_data_stream",

@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 PING_INTERVAL = 3.0
 REANNOUNCE_INTERVAL = 300.0
 UNANNOUNCE_TIMEOUT = 2.0
+LOG_EVERY = 5.0
 DEFAULT_TIMEOUT = 20.0
 
 
@@ -108,6 +109,8 @@ class KeyServer:
         self._queue: asyncio.Queue[Established] = asyncio.Queue(backlog)
         self.dropped = 0
         self.auto_address = core.public_address is None
+        self._logged_at = float("-inf")
+        self._unlogged = 0
 
     # the LocalServer the router calls, inside the node's datagram callback
     def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
@@ -132,8 +135,20 @@ class KeyServer:
                                     "dropped", self.public_key.hex()[:16],
                                     event.remote_public_key.hex()[:16])
                 case HandshakeRefused(client=client, reason=reason):
-                    log.info("hyperdht server %s: handshake from %s:%d refused: %s",
-                             self.public_key.hex()[:16], client[0], client[1], reason)
+                    self._refused_log(client, reason)
+
+    def _refused_log(self, client: Address, reason: str) -> None:
+        """One INFO line per refusal, at most one per LOG_EVERY seconds (a flood is counted,
+        not logged line by line)."""
+        now = self.node.now()
+        self._unlogged += 1
+        if now - self._logged_at < LOG_EVERY:
+            return
+        more = f" (and {self._unlogged - 1} more since the last line)" if self._unlogged > 1 else ""
+        log.info("hyperdht server %s: handshake from %s:%d refused: %s%s",
+                 self.public_key.hex()[:16], client[0], client[1], reason, more)
+        self._logged_at = now
+        self._unlogged = 0
 
     async def accept(self) -> Established:
         """The next client whose IK handshake completed (and the firewall let in)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cairn.crypto import KeyPair
@@ -51,7 +51,8 @@ from cairn.hyperdht.router import RateLimit
 from cairn.replication.events import Handshaken, HandshakePayload
 from cairn.replication.noise import HandshakeError, RandomSource
 
-__all__ = ["REPLAY_MEMORY", "RETRY_WINDOW", "FirewallHook", "ServerCore", "ServerEvent"]
+__all__ = ["REPLAY_MEMORY", "RETRY_WINDOW", "FirewallHook", "ServerCore", "ServerEvent",
+           "allow_only"]
 
 RETRY_WINDOW = 10.0
 REPLAY_MEMORY = 3600.0
@@ -60,6 +61,16 @@ FirewallHook = Callable[[bytes, NoisePayload, Address], bool]
 """``firewall(remote_public_key, payload, client_address) -> True to refuse``."""
 
 ServerEvent = Established | HandshakeRefused
+
+
+def allow_only(keys: Iterable[bytes]) -> FirewallHook:
+    """A firewall that lets in only these public keys (a gateway's fleet, an edge's gateway)."""
+    allowed = frozenset(keys)
+
+    def firewall(remote_public_key: bytes, payload: NoisePayload, address: Address) -> bool:
+        return remote_public_key not in allowed
+
+    return firewall
 
 
 @dataclass(slots=True)
