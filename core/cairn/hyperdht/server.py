@@ -106,7 +106,7 @@ class ServerCore:
         self._next_punch = 0
         self._events: deque[ServerEvent] = deque()
         self.stats = {"accepted": 0, "refused": 0, "retries": 0, "replays": 0, "bad": 0,
-                      "limited": 0, "holepunch_bad": 0}
+                      "limited": 0, "holepunch": 0, "holepunch_bad": 0}
 
     def next_event(self) -> ServerEvent | None:
         return self._events.popleft() if self._events else None
@@ -213,6 +213,7 @@ class ServerCore:
         except DecodeError:
             self.stats["holepunch_bad"] += 1
             return None
+        self.stats["holepunch"] += 1
         answer = HolepunchPayload(error=NoiseError.ABORTED, firewall=Firewall.UNKNOWN,
                                   round=got.round)
         return seal_holepunch_payload(answer, secret, self._rng.randbytes(24))

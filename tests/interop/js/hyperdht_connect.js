@@ -7,7 +7,8 @@
 // server: createServer({ firewall }) listening on keyPair(seed); prints { ready, publicKey },
 //   then { firewall: remoteKeyHex, address } for every handshake its firewall hook sees.
 // client: dht.connect(remoteKey) with keyPair(seed); prints { reply: bool, noiseBytes,
-//   serverAddress } once the PEER_HANDSHAKE reply is in (or { error } when none came).
+//   serverAddress } once the PEER_HANDSHAKE reply is in (or { error } when none came); with
+//   "waitEnd": true, then a second line { error, ms } or { open, ms }: how the connect ended.
 'use strict'
 
 const DHT = require('hyperdht')
@@ -77,9 +78,16 @@ async function main () {
     done({ reply: true, noiseBytes: res.noise.length, serverAddress: [res.serverAddress.host, res.serverAddress.port], relayed: res.relayed })
     return res
   }
+  const started = Date.now()
   const socket = dht.connect(buf(cmd.remoteKey), { keyPair })
-  socket.on('error', (err) => done({ reply: false, error: err.code || err.message }))
+  const end = new Promise((resolve) => {
+    socket.on('error', (err) => resolve({ error: err.code || err.message, ms: Date.now() - started }))
+    socket.on('open', () => resolve({ open: true, ms: Date.now() - started }))
+  })
+  end.then((e) => done({ reply: false, ...e }))
+  const quit = (async () => { for await (const line of lines) if (line.trim() === 'quit') break })()
   out(await result)
+  if (cmd.waitEnd) out(await Promise.race([end, quit.then(() => ({ quit: true }))]))
   socket.destroy()
   await dht.destroy()
   process.exit(0)
