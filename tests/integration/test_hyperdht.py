@@ -199,3 +199,26 @@ async def test_persistent_nodes_say_open_on_their_own() -> None:
     assert est.remote_address == server_dht.address
     assert accepted.remote_payload.firewall == Firewall.OPEN
     assert accepted.remote_payload.addresses4 == (client_dht.address,)
+
+
+async def test_server_announces_again_when_its_announce_nodes_die(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hyperdht_aio, "PING_INTERVAL", 0.05)
+    server_keys = key_pair(bytes([15]) * 32)
+    async with cairn_testnet(10, 6) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 60)
+        client_dht = await client_node(stack, nodes[1], 61)
+        async with serve_by_key(server_dht.node, server_keys) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            first = set(server.announce_nodes)
+            assert len(first) == 3
+            dead = [d for d in nodes if d.address in first and d is not nodes[0]]
+            for d in dead:
+                d.node._close()
+            await asyncio.wait_for(server.wait_announced(2), 20)
+            assert not set(server.announce_nodes) & {d.address for d in dead}
+            est = await handshake_by_key(client_dht.node, server_keys.public_key,
+                                         key_pair(bytes([16]) * 32),
+                                         public_address=client_dht.node.server_address,
+                                         timeout=15)
+        assert est.remote_public_key == server_keys.public_key

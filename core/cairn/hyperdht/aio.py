@@ -105,7 +105,7 @@ class KeyServer:
         self.target = hash32(self.public_key)
         self.announce_nodes: tuple[Address, ...] = ()
         self.announces = 0
-        self._announced = asyncio.Event()
+        self._announced = asyncio.Condition()
         self._queue: asyncio.Queue[Established] = asyncio.Queue(backlog)
         self.dropped = 0
         self.auto_address = core.public_address is None
@@ -164,7 +164,8 @@ class KeyServer:
         self.announce_nodes = tuple(r.from_addr for r in replied)
         self.core.relays = tuple((r.from_addr, r.to) for r in replied)
         self.announces += 1
-        self._announced.set()
+        async with self._announced:
+            self._announced.notify_all()
         return done.commits
 
     async def unannounce(self, timeout: float = UNANNOUNCE_TIMEOUT) -> None:  # noqa: ASYNC109
@@ -181,9 +182,10 @@ class KeyServer:
             log.info("hyperdht server %s: unannounce incomplete: %s",
                      self.public_key.hex()[:16], exc)
 
-    async def wait_announced(self) -> None:
-        """Until the first announce has finished (stored or not)."""
-        await self._announced.wait()
+    async def wait_announced(self, count: int = 1) -> None:
+        """Until ``count`` announces have finished (stored or not): 1 = the first."""
+        async with self._announced:
+            await self._announced.wait_for(lambda: self.announces >= count)
 
     async def _ping(self, addr: Address) -> bool:
         handle = self.node.core.ping(addr, self.node.now())
