@@ -78,6 +78,16 @@ async def test_cairn_client_connects_to_cairn_server_by_key() -> None:
                                          public_address=client_dht.node.server_address,
                                          rng=random.Random(4), timeout=10)
             accepted = await asyncio.wait_for(server.accept(), 5)
+            # a reconnect through the relay that worked, without a FIND_PEER
+            assert est.relay is not None
+            queries = client_dht.node.core.stats["queries"]
+            again = await handshake_by_key(client_dht.node, server_keys.public_key, client_keys,
+                                           public_address=client_dht.node.server_address,
+                                           relay_addresses=[est.relay], timeout=10)
+            assert client_dht.node.core.stats["queries"] == queries
+            assert again.relay == est.relay
+            assert (await asyncio.wait_for(server.accept(), 5)).remote_public_key == (
+                client_keys.public_key)
         # the server is gone: its unannounce removed the forward entries
         assert not any(isinstance(d.node.handler.router, Router)
                        and d.node.handler.router.find_peer(hash32(server_keys.public_key),
@@ -85,7 +95,7 @@ async def test_cairn_client_connects_to_cairn_server_by_key() -> None:
         with pytest.raises(PeerNotFoundError):
             await handshake_by_key(client_dht.node, server_keys.public_key, client_keys,
                                    timeout=10)
-        assert seen == [client_keys.public_key]
+        assert seen == [client_keys.public_key] * 2
         assert est.remote_public_key == server_keys.public_key
         assert accepted.remote_public_key == client_keys.public_key
         assert est.handshake_hash == accepted.handshake_hash

@@ -33,7 +33,7 @@ import contextlib
 import importlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from cairn.crypto import KeyPair
@@ -260,9 +260,11 @@ PARALLEL_ATTEMPTS = 2
 async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
                            public_address: Address | None = None,
                            rng: RandomSource | None = None,
+                           relay_addresses: Sequence[Address] = (),
                            timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
-    the record (two at a time) until one answers with a good IK reply. Raises
+    the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
+    (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
     :class:`ServerRefusedError`."""
     await node.wait_bootstrapped()
@@ -273,7 +275,9 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
     attempt = _Attempt(node, client)
     async with asyncio.timeout(timeout):
         try:
-            result = await attempt.run()
+            result = await attempt.through_known(relay_addresses)
+            if result is None:
+                result = await attempt.run()
         finally:
             await attempt.stop()
     if result is not None:
@@ -321,6 +325,11 @@ class _Attempt:
                 if result is not None:
                     return result
         return None
+
+    async def through_known(self, relays: Sequence[Address]) -> Established | None:
+        for relay in relays[:PARALLEL_ATTEMPTS]:
+            self.tasks.add(asyncio.create_task(self._through(relay)))
+        return await self._settle(0)
 
     async def run(self) -> Established | None:
         node, client = self.node, self.client

@@ -142,4 +142,4 @@ class ClientCore:
                 "implemented yet (make one side reachable: public_address=)")
         return Established(True, self.key_pair.public_key, ik.remote_public_key,
                            ik.handshake_hash, ik.tx_key, ik.rx_key, ik.holepunch_secret,
-                           self.udx_id, payload.udx.id, remote, payload)
+                           self.udx_id, payload.udx.id, remote, payload, relay)

@@ -17,7 +17,9 @@ class Established:
     ``remote_address`` is where the data stream goes first: for the client, the server's first
     usable address; for the server, the client's address as the relaying node saw it (the UDX
     layer follows the peer if its first packet comes from elsewhere). ``local_udx_id`` is ours,
-    ``remote_udx_id`` the peer's (from its payload).
+    ``remote_udx_id`` the peer's (from its payload). ``relay`` (the client's side) is the DHT
+    node that relayed the handshake: pass it back as ``relay_addresses`` to reconnect without a
+    FIND_PEER.
     """
 
     is_initiator: bool
@@ -31,6 +33,7 @@ class Established:
     remote_udx_id: int
     remote_address: Address
     remote_payload: NoisePayload
+    relay: Address | None = None  # the client side: the node its handshake went through
 
 
 @dataclass(frozen=True, slots=True)
