@@ -266,3 +266,32 @@ def test_forged_replies_from_hostile_relays() -> None:
     line = record("hyperdht", "forged REPLYs from hostile relays, then an honest one", n,
                   spoiled, "lies taken or connects spoiled")
     assert line.passed
+
+
+def test_a_reused_tid_does_not_take_the_servers_answer() -> None:
+    """Mallory sends PEER_HANDSHAKEs under the tids of honest clients' relayed requests (16 bits,
+    guessable): the server's answers still go to the honest clients only."""
+    node, router, target, srv = relay()
+    mallory = ("10.66.6.6", 6666)
+    n = scale(300, 3000)
+    stolen = lost = 0
+    for i in range(n):
+        client = (f"10.5.{i // 250 % 250}.{i % 250 + 1}", 7000)
+        tid = i & 0xFFFF
+        now = i * 0.01
+        for who in (client, mallory):
+            router.on_connect_request(IncomingRequest(
+                HyperCommand.PEER_HANDSHAKE, target,
+                encode_handshake(Handshake(Mode.FROM_CLIENT, b"c" * 96)), False, None, who,
+                None, tid), node, now)
+        node.datagrams_to_send()
+        router.on_connect_request(IncomingRequest(
+            HyperCommand.PEER_HANDSHAKE, target,
+            encode_handshake(Handshake(Mode.FROM_SERVER, b"s" * 48, client)), False, None, srv,
+            None, tid), node, now)
+        sent = [to for _, to, _ in node.datagrams_to_send()]
+        stolen += sent.count(mallory)
+        lost += 0 if sent == [client] else 1
+    line = record("hyperdht", "a relayed request's tid reused to take the server's answer", n,
+                  stolen + lost, "answers stolen or lost")
+    assert line.passed

@@ -17,7 +17,8 @@ Cairn is stricter than hyperdht, which relays to any address a request names:
 - a handshake is relayed only to the forward entry's address; ``relayAddress`` from a client is
   ignored;
 - a FROM_SERVER answer is passed on only to the client whose request this node relayed under
-  that tid and target, within :data:`RELAY_WINDOW` seconds (no reflection to third parties);
+  that tid and target, within :data:`RELAY_WINDOW` seconds, once (no reflection to third
+  parties, and another sender reusing the tid cannot take the answer);
 - a holepunch is relayed only to a host that is the forward entry's;
 - every relay costs a token from the sender host's bucket and the node's (:class:`RateLimit`),
   and every table (forwards, hosts, pending relays) has a size bound.
@@ -121,7 +122,7 @@ class Router:
         self.max_pending = max_pending
         self.limit = limit or RateLimit()
         self._forwards: OrderedDict[bytes, _Forward] = OrderedDict()
-        self._pending: OrderedDict[tuple[int, bytes, int], tuple[Address, float]] = OrderedDict()
+        self._pending: OrderedDict[tuple[int, bytes, int, Address], float] = OrderedDict()
         self._servers: dict[bytes, LocalServer] = {}
         self._own: dict[bytes, bytes] = {}  # records of the servers here
         self.stats = {"relayed": 0, "replied": 0, "dropped": 0, "bad": 0}
@@ -195,20 +196,23 @@ class Router:
         self.stats["dropped"] += 1
         return _SILENT
 
-    def _remember(self, req: IncomingRequest, client: Address, now: float) -> None:
+    def _remember(self, req: IncomingRequest, now: float) -> None:
+        """A relayed request waits for its server's answer, keyed by the client too: another
+        sender reusing the tid cannot redirect that answer to itself."""
         assert req.target is not None
-        key = (req.command, req.target, req.tid)
+        key = (req.command, req.target, req.tid, req.from_addr)
         self._pending.pop(key, None)
-        self._pending[key] = (client, now + RELAY_WINDOW)
+        self._pending[key] = now + RELAY_WINDOW
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
 
-    def _recall(self, req: IncomingRequest, now: float) -> Address | None:
+    def _recall(self, req: IncomingRequest, client: Address | None, now: float) -> bool:
+        """The server's answer for ``client`` (its peerAddress) matches a relayed request."""
         assert req.target is not None
-        got = self._pending.pop((req.command, req.target, req.tid), None)
-        if got is None or got[1] < now:
-            return None
-        return got[0]
+        if client is None:
+            return False
+        expires = self._pending.pop((req.command, req.target, req.tid, client), None)
+        return expires is not None and expires >= now
 
     def _handshake(self, req: IncomingRequest, hs: Handshake, node: DHTNode,
                    now: float) -> Answer:
@@ -224,14 +228,14 @@ class Router:
                 return Answer(None, token=False, closer=True)  # help the client route
             if not self.limit.allow(req.from_addr[0], now):
                 return self._drop()
-            self._remember(req, req.from_addr, now)
+            self._remember(req, now)
             value = encode_handshake(Handshake(Mode.FROM_RELAY, hs.noise, req.from_addr))
             node.relay_request(req.tid, fwd.relay, req.command, req.target, value, req.socket)
             self.stats["relayed"] += 1
             return _SILENT
         if hs.mode == Mode.FROM_SERVER:
-            client = self._recall(req, now)
-            if client is None or (hs.peer_address is not None and hs.peer_address != client):
+            client = hs.peer_address
+            if client is None or not self._recall(req, client, now):
                 return self._drop()
             value = encode_handshake(Handshake(Mode.REPLY, hs.noise, req.from_addr))
             node.reply_to(req.tid, client, value, req.socket)
@@ -281,15 +285,15 @@ class Router:
             to = hp.peer_address or fwd.relay
             if to[0] != fwd.relay[0] or not self.limit.allow(req.from_addr[0], now):
                 return self._drop()
-            self._remember(req, req.from_addr, now)
+            self._remember(req, now)
             value = encode_holepunch(Holepunch(Mode.FROM_RELAY, hp.id, hp.payload,
                                                req.from_addr))
             node.relay_request(req.tid, to, req.command, req.target, value, req.socket)
             self.stats["relayed"] += 1
             return _SILENT
         if hp.mode == Mode.FROM_SERVER:
-            client = self._recall(req, now)
-            if client is None:
+            client = hp.peer_address
+            if client is None or not self._recall(req, client, now):
                 return self._drop()
             value = encode_holepunch(Holepunch(Mode.REPLY, hp.id, hp.payload, req.from_addr))
             node.reply_to(req.tid, client, value, req.socket)
