@@ -295,3 +295,20 @@ def test_a_reused_tid_does_not_take_the_servers_answer() -> None:
     line = record("hyperdht", "a relayed request's tid reused to take the server's answer", n,
                   stolen + lost, "answers stolen or lost")
     assert line.passed
+
+
+def test_forward_entry_flood_from_one_host() -> None:
+    """One host announces thousands of self-keys (each a valid, signed announce costs it only
+    a key pair): it holds at most 64 forward entries, honest servers elsewhere are still kept."""
+    router = Router()
+    n = scale(5000, 50000)
+    for i in range(n):
+        router.set_forward(hash32(i.to_bytes(4, "little")), bytes(33),
+                           ("10.66.0.1", 1000 + i % 60000), i * 0.001)
+    flooded = router.forward_count()
+    honest = [router.set_forward(hash32(b"honest" + bytes([i])), bytes(33),
+                                 (f"10.9.0.{i + 1}", 5), n * 0.001) for i in range(20)]
+    bad = honest.count(False) + max(0, flooded - router.per_host)
+    line = record("hyperdht", "forward-entry flood (self-announces) from one host", n, bad,
+                  "honest refused or over quota", detail=f"flooder holds {flooded}")
+    assert line.passed

@@ -21,12 +21,13 @@ Cairn is stricter than hyperdht, which relays to any address a request names:
   parties, and another sender reusing the tid cannot take the answer);
 - a holepunch is relayed only to a host that is the forward entry's;
 - every relay costs a token from the sender host's bucket and the node's (:class:`RateLimit`),
-  and every table (forwards, hosts, pending relays) has a size bound.
+  and every table (forwards, hosts, pending relays) has a size bound; one host holds at most
+  64 forward entries.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -116,9 +117,11 @@ class _Forward:
 class Router:
     """What :class:`cairn.dht.hyper.HyperHandler` delegates connects to (its ``router``)."""
 
-    def __init__(self, *, max_forwards: int = 4096, max_pending: int = 4096,
+    def __init__(self, *, max_forwards: int = 4096, per_host: int = 64, max_pending: int = 4096,
                  limit: RateLimit | None = None) -> None:
         self.max_forwards = max_forwards
+        self.per_host = per_host
+        self._per_host: Counter[str] = Counter()
         self.max_pending = max_pending
         self.limit = limit or RateLimit()
         self._forwards: OrderedDict[bytes, _Forward] = OrderedDict()
@@ -141,19 +144,32 @@ class Router:
         self._own.pop(target, None)
 
     def set_forward(self, target: bytes, record: bytes, relay: Address, now: float) -> bool:
-        fwd = self._forwards.pop(target, None)
-        if fwd is None and len(self._forwards) >= self.max_forwards:
+        """Keep (or renew) a forward entry; False when the announcing host holds ``per_host``
+        entries already. A full table drops its least recently announced entry (as hyperdht's
+        cache): servers re-announce every few minutes, so theirs stay."""
+        if target in self._forwards:
+            self._drop_forward(target)
+        elif self._per_host[relay[0]] >= self.per_host:
             self._expire(now)
-            if len(self._forwards) >= self.max_forwards:
+            if self._per_host[relay[0]] >= self.per_host:
                 return False
+        while len(self._forwards) >= self.max_forwards:
+            self._drop_forward(next(iter(self._forwards)))
         self._forwards[target] = _Forward(record, relay, now + FORWARD_AGE)
+        self._per_host[relay[0]] += 1
         return True
+
+    def _drop_forward(self, target: bytes) -> None:
+        fwd = self._forwards.pop(target)
+        self._per_host[fwd.relay[0]] -= 1
+        if self._per_host[fwd.relay[0]] <= 0:
+            del self._per_host[fwd.relay[0]]
 
     def remove_forward(self, target: bytes, public_key: bytes) -> None:
         """A signed UNANNOUNCE of the server whose key hashes to ``target``."""
         fwd = self._forwards.get(target)
         if fwd is not None and fwd.record[:32] == public_key:
-            del self._forwards[target]
+            self._drop_forward(target)
 
     def find_peer(self, target: bytes, now: float) -> bytes | None:
         own = self._own.get(target)
@@ -168,13 +184,13 @@ class Router:
     def _forward(self, target: bytes, now: float) -> _Forward | None:
         fwd = self._forwards.get(target)
         if fwd is not None and fwd.expires <= now:
-            del self._forwards[target]
+            self._drop_forward(target)
             return None
         return fwd
 
     def _expire(self, now: float) -> None:
         for target in [t for t, f in self._forwards.items() if f.expires <= now]:
-            del self._forwards[target]
+            self._drop_forward(target)
 
     # -- requests ----------------------------------------------------------------------------
 
