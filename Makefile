@@ -167,6 +167,7 @@ fuzz: $(PIP_STAMP)
 bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/dht.py
+	$(BIN)/python bench/hyperdht_connect.py
 	$(BIN)/python bench/replication.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/edge.py

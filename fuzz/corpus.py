@@ -356,12 +356,60 @@ priority = 5
             + b'"]\n', '[api]\nlisten = "h:\u00b2"\n'.encode()]
 
 
+def _hyperdht_messages() -> list[bytes]:
+    from cairn.hyperdht import messages as hm_
+
+    payload = hm_.NoisePayload(firewall=1, holepunch=hm_.HolepunchInfo(
+        3, ((("10.0.0.1", 9), ("9.9.9.9", 1000)),)), addresses4=(("1.2.3.4", 5),),
+        addresses6=(("::1", 80),), udx=hm_.UdxInfo(7), secret_stream=1,
+        relay_through=hm_.RelayThrough(b"k" * 32, b"t" * 32), relay_addresses=(("10.0.0.2", 10),))
+    hp = hm_.HolepunchPayload(0, 2, 1, True, True, (("1.2.3.4", 5),), ("5.6.7.8", 9), b"a" * 32,
+                              b"b" * 32)
+    return [
+        b"\x00" + hm_.encode_handshake(hm_.Handshake(0, b"n" * 96, ("1.2.3.4", 5), ("6.7.8.9", 1))),
+        b"\x01" + hm_.encode_holepunch(hm_.Holepunch(2, 1, b"p" * 60, ("1.2.3.4", 5))),
+        b"\x02" + hm_.encode_noise_payload(payload),
+        b"\x03" + hm_.encode_holepunch_payload(hp),
+        b"\x04" + hm_.seal_holepunch_payload(hp, bytes(32), bytes(24)),
+    ]
+
+
+def _hyperdht_node() -> list[bytes]:
+    # imported here: fuzz.harnesses (the target and key it seeds) imports this package
+    from cairn.crypto import key_pair
+    from cairn.hyperdht import messages as hm_
+    from cairn.hyperdht.client import ClientCore
+    from cairn.testing import SeededRandom
+    from fuzz.harnesses import HYPERDHT_SERVER_SEED, HYPERDHT_TARGET
+
+    server_key = key_pair(HYPERDHT_SERVER_SEED).public_key
+    served = dr.hash32(server_key)
+    client = ClientCore(key_pair(bytes([7]) * 32), server_key, SeededRandom("hyperdht-client"))
+    to = ("10.0.0.1", 40000)
+    out = []
+    for target, value in (
+        (served, client.request_value),
+        (served, hm_.encode_handshake(hm_.Handshake(2, client.noise, ("10.0.0.9", 1)))),
+        (HYPERDHT_TARGET, hm_.encode_handshake(hm_.Handshake(0, b"n" * 96))),
+        (HYPERDHT_TARGET, hm_.encode_handshake(hm_.Handshake(1, b"r" * 48, ("10.0.0.2", 40001)))),
+    ):
+        out.append(dm.encode_request(dm.Request(7, to, 0, False, None, None, target, value)))
+    for target, value in (
+        (served, hm_.encode_holepunch(hm_.Holepunch(2, 0, b"p" * 60, ("10.0.0.9", 1)))),
+        (HYPERDHT_TARGET, hm_.encode_holepunch(hm_.Holepunch(0, 0, b"p" * 60))),
+    ):
+        out.append(dm.encode_request(dm.Request(8, to, 1, False, None, None, target, value)))
+    return out
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "encoding": _encoding,
     "hypercore-messages": _hypercore_messages,
     "dht-datagram": _dht_datagrams,
     "dht-records": _dht_records,
     "dht-node": _dht_node,
+    "hyperdht-messages": _hyperdht_messages,
+    "hyperdht-node": _hyperdht_node,
     "noise": _noise,
     "secret-stream": _secret_stream,
     "protomux-codec": _protomux_codec,

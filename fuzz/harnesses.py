@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn import messages as hm
+from cairn.crypto import key_pair
 from cairn.dht import messages as dht_messages
 from cairn.dht import records as dht_records
 from cairn.dht.hyper import HyperHandler
@@ -30,6 +31,9 @@ from cairn.errors import DecodeError, RemoteError
 from cairn.fleet.record import RecordError, decode_record
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.frames import Frame
+from cairn.hyperdht import messages as hd_messages
+from cairn.hyperdht.router import Router
+from cairn.hyperdht.server import ServerCore
 from cairn.replication import protomux
 from cairn.replication.noise import HandshakeError
 from cairn.testing import SeededRandom
@@ -191,6 +195,52 @@ def dht_node(data: bytes) -> None:
     node.receive_datagram(data, _PEER, 1.0)
     node.datagrams_to_send()
     node.receive_datagram(data, _PEER, 2.0, 1)  # and on the client socket
+
+
+# -- hyperdht connect -----------------------------------------------------------------------------
+
+_HYPERDHT: tuple[Callable[[bytes], object], ...] = (
+    hd_messages.decode_handshake, hd_messages.decode_holepunch,
+    hd_messages.decode_noise_payload, hd_messages.decode_holepunch_payload,
+    lambda data: hd_messages.close_holepunch_payload(data, bytes(32)),
+)
+
+
+@harness("hyperdht-messages", DecodeError)
+def hyperdht_messages(data: bytes) -> None:
+    """cairn.hyperdht.messages: byte 0 picks handshake, holepunch, Noise payload, holepunch
+    payload, sealed holepunch payload (all-zero secret)."""
+    if data:
+        _HYPERDHT[data[0] % len(_HYPERDHT)](data[1:])
+
+
+HYPERDHT_SERVER_SEED = bytes([0x5E]) * 32
+HYPERDHT_TARGET = dht_records.hash32(b"f" * 32)  # a forward entry's target (not served here)
+HYPERDHT_FORWARD = ("10.0.0.3", 40002)
+
+
+def _hyperdht_node() -> DHTNode:
+    node = _dht_node()
+    handler = node.handler
+    assert isinstance(handler, HyperHandler)
+    router = Router()
+    handler.router = router
+    keys = key_pair(HYPERDHT_SERVER_SEED)
+    router.serve(dht_records.hash32(keys.public_key),
+                 ServerCore(keys, SeededRandom("hyperdht-server")))
+    router.set_forward(HYPERDHT_TARGET, b"f" * 32 + b"\x00", HYPERDHT_FORWARD, 0.0)
+    return node
+
+
+@harness("hyperdht-node")
+def hyperdht_node(data: bytes) -> None:
+    """DHTNode.receive_datagram with hyperdht's router (a forward entry, a server on the node):
+    documented never to raise."""
+    node = _hyperdht_node()
+    node.receive_datagram(data, _PEER, 1.0)
+    node.datagrams_to_send()
+    node.receive_datagram(data, HYPERDHT_FORWARD, 2.0, 1)  # from the forward's server, too
+    node.datagrams_to_send()
 
 
 # -- replication: Noise, secret-stream, Protomux, the session ------------------------------------

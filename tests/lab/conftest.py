@@ -1,5 +1,6 @@
-"""The NAT lab's fixtures (its `lab` marker comes by folder, from tests/conftest.py): the `lab` fixture is a fresh NAT lab for each test (building one takes a
-fraction of a second); without root, `ip` or `nft` a test fails in CI and skips elsewhere."""
+"""The NAT lab's fixtures (its `lab` marker comes by folder, from tests/conftest.py): the `lab`
+fixture is a fresh NAT lab for each test (building one takes a fraction of a second); without
+root, `ip` or `nft` a test fails in CI and skips elsewhere."""
 
 from __future__ import annotations
 

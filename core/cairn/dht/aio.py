@@ -256,6 +256,11 @@ class UDPNode:
             core_persistent = False
         holder: list[DHTNode] = []
         handler = HyperHandler(lambda: holder[0])
+        # hyperdht's connect relaying (forward entries, PEER_HANDSHAKE / PEER_HOLEPUNCH);
+        # imported here: cairn.hyperdht builds on this module
+        from cairn.hyperdht.router import Router
+
+        handler.router = Router()
         core = DHTNode(rng=rng or random.SystemRandom(), now=time.monotonic(), address=address,
                        bootstrap=list(bootstrap), persistent=core_persistent, handler=handler)
         holder.append(core)

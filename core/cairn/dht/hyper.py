@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 from cairn.crypto import KeyPair, sign, verify
 from cairn.dht.events import Reply
@@ -45,6 +46,7 @@ from cairn.errors import DecodeError
 
 __all__ = [
     "GET_PAD",
+    "ConnectRouter",
     "HyperError",
     "HyperHandler",
     "LookupResult",
@@ -69,6 +71,21 @@ class HyperError(IntEnum):
     SEQ_TOO_LOW = 17
     VALUE_TOO_LARGE = 64  # Cairn's: nothing is stored that cannot be read back
     QUOTA_EXCEEDED = 65  # Cairn's: this host holds as many records here as it may
+
+
+class ConnectRouter(Protocol):
+    """hyperdht's connect side of a node (:class:`cairn.hyperdht.router.Router`): forward
+    entries for servers that announced on the hash of their own key, FIND_PEER answers, and
+    the relaying of PEER_HANDSHAKE / PEER_HOLEPUNCH (to local servers too)."""
+
+    def set_forward(self, target: bytes, record: bytes, relay: Address, now: float) -> bool: ...
+
+    def find_peer(self, target: bytes, now: float) -> bytes | None: ...
+
+    def remove_forward(self, target: bytes, public_key: bytes) -> None: ...
+
+    def on_connect_request(self, req: IncomingRequest, node: DHTNode,
+                           now: float) -> Answer: ...
 
 
 _SILENT = Answer(silent=True)
@@ -96,12 +113,16 @@ class HyperHandler:
         self.announces = AnnounceStore(max_records=max_records, per_topic=64,
                                        max_age=announce_age, per_source=per_source)
         self.refused = 0
+        self.router: ConnectRouter | None = None  # set by cairn.hyperdht
 
     def on_request(self, req: IncomingRequest, now: float) -> Answer | None:
         node = self._node()
+        cmd = req.command
+        if self.router is not None and cmd in (HyperCommand.PEER_HANDSHAKE,
+                                               HyperCommand.PEER_HOLEPUNCH):
+            return self.router.on_connect_request(req, node, now)  # servers are ephemeral too
         if node.ephemeral:
             return None  # as hyperdht: only persistent nodes store
-        cmd = req.command
         try:
             if cmd == HyperCommand.MUTABLE_GET:
                 return self._mutable_get(req, now)
@@ -118,7 +139,10 @@ class HyperHandler:
             if cmd == HyperCommand.UNANNOUNCE:
                 return self._announce(req, node.id, now, NS_UNANNOUNCE)
             if cmd == HyperCommand.FIND_PEER:
-                return Answer(None) if req.target is not None else _SILENT
+                if req.target is None:
+                    return _SILENT
+                found = self.router.find_peer(req.target, now) if self.router else None
+                return Answer(found)
         except DecodeError:
             self.refused += 1
             return _SILENT
@@ -183,6 +207,9 @@ class HyperHandler:
         if req.target is None:
             return self._refuse()
         records = self.announces.get(req.target, now, 20)
+        forward = self.router.find_peer(req.target, now) if self.router else None
+        if forward is not None and len(records) < 20:
+            records.append(forward)
         return Answer(encode_lookup_reply(records) if records else None)
 
     def _announce(self, req: IncomingRequest, node_id: bytes, now: float, ns: bytes) -> Answer:
@@ -196,8 +223,16 @@ class HyperHandler:
             return self._refuse()
         if ns == NS_UNANNOUNCE:
             self.announces.remove(req.target, ann.peer.public_key)
+            if self.router is not None:
+                self.router.remove_forward(req.target, ann.peer.public_key)
             return _STORED
         peer = Peer(ann.peer.public_key, ann.peer.relay_addresses[:3])
+        if self.router is not None and hash32(peer.public_key) == req.target:
+            # a server announcing itself: a forward entry (hyperdht's router), relay = sender
+            if not self.router.set_forward(req.target, encode_peer(peer), req.from_addr, now):
+                self.refused += 1
+                return Answer(error=HyperError.QUOTA_EXCEEDED, token=False, closer=False)
+            return _STORED
         if not self.announces.add(req.target, peer.public_key, encode_peer(peer),
                                   req.from_addr[0], now):
             self.refused += 1

@@ -82,6 +82,8 @@ class IncomingRequest:
     token: bytes | None  # that token (announces sign it)
     from_addr: Address
     from_id: bytes | None  # the sender's id when it matches its address
+    tid: int = 0  # its transaction id (hyperdht relays a request under the same tid)
+    socket: int = SERVER  # the socket it arrived on (a relayed answer leaves from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,28 @@ class DHTNode:
         """Ping an address and add it to the routing table if it answers with a valid id."""
         self.request(addr, Command.PING, now, internal=True)
 
+    def relay_request(self, tid: int, to: Address, command: int, target: bytes | None,
+                      value: bytes | None, socket: int = SERVER) -> None:
+        """Send a request under someone else's ``tid``, untracked (dht-rpc ``req.relay``):
+        hyperdht forwards PEER_HANDSHAKE / PEER_HOLEPUNCH so; the answer goes to that peer."""
+        nid = self.id if not self.ephemeral and socket == SERVER else None
+        try:
+            data = encode_request(Request(tid, to, command, False, nid, None, target, value))
+        except ValueError:
+            return
+        self._outbox.append((data, to, socket))
+
+    def reply_to(self, tid: int, to: Address, value: bytes | None,
+                 socket: int = SERVER) -> None:
+        """Send a response under ``tid`` to ``to`` (dht-rpc ``req.reply(v, {to})``), without
+        token or closer nodes: the end of a relayed PEER_HANDSHAKE / PEER_HOLEPUNCH."""
+        nid = self.id if not self.ephemeral and socket == SERVER else None
+        try:
+            data = encode_response(Response(tid, to, nid, None, (), 0, value))
+        except ValueError:
+            return
+        self._outbox.append((data, to, socket))
+
     def token(self, host: str, i: int = 1) -> bytes:
         """The write token this node gives ``host`` now (``i`` = 0: the one before)."""
         return self._tokens.token(host, i)
@@ -513,7 +537,7 @@ class DHTNode:
         if self.handler is not None:
             answer = self.handler.on_request(
                 IncomingRequest(msg.command, msg.target, msg.value, token_ok, msg.token, addr,
-                                from_id),
+                                from_id, msg.tid, socket),
                 now,
             )
         if answer is None:

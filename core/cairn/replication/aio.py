@@ -62,8 +62,11 @@ class SecretStreamConnection:
         return self.handshaken.handshake_hash
 
     async def handshake(self) -> Handshaken:
-        """Start the core and run the Noise handshake to its end."""
-        self.core.start()
+        """Start the core and run the Noise handshake to its end (a core started already from
+        another handshake's keys, :meth:`SecretStream.start_established`, just sends its
+        header)."""
+        if not self.core.started:
+            self.core.start()
         await self._flush()
         while self._handshaken is None:
             event = await self._next()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from typing import Final
+from typing import Final, Protocol
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -93,6 +93,22 @@ def _frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "little") + payload
 
 
+class CompletedHandshake(Protocol):
+    """What a finished handshake hands secret-stream (Noise XX here, hyperdht's IK elsewhere)."""
+
+    @property
+    def handshake_hash(self) -> bytes: ...
+
+    @property
+    def remote_public_key(self) -> bytes: ...
+
+    @property
+    def tx_key(self) -> bytes: ...
+
+    @property
+    def rx_key(self) -> bytes: ...
+
+
 class SecretStream:
     """One end of a secret-stream connection, without I/O.
 
@@ -153,6 +169,11 @@ class SecretStream:
         return self.key_pair.public_key
 
     @property
+    def started(self) -> bool:
+        """True once :meth:`start` (or :meth:`start_established`) was called."""
+        return self._started
+
+    @property
     def established(self) -> bool:
         """True once the Noise handshake is complete (this side may encrypt)."""
         return self._push is not None
@@ -176,6 +197,15 @@ class SecretStream:
             assert self._noise is not None
             self._noise.send()
             self._outbuf += _frame(self._noise.data_to_send())
+
+    def start_established(self, handshake: CompletedHandshake) -> None:
+        """Begin with the keys of a handshake run elsewhere, with no Noise of its own: hyperdht's
+        UDX streams carry secret-stream keyed by the connect's IK (each side sends its header
+        frame, then data frames)."""
+        if self._started:
+            raise LocalError("start() was already called")
+        self._started = True
+        self._established(handshake)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes read from the transport; ``b""`` means the peer closed its end."""
@@ -307,7 +337,7 @@ class SecretStream:
         if plaintext:
             self._events.append(Message(bytes(plaintext)))
 
-    def _established(self, noise: NoiseHandshake) -> None:
+    def _established(self, noise: CompletedHandshake) -> None:
         self._noise = None
         self._handshake_hash = noise.handshake_hash
         self._remote_public_key = noise.remote_public_key

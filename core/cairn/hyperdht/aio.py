@@ -1,0 +1,406 @@
+"""Connect by key on a running :class:`~cairn.dht.aio.UDPNode`: :func:`serve_by_key` and
+:func:`connect_by_key` (with :func:`handshake_by_key`, the part up to the data phase).
+
+Server::
+
+    async with serve_by_key(node, key_pair, firewall=allow_only(devices)) as server:
+        while True:
+            established = await server.accept()      # an Established, IK done
+            connection = await open_data_stream(node, established, key_pair)
+
+Client::
+
+    established, connection = await connect_by_key(node, server_key, key_pair)
+
+The server announces on ``H(key)`` (the closest nodes keep a forward entry), pings its three
+closest announce nodes every :data:`PING_INTERVAL` seconds (they are the only ones that can reach
+it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` seconds or as soon as
+fewer than two of them answer.
+
+The data phase is one UDX stream per connection carrying secret-stream without a second Noise
+(nat.md 1.6): :func:`open_data_stream` returns a
+:class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
+:func:`_open_data_stream`, written against the API of the UDX transport (``cairn.udx``:
+``UDXSocket`` on the DHT's UDP socket, exposed as ``node.udx_socket``;
+``open_udx_connection(socket, local_id, remote_id, remote_addr)`` -> an asyncio reader/writer
+pair); until that transport is part of the build it raises :class:`DataPhaseUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from cairn.crypto import KeyPair
+from cairn.dht.aio import UDPNode
+from cairn.dht.hyper import start_announce, start_unannounce
+from cairn.dht.messages import Address
+from cairn.dht.records import HyperCommand, Peer, decode_peer, encode_peer, hash32
+from cairn.errors import DecodeError, LocalError, ServiceError
+from cairn.hyperdht.client import (
+    BadReplyError,
+    ClientCore,
+    PeerConnectionFailedError,
+    PeerNotFoundError,
+)
+from cairn.hyperdht.events import Established, HandshakeRefused
+from cairn.hyperdht.router import RateLimit, Router
+from cairn.hyperdht.server import FirewallHook, ServerCore
+from cairn.replication.aio import SecretStreamConnection
+from cairn.replication.noise import RandomSource
+from cairn.replication.secret_stream import SecretStream
+
+__all__ = [
+    "PING_INTERVAL",
+    "REANNOUNCE_INTERVAL",
+    "DataPhaseUnavailableError",
+    "KeyServer",
+    "connect_by_key",
+    "handshake_by_key",
+    "open_data_stream",
+    "reachable_address",
+    "serve_by_key",
+]
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 3.0
+REANNOUNCE_INTERVAL = 300.0
+UNANNOUNCE_TIMEOUT = 2.0
+LOG_EVERY = 5.0
+DEFAULT_TIMEOUT = 20.0
+
+
+class DataPhaseUnavailableError(ServiceError):
+    """The UDX transport the data phase runs on is not available on this node."""
+
+
+def reachable_address(node: UDPNode) -> Address | None:
+    """The address this node is reachable at from anywhere, when it knows one: a persistent
+    node passed the reachability check (PING_NAT) on its server socket (hyperdht's
+    ``remoteAddress()``); an ephemeral one may be behind a NAT."""
+    core = node.core
+    return core.address if not core.ephemeral and core.address is not None else None
+
+
+def _router(node: UDPNode) -> Router:
+    router = node.handler.router
+    if not isinstance(router, Router):
+        raise LocalError("this DHT node has no hyperdht router (open it with UDPNode.open)")
+    return router
+
+
+class KeyServer:
+    """A listening hyperdht server (what :func:`serve_by_key` yields)."""
+
+    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256) -> None:
+        self.node = node
+        self.core = core
+        self.public_key = core.key_pair.public_key
+        self.target = hash32(self.public_key)
+        self.announce_nodes: tuple[Address, ...] = ()
+        self.announces = 0
+        self._announced = asyncio.Condition()
+        self._queue: asyncio.Queue[Established] = asyncio.Queue(backlog)
+        self.dropped = 0
+        self.auto_address = core.public_address is None
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    # the LocalServer the router calls, inside the node's datagram callback
+    def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
+        if self.auto_address:
+            self.core.public_address = reachable_address(self.node)
+        reply = self.core.on_handshake(noise, client, now)
+        self._drain()
+        return reply
+
+    def on_holepunch(self, id: int, payload: bytes, client: Address, now: float) -> bytes | None:
+        return self.core.on_holepunch(id, payload, client, now)
+
+    def _drain(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            match event:
+                case Established():
+                    try:
+                        self._queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        self.dropped += 1
+                        log.warning("hyperdht server %s: backlog full, connection from %s "
+                                    "dropped", self.public_key.hex()[:16],
+                                    event.remote_public_key.hex()[:16])
+                case HandshakeRefused(client=client, reason=reason):
+                    self._refused_log(client, reason)
+
+    def _refused_log(self, client: Address, reason: str) -> None:
+        """One INFO line per refusal, at most one per LOG_EVERY seconds (a flood is counted,
+        not logged line by line)."""
+        now = self.node.now()
+        self._unlogged += 1
+        if now - self._logged_at < LOG_EVERY:
+            return
+        more = f" (and {self._unlogged - 1} more since the last line)" if self._unlogged > 1 else ""
+        log.info("hyperdht server %s: handshake from %s:%d refused: %s%s",
+                 self.public_key.hex()[:16], client[0], client[1], reason, more)
+        self._logged_at = now
+        self._unlogged = 0
+
+    async def accept(self) -> Established:
+        """The next client whose IK handshake completed (and the firewall let in)."""
+        return await self._queue.get()
+
+    async def announce(self) -> int:
+        """Announce on ``H(key)`` now; returns how many nodes stored it."""
+        node = self.node
+        await node.wait_bootstrapped()
+        qid = start_announce(node.core, self.target, self.core.key_pair, node.now())
+        done = await node.wait_query(qid)
+        replied = [r for r in done.closest if r.token is not None][:3]
+        self.announce_nodes = tuple(r.from_addr for r in replied)
+        self.core.relays = tuple((r.from_addr, r.to) for r in replied)
+        self.announces += 1
+        async with self._announced:
+            self._announced.notify_all()
+        return done.commits
+
+    async def unannounce(self, timeout: float = UNANNOUNCE_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Withdraw the announce (nodes drop their forward entries: clients then get
+        PeerNotFoundError at once); best effort, bounded by ``timeout``."""
+        node = self.node
+        if node.closed or not self.announces:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await node.wait_query(start_unannounce(node.core, self.target,
+                                                       self.core.key_pair, node.now()))
+        except (TimeoutError, ServiceError, LocalError) as exc:
+            log.info("hyperdht server %s: unannounce incomplete: %s",
+                     self.public_key.hex()[:16], exc)
+
+    async def wait_announced(self, count: int = 1) -> None:
+        """Until ``count`` announces have finished (stored or not): 1 = the first."""
+        async with self._announced:
+            await self._announced.wait_for(lambda: self.announces >= count)
+
+    async def _ping(self, addr: Address) -> bool:
+        handle = self.node.core.ping(addr, self.node.now())
+        done = await self.node.wait_request(handle)
+        return done.reply is not None
+
+    async def keep_announced(self) -> None:
+        """Announce, ping the announce nodes every PING_INTERVAL, announce again when due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                stored = await self.announce()
+            except (ServiceError, LocalError) as exc:  # the node closed, the network is down
+                log.warning("hyperdht server %s: announce failed: %s", self.public_key.hex()[:16],
+                            exc)
+                await asyncio.sleep(PING_INTERVAL)
+                continue
+            if stored == 0:
+                log.warning("hyperdht server %s: no DHT node stored the announce",
+                            self.public_key.hex()[:16])
+            due = loop.time() + REANNOUNCE_INTERVAL
+            while loop.time() < due:
+                await asyncio.sleep(PING_INTERVAL)  # the keepalive period itself
+                if not self.announce_nodes:
+                    break
+                answered = await asyncio.gather(*(self._ping(a) for a in self.announce_nodes))
+                if sum(answered) < min(2, len(self.announce_nodes)):
+                    break
+
+
+@contextlib.asynccontextmanager
+async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
+                       firewall: FirewallHook | None = None,
+                       public_address: Address | None = None,
+                       rng: RandomSource | None = None,
+                       limit: RateLimit | None = None,
+                       announce: bool = True) -> AsyncIterator[KeyServer]:
+    """Listen for hyperdht connects to ``key_pair`` on ``node`` until the block ends.
+
+    ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
+    (silently, as hyperdht). ``public_address``: where this node's UDP socket is reachable from
+    anywhere (a public IP, port forwarded or no NAT); the server then says OPEN and clients
+    connect straight to it. Without it, a node that became persistent (its reachability check
+    passed) says OPEN with its own address, as hyperdht does; an ephemeral one says UNKNOWN.
+    ``limit``: handshakes per client host and in all (default 10/s per host, burst 20, 200/s in
+    all). ``announce=False`` skips announcing (tests that place the
+    record).
+    """
+    router = _router(node)
+    core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
+                      public_address=public_address, limit=limit)
+    server = KeyServer(node, core)
+    router.serve(server.target, server, encode_peer(Peer(key_pair.public_key)))
+    # owned by this block: cancelled and awaited when it ends (its errors are logged and
+    # retried inside, so none is lost)
+    task = asyncio.create_task(server.keep_announced()) if announce else None
+    try:
+        yield server
+    finally:
+        router.unserve(server.target)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await server.unannounce()
+
+
+PARALLEL_ATTEMPTS = 2
+"""Record holders asked at once (hyperdht: 2), so one dead or slow relay costs no time."""
+
+
+async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
+                           public_address: Address | None = None,
+                           rng: RandomSource | None = None,
+                           relay_addresses: Sequence[Address] = (),
+                           timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
+    """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
+    the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
+    (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
+    :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
+    :class:`ServerRefusedError`."""
+    await node.wait_bootstrapped()
+    if public_address is None:
+        public_address = reachable_address(node)
+    client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
+                        public_address=public_address)
+    attempt = _Attempt(node, client)
+    async with asyncio.timeout(timeout):
+        try:
+            result = await attempt.through_known(relay_addresses)
+            if result is None:
+                result = await attempt.run()
+        finally:
+            await attempt.stop()
+    if result is not None:
+        return result
+    if attempt.holders == 0:
+        raise PeerNotFoundError(f"no DHT node holds an announce of {remote_public_key.hex()}")
+    raise PeerConnectionFailedError(
+        f"{attempt.holders} node(s) hold the record of {remote_public_key.hex()[:16]}, but no "
+        f"handshake was answered" + (f" ({attempt.last})" if attempt.last else ""))
+
+
+class _Attempt:
+    """One connect's FIND_PEER and its PEER_HANDSHAKEs, PARALLEL_ATTEMPTS at a time."""
+
+    def __init__(self, node: UDPNode, client: ClientCore) -> None:
+        self.node = node
+        self.client = client
+        self.holders = 0
+        self.last: Exception | None = None
+        self.tasks: set[asyncio.Task[Established | None]] = set()
+
+    async def _through(self, relay: Address) -> Established | None:
+        node, client = self.node, self.client
+        handle = node.core.request(relay, HyperCommand.PEER_HANDSHAKE, node.now(),
+                                   target=client.target, value=client.request_value)
+        done = await node.wait_request(handle)
+        if done.reply is None:
+            return None
+        try:
+            return client.on_reply(done.reply.value, relay)
+        except BadReplyError as exc:
+            self.last = exc
+            log.info("hyperdht connect through %s:%d: %s", relay[0], relay[1], exc)
+        except LocalError:
+            pass  # the other attempt completed the handshake first
+        return None
+
+    async def _settle(self, until: int) -> Established | None:
+        """Wait until at most ``until`` attempts are in flight; the first success, if any."""
+        while len(self.tasks) > until:
+            done, self.tasks = await asyncio.wait(self.tasks,
+                                                  return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                result = task.result()
+                if result is not None:
+                    return result
+        return None
+
+    async def through_known(self, relays: Sequence[Address]) -> Established | None:
+        for relay in relays[:PARALLEL_ATTEMPTS]:
+            self.tasks.add(asyncio.create_task(self._through(relay)))
+        return await self._settle(0)
+
+    async def run(self) -> Established | None:
+        node, client = self.node, self.client
+        qid = node.core.query(client.target, HyperCommand.FIND_PEER, None, node.now(),
+                              emit_replies=True)
+        async with node.stream_query(qid) as replies:
+            async for reply in replies:
+                if reply.value is None:
+                    continue
+                try:
+                    peer = decode_peer(reply.value)
+                except DecodeError:
+                    continue
+                if peer.public_key != client.remote_public_key:
+                    continue
+                self.holders += 1
+                self.tasks.add(asyncio.create_task(self._through(reply.from_addr)))
+                result = await self._settle(PARALLEL_ATTEMPTS - 1)
+                if result is not None:
+                    return result
+        return await self._settle(0)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+async def _open_data_stream(node: UDPNode, local_id: int, remote_id: int,
+                            remote_address: Address) -> tuple[Any, Any]:
+    """The one place that touches the UDX transport: a UDX stream ``local_id`` <-> ``remote_id``
+    to ``remote_address`` from the DHT's own UDP socket, as an asyncio (reader, writer) pair."""
+    try:
+        udx = importlib.import_module("cairn.udx")
+    except ImportError as exc:
+        raise DataPhaseUnavailableError(
+            "the UDX transport (cairn.udx) is not part of this build: the handshake by key "
+            "completed, but no data stream can be opened") from exc
+    socket = getattr(node, "udx_socket", None)
+    if socket is None:
+        raise DataPhaseUnavailableError(
+            "this DHT node runs on plain UDP sockets; the data phase needs its socket to be a "
+            "cairn.udx.UDXSocket")
+    pair: tuple[Any, Any] = await udx.open_udx_connection(socket, local_id, remote_id,
+                                                          remote_address)
+    return pair
+
+
+async def open_data_stream(node: UDPNode, established: Established, key_pair: KeyPair, *,
+                           rng: RandomSource | None = None) -> SecretStreamConnection:
+    """The data phase: a UDX stream to the peer carrying secret-stream keyed by the IK (no
+    second Noise: each side sends its header frame, then messages; nat.md 1.6)."""
+    reader, writer = await _open_data_stream(node, established.local_udx_id,
+                                             established.remote_udx_id,
+                                             established.remote_address)
+    core = SecretStream(established.is_initiator, key_pair, rng or random.SystemRandom())
+    core.start_established(established)
+    connection = SecretStreamConnection(core, reader, writer)
+    await connection.handshake()  # no Noise runs: writes the header, takes the keys
+    return connection
+
+
+async def connect_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
+                         public_address: Address | None = None,
+                         rng: RandomSource | None = None,
+                         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                         ) -> tuple[Established, SecretStreamConnection]:
+    """:func:`handshake_by_key`, then :func:`open_data_stream`: the peer's proven key and
+    the encrypted connection (what hypercore replication runs on)."""
+    established = await handshake_by_key(node, remote_public_key, key_pair,
+                                         public_address=public_address, rng=rng,
+                                         timeout=timeout)
+    return established, await open_data_stream(node, established, key_pair, rng=rng)
