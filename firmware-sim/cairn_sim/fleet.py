@@ -29,7 +29,7 @@ from cairn_sim.payloads import (
     Sensor,
     birth,
     encode,
-    senml_name,
+    stream_name,
 )
 from cairn_sim.scenario import Fault, Scenario, chance
 
@@ -299,7 +299,7 @@ class Fleet:
                     reported = float(math.floor(reported))  # Tasmota states whole seconds
                 rs.append(Reading(reported, tuple(values)))
                 for fld, v in zip(sensor.model.fields, values, strict=True):
-                    records.append(SampleRecord(senml_name(sensor, fld.name), fld.unit,
+                    records.append(SampleRecord(stream_name(unit.fmt, sensor, fld.name), fld.unit,
                                                 reported, v))
             readings.append(rs)
         publishes = encode(unit.fmt, unit.sensors, readings)
@@ -404,10 +404,12 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
     if variant == "truncated":
         cut = payload[: len(payload) // 2] if fmt in ("senml", "senml-cbor", "tasmota") else b""
         return Publish(p.topic, cut, p.retain, p.content_type)
+    # a wrong type breaks every value: an edge stores the readable part of a message
     if fmt == "senml":
         records = json.loads(payload)
         if variant == "wrong_type":
-            records[0]["v"] = "abc"
+            for rec in records:
+                rec["v"] = "abc"
         elif variant == "nan":
             records[0]["v"] = math.nan  # json.dumps writes the token NaN: not JSON
         elif variant == "wrong_unit":
@@ -417,9 +419,11 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
         records = cbor2.loads(payload)
         v, bu, u = SENML_CBOR_LABELS["v"], SENML_CBOR_LABELS["bu"], SENML_CBOR_LABELS["u"]
         if variant == "wrong_type":
-            records[0][v] = "abc"
+            for rec in records:
+                rec[v] = "abc"
         elif variant == "nan":
-            records[0][v] = math.nan
+            for rec in records:
+                rec[v] = math.nan
         elif variant == "wrong_unit":
             records[0][bu if bu in records[0] else u] = "furlong"
         return Publish(p.topic, cbor2.dumps(records), p.retain, p.content_type)
@@ -428,11 +432,16 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
         group = next(k for k, v in doc.items() if isinstance(v, dict))
         key = next(iter(doc[group]))
         if variant == "wrong_type":
-            doc[group][key] = "abc"
+            for section in doc.values():
+                if isinstance(section, dict):
+                    for k in section:
+                        section[k] = "abc"
         elif variant == "nan":
             doc[group][key] = math.nan
         elif variant == "wrong_unit":
             doc["TempUnit"] = "furlong"
         return Publish(p.topic, json.dumps(doc).encode(), p.retain, p.content_type)
-    # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong
-    return Publish(p.topic, b"nan" if variant == "nan" else b"abc", p.retain, p.content_type)
+    # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong (Homie
+    # text is a string reading unless the edge has read the property's $datatype: nan then)
+    bad = b"nan" if variant == "nan" or fmt == "homie" else b"abc"
+    return Publish(p.topic, bad, p.retain, p.content_type)

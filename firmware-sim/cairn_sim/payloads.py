@@ -109,6 +109,23 @@ def senml_name(sensor: Sensor, field: str) -> str:
     return f"{sensor.device}/{sensor.field(field)}"
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def stream_name(fmt: str, sensor: Sensor, field: str) -> str:
+    """The stream an edge files a reading under, by payload shape: the SenML name, but for
+    Tasmota, whose sensor groups name the instance (``board-1/temperature-bme280``; the
+    device-wide ``ENERGY`` group and ``BATTERY`` only their number: ``board-1/power-2``)."""
+    if fmt != "tasmota":
+        return senml_name(sensor, field)
+    group = _slug(TASMOTA_KEYS[field][0])
+    tail = sensor.suffix.lstrip("-")
+    named = group in ("energy", field)  # device-wide, or named as its quantity
+    instance = "-".join(x for x in ((None if named else group), tail) if x)
+    return f"{sensor.device}/{field}-{instance}" if instance else f"{sensor.device}/{field}"
+
+
 def senml_records(sensor: Sensor, readings: Sequence[Reading]) -> list[dict[str, object]]:
     """The SenML JSON pack (labels as strings) for readings of one sensor.
 
@@ -204,8 +221,8 @@ def encode(fmt: str, sensors: Sequence[Sensor], readings: Sequence[Sequence[Read
         for sensor, rs in zip(sensors, readings, strict=True):
             r = rs[-1]
             for f, v in zip(sensor.model.fields, r.values, strict=True):
-                topic = (f"homie/5/{sensor.device}/{homie_id(sensor.name)}/"
-                         f"{homie_id(sensor.field(f.name))}")
+                node = homie_id(sensor.field(f.name))  # a node per quantity: node/node
+                topic = f"homie/5/{sensor.device}/{node}/{node}"
                 out.append(Publish(topic, _text(v).encode(), retain=True))
         return out
     raise ValueError(f"unknown payload format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -240,17 +257,16 @@ def birth(fmt: str, device: str, sensors: Sequence[Sensor], ha_discovery: bool =
     out = []
     if fmt == "homie":
         nodes = {
-            homie_id(s.name): {
-                "name": s.name,
+            homie_id(s.field(f.name)): {
+                "name": s.field(f.name),
                 "properties": {
                     homie_id(s.field(f.name)): {
                         "datatype": "float",
                         "unit": DISPLAY_UNITS.get(f.unit, f.unit),
                     }
-                    for f in s.model.fields
                 },
             }
-            for s in sensors
+            for s in sensors for f in s.model.fields
         }
         desc = {"homie": "5.0", "version": 1, "name": device, "nodes": nodes}
         out.append(Publish(f"homie/5/{device}/$description",
@@ -281,7 +297,8 @@ def _discovery(fmt: str, device: str, sensors: Sequence[Sensor]) -> list[Publish
             elif fmt == "esphome":
                 state, template = f"{device}/sensor/{object_id}/state", None
             else:
-                state = f"homie/5/{device}/{homie_id(s.name)}/{homie_id(s.field(f.name))}"
+                node = homie_id(s.field(f.name))
+                state = f"homie/5/{device}/{node}/{node}"
                 template = None
             config: dict[str, object] = {
                 "name": f"{s.name} {f.name}" if len(s.model.fields) > 1 else s.name,

@@ -1,50 +1,114 @@
-"""Which route a topic takes, and the adapter that reads it."""
+"""Which route a topic takes, and the adapter that reads it.
+
+:class:`Decoder` holds what devices describe of themselves on their own topics (Home
+Assistant discovery documents, Homie attributes), so later values get their units and types;
+:func:`decode` is the same without memory (one message alone).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
-from cairn_edge.adapters.common import MAX_PAYLOAD, Reading, Rejected, Route, _device, match_topic
-from cairn_edge.adapters.esphome import decode_bare
+from cairn_edge.adapters.common import (
+    MAX_PAYLOAD,
+    Decoded,
+    Rejected,
+    Route,
+    _device,
+    match_topic,
+)
+from cairn_edge.adapters.discovery import Discovery
+from cairn_edge.adapters.esphome import decode_esphome
+from cairn_edge.adapters.generic import decode_json
+from cairn_edge.adapters.homie import HomieIndex, decode_homie
 from cairn_edge.adapters.senml import decode_senml
+from cairn_edge.adapters.shelly import decode_shelly
 from cairn_edge.adapters.tasmota import decode_tasmota
+from cairn_edge.adapters.zigbee2mqtt import decode_zigbee2mqtt, z2m_device
 
-FORMATS = ("senml", "tasmota", "esphome", "homie")
+FORMATS = ("senml", "tasmota", "esphome", "homie", "zigbee2mqtt", "shelly", "json",
+           "discovery")
 
 #: What the edge subscribes to when the config names no topics: the simulator's and the field's
-#: usual topics.
+#: usual topics, the first that matches a topic wins.
 DEFAULT_ROUTES = (
     Route("senml/+/+", "senml"),
     Route("tele/+/SENSOR", "tasmota"),
-    Route("+/sensor/+/state", "esphome"),
     Route("homie/5/+/+/+", "homie"),
+    Route("homie/5/+/$description", "homie"),
+    Route("homie/+/+/+", "homie"),
+    Route("homie/+/+/+/+", "homie"),
+    Route("zigbee2mqtt/#", "zigbee2mqtt"),
+    Route("homeassistant/#", "discovery"),
+    Route("+/events/rpc", "shelly"),
+    Route("+/status/+", "shelly"),
+    Route("+/+/+/state", "esphome"),
+    Route("+/climate/+/+/state", "esphome"),
 )
 
-IGNORED = re.compile(r"(^|/)(\$[^/]*|status|LWT)$")  # state, description, will topics
+IGNORED = re.compile(r"(^|/)(\$[^/]*|status|LWT|availability)$")  # state, description, wills
+
+
+class Decoder:
+    """Reads messages by the routes, remembering what devices describe of themselves."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+        self.discovery = Discovery()
+        self.homie = HomieIndex()
+
+    def decode(self, topic: str, payload: bytes, content_type: str | None,
+               received: float) -> Decoded | None:
+        """The readings of one message (with what of it was refused), None for a topic that
+        carries none (status, descriptions, commands), or :class:`Rejected`."""
+        if len(payload) > MAX_PAYLOAD:
+            raise Rejected("too-large", f"{len(payload)}-byte payload (most {MAX_PAYLOAD})")
+        for route in self.routes:
+            levels = match_topic(route.filter, topic)
+            if levels is None:
+                continue
+            if route.format == "discovery":
+                self.discovery.read(topic, payload)
+                return None
+            if route.format != "homie" and IGNORED.search(topic):
+                return None
+            if route.device is not None:
+                device = route.device
+            elif route.device_level > len(levels):
+                raise Rejected("bad-route",
+                               f"route {route.filter} has no level {route.device_level}")
+            elif route.format == "zigbee2mqtt" and route.filter.endswith("#") and \
+                    route.device_level == len(levels):
+                found = z2m_device(levels[-1], topic)
+                if found is None:
+                    return None
+                device = found
+            else:
+                device = _device(levels[route.device_level - 1], topic)
+            return self._read(route, device, topic, payload, content_type, received)
+        return None
+
+    def _read(self, route: Route, device: str, topic: str, payload: bytes,
+              content_type: str | None, received: float) -> Decoded | None:
+        fmt = route.format
+        if fmt == "senml":
+            return decode_senml(device, payload, content_type, received)
+        if fmt == "tasmota":
+            return decode_tasmota(device, payload, received, route.timezone)
+        if fmt == "homie":
+            return decode_homie(device, topic, payload, self.homie)
+        if fmt == "zigbee2mqtt":
+            return decode_zigbee2mqtt(device, payload)
+        if fmt == "shelly":
+            return decode_shelly(device, topic, payload)
+        if fmt == "json":
+            return decode_json(device, payload, route.fields, route.time_path)
+        return decode_esphome(device, topic, payload, self.discovery.get(topic))
 
 
 def decode(routes: Sequence[Route], topic: str, payload: bytes, content_type: str | None,
-           received: float) -> list[Reading] | None:
-    """The readings of one message, None for a topic that carries none (status, descriptions),
-    or :class:`Rejected`."""
-    if IGNORED.search(topic):
-        return None
-    if len(payload) > MAX_PAYLOAD:
-        raise Rejected("too-large", f"{len(payload)}-byte payload (most {MAX_PAYLOAD})")
-    for route in routes:
-        levels = match_topic(route.filter, topic)
-        if levels is None:
-            continue
-        if route.device is not None:
-            device = route.device
-        elif route.device_level > len(levels):
-            raise Rejected("bad-route", f"route {route.filter} has no level {route.device_level}")
-        else:
-            device = _device(levels[route.device_level - 1], topic)
-        if route.format == "senml":
-            return decode_senml(device, payload, content_type, received)
-        if route.format == "tasmota":
-            return decode_tasmota(device, payload, received)
-        return decode_bare(device, levels[-1], payload)  # esphome, homie
-    return None
+           received: float) -> Decoded | None:
+    """One message read alone (no discovery or Homie attributes remembered): see
+    :meth:`Decoder.decode`."""
+    return Decoder(routes).decode(topic, payload, content_type, received)
