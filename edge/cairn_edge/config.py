@@ -101,7 +101,7 @@ _TABLES: dict[str, set[str]] = {
             "watermark_interval"},
     "health": {"metrics"},
     "topic": {"filter", "format", "device_level", "device", "timezone", "time_path", "field"},
-    "field": {"path", "quantity", "unit"},
+    "field": {"path", "quantity", "unit", "type"},
     "range": {"pattern", "min", "max"},
 }
 
@@ -170,6 +170,9 @@ def _fields(raw: dict[str, Any], where: str) -> tuple[Field, ...]:
         at = at.replace("[[field]]", f"{where} [[field]]")
         f = _Table(table, at, _TABLES["field"])
         path, quantity, unit = f.text("path"), f.text("quantity"), f.text("unit")
+        kind = f.text("type")
+        if kind not in (None, "number", "boolean", "string"):
+            raise ConfigError(f"{at}.type: {kind!r} is not number, boolean or string")
         if not path or not quantity:
             raise ConfigError(f"{at}: needs path and quantity")
         _path(path, f"{at}.path")
@@ -179,7 +182,7 @@ def _fields(raw: dict[str, Any], where: str) -> tuple[Field, ...]:
         if quantity in seen:
             raise ConfigError(f"{at}.quantity: {quantity!r} is named twice")
         seen.add(quantity)
-        out.append(Field(path, quantity, unit))
+        out.append(Field(path, quantity, unit, kind))
     return tuple(out)
 
 
@@ -371,6 +374,7 @@ watermark_interval = 300     # seconds between reading their watermark records
 # path = "soil.moisture"      # keys joined by ".", [n] for an array's element
 # quantity = "soil-moisture"
 # unit = "%RH"                # a SenML unit (optional)
+# type = "number"             # optional: convert text ("5.90"): number, boolean, string
 
 # [[range]]
 # pattern = "*/temperature"   # device/quantity, * matches anything
@@ -423,7 +427,8 @@ def render_config(cfg: EdgeConfig, base: Path) -> str:
             {"filter": r.filter, "format": r.format,
              "device_level": r.device_level if r.device is None else None, "device": r.device,
              "timezone": r.timezone, "time_path": r.time_path,
-             "field": [{"path": f.path, "quantity": f.quantity, "unit": f.unit}
+             "field": [{"path": f.path, "quantity": f.quantity, "unit": f.unit,
+                        "type": f.type}
                        for f in r.fields] or None}
             for r in cfg.routes],
         "range": [{"pattern": r.pattern,

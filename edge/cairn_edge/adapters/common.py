@@ -75,11 +75,12 @@ class Decoded(list[Reading]):
 @dataclass(frozen=True, slots=True)
 class Field:
     """A generic JSON route's field: the value at a dotted ``path`` is ``quantity`` in
-    ``unit`` (Telegraf json_v2's ``[[field]] path``/``rename``)."""
+    ``unit`` (Telegraf json_v2's ``[[field]] path``/``rename``/``type``)."""
 
     path: str
     quantity: str
     unit: str | None = None
+    type: str | None = None  # "number", "boolean" or "string": convert (as json_v2's type)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ A path is dotted keys with ``[n]`` for an array's element (``sensors.soil.moistu
 ``readings[0].value``, a key with a dot in it is not reachable). Each configured field whose
 path holds a number, a boolean or text is a reading of its quantity, in its unit; a path that
 is missing (``missing``) or holds null, an object or an array (``wrong-type``) is refused for
-that field, the others are read. ``time_path``, when set, holds the readings' time: Unix
-seconds, or ISO 8601 text (UTC when it states no zone); without it, the receipt time.
+that field, the others are read. A field's ``type`` converts (``number``: the text "5.90" is
+5.9; ``boolean``: "ON", "true", 1; ``string``), refusing what does not. ``time_path``, when
+set, holds the readings' time: Unix seconds, or ISO 8601 text (UTC when it states no zone); without it, the receipt time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cairn_edge.adapters.common import (
     _json,
     _number,
     scalar,
+    text_state,
 )
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d{1,6})\]")
@@ -75,11 +77,30 @@ def decode_json(device: str, payload: bytes, fields: tuple[Field, ...],
             raw = lookup(doc, f.path)
             if raw is _MISSING:
                 raise Rejected("missing", f"no value at {f.path}")
-            value = scalar(raw, f.path)
+            value = _typed(scalar(raw, f.path), f.type, f.path)
             out.add(f.quantity, f.unit if isinstance(value, float) else None, t, value)
         except Rejected as exc:
             out.refuse(exc)
     return out.result("JSON")
+
+
+def _typed(value: float | str | bool, kind: str | None, path: str) -> float | str | bool:
+    """``value`` as the field's declared type: text "21.5" to a number, "true"/"ON" to a
+    boolean, anything to its text; :class:`Rejected` when it does not convert."""
+    if kind is None:
+        return value
+    if kind == "string":
+        return value if isinstance(value, str) else str(value).lower() \
+            if isinstance(value, bool) else f"{value:g}"
+    if isinstance(value, str):
+        return text_state(value.encode(), path, kind)
+    if kind == "number" and isinstance(value, bool):
+        raise Rejected("wrong-type", f"{path}: a boolean, not a number")
+    if kind == "boolean" and not isinstance(value, bool):
+        if value in (0.0, 1.0):
+            return value == 1.0
+        raise Rejected("wrong-type", f"{path}: {value:g} is not a boolean")
+    return value
 
 
 def _time(raw: Any, path: str) -> float | None:

@@ -14,7 +14,8 @@ Fields read (:data:`FIELDS`): ``apower`` W, ``voltage`` V, ``current`` A, ``freq
 (``a_voltage``, ``b_act_power``...). Any other scalar field is read under its own name without
 a unit. Not read: ``id``, ``source``, ``errors``, ``flags``, timers, ``by_minute`` arrays, and
 the components that are not sensors (``sys``, ``wifi``, ``cloud``, ``mqtt``, ``ble``...: no
-``:<id>``). ``NotifyEvent`` (button presses) and RPC responses are not readings.
+``:<id>``; ``script:<id>``). ``NotifyEvent`` (button presses), RPC responses and a notification
+of only such components are not readings (ignored, not refused).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _SKIP = {"id", "source", "errors", "flags", "timer_started_at", "timer_duration"
          "ret_aenergy.minute_ts", "ret_aenergy.by_minute", "counts.xtotal", "counts.by_minute",
          "counts.minute_ts", "counts.xby_minute"}  # fmt: skip
 _METHODS = {"NotifyStatus", "NotifyFullStatus"}
+_NOT_SENSORS = {"script", "ui", "ws", "knx", "modbus", "matter"}
 
 
 def decode_shelly(device: str, topic: str, payload: bytes) -> Decoded | None:
@@ -74,8 +76,8 @@ def decode_shelly(device: str, topic: str, payload: bytes) -> Decoded | None:
     out = Collector(device)
     for name, status in components.items():
         kind, colon, ident = name.partition(":")
-        if not colon or not isinstance(status, dict):
-            continue  # sys, wifi, cloud, mqtt, ...: not sensors
+        if not colon or not isinstance(status, dict) or kind in _NOT_SENSORS:
+            continue  # sys, wifi, cloud, mqtt, scripts...: not sensors
         instance = slug(ident) if slug(kind) in _own(status) else slug(name)
         for path, raw in _fields(status):
             if path in _SKIP or isinstance(raw, list):
@@ -87,6 +89,8 @@ def decode_shelly(device: str, topic: str, payload: bytes) -> Decoded | None:
                 out.add(q, unit if isinstance(value, float) else None, t, value)
             except Rejected as exc:
                 out.refuse(exc)
+    if not out.readings and not out.refused:
+        return None  # only components that are not sensors (cloud, wifi...)
     return out.result("Shelly")
 
 

@@ -154,6 +154,8 @@ def _value(key: str, raw: Any, where: str, scale: float,
         if isinstance(v, str) and v.strip().lower() in STATES:
             return STATES[v.strip().lower()]
         return v
+    if raw is None:
+        raise Rejected("no-value", f"{where} is null (the sensor did not read)")
     x = _number(raw, where)
     if key in _TEMPERATURES:
         mul, add = _TEMP_UNITS[units[0]]

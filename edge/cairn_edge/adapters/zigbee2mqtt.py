@@ -5,7 +5,8 @@ every attribute the device exposes (``{"temperature": 21.5, "humidity": 41, "bat
 The device is the friendly name (``/`` in it becomes ``.``, a space ``_``). Each key is a
 reading under its own name (``local_temperature`` -> ``local-temperature``), one stream per
 attribute: numbers in the unit of :data:`UNITS` (Zigbee2MQTT's units, which are SenML's;
-``voltage`` stays without a unit: battery devices report mV, plugs V), booleans (``contact``,
+``voltage`` stays without a unit: battery devices report mV, plugs V; a number sent as
+text, as older versions did, ``"battery": "100.00"``, is read as the number), booleans (``contact``,
 ``occupancy``, ``water_leak``...) as booleans, ``state`` ``ON``/``OFF`` as a boolean, other
 text (``action``) as text. A nested object is read one level down (``color`` ->
 ``color-x``, ``color-y``). ``last_seen`` (ISO 8601 or epoch milliseconds), when the bridge adds
@@ -74,9 +75,20 @@ def _item(out: Collector, key: str, raw: Any, t: float | None) -> None:
         value = scalar(raw, key)
         if isinstance(value, str) and value.lower() in STATES and key in ("state", "led"):
             value = STATES[value.lower()]
+        elif isinstance(value, str) and quantity in UNITS:
+            value = _numeric_text(value, key)
         out.add(quantity, UNITS.get(quantity) if isinstance(value, float) else None, t, value)
     except Rejected as exc:
         out.refuse(exc)
+
+
+def _numeric_text(text: str, key: str) -> float:
+    """A number sent as text (older Zigbee2MQTT: ``"battery": "100.00"``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise Rejected("wrong-type", f"{key}: {text[:20]!r} is not a number") from None
+    return _number(v, key)
 
 
 def _last_seen(raw: object) -> float | None:
