@@ -7,7 +7,8 @@ path holds a number, a boolean or text is a reading of its quantity, in its unit
 is missing (``missing``) or holds null, an object or an array (``wrong-type``) is refused for
 that field, the others are read. A field's ``type`` converts (``number``: the text "5.90" is
 5.9; ``boolean``: "ON", "true", 1; ``string``), refusing what does not. ``time_path``, when
-set, holds the readings' time: Unix seconds, or ISO 8601 text (UTC when it states no zone); without it, the receipt time.
+set, holds the readings' time: Unix seconds, or ISO 8601 text (UTC when it states no zone);
+without it, the receipt time.
 """
 
 from __future__ import annotations
