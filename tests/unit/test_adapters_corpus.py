@@ -39,10 +39,12 @@ def payload_bytes(payload: Any) -> bytes:
 
 
 def expected_time(t: Any) -> float | None:
-    if t is None or isinstance(t, int | float):
-        return t
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return float(t)
     if isinstance(t, dict):
-        return RECEIVED + t["received"]
+        return RECEIVED + float(t["received"])
     return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 
 
