@@ -17,9 +17,10 @@ from cairn.brokers import Mosquitto
 from cairn_edge.adapters import DEFAULT_ROUTES, match_topic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_adapters_corpus import FILES, expected_time, load, payload_bytes  # noqa: E402
+from test_adapters_corpus import FILES, expected_time, load, payload_bytes
 
-from tests.integration.test_edge_mqtt import EdgeProcess, broker, stored  # noqa: E402, F401
+from tests.integration.test_edge_mqtt import EdgeProcess, stored
+from tests.integration.test_edge_mqtt import broker as broker  # the fixture
 
 pytestmark = pytest.mark.integration
 

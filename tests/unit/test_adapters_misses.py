@@ -191,7 +191,7 @@ def test_a_discovery_document_cannot_relabel_another_devices_topic() -> None:
 
 
 def test_homie_keeps_the_node_reads_attributes_and_never_stores_them() -> None:
-    d = Decoder(DEFAULT_ROUTES)
+    d = Decoder([Route("homie/+/+/+/+", "homie"), *DEFAULT_ROUTES])  # Homie 3/4 attributes
     for topic, payload in [("homie/lamp/$stats/interval", "60"), ("homie/lamp/$state", "ready"),
                            ("homie/lamp/light1/power/$datatype", "boolean"),
                            ("homie/lamp/light1/level/$unit", "%"),

@@ -89,6 +89,14 @@ class HomieIndex:
                     for v in (pdoc.get("datatype"), pdoc.get("unit"), pdoc.get("format")))
 
 
+def homie_device(topic: str) -> str:
+    """The device of a Homie topic: ``homie/5/<device>/...`` or ``homie/<device>/...`` (the
+    base topic is the first level, whatever it is)."""
+    levels = topic.split("/")
+    return levels[2] if len(levels) > 2 and levels[1] == "5" else levels[1] if \
+        len(levels) > 1 else ""
+
+
 def decode_homie(device: str, topic: str, payload: bytes,
                  index: HomieIndex | None = None) -> Decoded | None:
     """The reading of a property's value topic; None for attributes and commands."""

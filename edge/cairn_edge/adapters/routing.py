@@ -21,7 +21,7 @@ from cairn_edge.adapters.common import (
 from cairn_edge.adapters.discovery import Discovery
 from cairn_edge.adapters.esphome import decode_esphome
 from cairn_edge.adapters.generic import decode_json
-from cairn_edge.adapters.homie import HomieIndex, decode_homie
+from cairn_edge.adapters.homie import HomieIndex, decode_homie, homie_device
 from cairn_edge.adapters.senml import decode_senml
 from cairn_edge.adapters.shelly import decode_shelly
 from cairn_edge.adapters.tasmota import decode_tasmota
@@ -30,20 +30,26 @@ from cairn_edge.adapters.zigbee2mqtt import decode_zigbee2mqtt, z2m_device
 FORMATS = ("senml", "tasmota", "esphome", "homie", "zigbee2mqtt", "shelly", "json",
            "discovery")
 
+#: ESPHome's entity kinds with a ``<device>/<kind>/<object_id>/state`` topic.
+ESPHOME_KINDS = ("sensor", "binary_sensor", "text_sensor", "switch", "light", "number", "select",
+                 "cover", "fan", "lock")
+
 #: What the edge subscribes to when the config names no topics: the simulator's and the field's
-#: usual topics, the first that matches a topic wins.
+#: usual topics; the first that matches a topic reads it. No two of them match one topic that
+#: devices use (a broker delivers a message once for each matching subscription: Mosquitto 2
+#: does), so ``homie/+/+/+`` carries Homie 3/4 values and Homie 5's ``$description``, and Homie
+#: 3/4's property attributes (``homie/<device>/<node>/<property>/$unit``) need a route of their
+#: own where no Homie 5 device publishes (docs/edge.md).
 DEFAULT_ROUTES = (
     Route("senml/+/+", "senml"),
     Route("tele/+/SENSOR", "tasmota"),
     Route("homie/5/+/+/+", "homie"),
-    Route("homie/5/+/$description", "homie"),
     Route("homie/+/+/+", "homie"),
-    Route("homie/+/+/+/+", "homie"),
     Route("zigbee2mqtt/#", "zigbee2mqtt"),
     Route("homeassistant/#", "discovery"),
     Route("+/events/rpc", "shelly"),
     Route("+/status/+", "shelly"),
-    Route("+/+/+/state", "esphome"),
+    *(Route(f"+/{kind}/+/state", "esphome") for kind in ESPHOME_KINDS),
     Route("+/climate/+/+/state", "esphome"),
 )
 
@@ -73,22 +79,12 @@ class Decoder:
                 return None
             if route.format != "homie" and IGNORED.search(topic):
                 return None
-            if route.device is not None:
-                device = route.device
-            elif route.device_level > len(levels):
-                raise Rejected("bad-route",
-                               f"route {route.filter} has no level {route.device_level}")
-            elif route.format == "zigbee2mqtt" and route.filter.endswith("#") and \
-                    route.device_level == len(levels):
-                found = z2m_device(levels[-1], topic)
-                if found is None:
-                    return None
-                device = found
-            else:
-                device = _device(levels[route.device_level - 1], topic)
-            return self._read(route, device, topic, payload, content_type, received)
+            found = route_device(route, topic, levels)
+            if found is None:
+                return None
+            return self._read(route, _device(found, topic), topic, payload, content_type,
+                              received)
         return None
-
     def _read(self, route: Route, device: str, topic: str, payload: bytes,
               content_type: str | None, received: float) -> Decoded | None:
         fmt = route.format
@@ -105,6 +101,21 @@ class Decoder:
         if fmt == "json":
             return decode_json(device, payload, route.fields, route.time_path)
         return decode_esphome(device, topic, payload, self.discovery.get(topic))
+
+
+def route_device(route: Route, topic: str, levels: list[str]) -> str | None:
+    """Which device a topic that ``route`` matched (``levels``: its wildcards' levels) is
+    from, as the edge reads it; None for a topic of no device (the Zigbee2MQTT bridge's)."""
+    if route.device is not None:
+        return route.device
+    if route.format == "homie":
+        return homie_device(topic)
+    if route.format == "zigbee2mqtt" and route.filter.endswith("#") and \
+            route.device_level == len(levels):
+        return z2m_device(levels[-1], topic)
+    if route.device_level > len(levels):
+        raise Rejected("bad-route", f"route {route.filter} has no level {route.device_level}")
+    return levels[route.device_level - 1]
 
 
 def decode(routes: Sequence[Route], topic: str, payload: bytes, content_type: str | None,

@@ -26,7 +26,6 @@ from cairn_edge.adapters.common import (
     Collector,
     Decoded,
     Rejected,
-    _device,
     _json,
     _number,
     _quantity,
@@ -49,7 +48,7 @@ def z2m_device(rest: str, topic: str) -> str | None:
     parts = rest.split("/")
     if parts[0] == "bridge" or parts[-1] in _SUFFIXES:
         return None
-    return _device(rest.replace("/", ".").replace(" ", "_"), topic)
+    return rest.replace("/", ".").replace(" ", "_")
 
 
 def decode_zigbee2mqtt(device: str, payload: bytes) -> Decoded:
