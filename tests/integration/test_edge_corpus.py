@@ -4,7 +4,6 @@ what lands in the stream logs is what the firmware's documentation says it sent.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cairn.brokers import Mosquitto
 from cairn_edge.adapters import DEFAULT_ROUTES, match_topic
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_adapters_corpus import FILES, expected_time, load, payload_bytes
-
 from tests.integration.test_edge_mqtt import EdgeProcess, stored
 from tests.integration.test_edge_mqtt import broker as broker  # the fixture
+from tests.unit.test_adapters_corpus import FILES, expected_time, load, payload_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +29,8 @@ def route_tables(extra: list[dict[str, Any]]) -> str:
         for f in r.get("fields", []):
             out.append("[[topic.field]]\n" + "".join(
                 f"{k} = {json.dumps(v)}\n" for k, v in f.items()))
-    for r in DEFAULT_ROUTES:
-        out.append(f'[[topic]]\nfilter = "{r.filter}"\nformat = "{r.format}"\n')
+    for route in DEFAULT_ROUTES:
+        out.append(f'[[topic]]\nfilter = "{route.filter}"\nformat = "{route.format}"\n')
     return "".join(out)
 
 

@@ -236,6 +236,10 @@ def text_state(payload: bytes, where: str, kind: str | None = None) -> float | s
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejected("bad-text", f"{where}: {payload[:20]!r} is not UTF-8") from None
+    if not payload:
+        raise Rejected("empty", f"{where}: an empty payload (a retained value cleared)")
+    if text == "\x00":
+        return ""  # Homie's empty string
     word = text.strip().lower()
     if kind is None and word and word not in STATES:
         try:
