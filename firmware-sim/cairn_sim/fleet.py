@@ -23,6 +23,7 @@ import cbor2
 
 from cairn_sim.models import Model, Reading, model
 from cairn_sim.payloads import (
+    FORMAT_KINDS,
     FORMATS,
     SENML_CBOR_LABELS,
     Publish,
@@ -148,7 +149,9 @@ class Fleet:
         for d in range(devices):
             name = f"{prefix}-{d + 1}"
             fmt = formats[d % len(formats)]
-            usable = [m for m in models if fmt in ("senml", "senml-cbor") or m.rate_hz <= 1.0]
+            kinds_ok = FORMAT_KINDS.get(fmt)
+            usable = [m for m in models if (fmt in ("senml", "senml-cbor") or m.rate_hz <= 1.0)
+                      and (kinds_ok is None or m.kind in kinds_ok)]
             if not usable:
                 raise ValueError(f"no sensor kind of {kinds} can be sent as {fmt}")
             chosen = _sensor_names(name, [usable[k % len(usable)] for k in range(sensors)])

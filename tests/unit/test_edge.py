@@ -51,7 +51,7 @@ def test_adapters_read_what_the_simulator_sends(fmt: str) -> None:
         want = sorted((s.name, s.unit, s.value) for s in m.samples)
         assert [g[:2] for g in got] == [w[:2] for w in want]
         assert [g[2] for g in got] == pytest.approx([w[2] for w in want], rel=1e-12)
-        if fmt in ("senml", "senml-cbor", "tasmota"):
+        if fmt in ("senml", "senml-cbor", "tasmota", "shelly"):
             assert sorted(r.time for r in readings if r.time is not None) == sorted(
                 s.time for s in m.samples)
         else:

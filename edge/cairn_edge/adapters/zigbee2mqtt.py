@@ -74,11 +74,17 @@ def _item(out: Collector, key: str, raw: Any, t: float | None) -> None:
         value = scalar(raw, key)
         if isinstance(value, str) and value.lower() in STATES and key in ("state", "led"):
             value = STATES[value.lower()]
-        elif isinstance(value, str) and quantity in UNITS:
+        elif isinstance(value, str) and _unit(quantity) is not None:
             value = _numeric_text(value, key)
-        out.add(quantity, UNITS.get(quantity) if isinstance(value, float) else None, t, value)
+        out.add(quantity, _unit(quantity) if isinstance(value, float) else None, t, value)
     except Rejected as exc:
         out.refuse(exc)
+
+
+def _unit(quantity: str) -> str | None:
+    """The unit of a key, or of the key it numbers (``temperature-2``: a second endpoint)."""
+    base, dash, num = quantity.rpartition("-")
+    return UNITS.get(base) if dash and num.isdigit() and base in UNITS else UNITS.get(quantity)
 
 
 def _numeric_text(text: str, key: str) -> float:
