@@ -85,7 +85,7 @@ def test_a_bad_item_never_drops_the_readable_items_beside_it(family: str) -> Non
         items = list(good.items()) + list(bad.items())
         rng.shuffle(items)
         if family == "tasmota":
-            doc = {"Time": "2024-05-01T10:00:00", "X": {k: v for k, v in items}}
+            doc = {"Time": "2024-05-01T10:00:00", "X": dict(items)}
             topic, want = "tele/b/SENSOR", {f"{k}-x": v for k, v in good.items()}
         elif family == "zigbee2mqtt":
             doc = dict(items)
