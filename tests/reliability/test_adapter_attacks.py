@@ -82,8 +82,9 @@ def test_a_bad_item_never_drops_the_readable_items_beside_it(family: str) -> Non
     for _ in range(runs):
         good = {f"k{j}": round(rng.uniform(-50, 50), 3) for j in range(rng.randrange(1, 8))}
         bad = {f"b{j}": rng.choice(bad_values) for j in range(rng.randrange(1, 5))}
-        items = list(good.items()) + list(bad.items())
+        items: list[tuple[str, object]] = [*good.items(), *bad.items()]
         rng.shuffle(items)
+        doc: object
         if family == "tasmota":
             doc = {"Time": "2024-05-01T10:00:00", "X": dict(items)}
             topic, want = "tele/b/SENSOR", {f"{k}-x": v for k, v in good.items()}
