@@ -83,8 +83,9 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
               show_default=True, help="auto: Mosquitto when installed, else the embedded one.")
 @click.option("--fresh", is_flag=True, help="Start from an empty data directory.")
 def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: bool) -> None:
-    """A whole fleet on this machine: broker, DHT, 6 simulated boards (one of each payload
-    family: SenML, Tasmota, ESPHome, Homie, Zigbee2MQTT, Shelly), 6 edges, a gateway.
+    """A whole fleet on this machine: broker, DHT, 7 simulated boards (one of each payload
+    shape: SenML JSON and CBOR, Tasmota, ESPHome, Homie, Zigbee2MQTT, Shelly), 7 edges, a
+    gateway.
 
     Shows a live table of the gateway's latest verified values; Ctrl-C (or --duration) stops
     it and prints a summary: samples sent, valid, signed, rejected (why), stored.

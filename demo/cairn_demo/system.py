@@ -12,8 +12,8 @@ What :meth:`Demo.start` runs, in start order:
 4. three edge agents (``cairn edge run``), each reading one board's topics into its signed
    logs, publishing its record on the DHT and serving its logs to the gateway only;
 5. the firmware simulator in this process: boards x 5 sensors, each board in another payload
-   family (board-1 SenML JSON, 2 Tasmota, 3 ESPHome, 4 Homie 5, 5 Zigbee2MQTT, 6 Shelly Gen2,
-   7 SenML CBOR: ``make demo`` runs six, one of each family; the tests three), with a few
+   family (board-1 SenML JSON, 2 SenML CBOR, 3 Tasmota, 4 ESPHome, 5 Homie 5, 6 Zigbee2MQTT,
+   7 Shelly Gen2: ``make demo`` runs all seven; the tests the first three), with a few
    faults (malformed messages, duplicates, a burst out of order), every message written to a
    ledger.
 
