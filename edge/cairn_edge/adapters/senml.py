@@ -5,7 +5,10 @@ the time, ``bu`` the unit unless ``u``, ``bv`` + ``v`` the value, ``bs`` + ``s``
 a resolved time below 2**28 counts from "now" (4.5.3). Every value kind is read: ``v``
 (number), ``vs`` (string), ``vb`` (boolean), ``vd`` (data: kept as its base64url text, CBOR's
 byte string encoded so). A sum ``s`` is a reading of its own, ``<quantity>-sum``, in the
-record's unit. A record may carry a value, a sum, or both.
+record's unit. A record may carry a value, a sum, or both. A record without ``n`` whose unit
+is not the base unit measures something else of the same thing (RFC 8428's humidity sensor
+that also reports ``lat``, ``lon`` and ``%EL``): its stream is ``<quantity>-<unit>``, apart
+from the base unit's.
 
 Refused whole: a pack that is not an array of maps, a field name ending in ``_`` (RFC 8428
 4.4: must be understood, and is not), a ``bver`` other than 1..10. Refused per record (the
@@ -30,6 +33,7 @@ from cairn_edge.adapters.common import (
     _json,
     _number,
     _quantity,
+    slug,
 )
 
 MAX_RECORDS = 2_000  # SenML records in one pack
@@ -153,6 +157,8 @@ def _record(out: Collector, base: _Base, rec: dict[str, Any], k: int, device: st
     if sep and head == device:
         name = rest  # "board-1/temperature" from board-1: quantity "temperature"
     quantity = _quantity(name.replace("/", "-").replace(":", "-").replace(".", "-"))
+    if "n" not in rec and base.bu is not None and unit not in (None, base.bu):
+        quantity = _quantity(f"{quantity}-{slug(unit)}")  # one name, another unit: lat, lon
     value: float | str | bool | None = None
     if "v" in rec:
         value = base.bv + _number(rec["v"], f"record {k}: v")
