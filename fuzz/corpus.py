@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import cbor2
 
@@ -292,6 +293,40 @@ def _bare() -> list[bytes]:
     return [b"21.5", b"temperature\x0021.5", b"humidity-2\x00 40 ", b"-1e3", b"nan"]
 
 
+_REAL = Path(__file__).resolve().parents[1] / "tests" / "corpus"
+
+
+def _real(family: str) -> list[tuple[str, bytes]]:
+    """(topic, payload) of the corpus of real devices' messages (tests/corpus/<family>)."""
+    out = []
+    for path in sorted((_REAL / family).glob("*.json")):
+        for m in json.loads(path.read_text())["messages"]:
+            p = m["payload"]
+            out.append((m["topic"], p.encode() if isinstance(p, str) else
+                        json.dumps(p, separators=(",", ":"), ensure_ascii=False).encode()))
+    return out
+
+
+def _zigbee2mqtt() -> list[bytes]:
+    return [t.split("/", 1)[1].encode() + b"\0" + p for t, p in _real("zigbee2mqtt")]
+
+
+def _shelly() -> list[bytes]:
+    return [(b"\x01" if "/status/" in t else b"\x00") + p for t, p in _real("shelly")]
+
+
+def _json() -> list[bytes]:
+    return [b'{"a":{"b":21.5},"v":[{"value":"5.90"}],"ok":"ON","name":7,"ts":1700000000}',
+            b'{"a":{"b":null},"v":[],"ts":"2024-05-01T12:00:00Z"}']
+
+
+def _described() -> list[bytes]:
+    out = []
+    for family in ("esphome", "homie", "tasmota", "senml"):
+        out.append(b"\n".join(t.encode() + b"\0" + p for t, p in _real(family)))
+    return out
+
+
 def _device_record() -> list[bytes]:
     gw = world.gateway_key_pair().public_key
     rec = DeviceRecord(1_764_000_000, ("192.168.1.20", 49800),
@@ -420,6 +455,10 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "adapter-tasmota": _tasmota,
     "adapter-esphome": _bare,
     "adapter-homie": _bare,
+    "adapter-zigbee2mqtt": _zigbee2mqtt,
+    "adapter-shelly": _shelly,
+    "adapter-json": _json,
+    "adapter-described": _described,
     "device-record": _device_record,
     "watermark": _watermark,
     "journal": _journal,

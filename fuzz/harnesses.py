@@ -402,6 +402,48 @@ def adapter_homie(data: bytes) -> None:
                     payload, None, _RECEIVED)
 
 
+@harness("adapter-zigbee2mqtt", Rejected)
+def adapter_zigbee2mqtt(data: bytes) -> None:
+    """adapters.decode on zigbee2mqtt/#: ``friendly name \0 JSON state`` (or just the state)."""
+    name, payload = _named(data, "0x00158d0003030af1")
+    adapters.decode((Route("zigbee2mqtt/#", "zigbee2mqtt"),), f"zigbee2mqtt/{name}", payload,
+                    None, _RECEIVED)
+
+
+@harness("adapter-shelly", Rejected)
+def adapter_shelly(data: bytes) -> None:
+    """adapters.decode on Shelly Gen2 topics: byte 0 odd is ``<id>/status/switch:0`` (a status
+    document), even ``<id>/events/rpc`` (a JSON-RPC notification)."""
+    if data:
+        topic = "shelly-1/status/switch:0" if data[0] % 2 else "shelly-1/events/rpc"
+        adapters.decode(adapters.DEFAULT_ROUTES, topic, data[1:], None, _RECEIVED)
+
+
+_JSON_ROUTE = Route("plant/+/data", "json", fields=(
+    adapters.Field("a.b", "temperature", "Cel"), adapters.Field("v[0].value", "pm10", None,
+                                                                "number"),
+    adapters.Field("ok", "ok", None, "boolean"), adapters.Field("name", "name", None, "string")),
+    time_path="ts")
+
+
+@harness("adapter-json", Rejected)
+def adapter_json(data: bytes) -> None:
+    """adapters.decode on a generic JSON route with four fields and a time path."""
+    adapters.decode((_JSON_ROUTE,), "plant/board-1/data", data, None, _RECEIVED)
+
+
+@harness("adapter-described", Rejected)
+def adapter_described(data: bytes) -> None:
+    """A :class:`~cairn_edge.adapters.Decoder` on the default routes and Homie 3/4 attributes,
+    fed messages ``topic \0 payload`` one a line: discovery documents and Homie attributes
+    first change how later values read."""
+    decoder = adapters.Decoder((Route("homie/+/+/+/+", "homie"), *adapters.DEFAULT_ROUTES))
+    for line in data.split(b"\n")[:64]:
+        topic, _, payload = line.partition(b"\0")
+        with contextlib.suppress(Rejected):
+            decoder.decode(topic.decode("utf-8", "replace"), payload, None, _RECEIVED)
+
+
 # -- records, journal, configs -------------------------------------------------------------------
 
 

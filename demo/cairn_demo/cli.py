@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from cairn_demo.configs import FAMILY_BOARDS
 from cairn_demo.processes import DemoDataError, DemoError
 from cairn_demo.system import Demo, Summary
 from cairn_demo.view import print_summary, render
@@ -39,7 +40,7 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
 
     if fresh:
         wipe(data)
-    demo = Demo(data, api_port=api_port, broker=broker)
+    demo = Demo(data, api_port=api_port, broker=broker, boards=FAMILY_BOARDS)
     say(f"starting: broker, DHT (5 nodes), gateway, {demo.boards} edges, the simulator "
         f"({demo.boards} boards x {demo.sensors} sensors); data in {demo.data}")
     demo.start()
@@ -82,7 +83,9 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
               show_default=True, help="auto: Mosquitto when installed, else the embedded one.")
 @click.option("--fresh", is_flag=True, help="Start from an empty data directory.")
 def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: bool) -> None:
-    """A whole fleet on this machine: broker, DHT, 3 simulated boards, 3 edges, a gateway.
+    """A whole fleet on this machine: broker, DHT, 7 simulated boards (one of each payload
+    shape: SenML JSON and CBOR, Tasmota, ESPHome, Homie, Zigbee2MQTT, Shelly), 7 edges, a
+    gateway.
 
     Shows a live table of the gateway's latest verified values; Ctrl-C (or --duration) stops
     it and prints a summary: samples sent, valid, signed, rejected (why), stored.

@@ -25,10 +25,13 @@ from cairn_edge.config import render_config as render_edge
 from cairn_gateway.config import GatewayConfig
 from cairn_gateway.config import render_config as render_gateway
 
-__all__ = ["FLEET", "FORMATS", "GatewayKeys", "board_route", "enroll_boards", "write_edge",
-           "write_gateway"]
+__all__ = ["FAMILY_BOARDS", "FLEET", "FORMATS", "GatewayKeys", "board_route", "enroll_boards",
+           "write_edge", "write_gateway"]
 
-FORMATS = ("senml", "senml-cbor", "tasmota")
+FORMATS = ("senml", "senml-cbor", "tasmota", "esphome", "homie", "zigbee2mqtt", "shelly")
+#: Boards `make demo` runs: one of each payload shape (board-1 SenML ... board-7 Shelly); the
+#: first three (the tests' demo) state their readings' times.
+FAMILY_BOARDS = 7
 FLEET = "demo"
 
 
@@ -63,6 +66,14 @@ def board_route(board: str, fmt: str) -> Route:
     """The topics board ``board`` publishes in payload shape ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "tasmota":
         return Route(f"tele/{board}/SENSOR", "tasmota", device=board)
+    if fmt == "esphome":
+        return Route(f"{board}/sensor/+/state", "esphome", device=board)
+    if fmt == "homie":
+        return Route(f"homie/5/{board}/+/+", "homie", device=board)
+    if fmt == "zigbee2mqtt":
+        return Route(f"zigbee2mqtt/{board}", "zigbee2mqtt", device=board)
+    if fmt == "shelly":
+        return Route(f"{board}/events/rpc", "shelly", device=board)
     return Route(f"senml/{board}/+", "senml", device=board)
 
 

@@ -11,9 +11,11 @@ What :meth:`Demo.start` runs, in start order:
    (an edge commits every second; bench/e2e.py measures it);
 4. three edge agents (``cairn edge run``), each reading one board's topics into its signed
    logs, publishing its record on the DHT and serving its logs to the gateway only;
-5. the firmware simulator in this process: 3 boards x 5 sensors, each board in another payload
-   shape (SenML JSON, SenML CBOR, Tasmota), with a few faults (malformed messages, duplicates,
-   a burst out of order), every message written to a ledger.
+5. the firmware simulator in this process: boards x 5 sensors, each board in another payload
+   family (board-1 SenML JSON, 2 SenML CBOR, 3 Tasmota, 4 ESPHome, 5 Homie 5, 6 Zigbee2MQTT,
+   7 Shelly Gen2: ``make demo`` runs all seven; the tests the first three), with a few
+   faults (malformed messages, duplicates, a burst out of order), every message written to a
+   ledger.
 
 Everything lives under the data directory (``./demo-data``): keys, configs
 (:mod:`cairn_demo.configs`), logs, the gateway's store, each process's log file. :class:`Demo`

@@ -133,6 +133,8 @@ def own_filters(board: str, routes: Sequence[Route]) -> list[str]:
                 out.append(r.filter)
             continue
         plus = [k for k, level in enumerate(levels) if level == "+"]
+        if len(plus) < r.device_level:
+            continue  # a bridge's or a description route (zigbee2mqtt/#): no board's own
         k = plus[r.device_level - 1]
         out.append("/".join([*levels[:k], board, "#"]))
     return sorted(set(out))
@@ -165,11 +167,16 @@ def _filter_within(asked: list[str], allowed: list[str]) -> bool:
 
 def check_names(boards: Sequence[str], routes: Sequence[Route],
                 where: str = "[mqtt].boards_file") -> None:
-    """Refuse a board named as a fixed first level of a route (``senml``, ``tele``, ``homie``):
-    through a route whose device is the first level it would own that route's every topic
-    (``senml/#``)."""
-    firsts = {r.filter.split("/")[0] for r in routes} - {"+", "#"}
-    clash = sorted(set(boards) & firsts)
+    """Refuse a board named as a fixed level before a route's device (``senml``, ``tele``,
+    ``homie``, the ``5`` of ``homie/5/...``, ``zigbee2mqtt``): through a route whose device is
+    at that level it would own that route's every topic (``senml/#``, ``homie/5/#``)."""
+    fixed: set[str] = set()
+    for r in routes:
+        levels = r.filter.split("/")
+        plus = [k for k, level in enumerate(levels) if level == "+"]
+        end = plus[r.device_level - 1] if len(plus) >= r.device_level else len(levels)
+        fixed.update(level for level in levels[:end] if level not in ("+", "#"))
+    clash = sorted(set(boards) & fixed)
     if clash:
-        raise ConfigError(f"{where}: board name(s) {', '.join(clash)} are first topic levels "
+        raise ConfigError(f"{where}: board name(s) {', '.join(clash)} are fixed topic levels "
                           "of the routes: rename the board(s)")

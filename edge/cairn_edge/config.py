@@ -9,8 +9,10 @@ the gateway's configuration.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
@@ -23,8 +25,10 @@ from cairn.settings import (
     load,
     parse_toml,
 )
-from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Route
+from cairn_edge.adapters import DEFAULT_ROUTES, FORMATS, Field, Route, parse_path, zone
 from cairn_edge.boards import check_names, is_loopback, load_boards
+
+_QUANTITY_NAME = re.compile(r"[a-z0-9][a-z0-9\-]*")
 
 __all__ = ["ConfigError", "EdgeConfig", "RangeRule", "load_config", "parse_config",
            "render_config"]
@@ -96,7 +100,8 @@ _TABLES: dict[str, set[str]] = {
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
             "watermark_interval"},
     "health": {"metrics"},
-    "topic": {"filter", "format", "device_level", "device"},
+    "topic": {"filter", "format", "device_level", "device", "timezone", "time_path", "field"},
+    "field": {"path", "quantity", "unit", "type"},
     "range": {"pattern", "min", "max"},
 }
 
@@ -106,6 +111,79 @@ class _Table(Table):
 
     __slots__ = ()
     says_outside = True
+
+
+def _routes(doc: dict[str, Any], source: str) -> list[Route]:
+    """The ``[[topic]]`` routes: filter, format, whose device, and the shape's own keys."""
+    routes = []
+    for where, raw in array_of_tables(doc, "topic", source):
+        t = _Table(raw, where, _TABLES["topic"])
+        filt = t.text("filter")
+        fmt = t.text("format")
+        if not filt or fmt not in FORMATS:
+            raise ConfigError(f"{where}: needs filter and format (one of {', '.join(FORMATS)})")
+        level = int(t.number("device_level", 1, 1, 16))
+        device = t.text("device")
+        if device is not None:
+            if "device_level" in t:
+                raise ConfigError(f"{where}: give device or device_level, not both")
+            if not device or any(c in device for c in "/+#\0"):
+                raise ConfigError(f"{where}: device {device!r} is not a device name "
+                                  "(no '/', '+', '#')")
+        elif fmt == "zigbee2mqtt" and filt.endswith("/#") and filt.count("+") < level:
+            pass  # the device is the rest of the topic: zigbee2mqtt/<friendly name>
+        elif fmt != "discovery" and filt.count("+") < level:
+            raise ConfigError(f"{where}: filter {filt!r} has no '+' number {level} for the device")
+        tz = t.text("timezone")
+        if tz is not None:
+            if fmt != "tasmota":
+                raise ConfigError(f"{where}: timezone is for the tasmota format (its local Time)")
+            try:
+                zone(tz)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.timezone: {exc}") from None
+        fields = _fields(raw, where)
+        time_path = t.text("time_path")
+        if fmt == "json":
+            if not fields:
+                raise ConfigError(f"{where}: a json route needs [[topic.field]] tables "
+                                  "(path = \"a.b\", quantity = \"temperature\")")
+            if time_path is not None:
+                _path(time_path, f"{where}.time_path")
+        elif fields or time_path is not None:
+            raise ConfigError(f"{where}: field and time_path are for the json format")
+        routes.append(Route(filt, fmt, level, device, tz, fields, time_path))
+    return routes
+
+
+def _path(path: str, where: str) -> None:
+    try:
+        parse_path(path)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _fields(raw: dict[str, Any], where: str) -> tuple[Field, ...]:
+    out = []
+    seen: set[str] = set()
+    for at, table in array_of_tables(raw, "field", where):
+        at = at.replace("[[field]]", f"{where} [[field]]")
+        f = _Table(table, at, _TABLES["field"])
+        path, quantity, unit = f.text("path"), f.text("quantity"), f.text("unit")
+        kind = f.text("type")
+        if kind not in (None, "number", "boolean", "string"):
+            raise ConfigError(f"{at}.type: {kind!r} is not number, boolean or string")
+        if not path or not quantity:
+            raise ConfigError(f"{at}: needs path and quantity")
+        _path(path, f"{at}.path")
+        if not _QUANTITY_NAME.fullmatch(quantity) or len(quantity) > 64:
+            raise ConfigError(f"{at}.quantity: {quantity!r} is not a quantity name "
+                              "(lowercase letters, digits, '-')")
+        if quantity in seen:
+            raise ConfigError(f"{at}.quantity: {quantity!r} is named twice")
+        seen.add(quantity)
+        out.append(Field(path, quantity, unit, kind))
+    return tuple(out)
 
 
 def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
@@ -136,24 +214,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     if sync not in ("normal", "full"):
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
 
-    routes = []
-    for where, raw in array_of_tables(doc, "topic", source):
-        t = _Table(raw, where, _TABLES["topic"])
-        filt = t.text("filter")
-        fmt = t.text("format")
-        if not filt or fmt not in FORMATS:
-            raise ConfigError(f"{where}: needs filter and format (one of {', '.join(FORMATS)})")
-        level = int(t.number("device_level", 1, 1, 16))
-        device = t.text("device")
-        if device is not None:
-            if "device_level" in t:
-                raise ConfigError(f"{where}: give device or device_level, not both")
-            if not device or any(c in device for c in "/+#\0"):
-                raise ConfigError(f"{where}: device {device!r} is not a device name "
-                                  "(no '/', '+', '#')")
-        elif filt.count("+") < level:
-            raise ConfigError(f"{where}: filter {filt!r} has no '+' number {level} for the device")
-        routes.append(Route(filt, fmt, level, device))
+    routes = _routes(doc, source)
 
     ranges = []
     for where, raw in array_of_tables(doc, "range", source):
@@ -294,13 +355,26 @@ watermark_interval = 300     # seconds between reading their watermark records
 [health]
 # metrics = "127.0.0.1:9108"  # serve Prometheus metrics at http://HOST:PORT/metrics
 
-# Topics: without any [[topic]], the usual ones are read (senml/+/+, tele/+/SENSOR,
-# +/sensor/+/state, homie/5/+/+/+).
+# Topics: without any [[topic]], the usual ones are read (docs/edge.md lists them):
+# senml/+/+, tele/+/SENSOR, homie/5/+/+/+ and Homie 3/4 homie/+/+/+, zigbee2mqtt/#,
+# homeassistant/# (discovery), Shelly +/events/rpc and +/status/+, ESPHome +/+/+/state.
 # [[topic]]
 # filter = "factory/+/senml"
-# format = "senml"            # senml (JSON or CBOR), tasmota, esphome, homie
+# format = "senml"            # senml (JSON or CBOR), tasmota, esphome, homie, zigbee2mqtt,
+#                             # shelly, json (below), discovery (Home Assistant documents)
 # device_level = 1            # which "+" is the device
 # device = "board-1"         # ...or: every message on this filter is this device's
+# timezone = "Europe/Berlin"  # tasmota only: the zone of its local Time (no Epoch sent)
+
+# [[topic]]                   # any other JSON: a path -> quantity map (as Telegraf json_v2)
+# filter = "plant/+/data"
+# format = "json"
+# time_path = "ts"            # Unix seconds or ISO 8601 at this path (else: receipt time)
+# [[topic.field]]
+# path = "soil.moisture"      # keys joined by ".", [n] for an array's element
+# quantity = "soil-moisture"
+# unit = "%RH"                # a SenML unit (optional)
+# type = "number"             # optional: convert text ("5.90"): number, boolean, string
 
 # [[range]]
 # pattern = "*/temperature"   # device/quantity, * matches anything
@@ -351,7 +425,11 @@ def render_config(cfg: EdgeConfig, base: Path) -> str:
         "health": {"metrics": hp(cfg.metrics)},
         "topic": None if cfg.routes == DEFAULT_ROUTES else [
             {"filter": r.filter, "format": r.format,
-             "device_level": r.device_level if r.device is None else None, "device": r.device}
+             "device_level": r.device_level if r.device is None else None, "device": r.device,
+             "timezone": r.timezone, "time_path": r.time_path,
+             "field": [{"path": f.path, "quantity": f.quantity, "unit": f.unit,
+                        "type": f.type}
+                       for f in r.fields] or None}
             for r in cfg.routes],
         "range": [{"pattern": r.pattern,
                    "min": r.min if math.isfinite(r.min) else None,

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from cairn.fleet.units import SENML_UNITS
 from cairn.frames import Sample
-from cairn_edge.adapters import Reading, Rejected, Route, decode
+from cairn_edge.adapters import Decoded, Decoder, Reading, Rejected, Route
 from cairn_edge.config import RangeRule
 from cairn_edge.streams import StreamStore, value_kind
 
@@ -125,6 +125,9 @@ class Pipeline:
         self.store = store
         self.validator = validator
         self.routes = list(routes)
+        # remembers what devices describe (Home Assistant discovery, Homie attributes): units
+        # and datatypes for their later value messages
+        self.decoder = Decoder(self.routes)
         self.commit_interval = commit_interval
         self.commit_samples = commit_samples
         self.clock = clock
@@ -147,12 +150,12 @@ class Pipeline:
         now = self.clock()
         self.stats.messages += 1
         try:
-            readings = decode(self.routes, topic, payload, content_type, now)
+            readings = self.decoder.decode(topic, payload, content_type, now)
             if readings is None:
                 self.stats.ignored += 1
                 self._tokens.append((token, True, -math.inf))
                 return
-            samples = [self.validator.sample(r, now) for r in readings]
+            samples = self._valid(readings, now, topic)
         except Rejected as exc:
             self.stats.rejected[exc.reason] += 1
             self._log.reject(now, topic, exc)
@@ -170,6 +173,28 @@ class Pipeline:
             self._first = now
         newest = max((sample.time for _, sample in samples), default=-math.inf)
         self._tokens.append((token, False, newest))
+
+    def _valid(self, readings: Decoded, now: float, topic: str) -> list[tuple[str, Sample]]:
+        """The readings the validator takes; one it refuses (an unknown unit, out of range) is
+        refused alone, beside the items the adapter refused, counted by reason. A message none
+        of whose readings is taken is rejected whole (the first refusal's reason)."""
+        taken: list[tuple[str, Sample]] = []
+        refused: list[Rejected] = []
+        for reading in readings:
+            try:
+                taken.append(self.validator.sample(reading, now))
+            except Rejected as exc:
+                refused.append(exc)
+        if refused and not taken:
+            raise refused[0]
+        if readings.refused and not taken and not refused:
+            first = readings.refused[0]
+            raise Rejected(first.reason, first.detail)
+        self.stats.refused_samples.update(readings.reasons())
+        for one in refused:
+            self.stats.refused_samples[one.reason] += 1
+            self._log.reject(now, topic, one, "a reading")
+        return taken
 
     def _of_its_kind(self, stream: str, sample: Sample, now: float, topic: str) -> bool:
         """Whether the sample's kind of value is its stream's (the first kind the stream was

@@ -23,13 +23,14 @@ import cbor2
 
 from cairn_sim.models import Model, Reading, model
 from cairn_sim.payloads import (
+    FORMAT_KINDS,
     FORMATS,
     SENML_CBOR_LABELS,
     Publish,
     Sensor,
     birth,
     encode,
-    senml_name,
+    stream_name,
 )
 from cairn_sim.scenario import Fault, Scenario, chance
 
@@ -148,7 +149,9 @@ class Fleet:
         for d in range(devices):
             name = f"{prefix}-{d + 1}"
             fmt = formats[d % len(formats)]
-            usable = [m for m in models if fmt in ("senml", "senml-cbor") or m.rate_hz <= 1.0]
+            kinds_ok = FORMAT_KINDS.get(fmt)
+            usable = [m for m in models if (fmt in ("senml", "senml-cbor") or m.rate_hz <= 1.0)
+                      and (kinds_ok is None or m.kind in kinds_ok)]
             if not usable:
                 raise ValueError(f"no sensor kind of {kinds} can be sent as {fmt}")
             chosen = _sensor_names(name, [usable[k % len(usable)] for k in range(sensors)])
@@ -299,7 +302,7 @@ class Fleet:
                     reported = float(math.floor(reported))  # Tasmota states whole seconds
                 rs.append(Reading(reported, tuple(values)))
                 for fld, v in zip(sensor.model.fields, values, strict=True):
-                    records.append(SampleRecord(senml_name(sensor, fld.name), fld.unit,
+                    records.append(SampleRecord(stream_name(unit.fmt, sensor, fld.name), fld.unit,
                                                 reported, v))
             readings.append(rs)
         publishes = encode(unit.fmt, unit.sensors, readings)
@@ -404,35 +407,47 @@ def _malform(fmt: str, p: Publish, variant: str) -> Publish:
     if variant == "truncated":
         cut = payload[: len(payload) // 2] if fmt in ("senml", "senml-cbor", "tasmota") else b""
         return Publish(p.topic, cut, p.retain, p.content_type)
+    # a wrong type or unit breaks every value (an edge stores the readable part of a message,
+    # and the ledger counts a malformed message as wholly unreadable)
     if fmt == "senml":
         records = json.loads(payload)
         if variant == "wrong_type":
-            records[0]["v"] = "abc"
+            for rec in records:
+                rec["v"] = "abc"
         elif variant == "nan":
             records[0]["v"] = math.nan  # json.dumps writes the token NaN: not JSON
-        elif variant == "wrong_unit":
-            records[0]["bu" if "bu" in records[0] else "u"] = "furlong"
+        elif variant == "wrong_unit":  # every record's unit: nothing of it is readable
+            for rec in records:
+                rec["u"] = "furlong"  # a record's own unit overrides the base unit
         return Publish(p.topic, json.dumps(records).encode(), p.retain, p.content_type)
     if fmt == "senml-cbor":
         records = cbor2.loads(payload)
-        v, bu, u = SENML_CBOR_LABELS["v"], SENML_CBOR_LABELS["bu"], SENML_CBOR_LABELS["u"]
+        v, u = SENML_CBOR_LABELS["v"], SENML_CBOR_LABELS["u"]
         if variant == "wrong_type":
-            records[0][v] = "abc"
+            for rec in records:
+                rec[v] = "abc"
         elif variant == "nan":
-            records[0][v] = math.nan
-        elif variant == "wrong_unit":
-            records[0][bu if bu in records[0] else u] = "furlong"
+            for rec in records:
+                rec[v] = math.nan
+        elif variant == "wrong_unit":  # every record's unit: nothing of it is readable
+            for rec in records:
+                rec[u] = "furlong"  # a record's own unit overrides the base unit
         return Publish(p.topic, cbor2.dumps(records), p.retain, p.content_type)
     if fmt == "tasmota":
         doc = json.loads(payload)
         group = next(k for k, v in doc.items() if isinstance(v, dict))
         key = next(iter(doc[group]))
         if variant == "wrong_type":
-            doc[group][key] = "abc"
+            for section in doc.values():
+                if isinstance(section, dict):
+                    for k in section:
+                        section[k] = "abc"
         elif variant == "nan":
             doc[group][key] = math.nan
         elif variant == "wrong_unit":
             doc["TempUnit"] = "furlong"
         return Publish(p.topic, json.dumps(doc).encode(), p.retain, p.content_type)
-    # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong
-    return Publish(p.topic, b"nan" if variant == "nan" else b"abc", p.retain, p.content_type)
+    # ESPHome and Homie send bare values: no unit to get wrong, a type to get wrong (Homie
+    # text is a string reading unless the edge has read the property's $datatype: nan then)
+    bad = b"nan" if variant == "nan" or fmt == "homie" else b"abc"
+    return Publish(p.topic, bad, p.retain, p.content_type)

@@ -10,6 +10,11 @@
   online/offline;
 - ``homie``: Homie 5, ``homie/5/<device>/<node>/<property>`` with the value as text (retained),
   ``$state`` and a ``$description`` JSON document;
+- ``zigbee2mqtt``: ``zigbee2mqtt/<device>``, a JSON state object per sensor (``{"temperature":
+  21.5}``, a second sensor of a kind ``temperature_2``), ``/availability`` online/offline;
+- ``shelly``: Shelly Gen2 ``<device>/events/rpc`` ``NotifyStatus`` notifications, one component
+  per sensor (``temperature:100`` ``tC``, ``switch:0`` ``apower`` and ``aenergy.total``,
+  ``devicepower:0`` ``battery.percent``), ``<device>/online`` true/false;
 
 and optionally Home Assistant discovery documents (``homeassistant/sensor/.../config``).
 """
@@ -36,7 +41,22 @@ __all__ = [
     "will",
 ]
 
-FORMATS = ("senml", "senml-cbor", "tasmota", "esphome", "homie")
+FORMATS = ("senml", "senml-cbor", "tasmota", "esphome", "homie", "zigbee2mqtt", "shelly")
+
+#: The sensor kinds a format can carry with the model's units (Zigbee2MQTT reports pressure in
+#: hPa and energy in kWh; a Shelly has switches, add-on probes and a battery): None = all.
+FORMAT_KINDS: dict[str, frozenset[str] | None] = {
+    "zigbee2mqtt": frozenset({"temperature", "humidity", "co2", "battery"}),
+    "shelly": frozenset({"temperature", "humidity", "power", "battery"}),
+}
+
+#: Shelly Gen2 components by sensor kind: (component type, first id, {field: status path}).
+SHELLY_COMPONENTS: dict[str, tuple[str, int, dict[str, str]]] = {
+    "temperature": ("temperature", 100, {"temperature": "tC"}),
+    "humidity": ("humidity", 100, {"humidity": "rh"}),
+    "power": ("switch", 0, {"power": "apower", "energy": "aenergy.total"}),
+    "battery": ("devicepower", 0, {"battery": "battery.percent"}),
+}
 
 #: RFC 8428 section 6: the integer labels of SenML CBOR.
 SENML_CBOR_LABELS = {
@@ -107,6 +127,49 @@ def senml_name(sensor: Sensor, field: str) -> str:
     (``board-1/temperature``, ``board-1/energy-2``). Every payload shape names it the same way
     once an edge adapter has read it."""
     return f"{sensor.device}/{sensor.field(field)}"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def stream_name(fmt: str, sensor: Sensor, field: str) -> str:
+    """The stream an edge files a reading under, by payload shape: the SenML name, but for
+    Tasmota, whose sensor groups name the instance (``board-1/temperature-bme280``; the
+    device-wide ``ENERGY`` group and ``BATTERY`` only their number: ``board-1/power-2``)."""
+    if fmt == "shelly":
+        kind, first, _ = SHELLY_COMPONENTS[sensor.model.kind]
+        ident = first + _index(sensor)
+        instance = f"{ident}" if kind == field else f"{kind}-{ident}"
+        return f"{sensor.device}/{field}-{instance}"
+    if fmt != "tasmota":
+        return senml_name(sensor, field)
+    group = _slug(TASMOTA_KEYS[field][0])
+    tail = sensor.suffix.lstrip("-")
+    named = group in ("energy", field)  # device-wide, or named as its quantity
+    instance = "-".join(x for x in ((None if named else group), tail) if x)
+    return f"{sensor.device}/{field}-{instance}" if instance else f"{sensor.device}/{field}"
+
+
+def _index(sensor: Sensor) -> int:
+    """0 for the first sensor of a kind on a device, 1 for ``-2``..."""
+    tail = sensor.suffix.lstrip("-")
+    return int(tail) - 1 if tail else 0
+
+
+def _shelly(sensor: Sensor, values: Sequence[float]) -> tuple[str, dict[str, object]]:
+    kind, first, paths = SHELLY_COMPONENTS[sensor.model.kind]
+    ident = first + _index(sensor)
+    status: dict[str, object] = {"id": ident}
+    for f, v in zip(sensor.model.fields, values, strict=True):
+        head, _, sub = paths[f.name].partition(".")
+        if sub:
+            inner = status.setdefault(head, {})
+            assert isinstance(inner, dict)
+            inner[sub] = _num(v)
+        else:
+            status[head] = _num(v)
+    return f"{kind}:{ident}", status
 
 
 def senml_records(sensor: Sensor, readings: Sequence[Reading]) -> list[dict[str, object]]:
@@ -204,9 +267,27 @@ def encode(fmt: str, sensors: Sequence[Sensor], readings: Sequence[Sequence[Read
         for sensor, rs in zip(sensors, readings, strict=True):
             r = rs[-1]
             for f, v in zip(sensor.model.fields, r.values, strict=True):
-                topic = (f"homie/5/{sensor.device}/{homie_id(sensor.name)}/"
-                         f"{homie_id(sensor.field(f.name))}")
+                node = homie_id(sensor.field(f.name))  # a node per quantity: node/node
+                topic = f"homie/5/{sensor.device}/{node}/{node}"
                 out.append(Publish(topic, _text(v).encode(), retain=True))
+        return out
+    if fmt == "zigbee2mqtt":
+        out = []
+        for sensor, rs in zip(sensors, readings, strict=True):
+            state = {sensor.field(f.name).replace("-", "_"): _num(v)
+                     for f, v in zip(sensor.model.fields, rs[-1].values, strict=True)}
+            out.append(Publish(f"zigbee2mqtt/{sensor.device}",
+                               json.dumps(state, separators=(",", ":")).encode()))
+        return out
+    if fmt == "shelly":
+        out = []
+        for sensor, rs in zip(sensors, readings, strict=True):
+            r = rs[-1]
+            component, status = _shelly(sensor, r.values)
+            note = {"src": sensor.device, "dst": "cairn", "method": "NotifyStatus",
+                    "params": {"ts": _num(r.time), component: status}}
+            out.append(Publish(f"{sensor.device}/events/rpc",
+                               json.dumps(note, separators=(",", ":")).encode()))
         return out
     raise ValueError(f"unknown payload format {fmt!r} (known: {', '.join(FORMATS)})")
 
@@ -224,33 +305,36 @@ def status_topic(fmt: str, device: str) -> str:
         return f"{device}/status"
     if fmt == "homie":
         return f"homie/5/{device}/$state"
+    if fmt == "zigbee2mqtt":
+        return f"zigbee2mqtt/{device}/availability"
+    if fmt == "shelly":
+        return f"{device}/online"
     return f"senml/{device}/status"
 
 
 def will(fmt: str, device: str) -> Publish:
     """The last-will message the broker sends when a device vanishes."""
-    payload = {"tasmota": b"Offline", "homie": b"lost"}.get(fmt, b"offline")
+    payload = {"tasmota": b"Offline", "homie": b"lost", "shelly": b"false"}.get(fmt, b"offline")
     return Publish(status_topic(fmt, device), payload, retain=True)
 
 
 def birth(fmt: str, device: str, sensors: Sequence[Sensor], ha_discovery: bool = False
           ) -> list[Publish]:
     """What a device publishes when it connects: online state, descriptions, discovery."""
-    payload = {"tasmota": b"Online", "homie": b"ready"}.get(fmt, b"online")
+    payload = {"tasmota": b"Online", "homie": b"ready", "shelly": b"true"}.get(fmt, b"online")
     out = []
     if fmt == "homie":
         nodes = {
-            homie_id(s.name): {
-                "name": s.name,
+            homie_id(s.field(f.name)): {
+                "name": s.field(f.name),
                 "properties": {
                     homie_id(s.field(f.name)): {
                         "datatype": "float",
                         "unit": DISPLAY_UNITS.get(f.unit, f.unit),
                     }
-                    for f in s.model.fields
                 },
             }
-            for s in sensors
+            for s in sensors for f in s.model.fields
         }
         desc = {"homie": "5.0", "version": 1, "name": device, "nodes": nodes}
         out.append(Publish(f"homie/5/{device}/$description",
@@ -271,6 +355,8 @@ def _discovery(fmt: str, device: str, sensors: Sequence[Sensor]) -> list[Publish
     for s in sensors:
         for k, f in enumerate(s.model.fields):
             object_id = _object_id(s, f.name)
+            if fmt in ("zigbee2mqtt", "shelly"):
+                continue  # the bridge's own documents (not simulated)
             if fmt in ("senml", "senml-cbor"):
                 state, template = f"senml/{s.id}", f"{{{{ value_json[{k}].v }}}}"
                 if fmt == "senml-cbor":
@@ -281,7 +367,8 @@ def _discovery(fmt: str, device: str, sensors: Sequence[Sensor]) -> list[Publish
             elif fmt == "esphome":
                 state, template = f"{device}/sensor/{object_id}/state", None
             else:
-                state = f"homie/5/{device}/{homie_id(s.name)}/{homie_id(s.field(f.name))}"
+                node = homie_id(s.field(f.name))
+                state = f"homie/5/{device}/{node}/{node}"
                 template = None
             config: dict[str, object] = {
                 "name": f"{s.name} {f.name}" if len(s.model.fields) > 1 else s.name,

@@ -37,7 +37,7 @@ ACL = ROOT / "deploy" / "mosquitto" / "acl"
 WAIT = 10.0  # bound on every wait for the broker
 T0 = 1_764_000_000.0
 EDGE_USER = "cairn-edge"  # the user deploy/mosquitto/acl lets read everything
-PASSWORDS = {EDGE_USER: "edge-secret", **{f"board-{i}": f"secret-{i}" for i in range(1, 6)}}
+PASSWORDS = {EDGE_USER: "edge-secret", **{f"board-{i}": f"secret-{i}" for i in range(1, 8)}}
 
 
 class DeployedMosquitto(Mosquitto):

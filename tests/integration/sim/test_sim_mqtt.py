@@ -122,8 +122,8 @@ def test_same_seed_same_messages(tmp_path: Path, mosquitto_path: Path) -> None:
 def test_every_payload_shape_decodes_with_an_independent_decoder(broker: Mosquitto,
                                                                   tmp_path: Path) -> None:
     sub = Subscriber(broker.host, broker.port)
-    stats = run_fleet(broker, tmp_path / "l.jsonl", devices=5, formats=list(FORMATS),
-                      sensors=6, rate=2.0, ha_discovery=True)
+    stats = run_fleet(broker, tmp_path / "l.jsonl", devices=len(FORMATS),
+                      formats=list(FORMATS), sensors=6, rate=2.0, ha_discovery=True)
     wanted = acked_messages(tmp_path / "l.jsonl")
     assert stats.sent == len(wanted)
     assert sub.wait_for(lambda got: contains(got, wanted))
@@ -156,6 +156,17 @@ def test_every_payload_shape_decodes_with_an_independent_decoder(broker: Mosquit
         elif topic.startswith("homie/5/"):
             assert [float(payload)] == [s[3] for s in samples]
             checked["homie"] += 1
+        elif topic.startswith("zigbee2mqtt/"):
+            assert list(json.loads(payload).values()) == [s[3] for s in samples]
+            checked["zigbee2mqtt"] += 1
+        elif topic.endswith("/events/rpc"):
+            note = json.loads(payload)
+            assert note["method"] == "NotifyStatus" and note["params"]["ts"] == samples[0][2]
+            (status,) = [v for k, v in note["params"].items() if k != "ts"]
+            values = [x for k, v in status.items() if k != "id"
+                      for x in (v.values() if isinstance(v, dict) else [v])]
+            assert sorted(values) == sorted(s[3] for s in samples)
+            checked["shelly"] += 1
         else:
             assert "/sensor/" in topic and [float(payload)] == [s[3] for s in samples]
             checked["esphome"] += 1

@@ -65,7 +65,7 @@ def test_the_walk_finds_the_apps_errors() -> None:
     for expected in (
         "cairn.settings.ConfigError",
         "cairn_gateway.store.StoreError",
-        "cairn_edge.adapters.Rejected",
+        "cairn_edge.adapters.common.Rejected",
         "cairn_sim.scenario.ScenarioError",
     ):
         assert expected in names

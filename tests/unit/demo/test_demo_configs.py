@@ -42,6 +42,8 @@ def test_the_gateway_and_edge_configs_load_and_agree(tmp_path: Path) -> None:
     assert load_edge(tmp_path / "edge-3" / "edge.toml").routes == (
         Route("tele/board-3/SENSOR", "tasmota", device="board-3"),)
     assert board_route("board-2", "senml-cbor").format == "senml"  # one decoder for both
+    assert board_route("board-4", "esphome") == Route("board-4/sensor/+/state", "esphome",
+                                                      device="board-4")
 
 
 def test_seeds_are_kept_across_runs_and_the_boards_enrolled(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_tasmota_is_one_json_document_per_device_and_period() -> None:
         assert {"Power", "Total"} <= set(doc["ENERGY"])
         assert doc["Time"].startswith("2025-11-24T16:00:0")
         by_name = {s.name.split("/", 1)[1]: s.value for s in m.samples}
-        assert doc["BME280"]["Temperature"] == by_name["temperature"]
+        assert doc["BME280"]["Temperature"] == by_name["temperature-bme280"]
         assert doc["ENERGY"]["Total"] == pytest.approx(by_name["energy"] / 1000)
 
 
