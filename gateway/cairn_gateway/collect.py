@@ -640,6 +640,11 @@ class Collector:
                                    "refused for all of them")
         return self.records[owners.pop()]
 
+    @property
+    def reach(self) -> dict[bytes, str]:
+        """Each device's reach as noted by this collector (record key -> state)."""
+        return dict(self._reach)
+
     def note_reach(self, record_key: bytes, state: str) -> None:
         """A device's reach (connected, unreachable, no address...): kept in the store for
         ``cairn gateway devices list`` and logged when it changes."""
