@@ -126,7 +126,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                               cfg.replication_handshake_timeout))
     edges_at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
 
-    async def collecting(address: tuple[str, int]) -> None:
+    async def collecting(address: tuple[str, int], tg: asyncio.TaskGroup) -> None:
         dht = None
         async with contextlib.AsyncExitStack() as stack:
             if cfg.dht_bootstrap:
@@ -134,16 +134,18 @@ async def run_gateway(cfg: GatewayConfig, *,
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
             if ready is not None:
                 ready(address)
-            async with asyncio.TaskGroup() as tg:
-                if dht is not None and cfg.replication_listen is not None:
-                    publisher = tg.create_task(publish_address(cfg, dht, key, await edges_at),
-                                               name="gateway address record")
-                else:
-                    publisher = None
+            publisher = None
+            if dht is not None and cfg.replication_listen is not None:
+                publisher = tg.create_task(publish_address(cfg, dht, key, await edges_at),
+                                           name="gateway address record")
+            try:
                 await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
                                      rounds=rounds)
-                if publisher is not None:
+            finally:
+                if publisher is not None:  # (before the DHT closes)
                     publisher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await publisher
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -159,7 +161,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                                                     ready=edges_at.set_result),
                                        name="gateway edge listener")
                 await edges_at  # (a port in use: the group cancels this and raises it)
-            rounds_task = tg.create_task(collecting(address), name="gateway collection")
+            rounds_task = tg.create_task(collecting(address, tg), name="gateway collection")
             await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
             api.cancel()
             if cfg.replication_listen is not None:
