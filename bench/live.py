@@ -112,9 +112,7 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-        import atexit
 
-        atexit.register(lambda: prof.dump_stats(os.environ["CAIRN_BENCH_PROFILE"]))
     listener = EdgeListener(collector, gateway_key(), roster.enrolled_keys,
                             limits=ListenerLimits(max_connections=n + 100, per_source=n + 100))
     app = make_app(store)
@@ -152,6 +150,9 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
         c0, t0 = cpu(), time.monotonic()
         await asyncio.sleep(seconds)
         c1, t1 = cpu(), time.monotonic()
+        if os.environ.get("CAIRN_BENCH_PROFILE"):
+            prof.disable()
+            prof.dump_stats(os.environ["CAIRN_BENCH_PROFILE"])
         lat.sort()
         print(json.dumps({
             "cpu": (c1 - c0) / (t1 - t0), "rss": rss(), "idle_rss": idle_rss,
@@ -159,10 +160,6 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
             "p50": lat[len(lat) // 2] if lat else None,
             "p99": lat[int(len(lat) * 0.99)] if lat else None}), flush=True)
         await reader.readline()  # "stop"
-        if os.environ.get("CAIRN_BENCH_PROFILE"):
-            prof.disable()
-            prof.dump_stats(os.environ["CAIRN_BENCH_PROFILE"])
-            print("{}", flush=True)
         if rounds is not None:
             rounds.cancel()
         raise SystemExit(0)
