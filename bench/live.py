@@ -212,8 +212,10 @@ async def edges_worker(n: int, mode: str, port: int, directory: Path) -> None:
         async def report() -> None:
             nonlocal lag
             while True:
+                c0, t0 = cpu(), time.monotonic()
                 await asyncio.sleep(5)
-                print(json.dumps({"lag": lag}), flush=True)
+                print(json.dumps({"lag": lag, "cpu": (cpu() - c0) / (time.monotonic() - t0)}),
+                      flush=True)
                 lag = 0.0
 
         tg.create_task(report())
@@ -265,8 +267,8 @@ def run(n: int, mode: str, seconds: float, api_poll: bool) -> dict[str, Any]:
             res: dict[str, Any] = json.loads(gw.stdout.readline())
             gw.stdin.write("stop\n")
             gw.stdin.flush()
-            lags = [json.loads(ed.stdout.readline())["lag"] for _ in range(1)]
-            res["edge_lag"] = max(lags)
+            edge = json.loads(ed.stdout.readline())
+            res["edge_lag"], res["edge_cpu"] = edge["lag"], edge["cpu"]
             api.sort()
             res["api_p99"] = api[int(len(api) * 0.99)] if api else None
             res["api_p50"] = statistics.median(api) if api else None
@@ -324,6 +326,8 @@ def main() -> None:
                         "PASS" if p99 is not None and p99 <= 1.0 else "FAIL"))
         rows.append(Row(f"{n} edges: edges' 1 Hz tick lag (worst)", "ms",
                         r["edge_lag"] * ms, None, None, "info (sim keeps up?)", ""))
+        rows.append(Row(f"{n} edges: the edges' process CPU", "cores x1000",
+                        r["edge_cpu"] * 1000, None, None, "info", ""))
     print(f"bench/live.py: {os.cpu_count()} CPUs, {args.seconds:g} s windows")
     print_tables(rows, args.markdown)
 

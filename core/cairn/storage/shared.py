@@ -142,8 +142,10 @@ class SharedDB:
     def _touched(self) -> list[Participant]:
         """The members a commit visits: those written to, and every one that does not report
         its writes."""
-        tracked = self.tracked
-        return list(self.dirty) + [m for m in self.members if id(m) not in tracked]
+        touched = list(self.dirty)
+        if len(self.tracked) < len(self.members):
+            touched += [m for m in self.members if id(m) not in self.tracked]
+        return touched
 
     def hold(self) -> None:
         """Open a transaction that stays open until :meth:`release`: the appends of many
