@@ -419,7 +419,7 @@ class Agent:
             return [] if dht is None else await find_on_dht(dht, key)
 
         return Dialer(self.noise, self.config.gateways, self.served, dial=self.config.dial,
-                      find=find)
+                      find=find, on_change=self._said)
 
     def _said(self) -> None:
         if self.on_status is not None:

@@ -82,7 +82,8 @@ class Dialer:
                  opener: Opener = open_to_gateway, keepalive: float = KEEPALIVE,
                  backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
                  rng: random.Random | None = None,
-                 wall: Callable[[], float] | None = None) -> None:
+                 wall: Callable[[], float] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         import time
 
         self.key_pair = key_pair
@@ -97,6 +98,11 @@ class Dialer:
         self.rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter
         self.wall = wall if wall is not None else time.time
         self.links = {k: GatewayLink(k) for k in self.gateways}
+        self.on_change = on_change  # told when a link connects or fails (status lines)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     async def run(self) -> None:
         """Dial every gateway, forever (until cancelled)."""
@@ -129,6 +135,7 @@ class Dialer:
                 link.failures = 0
                 log.info("connected to gateway %s at %s:%d", key.hex()[:16], *link.address or
                          ("?", 0))
+                self._changed()
                 try:
                     conn.keepalive = self.keepalive
                     await serve_on(conn, self.logs)
@@ -140,6 +147,7 @@ class Dialer:
                 link.connected, link.since, link.error = False, self.wall(), why
                 log.warning("gateway %s: connection lost (%s): dialling again",
                             key.hex()[:16], why)
+                self._changed()
                 if loop.time() - started < self.backoff_max:
                     link.failures += 1  # a connection that keeps dying backs off too
             else:
@@ -172,13 +180,16 @@ class Dialer:
         return None
 
     def _failed(self, link: GatewayLink, error: str) -> None:
-        if error != link.error:
+        changed = error != link.error
+        if changed:
             log.warning("gateway %s: cannot connect: %s", link.key.hex()[:16], error)
         elif link.failures:
             log.debug("gateway %s: still cannot connect: %s", link.key.hex()[:16], error)
         if link.error is None or link.connected:
             link.since = self.wall()
         link.connected, link.error = False, error
+        if changed:
+            self._changed()
 
 
 async def find_on_dht(dht: DHT, key: bytes) -> list[tuple[str, int]]:

@@ -651,7 +651,7 @@ class Collector:
         if self._reach.get(record_key) == state:
             return
         self._reach[record_key] = state
-        level = logging.INFO if state.startswith("connected") else logging.WARNING
+        level = logging.INFO if state.startswith(("connected", "reachable")) else logging.WARNING
         log.log(level, "device %s: %s", record_key.hex()[:16], state)
         with contextlib.suppress(Exception):  # (a status must never stop collecting)
             note_reach(self.store.conn, record_key, state, self.wall())
