@@ -339,3 +339,87 @@ def test_a_flood_of_unknown_keys_is_bounded_and_the_honest_edge_is_served(
     assert peak <= 16
     assert stored == 1
 
+
+
+def test_a_gateway_that_stalls_mid_stream_is_left_and_dialled_again(tmp_path: Path) -> None:
+    """A path that goes dead (the gateway handshakes, then neither reads nor sends): the edge
+    notices within its dead-path deadline and dials again (here 1 s instead of 50 s)."""
+    from cairn.replication.net import Connection, accept, connect
+
+    async def main() -> tuple[float, int]:
+        key = random_key_pair()
+        held: list[Connection] = []
+
+        async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(await accept(reader, writer, key))
+            await asyncio.Event().wait()  # a black hole from now on
+
+        server = await asyncio.start_server(stall, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()[:2]
+
+        async def opener(addr: tuple[str, int], pinned: bytes, kp: object) -> Connection:
+            return await connect(addr[0], addr[1], kp, expect=pinned,  # type: ignore[arg-type]
+                                 idle_timeout=1.0)
+
+        edge = Edge(tmp_path, "board-8", ("board-8/temperature",))
+        dialer = Dialer(edge.noise, [key.public_key], list(edge.logs.values()),
+                        dial=[address], opener=opener, keepalive=0.3, rng=random.Random(2),
+                        backoff_initial=0.05, backoff_max=0.2)
+        link = dialer.links[key.public_key]
+        try:
+            async with dialling(dialer):
+                await until(lambda: link.connected)
+                t = time.monotonic()
+                await until(lambda: link.connections >= 2, 10)  # lost, noticed, dialled again
+                noticed = time.monotonic() - t
+            return noticed, link.connections
+        finally:
+            for c in held:
+                await c.close()
+            server.close()
+            await server.wait_closed()
+            edge.close()
+
+    noticed, _connections = asyncio.run(main())
+    record("replication", "the gateway's path goes dead mid-stream (edge side)", 1,
+           int(noticed > 5.0), "dead paths not noticed in time",
+           detail=f"noticed and dialled again after {noticed:.1f} s (deadline 1 s here, "
+                  "50 s shipped)")
+    assert noticed < 5.0
+
+
+def test_an_edge_that_stalls_mid_stream_is_dropped(tmp_path: Path) -> None:
+    """An enrolled edge handshakes, then says nothing (no keepalive): the gateway drops it
+    after its idle deadline and says so in the device's reach."""
+    from cairn.replication.net import connect
+
+    name = "board-10/temperature"
+
+    async def main() -> float:
+        edge = Edge(tmp_path, "board-10", (name,))
+        gw = Gateway(tmp_path, ListenerLimits(idle_timeout=1.0))
+        try:
+            gw.enroll(edge, "board-10")
+            async with running(gw):
+                conn = await connect(*gw.address, edge.noise)
+                try:
+                    await until(lambda: edge.record_key in gw.collector.live)
+                    t = time.monotonic()
+                    got = await asyncio.wait_for(conn.reader.read(), 10)  # EOF when dropped
+                    while got:
+                        got = await asyncio.wait_for(conn.reader.read(), 10)
+                    took = time.monotonic() - t
+                    await until(lambda: edge.record_key not in gw.collector.live)
+                    assert reach(gw.store.conn)[edge.record_key].startswith("disconnected")
+                    return took
+                finally:
+                    await conn.close()
+        finally:
+            edge.close()
+            gw.close()
+
+    took = asyncio.run(main())
+    record("replication", "an enrolled edge stalls mid-stream on the gateway", 1,
+           int(took > 5.0), "stalled connections kept",
+           detail=f"dropped after {took:.1f} s (idle deadline 1 s here, 60 s shipped)")
+    assert took < 5.0

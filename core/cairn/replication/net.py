@@ -138,6 +138,7 @@ class Connection:
                     self.remote_key = event.remote_public_key
                     self.replicator = Replicator(is_initiator=self.is_initiator,
                                                  handshake_hash=event.handshake_hash)
+                    await self._write()  # the initiator's last message: the peer is done too
                     return event
                 if isinstance(event, Closed):
                     raise ConnectionError(event.reason)
