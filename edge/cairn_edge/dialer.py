@@ -41,6 +41,7 @@ KEEPALIVE = 20.0
 DEAD_AFTER = 50.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
+POLL = 0.05  # seconds: how soon an append is announced to the gateway (live push)
 
 Opener = Callable[[tuple[str, int], bytes, KeyPair], Awaitable[Connection]]
 Finder = Callable[[bytes], Awaitable[list[tuple[str, int]]]]
@@ -99,6 +100,7 @@ class Dialer:
         self.wall = wall if wall is not None else time.time
         self.links = {k: GatewayLink(k) for k in self.gateways}
         self.on_change = on_change  # told when a link connects or fails (status lines)
+        self.poll = POLL
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -138,7 +140,7 @@ class Dialer:
                 self._changed()
                 try:
                     conn.keepalive = self.keepalive
-                    await serve_on(conn, self.logs)
+                    await serve_on(conn, self.logs, self.poll)
                     why = "the gateway closed the connection"
                 except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
                     why = f"{type(exc).__name__}: {exc}"

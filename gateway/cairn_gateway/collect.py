@@ -232,6 +232,7 @@ class Collector:
         self._round: dict[bytes, _Allowance] = {}  # record key -> what it may still take
         self.replicas = SharedDB(self.dir / "replicas.db")
         self._logs: dict[bytes, Log] = {}
+        self._replica_names: set[str] | None = None
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
         self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
@@ -292,8 +293,11 @@ class Collector:
         lg = self._logs.get(log_key)
         if lg is None:
             name = log_key.hex()
-            lg = (Log.open_in(self.replicas, name) if name in self.replicas.names()
+            if self._replica_names is None:  # (read once: a gateway holds thousands)
+                self._replica_names = set(self.replicas.names())
+            lg = (Log.open_in(self.replicas, name) if name in self._replica_names
                   else Log.replica_in(self.replicas, name, log_key))
+            self._replica_names.add(name)
             self._logs[log_key] = lg
         return lg
 
@@ -672,34 +676,68 @@ class Collector:
             raise PeerRefusedError("; ".join(r.error for r in claimed if r.error))
         streams: dict[bytes, tuple[int, str, list[int]]] = {}  # log key -> id, name, [next]
 
+        planned: list[Device] = []
+        opened: list[Log] = []
+        first: dict[int, float] = {}  # stream id -> first-seen time (the plausible window)
+        united: set[int] = set()
+
         def replicas() -> list[Log]:
             current = self.records.get(key, dev)
+            if planned and planned[0] is current:
+                return opened  # (asked every LIVE_POLL: only a new record adds streams)
+            planned[:] = [current]
             for name, _p in self._plan(current, policy_of):
                 log_key = current.streams[name]
                 if log_key not in streams:
                     sid = self.store.stream(device_id, name, log_key)
                     if self.store.status(sid) == "ok":
                         streams[log_key] = (sid, name, [self.store.stored_prefix(sid)])
-            return [self.replica(k) for k in streams]
+            opened[:] = [self.replica(k) for k in streams]
+            return opened
 
         def stored(replica: Log) -> None:
+            """Store the blocks the replica holds past the stream's cursor: one transaction,
+            exactly once (the store skips what it holds), a block that is not a frame stops
+            the stream as in a round. Per append this costs a few statements: the stream's
+            first-seen time and unit are read once per connection."""
             entry = streams.get(replica.key)
             if entry is None:
                 return
             sid, name, cursor = entry
             end = replica.contiguous_length
-            if end <= cursor[0] or self.store.status(sid) != "ok":
+            if end <= cursor[0]:
                 return
+            if sid not in first:  # the stream's first-seen time, and its status, once
+                if self.store.status(sid) != "ok":
+                    cursor[0] = end
+                    return
+                first[sid] = self.store.window_since(sid, self.wall())
             now = self.wall()
-            window = (self.store.window_since(sid, now) - self.limits.past_window,
-                      now + self.limits.future_window)
-            todo = self.store.missing_blocks(sid, list(range(cursor[0], end)))
-            result = SyncResult(name)
-            self._ingest_held(sid, name, replica, todo, window, None, result)
+            window = (first[sid] - self.limits.past_window, now + self.limits.future_window)
+            run: list[tuple[int, int, Frame]] = []
+            bad: tuple[int, DecodeError] | None = None
+            for i in range(cursor[0], end):
+                try:
+                    run.append((i, replica.fork, Frame.decode(replica.get(i))))
+                except DecodeError as exc:
+                    bad = (i, exc)
+                    break
+            refused = self.store.refused(sid) if run else 0
+            if run:
+                self.store.ingest(sid, run, window)
+                if sid not in united and run[0][2].samples:
+                    self.store.set_unit(sid, run[0][2].samples[0].unit)
+                    united.add(sid)
+                more = self.store.refused(sid) - refused
+                if more:
+                    log.warning("stream %s: %d samples refused for their time (outside %s .. "
+                                "%s)", name, more, _iso(window[0]), _iso(window[1]))
             cursor[0] = end
-            if result.refused:
-                log.warning("stream %s: %d samples refused for their time", name,
-                            result.refused)
+            if bad is not None:
+                why = f"invalid: block {bad[0]} is not a frame ({bad[1]})"
+                self.store.stop(sid, why)
+                log.error("stream %s: %s (ingest stopped)", name, why)
+                cursor[0] = 1 << 62  # nothing more of it
 
         since = self.wall()
         self.live[key] = since

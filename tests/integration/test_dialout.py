@@ -423,3 +423,36 @@ def test_an_edge_that_stalls_mid_stream_is_dropped(tmp_path: Path) -> None:
            int(took > 5.0), "stalled connections kept",
            detail=f"dropped after {took:.1f} s (idle deadline 1 s here, 60 s shipped)")
     assert took < 5.0
+
+
+def test_a_block_that_is_not_a_frame_stops_that_live_stream_only(tmp_path: Path) -> None:
+    """Signed by the device but not a frame: that stream stops with its reason (as in a
+    round); the device's other stream keeps arriving live."""
+    names = ("board-11/temperature", "board-11/humidity")
+
+    async def main() -> tuple[str, int, int]:
+        edge = Edge(tmp_path, "board-11", names)
+        gw = Gateway(tmp_path)
+        try:
+            gw.enroll(edge, "board-11")
+            async with running(gw), dialling(dialer_for(edge, gw.key.public_key, gw.address)):
+                edge.logs[names[0]].append([frame(names[0], 0), b"\xffnot a frame",
+                                            frame(names[0], 2)])
+                edge.logs[names[1]].append([frame(names[1], 0)])
+                await until(lambda: gw.samples(names[1]) == 1)
+                sid = gw.store.conn.execute("SELECT id FROM streams WHERE name = ?",
+                                            (names[0],)).fetchone()[0]
+                await until(lambda: gw.store.status(sid) != "ok")
+                edge.logs[names[1]].append([frame(names[1], 1)])
+                await until(lambda: gw.samples(names[1]) == 2)
+                return gw.store.status(sid), gw.samples(names[0]), gw.samples(names[1])
+        finally:
+            edge.close()
+            gw.close()
+
+    status, first, second = asyncio.run(main())
+    record("replication", "a live stream's signed block is not a frame", 1,
+           int(first != 1 or second != 2), "streams stored wrongly",
+           detail=f"that stream stopped ({status[:40]}...), the blocks before it stored, "
+                  "the other stream kept arriving live")
+    assert "not a frame" in status and first == 1 and second == 2
