@@ -89,19 +89,21 @@ class EdgeListener:
 
     async def run(self, host: str, port: int,
                   ready: Callable[[tuple[str, int]], object] | None = None) -> None:
-        """Listen until cancelled; each connection a task of one group."""
-        async with asyncio.TaskGroup() as connections:
+        """Listen until cancelled; each connection a task of one group. The socket is bound
+        before the group is entered: a port in use reaches the caller as the OSError itself."""
+        connections = asyncio.TaskGroup()
 
-            def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                connections.create_task(self._handle(reader, writer))
+        def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.create_task(self._handle(reader, writer))
 
-            server = await asyncio.start_server(spawn, host, port)
-            async with server:
-                sock = server.sockets[0].getsockname()
-                log.info("edges may dial in on %s:%d", sock[0], sock[1])
-                if ready is not None:
-                    ready((sock[0], sock[1]))
-                await server.serve_forever()
+        server = await asyncio.start_server(spawn, host, port, start_serving=False)
+        async with connections, server:
+            await server.start_serving()
+            sock = server.sockets[0].getsockname()
+            log.info("edges may dial in on %s:%d", sock[0], sock[1])
+            if ready is not None:
+                ready((sock[0], sock[1]))
+            await server.serve_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

@@ -456,3 +456,29 @@ def test_a_block_that_is_not_a_frame_stops_that_live_stream_only(tmp_path: Path)
            detail=f"that stream stopped ({status[:40]}...), the blocks before it stored, "
                   "the other stream kept arriving live")
     assert "not a frame" in status and first == 1 and second == 2
+
+
+def test_an_edge_port_in_use_stops_the_gateway_with_its_error(tmp_path: Path) -> None:
+    import socket
+
+    from cairn.fleet.identity import new_seed
+    from cairn_gateway.config import parse_config
+    from cairn_gateway.daemon import run_gateway
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        new_seed(tmp_path / "gateway.seed")
+        cfg = parse_config('[api]\nlisten = "127.0.0.1:0"\n[collect]\ningest_worker = false\n'
+                           f'[replication]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n',
+                           tmp_path)
+
+        async def main() -> None:
+            async with asyncio.timeout(30):
+                await run_gateway(cfg)
+
+        with pytest.raises(OSError, match="in use"):
+            asyncio.run(main())
+    finally:
+        taken.close()

@@ -280,18 +280,21 @@ async def serve(
             await conn.close()
 
     # one task per connection, in a group: when serving is cancelled the group cancels them
-    # all and waits for each to close its link
-    async with asyncio.TaskGroup() as connections:
+    # all and waits for each to close its link. The socket is bound before the group is
+    # entered, so a bind error (a port in use) reaches the caller as itself, not in a group;
+    # it accepts only once the group is there.
+    connections = asyncio.TaskGroup()
 
-        def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connections.create_task(handle(reader, writer))
+    def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.create_task(handle(reader, writer))
 
-        server = await asyncio.start_server(spawn, host, port)
-        async with server:
-            sock = server.sockets[0].getsockname()
-            if ready is not None:
-                ready((sock[0], sock[1]))
-            await server.serve_forever()
+    server = await asyncio.start_server(spawn, host, port, start_serving=False)
+    async with connections, server:
+        await server.start_serving()
+        sock = server.sockets[0].getsockname()
+        if ready is not None:
+            ready((sock[0], sock[1]))
+        await server.serve_forever()
 
 
 async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
