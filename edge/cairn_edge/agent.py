@@ -325,6 +325,10 @@ class Agent:
                             self.dialer = self._dialer()
                             stack.push_async_callback(_stop_tasks, [tg.create_task(
                                 self.dialer.run(), name="edge dialer")])
+                        elif self.config.gateways:
+                            log.warning("[replication] gateways are set but neither "
+                                        "[replication] dial nor [dht] bootstrap: this edge "
+                                        "does not dial its gateways (they must reach it)")
                         await self._consume(queue, ingest)
                 finally:
                     server.cancel()
