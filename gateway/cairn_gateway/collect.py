@@ -680,6 +680,7 @@ class Collector:
         opened: list[Log] = []
         first: dict[int, float] = {}  # stream id -> first-seen time (the plausible window)
         united: set[int] = set()
+        refused_known: dict[int, int] = {}  # stream id -> samples refused for their time
 
         def replicas() -> list[Log]:
             current = self.records.get(key, dev)
@@ -722,13 +723,18 @@ class Collector:
                 except DecodeError as exc:
                     bad = (i, exc)
                     break
-            refused = self.store.refused(sid) if run else 0
             if run:
-                self.store.ingest(sid, run, window)
+                before = self.store.refused(sid) if refused_known.get(sid) is None \
+                    else refused_known[sid]
+                got = self.store.ingest(sid, run, window)
                 if sid not in united and run[0][2].samples:
                     self.store.set_unit(sid, run[0][2].samples[0].unit)
                     united.add(sid)
-                more = self.store.refused(sid) - refused
+                # (the count is read again only when fewer samples were stored than sent)
+                now_refused = before if got == sum(len(f.samples) for _i, _k, f in run) \
+                    else self.store.refused(sid)
+                refused_known[sid] = now_refused
+                more = now_refused - before
                 if more:
                     log.warning("stream %s: %d samples refused for their time (outside %s .. "
                                 "%s)", name, more, _iso(window[0]), _iso(window[1]))

@@ -482,3 +482,31 @@ def test_an_edge_port_in_use_stops_the_gateway_with_its_error(tmp_path: Path) ->
             asyncio.run(main())
     finally:
         taken.close()
+
+
+def test_a_live_sample_outside_the_plausible_window_is_refused_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    name = "board-12/temperature"
+
+    async def main() -> tuple[int, int]:
+        edge = Edge(tmp_path, "board-12", (name,))
+        gw = Gateway(tmp_path)
+        try:
+            gw.enroll(edge, "board-12")
+            async with running(gw), dialling(dialer_for(edge, gw.key.public_key, gw.address)):
+                edge.logs[name].append([frame(name, 0)])
+                await until(lambda: gw.samples(name) == 1)
+                ahead = Frame((Sample(name, "Cel", time.time() + 3600, 1.0),)).encode()
+                edge.logs[name].append([ahead, frame(name, 2)])
+                await until(lambda: gw.samples(name) == 2)
+                sid = gw.store.conn.execute("SELECT id FROM streams WHERE name = ?",
+                                            (name,)).fetchone()[0]
+                return gw.store.refused(sid), gw.samples(name)
+        finally:
+            edge.close()
+            gw.close()
+
+    with caplog.at_level(logging.WARNING):
+        refused, stored = asyncio.run(main())
+    assert (refused, stored) == (1, 2)
+    assert any("refused for their time" in r.getMessage() for r in caplog.records)
