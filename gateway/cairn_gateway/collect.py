@@ -45,6 +45,7 @@ from cairn.replication.net import (
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
+from cairn_gateway.live import LiveDevice
 from cairn_gateway.roster import note_reach, stream_owners
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -674,83 +675,22 @@ class Collector:
         if taken:
             claimed = _refuse(dev, taken)
             raise PeerRefusedError("; ".join(r.error for r in claimed if r.error))
-        streams: dict[bytes, tuple[int, str, list[int]]] = {}  # log key -> id, name, [next]
-
         planned: list[Device] = []
-        opened: list[Log] = []
-        first: dict[int, float] = {}  # stream id -> first-seen time (the plausible window)
-        united: set[int] = set()
-        refused_known: dict[int, int] = {}  # stream id -> samples refused for their time
 
-        def replicas() -> list[Log]:
+        def plan() -> list[tuple[str, bytes]] | None:
             current = self.records.get(key, dev)
             if planned and planned[0] is current:
-                return opened  # (asked every LIVE_POLL: only a new record adds streams)
+                return None
             planned[:] = [current]
-            for name, _p in self._plan(current, policy_of):
-                log_key = current.streams[name]
-                if log_key not in streams:
-                    sid = self.store.stream(device_id, name, log_key)
-                    if self.store.status(sid) == "ok":
-                        streams[log_key] = (sid, name, [self.store.stored_prefix(sid)])
-            opened[:] = [self.replica(k) for k in streams]
-            return opened
+            return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
-        def stored(replica: Log) -> None:
-            """Store the blocks the replica holds past the stream's cursor: one transaction,
-            exactly once (the store skips what it holds), a block that is not a frame stops
-            the stream as in a round. Per append this costs a few statements: the stream's
-            first-seen time and unit are read once per connection."""
-            entry = streams.get(replica.key)
-            if entry is None:
-                return
-            sid, name, cursor = entry
-            end = replica.contiguous_length
-            if end <= cursor[0]:
-                return
-            if sid not in first:  # the stream's first-seen time, and its status, once
-                if self.store.status(sid) != "ok":
-                    cursor[0] = end
-                    return
-                first[sid] = self.store.window_since(sid, self.wall())
-            now = self.wall()
-            window = (first[sid] - self.limits.past_window, now + self.limits.future_window)
-            run: list[tuple[int, int, Frame]] = []
-            bad: tuple[int, DecodeError] | None = None
-            for i in range(cursor[0], end):
-                try:
-                    run.append((i, replica.fork, Frame.decode(replica.get(i))))
-                except DecodeError as exc:
-                    bad = (i, exc)
-                    break
-            if run:
-                before = self.store.refused(sid) if refused_known.get(sid) is None \
-                    else refused_known[sid]
-                got = self.store.ingest(sid, run, window)
-                if sid not in united and run[0][2].samples:
-                    self.store.set_unit(sid, run[0][2].samples[0].unit)
-                    united.add(sid)
-                # (the count is read again only when fewer samples were stored than sent)
-                now_refused = before if got == sum(len(f.samples) for _i, _k, f in run) \
-                    else self.store.refused(sid)
-                refused_known[sid] = now_refused
-                more = now_refused - before
-                if more:
-                    log.warning("stream %s: %d samples refused for their time (outside %s .. "
-                                "%s)", name, more, _iso(window[0]), _iso(window[1]))
-            cursor[0] = end
-            if bad is not None:
-                why = f"invalid: block {bad[0]} is not a frame ({bad[1]})"
-                self.store.stop(sid, why)
-                log.error("stream %s: %s (ingest stopped)", name, why)
-                cursor[0] = 1 << 62  # nothing more of it
-
+        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica)
         since = self.wall()
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
         try:
-            await follow_on(conn, replicas, stored, LIVE_POLL)
+            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL)
         except (ConnectionError, TimeoutError, OSError, CairnError) as exc:
             self.note_reach(key, f"disconnected since {_iso(self.wall())}: {one_line(exc)}")
             raise
