@@ -53,6 +53,7 @@ from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_mis
 __all__ = ["Collector", "Device", "SyncResult", "one_line"]
 
 LIVE_POLL = 1.0  # seconds: a live connection looks for streams new in the device's record
+EARLY_EVERY = 5.0  # seconds: at most this often an unknown key dialling in brings a round
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,8 @@ class Collector:
         self._noise: dict[bytes, set[bytes]] = {}  # Noise key -> record keys naming it
         self.live: dict[bytes, float] = {}  # record key -> connected since (epoch seconds)
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
+        self.early = asyncio.Event()  # set: the daemon runs its next round now
+        self._early_at = -EARLY_EVERY
 
     def start_worker(self) -> None:
         """Store in a second process from now on (:mod:`cairn_gateway.ingest`): a long
@@ -491,6 +494,12 @@ class Collector:
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is None:
+                state = self.schedule.edges.get(k)
+                why = state.error if state is not None and state.error is not None and \
+                    state.error.startswith("record not usable") else \
+                    "no record on the DHT: the edge has not published one (is it running, " \
+                    "with [dht] bootstrap?)"
+                self.note_reach(k, why)
                 continue
             self.bind(dev)
             if k in self.live:
@@ -636,9 +645,15 @@ class Collector:
 
     def admit(self, noise_key: bytes | None, enrolled: set[bytes]) -> Device:
         """The enrolled device that dials in with this Noise key, else PeerRefusedError with
-        the reason (not enrolled, or its record not read yet; or a key two records name)."""
+        the reason (not enrolled, or its record not read yet; or a key two records name). An
+        unknown key asks for an early round (at most every ``EARLY_EVERY`` seconds): a device
+        enrolled, or with a new record, since the last round is admitted when it dials again."""
         owners = {k for k in self._noise.get(noise_key or b"", set()) if k in enrolled}
         if not owners:
+            now = self.clock()
+            if now - self._early_at >= EARLY_EVERY:
+                self._early_at = now
+                self.early.set()
             raise PeerRefusedError("key not enrolled (no enrolled device's record names it)")
         if len(owners) > 1:
             raise PeerRefusedError(f"key named by {len(owners)} enrolled devices' records: "

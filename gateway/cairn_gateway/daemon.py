@@ -241,5 +241,11 @@ async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
             log.debug("the failed collection round", exc_info=True)
         done += 1
         if rounds is None or done < rounds:
-            await asyncio.sleep(max(0.0, cfg.interval - (clock() - start)))
+            # the next round on time, or sooner when an edge dialled in with a key no record
+            # read so far names (a device enrolled or restarted since: its record is read now)
+            early: asyncio.Event = getattr(collector, "early", None) or asyncio.Event()
+            early.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, cfg.interval - (clock() - start))):
+                    await early.wait()
     return failed

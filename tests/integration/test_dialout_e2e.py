@@ -105,3 +105,50 @@ def test_an_edge_with_only_the_gateways_key_is_collected_live(
         if proc.stdout is not None:
             proc.stdout.close()
         edge.stop()
+
+
+def test_an_edge_started_after_the_gateway_is_admitted_without_waiting_a_round(
+        broker: Mosquitto, testnet: tuple[str, int], tmp_path: Path) -> None:  # noqa: F811
+    """Rounds an hour apart: the gateway's first round finds no record of the enrolled board
+    (not started yet); when the board dials in with a key no record read names, the gateway
+    runs a round at once, reads its record, and admits it when it dials again."""
+    gdir = tmp_path / "gw"
+    gdir.mkdir()
+    gw = noise_key_pair(new_seed(gdir / "gateway.seed"))
+    config = gdir / "gateway.toml"
+    config.write_text(
+        f'[dht]\nbootstrap = ["{testnet[0]}:{testnet[1]}"]\n'
+        '[collect]\ninterval = 3600\ningest_worker = false\n'
+        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n[replication]\nlisten = "127.0.0.1:0"\n')
+    edge = EdgeProcess(tmp_path / "edge", broker, gateways=[gw.public_key.hex()], dht=testnet)
+    enroll(config, edge, "board-13")  # (its keys come from its seed: it need not run)
+    proc = subprocess.Popen([sys.executable, "-m", "cairn.cli", "gateway", "run", "--config",
+                             str(config)], stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        api = json.loads(lines.get(timeout=30))["api"]
+        deadline = time.monotonic() + 60
+        while True:  # the first round has run: it found no record of the board
+            with urlopen(f"{api}/api/devices", timeout=10) as r:
+                reach = json.loads(r.read())[0]["reach"]
+            if reach and reach.startswith("no record on the DHT"):
+                break
+            assert time.monotonic() < deadline, reach
+            time.sleep(0.1)
+        t = time.monotonic()
+        edge.start()
+        edge.until(lambda s: any(g.get("connected") for g in s.get("gateways", [])))
+        assert time.monotonic() - t < 60
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        edge.stop()
