@@ -268,9 +268,11 @@ def note_reach(conn: sqlite3.Connection, record_key: bytes, state: str, now: flo
 
 
 def reach(conn: sqlite3.Connection) -> dict[bytes, str]:
-    """Each device's reach as last noted by the daemon."""
-    conn.execute(_REACH)
-    return {bytes(k): s for k, s in conn.execute("SELECT record_key, state FROM reach")}
+    """Each device's reach as last noted by the daemon (nothing noted yet: empty)."""
+    try:
+        return {bytes(k): s for k, s in conn.execute("SELECT record_key, state FROM reach")}
+    except sqlite3.OperationalError:  # no such table: no daemon has written one yet
+        return {}
 
 
 class _Finder(Protocol):
