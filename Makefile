@@ -173,6 +173,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/live.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

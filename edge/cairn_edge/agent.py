@@ -44,6 +44,7 @@ from cairn_edge.adapters import DEFAULT_ROUTES, Route
 from cairn_edge.boards import EdgeLogin
 from cairn_edge.config import EdgeConfig
 from cairn_edge.damage import DamageBook
+from cairn_edge.dialer import Dialer, find_on_dht
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 
@@ -241,6 +242,7 @@ class Agent:
         self.noise = noise_key_pair(self.seed)
         self.record_keys = record_key_pair(self.seed)
         self.replication_address: tuple[str, int] | None = None
+        self.dialer: Dialer | None = None  # the connections this edge dials to its gateways
         self.mqtt: MqttIngest | None = None
         self.dht: DHT | None = None
         self.published: DeviceRecord | None = None
@@ -319,6 +321,14 @@ class Agent:
                                 loops.append(tg.create_task(self._watermark_loop(),
                                                             name="edge watermark reader"))
                             stack.push_async_callback(_stop_tasks, loops)  # before the DHT
+                        if self.config.gateways and (self.config.dial or self.dht is not None):
+                            self.dialer = self._dialer()
+                            stack.push_async_callback(_stop_tasks, [tg.create_task(
+                                self.dialer.run(), name="edge dialer")])
+                        elif self.config.gateways:
+                            log.warning("[replication] gateways are set but neither "
+                                        "[replication] dial nor [dht] bootstrap: this edge "
+                                        "does not dial its gateways (they must reach it)")
                         await self._consume(queue, ingest)
                 finally:
                     server.cancel()
@@ -406,6 +416,15 @@ class Agent:
                 self._commit(ingest)
             await asyncio.sleep(0)
 
+    def _dialer(self) -> Dialer:
+        dht = self.dht
+
+        async def find(key: bytes) -> list[tuple[str, int]]:
+            return [] if dht is None else await find_on_dht(dht, key)
+
+        return Dialer(self.noise, self.config.gateways, self.served, dial=self.config.dial,
+                      find=find, on_change=self._said)
+
     def _said(self) -> None:
         if self.on_status is not None:
             self.on_status(self)
@@ -424,7 +443,8 @@ class Agent:
                     if (s := latest.get(n)) is not None and not isinstance(s.value, bytes)]
         return DeviceRecord(
             time=int(self.clock()), address=address,
-            streams=[(n, self.store.logs[n].key) for n in names], readings=readings)
+            streams=[(n, self.store.logs[n].key) for n in names], readings=readings,
+            noise_key=self.noise.public_key)
 
     async def _publish_loop(self) -> None:
         """Publish the record at start and when readings changed, at most every
@@ -517,6 +537,8 @@ class Agent:
             "dht_announces": self.announces,
             "cleared_blocks": self.cleared,
             "damaged_blocks": self.damage.current(),
+            "gateways": [] if self.dialer is None
+            else [link.as_dict() for link in self.dialer.links.values()],
         }
 
 

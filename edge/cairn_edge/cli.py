@@ -21,6 +21,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     record_key_pair,
 )
+from cairn.settings import hex_keys, hostport
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
 from cairn_edge.streams import StreamsError, peek, stream_log_key
@@ -42,10 +43,30 @@ def edge() -> None:
 
 @edge.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(directory: Path) -> None:
-    """Make DIRECTORY/edge.toml (commented) and DIRECTORY/device.seed (mode 0600)."""
+@click.option("--gateway", "gateways", multiple=True, metavar="KEY",
+              help="A gateway's Noise public key (hex, `cairn gateway init` prints it): the "
+                   "edge serves it and dials it (repeat for several gateways).")
+@click.option("--dial", "dial", multiple=True, metavar="HOST:PORT",
+              help="Where the gateways take edges ([replication].listen on the gateway); "
+                   "without it the edge finds them on the DHT by their key.")
+def init(directory: Path, gateways: tuple[str, ...], dial: tuple[str, ...]) -> None:
+    """Make DIRECTORY/edge.toml (commented) and DIRECTORY/device.seed (mode 0600). With
+    --gateway, the edge is collected with no other network setting: it dials the gateway
+    (behind any NAT, no port forwarding)."""
     try:
-        seed = init_directory(directory, "edge.toml", "device.seed", TEMPLATE)
+        keys = hex_keys(list(gateways), "--gateway", "Noise public key")
+        addresses = [hostport(d, "--dial") for d in dial]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    template = TEMPLATE
+    if keys:
+        template = template.replace(
+            "gateways = []", "gateways = [" + ", ".join(f'"{k.hex()}"' for k in keys) + "]", 1)
+    if addresses:
+        template = template.replace(
+            "dial = []", "dial = [" + ", ".join(f'"{h}:{p}"' for h, p in addresses) + "]", 1)
+    try:
+        seed = init_directory(directory, "edge.toml", "device.seed", template)
     except SeedError as exc:
         raise click.ClickException(str(exc)) from None
     config = directory / "edge.toml"

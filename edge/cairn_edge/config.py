@@ -76,6 +76,7 @@ class EdgeConfig:
     listen_port: int = 49_800
     advertise: tuple[str, int] | None = None
     gateways: tuple[bytes, ...] = ()
+    dial: tuple[tuple[str, int], ...] = ()  # where to dial the gateways (else: their DHT record)
     # dht
     dht_bootstrap: tuple[tuple[str, int], ...] = ()
     dht_persistent: bool = False
@@ -96,7 +97,7 @@ _TABLES: dict[str, set[str]] = {
     "logs": {"commit_interval", "commit_samples", "sync", "checkpoint_interval",
              "checkpoint_kib", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
-    "replication": {"host", "port", "gateways", "advertise"},
+    "replication": {"host", "port", "gateways", "advertise", "dial"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
             "watermark_interval"},
     "health": {"metrics"},
@@ -233,6 +234,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     listen = hostport(mqtt.text("listen", "127.0.0.1:1883"), "[mqtt].listen")
     boot = tuple(hostport(b, "[dht].bootstrap") for b in dht.array("bootstrap"))
     adv = rep.text("advertise")
+    dial = tuple(hostport(d, "[replication].dial") for d in rep.array("dial"))
     metrics = health.text("metrics")
     fleet = dht.text("fleet", "default")
     try:
@@ -283,6 +285,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         listen_port=int(rep.number("port", 49_800, 0, 65535)),
         advertise=hostport(adv, "[replication].advertise") if adv else None,
         gateways=gateways,
+        dial=dial,
         dht_bootstrap=boot,
         dht_persistent=dht.flag("persistent", False),
         publish_interval=dht.number("publish_interval", 1.0, 0.1, 86400),
@@ -338,7 +341,11 @@ max_future = 5               # seconds a sample may be ahead of our clock (at mo
 [replication]
 host = "0.0.0.0"
 port = 49800
-gateways = []                # Noise public keys (hex) of the gateways allowed to replicate
+gateways = []                # Noise public keys (hex) of the gateways allowed to replicate;
+                             # the edge also dials each of them and keeps that connection
+                             # (works behind any NAT: no advertise, no port forwarding)
+dial = []                    # "host:port" where those gateways take edges (their
+                             # [replication].listen); empty: found on the DHT by their key
 # advertise = "192.168.1.20:49800"  # the address gateways reach us at, put in our DHT record
 
 [dht]
@@ -416,7 +423,8 @@ def render_config(cfg: EdgeConfig, base: Path) -> str:
                        "units": list(cfg.units_extra)},
         "replication": {"host": cfg.listen_host, "port": cfg.listen_port,
                         "advertise": hp(cfg.advertise),
-                        "gateways": [k.hex() for k in cfg.gateways]},
+                        "gateways": [k.hex() for k in cfg.gateways],
+                        "dial": [hp(d) for d in cfg.dial]},
         "dht": {"bootstrap": [hp(b) for b in cfg.dht_bootstrap],
                 "persistent": cfg.dht_persistent, "publish_interval": cfg.publish_interval,
                 "fleet": cfg.fleet, "public": cfg.public,

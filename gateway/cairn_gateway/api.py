@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
-from cairn_gateway.roster import Roster, RosterError, display_name
+from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
 
@@ -103,8 +103,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         kept and flagged), and any stored before enrollment existed (``enrolled`` false).
         ``name`` is the enrolled name (never null). Its edge's reachability (``reachable``
         null: not tried yet), ``backoff`` (seconds, the current wait) and ``retry_in``
-        (seconds to the next try). Devices seen but not enrolled: ``/api/devices/pending``."""
+        (seconds to the next try). ``reach``: why it is or is not collected (``connected
+        since T``, ``no address and not connected``, ``unreachable since T: error``...; null:
+        not tried yet). Devices seen but not enrolled: ``/api/devices/pending``."""
         status = edges()
+        states = reach(conn)
         out = []
         for d in queries.devices(conn):
             e = status.get(d.record_key)
@@ -118,7 +121,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                         "failures": 0 if e is None else e.failures,
                         "backoff": 0.0 if e is None else e.backoff,
                         "retry_in": 0.0 if e is None else e.retry_in,
-                        "error": None if e is None else e.error})
+                        "error": None if e is None else e.error,
+                        "reach": states.get(d.record_key)})
         return out
 
     @app.get("/api/devices/pending")

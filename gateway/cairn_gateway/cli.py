@@ -25,7 +25,7 @@ from cairn.fleet.identity import (
     watermark_key_pair,
 )
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
-from cairn_gateway.roster import Roster, RosterError
+from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
 __all__ = ["gateway"]
@@ -150,17 +150,20 @@ def devices_list(as_json: bool, config_path: Path) -> None:
     try:
         roster = Roster(store.conn)
         members = roster.members() + roster.pending()
+        states = reach(store.conn)
     finally:
         store.close()
     if as_json:
         for m in members:
-            click.echo(json.dumps(m.as_dict()))
+            click.echo(json.dumps({**m.as_dict(), "reach": states.get(m.record_key)}))
         return
     click.echo(f"{'name':<24} {'status':<9} {'last seen (UTC)':<20} record key")
     for m in members:
         seen = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.last_seen))
                 if m.last_seen is not None else "-")
         click.echo(f"{m.name or '-':<24} {m.status:<9} {seen:<20} {m.record_key.hex()}")
+        if m.status == "enrolled":
+            click.echo(f"{'':<24} reach: {states.get(m.record_key, 'not tried yet')}")
         if m.status == "pending" and (m.streams or m.error):
             click.echo(f"{'':<24} streams: {', '.join(m.streams) or '-'}"
                        + (f" ({m.error})" if m.error else ""))
@@ -228,15 +231,22 @@ def collect(config_path: Path) -> None:
                 roster = Roster(store.conn)
                 keys = await discover(roster, collector, dht, cfg.fleet, cfg.devices)
                 pending.extend(roster.pending())
-                return await collector.collect_round(dht, keys, cfg.policy)
+                got = await collector.collect_round(dht, keys, cfg.policy)
+                reached.update(collector.reach)
+                return got
         finally:
             collector.close()
             store.close()
+
+    reached: dict[bytes, str] = {}
 
     results = asyncio.run(once())
     for r in results:
         click.echo(f"{r.stream:<40} {r.blocks:>8,} blocks {r.samples:>8,} samples"
                    + (f"  ({r.error})" if r.error else ""))
+    for k, state in sorted(reached.items()):
+        if not state.startswith(("reachable", "connected")):
+            click.echo(f"device {k.hex()[:16]}: {state}", err=True)
     if pending:
         click.echo(f"{len(pending)} device(s) seen but not enrolled (not collected): "
                    "`cairn gateway devices list`", err=True)

@@ -35,15 +35,25 @@ from cairn.fleet.record import DeviceRecord, RecordError, decode_record, fleet_t
 from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame
 from cairn.log import Log
-from cairn.replication.net import DownloadResult, download
+from cairn.replication.net import (
+    Connection,
+    DownloadResult,
+    PeerRefusedError,
+    download,
+    follow_on,
+)
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
-from cairn_gateway.roster import stream_owners
+from cairn_gateway.live import LiveDevice
+from cairn_gateway.roster import note_reach, stream_owners
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
 
 __all__ = ["Collector", "Device", "SyncResult", "one_line"]
+
+LIVE_POLL = 1.0  # seconds: a live connection looks for streams new in the device's record
+EARLY_EVERY = 5.0  # seconds: at most this often an unknown key dialling in brings a round
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +234,19 @@ class Collector:
         self._round: dict[bytes, _Allowance] = {}  # record key -> what it may still take
         self.replicas = SharedDB(self.dir / "replicas.db")
         self._logs: dict[bytes, Log] = {}
+        self._replica_names: set[str] | None = None
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
         self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
         self.worker: IngestWorker | None = None
+        # edges that dial in (issue 19): the newest record read of each enrolled device, the
+        # record keys whose record names a Noise key, and the devices connected now
+        self.records: dict[bytes, Device] = {}
+        self._noise: dict[bytes, set[bytes]] = {}  # Noise key -> record keys naming it
+        self.live: dict[bytes, float] = {}  # record key -> connected since (epoch seconds)
+        self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
+        self.early = asyncio.Event()  # set: the daemon runs its next round now
+        self._early_at = -EARLY_EVERY
 
     def start_worker(self) -> None:
         """Store in a second process from now on (:mod:`cairn_gateway.ingest`): a long
@@ -278,8 +297,11 @@ class Collector:
         lg = self._logs.get(log_key)
         if lg is None:
             name = log_key.hex()
-            lg = (Log.open_in(self.replicas, name) if name in self.replicas.names()
+            if self._replica_names is None:  # (read once: a gateway holds thousands)
+                self._replica_names = set(self.replicas.names())
+            lg = (Log.open_in(self.replicas, name) if name in self._replica_names
                   else Log.replica_in(self.replicas, name, log_key))
+            self._replica_names.add(name)
             self._logs[log_key] = lg
         return lg
 
@@ -471,8 +493,23 @@ class Collector:
                     self.store.note_device(k, self.wall())
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
-            if dev is not None and dev.record.address is not None:
+            if dev is None:
+                state = self.schedule.edges.get(k)
+                why = state.error if state is not None and state.error is not None and \
+                    state.error.startswith("record not usable") else \
+                    "no record on the DHT: the edge has not published one (is it running, " \
+                    "with [dht] bootstrap?)"
+                self.note_reach(k, why)
+                continue
+            self.bind(dev)
+            if k in self.live:
+                continue  # connected: its appends arrive live (:meth:`follow`), no round
+            if dev.record.address is not None:
                 devices.append(dev)
+            else:
+                self.note_reach(k, "no address and not connected: the edge serves no "
+                                "address and has not dialled in (give it [replication] "
+                                "gateways = [this gateway's key])")
         return await self.sync_devices(devices, policy, now)
 
     def _plan(self, dev: Device, policy_of: Callable[[str], Policy]
@@ -583,11 +620,99 @@ class Collector:
                 out.append(r)
                 if r.unreachable:
                     self.schedule.failed(dev.record_key, self.clock(), r.error or "unreachable")
+                    if not self._reach.get(dev.record_key, "").startswith("unreachable"):
+                        self.note_reach(dev.record_key, f"unreachable since "
+                                        f"{_iso(self.wall())}: {r.error or 'no answer'}")
                     return out
         finally:
             del self._round[dev.record_key]
         self.schedule.succeeded(dev.record_key, self.clock())
+        self.note_reach(dev.record_key, f"reachable at {dev.record.address[0]}:"
+                        f"{dev.record.address[1]} (collected in rounds)")
         return out
+
+    # -- edges that dial in: admission and live push ------------------------------------------
+
+    def bind(self, dev: Device) -> None:
+        """Remember an enrolled device's newest record and the Noise key it names (field 8 of
+        the record, signed with its record key): the key it may dial in with."""
+        old = self.records.get(dev.record_key)
+        if old is not None and old.record.noise_key is not None:
+            self._noise.get(old.record.noise_key, set()).discard(dev.record_key)
+        self.records[dev.record_key] = dev
+        if dev.record.noise_key is not None:
+            self._noise.setdefault(dev.record.noise_key, set()).add(dev.record_key)
+
+    def admit(self, noise_key: bytes | None, enrolled: set[bytes]) -> Device:
+        """The enrolled device that dials in with this Noise key, else PeerRefusedError with
+        the reason (not enrolled, or its record not read yet; or a key two records name). An
+        unknown key asks for an early round (at most every ``EARLY_EVERY`` seconds): a device
+        enrolled, or with a new record, since the last round is admitted when it dials again."""
+        owners = {k for k in self._noise.get(noise_key or b"", set()) if k in enrolled}
+        if not owners:
+            now = self.clock()
+            if now - self._early_at >= EARLY_EVERY:
+                self._early_at = now
+                self.early.set()
+            raise PeerRefusedError("key not enrolled (no enrolled device's record names it)")
+        if len(owners) > 1:
+            raise PeerRefusedError(f"key named by {len(owners)} enrolled devices' records: "
+                                   "refused for all of them")
+        return self.records[owners.pop()]
+
+    @property
+    def reach(self) -> dict[bytes, str]:
+        """Each device's reach as noted by this collector (record key -> state)."""
+        return dict(self._reach)
+
+    def note_reach(self, record_key: bytes, state: str) -> None:
+        """A device's reach (connected, unreachable, no address...): kept in the store for
+        ``cairn gateway devices list`` and logged when it changes."""
+        if self._reach.get(record_key) == state:
+            return
+        self._reach[record_key] = state
+        level = logging.INFO if state.startswith(("connected", "reachable")) else logging.WARNING
+        log.log(level, "device %s: %s", record_key.hex()[:16], state)
+        with contextlib.suppress(Exception):  # (a status must never stop collecting)
+            note_reach(self.store.conn, record_key, state, self.wall())
+
+    async def follow(self, dev: Device, conn: Connection,
+                     policy: Callable[[str], Policy] | None = None) -> None:
+        """Collect a device on a connection it dialled (whoever dialled, the gateway reads):
+        its streams followed live, each append verified and stored as it arrives, the same
+        store path as a round's. Returns (or raises) when the connection ends."""
+        def policy_of(name: str) -> Policy:
+            return policy(name) if policy is not None else Policy("*", "tail")
+
+        key = dev.record_key
+        device_id = self.store.device(key, None, float(dev.record.time))
+        taken = stream_owners(self.store.conn, device_id, dev.streams)
+        if taken:
+            claimed = _refuse(dev, taken)
+            raise PeerRefusedError("; ".join(r.error for r in claimed if r.error))
+        planned: list[Device] = []
+
+        def plan() -> list[tuple[str, bytes]] | None:
+            current = self.records.get(key, dev)
+            if planned and planned[0] is current:
+                return None
+            planned[:] = [current]
+            return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
+
+        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica)
+        since = self.wall()
+        self.live[key] = since
+        self.note_reach(key, f"connected since {_iso(since)}")
+        self.schedule.succeeded(key, self.clock())
+        try:
+            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL)
+        except (ConnectionError, TimeoutError, OSError, CairnError) as exc:
+            self.note_reach(key, f"disconnected since {_iso(self.wall())}: {one_line(exc)}")
+            raise
+        finally:
+            if self.live.get(key) == since:
+                del self.live[key]
+
 
     def watermarks(self) -> dict[bytes, int]:
         """For each stream collected: its log's discovery key -> blocks stored from the start."""

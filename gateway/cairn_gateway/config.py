@@ -48,6 +48,13 @@ class GatewayConfig:
     api_request_timeout: float = 10.0  # seconds for a request's headers (and for its body)
     api_max_header_bytes: int = 16384
     api_max_body_bytes: int = 65536
+    # [replication]: edges dial in (cairn_gateway.listener); None: off (the parsed default is
+    # 0.0.0.0:7420)
+    replication_listen: tuple[str, int] | None = None
+    replication_advertise: tuple[tuple[str, int], ...] = ()  # published in the address record
+    replication_max_connections: int = 2000
+    replication_per_source: int = 256
+    replication_handshake_timeout: float = 10.0
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -70,7 +77,7 @@ class Policy:
 
 
 _KEYS: dict[str, set[str]] = {
-    "": {"data_dir", "key_file", "dht", "collect", "api", "store", "policy"},
+    "": {"data_dir", "key_file", "dht", "collect", "api", "store", "policy", "replication"},
     "policy": {"pattern", "mode", "window", "priority"},
     "dht": {"bootstrap", "fleet"},
     "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max",
@@ -79,7 +86,11 @@ _KEYS: dict[str, set[str]] = {
     "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
             "request_timeout", "max_header_bytes", "max_body_bytes"},
     "store": {"retention_days"},
+    "replication": {"listen", "advertise", "max_connections", "per_source",
+                    "handshake_timeout"},
 }
+
+LISTEN = "0.0.0.0:7420"
 
 
 def _hostport(text: object, where: str) -> tuple[str, int]:
@@ -90,8 +101,12 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
     """Parse a config's text; relative paths count from ``base`` (the file's directory)."""
     doc = parse_toml(text, source)
     top = Table(doc, source, _KEYS[""], top=True)
-    dht, collect, api, store = (Table.of(doc, n, _KEYS[n], source)
-                                for n in ("dht", "collect", "api", "store"))
+    dht, collect, api, store, rep = (Table.of(doc, n, _KEYS[n], source)
+                                     for n in ("dht", "collect", "api", "store", "replication"))
+    listen = rep.data.get("listen", LISTEN)
+    if not isinstance(listen, str):
+        raise ConfigError('[replication].listen: "host:port", or "" to take no edges')
+    advertise = rep.array("advertise", what='a list of "host:port"')
     boot = dht.array("bootstrap", what='a list of "host:port"')
     fleet = dht.data.get("fleet", "default")
     try:
@@ -144,6 +159,11 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         api_request_timeout=api.number("request_timeout", 10.0, 0.1, 3600),
         api_max_header_bytes=api.integer("max_header_bytes", 16384, 1024, 1 << 20),
         api_max_body_bytes=api.integer("max_body_bytes", 65536, 0, 1 << 30),
+        replication_listen=_hostport(listen, "[replication].listen") if listen else None,
+        replication_advertise=tuple(hostport(a, "[replication].advertise") for a in advertise),
+        replication_max_connections=rep.integer("max_connections", 2000, 1, 1_000_000),
+        replication_per_source=rep.integer("per_source", 256, 1, 1_000_000),
+        replication_handshake_timeout=rep.number("handshake_timeout", 10.0, 0.1, 600),
     )
 
 
@@ -195,6 +215,18 @@ max_body_bytes = 65536       # a request body larger than this: 413
 [store]
 retention_days = 0           # delete samples older than this (0: keep everything)
 
+[replication]
+listen = "0.0.0.0:7420"      # TCP host:port edges dial in on (an edge behind NAT keeps a
+                             # connection here and its appends arrive live); "" takes none.
+                             # Only enrolled devices' keys are admitted, right after the
+                             # Noise handshake
+advertise = []               # "host:port" published in the gateway's DHT address record, so
+                             # edges that know only its key find it (empty: the listen address
+                             # if its host is not 0.0.0.0)
+max_connections = 2000       # edge connections at once; past it a new one is closed at once
+per_source = 256             # connections from one IP address (edges behind one NAT share it)
+handshake_timeout = 10.0     # seconds a connection has to finish the Noise handshake
+
 # How streams are downloaded: the first [[policy]] whose pattern (device/quantity, * wildcards)
 # matches; a stream no policy matches is tailed.
 # [[policy]]
@@ -232,6 +264,13 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
                 "max_header_bytes": cfg.api_max_header_bytes,
                 "max_body_bytes": cfg.api_max_body_bytes},
         "store": {"retention_days": cfg.retention_days},
+        "replication": {
+            "listen": "" if cfg.replication_listen is None
+            else f"{cfg.replication_listen[0]}:{cfg.replication_listen[1]}",
+            "advertise": [f"{h}:{p}" for h, p in cfg.replication_advertise],
+            "max_connections": cfg.replication_max_connections,
+            "per_source": cfg.replication_per_source,
+            "handshake_timeout": cfg.replication_handshake_timeout},
         "policy": [{"pattern": p.pattern, "mode": p.mode, "window": p.window,
                     "priority": p.priority} for p in cfg.policies] or None,
     })

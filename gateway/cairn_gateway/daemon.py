@@ -13,6 +13,12 @@ watermark record and applies retention. Nothing a round raises stops the loop: t
 round is logged in one line (its traceback at debug level) and the next one runs on time.
 Rounds start every ``interval`` seconds (a round that takes longer is followed at once by the
 next), so a slow device costs the others at most its time budget, not a whole extra interval.
+
+With ``[replication].listen`` (issue 19) a third task takes edges that dial in
+(:class:`~cairn_gateway.listener.EdgeListener`): an admitted edge is followed live and left
+out of the rounds while it is connected; and with a DHT the gateway publishes where it listens
+in its signed address record (:mod:`cairn.fleet.gateway_record`) every ``ADDRESS_EVERY``
+seconds, so an edge that knows only the gateway's key finds it.
 """
 
 from __future__ import annotations
@@ -26,19 +32,23 @@ from random import Random
 
 from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
+from cairn.fleet.gateway_record import encode_gateway_record
 from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
 from cairn_gateway.auth import ApiAuth, TokenError
 from cairn_gateway.collect import Collector, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
+from cairn_gateway.listener import EdgeListener, ListenerLimits
 from cairn_gateway.roster import Roster, discover
 from cairn_gateway.schedule import Backoff, Limits, Schedule
 from cairn_gateway.serve import ApiLimits, check_listen
 from cairn_gateway.store import Store
 
-__all__ = ["api_auth", "collect_rounds", "collection_round", "limits_of", "open_store",
-           "run_gateway", "schedule_of"]
+__all__ = ["advertised", "api_auth", "collect_rounds", "collection_round", "limits_of",
+           "open_store", "publish_address", "run_gateway", "schedule_of"]
 
 log = logging.getLogger(__name__)
+
+ADDRESS_EVERY = 300.0  # seconds between puts of the gateway's address record
 
 
 def limits_of(cfg: GatewayConfig) -> Limits:
@@ -110,7 +120,13 @@ async def run_gateway(cfg: GatewayConfig, *,
     limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
                        cfg.api_max_header_bytes)
 
-    async def collecting(address: tuple[str, int]) -> None:
+    listener = EdgeListener(
+        collector, key, lambda: Roster(store.conn).enrolled_keys(), policy=cfg.policy,
+        limits=ListenerLimits(cfg.replication_max_connections, cfg.replication_per_source,
+                              cfg.replication_handshake_timeout))
+    edges_at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+
+    async def collecting(address: tuple[str, int], tg: asyncio.TaskGroup) -> None:
         dht = None
         async with contextlib.AsyncExitStack() as stack:
             if cfg.dht_bootstrap:
@@ -118,8 +134,18 @@ async def run_gateway(cfg: GatewayConfig, *,
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
             if ready is not None:
                 ready(address)
-            await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                 rounds=rounds)
+            publisher = None
+            if dht is not None and cfg.replication_listen is not None:
+                publisher = tg.create_task(publish_address(cfg, dht, key, await edges_at),
+                                           name="gateway address record")
+            try:
+                await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
+                                     rounds=rounds)
+            finally:
+                if publisher is not None:  # (before the DHT closes)
+                    publisher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await publisher
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -130,9 +156,16 @@ async def run_gateway(cfg: GatewayConfig, *,
             # the API listens before the DHT starts (a port in use is told at once); if the
             # server fails first, the group cancels this wait and raises the server's error
             address = await listening
-            rounds_task = tg.create_task(collecting(address), name="gateway collection")
+            if cfg.replication_listen is not None:
+                edges = tg.create_task(listener.run(*cfg.replication_listen,
+                                                    ready=edges_at.set_result),
+                                       name="gateway edge listener")
+                await edges_at  # (a port in use: the group cancels this and raises it)
+            rounds_task = tg.create_task(collecting(address, tg), name="gateway collection")
             await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
             api.cancel()
+            if cfg.replication_listen is not None:
+                edges.cancel()
     except ExceptionGroup as group:
         if len(group.exceptions) == 1:  # what the CLI and callers have always seen
             raise group.exceptions[0] from None
@@ -140,6 +173,34 @@ async def run_gateway(cfg: GatewayConfig, *,
     finally:
         collector.close()
         store.close()
+
+
+def advertised(cfg: GatewayConfig, bound: tuple[str, int]) -> list[tuple[str, int]]:
+    """The addresses the gateway's address record names: ``[replication].advertise``, else
+    the listener's own address when its host is a concrete one."""
+    if cfg.replication_advertise:
+        return list(cfg.replication_advertise)
+    return [] if bound[0] in ("0.0.0.0", "::", "") else [bound]  # noqa: S104
+
+
+async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
+                          bound: tuple[str, int]) -> None:
+    """Put the gateway's address record now and every ``ADDRESS_EVERY`` seconds."""
+    addresses = advertised(cfg, bound)
+    if not addresses:
+        log.warning("edges that know only this gateway's key cannot find it: [replication] "
+                    "listens on %s:%d (every address) and advertise is empty; give advertise "
+                    "= [\"host:port\"], or [replication].dial on the edges", *bound)
+        return
+    while True:
+        try:
+            await dht.mutable_put(key, encode_gateway_record(int(time.time()), addresses),
+                                  int(time.time() * 1000))
+            log.info("address record published: edges dial %s",
+                     ", ".join(f"{h}:{p}" for h, p in addresses))
+        except Exception as exc:  # the DHT failing must not stop the gateway
+            log.warning("could not publish the address record: %s", one_line(exc))
+        await asyncio.sleep(ADDRESS_EVERY)
 
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,
@@ -180,5 +241,11 @@ async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
             log.debug("the failed collection round", exc_info=True)
         done += 1
         if rounds is None or done < rounds:
-            await asyncio.sleep(max(0.0, cfg.interval - (clock() - start)))
+            # the next round on time, or sooner when an edge dialled in with a key no record
+            # read so far names (a device enrolled or restarted since: its record is read now)
+            early: asyncio.Event = getattr(collector, "early", None) or asyncio.Event()
+            early.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, cfg.interval - (clock() - start))):
+                    await early.wait()
     return failed

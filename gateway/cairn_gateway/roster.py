@@ -32,7 +32,7 @@ from cairn.fleet.enrollment import check_device_name
 from cairn.fleet.record import DeviceRecord
 
 __all__ = ["MAX_PENDING", "Member", "Roster", "RosterError", "discover", "display_name",
-           "stream_owners"]
+           "note_reach", "reach", "stream_owners"]
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,28 @@ def stream_owners(conn: sqlite3.Connection, device_id: int,
                 "AND d.enrolled IS NOT NULL AND d.removed IS NULL", (*part, device_id)):
             out[stream] = display_name(device, bytes(key))
     return out
+
+
+_REACH = ("CREATE TABLE IF NOT EXISTS reach (record_key BLOB PRIMARY KEY, state TEXT NOT NULL, "
+          "at REAL NOT NULL)")
+
+
+def note_reach(conn: sqlite3.Connection, record_key: bytes, state: str, now: float) -> None:
+    """Why a device is or is not collected (issue 19): ``connected since T``, ``unreachable
+    since T: error``, ``no address and not connected``... kept for ``devices list`` (a table
+    the daemon writes and the CLI reads; made on first use)."""
+    conn.execute(_REACH)
+    conn.execute("INSERT INTO reach (record_key, state, at) VALUES (?, ?, ?) ON CONFLICT "
+                 "(record_key) DO UPDATE SET state = excluded.state, at = excluded.at",
+                 (record_key, _printable(state, 300), now))
+
+
+def reach(conn: sqlite3.Connection) -> dict[bytes, str]:
+    """Each device's reach as last noted by the daemon (nothing noted yet: empty)."""
+    try:
+        return {bytes(k): s for k, s in conn.execute("SELECT record_key, state FROM reach")}
+    except sqlite3.OperationalError:  # no such table: no daemon has written one yet
+        return {}
 
 
 class _Finder(Protocol):

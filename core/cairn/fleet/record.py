@@ -15,6 +15,8 @@ device's record key pair (derived from its seed). The value is a CBOR map with i
       changed first
 6     readings left out because the record was full
 7     streams left out because the record was full
+8     the device's Noise static public key, 32 bytes (absent in records made before issue 19):
+      what a gateway admits when the edge dials in, bound to this record key by the signature
 ====  ======================================================================================
 
 Reading values are floats, text or booleans as in the stream. A gateway opens field 4 with its
@@ -74,6 +76,7 @@ class DeviceRecord:
     readings: list[LatestReading] = field(default_factory=list)
     readings_omitted: int = 0
     streams_omitted: int = 0
+    noise_key: bytes | None = None  # the key the edge dials gateways with (field 8)
 
 
 def _to_x25519(ed25519_public: bytes) -> bytes:
@@ -120,6 +123,8 @@ def _encode(rec: DeviceRecord, streams: list[tuple[str, bytes | None]],
         doc[6] = r_out
     if s_out:
         doc[7] = s_out
+    if rec.noise_key is not None:
+        doc[8] = rec.noise_key
     return cbor2.dumps(doc)
 
 
@@ -168,6 +173,10 @@ def decode_record(value: bytes, gateway: KeyPair | None = None) -> DeviceRecord:
     if not isinstance(r_out, int) or not isinstance(s_out, int) or r_out < 0 or s_out < 0:
         raise RecordError("bad counts of what was left out")
     rec.readings_omitted, rec.streams_omitted = r_out, s_out
+    noise = doc.get(8)
+    if noise is not None and not (isinstance(noise, bytes) and len(noise) == _KEY):
+        raise RecordError("bad Noise key (field 8): 32 bytes")
+    rec.noise_key = noise
     return rec
 
 

@@ -1,5 +1,12 @@
 """Replication over TCP with asyncio: serve logs, download from a server.
 
+Replication is symmetric: whoever dialled, either end may serve its logs and either may read.
+A :class:`Connection` is one handshaken secret stream over TCP (:func:`connect` dials,
+:func:`accept` answers); :func:`serve_on` serves logs on a connection, :func:`read_on` reads
+one log on it and :func:`follow_on` follows several logs live (every append the writer
+announces is requested and verified as it happens). :func:`serve` and :func:`download` are the
+classic roles over those (the reader dials the server).
+
 The connection loop feeds a :class:`~cairn.replication.secret_stream.SecretStream` and a
 :class:`~cairn.replication.peer.Replicator`; every read is bounded (a peer that says nothing for
 ``idle_timeout`` seconds is dropped; JS peers send keepalives every few seconds and so does
@@ -24,7 +31,8 @@ from cairn.log import Log
 from cairn.replication.peer import Replicator
 from cairn.replication.secret_stream import Closed, Handshaken, Message, SecretStream
 
-__all__ = ["DownloadResult", "PeerRefusedError", "download", "serve"]
+__all__ = ["Connection", "DownloadResult", "PeerRefusedError", "accept", "connect", "download",
+           "follow_on", "read_on", "serve", "serve_on"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +57,10 @@ class DownloadResult:
     damaged: tuple[int, ...] = ()
 
 
-class _Link:
-    """One TCP connection: the secret stream and the replicator on top."""
+class Connection:
+    """One TCP connection: the secret stream and the replicator on top. ``keepalive``: seconds
+    without sending before an empty keepalive frame goes out; ``idle_timeout``: seconds
+    without a whole message before the path is taken for dead."""
 
     def __init__(
         self,
@@ -74,6 +84,7 @@ class _Link:
         self._last_message = time.monotonic()
         self.poll: float | None = None  # servers wake this often to notice their logs grew
         self.refresh: Callable[[], None] | None = None
+        self.keepalive = KEEPALIVE
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
@@ -99,14 +110,14 @@ class _Link:
                 # bytes may still trickle in: a whole message must arrive in time
                 raise TimeoutError(f"no complete message for {self.idle_timeout:.0f} s")
             wait = min(self.idle_timeout - (now - self._last_message),
-                       max(0.05, KEEPALIVE - (now - self._last_sent)))
+                       max(0.05, self.keepalive - (now - self._last_sent)))
             if self.poll is not None:
                 wait = min(wait, self.poll)
             try:
                 async with asyncio.timeout(wait):
                     chunk = await self.reader.read(READ_SIZE)
             except TimeoutError:
-                if time.monotonic() - self._last_sent >= KEEPALIVE and self.replicator:
+                if time.monotonic() - self._last_sent >= self.keepalive and self.replicator:
                     self.writer.write(self.stream.keepalive())
                     self._last_sent = time.monotonic()
                 if self.poll is not None and self.replicator:
@@ -127,6 +138,7 @@ class _Link:
                     self.remote_key = event.remote_public_key
                     self.replicator = Replicator(is_initiator=self.is_initiator,
                                                  handshake_hash=event.handshake_hash)
+                    await self._write()  # the initiator's last message: the peer is done too
                     return event
                 if isinstance(event, Closed):
                     raise ConnectionError(event.reason)
@@ -173,6 +185,61 @@ class _Link:
             await self.writer.wait_closed()
 
 
+_Link = Connection  # (the name the attack tests use)
+
+
+async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key_pair: KeyPair,
+                 *, idle_timeout: float = IDLE_TIMEOUT, max_frame: int = MAX_FRAME,
+                 handshake_timeout: float | None = None) -> Connection:
+    """Answer the Noise handshake on an accepted TCP connection (within
+    ``handshake_timeout``, default ``idle_timeout``); the caller closes it on error too."""
+    conn = Connection(reader, writer, key_pair, False, idle_timeout, max_frame)
+    async with asyncio.timeout(handshake_timeout or idle_timeout):
+        await conn.handshake()
+    return conn
+
+
+async def connect(host: str, port: int, key_pair: KeyPair, *,
+                  idle_timeout: float = IDLE_TIMEOUT, max_frame: int = MAX_FRAME,
+                  expect: bytes | None = None,
+                  handshake_timeout: float | None = None) -> Connection:
+    """Dial ``host:port`` and do the Noise handshake as initiator. With ``expect``, the
+    remote static key must be that one (a pinned key): :class:`PeerRefusedError` if not,
+    before anything is sent or served."""
+    async with asyncio.timeout(handshake_timeout or idle_timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+        conn = Connection(reader, writer, key_pair, True, idle_timeout, max_frame)
+        try:
+            await conn.handshake()
+            if expect is not None and conn.remote_key != expect:
+                got = conn.remote_key.hex() if conn.remote_key else "?"
+                raise PeerRefusedError(f"the peer's key {got[:16]}... is not the pinned "
+                                       f"{expect.hex()[:16]}...")
+        except BaseException:
+            await conn.close()
+            raise
+    return conn
+
+
+async def serve_on(conn: Connection, logs: Sequence[Log], poll: float = 0.2) -> None:
+    """Serve ``logs`` on this connection until the peer goes away (ConnectionError,
+    TimeoutError) or the task is cancelled. ``logs`` may grow (a list the caller appends to):
+    new logs are served within ``poll`` seconds, and every ``poll`` seconds a log that grew
+    is announced to the peer (hypercore's upgrade), so a following reader gets appends live."""
+    rep = conn.replicator
+    assert rep is not None, "serve_on needs a handshaken connection"
+    conn.poll = poll
+
+    def refresh() -> None:
+        for lg in list(logs):
+            if not rep.serves(lg):
+                rep.add_log(lg)
+
+    refresh()
+    conn.refresh = refresh
+    await conn.run()
+
+
 async def serve(
     logs: Sequence[Log],
     key_pair: KeyPair,
@@ -194,34 +261,23 @@ async def serve(
     allowed = set(allow) if allow is not None else None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        link = _Link(reader, writer, key_pair, False, idle_timeout, max_frame)
-        link.poll = poll
+        conn = Connection(reader, writer, key_pair, False, idle_timeout, max_frame)
         peer = writer.get_extra_info("peername")
         try:
-            await link.handshake()
-            if allowed is not None and link.remote_key not in allowed:
+            async with asyncio.timeout(idle_timeout):
+                await conn.handshake()
+            if allowed is not None and conn.remote_key not in allowed:
                 raise PeerRefusedError(
-                    f"peer key {link.remote_key.hex() if link.remote_key else '?'} is not allowed"
+                    f"peer key {conn.remote_key.hex() if conn.remote_key else '?'} is not allowed"
                 )
-            rep = link.replicator
-            assert rep is not None
-
-            def refresh() -> None:
-                # ``logs`` may grow while we serve (an edge makes a log per new stream)
-                for lg in list(logs):
-                    if not rep.serves(lg):
-                        rep.add_log(lg)
-
-            refresh()
-            link.refresh = refresh
-            await link.run()
+            await serve_on(conn, logs, poll)
         except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
             log.info("peer %s dropped: %s: %s", peer, type(exc).__name__, exc)
         except Exception:
             # a bug met on one connection ends that connection, never the server
             log.exception("peer %s dropped on an unexpected error", peer)
         finally:
-            await link.close()
+            await conn.close()
 
     # one task per connection, in a group: when serving is cancelled the group cancels them
     # all and waits for each to close its link. The socket is bound before the group is
@@ -239,6 +295,128 @@ async def serve(
         if ready is not None:
             ready((sock[0], sock[1]))
         await server.serve_forever()
+
+
+async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
+                    on_progress: Callable[[Log], None], poll: float = 1.0) -> None:
+    """Read the logs ``replicas()`` names on this connection and keep following them: each
+    log's channel is opened, everything up to the writer's length is requested, and every
+    later append the writer announces is requested as it comes, each block verified before
+    it is stored. ``on_progress(replica)`` after each batch of messages (and every ``poll``
+    seconds); logs ``replicas()`` adds later are opened within ``poll`` seconds. Returns
+    never: ends with the connection (ConnectionError, TimeoutError) or cancellation."""
+    rep = conn.replicator
+    assert rep is not None, "follow_on needs a handshaken connection"
+    wanted: dict[bytes, int] = {}  # discovery key -> requested up to
+    opened: dict[bytes, Log] = {}
+
+    def refresh() -> None:
+        for lg in list(replicas()):
+            if lg.discovery_key not in opened:
+                opened[lg.discovery_key] = lg
+                rep.open(lg)
+                wanted[lg.discovery_key] = lg.contiguous_length
+
+    def progress() -> None:
+        for dk, lg in opened.items():
+            session = rep.session(dk)
+            if session is None:
+                continue
+            if session.closed_reason is not None:
+                raise ConnectionError(f"{lg.key.hex()[:16]}: {session.closed_reason}")
+            if session.synced and session.remote_length > wanted[dk]:
+                session.want(wanted[dk], session.remote_length)
+                wanted[dk] = session.remote_length
+            on_progress(lg)
+
+    def tick() -> None:
+        refresh()
+        progress()
+
+    refresh()
+    conn.poll = poll
+    conn.refresh = tick
+    await conn.run(on_progress=progress)
+
+
+async def read_on(
+    conn: Connection,
+    replica: Log,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    tail: bool = False,
+    since: float | None = None,
+    until_time: float | None = None,
+    on_progress: Callable[[Log], None] | None = None,
+    until: Callable[[Log], bool] | None = None,
+) -> DownloadResult:
+    """Read blocks of ``replica``'s log on this connection (see :func:`download`)."""
+    t0 = time.monotonic()
+    assert conn.replicator is not None, "read_on needs a handshaken connection"
+    session = conn.replicator.open(replica)
+    before = session.stats.blocks_downloaded
+    wanted_upto = start
+    timed = since is not None or until_time is not None
+    seeks: list[int] = []
+    window: list[int] = []
+
+    def target() -> int:
+        return session.remote_length if end is None else min(end, session.remote_length)
+
+    def time_window() -> bool:
+        """Resolve [since, until_time) to block indexes; True once known."""
+        nonlocal wanted_upto
+        if window:
+            return True
+        if not (session.synced and replica.length >= session.remote_length > 0):
+            return False
+        if not session.remote_cairn:
+            raise ConnectionError("a time window needs a Cairn server (time seek)")
+        if not seeks:
+            seeks.append(session.seek_time(-math.inf if since is None else since))
+            seeks.append(session.seek_time(math.inf if until_time is None else until_time))
+        if not all(q in session.seek_results for q in seeks):
+            return False
+        first = session.seek_results[seeks[0]]
+        last = session.seek_results[seeks[1]]
+        if until_time is not None and last < replica.length:
+            last += 1  # that frame may hold samples before until_time
+        window.extend((first, min(last, replica.length)))
+        wanted_upto = first
+        return True
+
+    def progress() -> None:
+        nonlocal wanted_upto
+        if session.closed_reason is not None:
+            raise ConnectionError(session.closed_reason)
+        last = (window[1] if time_window() else wanted_upto) if timed else target()
+        if session.synced and last > wanted_upto:
+            session.want(wanted_upto, last)
+            wanted_upto = last
+        if on_progress is not None:
+            on_progress(replica)
+
+    def done() -> bool:
+        if session.closed_reason is not None:
+            return True
+        if until is not None and until(replica):
+            return True
+        if tail or not session.synced:
+            return False
+        if timed:
+            return bool(window) and session.pending == 0 and wanted_upto >= window[1]
+        return (replica.length >= session.remote_length and session.pending == 0
+                and wanted_upto >= target())
+
+    await conn.run(done, progress)
+    if session.closed_reason is not None:
+        raise ConnectionError(session.closed_reason)
+    refused = tuple(sorted(i for i in session.refused if not replica.has(i)))
+    return DownloadResult(
+        session.stats.blocks_downloaded - before, replica.length, time.monotonic() - t0,
+        refused, tuple(i for i in refused if i in session.remote_damaged),
+    )
 
 
 async def download(
@@ -264,72 +442,12 @@ async def download(
     both ends and proves them."""
     t0 = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
-    link = _Link(reader, writer, key_pair, True, idle_timeout, MAX_FRAME)
+    conn = Connection(reader, writer, key_pair, True, idle_timeout, MAX_FRAME)
     try:
-        await link.handshake()
-        assert link.replicator is not None
-        session = link.replicator.open(replica)
-        before = session.stats.blocks_downloaded
-        wanted_upto = start
-        timed = since is not None or until_time is not None
-        seeks: list[int] = []
-        window: list[int] = []
-
-        def target() -> int:
-            return session.remote_length if end is None else min(end, session.remote_length)
-
-        def time_window() -> bool:
-            """Resolve [since, until_time) to block indexes; True once known."""
-            nonlocal wanted_upto
-            if window:
-                return True
-            if not (session.synced and replica.length >= session.remote_length > 0):
-                return False
-            if not session.remote_cairn:
-                raise ConnectionError("a time window needs a Cairn server (time seek)")
-            if not seeks:
-                seeks.append(session.seek_time(-math.inf if since is None else since))
-                seeks.append(session.seek_time(math.inf if until_time is None else until_time))
-            if not all(q in session.seek_results for q in seeks):
-                return False
-            first = session.seek_results[seeks[0]]
-            last = session.seek_results[seeks[1]]
-            if until_time is not None and last < replica.length:
-                last += 1  # that frame may hold samples before until_time
-            window.extend((first, min(last, replica.length)))
-            wanted_upto = first
-            return True
-
-        def progress() -> None:
-            nonlocal wanted_upto
-            if session.closed_reason is not None:
-                raise ConnectionError(session.closed_reason)
-            last = (window[1] if time_window() else wanted_upto) if timed else target()
-            if session.synced and last > wanted_upto:
-                session.want(wanted_upto, last)
-                wanted_upto = last
-            if on_progress is not None:
-                on_progress(replica)
-
-        def done() -> bool:
-            if session.closed_reason is not None:
-                return True
-            if until is not None and until(replica):
-                return True
-            if tail or not session.synced:
-                return False
-            if timed:
-                return bool(window) and session.pending == 0 and wanted_upto >= window[1]
-            return (replica.length >= session.remote_length and session.pending == 0
-                    and wanted_upto >= target())
-
-        await link.run(done, progress)
-        if session.closed_reason is not None:
-            raise ConnectionError(session.closed_reason)
-        refused = tuple(sorted(i for i in session.refused if not replica.has(i)))
-        return DownloadResult(
-            session.stats.blocks_downloaded - before, replica.length, time.monotonic() - t0,
-            refused, tuple(i for i in refused if i in session.remote_damaged),
-        )
+        await conn.handshake()
+        got = await read_on(conn, replica, start=start, end=end, tail=tail, since=since,
+                            until_time=until_time, on_progress=on_progress, until=until)
+        got.seconds = time.monotonic() - t0
+        return got
     finally:
-        await link.close()
+        await conn.close()

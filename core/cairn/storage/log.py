@@ -141,6 +141,7 @@ class LogStorage:
             except _DB_ERRORS as exc:
                 raise StorageError(f"{self.path}: log {name!r} is not readable ({exc})") from exc
             shared.members.append(self)
+            shared.tracked.add(id(self))
             return
         try:
             self.db = Conn(sqlite3.connect(self.path, isolation_level=None,
@@ -181,6 +182,8 @@ class LogStorage:
             self.db.close()
         elif self in self.shared.members:
             self.shared.members.remove(self)
+            self.shared.dirty.discard(self)
+            self.shared.tracked.discard(id(self))
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
@@ -564,6 +567,8 @@ class LogStorage:
         seg = Segment(self.path, start, len(sizes), packed_sizes, hashes, data, nodes)
         self._cache = seg
         self._fresh.add(start)
+        if self.shared is not None:
+            self.shared.dirty.add(self)  # (a shared commit visits only the logs it touched)
         self._keep(seg)
 
     def put_nodes(self, db: Conn, nodes: Iterable[Node]) -> None:
@@ -572,6 +577,8 @@ class LogStorage:
             self._absent.difference_update(n.index for n in nodes)
         if db.in_transaction:
             self._pending_nodes.extend(nodes)
+            if self.shared is not None:
+                self.shared.dirty.add(self)
         else:
             db.executemany(
                 "INSERT OR REPLACE INTO {nodes} (idx, size, hash) VALUES (?, ?, ?)", nodes

@@ -74,6 +74,10 @@ class SharedDB:
         except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: not a readable Cairn database ({exc})") from exc
         self.members: list[Participant] = []
+        # the members written to in the open transaction: a commit visits only these (a
+        # gateway's replicas file holds thousands of logs; a live push commits one at a time)
+        self.dirty: set[Participant] = set()
+        self.tracked: set[int] = set()  # ids of the members that report their writes in dirty
         self.on_rollback: list[Callable[[], None]] = []  # callers' in-memory state to reload
         self.held = False  # a transaction kept open across commits (see hold)
 
@@ -123,15 +127,25 @@ class SharedDB:
 
     def _commit(self) -> None:
         """Write what the logs kept back, COMMIT, unpin what was written (or roll back)."""
+        touched = self._touched()
         try:
-            for m in self.members:
+            for m in touched:
                 m.write_pending()
             self.raw.execute("COMMIT")
         except _DB_ERRORS as exc:
             self._rolled_back()
             raise StorageError(f"{self.path}: {exc}") from exc
-        for m in self.members:
+        self.dirty.clear()
+        for m in touched:
             m.committed()
+
+    def _touched(self) -> list[Participant]:
+        """The members a commit visits: those written to, and every one that does not report
+        its writes."""
+        touched = list(self.dirty)
+        if len(self.tracked) < len(self.members):
+            touched += [m for m in self.members if id(m) not in self.tracked]
+        return touched
 
     def hold(self) -> None:
         """Open a transaction that stays open until :meth:`release`: the appends of many
@@ -151,12 +165,14 @@ class SharedDB:
     def settle(self) -> None:
         """Within a held transaction, after a commit: write what the logs kept back, and let
         the segment pool forget what it may."""
+        touched = self._touched()
         try:
-            for m in self.members:
+            for m in touched:
                 m.write_pending()
         except _DB_ERRORS as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
-        for m in self.members:
+        self.dirty.clear()
+        for m in touched:
             m.committed()
 
     def release(self) -> None:
@@ -174,6 +190,7 @@ class SharedDB:
     def _rolled_back(self) -> None:
         if self.raw.in_transaction:
             self.raw.execute("ROLLBACK")
+        self.dirty.clear()
         for m in self.members:
             m.rolled_back()
         for reload in list(self.on_rollback):

@@ -92,7 +92,7 @@ def test_the_gateway_service_collects_and_serves(
     port = free_port()
     (gdir / "gateway.toml").write_text(
         f'[dht]\nbootstrap = ["{testnet[0]}:{testnet[1]}"]\n[collect]\ninterval = 0.5\n'
-        f'[api]\nlisten = "127.0.0.1:{port}"\n')
+        f'[api]\nlisten = "127.0.0.1:{port}"\n[replication]\nlisten = "127.0.0.1:0"\n')
     edge = EdgeProcess(tmp_path / "edge", broker, gateways=[gw.public_key.hex()], dht=testnet)
     edge.start()
     t0 = time.time()

@@ -17,7 +17,8 @@ from cairn_gateway.config import GatewayConfig, parse_config
 
 def _config(tmp_path: Path) -> GatewayConfig:
     new_seed(tmp_path / "gateway.seed")
-    return parse_config('[api]\nlisten = "127.0.0.1:0"\n[collect]\ningest_worker = false\n',
+    return parse_config('[api]\nlisten = "127.0.0.1:0"\n[collect]\ningest_worker = false\n'
+                        '[replication]\nlisten = "127.0.0.1:0"\n',
                         tmp_path)
 
 

@@ -105,6 +105,7 @@ async def start(tmp_path: Path) -> AsyncIterator[object]:
         (gdir / "gateway.toml").write_text(
             'data_dir = "data"\nkey_file = "gateway.seed"\n'
             "[collect]\ninterval = 3600\ningest_worker = false\n"
+            '[replication]\nlisten = "127.0.0.1:0"\n'
             '[api]\nlisten = "127.0.0.1:0"\nread_token_file = "read.token"\n'
             f'admin_token_file = "admin.token"\n{api}\n')
         proc = await asyncio.create_subprocess_exec(

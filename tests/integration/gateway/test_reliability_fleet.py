@@ -72,7 +72,7 @@ def test_a_rogue_edge_is_pending_and_a_copycat_record_is_refused(
     (gdir / "gateway.toml").write_text(
         f'[dht]\nbootstrap = ["{testnet[0]}:{testnet[1]}"]\n'
         f'[collect]\ninterval = 0.3\ningest_worker = false\n'
-        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n')
+        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n[replication]\nlisten = "127.0.0.1:0"\n')
     honest = EdgeProcess(tmp_path / "honest", honest_broker, gateways=[gw.public_key.hex()],
                          dht=testnet)
     rogue = EdgeProcess(tmp_path / "rogue", rogue_broker, gateways=[gw.public_key.hex()],

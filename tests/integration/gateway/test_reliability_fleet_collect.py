@@ -134,7 +134,7 @@ class Fleet:
             f'[dht]\nbootstrap = ["{boot[0]}:{boot[1]}"]\nfleet = "{FLEET}"\n'
             f"[collect]\ninterval = {INTERVAL}\nbackoff_initial = 1.0\n"
             f"ingest_worker = {'true' if worker else 'false'}\n{collect}\n"
-            '[api]\nlisten = "127.0.0.1:0"\n', gw_dir)
+            '[api]\nlisten = "127.0.0.1:0"\n[replication]\nlisten = "127.0.0.1:0"\n', gw_dir)
         self.boot = boot
         self.honest = Log.create(tmp / "honest.db", derive_stream_key_pair(b"\x01" * 32, HONEST))
         self.honest_kp = random_key_pair()

@@ -1,0 +1,203 @@
+"""The edge dials out (issue 19): one standing connection to each gateway of the config.
+
+An edge behind a home router or a carrier-grade NAT cannot be dialled, but it can dial: for
+each key in ``[replication].gateways`` it opens a connection (to the ``[replication].dial``
+addresses, else to those the gateway's signed address record on the DHT names,
+:mod:`cairn.fleet.gateway_record`), checks right after the Noise handshake that the remote key
+is that pinned key (anything else is refused: an impersonator gets nothing), and serves its
+logs on it exactly as it serves a gateway that dialled in (:func:`cairn.replication.net.serve_on`):
+the gateway reads, and each append is announced to it as it happens.
+
+The connection is kept alive with an empty secret-stream frame after ``keepalive`` seconds
+without sending (below NAT idle timeouts); a path that carries no whole message for
+``dead_after`` seconds is taken for dead. Then (or when a dial fails) the edge dials again after
+a jittered exponential backoff (``backoff_initial`` doubling up to ``backoff_max``; reset once a
+connection has lived ``backoff_max`` seconds).
+
+:func:`open_to_gateway` is the one place the transport is chosen (TCP today; a connection by
+key through hyperdht plugs in there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from cairn.crypto import KeyPair
+from cairn.dht.api import DHT
+from cairn.errors import CairnError, RemoteError
+from cairn.fleet.gateway_record import GatewayRecordError, decode_gateway_record
+from cairn.log import Log
+from cairn.replication.net import Connection, connect, serve_on
+
+__all__ = ["Dialer", "GatewayLink", "find_on_dht", "open_to_gateway"]
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = 20.0
+DEAD_AFTER = 50.0
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+POLL = 0.05  # seconds: how soon an append is announced to the gateway (live push)
+
+Opener = Callable[[tuple[str, int], bytes, KeyPair], Awaitable[Connection]]
+Finder = Callable[[bytes], Awaitable[list[tuple[str, int]]]]
+
+
+async def open_to_gateway(address: tuple[str, int], gateway_key: bytes,
+                          key_pair: KeyPair) -> Connection:
+    """A handshaken connection to the gateway with this (pinned) key at ``address``; raises
+    PeerRefusedError for another key, OSError / TimeoutError when it cannot be reached."""
+    return await connect(address[0], address[1], key_pair, expect=gateway_key,
+                         idle_timeout=DEAD_AFTER, handshake_timeout=10.0)
+
+
+@dataclass(slots=True)
+class GatewayLink:
+    """What the edge knows of its path to one gateway (for its status)."""
+
+    key: bytes
+    connected: bool = False
+    address: tuple[str, int] | None = None
+    since: float | None = None  # (time.time) connected since, or failing since
+    error: str | None = None
+    connections: int = 0
+    failures: int = 0  # in a row
+    history: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"gateway": self.key.hex(), "connected": self.connected,
+                "address": None if self.address is None else f"{self.address[0]}:"
+                f"{self.address[1]}", "since": self.since, "error": self.error,
+                "connections": self.connections, "failures": self.failures}
+
+
+class Dialer:
+    """Keeps one connection to each pinned gateway and serves ``logs`` on it."""
+
+    def __init__(self, key_pair: KeyPair, gateways: Sequence[bytes], logs: Sequence[Log], *,
+                 dial: Sequence[tuple[str, int]] = (), find: Finder | None = None,
+                 opener: Opener = open_to_gateway, keepalive: float = KEEPALIVE,
+                 backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
+                 rng: random.Random | None = None,
+                 wall: Callable[[], float] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        import time
+
+        self.key_pair = key_pair
+        self.gateways = list(gateways)
+        self.logs = logs
+        self.dial = list(dial)
+        self.find = find
+        self.opener = opener
+        self.keepalive = keepalive
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter
+        self.wall = wall if wall is not None else time.time
+        self.links = {k: GatewayLink(k) for k in self.gateways}
+        self.on_change = on_change  # told when a link connects or fails (status lines)
+        self.poll = POLL
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def run(self) -> None:
+        """Dial every gateway, forever (until cancelled)."""
+        async with asyncio.TaskGroup() as tg:
+            for k in self.gateways:
+                tg.create_task(self._keep(k), name=f"dial gateway {k.hex()[:16]}")
+
+    async def addresses(self, key: bytes) -> list[tuple[str, int]]:
+        """Where to dial this gateway: the config's ``dial``, else its DHT address record."""
+        if self.dial:
+            return list(self.dial)
+        if self.find is None:
+            return []
+        return await self.find(key)
+
+    def delay(self, failures: int) -> float:
+        """Jittered exponential backoff: a wait drawn from [d/2, d], d doubling to the cap."""
+        d = min(self.backoff_max, self.backoff_initial * 2.0 ** min(failures - 1, 32))
+        return d * (0.5 + 0.5 * self.rng.random())
+
+    async def _keep(self, key: bytes) -> None:
+        link = self.links[key]
+        loop = asyncio.get_running_loop()
+        while True:
+            conn = await self._open(link)
+            if conn is not None:
+                started = loop.time()
+                link.connected, link.since, link.error = True, self.wall(), None
+                link.connections += 1
+                link.failures = 0
+                log.info("connected to gateway %s at %s:%d", key.hex()[:16], *link.address or
+                         ("?", 0))
+                self._changed()
+                try:
+                    conn.keepalive = self.keepalive
+                    await serve_on(conn, self.logs, self.poll)
+                    why = "the gateway closed the connection"
+                except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                finally:
+                    await conn.close()
+                link.connected, link.since, link.error = False, self.wall(), why
+                log.warning("gateway %s: connection lost (%s): dialling again",
+                            key.hex()[:16], why)
+                self._changed()
+                if loop.time() - started < self.backoff_max:
+                    link.failures += 1  # a connection that keeps dying backs off too
+            else:
+                link.failures += 1
+            if link.failures:
+                await asyncio.sleep(self.delay(link.failures))
+
+    async def _open(self, link: GatewayLink) -> Connection | None:
+        """A connection to the gateway at one of its addresses, or None (why: the link's
+        error, logged when it changes)."""
+        try:
+            addresses = await self.addresses(link.key)
+        except (CairnError, OSError, TimeoutError, GatewayRecordError) as exc:
+            self._failed(link, f"its address record: {type(exc).__name__}: {exc}")
+            return None
+        if not addresses:
+            self._failed(link, "no address to dial (no [replication].dial, and no address "
+                         "record of it on the DHT)")
+            return None
+        errors = []
+        for address in addresses:
+            try:
+                conn = await self.opener(address, link.key, self.key_pair)
+            except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+                errors.append(f"{address[0]}:{address[1]}: {type(exc).__name__}: {exc}")
+                continue
+            link.address = address
+            return conn
+        self._failed(link, "; ".join(errors))
+        return None
+
+    def _failed(self, link: GatewayLink, error: str) -> None:
+        changed = error != link.error
+        if changed:
+            log.warning("gateway %s: cannot connect: %s", link.key.hex()[:16], error)
+        elif link.failures:
+            log.debug("gateway %s: still cannot connect: %s", link.key.hex()[:16], error)
+        if link.error is None or link.connected:
+            link.since = self.wall()
+        link.connected, link.error = False, error
+        if changed:
+            self._changed()
+
+
+async def find_on_dht(dht: DHT, key: bytes) -> list[tuple[str, int]]:
+    """A gateway's addresses from its signed address record (the DHT checks the signature is
+    ``key``'s)."""
+    got = await dht.mutable_get(key)
+    if got is None:
+        return []
+    return decode_gateway_record(got.value)

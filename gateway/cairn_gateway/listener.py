@@ -1,0 +1,180 @@
+"""Edges dial in (issue 19): the gateway's replication listener, ``[replication].listen``.
+
+An edge behind a NAT cannot be dialled; it dials the gateway instead and keeps that connection
+open, and the gateway reads its logs on it (replication is symmetric: the reader requests
+whatever the direction). Admission happens right after the Noise handshake: the remote static
+key must be the one an enrolled device's record names (field 8 of the record, signed with the
+device's record key, :meth:`Collector.admit`); anything else is closed with one log line
+(rate-limited) and nothing of it is read or stored.
+
+What a stranger can cost is bounded: at most ``max_connections`` connections at once (beyond,
+a new one is closed before any cryptography), at most ``per_source`` from one IP address (many
+honest edges share one carrier-grade NAT address: the default is generous), and
+``handshake_timeout`` seconds to finish the handshake. An admitted connection is then the
+device's live link (:meth:`Collector.follow`): a second connection of the same device replaces
+the first.
+
+:meth:`EdgeListener.admit` takes a handshaken :class:`~cairn.replication.net.Connection` and
+knows nothing of TCP: another transport (hyperdht connect by key) hands its connections to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cairn.crypto import KeyPair
+from cairn.errors import CairnError, RemoteError
+from cairn.replication.net import Connection, PeerRefusedError, accept
+from cairn_gateway.collect import Collector, one_line
+from cairn_gateway.config import Policy
+
+__all__ = ["EdgeListener", "ListenerLimits"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """Bounds on what dialling in may cost (``[replication]`` in docs/gateway.md)."""
+
+    max_connections: int = 2000
+    per_source: int = 256
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0  # no whole message this long: the path is dead
+    keepalive: float = 20.0  # an empty frame after this long without sending
+
+
+class _Quiet:
+    """One log line per ``every`` seconds per kind; the lines held back are counted in the
+    next one (a flood of refused keys cannot flood the log)."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, kind: str, text: str) -> None:
+        now = self.clock()
+        if now - self._last.get(kind, -self.every) < self.every:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        log.warning("%s%s", text, f" (and {held} more like it)" if held else "")
+
+
+class EdgeListener:
+    """Accepts edges' connections and hands admitted ones to the collector."""
+
+    def __init__(self, collector: Collector, key_pair: KeyPair,
+                 enrolled: Callable[[], set[bytes]], *,
+                 limits: ListenerLimits | None = None,
+                 policy: Callable[[str], Policy] | None = None) -> None:
+        self.collector = collector
+        self.key_pair = key_pair
+        self.enrolled = enrolled
+        self.limits = limits if limits is not None else ListenerLimits()
+        self.policy = policy
+        self.open = 0
+        self.by_source: dict[str, int] = {}
+        self.refused = 0  # connections refused (caps, handshakes, keys)
+        self.links: dict[bytes, Connection] = {}  # record key -> its live connection
+        self.quiet = _Quiet()
+
+    async def run(self, host: str, port: int,
+                  ready: Callable[[tuple[str, int]], object] | None = None) -> None:
+        """Listen until cancelled; each connection a task of one group. The socket is bound
+        before the group is entered: a port in use reaches the caller as the OSError itself."""
+        connections = asyncio.TaskGroup()
+
+        def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.create_task(self._handle(reader, writer))
+
+        server = await asyncio.start_server(spawn, host, port, start_serving=False)
+        async with connections, server:
+            await server.start_serving()
+            sock = server.sockets[0].getsockname()
+            log.info("edges may dial in on %s:%d", sock[0], sock[1])
+            if ready is not None:
+                ready((sock[0], sock[1]))
+            await server.serve_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        lim = self.limits
+        if self.open >= lim.max_connections or self.by_source.get(source, 0) >= lim.per_source:
+            self.refused += 1
+            self.quiet.warning("cap", f"edge connection from {source} refused: "
+                               f"{self.open} open (cap {lim.max_connections}), "
+                               f"{self.by_source.get(source, 0)} from it "
+                               f"(cap {lim.per_source})")
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        self.open += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        conn: Connection | None = None
+        try:
+            try:
+                conn = await accept(reader, writer, self.key_pair,
+                                    idle_timeout=lim.idle_timeout,
+                                    handshake_timeout=lim.handshake_timeout)
+            except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+                self.refused += 1
+                self.quiet.warning("handshake", f"edge connection from {source}: no handshake"
+                                   f" ({one_line(exc)})")
+                return
+            await self.admit(conn, source)
+        finally:
+            self.open -= 1
+            left = self.by_source.pop(source, 1) - 1
+            if left:
+                self.by_source[source] = left
+            if conn is not None:
+                await conn.close()
+            else:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def admit(self, conn: Connection, source: str = "?") -> None:
+        """A handshaken connection from an edge, whatever the transport: refused (one log
+        line) unless its key is an enrolled device's, else followed live until it ends. The
+        caller closes it."""
+        key = conn.remote_key
+        try:
+            dev = self.collector.admit(key, self.enrolled())
+        except PeerRefusedError as exc:
+            self.refused += 1
+            self.quiet.warning("key", f"edge {key.hex()[:16] if key else '?'} from {source} "
+                               f"refused: {exc}")
+            return
+        conn.keepalive = self.limits.keepalive
+        old = self.links.get(dev.record_key)
+        self.links[dev.record_key] = conn
+        if old is not None:
+            log.info("device %s dialled in again: the older connection is closed",
+                     dev.record_key.hex()[:16])
+            old.writer.close()  # its task ends on the closed stream
+        try:
+            await self.collector.follow(dev, conn, self.policy)
+        except PeerRefusedError as exc:
+            self.refused += 1
+            self.quiet.warning("streams", f"device {dev.record_key.hex()[:16]} refused: {exc}")
+        except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+            log.info("device %s: connection ended: %s", dev.record_key.hex()[:16],
+                     one_line(exc))
+        except Exception:  # a bug on one connection ends that connection, never the listener
+            log.exception("device %s: connection ended on an unexpected error",
+                          dev.record_key.hex()[:16])
+        finally:
+            if self.links.get(dev.record_key) is conn:
+                del self.links[dev.record_key]
