@@ -34,6 +34,8 @@ class JSPeer:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"port": port}).encode() + b"\n")
         await self.proc.stdin.drain()
+        assert self.proc.stdout is not None
+        assert json.loads(await self.proc.stdout.readline()) == {"connected": True}
 
     async def result(self) -> dict[str, Any]:
         assert self.proc.stdout is not None and self.proc.stderr is not None

@@ -20,6 +20,8 @@ Each stream has one timer (``loop.call_at``) for its core's :meth:`~StreamCore.t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket as pysocket
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
+SOCKET_BUFFER = 2 << 20  # SO_RCVBUF / SO_SNDBUF asked for (the kernel caps it at rmem_max)
 HIGH_WATER = 1 << 20  # drain() waits while more than this is written and not yet sent
 _ID = struct.Struct("<I")
 
@@ -84,6 +87,11 @@ class UDXSocket:
             lambda: _Protocol(socket), local_addr=(host, port)
         )
         socket._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # room for a window's worth of acks and data while we are busy
+            for option in (pysocket.SO_RCVBUF, pysocket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(pysocket.SOL_SOCKET, option, SOCKET_BUFFER)
         return socket
 
     @property

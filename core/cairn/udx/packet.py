@@ -65,6 +65,7 @@ class PacketType(enum.IntFlag):
 
 
 _KNOWN = 63
+_SACK_BIT = 4
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -78,7 +79,7 @@ def seq_add(a: int, n: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    type: PacketType
+    type: int  # PacketType bits (a plain int: IntFlag arithmetic is slow on the hot path)
     stream_id: int  # the receiver's id
     window: int
     seq: int
@@ -104,7 +105,7 @@ def encode(packet: Packet) -> bytes:
         offset += len(sacks)
     if offset > 255:
         raise ValueError("a data offset over 255 bytes does not fit the header")
-    head = _HEADER.pack(MAGIC, VERSION, int(packet.type), offset, packet.stream_id,
+    head = _HEADER.pack(MAGIC, VERSION, packet.type, offset, packet.stream_id,
                         packet.window, packet.seq, packet.ack)
     return b"".join((head, sacks, bytes(packet.padding), packet.data))
 
@@ -123,10 +124,9 @@ def decode(datagram: bytes) -> Packet:
     body = memoryview(datagram)[HEADER_SIZE:]
     if offset > len(body):
         raise DecodeError(f"udx data offset {offset} is beyond the packet ({len(body)} bytes)")
-    ptype = PacketType(kind)
     sacks: tuple[tuple[int, int], ...] = ()
     padding = offset
-    if ptype & PacketType.SACK:
+    if kind & _SACK_BIT:
         # as libudx: the blocks fill the data offset, or the whole body when there is none
         region = body[:offset] if offset else body
         if len(region) % 8:
@@ -141,4 +141,4 @@ def decode(datagram: bytes) -> Packet:
         if not offset:
             offset = len(body)
     data = bytes(body[offset:])
-    return Packet(ptype, stream_id, window, seq, ack, sacks, data, padding)
+    return Packet(kind, stream_id, window, seq, ack, sacks, data, padding)

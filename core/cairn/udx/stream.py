@@ -60,6 +60,8 @@ __all__ = [
 
 DEFAULT_WINDOW = 4 << 20  # libudx's receive window
 MAX_AHEAD = 4096  # packets held beyond the gap (4 MiB of 1152-byte packets fit)
+MAX_WINDOW = 1024  # packets in flight at most (~1.2-1.5 MB)
+MAX_BURST = 32  # new packets sent back to back at most: the rest go as acks come back
 MTU_BASE = 1200
 MTU_MAX = 1500
 MTU_STEP = 32
@@ -72,11 +74,21 @@ MAX_RTO_TIMEOUTS = 6
 DUP_THRESHOLD = 3
 MAX_MESSAGE = MTU_BASE - IP_UDP_HEADERS - HEADER_SIZE
 
+# the type bits as plain ints (IntFlag arithmetic costs a function call per operation)
+_ACK = int(PacketType.ACK)
+_DATA = int(PacketType.DATA)
+_END = int(PacketType.END)
+_SACK = int(PacketType.SACK)
+_MESSAGE = int(PacketType.MESSAGE)
+_DESTROY = int(PacketType.DESTROY)
+_HEARTBEAT = int(PacketType.HEARTBEAT)
+_DATA_OR_END = _DATA | _END
+
 
 @dataclass(slots=True)
 class _Sent:
     seq: int
-    kind: PacketType  # DATA or END (with DATA bits as sent)
+    kind: int  # the type bits as sent: DATA, END or both
     data: bytes
     sent_at: float = 0.0
     transmits: int = 0
@@ -91,7 +103,7 @@ class _Sent:
 @dataclass(slots=True)
 class _Receive:
     ack: int  # the next seq expected
-    held: dict[int, tuple[PacketType, bytes]] = field(default_factory=dict)
+    held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     held_bytes: int = 0
     ended: bool = False  # the peer's END was delivered
 
@@ -137,7 +149,7 @@ class StreamCore:
         self._ended = False  # our END was acked
         self._messages: deque[bytes] = deque()
         self._peer_window = DEFAULT_WINDOW
-        self.congestion = NewReno(max_window=MAX_AHEAD)
+        self.congestion = NewReno(max_window=MAX_WINDOW)
         self.srtt: float | None = None
         self._rttvar = 0.0
         self.rto = RTO_INITIAL
@@ -195,7 +207,7 @@ class StreamCore:
         """Close now: one DESTROY packet tells the peer, nothing is retransmitted."""
         if self.closed:
             return
-        self._out.append(self._header(PacketType.DESTROY))
+        self._out.append(self._header(_DESTROY))
         self.seq = seq_add(self.seq, 1)
         self._close(None)
 
@@ -214,7 +226,7 @@ class StreamCore:
             self._send_retransmits(now)
             self._send_new(now)
             while self._messages:
-                self._out.append(self._header(PacketType.MESSAGE, data=self._messages.popleft()))
+                self._out.append(self._header(_MESSAGE, data=self._messages.popleft()))
             if self._in_flight and self._rto_at is None:
                 self._rto_at = now + self.rto
             self._arm_window_probe(now)
@@ -232,7 +244,7 @@ class StreamCore:
             self._on_rto(now)
         if self._probe_at is not None and now >= self._probe_at and not self.closed:
             self._probe_at = None
-            self._out.append(self._header(PacketType.HEARTBEAT))
+            self._out.append(self._header(_HEARTBEAT))
 
     def receive_data(self, datagram: bytes, now: float) -> None:
         """One datagram from the socket; never raises: a bad one is counted in :attr:`drops`."""
@@ -245,22 +257,22 @@ class StreamCore:
         if reason is not None:
             self.drops[reason] += 1
             return
-        if packet.type & PacketType.HEARTBEAT:
+        if packet.type & _HEARTBEAT:
             self._send_ack()
             return
         kind = packet.type
-        if kind & PacketType.DESTROY:
+        if kind & _DESTROY:
             if 0 <= seq_diff(packet.seq, self._recv.ack) < MAX_AHEAD:
                 self._close("destroyed by the peer")
             else:
                 self.drops["stale destroy"] += 1
             return
-        if kind & (PacketType.DATA | PacketType.END):
+        if kind & (_DATA_OR_END):
             self._receive_stream_data(packet)
-        if kind & PacketType.MESSAGE:
+        if kind & _MESSAGE:
             self._events.append(StreamMessage(packet.data))
         self._receive_ack(packet, now)
-        if kind & (PacketType.DATA | PacketType.END) and not self.closed:
+        if kind & (_DATA_OR_END) and not self.closed:
             self._send_ack()
         self._maybe_close()
 
@@ -279,7 +291,7 @@ class StreamCore:
                 return "sack of unsent data"
             if seq_diff(start, end) >= 0:
                 return "empty or reversed sack block"
-        if packet.type & (PacketType.DATA | PacketType.END):
+        if packet.type & (_DATA_OR_END):
             ahead = seq_diff(packet.seq, self._recv.ack)
             if ahead >= MAX_AHEAD:
                 return "seq beyond the receive window"
@@ -306,7 +318,7 @@ class StreamCore:
         chunks = [packet.data]
         kind = packet.type
         recv.ack = seq_add(recv.ack, 1)
-        while not kind & PacketType.END and recv.ack in recv.held:
+        while not kind & _END and recv.ack in recv.held:
             kind, data = recv.held.pop(recv.ack)
             recv.held_bytes -= len(data)
             chunks.append(data)
@@ -314,7 +326,7 @@ class StreamCore:
         data = b"".join(chunks)
         if data:
             self._events.append(StreamData(data))
-        if kind & PacketType.END:
+        if kind & _END:
             recv.ended = True
             recv.held.clear()
             recv.held_bytes = 0
@@ -336,7 +348,7 @@ class StreamCore:
 
     def _send_ack(self) -> None:
         sacks = self._sack_blocks()
-        kind = PacketType.SACK if sacks else PacketType.ACK
+        kind = _SACK if sacks else _ACK
         self._out.append(self._header(kind, sacks=tuple(sacks)))
 
     # -- acks of what we sent --------------------------------------------------------------
@@ -353,7 +365,7 @@ class StreamCore:
             if sent is not None:
                 if not sent.sacked:
                     delivered += self._delivered(sent, now)
-                if sent.kind & PacketType.END:
+                if sent.kind & _END:
                     self._ended = True  # (acked, not just sacked: all before it arrived)
             self.remote_acked = seq_add(self.remote_acked, 1)
         highest: int | None = None
@@ -464,7 +476,7 @@ class StreamCore:
 
     def _header(
         self,
-        kind: PacketType,
+        kind: int,
         *,
         seq: int | None = None,
         data: bytes = b"",
@@ -495,7 +507,9 @@ class StreamCore:
             self._transmit(sent, now)
 
     def _send_new(self, now: float) -> None:
-        while self._in_flight < self.congestion.window:
+        burst = 0
+        while self._in_flight < self.congestion.window and burst < MAX_BURST:
+            burst += 1
             if seq_diff(self.seq, self.remote_acked) >= MAX_AHEAD:
                 return
             size = min(len(self._pending), self.max_payload)
@@ -508,9 +522,9 @@ class StreamCore:
                 return  # (one packet may exceed a small window when nothing is out)
             data = bytes(self._pending[:size])
             del self._pending[:size]
-            kind = PacketType.DATA if data else PacketType.ACK
+            kind = _DATA if data else _ACK
             if last:
-                kind |= PacketType.END
+                kind |= _END
                 self._end_sent = True
             sent = _Sent(self.seq, kind, data)
             if self._mtu_probe_wanted and size == self.max_payload:

@@ -1,7 +1,7 @@
 // JS udx-native (and secret-stream + hypercore over it) for the UDX interop tests and bench
 // (run with cwd tests/interop). Every mode binds a UDP socket on 127.0.0.1:0, prints
-// {"port"}, then reads one stdin line {"port": <the Cairn side's port>} and connects stream
-// <localId> to <remoteId> there.
+// {"port"}, then reads one stdin line {"port": <the Cairn side's port>}, connects stream
+// <localId> to <remoteId> there and prints {"connected": true}.
 //   node js/udx_peer.js sink   <localId> <remoteId>
 //     read until the peer ends, end too; on close print {"bytes", "sha256", "seconds"}
 //   node js/udx_peer.js source <localId> <remoteId> <bytes>
@@ -12,6 +12,9 @@
 //   node js/udx_peer.js hypercore-read <localId> <remoteId> <keyHex> <blocks>
 //     secret-stream (initiator) over the stream, replicate the hypercore <keyHex>, download
 //     blocks [0, blocks), print {"blocks", "seconds", "length", "sha256"} (of all blocks)
+//   node js/udx_peer.js hypercore-pair <blocks> <blockSize>
+//     JS writer and JS reader in this process over UDX (the anchor of bench/udx.py): the clock
+//     runs from the connect to the last block verified; print {"blocks", "seconds"}
 'use strict'
 
 const UDX = require('udx-native')
@@ -37,6 +40,7 @@ async function connected (localId, remoteId) {
   const { port } = await firstLine()
   const stream = udx.createStream(Number(localId))
   stream.connect(socket, Number(remoteId), port, '127.0.0.1')
+  await out({ connected: true })
   return { socket, stream }
 }
 
@@ -133,7 +137,51 @@ async function hypercoreRead ([localId, remoteId, keyHex, blocksArg]) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-const modes = { sink, source, pair, 'hypercore-read': hypercoreRead }
+async function hypercorePair ([blocksArg, sizeArg]) {
+  const Hypercore = require('hypercore')
+  const SecretStream = require('@hyperswarm/secret-stream')
+  const fs = require('fs')
+  const os = require('os')
+  const path = require('path')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-udx-'))
+  const n = Number(blocksArg)
+  const writer = new Hypercore(path.join(dir, 'w'))
+  await writer.ready()
+  for (let i = 0; i < n; i += 1000) {
+    const batch = []
+    for (let j = i; j < Math.min(i + 1000, n); j++) batch.push(crypto.randomBytes(Number(sizeArg)))
+    await writer.append(batch)
+  }
+  const reader = new Hypercore(path.join(dir, 'r'), writer.key)
+  await reader.ready()
+  const udx = new UDX()
+  const a = udx.createSocket()
+  const b = udx.createSocket()
+  a.bind(0, '127.0.0.1')
+  b.bind(0, '127.0.0.1')
+  const started = process.hrtime.bigint()
+  const sa = udx.createStream(1)
+  const sb = udx.createStream(2)
+  sa.connect(a, 2, b.address().port, '127.0.0.1')
+  sb.connect(b, 1, a.address().port, '127.0.0.1')
+  const ta = new SecretStream(false, sa)
+  const tb = new SecretStream(true, sb)
+  writer.replicate(ta)
+  reader.replicate(tb)
+  await reader.update({ wait: true })
+  await reader.download({ start: 0, end: n }).done()
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  await out({ blocks: n, seconds, length: reader.length })
+  ta.destroy()
+  tb.destroy()
+  await reader.close()
+  await writer.close()
+  await a.close()
+  await b.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
+const modes = { sink, source, pair, 'hypercore-read': hypercoreRead, 'hypercore-pair': hypercorePair }
 const [mode, ...args] = process.argv.slice(2)
 modes[mode](args).then(() => process.exit(0), (err) => {
   process.stderr.write(String((err && err.stack) || err) + '\n', () => process.exit(1))
