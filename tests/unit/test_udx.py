@@ -302,6 +302,26 @@ def test_zero_window_waits_then_resumes() -> None:
     assert len(link.received["b"]) == 50_000
 
 
+@given(st.lists(st.tuples(st.integers(0, 200), st.booleans()), max_size=300),
+       st.integers(0, 2**32 - 1))
+def test_sack_runs_agree_with_sorting_what_is_held(moves: list[tuple[int, bool]],
+                                                   start: int) -> None:
+    """The receiver keeps its SACK runs incrementally (bisect); they are what sorting the held
+    seqs gives, wrap-around included."""
+    a = StreamCore(1, 2, ack=start)
+    for ahead, in_order in moves:
+        seq = (a._recv.ack + (0 if in_order else ahead)) & 0xFFFFFFFF
+        a.receive_data(encode(Packet(PacketType.DATA, 1, 0, seq, 0, (), b"d")), 0.0)
+        held = sorted(a._recv.held, key=lambda s: seq_diff(s, a._recv.ack))
+        runs: list[tuple[int, int]] = []
+        for s in held:
+            if runs and runs[-1][1] == s:
+                runs[-1] = (runs[-1][0], (s + 1) & 0xFFFFFFFF)
+            else:
+                runs.append((s, (s + 1) & 0xFFFFFFFF))
+        assert a._recv.sacks() == runs[:50]
+
+
 def test_write_after_end_is_a_local_error() -> None:
     core = StreamCore(1, 2)
     core.end()
