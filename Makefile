@@ -143,6 +143,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/replication.py
+	$(BIN)/python bench/udx.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/gateway.py

@@ -191,6 +191,24 @@ def test_bytes_cross_in_order_and_both_ends_close() -> None:
     assert link.a.retransmits == 0
 
 
+def test_a_closed_stream_acks_a_retransmitted_end() -> None:
+    """Our last ack lost: the peer sends its END again; we ack it again instead of leaving the
+    peer to retransmit until "peer gone"."""
+    link = pair()
+    link.b.end()
+    link.run(until=5)
+    link.a.end()
+    link.run(until=10)
+    assert link.a.closed and link.b.closed and link.a.error is None
+    again = encode(Packet(PacketType.END, 1, 0, (link.a._recv.ack - 1) & 0xFFFFFFFF, 0))
+    link.a.receive_data(again, 11.0)
+    assert len(link.a.data_to_send(11.0)) == 1
+    assert link.a.drops["retransmission after a clean close, acked again"] == 1
+    link.a.receive_data(encode(Packet(PacketType.DATA, 1, 0, link.a._recv.ack, 0, (), b"x")),
+                        11.0)
+    assert link.a.drops["packet after the stream closed"] == 1
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_loss_reorder_and_duplicates_still_deliver_everything(seed: int) -> None:
     link = pair(rng=random.Random(seed), loss=0.1, duplicate=0.05, jitter=0.02)

@@ -45,6 +45,7 @@ __all__ = [
 Address = tuple[str, int]
 SOCKET_BUFFER = 2 << 20  # SO_RCVBUF / SO_SNDBUF asked for (the kernel caps it at rmem_max)
 HIGH_WATER = 1 << 20  # drain() waits while more than this is written and not yet sent
+LINGER = 5.0  # seconds a cleanly closed stream still acks a retransmitted END
 _ID = struct.Struct("<I")
 
 
@@ -259,13 +260,16 @@ class UDXStream:
         self._timer_at: float | None = None
         self._flush_soon: asyncio.Handle | None = None
         self._ending = False
+        self._destroyed = False
+        self._linger: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._read_buffered = 0
 
     def connect(self, remote_id: int, remote_addr: Address, *, seq: int = 0, ack: int = 0) -> None:
         if self.core is not None:
             raise ValueError("the udx stream is already connected")
-        self.core = StreamCore(self.local_id, remote_id, seq=seq, ack=ack)
+        overhead = 48 if ":" in remote_addr[0] else 28  # IPv6 or IPv4, + UDP
+        self.core = StreamCore(self.local_id, remote_id, seq=seq, ack=ack, ip_overhead=overhead)
         self.remote_addr = remote_addr
         self._allowed.add(remote_addr)
         self._flush()
@@ -280,7 +284,7 @@ class UDXStream:
         if self.core.closed:
             raise StreamClosedError(self.core.error or "write on a closed udx stream")
         self.core.write(data)
-        self._schedule_flush()
+        self._flush()  # at once, as TCP_NODELAY: a request-answer protocol waits on each
 
     def send_message(self, data: bytes) -> None:
         if self.core is not None:
@@ -313,6 +317,7 @@ class UDXStream:
             await self._changed.wait()
 
     def destroy(self) -> None:
+        self._destroyed = True
         if self.core is not None and not self.core.closed:
             self.core.destroy()
             self._flush()
@@ -375,14 +380,16 @@ class UDXStream:
         self._changed.set()
 
     def _arm(self) -> None:
+        """Keep one loop timer no later than the core's: a later deadline (every ack moves the
+        RTO) leaves the armed timer alone, which then fires early and re-arms."""
         assert self.core is not None
         at = self.core.timer()
-        if at == self._timer_at:
+        if at is None or (self._timer_at is not None and self._timer_at <= at):
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = None if at is None else self._loop.call_at(at, self._on_timer)
+        self._timer = self._loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -398,9 +405,22 @@ class UDXStream:
             self._flush_soon.cancel()
             self._flush_soon = None
         self.reader._end(error)
+        core = self.core
+        if core is not None and core.error is None and not self._destroyed:
+            # both sides ended: stay a while to ack the peer's END again if our ack was lost
+            # (TCP's TIME_WAIT); the socket closing ends the wait
+            if self._linger is None:
+                self._linger = self._loop.call_later(LINGER, self._unregister)
+        else:
+            self._unregister()
+        self._changed.set()
+
+    def _unregister(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self.socket.streams.get(self.local_id) is self:
             del self.socket.streams[self.local_id]
-        self._changed.set()
 
 
 async def open_udx_connection(

@@ -292,6 +292,10 @@ class StreamCore:
         except DecodeError as exc:
             self.drops[f"malformed: {exc}"] += 1
             return
+        if self.closed and self._lingering(packet):
+            self.drops["retransmission after a clean close, acked again"] += 1
+            self._send_ack()  # our last ack was lost: the peer would wait for it till "gone"
+            return
         reason = self._check(packet)
         if reason is not None:
             self.drops[reason] += 1
@@ -316,6 +320,11 @@ class StreamCore:
         self._maybe_close()
 
     # -- receiving -------------------------------------------------------------------------
+
+    def _lingering(self, packet: Packet) -> bool:
+        """After both sides ended: a DATA/END we already took, for this stream."""
+        return (self.error is None and self._recv.ended and packet.stream_id == self.local_id
+                and bool(packet.type & _DATA_OR_END) and seq_diff(packet.seq, self._recv.ack) < 0)
 
     def _check(self, packet: Packet) -> str | None:
         """Why this packet must be dropped, or None."""
