@@ -117,3 +117,21 @@ async def test_packets_from_another_address_are_dropped_without_a_hook() -> None
         _, wb = await open_udx_connection(b, 2, 1, a.address)
         wb.write(b"real")
         assert await ra.read() == b"real"
+
+
+async def test_change_remote_follows_a_new_path() -> None:
+    async with asyncio.timeout(10), await UDXSocket.bind() as a, await UDXSocket.bind() as b, \
+            await UDXSocket.bind() as old_path:
+        ra, wa = await open_udx_connection(a, 1, 2, old_path.address)  # where b used to be
+
+        def moved(stream: UDXStream, addr: tuple[str, int]) -> bool:
+            stream.change_remote(addr)
+            return True
+
+        wa.stream.on_first_packet = moved
+        rb, wb = await open_udx_connection(b, 2, 1, a.address)
+        wb.write(b"from the new path")
+        assert await ra.read() == b"from the new path"
+        assert wa.stream.remote_addr == b.address
+        wa.write(b"answer")
+        assert await rb.read() == b"answer"

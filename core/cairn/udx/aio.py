@@ -45,6 +45,7 @@ __all__ = [
 Address = tuple[str, int]
 SOCKET_BUFFER = 2 << 20  # SO_RCVBUF / SO_SNDBUF asked for (the kernel caps it at rmem_max)
 HIGH_WATER = 1 << 20  # drain() waits while more than this is written and not yet sent
+READ_SIZE = 1 << 16
 LINGER = 5.0  # seconds a cleanly closed stream still acks a retransmitted END
 _ID = struct.Struct("<I")
 
@@ -88,6 +89,8 @@ class UDXSocket:
             lambda: _Protocol(socket), local_addr=(host, port)
         )
         socket._transport = transport
+        if hasattr(transport, "max_size"):  # asyncio's 256 KiB read is a fresh buffer a datagram
+            transport.max_size = READ_SIZE  # (decision 0003); 64 KiB holds any UDP datagram
         sock = transport.get_extra_info("socket")
         if sock is not None:  # room for a window's worth of acks and data while we are busy
             for option in (pysocket.SO_RCVBUF, pysocket.SO_SNDBUF):
@@ -273,6 +276,14 @@ class UDXStream:
         self.remote_addr = remote_addr
         self._allowed.add(remote_addr)
         self._flush()
+
+    def change_remote(self, remote_addr: Address) -> None:
+        """Send to ``remote_addr`` from now on (the peer's path changed, e.g. its NAT mapping;
+        call it from ``on_first_packet``). Packets from the old address are still taken."""
+        if self.core is None:
+            raise ValueError("the udx stream is not connected")
+        self.remote_addr = remote_addr
+        self._allowed.add(remote_addr)
 
     @property
     def closed(self) -> bool:
