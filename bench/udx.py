@@ -1,6 +1,7 @@
 """Benchmark of UDX (cairn.udx) beside JS udx-native, in the same run, on 127.0.0.1.
 
-    python bench/udx.py [--mib 16] [--blocks 20000] [--block-size 100] [--repeat 3] [--markdown]
+    python bench/udx.py [--mib 16] [--blocks 20000] [--block-size 100] [--repeat 3]
+                        [--loop auto|asyncio|uvloop] [--markdown]
 
 1. Raw stream throughput (MB/s): ``--mib`` MiB through one stream and END, checksummed.
    JS -> JS (the anchor: two udx-native sockets in one node process), Cairn -> Cairn (two
@@ -12,6 +13,8 @@
    same over TCP: JS <- JS (``bench/js/replication_anchor.js pair``) and Cairn <- Cairn
    (:func:`cairn.replication.net.serve` / ``download`` in one process).
 
+The Cairn side runs on uvloop when it is installed (``--loop auto``, as the ``cairn dht``
+commands do), else on asyncio's loop; the table's title line says which.
 Measures compared with each other run in turns (run k of each before run k + 1 of any) and the
 median is kept. The ratio is Cairn / JS (higher is better). Absolute numbers on a shared machine
 are noisy: compare the ratios of one run. The exit code is 1 if a measurement failed.
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import random
 import subprocess
@@ -30,9 +34,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from bench_table import Row, print_tables
 from cairn.crypto import key_pair, random_key_pair
@@ -47,8 +51,24 @@ ANCHOR = ROOT / "bench" / "js" / "replication_anchor.js"
 MIB = 1 << 20
 
 
+T = TypeVar("T")
+
+
 class BenchError(RuntimeError):
     pass
+
+
+def loop_runner(choice: str) -> tuple[str, Callable[[Coroutine[Any, Any, T]], T]]:
+    """The event loop the Cairn side runs on: uvloop when asked for or (auto) installed."""
+    if choice != "asyncio":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return "uvloop", cast(Callable[[Coroutine[Any, Any, T]], T], uvloop.run)
+    return "asyncio", asyncio.run
 
 
 # -- raw streams ---------------------------------------------------------------------------
@@ -228,6 +248,8 @@ def _check_replica(replica: Log, blocks: list[bytes], what: str) -> None:
 
 
 def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
+    loop_name, run = loop_runner(args.loop)
+    print(f"Cairn side on {loop_name}", file=sys.stderr)
     runs: dict[str, list[float]] = {}
     failed: list[str] = []
     size = args.mib * MIB
@@ -246,20 +268,20 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
 
     def cairn_cairn_udx() -> float:
         replica = fresh("udx")
-        seconds = asyncio.run(_cairn_udx_download(log, replica, n))
+        seconds = run(_cairn_udx_download(log, replica, n))
         _check_replica(replica, blocks, "Cairn <- Cairn over UDX")
         replica.close()
         return seconds
 
     def cairn_cairn_tcp() -> float:
         replica = fresh("tcp")
-        seconds = asyncio.run(_cairn_tcp_download(log, replica))
+        seconds = run(_cairn_tcp_download(log, replica))
         _check_replica(replica, blocks, "Cairn <- Cairn over TCP")
         replica.close()
         return seconds
 
     def js_cairn_udx() -> float:
-        seconds, digest = asyncio.run(_js_from_cairn_udx(log, n))
+        seconds, digest = run(_js_from_cairn_udx(log, n))
         if digest != expected:
             raise BenchError("JS <- Cairn over UDX: the blocks differ")
         return seconds
@@ -276,9 +298,9 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
     named: list[tuple[str, Callable[[], float]]] = [
         ("stream JS -> JS", lambda: float(_node_json([str(PEER), "pair", str(size)], INTEROP,
                                                       300)["seconds"])),
-        ("stream Cairn -> Cairn", lambda: asyncio.run(_cairn_pair(data))),
-        ("stream Cairn -> JS", lambda: asyncio.run(_cairn_to_js(data))),
-        ("stream JS -> Cairn", lambda: asyncio.run(_js_to_cairn(size))),
+        ("stream Cairn -> Cairn", lambda: run(_cairn_pair(data))),
+        ("stream Cairn -> JS", lambda: run(_cairn_to_js(data))),
+        ("stream JS -> Cairn", lambda: run(_js_to_cairn(size))),
         ("replication JS <- JS udx", js_js_udx),
         ("replication Cairn <- Cairn udx", cairn_cairn_udx),
         ("replication JS <- Cairn udx", js_cairn_udx),
@@ -343,10 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=20_000, help="blocks in the log (20,000)")
     ap.add_argument("--block-size", type=int, default=100, help="bytes a block (100)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each, median kept (3)")
+    ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                    help="the Cairn side's event loop (auto: uvloop when installed)")
     ap.add_argument("--markdown", action="store_true", help="print the table in Markdown too")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
     rows, code = measure(args)
+    print(f"UDX bench: {args.mib} MiB streams, {args.blocks:,} blocks of {args.block_size} B, "
+          f"median of {args.repeat}, Cairn side on {loop_runner(args.loop)[0]}")
     print_tables(rows, args.markdown)
     return code
 
