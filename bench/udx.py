@@ -42,7 +42,7 @@ from bench_table import Row, print_tables
 from cairn.crypto import key_pair, random_key_pair
 from cairn.log import Log
 from cairn.replication.net import _Link, download, serve
-from cairn.udx import UDXSocket, open_udx_connection
+from cairn.udx import UDXReader, UDXSocket, UDXWriter, open_udx_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "tests" / "interop"
@@ -93,7 +93,12 @@ async def _cairn_pair(data: bytes) -> float:
     return seconds
 
 
-async def _with_js(args: list[str], body: Callable[[UDXSocket, int], Any]) -> dict[str, Any]:
+Body = Callable[[UDXReader, UDXWriter], Coroutine[Any, Any, Any]]
+
+
+async def _with_js(args: list[str], local: int, remote: int, body: Body) -> dict[str, Any]:
+    """Run ``node udx_peer.js *args``; our stream exists before JS connects (a packet that
+    finds no stream is dropped and costs a 1 s timeout), ``body`` runs once JS is connected."""
     proc = await asyncio.create_subprocess_exec(
         "node", str(PEER), *args, cwd=INTEROP, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -102,10 +107,12 @@ async def _with_js(args: list[str], body: Callable[[UDXSocket, int], Any]) -> di
         async with asyncio.timeout(300):
             port = json.loads(await proc.stdout.readline())["port"]
             async with await UDXSocket.bind() as socket:
+                reader, writer = await open_udx_connection(socket, local, remote,
+                                                           ("127.0.0.1", port))
                 proc.stdin.write(json.dumps({"port": socket.address[1]}).encode() + b"\n")
                 await proc.stdin.drain()
-                await proc.stdout.readline()  # {"connected": true}: packets now find a stream
-                mine = await body(socket, port)
+                await proc.stdout.readline()  # {"connected": true}: our packets find a stream
+                mine = await body(reader, writer)
                 line = await proc.stdout.readline()
         if not line:
             raise BenchError(f"node {args[0]}: {(await proc.stderr.read()).decode()[-2000:]}")
@@ -119,9 +126,8 @@ async def _with_js(args: list[str], body: Callable[[UDXSocket, int], Any]) -> di
 
 
 async def _cairn_to_js(data: bytes) -> float:
-    async def body(socket: UDXSocket, port: int) -> float:
+    async def body(reader: UDXReader, writer: UDXWriter) -> float:
         t = time.perf_counter()
-        reader, writer = await open_udx_connection(socket, 9, 7, ("127.0.0.1", port))
         writer.write(data)
         writer.close()
         await writer.wait_closed()  # JS acked the END: it has every byte
@@ -129,16 +135,15 @@ async def _cairn_to_js(data: bytes) -> float:
         await reader.read()
         return seconds
 
-    out = await _with_js(["sink", "7", "9"], body)
+    out = await _with_js(["sink", "7", "9"], 9, 7, body)
     if out["sha256"] != hashlib.sha256(data).hexdigest():
         raise BenchError("Cairn -> JS: the bytes differ")
     return float(out["mine"])
 
 
 async def _js_to_cairn(size: int) -> float:
-    async def body(socket: UDXSocket, port: int) -> tuple[float, str]:
+    async def body(reader: UDXReader, writer: UDXWriter) -> tuple[float, str]:
         t = time.perf_counter()
-        reader, writer = await open_udx_connection(socket, 4, 3, ("127.0.0.1", port))
         h = hashlib.sha256()
         while chunk := await reader.read(1 << 16):
             h.update(chunk)
@@ -147,7 +152,7 @@ async def _js_to_cairn(size: int) -> float:
         await writer.stream.wait_closed()
         return seconds, h.hexdigest()
 
-    out = await _with_js(["source", "3", "4", str(size)], body)
+    out = await _with_js(["source", "3", "4", str(size)], 4, 3, body)
     seconds, digest = out["mine"]
     if digest != out["sha256"]:
         raise BenchError("JS -> Cairn: the bytes differ")
@@ -170,9 +175,7 @@ def _blocks(n: int, size: int) -> list[bytes]:
     return [rng.randbytes(size) for _ in range(n)]
 
 
-async def _serve_udx(log: Log, socket: UDXSocket, local: int, remote: int,
-                     addr: tuple[str, int]) -> None:
-    reader, writer = await open_udx_connection(socket, local, remote, addr)
+async def _serve(log: Log, reader: UDXReader, writer: UDXWriter) -> None:
     link = _Link(cast(asyncio.StreamReader, reader), cast(asyncio.StreamWriter, writer),
                  random_key_pair(), False, 20.0, 8 << 20)
     await link.handshake()
@@ -185,8 +188,10 @@ async def _serve_udx(log: Log, socket: UDXSocket, local: int, remote: int,
 async def _cairn_udx_download(log: Log, replica: Log, n: int) -> float:
     async with await UDXSocket.bind() as a, await UDXSocket.bind() as b:
         t = time.perf_counter()
-        server = asyncio.create_task(_serve_udx(log, a, 1, 2, b.address))
+        # both streams exist before the first packet flies
+        server_side = await open_udx_connection(a, 1, 2, b.address)
         reader, writer = await open_udx_connection(b, 2, 1, a.address)
+        server = asyncio.create_task(_serve(log, *server_side))
         link = _Link(cast(asyncio.StreamReader, reader), cast(asyncio.StreamWriter, writer),
                      random_key_pair(), True, 20.0, 8 << 20)
         await link.handshake()
@@ -226,11 +231,12 @@ async def _cairn_tcp_download(log: Log, replica: Log) -> float:
 async def _js_from_cairn_udx(log: Log, n: int) -> tuple[float, str]:
     serving: list[asyncio.Task[None]] = []
 
-    async def body(socket: UDXSocket, port: int) -> None:
-        serving.append(asyncio.create_task(_serve_udx(log, socket, 12, 11, ("127.0.0.1", port))))
+    async def body(reader: UDXReader, writer: UDXWriter) -> None:
+        serving.append(asyncio.create_task(_serve(log, reader, writer)))
 
     try:
-        out = await _with_js(["hypercore-read", "11", "12", log.key.hex(), str(n)], body)
+        out = await _with_js(["hypercore-read", "11", "12", log.key.hex(), str(n)], 12, 11,
+                             body)
     finally:
         for task in serving:
             task.cancel()
