@@ -2,7 +2,8 @@
 
 - :mod:`cairn.udx.packet`: the 20-byte header and SACK blocks (byte table there);
 - :mod:`cairn.udx.stream`: :class:`StreamCore`, one stream without I/O (ordering, acks, SACK,
-  retransmission, NewReno congestion control, path-MTU probing, "peer gone");
+  retransmission, path-MTU probing, "peer gone"), with :mod:`cairn.udx.congestion` (NewReno)
+  and :mod:`cairn.udx.receive` (what is held out of order, the SACK runs);
 - :mod:`cairn.udx.aio`: :class:`UDXSocket` and :class:`UDXStream` on asyncio, and
   :func:`open_udx_connection` giving a reader/writer pair the secret-stream driver runs on.
 """

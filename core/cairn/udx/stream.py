@@ -32,16 +32,14 @@ dropped and counted in :attr:`StreamCore.drops` by reason; nothing raises out of
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cairn.errors import DecodeError, LocalError
 from cairn.udx.congestion import NewReno
 from cairn.udx.events import StreamClosed, StreamData, StreamEnded, StreamEvent, StreamMessage
 from cairn.udx.packet import (
     HEADER_SIZE,
-    MAX_SACKS,
     Packet,
     PacketType,
     decode,
@@ -49,6 +47,7 @@ from cairn.udx.packet import (
     seq_add,
     seq_diff,
 )
+from cairn.udx.receive import ReceiveBuffer
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -101,52 +100,6 @@ class _Sent:
     in_flight: bool = False
 
 
-@dataclass(slots=True)
-class _Receive:
-    ack: int  # the next seq expected
-    held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    held_bytes: int = 0
-    ended: bool = False  # the peer's END was delivered
-    # the held seqs as sorted [start, end) runs, counted without wrap-around from the first
-    # ack (``ack_count``): SACK blocks in O(log n) per packet, whatever a peer sends
-    ack_count: int = 0
-    starts: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-
-    def hold(self, ahead: int) -> None:
-        x = self.ack_count + ahead
-        i = bisect.bisect_right(self.starts, x) - 1
-        left = i >= 0 and self.ends[i] == x
-        right = i + 1 < len(self.starts) and self.starts[i + 1] == x + 1
-        if left and right:
-            self.ends[i] = self.ends[i + 1]
-            del self.starts[i + 1], self.ends[i + 1]
-        elif left:
-            self.ends[i] = x + 1
-        elif right:
-            self.starts[i + 1] = x
-        else:
-            self.starts.insert(i + 1, x)
-            self.ends.insert(i + 1, x + 1)
-
-    def advanced(self, packets: int) -> None:
-        self.ack_count += packets
-        while self.starts and self.ends[0] <= self.ack_count:
-            del self.starts[0], self.ends[0]
-
-    def clear(self) -> None:
-        self.held.clear()
-        self.held_bytes = 0
-        self.starts.clear()
-        self.ends.clear()
-
-    def sacks(self) -> list[tuple[int, int]]:
-        base = self.ack - self.ack_count
-        return [((start + base) & 0xFFFFFFFF, (end + base) & 0xFFFFFFFF)
-                for start, end in zip(self.starts[:MAX_SACKS], self.ends[:MAX_SACKS],
-                                      strict=True)]
-
-
 class StreamCore:
     """A UDX stream between ``local_id`` (ours, what the peer writes in its headers) and
     ``remote_id`` (the peer's)."""
@@ -196,7 +149,7 @@ class StreamCore:
         self._probe_at: float | None = None  # zero-window probe
         self._rack_sent_at = 0.0  # sent_at of the most recently sent packet delivered
         # receiver
-        self._recv = _Receive(ack=ack)
+        self._recv = ReceiveBuffer(ack=ack)
         self._events: deque[StreamEvent] = deque()
         self._out: list[bytes] = []
         self.closed = False
