@@ -8,8 +8,10 @@
    UDXSockets in one Python process), Cairn -> JS and JS -> Cairn (one process each side).
 2. Replication over UDX (blocks/s): a log of ``--blocks`` blocks of ``--block-size`` bytes,
    downloaded in full by a fresh reader over secret-stream on a UDX stream.
-   JS <- JS (anchor: writer and reader in one node process), Cairn <- Cairn (writer and reader
-   in one Python process), JS <- Cairn (Cairn writer here, JS reader in node). Beside them the
+   JS <- JS (anchor: writer and reader in one node process, as replication_anchor.js pair;
+   and in two node processes, as JS <- Cairn is: the target's comparison), Cairn <- Cairn
+   (writer and reader in one Python process), JS <- Cairn (Cairn writer here, JS reader in
+   node). Beside them the
    same over TCP: JS <- JS (``bench/js/replication_anchor.js pair``) and Cairn <- Cairn
    (:func:`cairn.replication.net.serve` / ``download`` in one process).
 
@@ -245,6 +247,44 @@ async def _js_from_cairn_udx(log: Log, n: int) -> tuple[float, str]:
     return float(out["seconds"]), str(out["sha256"])
 
 
+async def _js_from_js_udx(n: int, size: int) -> float:
+    """JS writer and JS reader in two node processes over UDX (as JS <- Cairn is)."""
+    writer = await asyncio.create_subprocess_exec(
+        "node", str(PEER), "hypercore-serve", "12", "11", str(n), str(size), cwd=INTEROP,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    procs = [writer]
+    try:
+        async with asyncio.timeout(600):
+            assert writer.stdin is not None and writer.stdout is not None
+            first = json.loads(await writer.stdout.readline())
+            reader = await asyncio.create_subprocess_exec(
+                "node", str(PEER), "hypercore-read", "11", "12", first["key"], str(n),
+                cwd=INTEROP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            procs.append(reader)
+            assert reader.stdin is not None and reader.stdout is not None
+            assert reader.stderr is not None
+            reader_port = json.loads(await reader.stdout.readline())["port"]
+            # the writer's stream first: the reader's first packet must find it
+            writer.stdin.write(json.dumps({"port": reader_port}).encode() + b"\n")
+            await writer.stdin.drain()
+            await writer.stdout.readline()  # connected
+            reader.stdin.write(json.dumps({"port": first["port"]}).encode() + b"\n")
+            await reader.stdin.drain()
+            await reader.stdout.readline()  # connected
+            line = await reader.stdout.readline()
+            if not line:
+                raise BenchError(f"JS reader: {(await reader.stderr.read()).decode()[-2000:]}")
+            writer.stdin.close()
+            return float(json.loads(line)["seconds"])
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
 def _check_replica(replica: Log, blocks: list[bytes], what: str) -> None:
     if replica.length != len(blocks) or any(replica.get(i) != b for i, b in enumerate(blocks)):
         raise BenchError(f"{what}: the replica differs from the writer")
@@ -296,6 +336,9 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
         return float(_node_json([str(PEER), "hypercore-pair", str(n), str(bsize)], INTEROP,
                                 600)["seconds"])
 
+    def js_js_udx_two() -> float:
+        return asyncio.run(_js_from_js_udx(n, bsize))
+
     def js_js_tcp() -> float:
         with tempfile.TemporaryDirectory() as d:
             return float(_node_json([str(ANCHOR), "pair", d, str(n), str(bsize), "1"], ROOT,
@@ -308,6 +351,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
         ("stream Cairn -> JS", lambda: run(_cairn_to_js(data))),
         ("stream JS -> Cairn", lambda: run(_js_to_cairn(size))),
         ("replication JS <- JS udx", js_js_udx),
+        ("replication JS <- JS udx, 2 processes", js_js_udx_two),
         ("replication Cairn <- Cairn udx", cairn_cairn_udx),
         ("replication JS <- Cairn udx", js_cairn_udx),
         ("replication JS <- JS tcp", js_js_tcp),
@@ -357,8 +401,11 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
             None),
         row("replication over UDX, Cairn <- Cairn vs JS <- JS", "blocks/s",
             bps("replication Cairn <- Cairn udx"), js_udx, 1.0),
-        row("replication over UDX, JS <- Cairn vs JS <- JS", "blocks/s",
-            bps("replication JS <- Cairn udx"), js_udx, 1.0),
+        row("replication over UDX, JS <- Cairn vs JS <- JS (one node process)", "blocks/s",
+            bps("replication JS <- Cairn udx"), js_udx, None),
+        row("replication over UDX, JS <- Cairn vs JS <- JS (two processes each)", "blocks/s",
+            bps("replication JS <- Cairn udx"), bps("replication JS <- JS udx, 2 processes"),
+            1.0),
         row("replication over TCP, Cairn <- Cairn vs JS <- JS", "blocks/s",
             bps("replication Cairn <- Cairn tcp"), bps("replication JS <- JS tcp"), None),
     ]

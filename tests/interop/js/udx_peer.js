@@ -12,6 +12,9 @@
 //   node js/udx_peer.js hypercore-read <localId> <remoteId> <keyHex> <blocks>
 //     secret-stream (initiator) over the stream, replicate the hypercore <keyHex>, download
 //     blocks [0, blocks), print {"blocks", "seconds", "length", "sha256"} (of all blocks)
+//   node js/udx_peer.js hypercore-serve <localId> <remoteId> <blocks> <blockSize>
+//     a JS writer of <blocks> random blocks (its first line also has "key"), serving over
+//     secret-stream (responder) on the stream until stdin ends
 //   node js/udx_peer.js hypercore-pair <blocks> <blockSize>
 //     JS writer and JS reader in this process over UDX (the anchor of bench/udx.py): the clock
 //     runs from the connect to the last block verified; print {"blocks", "seconds"}
@@ -32,11 +35,11 @@ function out (value) {
   return new Promise((resolve) => process.stdout.write(JSON.stringify(value) + '\n', resolve))
 }
 
-async function connected (localId, remoteId) {
+async function connected (localId, remoteId, extra = {}) {
   const udx = new UDX()
   const socket = udx.createSocket()
   socket.bind(0, '127.0.0.1')
-  await out({ port: socket.address().port })
+  await out({ port: socket.address().port, ...extra })
   const { port } = await firstLine()
   const stream = udx.createStream(Number(localId))
   stream.connect(socket, Number(remoteId), port, '127.0.0.1')
@@ -137,6 +140,32 @@ async function hypercoreRead ([localId, remoteId, keyHex, blocksArg]) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
+async function hypercoreServe ([localId, remoteId, blocksArg, sizeArg]) {
+  const Hypercore = require('hypercore')
+  const SecretStream = require('@hyperswarm/secret-stream')
+  const fs = require('fs')
+  const os = require('os')
+  const path = require('path')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-udx-'))
+  const n = Number(blocksArg)
+  const core = new Hypercore(dir)
+  await core.ready()
+  for (let i = 0; i < n; i += 1000) {
+    const batch = []
+    for (let j = i; j < Math.min(i + 1000, n); j++) batch.push(crypto.randomBytes(Number(sizeArg)))
+    await core.append(batch)
+  }
+  const { socket, stream } = await connected(localId, remoteId, { key: core.key.toString('hex') })
+  const secret = new SecretStream(false, stream)
+  secret.on('error', () => {})
+  core.replicate(secret)
+  await new Promise((resolve) => { process.stdin.on('end', resolve); process.stdin.resume() })
+  secret.destroy()
+  await core.close()
+  await socket.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
 async function hypercorePair ([blocksArg, sizeArg]) {
   const Hypercore = require('hypercore')
   const SecretStream = require('@hyperswarm/secret-stream')
@@ -181,7 +210,14 @@ async function hypercorePair ([blocksArg, sizeArg]) {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-const modes = { sink, source, pair, 'hypercore-read': hypercoreRead, 'hypercore-pair': hypercorePair }
+const modes = {
+  sink,
+  source,
+  pair,
+  'hypercore-read': hypercoreRead,
+  'hypercore-serve': hypercoreServe,
+  'hypercore-pair': hypercorePair
+}
 const [mode, ...args] = process.argv.slice(2)
 modes[mode](args).then(() => process.exit(0), (err) => {
   process.stderr.write(String((err && err.stack) || err) + '\n', () => process.exit(1))
