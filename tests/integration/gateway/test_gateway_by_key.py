@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from cairn.dht.api import DHT
 from cairn.crypto import key_pair
+from cairn.dht.api import DHT
 from cairn_gateway.config import GatewayConfig
 from cairn_gateway.daemon import by_key
 from tests.integration.gateway.test_dialout import Edge, Gateway, until
