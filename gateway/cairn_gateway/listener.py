@@ -219,7 +219,9 @@ class EdgeListener:
             established = await server.accept()
             who = established.remote_public_key.hex()[:16]
             try:
-                stream = await open_data_stream(node, established, self.key_pair)
+                # bounded: one peer that never sends its header must not hold the others
+                async with asyncio.timeout(self.limits.handshake_timeout):
+                    stream = await open_data_stream(node, established, self.key_pair)
             except DataPhaseUnavailableError as exc:
                 self.by_key_dropped += 1
                 if not self._said_no_udx:
