@@ -154,6 +154,8 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_the_fast_path_agrees_with_the_full_decoder",
     "reliability/test_storage_crash.py::test_edge_store_crashes_lose_no_acknowledged_commit",
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
+    "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
+    "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
@@ -170,6 +172,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "integration/edge/test_reliability_mqtt_flood.py"
         "::test_a_flooding_device_does_not_starve_honest_sensors",
         "integration/edge/test_reliability_kills.py::test_kill_9_loses_and_duplicates_nothing",
+        # the NAT lab's fleets: a DHT node, a gateway, four edges, brokers and boards each
+        "lab/test_lab_fleet.py"
+        "::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
+        "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
     ),
     "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
 }

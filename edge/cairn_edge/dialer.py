@@ -134,7 +134,6 @@ class Dialer:
                 started = loop.time()
                 link.connected, link.since, link.error = True, self.wall(), None
                 link.connections += 1
-                link.failures = 0
                 log.info("connected to gateway %s at %s:%d", key.hex()[:16], *link.address or
                          ("?", 0))
                 self._changed()
@@ -151,7 +150,11 @@ class Dialer:
                             key.hex()[:16], why)
                 self._changed()
                 if loop.time() - started < self.backoff_max:
-                    link.failures += 1  # a connection that keeps dying backs off too
+                    # a connection that keeps dying (a gateway that refuses us right after the
+                    # handshake) backs off too, doubling as a failed dial does
+                    link.failures += 1
+                else:
+                    link.failures = 0
             else:
                 link.failures += 1
             if link.failures:

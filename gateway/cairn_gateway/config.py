@@ -236,7 +236,8 @@ listen = "0.0.0.0:7420"      # TCP host:port edges dial in on (an edge behind NA
                              # Noise handshake
 advertise = []               # "host:port" published in the gateway's DHT address record, so
                              # edges that know only its key find it (empty: the listen address
-                             # if its host is not 0.0.0.0)
+                             # if its host is not 0.0.0.0, else the host the DHT's nodes see
+                             # the gateway at, with the listen port)
 max_connections = 2000       # edge connections at once; past it a new one is closed at once
 per_source = 256             # connections from one IP address (edges behind one NAT share it)
 handshake_timeout = 10.0     # seconds a connection has to finish the Noise handshake

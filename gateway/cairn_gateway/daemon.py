@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from random import Random
 
 from cairn.crypto import KeyPair
@@ -55,6 +56,7 @@ __all__ = ["advertised", "api_auth", "by_key", "collect_rounds", "collection_rou
 log = logging.getLogger(__name__)
 
 ADDRESS_EVERY = 300.0  # seconds between puts of the gateway's address record
+ADDRESS_RETRY = 5.0  # seconds between tries while the host to publish is not known
 
 
 def limits_of(cfg: GatewayConfig) -> Limits:
@@ -205,24 +207,61 @@ async def by_key(cfg: GatewayConfig, dht: DHT, listener: EdgeListener, key: KeyP
              f" (reachable at {public[0]}:{public[1]})" if public else "")
 
 
-def advertised(cfg: GatewayConfig, bound: tuple[str, int]) -> list[tuple[str, int]]:
+_ANY = ("0.0.0.0", "::", "")  # noqa: S104 - hosts that mean "every address"
+
+
+def advertised(cfg: GatewayConfig, bound: tuple[str, int],
+               seen_as: str | None = None) -> list[tuple[str, int]]:
     """The addresses the gateway's address record names: ``[replication].advertise``, else
-    the listener's own address when its host is a concrete one."""
+    the listener's own address when its host is a concrete one, else (listening on every
+    address) the host the DHT's nodes see the gateway at (``seen_as``) with the listener's
+    port: zero-config for a gateway with a public address."""
     if cfg.replication_advertise:
         return list(cfg.replication_advertise)
-    return [] if bound[0] in ("0.0.0.0", "::", "") else [bound]  # noqa: S104
+    if bound[0] not in _ANY:
+        return [bound]
+    return [(seen_as, bound[1])] if seen_as and seen_as not in _ANY else []
+
+
+def seen_host(dht: DHT, bootstrap: Sequence[tuple[str, int]]) -> str | None:
+    """The host others reach this gateway at: the one the DHT's nodes saw it at, else the
+    local address the system routes toward the first bootstrap node from (no packet sent)."""
+    if dht.address[0] not in _ANY:
+        return dht.address[0]
+    for host, port in bootstrap:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((host, port))
+                local = str(s.getsockname()[0])
+        except OSError:
+            continue
+        if local not in _ANY:
+            return local
+    return None
 
 
 async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
                           bound: tuple[str, int]) -> None:
-    """Put the gateway's address record now and every ``ADDRESS_EVERY`` seconds."""
-    addresses = advertised(cfg, bound)
-    if not addresses:
-        log.warning("edges that know only this gateway's key cannot find it: [replication] "
-                    "listens on %s:%d (every address) and advertise is empty; give advertise "
-                    "= [\"host:port\"], or [replication].dial on the edges", *bound)
-        return
+    """Put the gateway's address record now and every ``ADDRESS_EVERY`` seconds (for a
+    wildcard listen host without ``advertise``: once the DHT has told the gateway the host it
+    is seen at)."""
+    addresses: list[tuple[str, int]] = []
+    warned = False
     while True:
+        if not addresses:
+            with contextlib.suppress(Exception):  # (the DHT unreachable: tried again below)
+                await dht.ready()
+            addresses = advertised(cfg, bound, seen_host(dht, cfg.dht_bootstrap))
+        if not addresses:
+            if not warned:
+                log.warning("edges that know only this gateway's key cannot find it yet: "
+                            "[replication] listens on %s:%d (every address), advertise is "
+                            "empty and no DHT node has told the gateway its address; give "
+                            "advertise = [\"host:port\"], or [replication].dial on the edges",
+                            *bound)
+                warned = True
+            await asyncio.sleep(ADDRESS_RETRY)
+            continue
         try:
             await dht.mutable_put(key, encode_gateway_record(int(time.time()), addresses),
                                   int(time.time() * 1000))

@@ -133,6 +133,80 @@ def test_a_dialer_with_no_address_says_why() -> None:
     assert "no address to dial" in (d.links[gw].error or "")
 
 
+def test_a_wildcard_listener_publishes_the_host_it_is_seen_at(tmp_path: Path) -> None:
+    """`listen = "0.0.0.0:7420"` (the default) with no `advertise`: the address record names
+    the host the DHT sees the gateway at (else none, never 0.0.0.0); `advertise` and a
+    concrete listen host win."""
+    from cairn_gateway.daemon import advertised
+
+    cfg = parse_config("", tmp_path)
+    assert advertised(cfg, ("0.0.0.0", 7420), "10.0.0.1") == [("10.0.0.1", 7420)]
+    assert advertised(cfg, ("0.0.0.0", 7420), "0.0.0.0") == []
+    assert advertised(cfg, ("0.0.0.0", 7420), None) == []
+    assert advertised(cfg, ("10.9.9.9", 7421), "10.0.0.1") == [("10.9.9.9", 7421)]
+    told = parse_config('[replication]\nadvertise = ["gw.example:7420"]\n', tmp_path)
+    assert advertised(told, ("0.0.0.0", 7420), "10.0.0.1") == [("gw.example", 7420)]
+
+
+def test_the_seen_host_falls_back_to_the_route_toward_the_bootstrap_node() -> None:
+    from types import SimpleNamespace
+
+    from cairn_gateway.daemon import seen_host
+
+    assert seen_host(SimpleNamespace(address=("10.0.0.1", 5)), []) == "10.0.0.1"  # type: ignore[arg-type]
+    unknown = SimpleNamespace(address=("0.0.0.0", 5))
+    assert seen_host(unknown, [("127.0.0.1", 9)]) == "127.0.0.1"  # type: ignore[arg-type]
+    assert seen_host(unknown, []) is None  # type: ignore[arg-type]
+
+
+def test_a_gateway_that_refuses_the_edge_is_redialled_with_a_growing_backoff(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connected, then closed at once (a gateway that has not read the edge's record yet, or
+    refuses it): each such connection counts as a failure, so the waits double instead of
+    hammering the gateway every second."""
+    import cairn_edge.dialer as dialer
+
+    gw = random_key_pair().public_key
+    waits: list[int] = []
+
+    class Refused:
+        remote_key = gw
+        keepalive = 0.0
+
+        async def close(self) -> None:
+            return None
+
+    async def opener(*_: object) -> Refused:
+        return Refused()
+
+    async def closed(*_: object) -> None:
+        raise ConnectionError("the peer closed the connection")
+
+    monkeypatch.setattr(dialer, "serve_on", closed)
+
+    async def main() -> None:
+        enough = asyncio.Event()
+
+        def delay(n: int) -> float:
+            waits.append(n)
+            if len(waits) >= 4:
+                enough.set()
+            return 0.0
+
+        d = Dialer(random_key_pair(), [gw], [], dial=[("10.0.0.1", 7420)],
+                   opener=opener, rng=random.Random(2))  # type: ignore[arg-type]
+        d.delay = delay  # type: ignore[method-assign,assignment]
+        task = asyncio.create_task(d._keep(gw))
+        async with asyncio.timeout(5.0):
+            await enough.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert waits[:4] == [1, 2, 3, 4]
+
+
 def _device(noise: bytes, record_key: bytes, address: tuple[str, int] | None = None) -> Device:
     return Device(record_key, 1, DeviceRecord(time=1, address=address, noise_key=noise))
 
