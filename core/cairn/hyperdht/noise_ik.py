@@ -22,14 +22,15 @@ import hashlib
 from collections import deque
 from typing import Final
 
-from cairn.crypto import KeyPair, key_pair, namespace
+from cairn.crypto import KeyPair, namespace
 from cairn.errors import LocalError
-from cairn.replication.events import Handshaken, HandshakePayload, NoiseEvent
+from cairn.replication.events import HandshakePayload
 from cairn.replication.noise import (
     HANDSHAKE_HASH_SIZE,
     MAX_MESSAGE_SIZE,
     HandshakeError,
     RandomSource,
+    _Pattern,
     _point,
     _Symmetric,
     dh,
@@ -55,7 +56,7 @@ def holepunch_secret(handshake_hash: bytes) -> bytes:
     return hashlib.blake2b(NS_PEER_HOLEPUNCH, key=handshake_hash, digest_size=32).digest()
 
 
-class IKHandshake:
+class IKHandshake(_Pattern):
     """One side of hyperdht's IK: the client (initiator) knows ``remote_public_key`` already.
 
     ::
@@ -68,49 +69,21 @@ class IKHandshake:
         client.receive_data(msg2)       # -> HandshakePayload, Handshaken
     """
 
+    MESSAGES = 2
+    NAME = "IK"
+
     def __init__(self, is_initiator: bool, static_key_pair: KeyPair, rng: RandomSource, *,
                  remote_public_key: bytes | None = None,
                  prologue: bytes = NS_PEER_HANDSHAKE) -> None:
-        if static_key_pair.secret_key is None:
-            raise LocalError("a Noise static key pair needs its secret key")
         if is_initiator and (remote_public_key is None or len(remote_public_key) != 32):
             raise LocalError("the IK initiator needs the responder's 32-byte public key")
-        self.is_initiator = is_initiator
-        self.static = static_key_pair
-        self._rng = rng
         st = _Symmetric()
         st.h = st.ck = IK_PROTOCOL_NAME.ljust(HANDSHAKE_HASH_SIZE, b"\x00")
         st.mix_hash(prologue)
         # pre-message <- s: the responder's static key
         st.mix_hash(remote_public_key if is_initiator else static_key_pair.public_key)  # type: ignore[arg-type]
-        self._state = st
+        super().__init__(is_initiator, static_key_pair, rng, st)
         self._rs = remote_public_key if is_initiator else None
-        self._step = 0
-        self._e: KeyPair | None = None
-        self._re: bytes | None = None
-        self._hash: bytes | None = None
-        self._tx: bytes | None = None
-        self._rx: bytes | None = None
-        self._outbuf = b""
-        self._events: deque[NoiseEvent] = deque()
-
-    @property
-    def complete(self) -> bool:
-        return self._step == 2
-
-    @property
-    def wants_to_send(self) -> bool:
-        return not self.complete and (self._step == 0) == self.is_initiator
-
-    @property
-    def handshake_hash(self) -> bytes:
-        return self._done(self._hash)
-
-    @property
-    def remote_public_key(self) -> bytes:
-        """The peer's static key: known from the start to the client, proven by msg 1 to the
-        server."""
-        return self._done(self._rs)
 
     @property
     def peer_static_key(self) -> bytes | None:
@@ -118,21 +91,8 @@ class IKHandshake:
         return self._rs
 
     @property
-    def tx_key(self) -> bytes:
-        return self._done(self._tx)
-
-    @property
-    def rx_key(self) -> bytes:
-        return self._done(self._rx)
-
-    @property
     def holepunch_secret(self) -> bytes:
         return holepunch_secret(self.handshake_hash)
-
-    def _done(self, value: bytes | None) -> bytes:
-        if not self.complete or value is None:
-            raise LocalError("the IK handshake is not complete")
-        return value
 
     def fork(self) -> IKHandshake:
         """An independent copy of this handshake's state: a client tries a reply on a fork, so a
@@ -166,13 +126,6 @@ class IKHandshake:
         self._outbuf += out
         self._advance()
 
-    def data_to_send(self) -> bytes:
-        out, self._outbuf = self._outbuf, b""
-        return out
-
-    def next_event(self) -> NoiseEvent | None:
-        return self._events.popleft() if self._events else None
-
     def receive_data(self, message: bytes) -> None:
         if self.complete:
             raise LocalError("the IK handshake is already complete")
@@ -202,35 +155,7 @@ class IKHandshake:
         self._events.append(HandshakePayload(payload))
         self._advance()
 
-    def _new_ephemeral(self) -> bytes:
-        seed = self._rng.randbytes(32)
-        if len(seed) != 32:
-            raise LocalError(f"rng.randbytes(32) returned {len(seed)} bytes")
-        self._e = key_pair(seed)
-        self._state.mix_hash(self._e.public_key)
-        return self._e.public_key
-
-    def _ephemeral(self) -> KeyPair:
-        if self._e is None:  # pragma: no cover - the message order makes this impossible
-            raise LocalError("no ephemeral key yet")
-        return self._e
-
-    def _remote_e(self) -> bytes:
-        if self._re is None:  # pragma: no cover
-            raise LocalError("no remote ephemeral key yet")
-        return self._re
-
     def _remote_static(self) -> bytes:
         if self._rs is None:  # pragma: no cover
             raise LocalError("no remote static key yet")
         return self._rs
-
-    def _advance(self) -> None:
-        self._step += 1
-        if self._step == 2:
-            k1, k2 = self._state.split()
-            self._tx, self._rx = (k1, k2) if self.is_initiator else (k2, k1)
-            self._hash = self._state.h
-            self._e = None
-            self._re = None
-            self._events.append(Handshaken(self._remote_static(), self._hash))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import deque
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -185,7 +185,113 @@ class _Symmetric:
         return k1[:_KEY_SIZE], k2[:_KEY_SIZE]
 
 
-class NoiseHandshake:
+class _Pattern:
+    """What every Noise handshake pattern here shares (XX below, hyperdht's IK in
+    :mod:`cairn.hyperdht.noise_ik`): the keys and hashes it ends with, its turn to send, the
+    output queue and events of the house's verb shape, and the ephemeral key pair. A pattern
+    adds :meth:`send` and :meth:`receive_data` for its own message tokens."""
+
+    MESSAGES: ClassVar[int]  # how many messages the pattern has
+    NAME: ClassVar[str]  # for error messages
+
+    def __init__(self, is_initiator: bool, static_key_pair: KeyPair, rng: RandomSource,
+                 state: _Symmetric) -> None:
+        if static_key_pair.secret_key is None:
+            raise LocalError("a Noise static key pair needs its secret key")
+        self.is_initiator = is_initiator
+        self.static = static_key_pair
+        self._rng = rng
+        self._state = state
+        self._step = 0  # index of the next message; MESSAGES when complete
+        self._e: KeyPair | None = None
+        self._re: bytes | None = None
+        self._rs: bytes | None = None
+        self._hash: bytes | None = None
+        self._tx: bytes | None = None
+        self._rx: bytes | None = None
+        self._outbuf = b""
+        self._events: deque[NoiseEvent] = deque()
+
+    # -- public state ----------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self._step == self.MESSAGES
+
+    @property
+    def wants_to_send(self) -> bool:
+        """True when the next message is ours to send."""
+        return not self.complete and (self._step % 2 == 0) == self.is_initiator
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The final ``h`` (64 bytes), the same on both sides; secret-stream and hypercore bind
+        their stream ids and capabilities to it."""
+        return self._done(self._hash)
+
+    @property
+    def remote_public_key(self) -> bytes:
+        """The peer's static Ed25519 public key, proven by the handshake."""
+        return self._done(self._rs)
+
+    @property
+    def tx_key(self) -> bytes:
+        """The 32-byte key this side sends with (the initiator's is the first split output)."""
+        return self._done(self._tx)
+
+    @property
+    def rx_key(self) -> bytes:
+        return self._done(self._rx)
+
+    def _done(self, value: bytes | None) -> bytes:
+        if not self.complete or value is None:
+            raise LocalError(f"the {self.NAME} handshake is not complete")
+        return value
+
+    # -- the verb shape's output side ------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """The handshake message written by ``send`` (``b""`` when none is waiting)."""
+        out, self._outbuf = self._outbuf, b""
+        return out
+
+    def next_event(self) -> NoiseEvent | None:
+        """The next event, or ``None`` until the peer's next message is taken."""
+        return self._events.popleft() if self._events else None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _new_ephemeral(self) -> bytes:
+        seed = self._rng.randbytes(32)
+        if len(seed) != 32:
+            raise LocalError(f"rng.randbytes(32) returned {len(seed)} bytes")
+        self._e = key_pair(seed)
+        self._state.mix_hash(self._e.public_key)
+        return self._e.public_key
+
+    def _ephemeral(self) -> KeyPair:
+        if self._e is None:  # pragma: no cover - the message order makes this impossible
+            raise LocalError("no ephemeral key yet")
+        return self._e
+
+    def _remote_e(self) -> bytes:
+        if self._re is None:  # pragma: no cover - the message order makes this impossible
+            raise LocalError("no remote ephemeral key yet")
+        return self._re
+
+    def _advance(self) -> None:
+        self._step += 1
+        if self._step == self.MESSAGES:
+            k1, k2 = self._state.split()
+            self._tx, self._rx = (k1, k2) if self.is_initiator else (k2, k1)
+            self._hash = self._state.h
+            self._e = None
+            self._re = None
+            assert self._rs is not None
+            self._events.append(Handshaken(self._rs, self._hash))
+
+
+class NoiseHandshake(_Pattern):
     """One side of a ``Noise_XX_Ed25519_ChaChaPoly_BLAKE2b`` handshake, as secret-stream runs it.
 
     ::
@@ -210,59 +316,13 @@ class NoiseHandshake:
     whole transcript is reproducible).
     """
 
+    MESSAGES = 3
+    NAME = "Noise"
+
     def __init__(self, is_initiator: bool, static_key_pair: KeyPair, rng: RandomSource) -> None:
-        if static_key_pair.secret_key is None:
-            raise LocalError("a Noise static key pair needs its secret key")
-        self.is_initiator = is_initiator
-        self.static = static_key_pair
-        self._rng = rng
-        self._state = _Symmetric()
-        self._state.mix_hash(b"")  # the empty prologue, still mixed
-        self._step = 0  # index of the next message (0, 1, 2), 3 when complete
-        self._e: KeyPair | None = None
-        self._re: bytes | None = None
-        self._rs: bytes | None = None
-        self._handshake_hash: bytes | None = None
-        self._tx: bytes | None = None
-        self._rx: bytes | None = None
-        self._outbuf = b""
-        self._events: deque[NoiseEvent] = deque()
-
-    # -- public state ----------------------------------------------------------------------
-
-    @property
-    def complete(self) -> bool:
-        return self._step == 3
-
-    @property
-    def wants_to_send(self) -> bool:
-        """True when the next message is ours to send."""
-        return not self.complete and (self._step % 2 == 0) == self.is_initiator
-
-    @property
-    def handshake_hash(self) -> bytes:
-        """The final ``h`` (64 bytes), the same on both sides; secret-stream and hypercore bind
-        their stream ids and capabilities to it."""
-        return self._done(self._handshake_hash)
-
-    @property
-    def remote_public_key(self) -> bytes:
-        """The peer's static Ed25519 public key, proven by the handshake."""
-        return self._done(self._rs)
-
-    @property
-    def tx_key(self) -> bytes:
-        """The 32-byte key this side sends with (the initiator's is the first split output)."""
-        return self._done(self._tx)
-
-    @property
-    def rx_key(self) -> bytes:
-        return self._done(self._rx)
-
-    def _done(self, value: bytes | None) -> bytes:
-        if not self.complete or value is None:
-            raise LocalError("the Noise handshake is not complete")
-        return value
+        state = _Symmetric()
+        state.mix_hash(b"")  # the empty prologue, still mixed
+        super().__init__(is_initiator, static_key_pair, rng, state)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -286,15 +346,6 @@ class NoiseHandshake:
         out += st.encrypt_and_hash(payload)
         self._outbuf += out
         self._advance()
-
-    def data_to_send(self) -> bytes:
-        """The handshake message written by :meth:`send` (``b""`` when none is waiting)."""
-        out, self._outbuf = self._outbuf, b""
-        return out
-
-    def next_event(self) -> NoiseEvent | None:
-        """The next event, or ``None`` until the peer's next message is taken."""
-        return self._events.popleft() if self._events else None
 
     def receive_data(self, message: bytes) -> None:
         """Take the peer's next handshake message (one whole Noise message); its payload comes
@@ -333,34 +384,3 @@ class NoiseHandshake:
         payload = st.decrypt_and_hash(bytes(rest))
         self._events.append(HandshakePayload(payload))
         self._advance()
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _new_ephemeral(self) -> bytes:
-        seed = self._rng.randbytes(32)
-        if len(seed) != 32:
-            raise LocalError(f"rng.randbytes(32) returned {len(seed)} bytes")
-        self._e = key_pair(seed)
-        self._state.mix_hash(self._e.public_key)
-        return self._e.public_key
-
-    def _ephemeral(self) -> KeyPair:
-        if self._e is None:  # pragma: no cover - the message order makes this impossible
-            raise LocalError("no ephemeral key yet")
-        return self._e
-
-    def _remote_e(self) -> bytes:
-        if self._re is None:  # pragma: no cover - the message order makes this impossible
-            raise LocalError("no remote ephemeral key yet")
-        return self._re
-
-    def _advance(self) -> None:
-        self._step += 1
-        if self._step == 3:
-            k1, k2 = self._state.split()
-            self._tx, self._rx = (k1, k2) if self.is_initiator else (k2, k1)
-            self._handshake_hash = self._state.h
-            self._e = None
-            self._re = None
-            assert self._rs is not None
-            self._events.append(Handshaken(self._rs, self._handshake_hash))
