@@ -169,6 +169,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/hyperdht_connect.py
 	$(BIN)/python bench/replication.py
+	$(BIN)/python bench/udx.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/gateway.py

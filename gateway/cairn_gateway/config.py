@@ -55,6 +55,9 @@ class GatewayConfig:
     replication_max_connections: int = 2000
     replication_per_source: int = 256
     replication_handshake_timeout: float = 10.0
+    # connect by key (hyperdht, decision 0013): served on the DHT when there is one
+    replication_by_key: bool = True
+    replication_by_key_address: tuple[str, int] | None = None  # public UDP address; port 0: bound
 
     def policy(self, stream: str) -> Policy:
         for p in self.policies:
@@ -87,7 +90,7 @@ _KEYS: dict[str, set[str]] = {
             "request_timeout", "max_header_bytes", "max_body_bytes"},
     "store": {"retention_days"},
     "replication": {"listen", "advertise", "max_connections", "per_source",
-                    "handshake_timeout"},
+                    "handshake_timeout", "by_key", "by_key_address"},
 }
 
 LISTEN = "0.0.0.0:7420"
@@ -164,7 +167,18 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         replication_max_connections=rep.integer("max_connections", 2000, 1, 1_000_000),
         replication_per_source=rep.integer("per_source", 256, 1, 1_000_000),
         replication_handshake_timeout=rep.number("handshake_timeout", 10.0, 0.1, 600),
+        replication_by_key=rep.flag("by_key", True),
+        replication_by_key_address=_by_key_address(rep.data.get("by_key_address", "")),
     )
+
+
+def _by_key_address(text: object) -> tuple[str, int] | None:
+    if text == "":
+        return None
+    if not isinstance(text, str):
+        raise ConfigError('[replication].by_key_address: "IP:PORT" (port 0: the DHT\'s own '
+                          'port), or "" to let the DHT tell')
+    return _hostport(text, "[replication].by_key_address")
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -227,6 +241,12 @@ advertise = []               # "host:port" published in the gateway's DHT addres
 max_connections = 2000       # edge connections at once; past it a new one is closed at once
 per_source = 256             # connections from one IP address (edges behind one NAT share it)
 handshake_timeout = 10.0     # seconds a connection has to finish the Noise handshake
+by_key = true                # with [dht] bootstrap: a hyperdht server on the gateway's key
+                             # (JS `dht.connect(key)` finds it); only enrolled devices' Noise
+                             # keys complete the handshake. Data needs UDX (decision 0013)
+by_key_address = ""          # "IP:PORT" where the DHT's UDP socket is reachable from anywhere
+                             # (port 0: its bound port): clients connect straight to it.
+                             # "": the DHT tells (a client behind a NAT then needs punching)
 
 # How streams are downloaded: the first [[policy]] whose pattern (device/quantity, * wildcards)
 # matches; a stream no policy matches is tailed.
@@ -271,7 +291,10 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
             "advertise": [f"{h}:{p}" for h, p in cfg.replication_advertise],
             "max_connections": cfg.replication_max_connections,
             "per_source": cfg.replication_per_source,
-            "handshake_timeout": cfg.replication_handshake_timeout},
+            "handshake_timeout": cfg.replication_handshake_timeout,
+            "by_key": cfg.replication_by_key,
+            "by_key_address": "" if cfg.replication_by_key_address is None
+            else f"{cfg.replication_by_key_address[0]}:{cfg.replication_by_key_address[1]}"},
         "policy": [{"pattern": p.pattern, "mode": p.mode, "window": p.window,
                     "priority": p.priority} for p in cfg.policies] or None,
     })

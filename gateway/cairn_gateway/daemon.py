@@ -19,6 +19,11 @@ With ``[replication].listen`` (issue 19) a third task takes edges that dial in
 out of the rounds while it is connected; and with a DHT the gateway publishes where it listens
 in its signed address record (:mod:`cairn.fleet.gateway_record`) every ``ADDRESS_EVERY``
 seconds, so an edge that knows only the gateway's key finds it.
+
+With a DHT and ``[replication].by_key`` (the default) the gateway is also a hyperdht server on
+its Noise key (:func:`cairn.hyperdht.serve_by_key`, decision 0013): a JS ``dht.connect(key)``
+finds it and completes the Noise IK if its key is an enrolled device's
+(:meth:`EdgeListener.by_key_firewall`); the data phase waits for the UDX transport.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
 from cairn.fleet.gateway_record import encode_gateway_record
 from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
+from cairn.hyperdht import serve_by_key
 from cairn_gateway.auth import ApiAuth, TokenError
 from cairn_gateway.collect import Collector, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
@@ -44,7 +50,7 @@ from cairn_gateway.schedule import Backoff, Limits, Schedule
 from cairn_gateway.serve import ApiLimits, check_listen
 from cairn_gateway.store import Store
 
-__all__ = ["advertised", "api_auth", "collect_rounds", "collection_round", "limits_of",
+__all__ = ["advertised", "api_auth", "by_key", "collect_rounds", "collection_round", "limits_of",
            "open_store", "publish_address", "run_gateway", "schedule_of"]
 
 log = logging.getLogger(__name__)
@@ -134,6 +140,8 @@ async def run_gateway(cfg: GatewayConfig, *,
             if cfg.dht_bootstrap:
                 dht = await stack.enter_async_context(
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
+            if dht is not None and cfg.replication_by_key:
+                await by_key(cfg, dht, listener, key, stack)
             if ready is not None:
                 ready(address)
             publisher = None
@@ -175,6 +183,28 @@ async def run_gateway(cfg: GatewayConfig, *,
     finally:
         collector.close()
         store.close()
+
+
+async def by_key(cfg: GatewayConfig, dht: DHT, listener: EdgeListener, key: KeyPair,
+                 stack: contextlib.AsyncExitStack) -> None:
+    """Serve connect by key on the gateway's DHT node until ``stack`` closes (before the DHT
+    does): announced on ``H(key)``, the firewall the listener's admission rule."""
+    public = cfg.replication_by_key_address
+    if public is not None and public[1] == 0:
+        public = (public[0], dht.node.server_address[1])
+    server = await stack.enter_async_context(
+        serve_by_key(dht.node, key, firewall=listener.by_key_firewall, public_address=public))
+    task = asyncio.create_task(listener.take_by_key(server, dht.node),
+                               name="gateway connect by key")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+    log.info("connect by key: serving %s on the DHT%s", key.public_key.hex()[:16],
+             f" (reachable at {public[0]}:{public[1]})" if public else "")
 
 
 _ANY = ("0.0.0.0", "::", "")  # noqa: S104 - hosts that mean "every address"

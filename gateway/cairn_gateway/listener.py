@@ -16,6 +16,12 @@ the first.
 
 :meth:`EdgeListener.admit` takes a handshaken :class:`~cairn.replication.net.Connection` and
 knows nothing of TCP: another transport (hyperdht connect by key) hands its connections to it.
+
+Connect by key (``[replication].by_key``, decision 0013): :meth:`EdgeListener.by_key_firewall`
+is the hyperdht server's firewall hook, the same rule as admission (a key an enrolled device's
+record names), applied before the server answers the IK; :meth:`EdgeListener.take_by_key` takes
+the handshakes that complete. Their data phase needs the UDX transport: without it each is
+dropped, logged once at info.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cairn.crypto import KeyPair
+from cairn.dht.aio import UDPNode
 from cairn.errors import CairnError, RemoteError
+from cairn.hyperdht import DataPhaseUnavailableError, KeyServer, open_data_stream
+from cairn.hyperdht.messages import NoisePayload
 from cairn.replication.net import Connection, PeerRefusedError, accept
 from cairn_gateway.collect import Collector, one_line
 from cairn_gateway.config import Policy
@@ -86,6 +95,9 @@ class EdgeListener:
         self.refused = 0  # connections refused (caps, handshakes, keys)
         self.links: dict[bytes, Connection] = {}  # record key -> its live connection
         self.quiet = _Quiet()
+        self.by_key_refused = 0  # hyperdht handshakes the firewall refused
+        self.by_key_dropped = 0  # hyperdht handshakes completed with no data transport
+        self._said_no_udx = False
 
     async def run(self, host: str, port: int,
                   ready: Callable[[tuple[str, int]], object] | None = None) -> None:
@@ -178,3 +190,51 @@ class EdgeListener:
         finally:
             if self.links.get(dev.record_key) is conn:
                 del self.links[dev.record_key]
+
+    # -- connect by key (hyperdht) ------------------------------------------------------------
+
+    def by_key_firewall(self, remote_public_key: bytes, payload: NoisePayload,
+                        address: tuple[str, int]) -> bool:
+        """The hyperdht server's firewall: True (refuse) unless the key is one an enrolled
+        device's record names, as :meth:`admit` decides for TCP. Refusals are counted and
+        logged by the server (one line per few seconds)."""
+        del payload
+        try:
+            self.collector.admit(remote_public_key, self.enrolled())
+        except PeerRefusedError:
+            self.by_key_refused += 1
+            self.refused += 1
+            return True
+        except Exception:  # a broken store refuses, never breaks the DHT node's callback
+            log.exception("connect by key: the admission check failed on %s:%d", *address)
+            self.by_key_refused += 1
+            return True
+        return False
+
+    async def take_by_key(self, server: KeyServer, node: UDPNode) -> None:
+        """Until cancelled: each handshake the firewall let through gets its data stream and is
+        dropped (the admission path for a secret-stream over UDX is not wired: see decision
+        0013); without UDX it is dropped with one info line for the gateway's life."""
+        while True:
+            established = await server.accept()
+            who = established.remote_public_key.hex()[:16]
+            try:
+                # bounded: one peer that never sends its header must not hold the others
+                async with asyncio.timeout(self.limits.handshake_timeout):
+                    stream = await open_data_stream(node, established, self.key_pair)
+            except DataPhaseUnavailableError as exc:
+                self.by_key_dropped += 1
+                if not self._said_no_udx:
+                    self._said_no_udx = True
+                    log.info("connect by key: data phase needs UDX (%s); handshakes that "
+                             "complete are closed (first: %s)", one_line(exc), who)
+                continue
+            except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
+                self.by_key_dropped += 1
+                self.quiet.warning("by_key", f"connect by key from {who}: no data stream "
+                                   f"({one_line(exc)})")
+                continue
+            self.by_key_dropped += 1
+            log.info("connect by key from %s: a data stream opened, but replication over it "
+                     "is not wired yet: closed", who)
+            await stream.close()

@@ -17,6 +17,7 @@ import cairn
 DIST = "cairn"
 IMPORT_PACKAGES = [
     "cairn", "cairn.brokers", "cairn.dht", "cairn.fleet", "cairn.replication", "cairn.testing",
+    "cairn.udx",
     "cairn_demo", "cairn_edge", "cairn_gateway", "cairn_sim",
 ]
 

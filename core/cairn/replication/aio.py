@@ -1,6 +1,7 @@
 """A thin asyncio adapter: a :class:`~cairn.replication.secret_stream.SecretStream` core over an
 asyncio ``StreamReader`` / ``StreamWriter`` pair (TCP from ``asyncio.open_connection`` or
-``asyncio.start_server``).
+``asyncio.start_server``), or anything with the same few methods (:class:`ByteReader`,
+:class:`ByteWriter`: a UDX stream's pair from :func:`cairn.udx.open_udx_connection`).
 
 It feeds what it reads to the core, writes what the core has to send, and hands out decrypted
 messages. It sets no timeouts of its own: neither JS secret-stream nor hypercore bounds a read, so
@@ -10,9 +11,9 @@ wrap calls in ``asyncio.timeout()``. Keepalives are the caller's to send
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from types import TracebackType
+from typing import Protocol
 
 from cairn.crypto import KeyPair
 from cairn.errors import RemoteError
@@ -26,9 +27,27 @@ from cairn.replication.secret_stream import (
     SecretStreamError,
 )
 
-__all__ = ["SecretStreamConnection", "open_secret_stream"]
+__all__ = ["ByteReader", "ByteWriter", "SecretStreamConnection", "open_secret_stream"]
 
 _READ_SIZE = 1 << 16
+
+
+class ByteReader(Protocol):
+    """What the adapter reads from: ``asyncio.StreamReader``, ``cairn.udx.UDXReader``."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What the adapter writes to: ``asyncio.StreamWriter``, ``cairn.udx.UDXWriter``."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class SecretStreamConnection:
@@ -38,9 +57,7 @@ class SecretStreamConnection:
     Noise handshake is complete; :attr:`handshaken` then says who the peer is.
     """
 
-    def __init__(
-        self, core: SecretStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, core: SecretStream, reader: ByteReader, writer: ByteWriter) -> None:
         self.core = core
         self._reader = reader
         self._writer = writer
@@ -136,8 +153,8 @@ class SecretStreamConnection:
 
 
 async def open_secret_stream(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    reader: ByteReader,
+    writer: ByteWriter,
     *,
     is_initiator: bool,
     key_pair: KeyPair,
