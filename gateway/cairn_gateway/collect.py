@@ -679,6 +679,8 @@ class Collector:
         if noise_key is None or rec.noise_key != noise_key:
             raise PeerRefusedError("in-band record refused: its field 8 does not name the "
                                    "connection's Noise key")
+        if held is not None and held.seq == signed.seq and held.record.noise_key == noise_key:
+            return held  # the same record again (a reconnection): bound already
         dev = Device(key, signed.seq, rec)
         dev.streams = {name: k for name, k in rec.streams if k is not None}
         self.bind(dev)
