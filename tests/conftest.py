@@ -199,7 +199,8 @@ def _group_suffix(config: pytest.Config, item: pytest.Item, group: str) -> None:
     name as a suffix of the node id, which is how its scheduler keeps a group on one worker.
     pytest-xdist 3.8 writes it to ``item._nodeid``, which pytest 9.2 no longer reads (the id
     lives in ``item._id``), so there the groups would silently not be kept together."""
-    if not config.getvalue("loadgroup") or hasattr(item, "_nodeid") or not hasattr(item, "_id"):
+    if config.getoption("dist", None) != "loadgroup" or hasattr(item, "_nodeid") \
+            or not hasattr(item, "_id"):
         return  # not loadgroup, or a pytest where xdist's own suffix works
     from _pytest.nodeid import coerce_node_id
 

@@ -34,7 +34,9 @@ from paho.mqtt.properties import Properties
 from cairn.brokers import parse_broker
 from cairn.crypto import discovery_key
 from cairn.dht.api import DHT, DHTError
+from cairn.dht.records import MutableRecord, sign_mutable
 from cairn.fleet.identity import load_seed, noise_key_pair, record_key_pair
+from cairn.fleet.inband import encode_in_band
 from cairn.fleet.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
@@ -243,6 +245,7 @@ class Agent:
         self.record_keys = record_key_pair(self.seed)
         self.replication_address: tuple[str, int] | None = None
         self.dialer: Dialer | None = None  # the connections this edge dials to its gateways
+        self._in_band: tuple[Hashable, bytes] | None = None  # (what it says, the message)
         self.mqtt: MqttIngest | None = None
         self.dht: DHT | None = None
         self.published: DeviceRecord | None = None
@@ -423,7 +426,27 @@ class Agent:
             return [] if dht is None else await find_on_dht(dht, key)
 
         return Dialer(self.noise, self.config.gateways, self.served, dial=self.config.dial,
-                      find=find, on_change=self._said)
+                      find=find, on_change=self._said, credential=self.in_band)
+
+    def in_band(self) -> bytes:
+        """The signed device record to send in-band on a dialled connection
+        (:mod:`cairn.fleet.inband`): re-signed, with the next seq of the DHT's, only when
+        what a gateway admits and follows by changed (streams, address, Noise key), so a
+        gateway admits an edge whose firewall keeps it off the DHT."""
+        rec = self.record()
+        what = (tuple(rec.streams), rec.address, rec.noise_key)
+        if self._in_band is not None and self._in_band[0] == what:
+            return self._in_band[1]
+        gateways = None if self.config.public else list(self.config.gateways)
+        value = encode_record(rec, gateways)
+        stored = self.store.get_state("dht_seq")
+        seq = (int(stored) if isinstance(stored, int) else 0) + 1
+        self.store.set_state("dht_seq", seq)  # one counter with the DHT puts: seqs only grow
+        assert self.record_keys.secret_key is not None
+        signed = MutableRecord(seq, value, sign_mutable(seq, value, self.record_keys.secret_key))
+        message = encode_in_band(self.record_keys.public_key, signed)
+        self._in_band = (what, message)
+        return message
 
     def _said(self) -> None:
         if self.on_status is not None:

@@ -84,7 +84,8 @@ class Dialer:
                  backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
                  rng: random.Random | None = None,
                  wall: Callable[[], float] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 credential: Callable[[], bytes | None] | None = None) -> None:
         import time
 
         self.key_pair = key_pair
@@ -101,6 +102,9 @@ class Dialer:
         self.links = {k: GatewayLink(k) for k in self.gateways}
         self.on_change = on_change  # told when a link connects or fails (status lines)
         self.poll = POLL
+        # the in-band device record (:mod:`cairn.fleet.inband`): sent first on each connection
+        # and again when it changes, so a gateway admits an edge that has no DHT record
+        self.credential = credential
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -139,7 +143,7 @@ class Dialer:
                 self._changed()
                 try:
                     conn.keepalive = self.keepalive
-                    await serve_on(conn, self.logs, self.poll)
+                    await serve_on(conn, self.logs, self.poll, self._in_band(conn))
                     why = "the gateway closed the connection"
                 except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
                     why = f"{type(exc).__name__}: {exc}"
@@ -159,6 +163,27 @@ class Dialer:
                 link.failures += 1
             if link.failures:
                 await asyncio.sleep(self.delay(link.failures))
+
+    def _in_band(self, conn: Connection) -> Callable[[], None] | None:
+        """Send the in-band record now (before replication) and return the check that
+        resends it when it changed."""
+        credential = self.credential
+        if credential is None:
+            return None
+        sent: list[bytes | None] = [None]
+
+        def tick() -> None:
+            try:
+                message = credential()
+            except Exception as exc:  # (no record yet, a store error: the DHT path remains)
+                log.debug("no in-band record: %s", exc)
+                return
+            if message is not None and message != sent[0]:
+                conn.send(message)
+                sent[0] = message
+
+        tick()
+        return tick
 
     async def _open(self, link: GatewayLink) -> Connection | None:
         """A connection to the gateway at one of its addresses, or None (why: the link's

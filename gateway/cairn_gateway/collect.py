@@ -30,7 +30,9 @@ from pathlib import Path
 
 from cairn.crypto import KeyPair, discovery_key
 from cairn.dht.api import DHT
+from cairn.dht.records import verify_mutable
 from cairn.errors import CairnError, DecodeError, ForkError, VerificationError
+from cairn.fleet.inband import InBandRecordError, decode_in_band
 from cairn.fleet.record import DeviceRecord, RecordError, decode_record, fleet_topic
 from cairn.fleet.watermark import encode_watermarks
 from cairn.frames import Frame
@@ -494,11 +496,14 @@ class Collector:
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is None:
+                if k in self.live:
+                    continue  # connected with its record in-band (its UDP may be blocked)
                 state = self.schedule.edges.get(k)
                 why = state.error if state is not None and state.error is not None and \
                     state.error.startswith("record not usable") else \
                     "no record on the DHT: the edge has not published one (is it running, " \
-                    "with [dht] bootstrap?)"
+                    "with [dht] bootstrap? an edge whose UDP is blocked is admitted only " \
+                    "when it dials in, [replication] dial, sending its record in-band)"
                 self.note_reach(k, why)
                 continue
             self.bind(dev)
@@ -637,11 +642,49 @@ class Collector:
         """Remember an enrolled device's newest record and the Noise key it names (field 8 of
         the record, signed with its record key): the key it may dial in with."""
         old = self.records.get(dev.record_key)
+        if old is not None and old.seq > dev.seq:
+            return  # a newer one came in-band (one seq counter for the DHT's and the edge's)
         if old is not None and old.record.noise_key is not None:
             self._noise.get(old.record.noise_key, set()).discard(dev.record_key)
         self.records[dev.record_key] = dev
         if dev.record.noise_key is not None:
             self._noise.setdefault(dev.record.noise_key, set()).add(dev.record_key)
+
+    def in_band(self, message: bytes, noise_key: bytes | None,
+                enrolled: set[bytes]) -> Device:
+        """A device record an edge sent on the connection it dialled
+        (:mod:`cairn.fleet.inband`), checked as the DHT checks a mutable record and more: its
+        key enrolled, its signature that key's, its seq not older than the record held, it
+        decodes, and its field 8 is ``noise_key`` (the connection's remote key). Then bound,
+        as a round's record is; else PeerRefusedError with the reason."""
+        try:
+            key, signed = decode_in_band(message)
+        except InBandRecordError as exc:
+            raise PeerRefusedError(f"in-band record refused: {exc}") from None
+        if key not in enrolled:
+            raise PeerRefusedError(f"in-band record refused: record key {key.hex()[:16]} is "
+                                   "not enrolled")
+        if not verify_mutable(key, signed):
+            raise PeerRefusedError(f"in-band record refused: the signature is not record key "
+                                   f"{key.hex()[:16]}'s")
+        held = self.records.get(key)
+        floor = max(self._seq.get(key, 0), held.seq if held is not None else 0)
+        if signed.seq < floor:
+            raise PeerRefusedError(f"in-band record refused: seq {signed.seq} is older than "
+                                   f"the record held (seq {floor})")
+        try:
+            rec = decode_record(signed.value, self.key_pair)
+        except (RecordError, CairnError) as exc:
+            raise PeerRefusedError(f"in-band record refused: {one_line(exc)}") from None
+        if noise_key is None or rec.noise_key != noise_key:
+            raise PeerRefusedError("in-band record refused: its field 8 does not name the "
+                                   "connection's Noise key")
+        if held is not None and held.seq == signed.seq and held.record.noise_key == noise_key:
+            return held  # the same record again (a reconnection): bound already
+        dev = Device(key, signed.seq, rec)
+        dev.streams = {name: k for name, k in rec.streams if k is not None}
+        self.bind(dev)
+        return self.records[key]
 
     def admit(self, noise_key: bytes | None, enrolled: set[bytes]) -> Device:
         """The enrolled device that dials in with this Noise key, else PeerRefusedError with

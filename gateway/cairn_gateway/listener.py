@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
 from cairn.errors import CairnError, RemoteError
+from cairn.fleet.inband import is_in_band
 from cairn.hyperdht import DataPhaseUnavailableError, KeyServer, open_data_stream
 from cairn.hyperdht.messages import NoisePayload
 from cairn.replication.net import Connection, PeerRefusedError, accept
-from cairn_gateway.collect import Collector, one_line
+from cairn_gateway.collect import Collector, Device, one_line
 from cairn_gateway.config import Policy
 
 __all__ = ["EdgeListener", "ListenerLimits"]
@@ -56,6 +57,9 @@ class ListenerLimits:
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0  # no whole message this long: the path is dead
     keepalive: float = 20.0  # an empty frame after this long without sending
+    # a key no DHT record names: how long to wait for the edge's in-band record (sent at once
+    # after the handshake, one round trip away)
+    in_band_wait: float = 2.0
 
 
 class _Quiet:
@@ -98,6 +102,7 @@ class EdgeListener:
         self.by_key_refused = 0  # hyperdht handshakes the firewall refused
         self.by_key_dropped = 0  # hyperdht handshakes completed with no data transport
         self._said_no_udx = False
+        self.in_band_refused = 0  # in-band records refused (signature, seq, key, garbage)
 
     async def run(self, host: str, port: int,
                   ready: Callable[[tuple[str, int]], object] | None = None) -> None:
@@ -160,15 +165,42 @@ class EdgeListener:
     async def admit(self, conn: Connection, source: str = "?") -> None:
         """A handshaken connection from an edge, whatever the transport: refused (one log
         line) unless its key is an enrolled device's, else followed live until it ends. The
-        caller closes it."""
+        caller closes it.
+
+        The device's record is the one read from the DHT, else the one the edge sent in-band
+        as its first message (:mod:`cairn.fleet.inband`: an edge whose firewall drops UDP has
+        none on the DHT), checked by :meth:`Collector.in_band`; a later in-band record (its
+        streams changed) rebinds the device while it is followed."""
         key = conn.remote_key
+        enrolled = self.enrolled()
         try:
-            dev = self.collector.admit(key, self.enrolled())
+            dev = self.collector.admit(key, enrolled)
         except PeerRefusedError as exc:
-            self.refused += 1
-            self.quiet.warning("key", f"edge {key.hex()[:16] if key else '?'} from {source} "
-                               f"refused: {exc}")
-            return
+            try:
+                dev = await self._first_in_band(conn, enrolled)
+            except PeerRefusedError as why:
+                self.refused += 1
+                self.quiet.warning("key", f"edge {key.hex()[:16] if key else '?'} from "
+                                   f"{source} refused: {exc}; {why}")
+                return
+        record_key = dev.record_key
+
+        def extension(message: bytes) -> bool:
+            if not is_in_band(message):
+                return False
+            try:
+                got = self.collector.in_band(message, conn.remote_key, self.enrolled())
+                if got.record_key != record_key:
+                    raise PeerRefusedError(f"in-band record refused: record key "
+                                           f"{got.record_key.hex()[:16]} is not the "
+                                           "connection's device's")
+            except PeerRefusedError as why:
+                self.in_band_refused += 1
+                self.quiet.warning("in_band", f"device {record_key.hex()[:16]} from {source}: "
+                                   f"{why}")
+            return True
+
+        conn.extension = extension
         conn.keepalive = self.limits.keepalive
         old = self.links.get(dev.record_key)
         self.links[dev.record_key] = conn
@@ -190,6 +222,25 @@ class EdgeListener:
         finally:
             if self.links.get(dev.record_key) is conn:
                 del self.links[dev.record_key]
+
+    async def _first_in_band(self, conn: Connection, enrolled: set[bytes]) -> Device:
+        """The device the connection's first message (an in-band record) names, checked and
+        bound; PeerRefusedError (why) if the message is none, or is refused."""
+        try:
+            async with asyncio.timeout(min(self.limits.in_band_wait,
+                                           self.limits.handshake_timeout)):
+                message = await conn.receive()
+        except TimeoutError:
+            raise PeerRefusedError("no in-band record sent") from None
+        except (RemoteError, CairnError, ConnectionError, OSError) as exc:
+            raise PeerRefusedError(f"no in-band record ({one_line(exc)})") from None
+        if not is_in_band(message):
+            raise PeerRefusedError("no in-band record sent (the first message is another)")
+        try:
+            return self.collector.in_band(message, conn.remote_key, enrolled)
+        except PeerRefusedError:
+            self.in_band_refused += 1
+            raise
 
     # -- connect by key (hyperdht) ------------------------------------------------------------
 

@@ -85,6 +85,9 @@ class Connection:
         self.poll: float | None = None  # servers wake this often to notice their logs grew
         self.refresh: Callable[[], None] | None = None
         self.keepalive = KEEPALIVE
+        # messages that are not replication (a Cairn in-band device record, issue 19): a
+        # message this returns True for is consumed before the replicator sees it
+        self.extension: Callable[[bytes], bool] | None = None
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
@@ -165,16 +168,32 @@ class Connection:
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
             if isinstance(event, Message):
-                rep.receive_data(event.data)
+                if self.extension is None or not self.extension(event.data):
+                    rep.receive_data(event.data)
                 while (more := self.stream.next_event()) is not None:
                     if isinstance(more, Message):
-                        rep.receive_data(more.data)
+                        if self.extension is None or not self.extension(more.data):
+                            rep.receive_data(more.data)
                     elif isinstance(more, Closed):
                         raise ConnectionError(more.reason)
                 while rep.next_event() is not None:
                     pass  # done() and on_progress read the sessions' state, not their events
                 if on_progress is not None:
                     on_progress()
+
+    async def receive(self) -> bytes:
+        """The peer's next whole message, before replication runs (an in-band record):
+        ConnectionError if the peer closes; the caller bounds the wait."""
+        while True:
+            event = await self._event()
+            if isinstance(event, Message):
+                return event.data
+            if isinstance(event, Closed):
+                raise ConnectionError(event.reason)
+
+    def send(self, message: bytes) -> None:
+        """Queue one message beside replication's (sent with the next write)."""
+        self.stream.send(message)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -221,11 +240,13 @@ async def connect(host: str, port: int, key_pair: KeyPair, *,
     return conn
 
 
-async def serve_on(conn: Connection, logs: Sequence[Log], poll: float = 0.2) -> None:
+async def serve_on(conn: Connection, logs: Sequence[Log], poll: float = 0.2,
+                   tick: Callable[[], None] | None = None) -> None:
     """Serve ``logs`` on this connection until the peer goes away (ConnectionError,
     TimeoutError) or the task is cancelled. ``logs`` may grow (a list the caller appends to):
     new logs are served within ``poll`` seconds, and every ``poll`` seconds a log that grew
-    is announced to the peer (hypercore's upgrade), so a following reader gets appends live."""
+    is announced to the peer (hypercore's upgrade), so a following reader gets appends live.
+    ``tick`` is called as often (the dialler resends its in-band record when it changed)."""
     rep = conn.replicator
     assert rep is not None, "serve_on needs a handshaken connection"
     conn.poll = poll
@@ -234,6 +255,8 @@ async def serve_on(conn: Connection, logs: Sequence[Log], poll: float = 0.2) -> 
         for lg in list(logs):
             if not rep.serves(lg):
                 rep.add_log(lg)
+        if tick is not None:
+            tick()
 
     refresh()
     conn.refresh = refresh
