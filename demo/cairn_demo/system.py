@@ -301,36 +301,38 @@ class Demo:
     def stop(self) -> None:
         """Stop everything: the simulator, then the edges (they commit and acknowledge), the
         gateway, the DHT, the broker."""
-        with contextlib.suppress(Exception):
-            self.stop_sim()
-        for proxy in self.proxies:
+        try:
             with contextlib.suppress(Exception):
-                proxy.cut()
-        for child in [*self.edges, self.gateway, self.dht]:
-            if child is not None:
-                child.stop()
-        if self.ledger is not None:
-            self.ledger.close()
-            self.ledger = None
-        if self.mosquitto is not None:
-            self.mosquitto.stop()
-            self.mosquitto = None
-        if self.embedded is not None and self._loop_thread.is_alive():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.embedded.shutdown(),
-                                                 self.loop).result(10)
-            self.embedded = None
-        if self._loop_thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            # on a loaded machine (the test suite's parallel workers) the loop can take more
-            # than 10 s to come round to the stop; a loop left running is never closed, and
-            # its sockets were reported later, in whichever test the garbage collector ran
-            self._loop_thread.join(STOP_WAIT)
+                self.stop_sim()
+            for proxy in self.proxies:
+                with contextlib.suppress(Exception):
+                    proxy.cut()
+            for child in [*self.edges, self.gateway, self.dht]:
+                if child is not None:
+                    child.stop()
+            if self.ledger is not None:
+                self.ledger.close()
+                self.ledger = None
+            if self.mosquitto is not None:
+                self.mosquitto.stop()
+                self.mosquitto = None
+            if self.embedded is not None and self._loop_thread.is_alive():
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(self.embedded.shutdown(),
+                                                     self.loop).result(10)
+                self.embedded = None
+        finally:  # the loop is stopped and closed whatever failed above
             if self._loop_thread.is_alive():
-                raise DemoError(f"the demo's event loop did not stop within {STOP_WAIT:g} s")
-        if not self.loop.is_running() and not self.loop.is_closed():
-            self._finish_loop()
-            self.loop.close()
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                # on a loaded machine (the test suite's parallel workers) the loop can take more
+                # than 10 s to come round to the stop; a loop left running is never closed, and
+                # its sockets were reported later, in whichever test the garbage collector ran
+                self._loop_thread.join(STOP_WAIT)
+                if self._loop_thread.is_alive():
+                    raise DemoError(f"the demo's event loop did not stop within {STOP_WAIT:g} s")
+            if not self.loop.is_running() and not self.loop.is_closed():
+                self._finish_loop()
+                self.loop.close()
 
     def _finish_loop(self) -> None:
         """Cancel what still runs on the demo's (stopped) loop and let it finish, then let the

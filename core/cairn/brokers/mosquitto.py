@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -38,8 +39,25 @@ def find_mosquitto() -> Path | None:
     return SBIN if os.access(SBIN, os.X_OK) else None
 
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999), so no port the
+#: kernel hands to an outgoing connection or a ``bind(..., 0)`` elsewhere (another test worker,
+#: another process) can take it between the pick and the bind.
+PICK_RANGE = (20_000, 32_767)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
+    """A port nobody uses right now, for TCP and UDP alike, picked at random outside the
+    ephemeral range (the port 0 way when none is found in 200 tries)."""
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randint(*PICK_RANGE)
+        try:
+            with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+                tcp.bind((host, port))
+                udp.bind((host, port))
+        except OSError:
+            continue
+        return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
