@@ -342,6 +342,10 @@ class Demo:
             task.cancel()
         with contextlib.suppress(Exception):
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for proxy in self.proxies:  # a cut that timed out (a loaded machine) left its pipes
+            for writer in list(proxy.conns):
+                writer.transport.abort()
+            proxy.conns.clear()
         for _ in range(3):  # aborted transports close their sockets in the next iterations
             self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
