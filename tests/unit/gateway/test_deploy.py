@@ -12,7 +12,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -262,10 +264,27 @@ def test_install_script_passes_shellcheck() -> None:
     shellcheck_ok(INSTALL)
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run install.sh as an unprivileged user (nobody when we are root), so it can change
-    nothing whatever it tries."""
-    argv = [str(INSTALL), *args]
+@pytest.fixture(scope="module")
+def readable_checkout() -> Iterator[Path]:
+    """The parts of the checkout install.sh reads, copied where an unprivileged user can read
+    them: a clone in a private home folder (mode 0700 or 0750) is not, and nobody would get
+    "Permission denied" on the script itself."""
+    top = Path(tempfile.mkdtemp(prefix="cairn-install-"))
+    try:
+        shutil.copy2(ROOT / "pyproject.toml", top / "pyproject.toml")
+        shutil.copytree(ROOT / "deploy", top / "deploy")
+        shutil.copytree(ROOT / "docs", top / "docs")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def as_nobody(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run install.sh (from ``checkout``) as an unprivileged user (nobody when we are root), so
+    it can change nothing whatever it tries."""
+    argv = [str(checkout / INSTALL.relative_to(ROOT)), *args]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
@@ -276,15 +295,15 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
                           env=env, cwd="/")
 
 
-def test_install_script_refuses_to_run_without_root() -> None:
-    done = as_nobody(str(ROOT))
+def test_install_script_refuses_to_run_without_root(readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, str(readable_checkout))
     assert done.returncode == 1
     assert "must run as root" in done.stderr
     assert done.stdout == "", "nothing done before the check"
 
 
-def test_install_script_dry_run_says_what_it_would_do() -> None:
-    done = as_nobody("--dry-run", "--with-mosquitto", str(ROOT))
+def test_install_script_dry_run_says_what_it_would_do(readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, "--dry-run", "--with-mosquitto", str(readable_checkout))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "dry run: nothing is changed" in out
@@ -312,8 +331,9 @@ def test_install_script_dry_run_says_what_it_would_do() -> None:
     (("--dry-run", "--frobnicate", "."), "unknown option --frobnicate"),
 ])
 def test_install_script_says_what_is_wrong_with_its_arguments(args: tuple[str, ...],
-                                                              message: str) -> None:
-    done = as_nobody(*args)
+                                                              message: str,
+                                                              readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, *args)
     assert done.returncode == 1
     assert message in done.stderr
 
