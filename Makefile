@@ -119,7 +119,14 @@ natlab:
 	$(call apt_tool,nft,/usr/sbin/nft,nftables,the NAT lab tests)
 	$(call apt_tool,conntrack,/usr/sbin/conntrack,conntrack,the NAT lab's outage test)
 
-deps: install npm mosquitto prometheus natlab
+# The deployment tests check the Pi installer and the entrypoints with shellcheck and the units
+# with systemd-analyze.
+.PHONY: deploytools
+deploytools:
+	$(call apt_tool,shellcheck,/usr/bin/shellcheck,shellcheck,the deployment script tests)
+	$(call apt_tool,systemd-analyze,/usr/bin/systemd-analyze,systemd,the unit tests)
+
+deps: install npm mosquitto prometheus natlab deploytools
 
 # -- checks -------------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from cairn_gateway.config import load_config, parse_config
+from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parents[3]
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
@@ -84,7 +87,7 @@ def test_the_bootstrap_unit_uses_only_options_the_command_has() -> None:
 def test_systemd_accepts_the_unit(unit: Path, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+        missing("systemd-analyze", "apt-get install systemd (make test does)")
     bindir = Path(sys.executable).parent
     copy = tmp_path / unit.name
     copy.write_text(unit.read_text().replace("/opt/cairn/bin", str(bindir)))
@@ -237,10 +240,10 @@ INSTALL = ROOT / "deploy" / "pi" / "install.sh"
 
 
 def shellcheck_ok(path: Path) -> None:
-    """shellcheck the script when shellcheck is installed (apt-get install shellcheck)."""
+    """shellcheck the script (a missing shellcheck fails in CI, skips elsewhere)."""
     tool = shutil.which("shellcheck")
     if tool is None:
-        return
+        missing("shellcheck", "apt-get install shellcheck (make test does)")
     done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -257,34 +260,49 @@ def test_install_script_is_valid_bash() -> None:
 
 
 def test_install_script_passes_shellcheck() -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     shellcheck_ok(INSTALL)
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run install.sh as an unprivileged user (nobody when we are root), so it can change
-    nothing whatever it tries."""
-    argv = [str(INSTALL), *args]
+@pytest.fixture(scope="module")
+def readable_checkout() -> Iterator[Path]:
+    """The parts of the checkout install.sh reads, copied where an unprivileged user can read
+    them: a clone in a private home folder (mode 0700 or 0750) is not, and nobody would get
+    "Permission denied" on the script itself."""
+    top = Path(tempfile.mkdtemp(prefix="cairn-install-"))
+    try:
+        shutil.copy2(ROOT / "pyproject.toml", top / "pyproject.toml")
+        shutil.copytree(ROOT / "deploy", top / "deploy")
+        shutil.copytree(ROOT / "docs", top / "docs")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+def as_nobody(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run install.sh (from ``checkout``) as an unprivileged user (nobody when we are root), so
+    it can change nothing whatever it tries."""
+    argv = [str(checkout / INSTALL.relative_to(ROOT)), *args]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.skip("running as root without setpriv (util-linux) to drop privileges")
+            missing("setpriv", "apt-get install util-linux: root drops privileges with it")
         argv = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL": "C"}
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
                           env=env, cwd="/")
 
 
-def test_install_script_refuses_to_run_without_root() -> None:
-    done = as_nobody(str(ROOT))
+def test_install_script_refuses_to_run_without_root(readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, str(readable_checkout))
     assert done.returncode == 1
     assert "must run as root" in done.stderr
     assert done.stdout == "", "nothing done before the check"
 
 
-def test_install_script_dry_run_says_what_it_would_do() -> None:
-    done = as_nobody("--dry-run", "--with-mosquitto", str(ROOT))
+def test_install_script_dry_run_says_what_it_would_do(readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, "--dry-run", "--with-mosquitto", str(readable_checkout))
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "dry run: nothing is changed" in out
@@ -312,8 +330,9 @@ def test_install_script_dry_run_says_what_it_would_do() -> None:
     (("--dry-run", "--frobnicate", "."), "unknown option --frobnicate"),
 ])
 def test_install_script_says_what_is_wrong_with_its_arguments(args: tuple[str, ...],
-                                                              message: str) -> None:
-    done = as_nobody(*args)
+                                                              message: str,
+                                                              readable_checkout: Path) -> None:
+    done = as_nobody(readable_checkout, *args)
     assert done.returncode == 1
     assert message in done.stderr
 
