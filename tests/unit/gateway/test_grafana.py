@@ -60,7 +60,8 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str
     door = store.stream(dev, "board-1/door", b"j" * 32)
     store.ingest(door, [(i, 0, Frame((Sample("board-1/door", None, T0 + 60 * i, i % 3 == 0),)))
                         for i in range(60)])
-    variables = {"$device": str(dev), "$stream": str(sid), "$state": str(door),
+    variables = {"$device": "board-1", "$stream": "board-1/temperature",
+                 "$state": "board-1/door", "$__interval": "5s",
                  "${__from:date:seconds}": str(int(T0)),
                  "${__to:date:seconds}": str(int(T0 + 3600))}
     transport = httpx.ASGITransport(app=make_app(store))
@@ -117,12 +118,13 @@ async def test_numeric_panels_list_numeric_streams_and_the_state_timeline_the_ot
     assert numeric and all("$stream" in json.dumps(p["targets"]) for p in numeric)
     [timeline] = [p for p in dash["panels"] if p["type"] == "state-timeline"]
     [t] = timeline["targets"]
-    assert "$state" in json.dumps(t) and t["url"] == "/api/samples"
+    assert "$state" in json.dumps(t) and t["url"] == "/api/states"
     params = {p["key"]: fill(p["value"], variables) for p in t["url_options"]["params"]}
     rows = (await client.get(t["url"], params=params)).json()
-    assert [(r["value"], r["kind"]) for r in rows[:4]] == [
-        (True, "boolean"), (False, "boolean"), (False, "boolean"), (True, "boolean")]
-    assert [c["selector"] for c in t["columns"]] == ["time", "value"]
+    assert [(r["last"], r["kind"], r["step"]) for r in rows[:4]] == [
+        (True, "boolean", 60), (False, "boolean", 60), (False, "boolean", 60),
+        (True, "boolean", 60)]
+    assert [c["selector"] for c in t["columns"]] == ["time", "last"]
     mapped = timeline["fieldConfig"]["defaults"]["mappings"][0]["options"]
     assert set(mapped) == {"true", "false"}
 
