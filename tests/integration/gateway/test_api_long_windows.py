@@ -137,8 +137,8 @@ async def test_a_fixed_short_step_over_400_days_is_served_coarser(
 
 
 async def test_30_hours_of_1_hz_come_whole_through_the_cursor(api: httpx.AsyncClient) -> None:
-    query = {"stream": "board-1/temperature", "from": END - 30 * 3600, "to": END,
-             "limit": 50_000}
+    query: dict[str, str | int] = {"stream": "board-1/temperature", "from": END - 30 * 3600,
+                                   "to": END, "limit": 50_000}
     times: list[float] = []
     pages = 0
     while True:

@@ -16,8 +16,14 @@ from cairn.frames import Frame, Sample
 from cairn_gateway.api import make_app
 from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
-from cairn_gateway.windows import (Cursor, ParameterError, parse_cursor, parse_step, parse_time,
-                                   pick_step)
+from cairn_gateway.windows import (
+    Cursor,
+    ParameterError,
+    parse_cursor,
+    parse_step,
+    parse_time,
+    pick_step,
+)
 from tests.scorecard import record
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
@@ -168,7 +174,9 @@ async def test_a_step_like_grafanas_interval(client: httpx.AsyncClient) -> None:
 async def test_samples_page_with_a_cursor_both_ways(client: httpx.AsyncClient) -> None:
     for order, expect in (("asc", [T0 + i for i in range(300)]),
                           ("desc", [T0 + 299 - i for i in range(300)])):
-        got, params = [], {"stream": 1, "from": T0, "to": T0 + 300, "limit": 70, "order": order}
+        got: list[float] = []
+        params: dict[str, str | float] = {"stream": "1", "from": T0, "to": T0 + 300,
+                                          "limit": 70, "order": order}
         pages = 0
         while True:
             r = await client.get("/api/samples", params=params)
