@@ -191,3 +191,22 @@ async def test_samples_page_with_a_cursor_both_ways(client: httpx.AsyncClient) -
             assert f"cursor={r.headers['cairn-next-cursor']}" in link
             params = {**params, "cursor": r.headers["cairn-next-cursor"]}
         assert got == expect and pages == 5
+
+
+async def test_the_long_answers_are_their_models(client: httpx.AsyncClient) -> None:
+    """Samples, rollups and states are written straight to JSON: each row is its model."""
+    from pydantic import BaseModel
+
+    from cairn_gateway.schemas import Rollup, Sample, State
+
+    models: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("/api/samples", Sample), ("/api/rollups", Rollup), ("/api/states", State))
+
+    window: dict[str, str | float] = {"stream": "board-1/temperature", "from": T0,
+                                      "to": T0 + 1000}
+    for path, model in models:
+        for stream in ("1", "board-1/temperature", "42/x"):
+            r = await client.get(path, params={**window, "stream": stream})
+            assert r.status_code == 200, r.text
+            assert [model.model_validate(x, strict=True).model_dump() for x in r.json()] \
+                == r.json(), (path, stream)

@@ -134,3 +134,26 @@ def test_the_latest_table_shows_values_of_every_kind() -> None:
                if p["title"] == "Latest values"]
     cols = {c["selector"]: c["type"] for c in panel["targets"][0]["columns"]}
     assert cols["value"] == "string" and cols["kind"] == "string"
+
+
+def test_every_time_range_query_asks_in_seconds_with_grafanas_interval() -> None:
+    """No panel breaks at long ranges: windows in seconds (never ${__from}, milliseconds),
+    buckets of $__interval (the server coarsens past its point limit), raw samples a page of
+    the newest; variables carry names, as the CLI gives them."""
+    for name, dash in DASHBOARD_JSON.items():
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                if t["datasource"]["type"] == "prometheus":
+                    continue
+                params = {p["key"]: p["value"] for p in t["url_options"]["params"]}
+                if "from" in params:
+                    assert (params["from"], params["to"]) == (
+                        "${__from:date:seconds}", "${__to:date:seconds}"), (name, t["url"])
+                if t["url"] in ("/api/rollups", "/api/states"):
+                    assert params["step"] == "$__interval", (name, panel["title"])
+                if t["url"] == "/api/samples":
+                    assert params["order"] == "desc" and int(params["limit"]) <= 1000, panel
+        for v in dash["templating"]["list"]:
+            [value] = [c for c in v["query"]["infinityQuery"]["columns"]
+                       if c["text"] == "__value"]
+            assert value["selector"] == "name", (name, v["name"])
