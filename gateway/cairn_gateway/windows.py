@@ -39,6 +39,8 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
           "y": 365 * 86400}
 _DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)(ms|s|m|h|d|w|y)")
 _MAX_BLOCK = 2**62  # block numbers and positions a cursor may carry (SQLite integers)
+_CURSOR = re.compile(r"(-?\d{1,20}(?:\.\d{1,20})?(?:e[+-]?\d{1,3})?)_(\d{1,19})_(\d{1,19})",
+                     re.ASCII)
 
 
 class ParameterError(UsageError, ValueError):
@@ -134,14 +136,11 @@ class Cursor:
 
 
 def parse_cursor(text: str) -> Cursor:
-    parts = text.split("_")
-    try:
-        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
-            raise ValueError
-        cursor = Cursor(float(parts[0]), int(parts[1]), int(parts[2]))
-    except ValueError:
+    m = _CURSOR.fullmatch(text)
+    if m is None:
         raise ParameterError(f"cursor={_show(text)} is not one this gateway gave: pass back the "
-                             "cursor of the Link header's next page as it is") from None
+                             "cursor of the Link header's next page as it is")
+    cursor = Cursor(float(m.group(1)), int(m.group(2)), int(m.group(3)))
     if not math.isfinite(cursor.time) or cursor.block >= _MAX_BLOCK or cursor.k >= _MAX_BLOCK:
         raise ParameterError(f"cursor={_show(text)} is out of range")
     return cursor

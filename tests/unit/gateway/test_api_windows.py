@@ -210,3 +210,28 @@ async def test_the_long_answers_are_their_models(client: httpx.AsyncClient) -> N
             assert r.status_code == 200, r.text
             assert [model.model_validate(x, strict=True).model_dump() for x in r.json()] \
                 == r.json(), (path, stream)
+
+
+HOSTILE_CURSORS = ["1_1_1; DROP TABLE samples", "' OR 1=1 --", "1e309_0_0", "-0_0_0x1",
+                   f"1_0_{2 ** 64}", "1_" + "9" * 99, "\u0661_1_1", "1_1_1\n", "%00"]
+HOSTILE_ASSETS = ["..%2f..%2fetc%2fpasswd", "%2e%2e/gw.db", "swagger-ui.css.map",
+                  "__init__.py", "core.py", "favicon.png%00.js", "REDOC.STANDALONE.JS"]
+
+
+async def test_hostile_cursors_and_asset_names(client: httpx.AsyncClient) -> None:
+    """A cursor is read strictly (never into SQL text) and the docs' assets are four names:
+    nothing else of the package or the disk is served."""
+    bad = 0
+    for c in HOSTILE_CURSORS:
+        r = await client.get("/api/samples", params={"stream": 1, "from": T0, "to": T0 + 300,
+                                                     "cursor": c})
+        bad += r.status_code != 422 or "cursor" not in r.text
+    for name in HOSTILE_ASSETS:
+        r = await client.get(f"/docs/assets/{name}")
+        bad += r.status_code != 404
+    r = await client.get("/api/samples", params={"stream": 1, "from": T0, "to": T0 + 300})
+    bad += len(r.json()) != 300  # the store is untouched
+    record("api", "hostile sample cursors and docs asset names (traversal, SQL, overflow)",
+           len(HOSTILE_CURSORS) + len(HOSTILE_ASSETS), bad,
+           "not refused with a 422 or 404, or the store changed")
+    assert bad == 0
