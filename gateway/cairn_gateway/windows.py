@@ -37,6 +37,8 @@ MS_BOUND = 1e11
 MAX_STEP = 100 * 365 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
           "y": 365 * 86400}
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)",
+                     re.ASCII | re.IGNORECASE)
 _DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)(ms|s|m|h|d|w|y)")
 _MAX_BLOCK = 2**62  # block numbers and positions a cursor may carry (SQLite integers)
 _CURSOR = re.compile(r"(-?\d{1,20}(?:\.\d{1,20})?(?:e[+-]?\d{1,3})?)_(\d{1,19})_(\d{1,19})",
@@ -47,6 +49,12 @@ class ParameterError(UsageError, ValueError):
     """A query parameter the API cannot use: the message names it and says what to send."""
 
 
+def _number(text: str) -> float | None:
+    """A decimal number in ASCII (``float`` alone also takes ``1_0`` and other scripts'
+    digits), else None."""
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
 def _show(text: str) -> str:
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
@@ -54,10 +62,7 @@ def _show(text: str) -> str:
 def parse_time(name: str, text: str) -> float:
     """``from`` or ``to``: epoch seconds, or ISO 8601 (UTC without an offset)."""
     text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
+    value = _number(text)
     if value is not None:
         if not math.isfinite(value):
             raise ParameterError(f"{name} must be finite epoch seconds, not {_show(text)}")
@@ -80,13 +85,12 @@ def parse_time(name: str, text: str) -> float:
 def parse_step(text: str) -> float:
     """``step``: seconds, or a duration such as ``30s``, ``5m``, ``1h``, ``1d`` (> 0)."""
     text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
+    seconds = _number(text)
+    if seconds is None:
         m = _DURATION.fullmatch(text)
         if m is None:
             raise ParameterError(f"step={_show(text)} is not seconds or a duration such as "
-                                 "30s, 5m, 1h, 1d (Grafana's $__interval)") from None
+                                 "30s, 5m, 1h, 1d (Grafana's $__interval)")
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_STEP):
         raise ParameterError(f"step={_show(text)} must be more than 0 and at most 100 years")

@@ -45,6 +45,7 @@ def test_times_in_seconds_or_iso_8601() -> None:
     ("-1764000000000", "looks like milliseconds"),
     ("nan", "finite"), ("inf", "finite"),
     ("yesterday", "is neither epoch seconds nor an ISO 8601 time"),
+    ("1_764_000_000", "neither"), ("\u0661\u0667\u0666\u0664", "neither"),
     ("2025-13-01", "neither"), ("", "neither"), ("\x00", "neither"),
 ])
 def test_bad_times_say_why(text: str, says: str) -> None:
@@ -61,7 +62,8 @@ def test_milliseconds_say_the_seconds_to_send() -> None:
 def test_steps_in_seconds_or_grafana_intervals() -> None:
     assert [parse_step(s) for s in ("60", "15s", "500ms", "5m", "2h", "1d", "1w", "1y")] == [
         60, 15, 0.5, 300, 7200, 86400, 604800, 365 * 86400]
-    for bad in ("0", "-60", "soon", "1 h", "5M", "nan", "inf", "1e30", "101y", ""):
+    for bad in ("0", "-60", "soon", "1 h", "5M", "nan", "inf", "1e30", "101y", "", "6_0",
+                "\u0666\u0660"):
         with pytest.raises(ParameterError, match="step"):
             parse_step(bad)
 
