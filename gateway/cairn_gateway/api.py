@@ -37,6 +37,7 @@ errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connec
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -116,6 +117,19 @@ def _step(text: str, start: float, end: float) -> StepChoice:
         return pick_step(parse_step(text), start, end, MAX_POINTS)
     except ParameterError as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+def _hours_past_retention(chosen: StepChoice, start: float, minute: int | None,
+                          hour: int | None) -> StepChoice:
+    """Whole hours when the window starts before the minute rollups (which retention deleted
+    with the samples) and the hour rollups reach further back: a panel shows the whole
+    window, coarser, rather than a gap."""
+    if hour is None or start >= (minute if minute is not None else math.inf) or \
+            (minute is not None and hour >= minute // 3600 * 3600):  # the same first hour
+        return chosen
+    since = "none are kept" if minute is None else f"they start at {minute}"
+    return StepChoice(3600, f"served 3600 s buckets from the hour rollups: the window starts "
+                            f"before the minute rollups ({since}: retention)")
 
 
 def _noted(chosen: StepChoice) -> dict[str, str]:
@@ -317,7 +331,10 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         chosen = _step(step, start, end)
         sid = stream_of(stream)
         await fill(sid, start, end)
-        kind, w = store.kind(sid), chosen.step
+        kind = store.kind(sid)
+        if kind in ROLLED_UP and chosen.step < 3600:
+            chosen = _hours_past_retention(chosen, start, *queries.rollup_reach(conn, sid))
+        w = chosen.step
         if kind is not None and kind not in ROLLED_UP:  # strings, data: from the samples
             return _json([{"time": x.time, "n": x.n, "mean": None, "min": None, "max": None,
                            "last": x.last, "kind": kind, "step": w}

@@ -24,9 +24,9 @@ from cairn_gateway.store import KINDS, typed_value
 
 __all__ = ["DeviceRow", "LatestRow", "SampleRow", "StateBucket", "StreamHealth", "StreamLabel",
            "StreamRow", "device_ids", "device_names", "devices", "export_stream", "health",
-           "latest", "sample_count", "sample_page", "samples", "states", "stopped_streams",
-           "stream_count", "stream_exists", "stream_id", "stream_labels", "streams",
-           "total_samples"]
+           "latest", "rollup_reach", "sample_count", "sample_page", "samples", "states",
+           "stopped_streams", "stream_count", "stream_exists", "stream_id", "stream_labels",
+           "streams", "total_samples"]
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -244,6 +244,16 @@ def sample_page(conn: sqlite3.Connection, stream_id: int, start: float, end: flo
     return [SampleRow(t, typed_value(v, x, kd), KINDS[kd], b, f, k)
             for t, v, x, kd, b, f, k in conn.execute(f"{sql} ORDER BY {order} LIMIT ?",
                                                      [*args, limit])]
+
+
+def rollup_reach(conn: sqlite3.Connection, stream_id: int) -> tuple[int | None, int | None]:
+    """The first bucket of a stream's minute rollups and of its hour rollups (None: none).
+    Retention deletes minute rollups with the samples and keeps the hour ones."""
+    minute = conn.execute("SELECT min(bucket) FROM rollup_minute WHERE stream_id = ?",
+                          (stream_id,)).fetchone()[0]
+    hour = conn.execute("SELECT min(bucket) FROM rollup_hour WHERE stream_id = ?",
+                        (stream_id,)).fetchone()[0]
+    return minute, hour
 
 
 def states(conn: sqlite3.Connection, stream_id: int, start: float, end: float, step: int

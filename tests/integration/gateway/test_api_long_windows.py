@@ -176,3 +176,31 @@ async def test_the_docs_pages_load_nothing_from_another_host(api: httpx.AsyncCli
     assert (await api.get("/docs/assets/swagger-ui.css.map")).status_code == 404
     spec = (await api.get("/openapi.json")).json()
     assert "/api/states" in spec["paths"]
+
+
+async def test_past_retention_the_hour_rollups_fill_the_window(tmp_path: Path) -> None:
+    """Retention deletes the minute rollups with the samples and keeps the hour ones: a window
+    reaching further back than the minute rollups is served whole hours, not a gap."""
+    store = Store(tmp_path / "gw.db")
+    dev = store.device(b"d" * 32, "board-1", END - 60 * DAY)
+    sid = store.stream(dev, "board-1/pressure", b"p" * 32, "Pa")
+    store.ingest(sid, frames("board-1/pressure", "Pa", range(END - 60 * DAY, END, 600),
+                             lambda t: 101_000.0))
+    store.prune(END - 30 * DAY)  # [store] retention_days = 30
+    try:
+        async with serving(make_app(store), "127.0.0.1", 0, ApiLimits()) as (host, port), \
+                httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=60) as client:
+            window: dict[str, str | int] = {"stream": "board-1/pressure",
+                                            "from": END - 40 * DAY, "to": END}
+            r = await client.get("/api/rollups", params={**window, "step": "30m"})
+            assert r.status_code == 200, r.text
+            rows = r.json()
+            assert {x["step"] for x in rows} == {3600}
+            assert rows[0]["time"] == END - 40 * DAY and sum(x["n"] for x in rows) == 40 * 144
+            assert "hour rollups" in r.headers["cairn-step-note"]
+            recent = await client.get("/api/rollups", params={
+                **window, "from": END - 10 * DAY, "step": "30m"})
+            assert {x["step"] for x in recent.json()} == {1800}  # inside retention: as asked
+            assert "cairn-step-note" not in recent.headers
+    finally:
+        store.close()
