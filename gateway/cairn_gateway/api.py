@@ -13,7 +13,8 @@ log keys (the capability to replicate a stream) are never served.
 
 Any window is answered, however long: ``/api/rollups`` and ``/api/states`` serve a coarser step
 than asked when the window would hold more than ``MAX_POINTS`` buckets (each row has the
-``step`` served; the ``Cairn-Step-Note`` header says why), ``/api/samples`` pages (at most
+``step`` served; the ``Cairn-Step-Note`` header says why; whole hours from the hour rollups
+when the window starts before the minute rollups retention kept), ``/api/samples`` pages (at most
 ``limit`` rows; ``Link: <...>; rel="next"`` and ``Cairn-Next-Cursor`` give the next page).
 A window the wrong way round is a 400, a parameter that cannot be read a 422 that says why.
 Queries run on the event loop's thread, one at a time (one SQLite connection); their SQL is
