@@ -409,7 +409,8 @@ GRAFANA_FILES = Path(__file__).with_name("grafana")
 @grafana.command("push")
 @click.option("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000.")
 @click.option("--token", required=True, envvar="GRAFANA_TOKEN",
-              help="A service account token with the Editor role (or $GRAFANA_TOKEN).")
+              help="A token of a service account with the Admin role (or $GRAFANA_TOKEN): "
+              "creating data sources needs Admin; an Editor token is refused (403).")
 @click.option("--gateway-url", default=None, help="The gateway API as Grafana reaches it "
               "(default: the provisioning file's).")
 @click.option("--prometheus-url", default=None, help="Prometheus as Grafana reaches it.")
@@ -419,7 +420,8 @@ GRAFANA_FILES = Path(__file__).with_name("grafana")
               "data source keeps the token Grafana holds; a new one gets none.")
 def grafana_push(url: str, token: str, gateway_url: str | None,
                  prometheus_url: str | None, gateway_token_file: Path | None) -> None:
-    """Create or update the data sources and the three dashboards in a running Grafana."""
+    """Create or update the data sources and the three dashboards in a running Grafana
+    (a service account token with the Admin role)."""
     from cairn_gateway.auth import TokenError, load_token
 
     try:
@@ -435,8 +437,10 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
                               "cairn.yaml").read_text())["datasources"]
     urls = {"yesoreyeram-infinity-datasource": gateway_url, "prometheus": prometheus_url}
     api = GrafanaApi.from_url(url, credential=token)
+    doing = "connect"
     try:
         for ds in sources:
+            doing = f"set up the data source {ds['name']!r}"
             body = {k: v for k, v in ds.items() if k not in ("editable", "secureJsonData")}
             if "secureJsonData" in ds and read_token is not None:  # never the ${...} itself
                 body["secureJsonData"] = {"httpHeaderValue1": f"Bearer {read_token}"}
@@ -455,12 +459,28 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
                 click.echo(f"created data source {ds['name']} ({ds['uid']})")
         for path in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
             dash = json.loads(path.read_text())
+            doing = f"install the dashboard {dash['title']!r}"
             dash.pop("id", None)
             api.dashboard.update_dashboard({"dashboard": dash, "overwrite": True,
                                             "message": "cairn gateway grafana push"})
             click.echo(f"installed dashboard {dash['title']} ({dash['uid']})")
-    except (GrafanaException, OSError) as exc:
+    except GrafanaException as exc:
+        raise click.ClickException(_grafana_refusal(url, doing, exc)) from None
+    except OSError as exc:
         raise click.ClickException(f"Grafana at {url}: {exc}") from None
+
+
+def _grafana_refusal(url: str, doing: str, exc: Exception) -> str:
+    """One line for an error Grafana answered: what to do about a 401 or a 403."""
+    status = getattr(exc, "status_code", None)
+    if status == 403:
+        return (f"Grafana at {url} refused to {doing} (403 Forbidden): the token's role may not; "
+                "data sources need the Admin role. Use a token of a service account with the "
+                "Admin role (Administration > Users and access > Service accounts), not Editor")
+    if status == 401:
+        return (f"Grafana at {url} did not accept the token (401 Unauthorized): give a service "
+                "account token (glsa_...) with the Admin role, with --token or $GRAFANA_TOKEN")
+    return f"Grafana at {url}: could not {doing}: {exc}"
 
 
 @gateway.command("integrity")

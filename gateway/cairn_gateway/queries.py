@@ -23,9 +23,10 @@ from typing import Any
 from cairn_gateway.store import KINDS, typed_value
 
 __all__ = ["DeviceRow", "LatestRow", "SampleRow", "StateBucket", "StreamHealth", "StreamLabel",
-           "StreamRow", "device_names", "devices", "export_stream", "health", "latest",
-           "sample_count", "samples", "states", "stopped_streams", "stream_count",
-           "stream_exists", "stream_labels", "streams", "total_samples"]
+           "StreamRow", "device_ids", "device_names", "devices", "export_stream", "health",
+           "latest", "rollup_reach", "sample_count", "sample_page", "samples", "states",
+           "stopped_streams", "stream_count", "stream_exists", "stream_id", "stream_labels",
+           "streams", "total_samples"]
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -78,6 +79,7 @@ class SampleRow:
     kind: str
     block: int
     fork: int
+    k: int = 0  # its position in the block
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +147,53 @@ def device_names(conn: sqlite3.Connection) -> dict[bytes, str | None]:
     return dict(conn.execute("SELECT record_key, name FROM devices"))
 
 
-def streams(conn: sqlite3.Connection, device_id: int | None = None,
+def stream_id(conn: sqlite3.Connection, ref: str) -> int | None:
+    """The stream ``ref`` names: a stream name (``board-1/temperature``; of a name stored twice,
+    a re-keyed board's, the enrolled device's, then the newest), else digits naming a stream
+    id; None if neither is stored."""
+    found = export_stream(conn, ref)
+    if found is not None:
+        return found[0]
+    if ref.isdigit() and len(ref) <= 18 and stream_exists(conn, int(ref)):
+        return int(ref)
+    return None
+
+
+def device_ids(conn: sqlite3.Connection, ref: str) -> list[int]:
+    """The devices ``ref`` names: a name as shown (a re-keyed board's removed and enrolled keys
+    share it: both), else a record key (64 hex digits), else digits naming a device id."""
+    named = [int(i) for i, n, k in conn.execute("SELECT id, name, record_key FROM devices")
+             if (n or f"unenrolled-{bytes(k).hex()[:12]}") == ref]
+    if named:
+        return sorted(named)
+    if len(ref) == 64:
+        try:
+            key = bytes.fromhex(ref)
+        except ValueError:
+            key = b""
+        row = conn.execute("SELECT id FROM devices WHERE record_key = ?", (key,)).fetchone()
+        if row is not None:
+            return [int(row[0])]
+    if ref.isdigit() and len(ref) <= 18:
+        row = conn.execute("SELECT id FROM devices WHERE id = ?", (int(ref),)).fetchone()
+        if row is not None:
+            return [int(row[0])]
+    return []
+
+
+def streams(conn: sqlite3.Connection, device_id: int | list[int] | None = None,
             kinds: frozenset[str] | None = None) -> list[StreamRow]:
-    """Every stream (or one device's; or those of these kinds of value), by id."""
+    """Every stream (or one device's, or these devices'; or those of these kinds of value),
+    by id."""
     sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
            "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
            "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status, s.kind, "
            "s.other_kind FROM streams s JOIN devices d ON d.id = s.device_id WHERE 1")
     args: list[Any] = []
     if device_id is not None:
-        sql += " AND s.device_id = ?"
-        args.append(device_id)
+        ids = [device_id] if isinstance(device_id, int) else device_id
+        sql += f" AND s.device_id IN ({', '.join('?' * len(ids))})"
+        args += ids
     if kinds is not None:
         sql += f" AND s.kind IN ({', '.join('?' * len(kinds))})"
         args += sorted(kinds)
@@ -188,6 +226,34 @@ def samples(conn: sqlite3.Connection, stream_id: int, start: float, end: float
             for t, v, x, kd, b, f in conn.execute(
                 "SELECT t, value, text, kind, block, fork FROM samples WHERE stream_id = ? "
                 "AND t >= ? AND t < ? ORDER BY t, block, k", (stream_id, start, end))]
+
+
+def sample_page(conn: sqlite3.Connection, stream_id: int, start: float, end: float, limit: int,
+                *, after: tuple[float, int, int] | None = None, newest_first: bool = False
+                ) -> list[SampleRow]:
+    """At most ``limit`` of a stream's samples with ``start <= time < end`` in its order (time,
+    block, position; reversed when ``newest_first``), those past ``after`` (a sample's time,
+    block and position, as the previous page ended) only."""
+    sql = ("SELECT t, value, text, kind, block, fork, k FROM samples WHERE stream_id = ? "
+           "AND t >= ? AND t < ?")
+    args: list[Any] = [stream_id, start, end]
+    if after is not None:
+        sql += f" AND (t, block, k) {'<' if newest_first else '>'} (?, ?, ?)"
+        args += list(after)
+    order = "t DESC, block DESC, k DESC" if newest_first else "t, block, k"
+    return [SampleRow(t, typed_value(v, x, kd), KINDS[kd], b, f, k)
+            for t, v, x, kd, b, f, k in conn.execute(f"{sql} ORDER BY {order} LIMIT ?",
+                                                     [*args, limit])]
+
+
+def rollup_reach(conn: sqlite3.Connection, stream_id: int) -> tuple[int | None, int | None]:
+    """The first bucket of a stream's minute rollups and of its hour rollups (None: none).
+    Retention deletes minute rollups with the samples and keeps the hour ones."""
+    minute = conn.execute("SELECT min(bucket) FROM rollup_minute WHERE stream_id = ?",
+                          (stream_id,)).fetchone()[0]
+    hour = conn.execute("SELECT min(bucket) FROM rollup_hour WHERE stream_id = ?",
+                        (stream_id,)).fetchone()[0]
+    return minute, hour
 
 
 def states(conn: sqlite3.Connection, stream_id: int, start: float, end: float, step: int

@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 
 from cairn_gateway.auth import new_token
+from tests.scorecard import record
 
 
 class FakeGrafana(BaseHTTPRequestHandler):
     datasources: dict[str, dict[str, Any]] = {}  # noqa: RUF012 - reset per test
     dashboards: dict[str, dict[str, Any]] = {}  # noqa: RUF012
     calls: list[tuple[str, str, str]] = []  # noqa: RUF012
+    editor = "Bearer editor-token"  # a token whose role may not touch data sources (Editor)
 
     def _reply(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -40,8 +42,18 @@ class FakeGrafana(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def _forbidden(self) -> bool:
+        """Grafana's answer to an Editor touching data sources (they need Admin)."""
+        if "datasources" in self.path and self.headers.get("Authorization") == self.editor:
+            self._reply(403, {"message": "You'll need additional permissions to perform this "
+                                         "action. Permissions needed: datasources:read"})
+            return True
+        return False
+
     def do_GET(self) -> None:
         self.calls.append(("GET", self.path, self.headers.get("Authorization", "")))
+        if self._forbidden():
+            return
         uid = self.path.removeprefix("/api/datasources/uid/")
         if uid in self.datasources:
             self._reply(200, self.datasources[uid])
@@ -51,6 +63,8 @@ class FakeGrafana(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._body()
         self.calls.append(("POST", self.path, self.headers.get("Authorization", "")))
+        if self._forbidden():
+            return
         if self.path == "/api/datasources":
             self.datasources[body["uid"]] = body
             self._reply(200, {"message": "Datasource added", "id": len(self.datasources)})
@@ -79,9 +93,9 @@ def grafana() -> Iterator[str]:
     server.server_close()
 
 
-def push(url: str, *more: str) -> subprocess.CompletedProcess[str]:
+def push(url: str, *more: str, token: str = "secret-token") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cairn.cli", "gateway", "grafana", "push",
-                           "--url", url, "--token", "secret-token", *more],
+                           "--url", url, "--token", token, *more],
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -125,3 +139,18 @@ def test_push_gives_grafana_the_gateways_read_token(grafana: str, tmp_path: Path
     done = push(grafana, "--gateway-token-file", str(token_file))
     assert done.returncode == 1 and "readable by others" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_editor_token_is_told_to_use_an_admin_service_account(grafana: str) -> None:
+    """Grafana answers 403 to an Editor creating data sources: push says which role it needs,
+    in one line, and installs nothing half-way."""
+    done = push(grafana, token="editor-token")
+    lines = done.stderr.strip().splitlines()
+    told = done.returncode == 1 and len(lines) == 1 and "Admin role" in lines[0]
+    record("grafana", "grafana push with an Editor token (403 on data sources)", 1,
+           int(not told), "runs without one line naming the Admin role")
+    assert done.returncode == 1, done.stdout
+    [line] = lines
+    assert "403 Forbidden" in line and "Admin role" in line and "service account" in line
+    assert "data source 'Cairn gateway'" in line and "Traceback" not in done.stderr
+    assert not FakeGrafana.datasources and not FakeGrafana.dashboards

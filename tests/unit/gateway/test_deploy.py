@@ -176,6 +176,7 @@ def test_grafana_has_the_infinity_plugin_and_cairns_provisioning() -> None:
     services = compose()["services"]
     grafana = services["grafana"]
     assert "yesoreyeram-infinity-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+    assert grafana["image"].rsplit(":", 1)[1][0].isdigit(), "Grafana's image is pinned"
     mounts = {d: s for s, d in bind_mounts(grafana)}
     provisioning = (COMPOSE_DIR / mounts["/etc/grafana/provisioning"]).resolve()
     assert provisioning == (ROOT / "deploy" / "grafana" / "provisioning").resolve()
@@ -184,6 +185,21 @@ def test_grafana_has_the_infinity_plugin_and_cairns_provisioning() -> None:
     assert path in mounts, "the dashboards are mounted where the provider reads them"
     assert list((COMPOSE_DIR / mounts[path]).glob("*.json"))
     assert "3000:3000" in grafana["ports"]
+
+
+def test_the_infinity_plugin_is_pinned_and_the_docs_name_its_version() -> None:
+    """An unpinned plugin installs whatever is newest at the next start, which may read the
+    dashboards differently: compose pins one version and the docs install the same."""
+    plugins = compose()["services"]["grafana"]["environment"]["GF_INSTALL_PLUGINS"]
+    [infinity] = [p.split() for p in plugins.split(",") if "infinity" in p]
+    assert len(infinity) == 2 and re.fullmatch(r"\d+\.\d+\.\d+", infinity[1]), plugins
+    pinned = " ".join(infinity)
+    for doc in ("docs/gateway.md", "docs/deploy.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        assert pinned in text, f"{doc} does not name {pinned}"
+        for install in re.finditer(r"(?:plugins install|GF_INSTALL_PLUGINS=) ?"
+                                   r"yesoreyeram-infinity-datasource[^`]*", text):
+            assert install.group(0).endswith(pinned), (doc, install.group(0))
 
 
 def test_the_data_source_urls_are_compose_services_on_their_ports() -> None:

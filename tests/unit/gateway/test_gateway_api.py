@@ -96,19 +96,27 @@ async def test_samples_and_rollups_in_infinity_shape(client: httpx.AsyncClient) 
                                                     "step": 600})).json()
     assert len(ten) == 12 and all(r["n"] == 20 for r in ten)
     assert ten[0] == {"time": int(T0), "n": 20, "mean": 29.5, "min": 20.0, "max": 39.0,
-                      "kind": "number"}
+                      "last": None, "kind": "number", "step": 600}
 
 
 @pytest.mark.parametrize(
     ("path", "params", "status", "message"),
     [
         ("/api/samples", {"stream": 1, "from": T0 + 10, "to": T0}, 400, "backwards"),
-        ("/api/rollups", {"stream": 1, "from": T0, "to": T0 + 60, "step": 45}, 400,
-         "multiple of 60"),
-        ("/api/rollups", {"stream": 1, "from": 0, "to": 1e12, "step": 60}, 400, "buckets"),
-        ("/api/samples", {"stream": 99, "from": T0, "to": T0 + 1}, 404, "no stream 99"),
-        ("/api/samples", {"stream": "x", "from": T0, "to": T0 + 1}, 422, "stream"),
+        ("/api/rollups", {"stream": 1, "from": T0, "to": T0 + 60, "step": "soon"}, 422,
+         "step='soon' is not seconds or a duration"),
+        ("/api/rollups", {"stream": 1, "from": T0, "to": T0 + 60, "step": -60}, 422,
+         "more than 0"),
+        ("/api/rollups", {"stream": 1, "from": 0, "to": 1e12, "step": 60}, 422,
+         "to=1000000000000.0 looks like milliseconds"),
+        ("/api/samples", {"stream": 99, "from": T0, "to": T0 + 1}, 404, "no stream '99'"),
+        ("/api/samples", {"stream": "x", "from": T0, "to": T0 + 1}, 404, "no stream 'x'"),
         ("/api/samples", {"stream": 1, "to": T0}, 422, "from"),
+        ("/api/samples", {"stream": 1, "from": "yesterday", "to": T0}, 422,
+         "from='yesterday' is neither epoch seconds nor an ISO 8601 time"),
+        ("/api/samples", {"stream": 1, "from": T0, "to": T0 + 1, "cursor": "x"}, 422,
+         "cursor='x' is not one this gateway gave"),
+        ("/api/streams", {"device": "board-9"}, 404, "no device 'board-9'"),
     ],
 )
 async def test_bad_parameters_say_what_is_wrong(client: httpx.AsyncClient, path: str,

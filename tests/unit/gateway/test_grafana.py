@@ -60,7 +60,8 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str
     door = store.stream(dev, "board-1/door", b"j" * 32)
     store.ingest(door, [(i, 0, Frame((Sample("board-1/door", None, T0 + 60 * i, i % 3 == 0),)))
                         for i in range(60)])
-    variables = {"$device": str(dev), "$stream": str(sid), "$state": str(door),
+    variables = {"$device": "board-1", "$stream": "board-1/temperature",
+                 "$state": "board-1/door", "$__interval": "5s",
                  "${__from:date:seconds}": str(int(T0)),
                  "${__to:date:seconds}": str(int(T0 + 3600))}
     transport = httpx.ASGITransport(app=make_app(store))
@@ -117,12 +118,13 @@ async def test_numeric_panels_list_numeric_streams_and_the_state_timeline_the_ot
     assert numeric and all("$stream" in json.dumps(p["targets"]) for p in numeric)
     [timeline] = [p for p in dash["panels"] if p["type"] == "state-timeline"]
     [t] = timeline["targets"]
-    assert "$state" in json.dumps(t) and t["url"] == "/api/samples"
+    assert "$state" in json.dumps(t) and t["url"] == "/api/states"
     params = {p["key"]: fill(p["value"], variables) for p in t["url_options"]["params"]}
     rows = (await client.get(t["url"], params=params)).json()
-    assert [(r["value"], r["kind"]) for r in rows[:4]] == [
-        (True, "boolean"), (False, "boolean"), (False, "boolean"), (True, "boolean")]
-    assert [c["selector"] for c in t["columns"]] == ["time", "value"]
+    assert [(r["last"], r["kind"], r["step"]) for r in rows[:4]] == [
+        (True, "boolean", 60), (False, "boolean", 60), (False, "boolean", 60),
+        (True, "boolean", 60)]
+    assert [c["selector"] for c in t["columns"]] == ["time", "last"]
     mapped = timeline["fieldConfig"]["defaults"]["mappings"][0]["options"]
     assert set(mapped) == {"true", "false"}
 
@@ -132,3 +134,26 @@ def test_the_latest_table_shows_values_of_every_kind() -> None:
                if p["title"] == "Latest values"]
     cols = {c["selector"]: c["type"] for c in panel["targets"][0]["columns"]}
     assert cols["value"] == "string" and cols["kind"] == "string"
+
+
+def test_every_time_range_query_asks_in_seconds_with_grafanas_interval() -> None:
+    """No panel breaks at long ranges: windows in seconds (never ${__from}, milliseconds),
+    buckets of $__interval (the server coarsens past its point limit), raw samples a page of
+    the newest; variables carry names, as the CLI gives them."""
+    for name, dash in DASHBOARD_JSON.items():
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                if t["datasource"]["type"] == "prometheus":
+                    continue
+                params = {p["key"]: p["value"] for p in t["url_options"]["params"]}
+                if "from" in params:
+                    assert (params["from"], params["to"]) == (
+                        "${__from:date:seconds}", "${__to:date:seconds}"), (name, t["url"])
+                if t["url"] in ("/api/rollups", "/api/states"):
+                    assert params["step"] == "$__interval", (name, panel["title"])
+                if t["url"] == "/api/samples":
+                    assert params["order"] == "desc" and int(params["limit"]) <= 1000, panel
+        for v in dash["templating"]["list"]:
+            [value] = [c for c in v["query"]["infinityQuery"]["columns"]
+                       if c["text"] == "__value"]
+            assert value["selector"] == "name", (name, v["name"])
