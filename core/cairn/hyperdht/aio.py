@@ -49,6 +49,7 @@ from cairn.hyperdht.client import (
     PeerNotFoundError,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
+from cairn.hyperdht.messages import Holepunch
 from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
 from cairn.replication.aio import SecretStreamConnection
@@ -111,6 +112,9 @@ class KeyServer:
         self.auto_address = core.public_address is None
         self._logged_at = float("-inf")
         self._unlogged = 0
+        from cairn.hyperdht.punches import Punches  # holepunching needs cairn.udx
+
+        self.punches = Punches(node, lambda: self.announce_nodes)
 
     # the LocalServer the router calls, inside the node's datagram callback
     def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
@@ -123,10 +127,28 @@ class KeyServer:
     def on_holepunch(self, id: int, payload: bytes, client: Address, now: float) -> bytes | None:
         return self.core.on_holepunch(id, payload, client, now)
 
+    # holepunching (cairn.hyperdht.puncher): the router's optional hooks
+    def answer_from_puncher(self, reply: bytes, tid: int, relay: Address, target: bytes,
+                            value: bytes) -> bool:
+        return self.punches.answer_from_puncher(reply, tid, relay, target, value)
+
+    def take_holepunch(self, tid: int, relay: Address, target: bytes, hp: Holepunch,
+                       now: float) -> bool:
+        return self.punches.take_holepunch(tid, relay, target, hp, now)
+
+    async def punched_stream(self, established: Established, timeout: float = 15.0,  # noqa: ASYNC109
+                             ) -> tuple[Any, Any]:
+        """The data stream of a client that punched to us (``established.holepunch_id`` set):
+        a UDX (reader, writer) pair on the punch's socket, once the client's first packet
+        came through. Raises HolepunchAbortedError / TimeoutError."""
+        return await self.punches.stream(established, timeout)
+
     def _drain(self) -> None:
         while (event := self.core.next_event()) is not None:
             match event:
                 case Established():
+                    if event.holepunch_id is not None:
+                        self.punches.start(event, self.core.last_reply)
                     try:
                         self._queue.put_nowait(event)
                     except asyncio.QueueFull:
@@ -246,6 +268,7 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
         yield server
     finally:
         router.unserve(server.target)
+        server.punches.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -261,17 +284,20 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
                            public_address: Address | None = None,
                            rng: RandomSource | None = None,
                            relay_addresses: Sequence[Address] = (),
-                           timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
+                           timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                           holepunch: bool = False) -> Established:
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
     the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
     (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
-    :class:`ServerRefusedError`."""
+    :class:`ServerRefusedError`. ``holepunch=True``: with both sides behind NATs, return
+    the handshake with ``holepunch_id`` set (punch next: :mod:`cairn.hyperdht.puncher`)
+    instead of raising :class:`HolepunchUnavailableError`."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
-                        public_address=public_address)
+                        public_address=public_address, holepunch=holepunch)
     attempt = _Attempt(node, client)
     async with asyncio.timeout(timeout):
         try:
