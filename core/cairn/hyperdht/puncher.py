@@ -301,6 +301,8 @@ async def _punch(node: UDPNode, established: Established, puncher: Puncher,
                                                  addresses=puncher.nat.addresses,
                                                  remote_address=server_address))
         token = reply.token
+        if found.done():  # the server's fast-open probe came through: no round 1
+            return found.result()
         if session.remote_firewall != Firewall.UNKNOWN and token is not None:
             break
         if attempt == 0:
