@@ -55,9 +55,9 @@ from cairn.errors import ServiceError
 __all__ = [
     "ALL_KINDS",
     "KINDS",
-    "TTL_GUARD",
     "PUBLIC_IP",
     "ROOT",
+    "TTL_GUARD",
     "Lab",
     "LabError",
     "Running",

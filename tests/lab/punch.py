@@ -103,7 +103,7 @@ async def _echo(server: KeyServer, keys: KeyPair, est: Established) -> None:
 async def server(bootstrap: str, seed: str) -> None:
     keys = key_pair(bytes.fromhex(seed))
     tasks: set[asyncio.Task[None]] = set()
-    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:  # noqa: S104
+    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:
         await dht.ready()
         async with serve_by_key(dht.node, keys) as srv:
             await srv.wait_announced()
@@ -140,7 +140,7 @@ async def _connect(dht: DHT, key: bytes, keys: KeyPair, *, echo: bool) -> dict[s
 
 
 async def client(bootstrap: str, key: str, ms: int) -> None:
-    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:  # noqa: S104
+    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:
         await dht.ready()
         try:
             async with asyncio.timeout(ms / 1000):
@@ -157,7 +157,7 @@ async def bench(bootstrap: str, key: str, n: int) -> None:
     ms: list[float] = []
     errors: list[str] = []
     rng = random.Random(1)
-    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:  # noqa: S104
+    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:
         await dht.ready()
         for _ in range(n):
             try:

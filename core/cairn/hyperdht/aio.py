@@ -34,7 +34,7 @@ import importlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
@@ -67,6 +67,9 @@ __all__ = [
     "reachable_address",
     "serve_by_key",
 ]
+
+if TYPE_CHECKING:
+    from cairn.udx.aio import UDXReader, UDXWriter
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ class KeyServer:
         return self.punches.take_holepunch(tid, relay, target, hp, now)
 
     async def punched_stream(self, established: Established, timeout: float = 15.0,  # noqa: ASYNC109
-                             ) -> tuple[Any, Any]:
+                             ) -> tuple[UDXReader, UDXWriter]:
         """The data stream of a client that punched to us (``established.holepunch_id`` set):
         a UDX (reader, writer) pair on the punch's socket, once the client's first packet
         came through. Raises HolepunchAbortedError / TimeoutError."""

@@ -74,6 +74,8 @@ REQUEST_TRIES = 3
 SAMPLE_TIMEOUT = 2.0
 DEFAULT_TTL = 64
 MAX_PENDING = 64
+MAX_REQUESTS = 32
+"""PEER_HOLEPUNCH requests one server punch answers at most."""
 
 
 def sample_nodes(node: UDPNode, count: int = MIN_SAMPLES) -> list[Address]:
@@ -352,6 +354,8 @@ class ServerPuncher:
         self.sampled: asyncio.Event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stream: UDXStream | None = None
+        self.requests = 0
+        self.drops: dict[str, int] = {}
         self.closed = False
         self._spawn(self._open())
 
@@ -430,25 +434,43 @@ class ServerPuncher:
     def _on_request(self, req: Request, addr: Address) -> None:
         if req.command != HyperCommand.PEER_HOLEPUNCH or req.internal or req.value is None \
                 or req.target is None:
-            assert self.puncher is not None
-            self.puncher._drop("request other than PEER_HOLEPUNCH")
+            self._drop("request other than PEER_HOLEPUNCH")
             return
         try:
             hp = decode_holepunch(req.value)
         except DecodeError:
-            assert self.puncher is not None
-            self.puncher._drop("malformed PEER_HOLEPUNCH")
+            self._drop("malformed PEER_HOLEPUNCH")
             return
         if hp.mode != Mode.FROM_RELAY or hp.id != self.id or hp.peer_address is None:
-            assert self.puncher is not None
-            self.puncher._drop("PEER_HOLEPUNCH not for this punch")
+            self._drop("PEER_HOLEPUNCH not for this punch")
             return
-        self._spawn(self._answer(req.tid, addr, req.target, hp))
+        if self._admit(hp):
+            self._spawn(self._answer(req.tid, addr, req.target, hp))
 
     def take_relayed(self, tid: int, relay: Address, target: bytes, hp: Holepunch) -> None:
         """A PEER_HOLEPUNCH that reached the DHT socket (round 0 through an announce node):
         answered from the puncher socket, as hyperdht."""
-        self._spawn(self._answer(tid, relay, target, hp))
+        if self._admit(hp):
+            self._spawn(self._answer(tid, relay, target, hp))
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _admit(self, hp: Holepunch) -> bool:
+        """Only a payload sealed with this punch's secret is answered (anything else is dropped
+        here, before a task or a reply), and at most MAX_REQUESTS of them per punch (an honest
+        client sends 2-4 rounds and their retries)."""
+        if self.punch is not None:
+            try:
+                self.punch.session.open(hp.payload)
+            except DecodeError:
+                self._drop("holepunch payload that does not open")
+                return False
+        self.requests += 1
+        if self.requests > MAX_REQUESTS:
+            self._drop("too many PEER_HOLEPUNCH for one punch")
+            return False
+        return True
 
     async def _answer(self, tid: int, relay: Address, target: bytes, hp: Holepunch) -> None:
         with contextlib.suppress(HolepunchAbortedError):
@@ -462,8 +484,8 @@ class ServerPuncher:
         try:
             reply, fast = punch.on_request(hp.payload, hp.peer_address,
                                            relay in tuple(self._relays()), self.node.now())
-        except DecodeError as exc:
-            puncher._drop(f"holepunch payload: {exc}")
+        except DecodeError:
+            self._drop("holepunch payload that does not open")
             return
         value = encode_holepunch(Holepunch(Mode.FROM_SERVER, 0, reply, hp.peer_address))
         puncher.send_request(tid, relay, HyperCommand.PEER_HOLEPUNCH, target, value)

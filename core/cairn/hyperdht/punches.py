@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from cairn.dht.aio import UDPNode
 from cairn.dht.messages import Address
@@ -17,6 +16,7 @@ from cairn.hyperdht.holepunch import HolepunchAbortedError
 from cairn.hyperdht.messages import Holepunch
 from cairn.hyperdht.puncher import ServerPuncher
 from cairn.replication.noise import RandomSource
+from cairn.udx.aio import UDXReader, UDXWriter
 
 __all__ = ["MAX_PUNCHES", "Punches"]
 
@@ -80,7 +80,8 @@ class Punches:
         p.take_relayed(tid, relay, target, hp)
         return True
 
-    async def stream(self, established: Established, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+    async def stream(self, established: Established, timeout: float,  # noqa: ASYNC109
+                     ) -> tuple[UDXReader, UDXWriter]:
         pid = established.holepunch_id
         p = self._by_id.get(pid) if pid is not None else None
         if p is None or p.established is not established:
