@@ -120,7 +120,7 @@ def test_clients_asking_for_random_punching_cost_no_probes() -> None:
     for _ in range(n):
         punch = server_punch(rng.randrange(1 << 30))
         c = client()
-        reply, fast = punch.on_request(c.seal(HolepunchPayload(
+        reply, _fast = punch.on_request(c.seal(HolepunchPayload(
             firewall=Firewall.RANDOM, round=1, punching=True,
             addresses=((f"192.0.2.{rng.randrange(1, 255)}", 0),))), CLIENT, True, 1.0)
         not_aborted += c.open(reply).error != NoiseError.ABORTED
