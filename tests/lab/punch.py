@@ -14,8 +14,9 @@ and waits for the echo: ``{"ok": true, "echo": ..., "ms": N, "firewall": n, "pun
 or ``{"ok": false, "error": "..."}`` (within MS).
 
 ``bench BOOTSTRAP KEYHEX N``: one DHT node bootstrapped once, then N connects one after the
-other, each timed from its start to the first probe (the path) and closed: ``{"ms": [...],
-"failed": n, "errors": [...]}``.
+other (a fresh key pair each), each timed from its start to the echo of ``ping`` (handshake,
+punch, secret-stream over UDX both ways) and closed: ``{"ms": [...], "failed": n, "errors":
+[...]}``.
 
 BOOTSTRAP is a comma-separated list of HOST:PORT.
 """
@@ -163,7 +164,7 @@ async def bench(bootstrap: str, key: str, n: int) -> None:
             try:
                 async with asyncio.timeout(15.0):
                     got = await _connect(dht, bytes.fromhex(key),
-                                         key_pair(rng.randbytes(32)), echo=False)
+                                         key_pair(rng.randbytes(32)), echo=True)
                 if got["ok"]:
                     ms.append(float(got["ms"]))
                 else:
