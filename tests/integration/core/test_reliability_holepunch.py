@@ -118,3 +118,23 @@ async def test_many_handshakes_needing_a_punch_keep_the_punch_table_bounded() ->
                   n, over, "times over the bound",
                   detail=f"held {held} (bound {MAX_PUNCHES}), evicted {punches.stats['evicted']}")
     assert line.passed
+
+
+async def test_a_punch_nobody_completes_closes_its_socket_on_its_own() -> None:
+    async with cairn_testnet(3, 10) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 80)
+        punches = Punches(server_dht.node, lambda: (), rng=random.Random(1), give_up=0.2)
+        try:
+            est = Established(False, bytes(32), bytes(32), bytes(64), bytes(32), bytes(32),
+                              bytes(32), 1, 2, ("127.0.0.1", 1000), NoisePayload(udx=UdxInfo(2)),
+                              holepunch_id=7)
+            punches.start(est, b"reply")
+            p = punches._by_id[7]
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while punches.stats["expired"] == 0:
+                assert asyncio.get_running_loop().time() < deadline, "never given up"
+                await asyncio.sleep(0.02)
+            assert 7 not in punches._by_id and p.closed
+            assert p.puncher is None or p.puncher.closed
+        finally:
+            punches.close()
