@@ -17,6 +17,10 @@ closest announce nodes every :data:`PING_INTERVAL` seconds (they are the only on
 it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` seconds or as soon as
 fewer than two of them answer.
 
+Both behind NATs (neither OPEN): the client passes ``holepunch=True`` and punches
+(:func:`cairn.hyperdht.puncher.punch_as_client`); the server answers the punch from a puncher
+socket of its own and hands the stream over with :meth:`KeyServer.punched_stream`.
+
 The data phase is one UDX stream per connection carrying secret-stream without a second Noise
 (nat.md 1.6): :func:`open_data_stream` returns a
 :class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
@@ -102,8 +106,10 @@ def _router(node: UDPNode) -> Router:
 class KeyServer:
     """A listening hyperdht server (what :func:`serve_by_key` yields)."""
 
-    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256) -> None:
+    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256,
+                 holepunch: bool = True) -> None:
         self.node = node
+        self.holepunch = holepunch
         self.core = core
         self.public_key = core.key_pair.public_key
         self.target = hash32(self.public_key)
@@ -150,7 +156,7 @@ class KeyServer:
         while (event := self.core.next_event()) is not None:
             match event:
                 case Established():
-                    if event.holepunch_id is not None:
+                    if event.holepunch_id is not None and self.holepunch:
                         self.punches.start(event, self.core.last_reply)
                     try:
                         self._queue.put_nowait(event)
@@ -247,7 +253,8 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
                        public_address: Address | None = None,
                        rng: RandomSource | None = None,
                        limit: RateLimit | None = None,
-                       announce: bool = True) -> AsyncIterator[KeyServer]:
+                       announce: bool = True,
+                       holepunch: bool = True) -> AsyncIterator[KeyServer]:
     """Listen for hyperdht connects to ``key_pair`` on ``node`` until the block ends.
 
     ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
@@ -257,12 +264,16 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
     passed) says OPEN with its own address, as hyperdht does; an ephemeral one says UNKNOWN.
     ``limit``: handshakes per client host and in all (default 10/s per host, burst 20, 200/s in
     all). ``announce=False`` skips announcing (tests that place the
-    record).
+    record). ``holepunch``: a client behind a NAT that reaches this server (not OPEN) through
+    a relay punches to it (a puncher socket per such client, :mod:`cairn.hyperdht.punches`);
+    its :class:`Established` has ``holepunch_id`` set and its data stream comes from
+    :meth:`KeyServer.punched_stream`. False: such clients get ABORTED at their first
+    PEER_HOLEPUNCH (for a caller that cannot take punched streams).
     """
     router = _router(node)
     core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
                       public_address=public_address, limit=limit)
-    server = KeyServer(node, core)
+    server = KeyServer(node, core, holepunch=holepunch)
     router.serve(server.target, server, encode_peer(Peer(key_pair.public_key)))
     # owned by this block: cancelled and awaited when it ends (its errors are logged and
     # retried inside, so none is lost)
