@@ -14,8 +14,9 @@ and waits for the echo: ``{"ok": true, "echo": ..., "ms": N, "firewall": n, "pun
 or ``{"ok": false, "error": "..."}`` (within MS).
 
 ``bench BOOTSTRAP KEYHEX N``: one DHT node bootstrapped once, then N connects one after the
-other (a fresh key pair each), each timed from its start to the echo of ``ping`` (handshake,
-punch, secret-stream over UDX both ways) and closed: ``{"ms": [...], "failed": n, "errors":
+other (a fresh key pair each; the relay of the last connect tried first, as hyperdht's
+relay-address cache), each timed from its start to the echo of ``ping`` (handshake, punch,
+secret-stream over UDX both ways) and closed: ``{"ms": [...], "failed": n, "errors":
 [...]}``.
 
 BOOTSTRAP is a comma-separated list of HOST:PORT.
@@ -116,15 +117,24 @@ async def server(bootstrap: str, seed: str) -> None:
                 task.add_done_callback(tasks.discard)
 
 
-async def _connect(dht: DHT, key: bytes, keys: KeyPair, *, echo: bool) -> dict[str, Any]:
+async def _connect(dht: DHT, key: bytes, keys: KeyPair, *, echo: bool,
+                   relays: list[Address] | None = None) -> dict[str, Any]:
+    """One connect; ``relays``: the relay of the last connect, tried first and updated (as
+    hyperdht's relay-address cache)."""
     started = time.monotonic()
-    est = await handshake_by_key(dht.node, key, keys, holepunch=True, timeout=10.0)
+    est = await handshake_by_key(dht.node, key, keys, holepunch=True, timeout=10.0,
+                                 relay_addresses=tuple(relays or ()))
+    if relays is not None and est.relay is not None:
+        relays[:] = [est.relay]
+    handshake_ms = (time.monotonic() - started) * 1000
     if est.holepunch_id is None:
         return {"ok": False, "error": "no punch needed (a side is OPEN)", "punched": False}
     puncher, path = await punch_as_client(dht.node, est)
     try:
         ms = (time.monotonic() - started) * 1000
         result: dict[str, Any] = {"ok": True, "ms": round(ms, 2), "punched": True,
+                                  "handshake_ms": round(handshake_ms, 2),
+                                  "punch_ms": round(ms - handshake_ms, 2),
                                   "firewall": int(puncher.nat.firewall),
                                   "path": f"{path[0]}:{path[1]}"}
         if echo:
@@ -157,6 +167,8 @@ async def client(bootstrap: str, key: str, ms: int) -> None:
 async def bench(bootstrap: str, key: str, n: int) -> None:
     ms: list[float] = []
     errors: list[str] = []
+    parts: list[tuple[float, float]] = []
+    relays: list[Address] = []
     rng = random.Random(1)
     async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:
         await dht.ready()
@@ -164,14 +176,16 @@ async def bench(bootstrap: str, key: str, n: int) -> None:
             try:
                 async with asyncio.timeout(15.0):
                     got = await _connect(dht, bytes.fromhex(key),
-                                         key_pair(rng.randbytes(32)), echo=True)
+                                         key_pair(rng.randbytes(32)), echo=True, relays=relays)
                 if got["ok"]:
                     ms.append(float(got["ms"]))
+                    parts.append((float(got["handshake_ms"]), float(got["punch_ms"])))
                 else:
                     errors.append(str(got["error"]))
             except (TimeoutError, ServiceError, RemoteError, LocalError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
-    _print({"ms": ms, "failed": len(errors), "errors": errors[:5]})
+    _print({"ms": ms, "failed": len(errors), "errors": errors[:5],
+            "handshake_ms": [p[0] for p in parts], "punch_ms": [p[1] for p in parts]})
 
 
 def main(argv: list[str] | None = None) -> None:
