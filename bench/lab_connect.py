@@ -61,12 +61,15 @@ def js_connect(connections: int) -> dict[str, tuple[list[float], int]]:
     return out
 
 
-def punch_connect(connections: int) -> dict[str, tuple[list[float], int, list[str]]]:
+def punch_connect(connections: int, default_limits: bool = False
+                  ) -> dict[str, tuple[list[float], int, list[str]]]:
     """Set-up by key between two home NATs (a lab with a second endpoint-independent router and
     the TTL guard, nat.md 6): the server behind "eim", the client behind "eim2", so every
     connection is a holepunch. On one JS testnet on the public side, in turns: JS client -> JS
     server, then Cairn client -> Cairn server; each connection timed from its start to the echo
-    of "ping" over the punched path (handshake, NAT samples, rounds, probes, secret-stream)."""
+    of "ping" over the punched path (handshake, NAT samples, rounds, probes, secret-stream).
+    The Cairn server's per-host handshake limit (10/s, burst 20) is raised unless
+    ``default_limits``: back-to-back connects from one host would time the limit."""
     from tests.lab.test_lab_punch import SEED, cairn_server
 
     node_path = shutil.which("node")
@@ -90,7 +93,8 @@ def punch_connect(connections: int) -> dict[str, tuple[list[float], int, list[st
         out["js"] = ([float(x) for x in got["ms"]], int(got["failed"]),
                      [str(e) for e in got.get("errors", [])])
         js_srv.proc.terminate()
-        _, key = cairn_server(lab, "eim", bootstrap, d / "cairn-server.log")
+        _, key = cairn_server(lab, "eim", bootstrap, d / "cairn-server.log",
+                              *(() if default_limits else ("--raise-limits",)))
         client = lab.spawn(client_ns, lab.python("-m", "tests.lab.punch", "bench", bootstrap,
                                                  key, str(connections)),
                            log=d / "cairn-client.log")
@@ -100,8 +104,8 @@ def punch_connect(connections: int) -> dict[str, tuple[list[float], int, list[st
     return out
 
 
-def punch_rows(connections: int) -> list[Row]:
-    got = punch_connect(connections)
+def punch_rows(connections: int, default_limits: bool = False) -> list[Row]:
+    got = punch_connect(connections, default_limits)
     (cairn, cfail, cerr), (js, jfail, jerr) = got["cairn"], got["js"]
     verdict = (f"Cairn {len(cairn)} of {len(cairn) + cfail}, JS {len(js)} of {len(js) + jfail} "
                "connected")
@@ -122,12 +126,14 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--punch-only", action="store_true",
                    help="only the two-home-NAT (holepunch) rows")
+    p.add_argument("--default-limits", action="store_true",
+                   help="keep the Cairn server's per-host handshake limit (10/s, burst 20)")
     a = p.parse_args()
     why = lab_unavailable()
     if why is not None:
         raise SystemExit(f"the NAT lab needs {why}")
     if a.punch_only:
-        print_tables(punch_rows(a.connections), a.markdown)
+        print_tables(punch_rows(a.connections, a.default_limits), a.markdown)
         return
     js = js_connect(a.connections)
     names = {"eim": "home NAT (EIM)", "sym": "carrier NAT (symmetric)"}
@@ -138,7 +144,7 @@ def main() -> None:
                         statistics.median(ms) if ms else None, None, "-", verdict))
         rows.append(Row(f"set-up by key, {names[kind]}, p99", "ms", None,
                         p99(ms) if ms else None, None, "-", verdict))
-    rows += punch_rows(a.connections)
+    rows += punch_rows(a.connections, a.default_limits)
     print_tables(rows, a.markdown)
 
 

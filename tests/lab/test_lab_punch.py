@@ -36,9 +36,10 @@ def cairn_testnet(lab: Lab, log: Path, n: int = 5) -> str:
     return ",".join(net.line(30.0)["bootstrap"])
 
 
-def cairn_server(lab: Lab, kind: str, bootstrap: str, log: Path) -> tuple[Running, str]:
-    srv = lab.spawn(lab.sites[kind].host_ns, lab.python(*PUNCH, "server", bootstrap, SEED),
-                    log=log)
+def cairn_server(lab: Lab, kind: str, bootstrap: str, log: Path, *extra: str
+                 ) -> tuple[Running, str]:
+    srv = lab.spawn(lab.sites[kind].host_ns,
+                    lab.python(*PUNCH, "server", bootstrap, SEED, *extra), log=log)
     ready = srv.until(lambda x: isinstance(x, dict) and bool(x.get("ready")), 30.0)
     return srv, str(ready["publicKey"])
 
