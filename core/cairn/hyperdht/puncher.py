@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 1.0
 REQUEST_TRIES = 3
 SAMPLE_TIMEOUT = 2.0
-DEFAULT_TTL = 64
 MAX_PENDING = 64
 MAX_REQUESTS = 32
 """PEER_HOLEPUNCH requests one server punch answers at most."""
@@ -158,11 +157,13 @@ class Puncher:
         if sock is None:
             self.socket.send(data, addr)
             return
+        before = sock.getsockopt(pysocket.IPPROTO_IP, pysocket.IP_TTL)
         sock.setsockopt(pysocket.IPPROTO_IP, pysocket.IP_TTL, ttl)
         try:
-            self.socket.send(data, addr)
+            self.socket.send(data, addr)  # at once (unless the kernel buffer is full: then later,
+            # with the normal TTL: a probe that opens no mapping, the next round does)
         finally:
-            sock.setsockopt(pysocket.IPPROTO_IP, pysocket.IP_TTL, DEFAULT_TTL)
+            sock.setsockopt(pysocket.IPPROTO_IP, pysocket.IP_TTL, before)
 
     def probe(self, addr: Address, *, low_ttl: bool = False) -> None:
         self.send(PROBE, addr, HOLEPUNCH_TTL if low_ttl else None)

@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
+import sys
 
 import pytest
 
 from cairn.crypto import key_pair
 from cairn.hyperdht.aio import handshake_by_key, serve_by_key
 from cairn.hyperdht.client import HolepunchUnavailableError
-from cairn.hyperdht.holepunch import HolepunchAbortedError
+from cairn.hyperdht.holepunch import HOLEPUNCH_TTL, PROBE, HolepunchAbortedError
 from cairn.hyperdht.messages import Firewall
-from cairn.hyperdht.puncher import punch_as_client
+from cairn.hyperdht.puncher import Puncher, punch_as_client
 from cairn.udx import open_udx_connection
 from tests.integration.core.test_hyperdht import cairn_testnet, client_node
 
@@ -82,3 +84,28 @@ async def test_a_punch_to_a_server_that_gave_up_fails_with_a_reason() -> None:
             with pytest.raises(HolepunchAbortedError, match="aborted"):
                 await asyncio.wait_for(
                     punch_as_client(client_dht.node, est, rng=random.Random(6)), 15)
+
+
+IP_RECVTTL = 12  # Linux's <netinet/in.h> value; Python's socket module does not name it
+
+
+async def test_the_first_probe_goes_out_with_ttl_5_and_the_rest_with_the_normal_ttl() -> None:
+    puncher = await Puncher.open(random.Random(1), "127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+            rx.bind(("127.0.0.1", 0))
+            rx.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            rx.settimeout(5.0)
+            ttls = []
+            for low in (True, False, True):
+                puncher.probe(rx.getsockname(), low_ttl=low)
+                data, anc, _, _ = await asyncio.to_thread(rx.recvmsg, 16, socket.CMSG_SPACE(4))
+                assert data == PROBE
+                ttls.append(next(int.from_bytes(d[:4], sys.byteorder) for level, kind, d in anc
+                                 if level == socket.IPPROTO_IP and kind == socket.IP_TTL))
+        default = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with default:
+            normal = default.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+        assert ttls == [HOLEPUNCH_TTL, normal, HOLEPUNCH_TTL]
+    finally:
+        puncher.close()
