@@ -102,3 +102,20 @@ def test_cairn_client_punches_to_a_js_server_across_two_home_nats(
                        tmp_path / "client.log")
     assert got.get("ok") and got.get("echo") == "echo:ping", got
     assert str(got["path"]).startswith(lab.sites["eim"].public_ip + ":"), got
+
+
+def test_a_js_client_behind_a_symmetric_nat_is_refused_random_punching_at_once(
+        punch_lab: Lab, node_path: Path, interop_dir: Path, tmp_path: Path) -> None:
+    """hyperdht would answer a client behind a symmetric NAT with random punching (1,750 probes
+    over 35 s); a Cairn server answers ABORTED and the JS client fails within seconds."""
+    lab = punch_lab
+    bootstrap = js_testnet(lab, node_path, interop_dir, tmp_path / "testnet.log")
+    _, key = cairn_server(lab, "eim", bootstrap, tmp_path / "server.log")
+    client = lab.spawn(lab.sites["sym"].host_ns,
+                       node(node_path, interop_dir, "client", bootstrap, key, "30000"),
+                       log=tmp_path / "client.log")
+    got = client.until(lambda x: isinstance(x, dict), 50.0)
+    # seen: HOLEPUNCH_ABORTED in 0.4 s (a timeout would say "no echo within 30000 ms")
+    assert got.get("ok") is False, got
+    assert got.get("error") in ("HOLEPUNCH_ABORTED", "REMOTE_ABORTED",
+                                "REMOTE_NOT_HOLEPUNCHABLE"), got
