@@ -7,7 +7,10 @@ import random
 
 import pytest
 
+from cairn.crypto import key_pair
 from cairn.errors import DecodeError
+from cairn.hyperdht.client import ClientCore
+from cairn.hyperdht.events import Established
 from cairn.hyperdht.holepunch import (
     CONSISTENT_ROUNDS,
     MAX_ECHOES,
@@ -19,8 +22,16 @@ from cairn.hyperdht.holepunch import (
     ServerPunch,
     holepunch_token,
 )
-from cairn.hyperdht.messages import Firewall, HolepunchPayload, NoiseError
+from cairn.hyperdht.messages import (
+    Firewall,
+    Handshake,
+    HolepunchPayload,
+    Mode,
+    NoiseError,
+    encode_handshake,
+)
 from cairn.hyperdht.nat import MAX_SAMPLES, NatSampler
+from cairn.hyperdht.server import ServerCore
 
 SECRET = bytes(range(32))
 PUB_A = ("203.0.113.5", 40000)
@@ -246,3 +257,35 @@ def test_remote_address_lists_are_bounded_and_bad_ports_skipped() -> None:
     s.update_remote(HolepunchPayload(firewall=Firewall.CONSISTENT, addresses=many), None)
     assert len(s.remote_addresses) == 8
     assert all(a.address[1] > 0 for a in s.remote_addresses)
+
+
+# -- the handshake says whether to punch ---------------------------------------------------------
+
+
+def test_a_handshake_between_two_nated_sides_carries_the_punch_id() -> None:
+    server = ServerCore(key_pair(bytes([40]) * 32), random.Random(2))
+    nated = ClientCore(key_pair(bytes([41]) * 32), server.key_pair.public_key, random.Random(3),
+                       holepunch=True)
+    reply = server.on_handshake(nated.noise, PUB_A, 0.0)
+    assert reply is not None
+    accepted = server.next_event()
+    assert isinstance(accepted, Established) and accepted.holepunch_id is not None
+    relayed = encode_handshake(Handshake(Mode.REPLY, reply, PUB_B))
+    est = nated.on_reply(relayed, ("10.0.0.1", 49737))
+    assert est.holepunch_id == accepted.holepunch_id
+    assert est.remote_address == PUB_B  # the server's puncher, as the relay saw it
+    assert est.relay == ("10.0.0.1", 49737)
+    # a client that says OPEN needs no punch: the server connects to it
+    open_client = ClientCore(key_pair(bytes([42]) * 32), server.key_pair.public_key,
+                             random.Random(4), public_address=PUB_A)
+    assert server.on_handshake(open_client.noise, PUB_A, 0.0) is not None
+    accepted = server.next_event()
+    assert isinstance(accepted, Established) and accepted.holepunch_id is None
+    # an OPEN server: no punch either
+    public = ServerCore(key_pair(bytes([43]) * 32), random.Random(5), public_address=PUB_B)
+    c = ClientCore(key_pair(bytes([44]) * 32), public.key_pair.public_key, random.Random(6),
+                   holepunch=True)
+    reply = public.on_handshake(c.noise, PUB_A, 0.0)
+    assert reply is not None
+    est = c.on_reply(encode_handshake(Handshake(Mode.REPLY, reply, PUB_B)), ("10.0.0.1", 1))
+    assert est.holepunch_id is None and est.remote_address == PUB_B
