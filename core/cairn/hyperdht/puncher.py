@@ -254,6 +254,20 @@ async def _round(puncher: Puncher, session: PunchSession, established: Establish
     return reply, wrapper.peer_address
 
 
+async def _tell_abort(puncher: Puncher, session: PunchSession, established: Established,
+                      relay: Address, peer: Address) -> None:
+    """Best effort: tell the server we stopped (hyperdht's abort round), so it does not keep
+    its punch for its 10 s; no retry, no wait beyond one short timeout."""
+    hp = established.remote_payload.holepunch
+    assert hp is not None
+    sealed = session.seal(HolepunchPayload(error=NoiseError.ABORTED,
+                                           firewall=puncher.nat.firewall, round=2))
+    value = encode_holepunch(Holepunch(Mode.FROM_CLIENT, hp.id, sealed, peer))
+    with contextlib.suppress(HolepunchAbortedError):
+        await puncher.request(relay, HyperCommand.PEER_HOLEPUNCH, target=_target(established),
+                              value=value, tries=1, timeout=0.5)
+
+
 def _target(established: Established) -> bytes:
     from cairn.dht.records import hash32
 
@@ -310,7 +324,11 @@ async def _punch(node: UDPNode, established: Established, puncher: Puncher,
             break
         if attempt == 0:
             await asyncio.sleep(1.0)  # the server may still be sampling its NAT
-    session.check_punchable()
+    try:
+        session.check_punchable()
+    except HolepunchAbortedError:
+        await _tell_abort(puncher, session, established, server_relay, server_peer)
+        raise
     mine = session.token(server_address[0])
     reply, _ = await _round(puncher, session, established, client_relay, server_address,
                             HolepunchPayload(firewall=puncher.nat.firewall, round=1,

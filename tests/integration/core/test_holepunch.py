@@ -16,7 +16,13 @@ import pytest
 from cairn.crypto import key_pair
 from cairn.hyperdht.aio import handshake_by_key, serve_by_key
 from cairn.hyperdht.client import HolepunchUnavailableError
-from cairn.hyperdht.holepunch import HOLEPUNCH_TTL, PROBE, HolepunchAbortedError
+from cairn.hyperdht.holepunch import (
+    HOLEPUNCH_TTL,
+    PROBE,
+    HolepunchAbortedError,
+    PunchSession,
+    RemoteNotHolepunchableError,
+)
 from cairn.hyperdht.messages import Firewall
 from cairn.hyperdht.puncher import Puncher, punch_as_client
 from cairn.udx import open_udx_connection
@@ -109,3 +115,36 @@ async def test_the_first_probe_goes_out_with_ttl_5_and_the_rest_with_the_normal_
         assert ttls == [HOLEPUNCH_TTL, normal, HOLEPUNCH_TTL]
     finally:
         puncher.close()
+
+
+async def test_a_client_that_cannot_punch_tells_the_server_which_stops_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server_keys = key_pair(bytes([25]) * 32)
+    client_keys = key_pair(bytes([26]) * 32)
+
+    def unpunchable(self: PunchSession) -> None:
+        raise RemoteNotHolepunchableError("holepunch aborted: (a symmetric NAT, in this test)")
+
+    async with cairn_testnet(6, 7) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 50)
+        client_dht = await client_node(stack, nodes[1], 51)
+        async with serve_by_key(server_dht.node, server_keys, rng=random.Random(3)) as server:
+            await asyncio.wait_for(server.wait_announced(), 10)
+            est = await handshake_by_key(client_dht.node, server_keys.public_key, client_keys,
+                                         rng=random.Random(5), timeout=10, holepunch=True)
+            assert est.holepunch_id is not None
+            sp = server.punches._by_id[est.holepunch_id]
+            monkeypatch.setattr(PunchSession, "check_punchable", unpunchable)
+            # no probes at all (on 127.0.0.1 the server's fast-open probe would find the path
+            # before the client looks at the NAT classes)
+            monkeypatch.setattr(Puncher, "probe", lambda self, addr, *, low_ttl=False: None)
+            own = await Puncher.open(random.Random(6))
+            try:
+                with pytest.raises(RemoteNotHolepunchableError):
+                    await asyncio.wait_for(punch_as_client(client_dht.node, est, puncher=own), 15)
+            finally:
+                own.close()
+            deadline = asyncio.get_running_loop().time() + 5.0
+            while not (sp.punch is not None and sp.punch.aborted):
+                assert asyncio.get_running_loop().time() < deadline, "the server kept punching"
+                await asyncio.sleep(0.02)
