@@ -10,6 +10,11 @@ home NAT (endpoint-independent) and one behind the carrier NAT (symmetric) each 
 then connect --connections times one after the other, each timed from ``connect()`` to the
 completed Noise handshake, and closed. The Cairn column waits for Cairn's hyperdht client and
 server (issue 19 item 2): until then it prints "-".
+
+The holepunch rows (``punch_rows``, alone with ``--punch-only``): server and client behind two
+home NATs (endpoint-independent, with the lab's TTL guard), every connection punched, timed to
+the echo of "ping": Cairn client -> Cairn server vs JS client -> JS server, in one lab, on one
+JS testnet.
 """
 
 from __future__ import annotations
@@ -56,14 +61,80 @@ def js_connect(connections: int) -> dict[str, tuple[list[float], int]]:
     return out
 
 
+def punch_connect(connections: int, default_limits: bool = False
+                  ) -> dict[str, tuple[list[float], int, list[str]]]:
+    """Set-up by key between two home NATs (a lab with a second endpoint-independent router and
+    the TTL guard, nat.md 6): the server behind "eim", the client behind "eim2", so every
+    connection is a holepunch. On one JS testnet on the public side, in turns: JS client -> JS
+    server, then Cairn client -> Cairn server; each connection timed from its start to the echo
+    of "ping" over the punched path (handshake, NAT samples, rounds, probes, secret-stream).
+    The Cairn server's per-host handshake limit (10/s, burst 20) is raised unless
+    ``default_limits``: back-to-back connects from one host would time the limit."""
+    from tests.lab.test_lab_punch import SEED, cairn_server
+
+    node_path = shutil.which("node")
+    if node_path is None:
+        raise SystemExit("node is not on PATH (Node.js 20 or newer)")
+    out: dict[str, tuple[list[float], int, list[str]]] = {}
+    with tempfile.TemporaryDirectory(prefix="cairn-lab-bench-") as tmp, \
+            Lab(kinds=("eim", "eim2"), ttl_guard=True) as lab:
+        d = Path(tmp)
+        n = Path(node_path)
+        bootstrap = js_testnet(lab, n, INTEROP_DIR, d / "testnet.log")
+        client_ns = lab.sites["eim2"].host_ns
+        server_ns = lab.sites["eim"].host_ns
+        js_srv = lab.spawn(server_ns, node(n, INTEROP_DIR, "server", bootstrap, SEED),
+                           log=d / "js-server.log")
+        ready = js_srv.until(lambda x: isinstance(x, dict) and bool(x.get("ready")), 30.0)
+        client = lab.spawn(client_ns, node(n, INTEROP_DIR, "echobench", bootstrap,
+                                           str(ready["publicKey"]), str(connections)),
+                           log=d / "js-client.log")
+        got = client.until(lambda x: isinstance(x, dict), 30.0 + connections * 16.0)
+        out["js"] = ([float(x) for x in got["ms"]], int(got["failed"]),
+                     [str(e) for e in got.get("errors", [])])
+        js_srv.proc.terminate()
+        _, key = cairn_server(lab, "eim", bootstrap, d / "cairn-server.log",
+                              *(() if default_limits else ("--raise-limits",)))
+        client = lab.spawn(client_ns, lab.python("-m", "tests.lab.punch", "bench", bootstrap,
+                                                 key, str(connections)),
+                           log=d / "cairn-client.log")
+        got = client.until(lambda x: isinstance(x, dict), 30.0 + connections * 16.0)
+        out["cairn"] = ([float(x) for x in got["ms"]], int(got["failed"]),
+                        [str(e) for e in got.get("errors", [])])
+    return out
+
+
+def punch_rows(connections: int, default_limits: bool = False) -> list[Row]:
+    got = punch_connect(connections, default_limits)
+    (cairn, cfail, cerr), (js, jfail, jerr) = got["cairn"], got["js"]
+    verdict = (f"Cairn {len(cairn)} of {len(cairn) + cfail}, JS {len(js)} of {len(js) + jfail} "
+               "connected")
+    if cerr or jerr:
+        verdict += f" (errors: Cairn {cerr[:2]}, JS {jerr[:2]})"
+    rows = []
+    for name, pick in (("p50", statistics.median), ("p99", p99)):
+        c = pick(cairn) if cairn else None
+        j = pick(js) if js else None
+        rows.append(Row(f"set-up by key to echo, two home NATs (holepunch), {name}", "ms", c, j,
+                        c / j if c is not None and j else None, "info", verdict))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--punch-only", action="store_true",
+                   help="only the two-home-NAT (holepunch) rows")
+    p.add_argument("--default-limits", action="store_true",
+                   help="keep the Cairn server's per-host handshake limit (10/s, burst 20)")
     a = p.parse_args()
     why = lab_unavailable()
     if why is not None:
         raise SystemExit(f"the NAT lab needs {why}")
+    if a.punch_only:
+        print_tables(punch_rows(a.connections, a.default_limits), a.markdown)
+        return
     js = js_connect(a.connections)
     names = {"eim": "home NAT (EIM)", "sym": "carrier NAT (symmetric)"}
     rows = []
@@ -73,6 +144,7 @@ def main() -> None:
                         statistics.median(ms) if ms else None, None, "-", verdict))
         rows.append(Row(f"set-up by key, {names[kind]}, p99", "ms", None,
                         p99(ms) if ms else None, None, "-", verdict))
+    rows += punch_rows(a.connections, a.default_limits)
     print_tables(rows, a.markdown)
 
 

@@ -8,8 +8,16 @@
       |                            router)             --- host 192.168.1.2 (its LAN)
       |-- router "sym"  10.0.0.12  masquerade fully-random (symmetric: every destination a
       |                            new public port: carrier-grade NAT) --- host 192.168.2.2
-      `-- router "fw"   10.0.0.13  masquerade, and every forwarded UDP packet dropped (a
-                                   firewall that lets only TCP out) --- host 192.168.3.2
+      |-- router "fw"   10.0.0.13  masquerade, and every forwarded UDP packet dropped (a
+      |                            firewall that lets only TCP out) --- host 192.168.3.2
+      `-- router "eim2" 10.0.0.14  a second home router like "eim" (only when asked:
+                                   ``Lab(kinds=(*KINDS, "eim2"))``) --- host 192.168.4.2
+
+``Lab(ttl_guard=True)``: every router drops packets arriving on its public side with an IP TTL
+below 16 before connection tracking sees them (nat.md 6). A holepunch's first probe goes out
+with TTL 5 to open the sender's own NAT; without the guard it reaches the far Linux NAT, whose
+UNREPLIED conntrack entry then makes that side's own outbound mapping take another port, and
+punching between two Linux NATs fails. Real home routers are farther apart than 5 hops.
 
 Every router forwards what its LAN starts and the answers to it, nothing else: the public
 namespace has routes to every LAN (as a neighbour on the segment could), so inbound traffic is
@@ -45,9 +53,11 @@ from typing import IO, Any
 from cairn.errors import ServiceError
 
 __all__ = [
+    "ALL_KINDS",
     "KINDS",
     "PUBLIC_IP",
     "ROOT",
+    "TTL_GUARD",
     "Lab",
     "LabError",
     "Running",
@@ -61,14 +71,20 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 #: The public host's address (the public namespace itself).
 PUBLIC_IP = "10.0.0.1"
-#: The kinds of site behind a router, in the order their subnets are numbered.
+#: The kinds of site behind a router a lab has by default, in the order their subnets are
+#: numbered.
 KINDS = ("eim", "sym", "fw")
+#: Every kind a lab can have (``Lab(kinds=...)``): "eim2" is a second home router.
+ALL_KINDS = (*KINDS, "eim2")
+#: Packets from the public side with a TTL below this are dropped by a ``ttl_guard`` router.
+TTL_GUARD = 16
 #: Seconds any one setup or teardown command may take.
 COMMAND_TIMEOUT = 10.0
 
 _NAME = re.compile(r"^cairnlab-(\d+)-(\d+)-")
 _counter = itertools.count()
-_masquerade = {"eim": "masquerade", "sym": "masquerade fully-random", "fw": "masquerade"}
+_masquerade = {"eim": "masquerade", "sym": "masquerade fully-random", "fw": "masquerade",
+               "eim2": "masquerade"}
 
 
 class LabError(ServiceError, RuntimeError):
@@ -218,13 +234,17 @@ _EOF = object()
 class Lab:
     """The namespaces, links and routers described in this module's docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kinds: Sequence[str] = KINDS, ttl_guard: bool = False) -> None:
+        unknown = [k for k in kinds if k not in ALL_KINDS]
+        if unknown:
+            raise LabError(f"no site kind {unknown[0]!r} (kinds: {', '.join(ALL_KINDS)})")
         self.prefix = f"cairnlab-{os.getpid()}-{next(_counter)}-"
         self.public = self.prefix + "pub"
+        self.ttl_guard = ttl_guard
         self.sites = {
             kind: Site(kind, f"{self.prefix}h{kind}", f"{self.prefix}r{kind}",
                        f"192.168.{i}.2", f"10.0.0.{10 + i}")
-            for i, kind in enumerate(KINDS, start=1)
+            for i, kind in enumerate(ALL_KINDS, start=1) if kind in kinds
         }
         self._made: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
@@ -267,7 +287,8 @@ class Lab:
         self.ip(pub, "link", "add", "seg", "type", "bridge")
         self.ip(pub, "addr", "add", f"{PUBLIC_IP}/24", "dev", "seg")
         self.ip(pub, "link", "set", "seg", "up")
-        for i, site in enumerate(self.sites.values(), start=1):
+        for site in self.sites.values():
+            i = ALL_KINDS.index(site.kind) + 1
             r, h = site.router_ns, site.host_ns
             self._ns(r)
             self._ns(h)
@@ -286,11 +307,17 @@ class Lab:
             # a neighbour on the segment could route to the LAN: only the filter stops it
             self.ip(pub, "route", "add", f"192.168.{i}.0/24", "via", site.public_ip)
             _run([_tool("ip"), "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            self.nft(r, self._router_rules(site.kind))
+            self.nft(r, self._router_rules(site.kind, self.ttl_guard))
 
     @staticmethod
-    def _router_rules(kind: str) -> str:
+    def _router_rules(kind: str, ttl_guard: bool = False) -> str:
         udp = "meta l4proto udp drop\n" if kind == "fw" else ""
+        guard = (
+            # before conntrack (priority raw): a dropped low-TTL probe leaves no entry behind
+            "  chain guard {\n"
+            "    type filter hook prerouting priority raw; policy accept;\n"
+            f'    iifname "wan" ip ttl < {TTL_GUARD} drop\n'
+            "  }\n") if ttl_guard else ""
         return (
             "table ip cairnlab {\n"
             "  chain post {\n"
@@ -306,6 +333,7 @@ class Lab:
             "  chain cut {\n"
             "    type filter hook forward priority filter - 10; policy accept;\n"
             "  }\n"
+            f"{guard}"
             "}\n")
 
     def close(self) -> None:
@@ -368,7 +396,8 @@ class Lab:
         try:
             return self.sites[kind]
         except KeyError:
-            raise LabError(f"no site {kind!r} in the lab (sites: {', '.join(KINDS)})") from None
+            raise LabError(f"no site {kind!r} in the lab (sites: {', '.join(self.sites)})"
+                           ) from None
 
     def cut(self, kind: str) -> None:
         """The path between the site's host and the public side goes down: its router drops

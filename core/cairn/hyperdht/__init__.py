@@ -5,7 +5,9 @@
 - :mod:`cairn.hyperdht.noise_ik`: ``Noise_IK_Ed25519_ChaChaPoly_BLAKE2b``;
 - :mod:`cairn.hyperdht.router`: what every DHT node does (forward entries, bounded relaying);
 - :mod:`cairn.hyperdht.server` / :mod:`cairn.hyperdht.client`: the sans-I/O ends;
-- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node.
+- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node;
+- :mod:`cairn.hyperdht.nat`, :mod:`cairn.hyperdht.holepunch` (sans-I/O) and
+  :mod:`cairn.hyperdht.puncher`, :mod:`cairn.hyperdht.punches` (asyncio): holepunching.
 
 See docs/dht.md ("Connect by key") and docs/decisions/0013-hyperdht-connect.md.
 """
@@ -28,6 +30,13 @@ from cairn.hyperdht.client import (
     ServerRefusedError,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
+from cairn.hyperdht.holepunch import (
+    DoubleRandomizedNatsError,
+    HolepunchAbortedError,
+    RemoteNotHolepunchableError,
+)
+from cairn.hyperdht.nat import NatSampler
+from cairn.hyperdht.puncher import Puncher, punch_as_client
 from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import ServerCore, allow_only
 
@@ -36,13 +45,18 @@ __all__ = [
     "ClientCore",
     "ConnectError",
     "DataPhaseUnavailableError",
+    "DoubleRandomizedNatsError",
     "Established",
     "HandshakeRefused",
+    "HolepunchAbortedError",
     "HolepunchUnavailableError",
     "KeyServer",
+    "NatSampler",
     "PeerConnectionFailedError",
     "PeerNotFoundError",
+    "Puncher",
     "RateLimit",
+    "RemoteNotHolepunchableError",
     "Router",
     "ServerCore",
     "ServerRefusedError",
@@ -50,5 +64,6 @@ __all__ = [
     "connect_by_key",
     "handshake_by_key",
     "open_data_stream",
+    "punch_as_client",
     "serve_by_key",
 ]

@@ -17,6 +17,10 @@ closest announce nodes every :data:`PING_INTERVAL` seconds (they are the only on
 it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` seconds or as soon as
 fewer than two of them answer.
 
+Both behind NATs (neither OPEN): the client passes ``holepunch=True`` and punches
+(:func:`cairn.hyperdht.puncher.punch_as_client`); the server answers the punch from a puncher
+socket of its own and hands the stream over with :meth:`KeyServer.punched_stream`.
+
 The data phase is one UDX stream per connection carrying secret-stream without a second Noise
 (nat.md 1.6): :func:`open_data_stream` returns a
 :class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
@@ -34,7 +38,7 @@ import importlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
@@ -49,6 +53,7 @@ from cairn.hyperdht.client import (
     PeerNotFoundError,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
+from cairn.hyperdht.messages import Holepunch
 from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
 from cairn.replication.aio import SecretStreamConnection
@@ -66,6 +71,9 @@ __all__ = [
     "reachable_address",
     "serve_by_key",
 ]
+
+if TYPE_CHECKING:
+    from cairn.udx.aio import UDXReader, UDXWriter
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +106,10 @@ def _router(node: UDPNode) -> Router:
 class KeyServer:
     """A listening hyperdht server (what :func:`serve_by_key` yields)."""
 
-    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256) -> None:
+    def __init__(self, node: UDPNode, core: ServerCore, *, backlog: int = 256,
+                 holepunch: bool = True) -> None:
         self.node = node
+        self.holepunch = holepunch
         self.core = core
         self.public_key = core.key_pair.public_key
         self.target = hash32(self.public_key)
@@ -111,6 +121,9 @@ class KeyServer:
         self.auto_address = core.public_address is None
         self._logged_at = float("-inf")
         self._unlogged = 0
+        from cairn.hyperdht.punches import Punches  # holepunching needs cairn.udx
+
+        self.punches = Punches(node, lambda: self.announce_nodes)
 
     # the LocalServer the router calls, inside the node's datagram callback
     def on_handshake(self, noise: bytes, client: Address, now: float) -> bytes | None:
@@ -123,10 +136,28 @@ class KeyServer:
     def on_holepunch(self, id: int, payload: bytes, client: Address, now: float) -> bytes | None:
         return self.core.on_holepunch(id, payload, client, now)
 
+    # holepunching (cairn.hyperdht.puncher): the router's optional hooks
+    def answer_from_puncher(self, reply: bytes, tid: int, relay: Address, target: bytes,
+                            value: bytes) -> bool:
+        return self.punches.answer_from_puncher(reply, tid, relay, target, value)
+
+    def take_holepunch(self, tid: int, relay: Address, target: bytes, hp: Holepunch,
+                       now: float) -> bool:
+        return self.punches.take_holepunch(tid, relay, target, hp, now)
+
+    async def punched_stream(self, established: Established, timeout: float = 15.0,  # noqa: ASYNC109
+                             ) -> tuple[UDXReader, UDXWriter]:
+        """The data stream of a client that punched to us (``established.holepunch_id`` set):
+        a UDX (reader, writer) pair on the punch's socket, once the client's first packet
+        came through. Raises HolepunchAbortedError / TimeoutError."""
+        return await self.punches.stream(established, timeout)
+
     def _drain(self) -> None:
         while (event := self.core.next_event()) is not None:
             match event:
                 case Established():
+                    if event.holepunch_id is not None and self.holepunch:
+                        self.punches.start(event, self.core.last_reply)
                     try:
                         self._queue.put_nowait(event)
                     except asyncio.QueueFull:
@@ -222,7 +253,8 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
                        public_address: Address | None = None,
                        rng: RandomSource | None = None,
                        limit: RateLimit | None = None,
-                       announce: bool = True) -> AsyncIterator[KeyServer]:
+                       announce: bool = True,
+                       holepunch: bool = True) -> AsyncIterator[KeyServer]:
     """Listen for hyperdht connects to ``key_pair`` on ``node`` until the block ends.
 
     ``firewall(remote_public_key, payload, client_address)`` returning True refuses a client
@@ -232,12 +264,16 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
     passed) says OPEN with its own address, as hyperdht does; an ephemeral one says UNKNOWN.
     ``limit``: handshakes per client host and in all (default 10/s per host, burst 20, 200/s in
     all). ``announce=False`` skips announcing (tests that place the
-    record).
+    record). ``holepunch``: a client behind a NAT that reaches this server (not OPEN) through
+    a relay punches to it (a puncher socket per such client, :mod:`cairn.hyperdht.punches`);
+    its :class:`Established` has ``holepunch_id`` set and its data stream comes from
+    :meth:`KeyServer.punched_stream`. False: such clients get ABORTED at their first
+    PEER_HOLEPUNCH (for a caller that cannot take punched streams).
     """
     router = _router(node)
     core = ServerCore(key_pair, rng or random.SystemRandom(), firewall=firewall,
                       public_address=public_address, limit=limit)
-    server = KeyServer(node, core)
+    server = KeyServer(node, core, holepunch=holepunch)
     router.serve(server.target, server, encode_peer(Peer(key_pair.public_key)))
     # owned by this block: cancelled and awaited when it ends (its errors are logged and
     # retried inside, so none is lost)
@@ -246,6 +282,7 @@ async def serve_by_key(node: UDPNode, key_pair: KeyPair, *,
         yield server
     finally:
         router.unserve(server.target)
+        server.punches.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -261,17 +298,20 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
                            public_address: Address | None = None,
                            rng: RandomSource | None = None,
                            relay_addresses: Sequence[Address] = (),
-                           timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
+                           timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                           holepunch: bool = False) -> Established:
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
     the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
     (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
-    :class:`ServerRefusedError`."""
+    :class:`ServerRefusedError`. ``holepunch=True``: with both sides behind NATs, return
+    the handshake with ``holepunch_id`` set (punch next: :mod:`cairn.hyperdht.puncher`)
+    instead of raising :class:`HolepunchUnavailableError`."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
-                        public_address=public_address)
+                        public_address=public_address, holepunch=holepunch)
     attempt = _Attempt(node, client)
     async with asyncio.timeout(timeout):
         try:

@@ -85,10 +85,11 @@ class ClientCore:
     """One connect attempt's IK initiator and its message 1."""
 
     def __init__(self, key_pair: KeyPair, remote_public_key: bytes, rng: RandomSource, *,
-                 public_address: Address | None = None) -> None:
+                 public_address: Address | None = None, holepunch: bool = False) -> None:
         if len(remote_public_key) != 32:
             raise LocalError(f"a server key is 32 bytes, got {len(remote_public_key)}")
         self.key_pair = key_pair
+        self.holepunch = holepunch
         self.remote_public_key = remote_public_key
         self.target = hash32(remote_public_key)
         self.udx_id = int.from_bytes(rng.randbytes(4), "little")
@@ -136,10 +137,15 @@ class ClientCore:
                 server_address)
         elif self.firewall == Firewall.OPEN:
             remote = server_address  # the server connects to us (the OPEN shortcut)
+        elif self.holepunch and payload.holepunch is not None:
+            return Established(True, self.key_pair.public_key, ik.remote_public_key,
+                               ik.handshake_hash, ik.tx_key, ik.rx_key, ik.holepunch_secret,
+                               self.udx_id, payload.udx.id, server_address, payload, relay,
+                               holepunch_id=payload.holepunch.id)
         else:
             raise HolepunchUnavailableError(
-                "the server is behind a NAT and so is this client: holepunching is not "
-                "implemented yet (make one side reachable: public_address=)")
+                "the server is behind a NAT and so is this client: connect with "
+                "holepunch=True to punch, or make one side reachable (public_address=)")
         return Established(True, self.key_pair.public_key, ik.remote_public_key,
                            ik.handshake_hash, ik.tx_key, ik.rx_key, ik.holepunch_secret,
                            self.udx_id, payload.udx.id, remote, payload, relay)

@@ -19,7 +19,8 @@ class Established:
     layer follows the peer if its first packet comes from elsewhere). ``local_udx_id`` is ours,
     ``remote_udx_id`` the peer's (from its payload). ``relay`` (the client's side) is the DHT
     node that relayed the handshake: pass it back as ``relay_addresses`` to reconnect without a
-    FIND_PEER.
+    FIND_PEER. ``holepunch_id`` (both sides behind NATs): the server's punch id; the data
+    phase waits for a holepunch (:mod:`cairn.hyperdht.puncher`).
     """
 
     is_initiator: bool
@@ -34,6 +35,7 @@ class Established:
     remote_address: Address
     remote_payload: NoisePayload
     relay: Address | None = None  # the client side: the node its handshake went through
+    holepunch_id: int | None = None  # set when both sides are behind NATs: punch first
 
 
 @dataclass(frozen=True, slots=True)

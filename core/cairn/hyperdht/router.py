@@ -274,8 +274,12 @@ class Router:
             node.reply_to(req.tid, req.from_addr, value, req.socket)
         else:
             value = encode_handshake(Handshake(Mode.FROM_SERVER, reply, client))
-            node.relay_request(req.tid, req.from_addr, req.command, req.target, value,
-                               req.socket)
+            # a server that punches answers from its puncher socket (hyperdht's replyFromPuncher)
+            answer = getattr(server, "answer_from_puncher", None)
+            assert req.target is not None
+            if answer is None or not answer(reply, req.tid, req.from_addr, req.target, value):
+                node.relay_request(req.tid, req.from_addr, req.command, req.target, value,
+                                   req.socket)
         self.stats["replied"] += 1
         return _SILENT
 
@@ -286,6 +290,10 @@ class Router:
         if hp.mode == Mode.FROM_RELAY and server is not None:
             if hp.peer_address is None:
                 return self._bad()
+            take = getattr(server, "take_holepunch", None)
+            if take is not None and take(req.tid, req.from_addr, req.target, hp, now):
+                self.stats["replied"] += 1  # answered by the server's puncher socket
+                return _SILENT
             reply = server.on_holepunch(hp.id, hp.payload, hp.peer_address, now)
             if reply is None:
                 return self._drop()

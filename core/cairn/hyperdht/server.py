@@ -104,6 +104,7 @@ class ServerCore:
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # client ephemeral -> expiry
         self._punches: OrderedDict[int, bytes] = OrderedDict()  # holepunch id -> secret
         self._next_punch = 0
+        self.last_reply = b""  # the IK reply of the last new handshake (its punch is keyed so)
         self._events: deque[ServerEvent] = deque()
         self.stats = {"accepted": 0, "refused": 0, "retries": 0, "replays": 0, "bad": 0,
                       "limited": 0, "holepunch": 0, "holepunch_bad": 0}
@@ -153,6 +154,7 @@ class ServerCore:
             self._refuse(client, "refused by the firewall", "refused", remote_key)
             return None
         reply, established = self._answer(ik, payload, client)
+        self.last_reply = reply
         self._recent[digest] = _Recent(reply, now + RETRY_WINDOW,
                                        established.holepunch_secret if established else None)
         while len(self._recent) > self.max_recent:
@@ -197,9 +199,11 @@ class ServerCore:
             self._punches[hp_id] = ik.holepunch_secret
             while len(self._punches) > self.max_recent:
                 self._punches.popitem(last=False)
+        punch = None if is_open or payload.firewall == Firewall.OPEN else hp_id
         return reply, Established(
             False, self.key_pair.public_key, ik.remote_public_key, ik.handshake_hash,
-            ik.tx_key, ik.rx_key, ik.holepunch_secret, udx_id, payload.udx.id, client, payload)
+            ik.tx_key, ik.rx_key, ik.holepunch_secret, udx_id, payload.udx.id, client, payload,
+            holepunch_id=punch)
 
     # -- PEER_HOLEPUNCH ------------------------------------------------------------------------
 

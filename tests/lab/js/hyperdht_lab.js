@@ -14,6 +14,7 @@
 //                                                    {"ok": false, "error": code or message}
 //   node hyperdht_lab.js bench BOOTSTRAP KEYHEX N    N connections one after the other, each timed
 //                                                    to its handshake: {"ms": [...], "failed": n}
+//   node hyperdht_lab.js echobench BOOTSTRAP KEYHEX N  the same, each timed to the echo of "ping"
 // BOOTSTRAP is a comma-separated list of HOST:PORT.
 'use strict'
 
@@ -128,8 +129,38 @@ async function bench (bootstrap, keyHex, n) {
   process.exit(0)
 }
 
+// echobench BOOTSTRAP KEYHEX N: one DHT node bootstrapped once, then N connections to KEYHEX
+// one after the other (a fresh key pair each), each timed from connect() to the echo of "ping"
+// (the data path works both ways) and closed: {"ms": [...], "failed": n, "errors": [...]}
+async function echobench (bootstrap, keyHex, n) {
+  const dht = new DHT({ bootstrap: bootstrapOf(bootstrap) })
+  await dht.fullyBootstrapped()
+  const ms = []
+  const errors = []
+  let failed = 0
+  for (let i = 0; i < Number(n); i++) {
+    const started = process.hrtime.bigint()
+    const ok = await new Promise((resolve) => {
+      const socket = dht.connect(b4a.from(keyHex, 'hex'), { keyPair: DHT.keyPair() })
+      const timer = setTimeout(() => { errors.push('timeout'); socket.destroy(); resolve(false) }, 15000)
+      socket.on('error', (err) => { clearTimeout(timer); errors.push(err.code || err.message); resolve(false) })
+      socket.on('open', () => socket.write(b4a.from('ping')))
+      socket.on('data', () => {
+        clearTimeout(timer)
+        ms.push(Number(process.hrtime.bigint() - started) / 1e6)
+        socket.on('close', () => resolve(true))
+        socket.destroy()
+      })
+    })
+    if (!ok) failed++
+  }
+  out({ ms, failed, errors: errors.slice(0, 5) })
+  await dht.destroy({ force: true }).catch(() => {})
+  process.exit(0)
+}
+
 const [verb, ...args] = process.argv.slice(2)
-const verbs = { testnet, server, client, open, bench }
+const verbs = { testnet, server, client, open, bench, echobench }
 if (!verbs[verb]) {
   process.stderr.write(`unknown verb ${verb}: testnet, server or client\n`)
   process.exit(2)
