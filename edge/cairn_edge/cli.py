@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cairn.entry import EntryGroup, apply_config, global_options
 from cairn.errors import StorageError
 from cairn.fleet.enrollment import Enrollment, EnrollmentError, check_device_name
 from cairn.fleet.identity import (
@@ -26,7 +27,7 @@ from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
 from cairn_edge.streams import StreamsError, peek, stream_log_key
 
-__all__ = ["edge", "main"]
+__all__ = ["edge", "edge_main", "main"]
 
 
 def _config(path: Path) -> EdgeConfig:
@@ -272,14 +273,24 @@ def _written() -> int | None:
     return None
 
 
+@click.group("cairn-edge", cls=EntryGroup, commands=edge.commands,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@global_options("cairn-edge")
+@click.pass_context
+def edge_main(ctx: click.Context, log_format: str, verbosity: int,
+              global_config: Path | None) -> None:
+    """The Cairn edge agent: MQTT readings into signed stream logs, served to your gateways
+    (the commands of `cairn edge`, alone: what the service runs)."""
+    from cairn.cli import _configure_logging  # the one logging setup; loads no command group
+
+    _configure_logging(log_format, verbosity)
+    apply_config(ctx, global_config)
+
+
 def main() -> None:
     """``cairn-edge``: the edge commands alone (what the service runs: it loads no other
     command group, so the agent's process carries only what it needs)."""
-    import logging
-
-    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        level=logging.WARNING)
-    edge(prog_name="cairn-edge")
+    edge_main.main(prog_name="cairn-edge")
 
 
 if __name__ == "__main__":
