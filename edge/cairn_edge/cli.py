@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from cairn.entry import EntryGroup, apply_config, global_options
+from cairn.datalock import hold
+from cairn.entry import EntryGroup, apply_config, describe, global_options
 from cairn.errors import StorageError
 from cairn.fleet.enrollment import Enrollment, EnrollmentError, check_device_name
 from cairn.fleet.identity import (
@@ -222,6 +223,7 @@ def run(config_path: Path, status_lines: bool) -> None:
     def said(a: Agent) -> None:
         print(json.dumps(a.status()), flush=True)
 
+    click.get_current_context().with_resource(hold(cfg.data_dir, "cairn-edge run"))
     try:
         agent = Agent(cfg, on_status=said if status_lines else None)
     except (SeedError, StreamsError, OSError) as exc:
@@ -255,8 +257,8 @@ def run(config_path: Path, status_lines: bool) -> None:
     except (StreamsError, OSError) as exc:
         # a write failed (the disk is full, failing): nothing unsynced was acknowledged; the
         # service manager starts us again, and opening the store appends the journal again
-        print(json.dumps({"stopped": True, "error": str(exc)}), flush=True)
-        raise click.ClickException(f"stopped: {exc}") from None
+        print(json.dumps({"stopped": True, "error": describe(exc)}), flush=True)
+        raise click.ClickException(f"stopped: {describe(exc)}") from None
     print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
 

@@ -359,7 +359,8 @@ class DHT:
     def _unreachable(self) -> UnreachableError:
         if self._bootstrap:
             where = ", ".join(f"{h}:{p}" for h, p in self._bootstrap)
-            return UnreachableError(f"no DHT node answered (bootstrap: {where})")
+            return UnreachableError(f"no DHT node answered (bootstrap: {where}): check that "
+                                    "those nodes run and that UDP reaches them")
         return UnreachableError("no DHT node answered: this node knows no other node and was "
                                 "given no bootstrap address")
 
