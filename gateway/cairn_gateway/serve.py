@@ -293,9 +293,9 @@ def _check_listen(host: str, port: int) -> None:
         with socket.create_server((host, port)):
             pass
     except OSError as exc:
-        raise ServiceError(f"the API cannot listen on {host}:{port} "
-                           f"({os.strerror(exc.errno) if exc.errno else exc}): stop the process that holds it or set "
-                           "another [api].listen") from None
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ServiceError(f"the API cannot listen on {host}:{port} ({why}): stop the process "
+                           "that holds it or set another [api].listen") from None
 
 
 async def _serve(server: Any) -> None:
