@@ -2,7 +2,7 @@
 
 ::
 
-    async with DHT.start(bootstrap=[("127.0.0.1", 49737)]) as dht:
+    async with DHT.start(bootstrap=[("127.0.0.1", 7423)]) as dht:
         await dht.mutable_put(key_pair, b"21.5 C", seq=7)
         record = await dht.mutable_get(key_pair.public_key, min_seq=7)
         async for peer in dht.lookup(topic):
