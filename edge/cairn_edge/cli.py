@@ -75,6 +75,8 @@ def init(directory: Path, gateways: tuple[str, ...], dial: tuple[str, ...]) -> N
     click.echo(f"wrote {config} and {directory / 'device.seed'} (keep it secret, back it up)")
     click.echo(f"noise public key (give it to your gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
+    click.echo(f"record key (a gateway's [collect].devices, gateway fetch --device): "
+               f"{record_key_pair(seed).public_key.hex()}")
     click.echo("enrollment string (on the gateway: cairn gateway devices add STRING):")
     click.echo(str(_enrollment(seed, _suggested_name(directory.resolve().name))))
 
@@ -136,8 +138,8 @@ def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json:
               default="edge.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path, as_json: bool) -> None:
-    """Streams, their lengths, the disk they use, and the blocks the agent found damaged while
-    serving them (read from the data directory, read only: the agent may be running; `cairn
+    """The device's record key, its streams, their lengths, the disk they use, and the blocks
+    the agent found damaged while serving them (read from the data directory, read only: the agent may be running; `cairn
     edge verify` checks every block)."""
     cfg = _config(config_path)
     try:
@@ -150,10 +152,12 @@ def status(config_path: Path, as_json: bool) -> None:
                       "damaged_blocks": damaged.get(name, [])}
                for name, n in lengths.items()}
     disk = sum(p.stat().st_size for p in cfg.data_dir.rglob("*") if p.is_file())
-    out = {"streams": streams, "disk_bytes": disk}
+    record_key = record_key_pair(seed).public_key.hex()
+    out = {"record_key": record_key, "streams": streams, "disk_bytes": disk}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
+    click.echo(f"record key {record_key}")
     click.echo(f"{len(streams)} streams, {disk / 1e6:.1f} MB on disk")
     for name, info in sorted(streams.items()):
         bad = damaged.get(name, [])
