@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from cairn.datalock import hold
-from cairn.entry import EntryGroup, apply_config, describe, global_options
+from cairn.entry import EXIT_RUNTIME, EntryGroup, apply_config, describe, global_options
 from cairn.errors import StorageError
 from cairn.fleet.enrollment import Enrollment, EnrollmentError, check_device_name
 from cairn.fleet.identity import (
@@ -139,8 +141,8 @@ def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json:
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path, as_json: bool) -> None:
     """The device's record key, its streams, their lengths, the disk they use, and the blocks
-    the agent found damaged while serving them (read from the data directory, read only: the agent may be running; `cairn
-    edge verify` checks every block)."""
+    the agent found damaged while serving them (read from the data directory, read only: the
+    agent may be running; `cairn edge verify` checks every block)."""
     cfg = _config(config_path)
     try:
         seed = load_seed(cfg.seed_file)
@@ -208,13 +210,39 @@ def verify(config_path: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+STOP_GRACE = 15.0
+"""Seconds after SIGTERM the agent may take to commit and acknowledge what it holds; then its
+tasks are cancelled (a commit already started finishes)."""
+STOP_BOUND = 25.0
+"""Seconds after SIGTERM by which the process has exited, whatever the broker's backlog or a
+stuck call: below the systemd unit's TimeoutStopSec (30 s). What was not acknowledged to the
+broker is delivered again after a restart, so exiting loses nothing acknowledged."""
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process ``seconds`` from now if it is still running (a daemon thread: it fires
+    even when the event loop is blocked)."""
+
+    def now() -> None:
+        sys.stderr.write(f"Error: the agent did not stop within {seconds:g} s of SIGTERM: "
+                         "exiting now (what was not acknowledged comes again from the "
+                         "broker)\n")
+        sys.stderr.flush()
+        os._exit(EXIT_RUNTIME)
+
+    timer = threading.Timer(seconds, now)
+    timer.daemon = True
+    timer.start()
+
+
 @edge.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="edge.toml", show_default=True)
 @click.option("--status-lines", is_flag=True,
               help="Print a JSON status line on stdout after every commit.")
 def run(config_path: Path, status_lines: bool) -> None:
-    """Run the agent until SIGINT or SIGTERM (it commits and acknowledges what it holds)."""
+    """Run the agent until SIGINT or SIGTERM: it commits and acknowledges what it holds and
+    exits within 25 s, whatever the broker still holds (a second signal: at once)."""
     from cairn_edge.agent import Agent
 
     cfg = _config(config_path)
@@ -245,11 +273,15 @@ def run(config_path: Path, status_lines: bool) -> None:
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
-            # the first signal: commit what is held, then exit; a second: stop now (what
-            # was not acknowledged comes again from the broker)
+            # the first signal: commit what is held, then exit; a second, or STOP_GRACE s
+            # later: stop now (what was not acknowledged comes again from the broker); and
+            # whatever happens, the process is gone STOP_BOUND s after the first
             if agent.stopping:
                 task.cancel()
+                return
             agent.stop()
+            loop.call_later(STOP_GRACE, task.cancel)
+            _exit_after(STOP_BOUND)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)

@@ -215,7 +215,8 @@ def collect(config_path: Path) -> None:
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find devices (list "
+                     "your DHT bootstrap nodes, HOST:PORT)")
     try:
         key = noise_key_pair(load_seed(cfg.key_file))
     except SeedError as exc:
@@ -285,7 +286,8 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
                      "(`cairn gateway devices list`; enrol with `cairn gateway devices add`)")
     record_key = member.record_key
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find the device")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find the device "
+                     "(list your DHT bootstrap nodes, HOST:PORT)")
     key = noise_key_pair(load_seed(cfg.key_file))
 
     async def go() -> Any:
@@ -337,7 +339,8 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find devices (list "
+                     "your DHT bootstrap nodes, HOST:PORT)")
     key = noise_key_pair(load_seed(cfg.key_file))
     console = Console()
     seen: dict[bytes, int] = {}  # seq hints: never show a record older than one shown before
