@@ -62,14 +62,16 @@ def test_verbose_adds_the_traceback() -> None:
 
 
 def test_a_click_exception_replacing_a_usage_error_exits_2() -> None:
-    try:
+    def config_error() -> None:
         try:
             raise UsageError("bad value")
         except UsageError as exc:
             raise click.ClickException(str(exc)) from None
-    except click.ClickException as wrapped:
-        assert exit_code(wrapped) == 2
-        assert one_line(wrapped) == "Error: bad value"
+
+    with pytest.raises(click.ClickException) as caught:
+        config_error()
+    assert exit_code(caught.value) == 2
+    assert one_line(caught.value) == "Error: bad value"
 
 
 def test_describe_is_never_empty() -> None:
