@@ -118,3 +118,14 @@ def test_a_second_process_on_a_running_gateways_data_is_refused(
     listed = run_entry("cairn", "gateway", "devices", "list", "--config", str(config),
                        cwd=config.parent.parent)
     assert listed.code == 0, listed
+
+
+def test_the_replication_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = _gateway(tmp_path)
+        config.write_text(config.read_text().replace(
+            '[replication]\nlisten = ""', f'[replication]\nlisten = "127.0.0.1:{port}"', 1))
+        ran = run_entry("cairn", "gateway", "run", "--config", str(config), cwd=tmp_path)
+    ran.fails(1, f"('127.0.0.1', {port})", "address already in use",
+              "another process holds that port")
