@@ -73,6 +73,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return (f"{text or 'address in use'}: another process holds that port; stop it or "
                 "give another port in the config")
+    if not text and isinstance(exc, TimeoutError):
+        return "timed out (TimeoutError, no detail given)"
     if not text:
         return f"{type(exc).__name__} (no detail given)"
     return " ".join(text.split())

@@ -76,6 +76,7 @@ def test_a_click_exception_replacing_a_usage_error_exits_2() -> None:
 
 def test_describe_is_never_empty() -> None:
     assert describe(OSError()) == "OSError (no detail given)"
+    assert describe(TimeoutError()) == "timed out (TimeoutError, no detail given)"
     assert describe(ValueError("  two\nlines ")) == "two lines"
 
 
