@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 
 from cairn.crypto import KeyPair, key_pair
-from cairn.errors import CairnError
+from cairn.errors import CairnError, UsageError
 from cairn.keys_cli import parse_seed
 from cairn.log import Log
 
 __all__ = ["log"]
 
 
-class _NoSuchFile(click.ClickException):
+class _NoSuchFile(UsageError, click.ClickException):
     """A file the user named is not there: a usage error (exit 2), said in one line."""
 
     exit_code = 2
