@@ -20,11 +20,12 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import click
 
-from cairn import __version__
+from cairn.entry import EntryGroup, apply_config, global_options
 
 __all__ = ["COMMAND_GROUP", "SkippedCommand", "load_commands", "main"]
 
@@ -95,16 +96,34 @@ def _configure_logging(log_format: str, verbosity: int) -> None:
     root.setLevel(_LEVELS[min(verbosity, len(_LEVELS) - 1)])
 
 
-class _CairnGroup(click.Group):
-    """A click group that knows which registered command groups could not be loaded."""
+class _CairnGroup(EntryGroup):
+    """A click group that loads the registered command groups when first asked for one (so a
+    process that only imports this module, as `cairn-edge` does for its logging, loads none)
+    and knows which could not be loaded."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.skipped: dict[str, SkippedCommand] = {}
+        self._skipped: dict[str, SkippedCommand] | None = None
+
+    @property
+    def skipped(self) -> dict[str, SkippedCommand]:
+        """The registered groups left out (loading them all on first use)."""
+        if self._skipped is None:
+            self._skipped = {}
+            self._skipped = {skip.name: skip for skip in load_commands(self)}
+        return self._skipped
+
+    @skipped.setter
+    def skipped(self, value: dict[str, SkippedCommand]) -> None:
+        self._skipped = value
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _ = self.skipped
+        return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
         skip = self.skipped.get(cmd_name)
+        command = super().get_command(ctx, cmd_name)
         if command is None and skip is not None:
             raise click.UsageError(skip.message(), ctx)
         return command
@@ -137,22 +156,9 @@ def load_commands(group: click.Group) -> list[SkippedCommand]:
 
 
 @click.group("cairn", cls=_CairnGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="cairn")
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="How log lines are written to stderr: readable text, or one JSON object per line.",
-)
-@click.option(
-    "-v",
-    "--verbose",
-    "verbosity",
-    count=True,
-    help="Log more: -v for info, -vv for debug (default: warnings and errors only).",
-)
-def main(log_format: str, verbosity: int) -> None:
+@global_options("cairn")
+@click.pass_context
+def main(ctx: click.Context, log_format: str, verbosity: int, global_config: Path | None) -> None:
     """Cairn: signed sensor telemetry for edge boards and the gateways that collect from them.
 
     Every reading is signed on the device that took it (a Hypercore 11 log per sensor stream),
@@ -160,13 +166,11 @@ def main(log_format: str, verbosity: int) -> None:
     parts of the history they need. Run `cairn COMMAND --help` for the commands of a group.
     """
     _configure_logging(log_format, verbosity)
+    apply_config(ctx, global_config)
     for skip in main.skipped.values():
         _logger.debug(
             "command group %r (%s) is not available: %s", skip.name, skip.target, skip.reason
         )
-
-
-main.skipped = {skip.name: skip for skip in load_commands(main)}
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def parse_host_port(text: str, *, ipv4_only: bool = False) -> Address:
     """``HOST:PORT``, HOST an IPv4 address (or, unless ``ipv4_only``, a name), PORT 1-65535."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT (for example 127.0.0.1:49737)")
+        raise click.BadParameter(f"{text!r} is not HOST:PORT (for example 127.0.0.1:7423)")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise click.BadParameter(f"port {port_text!r} in {text!r} is not a number from 1 to "
                                  f"65535")
@@ -131,11 +131,14 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 def _client(main: Callable[[DHT], Coroutine[Any, Any, T]], bootstrap: tuple[Address, ...],
             timeout: float) -> T:
-    """Run ``main`` on an ephemeral node joined through ``bootstrap``; DHT errors become clean
-    command errors (exit code 1)."""
+    """Run ``main`` on an ephemeral node (bound to every interface, any port) joined through
+    ``bootstrap``; DHT errors become clean command errors (exit code 1)."""
 
     async def run() -> T:
-        async with DHT.start(bootstrap=bootstrap, persistent=False, timeout=timeout) as node:
+        # every interface: the replies of a node on another host come back to the address
+        # of the route toward it, never to 127.0.0.1
+        async with DHT.start("0.0.0.0", 0, bootstrap=bootstrap,  # noqa: S104
+                             persistent=False, timeout=timeout) as node:
             await node.ready()
             return await main(node)
 
@@ -187,7 +190,7 @@ def dht() -> None:
 
 @dht.command("bootstrap")
 @_host_option
-@click.option("--port", type=click.IntRange(0, 65535), default=49737, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=7423, show_default=True,
               help="UDP port to listen on (0 = any free port).")
 @_address_option
 def bootstrap(host: str, port: int, address: str | None) -> None:
@@ -212,7 +215,7 @@ def bootstrap(host: str, port: int, address: str | None) -> None:
 @click.option("--nodes", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="How many persistent nodes to run.")
 @_host_option
-@click.option("--port", type=click.IntRange(0, 65535), default=49737, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=7423, show_default=True,
               help="UDP port of the first node, the one the others bootstrap from (0 = any).")
 @_address_option
 def testnet(nodes: int, host: str, port: int, address: str | None) -> None:

@@ -33,7 +33,10 @@
           │                      child process) is missing or failed: not a bug, not hostile
           │                      input; fix the host or retry
           └── brokers: MosquittoError, EmbeddedBrokerError; dht.api.UnreachableError;
-               cairn_demo.processes.DemoError
+               datalock.DataDirectoryBusyError; cairn_demo.processes.DemoError
+
+The command lines end each of these in one line and an exit code (``cairn.entry``): 2 for a
+``UsageError``, 1 for the rest.
 
 ``dht.api.DHTError`` is a second base shared by the DHT client's errors (UnreachableError and
 NotStoredError), so ``except DHTError`` catches both. Classes keep a builtin second base

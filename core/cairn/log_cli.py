@@ -10,18 +10,24 @@ from pathlib import Path
 import click
 
 from cairn.crypto import KeyPair, key_pair
-from cairn.errors import CairnError
+from cairn.errors import CairnError, UsageError
 from cairn.keys_cli import parse_seed
 from cairn.log import Log
 
 __all__ = ["log"]
 
 
+class _NoSuchFile(UsageError, click.ClickException):
+    """A file the user named is not there: a usage error (exit 2), said in one line."""
+
+    exit_code = 2
+
+
 def _open(path: Path) -> Log:
     try:
         return Log.open(path)
     except FileNotFoundError:
-        raise click.ClickException(f"no log at {path}") from None
+        raise _NoSuchFile(f"no log at {path} (`cairn log create` makes one)") from None
     except CairnError as exc:
         raise click.ClickException(str(exc)) from None
 

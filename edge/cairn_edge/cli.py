@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
+from cairn.datalock import hold
+from cairn.entry import EXIT_RUNTIME, EntryGroup, apply_config, describe, global_options
 from cairn.errors import StorageError
 from cairn.fleet.enrollment import Enrollment, EnrollmentError, check_device_name
 from cairn.fleet.identity import (
@@ -26,7 +30,7 @@ from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
 from cairn_edge.streams import StreamsError, peek, stream_log_key
 
-__all__ = ["edge", "main"]
+__all__ = ["edge", "edge_main", "main"]
 
 
 def _config(path: Path) -> EdgeConfig:
@@ -73,6 +77,8 @@ def init(directory: Path, gateways: tuple[str, ...], dial: tuple[str, ...]) -> N
     click.echo(f"wrote {config} and {directory / 'device.seed'} (keep it secret, back it up)")
     click.echo(f"noise public key (give it to your gateways): "
                f"{noise_key_pair(seed).public_key.hex()}")
+    click.echo(f"record key (a gateway's [collect].devices, gateway fetch --device): "
+               f"{record_key_pair(seed).public_key.hex()}")
     click.echo("enrollment string (on the gateway: cairn gateway devices add STRING):")
     click.echo(str(_enrollment(seed, _suggested_name(directory.resolve().name))))
 
@@ -134,9 +140,9 @@ def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json:
               default="edge.toml", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path, as_json: bool) -> None:
-    """Streams, their lengths, the disk they use, and the blocks the agent found damaged while
-    serving them (read from the data directory, read only: the agent may be running; `cairn
-    edge verify` checks every block)."""
+    """The device's record key, its streams, their lengths, the disk they use, and the blocks
+    the agent found damaged while serving them (read from the data directory, read only: the
+    agent may be running; `cairn edge verify` checks every block)."""
     cfg = _config(config_path)
     try:
         seed = load_seed(cfg.seed_file)
@@ -148,10 +154,12 @@ def status(config_path: Path, as_json: bool) -> None:
                       "damaged_blocks": damaged.get(name, [])}
                for name, n in lengths.items()}
     disk = sum(p.stat().st_size for p in cfg.data_dir.rglob("*") if p.is_file())
-    out = {"streams": streams, "disk_bytes": disk}
+    record_key = record_key_pair(seed).public_key.hex()
+    out = {"record_key": record_key, "streams": streams, "disk_bytes": disk}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
+    click.echo(f"record key {record_key}")
     click.echo(f"{len(streams)} streams, {disk / 1e6:.1f} MB on disk")
     for name, info in sorted(streams.items()):
         bad = damaged.get(name, [])
@@ -202,13 +210,39 @@ def verify(config_path: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+STOP_GRACE = 15.0
+"""Seconds after SIGTERM the agent may take to commit and acknowledge what it holds; then its
+tasks are cancelled (a commit already started finishes)."""
+STOP_BOUND = 25.0
+"""Seconds after SIGTERM by which the process has exited, whatever the broker's backlog or a
+stuck call: below the systemd unit's TimeoutStopSec (30 s). What was not acknowledged to the
+broker is delivered again after a restart, so exiting loses nothing acknowledged."""
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process ``seconds`` from now if it is still running (a daemon thread: it fires
+    even when the event loop is blocked)."""
+
+    def now() -> None:
+        sys.stderr.write(f"Error: the agent did not stop within {seconds:g} s of SIGTERM: "
+                         "exiting now (what was not acknowledged comes again from the "
+                         "broker)\n")
+        sys.stderr.flush()
+        os._exit(EXIT_RUNTIME)
+
+    timer = threading.Timer(seconds, now)
+    timer.daemon = True
+    timer.start()
+
+
 @edge.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="edge.toml", show_default=True)
 @click.option("--status-lines", is_flag=True,
               help="Print a JSON status line on stdout after every commit.")
 def run(config_path: Path, status_lines: bool) -> None:
-    """Run the agent until SIGINT or SIGTERM (it commits and acknowledges what it holds)."""
+    """Run the agent until SIGINT or SIGTERM: it commits and acknowledges what it holds and
+    exits within 25 s, whatever the broker still holds (a second signal: at once)."""
     from cairn_edge.agent import Agent
 
     cfg = _config(config_path)
@@ -221,6 +255,7 @@ def run(config_path: Path, status_lines: bool) -> None:
     def said(a: Agent) -> None:
         print(json.dumps(a.status()), flush=True)
 
+    click.get_current_context().with_resource(hold(cfg.data_dir, "cairn-edge run"))
     try:
         agent = Agent(cfg, on_status=said if status_lines else None)
     except (SeedError, StreamsError, OSError) as exc:
@@ -238,11 +273,15 @@ def run(config_path: Path, status_lines: bool) -> None:
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
-            # the first signal: commit what is held, then exit; a second: stop now (what
-            # was not acknowledged comes again from the broker)
+            # the first signal: commit what is held, then exit; a second, or STOP_GRACE s
+            # later: stop now (what was not acknowledged comes again from the broker); and
+            # whatever happens, the process is gone STOP_BOUND s after the first
             if agent.stopping:
                 task.cancel()
+                return
             agent.stop()
+            loop.call_later(STOP_GRACE, task.cancel)
+            _exit_after(STOP_BOUND)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
@@ -254,8 +293,8 @@ def run(config_path: Path, status_lines: bool) -> None:
     except (StreamsError, OSError) as exc:
         # a write failed (the disk is full, failing): nothing unsynced was acknowledged; the
         # service manager starts us again, and opening the store appends the journal again
-        print(json.dumps({"stopped": True, "error": str(exc)}), flush=True)
-        raise click.ClickException(f"stopped: {exc}") from None
+        print(json.dumps({"stopped": True, "error": describe(exc)}), flush=True)
+        raise click.ClickException(f"stopped: {describe(exc)}") from None
     print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
 
@@ -272,14 +311,24 @@ def _written() -> int | None:
     return None
 
 
+@click.group("cairn-edge", cls=EntryGroup, commands=edge.commands,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@global_options("cairn-edge")
+@click.pass_context
+def edge_main(ctx: click.Context, log_format: str, verbosity: int,
+              global_config: Path | None) -> None:
+    """The Cairn edge agent: MQTT readings into signed stream logs, served to your gateways
+    (the commands of `cairn edge`, alone: what the service runs)."""
+    from cairn.cli import _configure_logging  # the one logging setup; loads no command group
+
+    _configure_logging(log_format, verbosity)
+    apply_config(ctx, global_config)
+
+
 def main() -> None:
     """``cairn-edge``: the edge commands alone (what the service runs: it loads no other
     command group, so the agent's process carries only what it needs)."""
-    import logging
-
-    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        level=logging.WARNING)
-    edge(prog_name="cairn-edge")
+    edge_main.main(prog_name="cairn-edge")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class EdgeConfig:
     ranges: tuple[RangeRule, ...] = ()
     # replication
     listen_host: str = "0.0.0.0"  # noqa: S104 - an edge serves its gateways on the LAN
-    listen_port: int = 49_800
+    listen_port: int = 7_422
     advertise: tuple[str, int] | None = None
     gateways: tuple[bytes, ...] = ()
     dial: tuple[tuple[str, int], ...] = ()  # where to dial the gateways (else: their DHT record)
@@ -282,7 +282,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         units_extra=tuple(units),
         ranges=tuple(ranges),
         listen_host=rep.text("host", "0.0.0.0"),  # noqa: S104
-        listen_port=int(rep.number("port", 49_800, 0, 65535)),
+        listen_port=int(rep.number("port", 7_422, 0, 65535)),
         advertise=hostport(adv, "[replication].advertise") if adv else None,
         gateways=gateways,
         dial=dial,
@@ -340,13 +340,13 @@ max_future = 5               # seconds a sample may be ahead of our clock (at mo
 
 [replication]
 host = "0.0.0.0"
-port = 49800
+port = 7422
 gateways = []                # Noise public keys (hex) of the gateways allowed to replicate;
                              # the edge also dials each of them and keeps that connection
                              # (works behind any NAT: no advertise, no port forwarding)
 dial = []                    # "host:port" where those gateways take edges (their
                              # [replication].listen); empty: found on the DHT by their key
-# advertise = "192.168.1.20:49800"  # the address gateways reach us at, put in our DHT record
+# advertise = "192.168.1.20:7422"  # the address gateways reach us at, put in our DHT record
 
 [dht]
 bootstrap = []               # "host:port" of DHT nodes; empty: no DHT record is published

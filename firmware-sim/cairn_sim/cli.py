@@ -83,9 +83,13 @@ def sim() -> None:
               show_default=True, help="MQTT version; auto tries 5, then 3.1.1.")
 @click.option("--ha-discovery", is_flag=True, help="Publish Home Assistant discovery messages.")
 @click.option("--quiet", is_flag=True, help="No live table; only the summary at the end.")
+@click.option("--connect-timeout", type=click.FloatRange(0, 3600), default=5.0,
+              show_default=True, help="Give up (exit 1) when no device has connected to the "
+              "broker after this many seconds; 0: keep trying for the whole --duration.")
 def run(broker: str, devices: int, sensors: int, rate: float, formats: str, kinds: str,
         batch: int, scenario: Path | None, seed: int, duration: float, start_time: float | None,
-        ledger: Path | None, protocol: str, ha_discovery: bool, quiet: bool) -> None:
+        ledger: Path | None, protocol: str, ha_discovery: bool, quiet: bool,
+        connect_timeout: float) -> None:
     """Run a fleet against a broker for --duration seconds, then print a summary."""
     try:
         target = parse_broker(broker)
@@ -109,7 +113,8 @@ def run(broker: str, devices: int, sensors: int, rate: float, formats: str, kind
             book = Ledger(ledger)
         except OSError as exc:
             raise click.ClickException(f"cannot write the ledger {ledger}: {exc}") from None
-    runner = Runner(fleet, target, ledger=book, protocol=protocol)
+    runner = Runner(fleet, target, ledger=book, protocol=protocol,
+                    connect_timeout=connect_timeout or None)
     console = Console(stderr=True)
     for line in describe(plan.faults):
         console.print(f"fault: {line}")
@@ -131,6 +136,12 @@ def run(broker: str, devices: int, sensors: int, rate: float, formats: str, kind
     finally:
         if book is not None:
             book.close()
+    if runner.gave_up:
+        raise click.ClickException(
+            f"no device could connect to {target.url()} within {connect_timeout:g} s: start "
+            "the broker (e.g. mosquitto, or an edge with broker = \"embedded\") or give "
+            "--broker")
     Console(file=sys.stdout, width=120).print(_table(stats, fleet))
     if stats.connects == 0:
-        raise click.ClickException(f"no device could connect to {target.url()}")
+        raise click.ClickException(f"no device could connect to {target.url()}: start the "
+                                   "broker or give --broker")

@@ -345,6 +345,7 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         client_prefix: str = "cairn-sim-",
         tls_context: ssl.SSLContext | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         if protocol not in ("auto", "5", "3.1.1"):
             raise ValueError("protocol must be auto, 5 or 3.1.1")
@@ -358,6 +359,8 @@ class Runner:
         self.client_prefix = client_prefix
         self.tls_context = tls_context
         self.stats = RunStats(devices=len(fleet.devices))
+        self.connect_timeout = connect_timeout
+        self.gave_up = False  # no device connected within connect_timeout: run stopped early
         self.stopping = False
         self._stop_requested = False
         self.next_retry = 0.0  # run time of the earliest connection attempt due
@@ -415,6 +418,10 @@ class Runner:
                 now = self.now()
                 if self._stop_requested:
                     break
+                if (self.connect_timeout is not None and now >= self.connect_timeout
+                        and self.stats.connects == 0):
+                    self.gave_up = True
+                    break
                 if now >= duration:
                     for item in fleet.pop_due(duration):  # the last ones due, on the dot
                         self._dispatch(item, now)
@@ -440,7 +447,9 @@ class Runner:
                     if self.ledger is not None:
                         self.ledger.flush()
                     next_tick = now + 1.0
-                wake = min(fleet.next_due(), next_misc, duration, next_tick, self.next_retry)
+                wake = min(fleet.next_due(), next_misc, duration, next_tick, self.next_retry,
+                           self.connect_timeout if self.connect_timeout is not None
+                           and not self.stats.connects else math.inf)
                 self._poll(max(0.0, wake - self.now()))
             self._drain(drain)
         finally:

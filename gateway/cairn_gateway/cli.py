@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cairn.datalock import hold
 from cairn.errors import UsageError
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn.fleet.identity import (
@@ -195,7 +196,8 @@ def run(config_path: Path) -> None:
         await run_gateway(cfg, ready=ready)
 
     try:
-        with contextlib.suppress(asyncio.CancelledError):
+        with hold(cfg.data_dir, "cairn gateway run"), \
+                contextlib.suppress(asyncio.CancelledError):
             asyncio.run(main())
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
@@ -213,7 +215,8 @@ def collect(config_path: Path) -> None:
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find devices (list "
+                     "your DHT bootstrap nodes, HOST:PORT)")
     try:
         key = noise_key_pair(load_seed(cfg.key_file))
     except SeedError as exc:
@@ -228,6 +231,7 @@ def collect(config_path: Path) -> None:
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:
+                await dht.ready()  # UnreachableError: no bootstrap node answered
                 roster = Roster(store.conn)
                 keys = await discover(roster, collector, dht, cfg.fleet, cfg.devices)
                 pending.extend(roster.pending())
@@ -240,7 +244,8 @@ def collect(config_path: Path) -> None:
 
     reached: dict[bytes, str] = {}
 
-    results = asyncio.run(once())
+    with hold(cfg.data_dir, "cairn gateway collect"):
+        results = asyncio.run(once())
     for r in results:
         click.echo(f"{r.stream:<40} {r.blocks:>8,} blocks {r.samples:>8,} samples"
                    + (f"  ({r.error})" if r.error else ""))
@@ -268,6 +273,9 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
     from cairn_gateway.roster import stream_owners
 
     cfg = _config(config_path)
+    if until_ <= since:
+        raise click.BadParameter("--until must be after --since")
+    click.get_current_context().with_resource(hold(cfg.data_dir, "cairn gateway fetch"))
     store = _store(cfg)
     try:
         member = Roster(store.conn).find(device)
@@ -277,10 +285,9 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
         raise _Usage(f"--device {device!r} is not an enrolled device's name or record key "
                      "(`cairn gateway devices list`; enrol with `cairn gateway devices add`)")
     record_key = member.record_key
-    if until_ <= since:
-        raise click.BadParameter("--until must be after --since")
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find the device")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find the device "
+                     "(list your DHT bootstrap nodes, HOST:PORT)")
     key = noise_key_pair(load_seed(cfg.key_file))
 
     async def go() -> Any:
@@ -289,6 +296,7 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
         try:
             async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                                  persistent=False) as dht:
+                await dht.ready()  # UnreachableError: no bootstrap node answered
                 dev = await collector.device(dht, record_key)
                 if dev is None or dev.record.address is None:
                     raise click.ClickException("no usable record for that device on the DHT")
@@ -331,7 +339,8 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
 
     cfg = _config(config_path)
     if not cfg.dht_bootstrap:
-        raise click.ClickException("[dht].bootstrap is empty: no way to find devices")
+        raise _Usage(f"[dht].bootstrap is empty in {config_path}: no way to find devices (list "
+                     "your DHT bootstrap nodes, HOST:PORT)")
     key = noise_key_pair(load_seed(cfg.key_file))
     console = Console()
     seen: dict[bytes, int] = {}  # seq hints: never show a record older than one shown before
@@ -386,6 +395,7 @@ def watch(config_path: Path, interval: float, once: bool) -> None:
     async def go() -> None:
         async with DHT.start("0.0.0.0", 0, cfg.dht_bootstrap,  # noqa: S104
                              persistent=False) as dht:
+            await dht.ready()  # UnreachableError: no bootstrap node answered
             if once:
                 console.print(await table(dht))
                 return

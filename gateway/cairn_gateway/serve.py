@@ -27,7 +27,9 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import resource
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -284,11 +286,34 @@ async def serve_api(app: Any, host: str, port: int, limits: ApiLimits, *,
                        + (f": {why!r}" if why is not None else "")) from why
 
 
+def _check_listen(host: str, port: int) -> None:
+    """:class:`ServiceError` in one line, before uvicorn logs its own, when ``host:port``
+    cannot be listened on (in use, or not an address of this host)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ServiceError(f"the API cannot listen on {host}:{port} ({why}): stop the process "
+                           "that holds it or set another [api].listen") from None
+
+
+async def _serve(server: Any) -> None:
+    """uvicorn's ``serve``, with the ``sys.exit`` it calls when it cannot start (a port in
+    use) turned into an error of this task: a SystemExit raised in a task would leave the
+    event loop itself and end the process with a traceback."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise ServiceError(f"the API server exited with status {exc.code}") from None
+
+
 @contextlib.asynccontextmanager
 async def _running(app: Any, host: str, port: int, limits: ApiLimits
                    ) -> AsyncIterator[tuple[tuple[str, int], asyncio.Task[None]]]:
     """The server's task while the block runs (scoped: created here, awaited on the way
     out), with the address it listens on."""
+    _check_listen(host, port)
     loop = asyncio.get_running_loop()
     events = RateLimitedLog()
     previous = loop.get_exception_handler()
@@ -301,13 +326,15 @@ async def _running(app: Any, host: str, port: int, limits: ApiLimits
                     limits.max_connections, files)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     server = make_server(app, host, port, limits, events)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(_serve(server))
     try:
         while not server.started:  # uvicorn says it is up only through this flag
             if task.done():
                 with contextlib.suppress(BaseException):
                     task.result()  # uvicorn logged why (a port in use...)
-                raise RuntimeError(f"the API could not listen on {host}:{port}")
+                raise ServiceError(f"the API could not listen on {host}:{port} (in use by "
+                                   "another process, or not an address of this host): stop "
+                                   "that process or set another [api].listen")
             await asyncio.sleep(0.01)
         yield server.servers[0].sockets[0].getsockname()[:2], task
     finally:

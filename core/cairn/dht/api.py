@@ -2,7 +2,7 @@
 
 ::
 
-    async with DHT.start(bootstrap=[("127.0.0.1", 49737)]) as dht:
+    async with DHT.start(bootstrap=[("127.0.0.1", 7423)]) as dht:
         await dht.mutable_put(key_pair, b"21.5 C", seq=7)
         record = await dht.mutable_get(key_pair.public_key, min_seq=7)
         async for peer in dht.lookup(topic):
@@ -359,7 +359,8 @@ class DHT:
     def _unreachable(self) -> UnreachableError:
         if self._bootstrap:
             where = ", ".join(f"{h}:{p}" for h, p in self._bootstrap)
-            return UnreachableError(f"no DHT node answered (bootstrap: {where})")
+            return UnreachableError(f"no DHT node answered (bootstrap: {where}): check that "
+                                    "those nodes run and that UDP reaches them")
         return UnreachableError("no DHT node answered: this node knows no other node and was "
                                 "given no bootstrap address")
 

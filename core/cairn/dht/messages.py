@@ -47,7 +47,7 @@ RESPONSE_ID = (1 << 4) | VERSION
 MAX_CLOSER = 64
 
 Address = tuple[str, int]
-"""An IPv4 address and port, as ``("127.0.0.1", 49737)``."""
+"""An IPv4 address and port, as ``("127.0.0.1", 7423)``."""
 
 
 class Command(IntEnum):

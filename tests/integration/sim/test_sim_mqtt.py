@@ -349,7 +349,7 @@ def test_cli_says_what_is_wrong_with_a_scenario(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[[fault]]\nkind = 'spike'\nmagnitud = 3\n")
     done = cairn("sim", "run", "--duration", "1", "--scenario", str(bad))
-    assert done.returncode == 1 and "unknown key(s) magnitud" in done.stderr
+    assert done.returncode == 2 and "unknown key(s) magnitud" in done.stderr  # a usage error
 
 
 def test_cli_says_when_no_device_can_connect() -> None:

@@ -39,7 +39,7 @@ def test_bad_arguments_say_what_is_wrong(tmp_path: Path) -> None:
     code, _, err = run("keys", "new", "--seed", "00" * 31)
     assert code == 2 and "32 bytes" in err
     code, _, err = run("log", "info", str(tmp_path / "nope.db"))
-    assert code == 1 and "no log at" in err
+    assert code == 2 and "no log at" in err  # a missing file named: a usage error
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 10)
     code, _, err = run("log", "verify", str(tmp_path / "junk.db"))
     assert code == 1 and "not an SQLite database" in err

@@ -13,7 +13,7 @@ from cairn_gateway.config import load_config as load_gateway
 from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
 
-DHT = ("127.0.0.1", 49737)
+DHT = ("127.0.0.1", 7423)
 
 
 def test_the_gateway_and_edge_configs_load_and_agree(tmp_path: Path) -> None:
@@ -24,16 +24,16 @@ def test_the_gateway_and_edge_configs_load_and_agree(tmp_path: Path) -> None:
     assert (gw.dht_bootstrap, gw.fleet, gw.interval, gw.api) == ((DHT,), FLEET, 0.5,
                                                                  ("127.0.0.1", 0))
     assert keys.noise == noise_key_pair(load_seed(gw.key_file)).public_key
-    for n, advertise in ((1, None), (3, ("127.0.0.1", 40001))):
+    for n, advertise in ((1, None), (3, ("127.0.0.1", 20001))):
         d = tmp_path / f"edge-{n}"
         write_edge(d, n, broker_url="mqtt://127.0.0.1:1883", protocol="3.1.1",
-                   commit_interval=1.0, port=40000 + n, advertise=advertise, gateway=keys,
+                   commit_interval=1.0, port=20000 + n, advertise=advertise, gateway=keys,
                    bootstrap=DHT)
         cfg = load_edge(d / "edge.toml")
         assert (cfg.data_dir, cfg.seed_file) == (d / "data", d / "device.seed")
         assert (cfg.broker, cfg.client_id, cfg.protocol) == ("mqtt://127.0.0.1:1883",
                                                              f"cairn-edge-{n}", "3.1.1")
-        assert (cfg.listen_host, cfg.listen_port, cfg.advertise) == ("127.0.0.1", 40000 + n,
+        assert (cfg.listen_host, cfg.listen_port, cfg.advertise) == ("127.0.0.1", 20000 + n,
                                                                      advertise)
         assert (cfg.gateways, cfg.watermarks) == ((keys.noise,), (keys.watermark,))
         assert (cfg.dht_bootstrap, cfg.fleet, cfg.publish_interval) == ((DHT,), FLEET, 1.0)

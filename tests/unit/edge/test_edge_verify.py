@@ -102,7 +102,7 @@ def test_verify_refuses_what_it_cannot_read(edge_dir: Path, what: str) -> None:
     else:
         config = edge_dir / "missing.toml"
     r = CliRunner().invoke(main, ["edge", "verify", "--config", str(config)])
-    assert r.exit_code == 1
+    assert r.exit_code == (2 if what == "no config" else 1)  # a missing file given: usage
     assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1, r.output
     assert "Traceback" not in r.output
 
