@@ -40,6 +40,7 @@ from cairn.fleet.inband import encode_in_band
 from cairn.fleet.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
+from cairn.logs import add_secret
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
 from cairn_edge.adapters import DEFAULT_ROUTES, Route
@@ -101,6 +102,8 @@ class MqttIngest:
         self.deliver = deliver
         # on our own embedded broker we log in with a login made now (boards cannot know it)
         self.login = EdgeLogin.new(config.client_id) if config.broker == "embedded" else None
+        if self.login is not None:
+            add_secret(self.login.secret)  # never in a log line (cairn.logs)
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # every route's subscription acknowledged

@@ -16,6 +16,7 @@ from typing import Any
 
 from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
+from cairn.logs import add_secret
 from cairn.settings import (
     ConfigError,
     Table,
@@ -259,6 +260,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[mqtt].listen: the embedded broker would take anonymous clients on "
                           f"{listen[0]}, beyond this machine: give [mqtt].boards_file (board "
                           "logins) or listen on 127.0.0.1")
+    add_secret(mqtt.text("password"))  # never in a log line (cairn.logs)
+    if broker != "embedded":
+        add_secret(parse_broker(broker).password)
     return EdgeConfig(
         data_dir=path("data_dir", "data"),
         seed_file=path("seed_file", "device.seed"),

@@ -3,9 +3,10 @@
 Shaped for Grafana's Infinity data source: JSON arrays of flat objects, times in epoch seconds,
 windows as ``from`` / ``to`` (epoch seconds) and ``step`` (seconds). Also ``/metrics`` for
 Prometheus (each stream's latest value as a gauge; each edge's reachability and backoff) and
-``/healthz``. Devices are named by their enrolled name (:mod:`cairn_gateway.roster`) and record
-key; a value is ``verified`` when every block was verified to its device's key and the device is
-enrolled; log keys (the capability to replicate a stream) are never served.
+``/healthz`` and ``/readyz`` (:mod:`cairn_gateway.health`). Devices are named by their enrolled
+name (:mod:`cairn_gateway.roster`) and record key; a value is ``verified`` when every block was
+verified to its device's key and the device is enrolled; log keys (the capability to replicate
+a stream) are never served.
 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
@@ -38,6 +39,7 @@ from pydantic import BaseModel, Field
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
+from cairn_gateway.health import GatewayHealth, add_health_routes
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
@@ -75,7 +77,8 @@ class Enrol(BaseModel):
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
              edges: Edges = dict, auth: ApiAuth | None = None,
-             max_body_bytes: int = 65536, body_timeout: float = 10.0) -> FastAPI:
+             max_body_bytes: int = 65536, body_timeout: float = 10.0,
+             health: GatewayHealth | None = None) -> FastAPI:
     """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
     checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
     app = FastAPI(title="Cairn gateway", version="1",
@@ -93,9 +96,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         if on_demand is not None and demand(stream):
             await on_demand(stream, start, end)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True, "streams": queries.stream_count(conn)}
+    add_health_routes(app, health, lambda: {"streams": queries.stream_count(conn)})
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     watermark_key_pair,
 )
+from cairn.logs import add_secret
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -434,6 +435,7 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
     sources = yaml.safe_load((GRAFANA_FILES / "provisioning" / "datasources" /
                               "cairn.yaml").read_text())["datasources"]
     urls = {"yesoreyeram-infinity-datasource": gateway_url, "prometheus": prometheus_url}
+    add_secret(token)  # never in a log line (cairn.logs)
     api = GrafanaApi.from_url(url, credential=token)
     try:
         for ds in sources:
