@@ -48,6 +48,7 @@ from cairn_edge.boards import EdgeLogin
 from cairn_edge.config import EdgeConfig
 from cairn_edge.damage import DamageBook
 from cairn_edge.dialer import Dialer, find_on_dht
+from cairn_edge.health import EdgeHealth, serve_health
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 
@@ -259,6 +260,9 @@ class Agent:
         self._dirty = asyncio.Event()
         self._stopping = False
         self._queue: asyncio.Queue[Delivery | None] | None = None
+        self.health = EdgeHealth(self.status, "the broker", config.max_commit_age,
+                                 config.max_disk)
+        self.health_address: tuple[str, int] | None = None
 
     def _floor(self) -> float:
         """No sample before the config's floor, nor from long before our last start."""
@@ -282,6 +286,7 @@ class Agent:
         address: asyncio.Future[tuple[str, int]] = loop.create_future()
         embedded = None
         metrics_server = None
+        health: asyncio.Task[None] | None = None
         try:
             # the long-lived tasks (the replication server, the record publisher and the
             # watermark reader) in one group: one failing stops the agent with its error
@@ -291,6 +296,14 @@ class Agent:
                     allow=list(self.config.gateways), ready=address.set_result),
                     name="edge replication server")
                 try:
+                    if self.config.health is not None:
+                        self.health.broker = ingest.broker.url()
+                        listening: asyncio.Future[tuple[str, int]] = loop.create_future()
+                        health = tg.create_task(serve_health(
+                            *self.config.health, self.health, ready=listening.set_result),
+                            name="edge health endpoints")
+                        # (a port in use: the group cancels this wait and raises it)
+                        self.health_address = await listening
                     if self.config.metrics is not None:
                         from prometheus_client import start_http_server
 
@@ -338,6 +351,8 @@ class Agent:
                         await self._consume(queue, ingest)
                 finally:
                     server.cancel()
+                    if health is not None:
+                        health.cancel()
         except ExceptionGroup as group:
             if len(group.exceptions) == 1:  # the failing task's own error, as callers expect
                 raise group.exceptions[0] from None
@@ -365,6 +380,7 @@ class Agent:
         self.damage.watch(self.store.logs)
         ingest.ack(tokens)
         self._commits += 1
+        self.health.committed()
         if self.config.max_disk and self._commits % QUOTA_EVERY == 0:
             for name, start, end in self.store.enforce_quota(self.config.max_disk):
                 self.cleared += end - start

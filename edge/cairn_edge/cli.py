@@ -21,6 +21,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     record_key_pair,
 )
+from cairn.sdnotify import Notifier, pet_watchdog
 from cairn.settings import hex_keys, hostport
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
@@ -228,9 +229,13 @@ def run(config_path: Path, status_lines: bool) -> None:
     except StorageError as exc:  # a damaged file under the store (a bad sector)
         raise click.ClickException(f"{exc} (cairn edge verify lists what is damaged)") from None
 
+    notifier = Notifier()
+
     def ready(a: Agent) -> None:
         print(json.dumps({"ready": True, "replication": a.replication_address,
+                          "health": a.health_address,
                           "noise_key": a.noise.public_key.hex()}), flush=True)
+        notifier.ready(f"serving replication on {a.replication_address}")
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -242,11 +247,20 @@ def run(config_path: Path, status_lines: bool) -> None:
             # was not acknowledged comes again from the broker)
             if agent.stopping:
                 task.cancel()
+            else:
+                notifier.stopping("committing what is held, then stopping")
             agent.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        await agent.run(ready=ready)
+        # pets from this loop: an agent whose loop is stuck is restarted by systemd
+        watchdog = asyncio.create_task(pet_watchdog(notifier), name="systemd watchdog")
+        try:
+            await agent.run(ready=ready)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
 
     try:
         with contextlib.suppress(asyncio.CancelledError):
@@ -256,6 +270,8 @@ def run(config_path: Path, status_lines: bool) -> None:
         # service manager starts us again, and opening the store appends the journal again
         print(json.dumps({"stopped": True, "error": str(exc)}), flush=True)
         raise click.ClickException(f"stopped: {exc}") from None
+    finally:
+        notifier.stopping()
     print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
 
@@ -275,10 +291,9 @@ def _written() -> int | None:
 def main() -> None:
     """``cairn-edge``: the edge commands alone (what the service runs: it loads no other
     command group, so the agent's process carries only what it needs)."""
-    import logging
+    from cairn.logs import configure_logging
 
-    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        level=logging.WARNING)
+    configure_logging("text", 0)
     edge(prog_name="cairn-edge")
 
 
