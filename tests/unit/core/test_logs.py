@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -74,7 +74,7 @@ def test_secrets_never_reach_a_line(stream: Err, fmt: str) -> None:
     logs.add_secret(TOKEN.encode())
     logs.add_secret(bytes(range(32)))  # a seed: its hex form too
     log = logging.getLogger("anything.at.all")
-    attempts = [
+    attempts: list[Callable[[], None]] = [
         lambda: log.info("password is %s", SECRET),
         lambda: log.info(f"token {TOKEN} in the message itself"),
         lambda: log.debug("a url mqtt://edge:%s@broker:1883/x", "other-pass-99"),
