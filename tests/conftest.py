@@ -156,6 +156,7 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
     "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
+    "integration/edge/test_embedded_quiet.py",  # amqtt's 5 s PUBACK timeout, then a report
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one

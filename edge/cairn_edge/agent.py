@@ -40,7 +40,7 @@ from cairn.fleet.inband import encode_in_band
 from cairn.fleet.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
-from cairn.logs import add_secret
+from cairn.logs import add_secret, quiet_tracebacks
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
 from cairn_edge.adapters import DEFAULT_ROUTES, Route
@@ -84,7 +84,12 @@ async def start_embedded_broker(host: str, port: int, *, boards: Mapping[str, st
     without Mosquitto. It keeps no messages across restarts: Mosquitto is the production
     broker. With ``boards`` (name -> mosquitto_passwd hash) every client logs in and each board
     may use its own topics only (:mod:`cairn_edge.embedded`); without, it listens on loopback
-    only (ConfigError otherwise)."""
+    only (ConfigError otherwise). amqtt's own records (a client slow to acknowledge, one that
+    went away: "Timeout waiting for PUBACK") are logged at most at info level and without
+    their tracebacks (:func:`cairn.logs.quiet_tracebacks`): what the agent says stays readable,
+    and nothing of amqtt's internals reaches a live view."""
+    for name in ("amqtt", "transitions"):  # (transitions: the state machines amqtt uses)
+        quiet_tracebacks(name)
     try:
         from cairn_edge import embedded
     except ImportError:
