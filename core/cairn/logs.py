@@ -11,11 +11,12 @@ JSON object per line::
 Fields given with ``extra={...}`` to a log call are added to the object (the text format shows
 only the message, which says the same in words). A traceback is one ``exception`` field.
 
-Credentials never reach a line (:class:`Redactor`): every secret a config names (an MQTT
-password, an API or Grafana token, ...) is registered with :func:`add_secret` when the config
-is read, and replaced by ``***`` in the message, its arguments, its extra fields and its
-traceback; the password of a URL's ``user:password@`` part is replaced wherever one appears.
-The filter sits on the handler, so records of every logger (amqtt's and paho's too) pass it.
+Credentials never reach a line: every secret a config names (an MQTT password, an API or
+Grafana token, a seed, ...) is registered with :func:`add_secret` when it is read, and both
+formatters replace it by ``***`` wherever it is in the line (message, arguments, extra fields,
+traceback); the password of a URL's ``user:password@`` part is replaced wherever one appears.
+The formatters redact what they write and change no record, so records of every logger
+(amqtt's and paho's too) are redacted, and other handlers see the records as logged.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["LEVELS", "JsonLinesFormatter", "Redactor", "add_secret", "configure_logging",
+__all__ = ["LEVELS", "JsonLinesFormatter", "TextFormatter", "add_secret", "configure_logging",
            "quiet_tracebacks", "redact_text"]
 
 LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
@@ -67,50 +68,50 @@ def redact_text(text: str) -> str:
     return text
 
 
-class Redactor(logging.Filter):
-    """Rewrites each record so that no registered secret and no URL password is in it: its
-    message is formatted here (arguments included) and redacted, its extra fields and its
-    traceback too. Drops only a record :func:`quiet_tracebacks` lowered below the level
-    logged."""
+class TextFormatter(logging.Formatter):
+    """The readable format, every registered secret and URL password redacted from the whole
+    line (message, arguments, traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+class _Quiet(logging.Filter):
+    """Applies :func:`quiet_tracebacks` (on the handler: records of every logger pass it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _quieted(record):
-            return False
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: log what we were given
-            message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact_text(message), None
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = redact_text(record.stack_info)
-        for key, value in list(vars(record).items()):
-            if key not in _RECORD_FIELDS and isinstance(value, str):
-                setattr(record, key, redact_text(value))
-        return True
+        return _quieted(record)
 
 
 class JsonLinesFormatter(logging.Formatter):
     """Each record as one JSON object on one line: time, level, logger, message, the record's
-    extra fields, and ``exception`` (the traceback's text) when there is one."""
+    extra fields, and ``exception`` (the traceback's text) when there is one; every registered
+    secret and URL password redacted from each text in it."""
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: log what was given
+            message = f"{record.msg!r} {record.args!r}"
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(message),
         }
         for key, value in vars(record).items():
             if key not in _RECORD_FIELDS and key not in line:
-                line[key] = value
+                line[key] = redact_text(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = redact_text(self.formatException(record.exc_info))
         elif record.exc_text:
-            line["exception"] = record.exc_text
-        return json.dumps(line, ensure_ascii=False, default=str)
+            line["exception"] = redact_text(record.exc_text)
+        if record.stack_info:
+            line["stack"] = redact_text(record.stack_info)
+        return redact_text(json.dumps(line, ensure_ascii=False, default=str))
 
 
 class _StderrHandler(logging.StreamHandler[Any]):
@@ -153,9 +154,8 @@ def configure_logging(log_format: str = "text", verbosity: int = 0) -> None:
     if log_format not in ("text", "json"):
         raise ValueError(f"log format {log_format!r} is not text or json")
     handler = _StderrHandler()
-    handler.addFilter(Redactor())
-    handler.setFormatter(JsonLinesFormatter() if log_format == "json"
-                         else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(_Quiet())
+    handler.setFormatter(JsonLinesFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)
