@@ -24,7 +24,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     watermark_key_pair,
 )
-from cairn.logs import add_secret
+from cairn.logs import add_secret, redact_text
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -462,7 +462,7 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
                                             "message": "cairn gateway grafana push"})
             click.echo(f"installed dashboard {dash['title']} ({dash['uid']})")
     except (GrafanaException, OSError) as exc:
-        raise click.ClickException(f"Grafana at {url}: {exc}") from None
+        raise click.ClickException(redact_text(f"Grafana at {url}: {exc}")) from None
 
 
 @gateway.command("integrity")

@@ -186,7 +186,11 @@ async def run_gateway(cfg: GatewayConfig, *,
                 await edges_at  # (a port in use: the group cancels this and raises it)
             rounds_task = tg.create_task(collecting(address, tg), name="gateway collection")
             watchdog = tg.create_task(pet_watchdog(notifier), name="systemd watchdog")
-            await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
+            try:
+                await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
+            except asyncio.CancelledError:  # (SIGTERM) said as the stop begins
+                notifier.stopping("stopping: the API and the collection")
+                raise
             api.cancel()
             watchdog.cancel()
             if cfg.replication_listen is not None:

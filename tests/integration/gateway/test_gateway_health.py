@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cairn.brokers import free_port
 from cairn.fleet.identity import new_seed
 from tests.notify_socket import NotifySocket
 from tests.scorecard import record
@@ -98,6 +99,19 @@ def test_systemd_notify_readiness_watchdog_and_stop(tmp_path: Path) -> None:
     assert not leaked
     record("logs", "the gateway at -vv with API tokens and its seed: grep of stdout, stderr "
            "and notify messages", 3, len(leaked), "secrets printed")
+
+
+def test_grafana_push_at_debug_level_prints_neither_its_token_nor_a_url_password() -> None:
+    token, password = "glsa_" + "7" * 40, "grafana-admin-pass-8c1e"
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn.cli", "-vv", "gateway", "grafana", "push", "--url",
+         f"http://admin:{password}@127.0.0.1:{free_port()}", "--token", token],
+        capture_output=True, text=True, timeout=WAIT, check=False)
+    assert done.returncode == 1 and "Grafana at http://admin:***@127.0.0.1:" in done.stderr
+    leaked = [s for s in (token, password) if s in done.stdout + done.stderr]
+    assert not leaked, done.stderr
+    record("logs", "grafana push at -vv with a token and a URL password, Grafana down", 2,
+           len(leaked), "secrets printed")
 
 
 def test_without_notify_socket_it_runs_as_before(tmp_path: Path) -> None:
