@@ -33,11 +33,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-__all__ = ["LIVE_SUMMARY_EVERY", "GatewayHealth", "RoundSummary", "add_health_routes"]
+__all__ = ["LIVE_SUMMARY_EVERY", "STORE_CHECK_EVERY", "GatewayHealth", "RoundSummary",
+           "add_health_routes"]
 
 log = logging.getLogger("cairn_gateway.daemon")
 
 LIVE_SUMMARY_EVERY = 60.0  # seconds between live-push summary lines at most
+STORE_CHECK_EVERY = 1.0  # seconds a store check's answer is reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class GatewayHealth:
         self.last_stored: float | None = None  # when a round or a live push stored samples
         self.live_samples = self.live_batches = 0  # since the last live summary line
         self.live_since = self.started
+        self._store_checked: tuple[float, tuple[bool, str]] | None = None
 
     # -- what happened ---------------------------------------------------------------------------
 
@@ -147,6 +150,17 @@ class GatewayHealth:
                        "edges running, enrolled and reachable? (`cairn gateway edges`)")
 
     def store(self) -> tuple[bool, str]:
+        """Whether the data directory and the database take writes; the probe file is made
+        at most once every ``STORE_CHECK_EVERY`` seconds (``/readyz`` needs no token: a flood of
+        probes must not become a flood of writes)."""
+        now = self.clock()
+        if self._store_checked is not None and now - self._store_checked[0] < STORE_CHECK_EVERY:
+            return self._store_checked[1]
+        result = self._check_store()
+        self._store_checked = (now, result)
+        return result
+
+    def _check_store(self) -> tuple[bool, str]:
         try:
             fd, name = tempfile.mkstemp(prefix=".readyz-", dir=self.data_dir)
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cairn_gateway.config import GatewayConfig
 from cairn_gateway.daemon import collect_rounds
 from cairn_gateway.health import LIVE_SUMMARY_EVERY, GatewayHealth, RoundSummary
 from cairn_gateway.store import Store
+from tests.scorecard import record
 
 
 class Clock:
@@ -119,6 +121,26 @@ def test_a_store_that_cannot_be_written_is_not_ready(tmp_path: Path) -> None:
     store = body["checks"]["store"]
     assert not store["ok"] and store["detail"].startswith("cannot write in the data directory")
     assert str(tmp_path) not in store["detail"]  # /readyz is open: no path in it
+
+
+def test_a_flood_of_probes_writes_at_most_once_a_second(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    h = _health(tmp_path, clock)
+    made: list[int] = []
+    real = tempfile.mkstemp
+
+    def counted(**kw: Any) -> tuple[int, str]:
+        made.append(1)
+        return real(**kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", counted)
+    for _ in range(1000):
+        assert h.store()[0]
+        clock.now += 0.01
+    assert len(made) == 10
+    record("api", "a flood of /readyz probes (no token needed)", 1000, max(0, len(made) - 10),
+           "store probes written beyond one a second")
 
 
 async def test_readyz_answers_503_with_the_failed_check_and_needs_no_token(
