@@ -156,7 +156,9 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
     "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
-    "integration/edge/test_embedded_quiet.py",  # amqtt's 5 s PUBACK timeout, then a report
+    # amqtt's 5 s PUBACK timeout, then its report
+    "integration/edge/test_embedded_quiet.py"
+    "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
