@@ -198,3 +198,38 @@ def test_each_round_is_one_info_line_with_its_counts(
     assert msg.startswith("round 2: 0 devices, 2 streams, 2 blocks, 20 samples, 1 errors in ")
     assert lines[1].__dict__["samples"] == 20 and lines[1].__dict__["errors"] == 1
     assert h.rounds == 2 and h.readiness()[0]
+
+
+def test_each_live_append_stored_is_told_to_health(tmp_path: Path) -> None:
+    """LiveDevice (what a dialled-in edge's appends go through) tells the gateway's health the
+    samples each append stored: live pushes keep /readyz ready without rounds."""
+    from cairn.crypto import derive_stream_key_pair
+    from cairn.frames import Frame, Sample
+    from cairn.log import Log
+    from cairn_gateway.live import LiveDevice
+    from cairn_gateway.schedule import Limits
+
+    name = "board-1/temperature"
+    log = Log.create(tmp_path / "w.db", derive_stream_key_pair(b"\x05" * 32, name))
+    store = Store(tmp_path / "gw.db")
+    clock = Clock()
+    h = _health(tmp_path, clock)
+    try:
+        device = store.device(b"d" * 32, None, 1_764_000_000.0)
+        live = LiveDevice(store, device, Limits(), lambda: 1_764_000_100.0,
+                          lambda: [(name, log.key)], lambda _k: log, on_stored=h.live_stored)
+        assert live.replicas() == [log]
+        log.append([Frame(tuple(Sample(name, "Cel", 1_764_000_000.0 + i + k / 10, 20.0)
+                                for k in range(3))).encode() for i in range(4)])
+        live.stored(log)
+        clock.now += 40  # no round ever ended: only the live push makes it ready
+        h.live_stored(0)
+        assert not h.readiness()[0]
+        log.append([Frame((Sample(name, "Cel", 1_764_000_050.0, 21.0),)).encode()])
+        live.stored(log)
+        ready, body = h.readiness()
+        assert ready and body["checks"]["collecting"]["detail"] == "stored samples 0s ago"
+        assert h.live_batches == 3 and h.live_samples == 13
+    finally:
+        log.close()
+        store.close()
