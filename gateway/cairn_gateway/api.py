@@ -96,7 +96,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         if on_demand is not None and demand(stream):
             await on_demand(stream, start, end)
 
-    add_health_routes(app, health, lambda: {"streams": queries.stream_count(conn)})
+    add_health_routes(app, health, lambda: queries.stream_count(conn))
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:

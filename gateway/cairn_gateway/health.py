@@ -32,9 +32,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-__all__ = ["LIVE_SUMMARY_EVERY", "STORE_CHECK_EVERY", "GatewayHealth", "RoundSummary",
-           "add_health_routes"]
+__all__ = ["LIVE_SUMMARY_EVERY", "STORE_CHECK_EVERY", "Alive", "Check", "Checks",
+           "GatewayHealth", "Readiness", "RoundSummary", "add_health_routes"]
 
 log = logging.getLogger("cairn_gateway.daemon")
 
@@ -184,18 +185,47 @@ class GatewayHealth:
         return ready, {"ready": ready, "rounds": self.rounds, "checks": checks}
 
 
+class Alive(BaseModel):
+    """``/healthz``: the gateway serves."""
+
+    ok: bool
+    streams: int = Field(description="streams in the store")
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str = Field(description="what the check found, in words")
+
+
+class Checks(BaseModel):
+    collecting: Check
+    store: Check
+
+
+class Readiness(BaseModel):
+    """``/readyz``: 200 when every check passes, else 503 (the same body)."""
+
+    ready: bool
+    rounds: int = Field(description="collection rounds ended since the gateway started")
+    checks: Checks
+
+
 def add_health_routes(app: FastAPI, health: GatewayHealth | None,
-                      alive: Callable[[], dict[str, Any]]) -> None:
-    """``/healthz``: 200 with ``alive()`` while the process serves. ``/readyz``: 200 or 503
-    with the checks (without ``health``, no collection runs here: ready when alive)."""
+                      streams: Callable[[], int]) -> None:
+    """``/healthz``: 200 while the process serves. ``/readyz``: 200 or 503 with the checks
+    (without ``health``, no collection runs here: the checks pass)."""
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True, **alive()}
+    async def healthz() -> Alive:
+        return Alive(ok=True, streams=streams())
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "a check failed"}})
     async def readyz() -> JSONResponse:
         if health is None:
-            return JSONResponse({"ready": True, "checks": {}})
+            ok = Check(ok=True, detail="no collection in this process")
+            return JSONResponse(Readiness(ready=True, rounds=0, checks=Checks(
+                collecting=ok, store=ok)).model_dump())
         ready, body = health.readiness()
-        return JSONResponse(body, status_code=200 if ready else 503)
+        return JSONResponse(Readiness.model_validate(body).model_dump(),
+                            status_code=200 if ready else 503)
