@@ -158,6 +158,9 @@ SLOW: tuple[str, ...] = (
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
     "integration/gateway/test_cli_errors.py"
     "::test_a_second_process_on_a_running_gateways_data_is_refused",
+    # amqtt's 5 s PUBACK timeout, then its report
+    "integration/edge/test_embedded_quiet.py"
+    "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one

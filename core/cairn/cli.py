@@ -9,16 +9,14 @@ is a bug and propagates.
 
 This is the only module that configures logging: libraries log through
 `logging.getLogger(__name__)` and `main` decides where it goes (human-readable text on stderr by
-default, one JSON object per line with `--log-format json`).
+default, one JSON object per line with `--log-format json`) through `cairn.logs`, which keeps
+credentials out of every line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import click
 
 from cairn.entry import EntryGroup, apply_config, global_options
+from cairn.logs import configure_logging
 
 __all__ = ["COMMAND_GROUP", "SkippedCommand", "load_commands", "main"]
 
@@ -34,8 +33,6 @@ COMMAND_GROUP = "cairn.commands"
 
 _logger = logging.getLogger(__name__)
 
-_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,47 +50,6 @@ class SkippedCommand:
         if self.extras:
             text += f"; install it with: pip install 'cairn[{','.join(self.extras)}]'"
         return text
-
-
-class _JsonLinesFormatter(logging.Formatter):
-    """Formats each record as one JSON object on one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
-
-
-class _StderrHandler(logging.StreamHandler[Any]):
-    """Writes to whatever `sys.stderr` is at the time of each record (as `logging.lastResort`)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
-
-
-def _configure_logging(log_format: str, verbosity: int) -> None:
-    """Send log records to stderr in `log_format`; replaces what an earlier call installed."""
-    handler = _StderrHandler()
-    if log_format == "json":
-        handler.setFormatter(_JsonLinesFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(_LEVELS[min(verbosity, len(_LEVELS) - 1)])
 
 
 class _CairnGroup(EntryGroup):
@@ -165,7 +121,7 @@ def main(ctx: click.Context, log_format: str, verbosity: int, global_config: Pat
     the latest readings are published in a DHT (hyperdht 6), and gateways download only the
     parts of the history they need. Run `cairn COMMAND --help` for the commands of a group.
     """
-    _configure_logging(log_format, verbosity)
+    configure_logging(log_format, verbosity)
     apply_config(ctx, global_config)
     for skip in main.skipped.values():
         _logger.debug(

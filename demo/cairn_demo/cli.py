@@ -62,8 +62,8 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
                         raise DemoError(f"{child.name} stopped: see {child.log_path}")
         say("stopping: the simulator, then the edges (they commit what they hold)...")
         demo.stop_sim()
-        if duration:
-            demo.settle()
+        demo.settle(20.0 if duration else 10.0)  # the gateway collects what was committed
+        demo.stop_edges()  # their final counters, with what they held committed
         summary = demo.summary()
     finally:
         signal.signal(signal.SIGINT, old)

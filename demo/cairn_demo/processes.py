@@ -51,9 +51,11 @@ class Child:
         self.lines: queue.Queue[dict[str, Any] | str | None] = queue.Queue()
         self.last: dict[str, Any] = {}
         self._log: Any = None
+        self._eof = threading.Event()  # its stdout was read to the end
 
     def start(self, ready: Callable[[dict[str, Any] | str], bool]) -> dict[str, Any] | str:
         self.lines = queue.Queue()
+        self._eof = threading.Event()
         self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (the child's)
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._log,
                                      text=True, start_new_session=True)
@@ -81,9 +83,12 @@ class Child:
                     with contextlib.suppress(ValueError):
                         item = json.loads(line)
                 if isinstance(item, dict):
-                    self.last = item
+                    # the last line is its status; a stop's line without counters (an error)
+                    # keeps the counters of the line before
+                    self.last = {**self.last, **item} if item.get("stopped") else item
                 out.put(item)
         out.put(None)
+        self._eof.set()
 
     @property
     def running(self) -> bool:
@@ -98,6 +103,7 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout)
+            self._eof.wait(timeout)  # its last line (an edge's final counters) read
         self._close()
 
     def kill(self) -> None:

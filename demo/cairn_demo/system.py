@@ -90,6 +90,46 @@ class Summary:
     stored: int = 0
     streams: int = 0
     streams_ok: int = 0
+    sent_twice: int = 0  # valid samples the simulator sent again on purpose (duplicate fault)
+    unacked: int = 0  # valid samples in messages the broker never acknowledged to the simulator
+    refused: Counter[str] = field(default_factory=Counter)  # readings the edges refused alone
+
+    def reconcile(self) -> list[str]:
+        """Why signed is not valid sent minus duplicates (and stored not signed), in lines; one
+        line saying that it adds up when it does."""
+        expected = self.valid_samples - self.duplicates
+        out = []
+        if self.accepted == expected:
+            out.append(f"adds up: valid {self.valid_samples:,} - duplicates "
+                       f"{self.duplicates:,} = {self.accepted:,} signed")
+        else:
+            out.append(f"does not add up: valid {self.valid_samples:,} - duplicates "
+                       f"{self.duplicates:,} = {expected:,}, signed {self.accepted:,} "
+                       f"({self.accepted - expected:+,}), because:")
+            refused = sum(self.refused.values())
+            if refused:
+                why = ", ".join(f"{k} {n}" for k, n in self.refused.most_common())
+                out.append(f"  {refused:,} readings of valid messages refused alone at the "
+                           f"edges ({why})")
+            again = self.duplicates - self.sent_twice
+            if again > 0:
+                out.append(f"  {again:,} of the duplicates were delivered again by the broker "
+                           "(an edge stopped before acknowledging them), not sent twice")
+            if self.unacked:
+                out.append(f"  {self.unacked:,} valid samples were in messages the broker never "
+                           "acknowledged to the simulator (they may not have reached an edge)")
+            # missing samples none of the above accounts for (negative: samples more)
+            left = expected - self.accepted - refused + max(0, again)
+            if left > self.unacked:
+                out.append(f"  {left - self.unacked:,} samples missing that these do not "
+                           "explain: see the edges' logs in the data directory's logs/")
+            elif left < 0:
+                out.append(f"  {-left:,} samples more than expected that these do not "
+                           "explain: see the edges' logs in the data directory's logs/")
+        if self.stored < self.accepted:
+            out.append(f"{self.accepted - self.stored:,} signed samples were not collected by "
+                       "the gateway before the edges stopped (they are in the edges' logs)")
+        return out
 
 
 class Demo:
@@ -256,17 +296,22 @@ class Demo:
             s.sent_messages = self.runner.stats.sent
         if not quick and self.ledger is not None:
             self.ledger.flush()
-            messages, _ = Ledger.read(self.data / "ledger.jsonl")
+            messages, acked = Ledger.read(self.data / "ledger.jsonl")
             for m in messages:
                 s.sent_samples += len(m["samples"])
                 if m["valid"]:
                     s.valid_samples += len(m["samples"])
+                    if "duplicate" in m["faults"]:
+                        s.sent_twice += len(m["samples"])
+                    if m["seq"] not in acked:
+                        s.unacked += len(m["samples"])
         for e in self.edges:
             st = e.last
             s.accepted += int(st.get("samples", 0))
             s.duplicates += int(st.get("duplicates", 0))
             s.late += int(st.get("late", 0))
             s.rejected.update(st.get("rejected", {}))
+            s.refused.update(st.get("refused_samples", {}))
         db = self.data / "gateway" / "data" / "gw.db"
         if db.exists():
             with (contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c,
@@ -297,6 +342,12 @@ class Demo:
             same = same + 1 if n == last else 0
             last = n
             time.sleep(max(self.collect_interval, self.commit_interval) + 0.2)
+
+    def stop_edges(self) -> None:
+        """Stop the edges (each commits and acknowledges what it holds, and says its final
+        counters), so a summary counts every sample they took."""
+        for edge in self.edges:
+            edge.stop()
 
     def stop(self) -> None:
         """Stop everything: the simulator, then the edges (they commit and acknowledge), the

@@ -54,4 +54,6 @@ def print_summary(demo: Demo, s: Summary, out: Callable[[str], None]) -> None:
     out(f"  rejected at the edges {sum(s.rejected.values()):>8,}  ({rejects})")
     out(f"  stored and verified   {s.stored:>8,}  at the gateway "
         f"({s.streams_ok}/{s.streams} streams ok)")
+    for line in s.reconcile():
+        out(f"  {line}")
     out(f"  data: {demo.data}")

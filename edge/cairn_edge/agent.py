@@ -40,6 +40,7 @@ from cairn.fleet.inband import encode_in_band
 from cairn.fleet.record import DeviceRecord, LatestReading, encode_record, fleet_topic
 from cairn.fleet.watermark import WatermarkError, decode_watermarks
 from cairn.log import Log
+from cairn.logs import add_secret, quiet_tracebacks
 from cairn.replication.net import serve
 from cairn.storage import limit_segment_cache
 from cairn_edge.adapters import DEFAULT_ROUTES, Route
@@ -47,6 +48,7 @@ from cairn_edge.boards import EdgeLogin
 from cairn_edge.config import EdgeConfig
 from cairn_edge.damage import DamageBook
 from cairn_edge.dialer import Dialer, find_on_dht
+from cairn_edge.health import EdgeHealth, serve_health
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
 
@@ -82,7 +84,12 @@ async def start_embedded_broker(host: str, port: int, *, boards: Mapping[str, st
     without Mosquitto. It keeps no messages across restarts: Mosquitto is the production
     broker. With ``boards`` (name -> mosquitto_passwd hash) every client logs in and each board
     may use its own topics only (:mod:`cairn_edge.embedded`); without, it listens on loopback
-    only (ConfigError otherwise)."""
+    only (ConfigError otherwise). amqtt's own records (a client slow to acknowledge, one that
+    went away: "Timeout waiting for PUBACK") are logged at most at info level and without
+    their tracebacks (:func:`cairn.logs.quiet_tracebacks`): what the agent says stays readable,
+    and nothing of amqtt's internals reaches a live view."""
+    for name in ("amqtt", "transitions"):  # (transitions: the state machines amqtt uses)
+        quiet_tracebacks(name)
     try:
         from cairn_edge import embedded
     except ImportError:
@@ -101,6 +108,8 @@ class MqttIngest:
         self.deliver = deliver
         # on our own embedded broker we log in with a login made now (boards cannot know it)
         self.login = EdgeLogin.new(config.client_id) if config.broker == "embedded" else None
+        if self.login is not None:
+            add_secret(self.login.secret)  # never in a log line (cairn.logs)
         self.generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # every route's subscription acknowledged
@@ -256,6 +265,9 @@ class Agent:
         self._dirty = asyncio.Event()
         self._stopping = False
         self._queue: asyncio.Queue[Delivery | None] | None = None
+        self.health = EdgeHealth(self.status, "the broker", config.max_commit_age,
+                                 config.max_disk)
+        self.health_address: tuple[str, int] | None = None
 
     def _floor(self) -> float:
         """No sample before the config's floor, nor from long before our last start."""
@@ -279,6 +291,7 @@ class Agent:
         address: asyncio.Future[tuple[str, int]] = loop.create_future()
         embedded = None
         metrics_server = None
+        health: asyncio.Task[None] | None = None
         try:
             # the long-lived tasks (the replication server, the record publisher and the
             # watermark reader) in one group: one failing stops the agent with its error
@@ -288,6 +301,14 @@ class Agent:
                     allow=list(self.config.gateways), ready=address.set_result),
                     name="edge replication server")
                 try:
+                    if self.config.health is not None:
+                        self.health.broker = ingest.broker.url()
+                        listening: asyncio.Future[tuple[str, int]] = loop.create_future()
+                        health = tg.create_task(serve_health(
+                            *self.config.health, self.health, ready=listening.set_result),
+                            name="edge health endpoints")
+                        # (a port in use: the group cancels this wait and raises it)
+                        self.health_address = await listening
                     if self.config.metrics is not None:
                         from prometheus_client import start_http_server
 
@@ -335,6 +356,8 @@ class Agent:
                         await self._consume(queue, ingest)
                 finally:
                     server.cancel()
+                    if health is not None:
+                        health.cancel()
         except ExceptionGroup as group:
             if len(group.exceptions) == 1:  # the failing task's own error, as callers expect
                 raise group.exceptions[0] from None
@@ -362,6 +385,7 @@ class Agent:
         self.damage.watch(self.store.logs)
         ingest.ack(tokens)
         self._commits += 1
+        self.health.committed()
         if self.config.max_disk and self._commits % QUOTA_EVERY == 0:
             for name, start, end in self.store.enforce_quota(self.config.max_disk):
                 self.cleared += end - start

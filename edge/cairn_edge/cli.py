@@ -25,6 +25,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     record_key_pair,
 )
+from cairn.sdnotify import Notifier, pet_watchdog
 from cairn.settings import hex_keys, hostport
 from cairn_edge.config import TEMPLATE, ConfigError, EdgeConfig, load_config
 from cairn_edge.damage import read_damage, verify_store
@@ -263,9 +264,13 @@ def run(config_path: Path, status_lines: bool) -> None:
     except StorageError as exc:  # a damaged file under the store (a bad sector)
         raise click.ClickException(f"{exc} (cairn edge verify lists what is damaged)") from None
 
+    notifier = Notifier()
+
     def ready(a: Agent) -> None:
         print(json.dumps({"ready": True, "replication": a.replication_address,
+                          "health": a.health_address,
                           "noise_key": a.noise.public_key.hex()}), flush=True)
+        notifier.ready(f"serving replication on {a.replication_address}")
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -279,13 +284,21 @@ def run(config_path: Path, status_lines: bool) -> None:
             if agent.stopping:
                 task.cancel()
                 return
+            notifier.stopping("committing what is held, then stopping")
             agent.stop()
             loop.call_later(STOP_GRACE, task.cancel)
             _exit_after(STOP_BOUND)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
-        await agent.run(ready=ready)
+        # pets from this loop: an agent whose loop is stuck is restarted by systemd
+        watchdog = asyncio.create_task(pet_watchdog(notifier), name="systemd watchdog")
+        try:
+            await agent.run(ready=ready)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
 
     try:
         with contextlib.suppress(asyncio.CancelledError):
@@ -295,6 +308,8 @@ def run(config_path: Path, status_lines: bool) -> None:
         # service manager starts us again, and opening the store appends the journal again
         print(json.dumps({"stopped": True, "error": describe(exc)}), flush=True)
         raise click.ClickException(f"stopped: {describe(exc)}") from None
+    finally:
+        notifier.stopping()
     print(json.dumps({"stopped": True, **agent.status(), "write_bytes": _written()}), flush=True)
     sys.exit(0)
 
@@ -319,9 +334,9 @@ def edge_main(ctx: click.Context, log_format: str, verbosity: int,
               global_config: Path | None) -> None:
     """The Cairn edge agent: MQTT readings into signed stream logs, served to your gateways
     (the commands of `cairn edge`, alone: what the service runs)."""
-    from cairn.cli import _configure_logging  # the one logging setup; loads no command group
+    from cairn.logs import configure_logging  # the one logging setup
 
-    _configure_logging(log_format, verbosity)
+    configure_logging(log_format, verbosity)
     apply_config(ctx, global_config)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cairn.brokers import parse_broker, redact
 from cairn.fleet.record import check_fleet_name
+from cairn.logs import add_secret
 from cairn.settings import (
     ConfigError,
     Table,
@@ -87,6 +88,8 @@ class EdgeConfig:
     watermark_interval: float = 300.0
     # health
     metrics: tuple[str, int] | None = None
+    health: tuple[str, int] | None = None  # /healthz and /readyz (cairn_edge.health)
+    max_commit_age: float = 300.0  # /readyz: seconds since the last commit at most (0: any)
 
 
 _TABLES: dict[str, set[str]] = {
@@ -100,7 +103,7 @@ _TABLES: dict[str, set[str]] = {
     "replication": {"host", "port", "gateways", "advertise", "dial"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
             "watermark_interval"},
-    "health": {"metrics"},
+    "health": {"metrics", "listen", "max_commit_age"},
     "topic": {"filter", "format", "device_level", "device", "timezone", "time_path", "field"},
     "field": {"path", "quantity", "unit", "type"},
     "range": {"pattern", "min", "max"},
@@ -236,6 +239,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     adv = rep.text("advertise")
     dial = tuple(hostport(d, "[replication].dial") for d in rep.array("dial"))
     metrics = health.text("metrics")
+    health_listen = health.text("listen")
     fleet = dht.text("fleet", "default")
     try:
         check_fleet_name(fleet, "[dht].fleet")
@@ -259,6 +263,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         raise ConfigError(f"[mqtt].listen: the embedded broker would take anonymous clients on "
                           f"{listen[0]}, beyond this machine: give [mqtt].boards_file (board "
                           "logins) or listen on 127.0.0.1")
+    add_secret(mqtt.text("password"))  # never in a log line (cairn.logs)
+    if broker != "embedded":
+        add_secret(parse_broker(broker).password)
     return EdgeConfig(
         data_dir=path("data_dir", "data"),
         seed_file=path("seed_file", "device.seed"),
@@ -294,6 +301,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         watermarks=watermarks,
         watermark_interval=dht.number("watermark_interval", 300.0, 0.1, 86400),
         metrics=hostport(metrics, "[health].metrics") if metrics else None,
+        health=hostport(health_listen, "[health].listen", allow_zero=True) if health_listen
+        else None,
+        max_commit_age=health.number("max_commit_age", 300.0, 0, 365 * 86400.0),
     )
 
 
@@ -361,6 +371,10 @@ watermark_interval = 300     # seconds between reading their watermark records
 
 [health]
 # metrics = "127.0.0.1:9108"  # serve Prometheus metrics at http://HOST:PORT/metrics
+# listen = "127.0.0.1:9110"   # serve /healthz (alive) and /readyz (broker connected, a recent
+                              # commit, disk quota kept) at http://HOST:PORT
+max_commit_age = 300          # /readyz: not ready when nothing was committed for this many
+                              # seconds (no reading arrived); 0: no bound
 
 # Topics: without any [[topic]], the usual ones are read (docs/edge.md lists them):
 # senml/+/+, tele/+/SENSOR, homie/5/+/+/+ and Homie 3/4 homie/+/+/+, zigbee2mqtt/#,
@@ -430,7 +444,8 @@ def render_config(cfg: EdgeConfig, base: Path) -> str:
                 "fleet": cfg.fleet, "public": cfg.public,
                 "watermarks": [k.hex() for k in cfg.watermarks],
                 "watermark_interval": cfg.watermark_interval},
-        "health": {"metrics": hp(cfg.metrics)},
+        "health": {"metrics": hp(cfg.metrics), "listen": hp(cfg.health),
+                   "max_commit_age": cfg.max_commit_age},
         "topic": None if cfg.routes == DEFAULT_ROUTES else [
             {"filter": r.filter, "format": r.format,
              "device_level": r.device_level if r.device is None else None, "device": r.device,

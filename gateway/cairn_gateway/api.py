@@ -6,7 +6,8 @@ Streams and devices are named as the CLI names them (``stream=board-1/temperatur
 seconds or ISO 8601 (a number in milliseconds is refused, saying so); a ``step`` is seconds or
 a duration such as Grafana's ``$__interval`` (:mod:`cairn_gateway.windows`). Every route's
 answer is a typed model (:mod:`cairn_gateway.schemas`). Also ``/metrics`` for Prometheus (each
-stream's latest value as a gauge; each edge's reachability and backoff) and ``/healthz``.
+stream's latest value as a gauge; each edge's reachability and backoff), ``/healthz`` and
+``/readyz`` (:mod:`cairn_gateway.health`).
 Devices are named by their enrolled name (:mod:`cairn_gateway.roster`) and record key; a value
 is ``verified`` when every block was verified to its device's key and the device is enrolled;
 log keys (the capability to replicate a stream) are never served.
@@ -52,6 +53,7 @@ from pydantic import BaseModel, Field
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
+from cairn_gateway.health import GatewayHealth, add_health_routes
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.schemas import (
@@ -166,7 +168,8 @@ class Enrol(BaseModel):
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
              edges: Edges = dict, auth: ApiAuth | None = None,
-             max_body_bytes: int = 65536, body_timeout: float = 10.0) -> FastAPI:
+             max_body_bytes: int = 65536, body_timeout: float = 10.0,
+             health: GatewayHealth | None = None) -> FastAPI:
     """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
     checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
     app = FastAPI(title="Cairn gateway", version="1", docs_url=None, redoc_url=None,
@@ -188,9 +191,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         if on_demand is not None and demand(stream):
             await on_demand(stream, start, end)
 
-    @app.get("/healthz")
-    async def healthz() -> Health:
-        return Health(ok=True, streams=queries.stream_count(conn))
+    add_health_routes(app, health, lambda: queries.stream_count(conn))
 
     @app.get("/api/devices")
     async def devices() -> list[Device]:

@@ -7,7 +7,8 @@ read token    GET and HEAD on every route: Grafana's data source, Prometheus' sc
 admin token   every method, so also what changes state (POST, PUT, PATCH, DELETE)
 ============  =======================================================================
 
-``GET /healthz`` is open (a liveness probe learns only that the gateway runs). A request without
+``GET /healthz`` and ``/readyz`` are open (a probe learns only that the gateway runs and
+whether it collects, with no path or key). A request without
 a valid token is a 401 with ``WWW-Authenticate: Bearer``; the read token on a method that
 changes state is a 403. With no read token configured, reads are open (the gateway refuses to
 start that way on an address other than loopback: :func:`cairn_gateway.serve.check_listen`);
@@ -40,7 +41,7 @@ __all__ = ["OPEN_PATHS", "ApiAuth", "Guard", "TokenError", "load_token", "new_to
 log = logging.getLogger(__name__)
 
 #: paths answered to GET and HEAD without a token
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 MIN_TOKEN_CHARS = 32
 

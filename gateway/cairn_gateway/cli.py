@@ -25,6 +25,7 @@ from cairn.fleet.identity import (
     noise_key_pair,
     watermark_key_pair,
 )
+from cairn.logs import add_secret, redact_text
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -446,6 +447,7 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
     sources = yaml.safe_load((GRAFANA_FILES / "provisioning" / "datasources" /
                               "cairn.yaml").read_text())["datasources"]
     urls = {"yesoreyeram-infinity-datasource": gateway_url, "prometheus": prometheus_url}
+    add_secret(token)  # never in a log line (cairn.logs)
     api = GrafanaApi.from_url(url, credential=token)
     doing = "connect"
     try:
@@ -475,9 +477,9 @@ def grafana_push(url: str, token: str, gateway_url: str | None,
                                             "message": "cairn gateway grafana push"})
             click.echo(f"installed dashboard {dash['title']} ({dash['uid']})")
     except GrafanaException as exc:
-        raise click.ClickException(_grafana_refusal(url, doing, exc)) from None
+        raise click.ClickException(redact_text(_grafana_refusal(url, doing, exc))) from None
     except OSError as exc:
-        raise click.ClickException(f"Grafana at {url}: {exc}") from None
+        raise click.ClickException(redact_text(f"Grafana at {url}: {exc}")) from None
 
 
 def _grafana_refusal(url: str, doing: str, exc: Exception) -> str:

@@ -246,6 +246,7 @@ class Collector:
         self.records: dict[bytes, Device] = {}
         self._noise: dict[bytes, set[bytes]] = {}  # Noise key -> record keys naming it
         self.live: dict[bytes, float] = {}  # record key -> connected since (epoch seconds)
+        self.on_live: Callable[[int], object] | None = None  # told samples a live push stored
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
         self.early = asyncio.Event()  # set: the daemon runs its next round now
         self._early_at = -EARLY_EVERY
@@ -742,7 +743,8 @@ class Collector:
             planned[:] = [current]
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
-        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica)
+        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
+                             on_stored=self.on_live)
         since = self.wall()
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")

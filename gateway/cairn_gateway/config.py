@@ -41,6 +41,7 @@ class GatewayConfig:
     max_samples_per_round: int = 100_000  # samples stored from one device in one round
     past_window: float = 3650 * 86400.0  # samples earlier than this before first seen: refused
     future_window: float = 10.0  # samples later than this after now: refused
+    ready_rounds: int = 3  # /readyz: something stored within this many intervals
     # [api]: tokens (None: not configured, cairn_gateway.auth) and limits (cairn_gateway.serve)
     api_read_token_file: Path | None = None
     api_admin_token_file: Path | None = None
@@ -85,7 +86,7 @@ _KEYS: dict[str, set[str]] = {
     "dht": {"bootstrap", "fleet"},
     "collect": {"devices", "interval", "concurrency", "backoff_initial", "backoff_max",
                 "ingest_worker", "device_budget", "max_samples_per_round", "past_window",
-                "future_window"},
+                "future_window", "ready_rounds"},
     "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
             "request_timeout", "max_header_bytes", "max_body_bytes"},
     "store": {"retention_days"},
@@ -156,6 +157,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
                                               1, 1_000_000_000),
         past_window=collect.number("past_window", 3650 * 86400.0, 0, 100 * 365 * 86400.0),
         future_window=collect.number("future_window", 10.0, 0, 365 * 86400.0),
+        ready_rounds=collect.integer("ready_rounds", 3, 1, 1_000_000),
         api_read_token_file=api.path("read_token_file", None, base),
         api_admin_token_file=api.path("admin_token_file", None, base),
         api_max_connections=api.integer("max_connections", 256, 1, 1_000_000),
@@ -212,6 +214,8 @@ max_samples_per_round = 100000  # samples stored from one device in one round; t
 past_window = 315360000      # seconds (3650 days): a sample earlier than this before the
                              # gateway first took samples of its stream is refused, counted
 future_window = 10.0         # seconds: a sample later than now + this is refused, counted
+ready_rounds = 3             # /readyz answers 503 when no round and no live push stored a
+                             # sample within this many intervals (an empty fleet is ready)
 
 [api]
 listen = "127.0.0.1:8080"    # the HTTP API (Grafana's Infinity data source, /metrics); on an
@@ -276,7 +280,8 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
                     "backoff_max": cfg.backoff_max, "ingest_worker": cfg.ingest_worker,
                     "device_budget": cfg.device_budget,
                     "max_samples_per_round": cfg.max_samples_per_round,
-                    "past_window": cfg.past_window, "future_window": cfg.future_window},
+                    "past_window": cfg.past_window, "future_window": cfg.future_window,
+                    "ready_rounds": cfg.ready_rounds},
         "api": {"listen": f"{cfg.api[0]}:{cfg.api[1]}",
                 "read_token_file": rel(cfg.api_read_token_file),
                 "admin_token_file": rel(cfg.api_admin_token_file),

@@ -24,6 +24,11 @@ With a DHT and ``[replication].by_key`` (the default) the gateway is also a hype
 its Noise key (:func:`cairn.hyperdht.serve_by_key`, decision 0013): a JS ``dht.connect(key)``
 finds it and completes the Noise IK if its key is an enrolled device's
 (:meth:`EdgeListener.by_key_firewall`); the data phase waits for the UDX transport.
+
+Health (:mod:`cairn_gateway.health`): each round ends in one info line, live pushes in a
+summary line at most every minute; ``/readyz`` tells whether anything was stored lately. Under
+systemd (:mod:`cairn.sdnotify`) the daemon says ``READY=1`` once the API listens and the DHT
+client is up, pets the watchdog from its event loop, and says ``STOPPING=1`` as it stops.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from random import Random
 
 from cairn.crypto import KeyPair
@@ -41,17 +47,19 @@ from cairn.dht.api import DHT
 from cairn.fleet.gateway_record import encode_gateway_record
 from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
 from cairn.hyperdht import serve_by_key
+from cairn.sdnotify import Notifier, pet_watchdog
 from cairn_gateway.auth import ApiAuth, TokenError
-from cairn_gateway.collect import Collector, one_line
+from cairn_gateway.collect import Collector, SyncResult, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
+from cairn_gateway.health import GatewayHealth, RoundSummary
 from cairn_gateway.listener import EdgeListener, ListenerLimits
 from cairn_gateway.roster import Roster, discover
 from cairn_gateway.schedule import Backoff, Limits, Schedule
 from cairn_gateway.serve import ApiLimits, check_listen
 from cairn_gateway.store import Store
 
-__all__ = ["advertised", "api_auth", "by_key", "collect_rounds", "collection_round", "limits_of",
-           "open_store", "publish_address", "run_gateway", "schedule_of"]
+__all__ = ["RoundSeen", "advertised", "api_auth", "by_key", "collect_rounds", "collection_round",
+           "limits_of", "open_store", "publish_address", "run_gateway", "schedule_of"]
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +130,13 @@ async def run_gateway(cfg: GatewayConfig, *,
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
+    health = GatewayHealth(cfg.data_dir, store.path, cfg.interval, cfg.ready_rounds)
+    collector.on_live = health.live_stored
+    notifier = Notifier()
     app = make_app(store, on_demand=collector.on_demand, demand=demand,
                    edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
-                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout,
+                   health=health)
     limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
                        cfg.api_max_header_bytes)
 
@@ -142,6 +154,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                     DHT.start("0.0.0.0", 0, cfg.dht_bootstrap, persistent=False))  # noqa: S104
             if dht is not None and cfg.replication_by_key:
                 await by_key(cfg, dht, listener, key, stack)
+            notifier.ready(f"serving the API on {address[0]}:{address[1]}")
             if ready is not None:
                 ready(address)
             publisher = None
@@ -150,7 +163,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                                            name="gateway address record")
             try:
                 await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                     rounds=rounds)
+                                     rounds=rounds, health=health)
             finally:
                 if publisher is not None:  # (before the DHT closes)
                     publisher.cancel()
@@ -172,8 +185,14 @@ async def run_gateway(cfg: GatewayConfig, *,
                                        name="gateway edge listener")
                 await edges_at  # (a port in use: the group cancels this and raises it)
             rounds_task = tg.create_task(collecting(address, tg), name="gateway collection")
-            await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
+            watchdog = tg.create_task(pet_watchdog(notifier), name="systemd watchdog")
+            try:
+                await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
+            except asyncio.CancelledError:  # (SIGTERM) said as the stop begins
+                notifier.stopping("stopping: the API and the collection")
+                raise
             api.cancel()
+            watchdog.cancel()
             if cfg.replication_listen is not None:
                 edges.cancel()
     except ExceptionGroup as group:
@@ -181,6 +200,7 @@ async def run_gateway(cfg: GatewayConfig, *,
             raise group.exceptions[0] from None
         raise
     finally:
+        notifier.stopping()
         collector.close()
         store.close()
 
@@ -272,13 +292,26 @@ async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
         await asyncio.sleep(ADDRESS_EVERY)
 
 
+@dataclass(slots=True)
+class RoundSeen:
+    """What a round found: the enrolled devices it looked for, their streams' results."""
+
+    devices: int = 0
+    results: list[SyncResult] = field(default_factory=list)
+
+
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,
-                           dht: DHT | None, marks: KeyPair, marks_seq: int) -> int:
-    """One round; returns the watermark record's seq it used (``marks_seq`` if none)."""
+                           dht: DHT | None, marks: KeyPair, marks_seq: int,
+                           seen: RoundSeen | None = None) -> int:
+    """One round; returns the watermark record's seq it used (``marks_seq`` if none). The
+    devices found and their results go into ``seen`` (the round's line counts them)."""
     if dht is not None:
         # the enrolled devices (deny by default); the others on the fleet topic are pending
         keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
-        for r in await collector.collect_round(dht, keys, cfg.policy):
+        got = await collector.collect_round(dht, keys, cfg.policy)
+        if seen is not None:
+            seen.devices, seen.results = len(set(keys)), got
+        for r in got:
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:
                 log.warning("stream %s: %s", r.stream, r.error)
@@ -294,20 +327,32 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
 
 async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
                          dht: DHT | None, marks: KeyPair, *, rounds: int | None = None,
-                         clock: Callable[[], float] = time.monotonic) -> int:
+                         clock: Callable[[], float] = time.monotonic,
+                         health: GatewayHealth | None = None) -> int:
     """Rounds every ``cfg.interval`` seconds until cancelled (or ``rounds`` of them); a
-    round that raises is logged and the next one runs. Returns how many rounds failed."""
+    round that raises is logged and the next one runs; each round that ends is logged in one
+    info line (and told to ``health``). Returns how many rounds failed."""
     done = failed = 0
     marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
     while rounds is None or done < rounds:
         start = clock()
+        seen = RoundSeen()
         try:
-            marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq)
+            marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq,
+                                               seen)
         except Exception as exc:
             failed += 1
             log.warning("collection round failed: %s (the next one runs as usual)",
                         one_line(exc))
             log.debug("the failed collection round", exc_info=True)
+            if health is not None:
+                health.round_failed()
+        else:
+            summary = RoundSummary.of(done + 1, seen.devices, seen.results, clock() - start)
+            if health is not None:
+                health.round_done(summary)
+            else:
+                log.info("%s", summary.line(), extra=summary.fields())
         done += 1
         if rounds is None or done < rounds:
             # the next round on time, or sooner when an edge dialled in with a key no record

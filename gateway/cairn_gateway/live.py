@@ -54,8 +54,10 @@ class LiveDevice:
 
     def __init__(self, store: Store, device_id: int, limits: Limits, wall: Callable[[], float],
                  plan: Callable[[], list[tuple[str, bytes]] | None],
-                 replica: Callable[[bytes], Log]) -> None:
+                 replica: Callable[[bytes], Log], *,
+                 on_stored: Callable[[int], object] | None = None) -> None:
         self.store = store
+        self.on_stored = on_stored  # told the samples each append stored (health)
         self.device_id = device_id
         self.limits = limits
         self.wall = wall
@@ -111,6 +113,8 @@ class LiveDevice:
                 window: tuple[float, float]) -> None:
         before = self.store.refused(s.id) if s.refused is None else s.refused
         got = self.store.ingest(s.id, run, window)
+        if self.on_stored is not None:
+            self.on_stored(got)
         if not s.unit_known and run[0][2].samples:
             self.store.set_unit(s.id, run[0][2].samples[0].unit)
             s.unit_known = True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cairn.crypto import KeyPair, derive_stream_key_pair
 from cairn.errors import UsageError
+from cairn.logs import add_secret
 
 __all__ = ["NOISE_NAME", "RECORD_NAME", "WATERMARK_NAME", "SeedError", "init_directory",
            "load_seed", "new_seed", "noise_key_pair", "read_secret", "record_key_pair",
@@ -60,6 +61,7 @@ def read_secret(path: str | Path, error: type[Exception], what: str, missing: st
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise error(f"{p} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
                     f"chmod 600 {p}")
+    add_secret(text)  # never in a log line (cairn.logs)
     return text
 
 
