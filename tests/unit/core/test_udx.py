@@ -209,6 +209,37 @@ def test_a_closed_stream_acks_a_retransmitted_end() -> None:
     assert link.a.drops["packet after the stream closed"] == 1
 
 
+def _requests(core: StreamCore, count: int) -> None:
+    """``count`` one-packet DATA requests from the peer (id 2, seq 0..) to ``core``."""
+    for seq in range(count):
+        core.receive_data(encode(Packet(PacketType.DATA, 1, 1 << 20, seq, 0, (), b"q")), 0.0)
+
+
+def test_the_ack_of_a_request_rides_on_its_answer() -> None:
+    """A request answered in the same round: one datagram (the answer carries the ack), where
+    an ACK then the answer would be two; every DATA packet is still acked."""
+    core = StreamCore(1, 2)
+    _requests(core, 3)
+    core.write(b"answer")
+    out = [decode(d) for d in core.data_to_send(0.0)]
+    assert [p.type for p in out] == [PacketType.ACK, PacketType.ACK, PacketType.DATA]
+    assert [p.ack for p in out] == [1, 2, 3]  # the last one's ack is on the answer
+    assert out[-1].data == b"answer"
+
+
+def test_an_ack_goes_alone_when_nothing_else_goes_or_sacks_are_owed() -> None:
+    core = StreamCore(1, 2)
+    _requests(core, 1)
+    assert [decode(d).type for d in core.data_to_send(0.0)] == [PacketType.ACK]
+    assert core.data_to_send(0.0) == []  # owed once, sent once
+    gap = StreamCore(1, 2)
+    gap.receive_data(encode(Packet(PacketType.DATA, 1, 1 << 20, 2, 0, (), b"q")), 0.0)
+    gap.write(b"answer")
+    out = [decode(d) for d in gap.data_to_send(0.0)]
+    assert [p.type for p in out] == [PacketType.SACK, PacketType.DATA]
+    assert out[0].sacks == ((2, 3),)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_loss_reorder_and_duplicates_still_deliver_everything(seed: int) -> None:
     link = pair(rng=random.Random(seed), loss=0.1, duplicate=0.05, jitter=0.02)
