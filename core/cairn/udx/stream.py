@@ -44,6 +44,7 @@ from cairn.udx.packet import (
     PacketType,
     decode,
     encode,
+    encode_plain,
     seq_add,
     seq_diff,
 )
@@ -493,10 +494,12 @@ class StreamCore:
         padding: int = 0,
     ) -> bytes:
         window = max(0, self.window - self._recv.held_bytes - self.read_buffered)
-        packet = Packet(kind, self.remote_id, window, self.seq if seq is None else seq,
-                        self._recv.ack, sacks, data, padding)
         self.packets_sent += 1
-        return encode(packet)
+        if not sacks and not padding:
+            return encode_plain(kind, self.remote_id, window, self.seq if seq is None else seq,
+                                self._recv.ack, data)
+        return encode(Packet(kind, self.remote_id, window, self.seq if seq is None else seq,
+                             self._recv.ack, sacks, data, padding))
 
     def _transmit(self, sent: _Sent, now: float) -> None:
         sent.sent_at = now

@@ -27,6 +27,7 @@ from cairn.udx import (
     is_udx,
     seq_diff,
 )
+from cairn.udx.packet import encode_plain
 from cairn.udx.stream import MAX_RTO_TIMEOUTS, MTU_BASE, MTU_MAX
 
 # -- the codec ---------------------------------------------------------------------------------
@@ -47,6 +48,25 @@ def test_packet_round_trip(kind: PacketType, stream_id: int, window: int, seq: i
     assert len(wire) == packet.size
     assert is_udx(wire)
     assert decode(wire) == packet
+
+
+@given(kind=st.integers(0, 63).filter(lambda k: not k & PacketType.SACK), stream_id=u32,
+       window=u32, seq=u32, ack=u32, data=st.binary(max_size=1400))
+def test_the_plain_encoder_agrees_with_the_full_one(kind: int, stream_id: int, window: int,
+                                                    seq: int, ack: int, data: bytes) -> None:
+    """The sender's fast path (no SACKs, no padding) writes what :func:`encode` writes."""
+    wire = encode_plain(kind, stream_id, window, seq, ack, data)
+    assert wire == encode(Packet(kind, stream_id, window, seq, ack, (), data))
+    assert decode(wire) == Packet(kind, stream_id, window, seq, ack, (), data)
+
+
+@given(datagram=st.binary(min_size=20, max_size=200))
+def test_decode_of_any_bytes_raises_only_decode_error(datagram: bytes) -> None:
+    try:
+        packet = decode(b"\xff\x01" + datagram[2:])
+    except DecodeError:
+        return
+    assert packet.size == len(datagram)  # every byte is header, SACKs, padding or data
 
 
 @given(sacks=st.lists(st.tuples(u32, u32), min_size=1, max_size=50))
