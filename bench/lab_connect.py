@@ -4,12 +4,26 @@ JS hyperdht to JS hyperdht, in the lab".
 
     sudo .venv/bin/python bench/lab_connect.py [--connections 50] [--markdown]
 
-Needs root (network namespaces), `ip`, `nft`, node and tests/interop/node_modules. A JS testnet
-of 4 dht-rpc nodes and a JS hyperdht server run on the lab's public side; a JS client behind the
-home NAT (endpoint-independent) and one behind the carrier NAT (symmetric) each bootstrap once,
-then connect --connections times one after the other, each timed from ``connect()`` to the
-completed Noise handshake, and closed. The Cairn column waits for Cairn's hyperdht client and
-server (issue 19 item 2): until then it prints "-".
+Needs root (network namespaces), `ip`, `nft`, node and tests/interop/node_modules. One lab, one
+JS testnet of 4 dht-rpc nodes on the public side for both columns:
+
+- JS -> JS (the anchor): a JS hyperdht server on the public side; a JS client behind the home
+  NAT (endpoint-independent) and one behind the carrier NAT (symmetric) each bootstrap once,
+  then connect --connections times one after the other, each timed from ``connect()`` to its
+  socket's ``handshake`` event, and closed.
+- Cairn -> Cairn: a Cairn hyperdht server (:func:`cairn.hyperdht.serve_by_key` on a Cairn DHT
+  node, its public address given) on the public side; a Cairn client behind each NAT (a Cairn
+  DHT node) bootstraps once, then connects as often, each timed from the start of
+  :func:`cairn.hyperdht.handshake_by_key` (FIND_PEER, PEER_HANDSHAKE relayed by the JS nodes
+  holding the announce) to the completed Noise IK, with a fresh client key each time (JS's
+  ``handshake`` event comes at the same point: IK done, its UDX stream connected locally,
+  no packet on it yet). The
+  server's handshake rate limit (10 a second per client host) is lifted for the run: behind a
+  NAT every connect comes from one address, and the figure is the path, not the limit.
+
+Both clients dial a server on the public side, which works behind both NATs without
+holepunching; rows for two NATs (holepunching) are another function's.
+The Cairn ends run as this script (``--cairn-server``, ``--cairn-client``) inside the lab.
 
 The holepunch rows (``punch_rows``, alone with ``--punch-only``): server and client behind two
 home NATs (endpoint-independent, with the lab's TTL guard), every connection punched, timed to
@@ -20,20 +34,28 @@ JS testnet.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import random
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.interop.harness import INTEROP_DIR  # noqa: E402
-from tests.lab import Lab, lab_unavailable  # noqa: E402
+from tests.lab import PUBLIC_IP, Lab, lab_unavailable  # noqa: E402
 from tests.lab.test_lab_hyperdht import js_server, js_testnet, node  # noqa: E402
 
 from bench_table import Row, print_tables  # noqa: E402
+
+KINDS = {"eim": "home NAT (EIM)", "sym": "carrier NAT (symmetric)"}
+SERVER_SEED = "44" * 32  # the Cairn server's key pair
+CONNECT_TIMEOUT = 10.0  # as the JS client's
 
 
 def p99(xs: list[float]) -> float:
@@ -41,23 +63,114 @@ def p99(xs: list[float]) -> float:
     return s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
 
 
-def js_connect(connections: int) -> dict[str, tuple[list[float], int]]:
+def _bootstrap(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in text.split(","):
+        host, port = item.rsplit(":", 1)
+        out.append((host, int(port)))
+    return out
+
+
+def _say(value: object) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+async def _cairn_server(bootstrap: str, seed: str) -> None:
+    """On the public side: serve by key until killed; say {"ready", "publicKey"}."""
+    from cairn.crypto import key_pair
+    from cairn.dht.api import DHT
+    from cairn.hyperdht import RateLimit, serve_by_key
+
+    keys = key_pair(bytes.fromhex(seed))
+    unlimited = RateLimit(per_host=1e6, burst=1e6, total=1e6)
+    async with DHT.start(PUBLIC_IP, 0, _bootstrap(bootstrap), persistent=False) as dht:
+        await dht.ready()
+        async with serve_by_key(dht.node, keys, public_address=dht.address,
+                                limit=unlimited) as server:
+            await server.wait_announced()
+            _say({"ready": True, "publicKey": keys.public_key.hex(),
+                  "announced": len(server.announce_nodes)})
+            while True:  # the connections are timed on the client: take them, drop them
+                await server.accept()
+
+
+async def _cairn_client(bootstrap: str, key: str, n: int, seed: int) -> None:
+    """Behind a NAT: bootstrap once, then ``n`` handshakes by key one after the other; say
+    {"ms": [...], "failed": n, "errors": [...]}."""
+    from cairn.crypto import key_pair
+    from cairn.dht.api import DHT
+    from cairn.hyperdht import handshake_by_key
+
+    rng = random.Random(seed)
+    ms: list[float] = []
+    errors: list[str] = []
+    async with DHT.start("0.0.0.0", 0, _bootstrap(bootstrap), persistent=False) as dht:
+        await dht.ready()
+        for _ in range(n):
+            start = time.perf_counter()
+            try:
+                await handshake_by_key(dht.node, bytes.fromhex(key),
+                                       key_pair(rng.randbytes(32)), timeout=CONNECT_TIMEOUT)
+            except Exception as exc:  # counted as a failure, named in the output
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            ms.append((time.perf_counter() - start) * 1000)
+    _say({"ms": ms, "failed": len(errors), "errors": errors[:5]})
+
+
+Times = dict[str, tuple[list[float], int]]
+
+
+def js_connect(lab: Lab, node_path: Path, bootstrap: str, d: Path, connections: int) -> Times:
     """Set-up times (ms) and failures of a JS client behind each NAT to a public JS server."""
-    node_path = shutil.which("node")
-    if node_path is None:
-        raise SystemExit("node is not on PATH (Node.js 20 or newer)")
-    out: dict[str, tuple[list[float], int]] = {}
-    with tempfile.TemporaryDirectory(prefix="cairn-lab-bench-") as tmp, Lab() as lab:
-        d = Path(tmp)
-        n = Path(node_path)
-        bootstrap = js_testnet(lab, n, INTEROP_DIR, d / "testnet.log")
-        _, key = js_server(lab, n, INTEROP_DIR, bootstrap, d / "server.log")
-        for kind in ("eim", "sym"):
-            client = lab.spawn(lab.sites[kind].host_ns, node(
-                n, INTEROP_DIR, "bench", bootstrap, key, str(connections)),
-                log=d / f"client-{kind}.log")
-            got = client.until(lambda x: isinstance(x, dict), 30.0 + connections * 10.0)
-            out[kind] = ([float(x) for x in got["ms"]], int(got["failed"]))
+    _, key = js_server(lab, node_path, INTEROP_DIR, bootstrap, d / "server.log")
+    out: Times = {}
+    for kind in KINDS:
+        client = lab.spawn(lab.sites[kind].host_ns, node(
+            node_path, INTEROP_DIR, "bench", bootstrap, key, str(connections)),
+            log=d / f"js-client-{kind}.log")
+        got = client.until(lambda x: isinstance(x, dict), 30.0 + connections * 10.0)
+        out[kind] = ([float(x) for x in got["ms"]], int(got["failed"]))
+    return out
+
+
+def cairn_connect(lab: Lab, bootstrap: str, d: Path, connections: int) -> Times:
+    """Set-up times (ms) and failures of a Cairn client behind each NAT to a public Cairn
+    server, on the same testnet."""
+    me = str(Path(__file__).resolve())
+    server = lab.spawn(lab.public, lab.python(me, "--cairn-server", bootstrap, SERVER_SEED),
+                       log=d / "cairn-server.log")
+    key = str(server.until(lambda x: isinstance(x, dict) and bool(x.get("ready")),
+                           60.0)["publicKey"])
+    out: Times = {}
+    for k, kind in enumerate(KINDS):
+        client = lab.spawn(lab.sites[kind].host_ns,
+                           lab.python(me, "--cairn-client", bootstrap, key, str(connections),
+                                      str(k)),
+                           log=d / f"cairn-client-{kind}.log")
+        got = client.until(lambda x: isinstance(x, dict),
+                           60.0 + connections * CONNECT_TIMEOUT)
+        if got["errors"]:
+            print(f"Cairn behind {KINDS[kind]}: {got['failed']} failed, e.g. "
+                  f"{got['errors'][0]}", file=sys.stderr)
+        out[kind] = ([float(x) for x in got["ms"]], int(got["failed"]))
+    return out
+
+
+def rows(js: Times, cairn: Times) -> list[Row]:
+    out = []
+    for kind, name in KINDS.items():
+        c_ms, c_failed = cairn.get(kind, ([], 0))
+        j_ms, j_failed = js.get(kind, ([], 0))
+        note = (f"Cairn {len(c_ms)} of {len(c_ms) + c_failed}, "
+                f"JS {len(j_ms)} of {len(j_ms) + j_failed} connected")
+        for label, fn in (("p50", statistics.median), ("p99", p99)):
+            c = fn(c_ms) if c_ms else None
+            j = fn(j_ms) if j_ms else None
+            ratio = c / j if c is not None and j else None
+            out.append(Row(f"set-up by key, client behind the {name}, {label}", "ms", c, j,
+                           ratio, "info", note))
     return out
 
 
@@ -128,24 +241,36 @@ def main() -> None:
                    help="only the two-home-NAT (holepunch) rows")
     p.add_argument("--default-limits", action="store_true",
                    help="keep the Cairn server's per-host handshake limit (10/s, burst 20)")
+    p.add_argument("--cairn-server", nargs=2, metavar=("BOOTSTRAP", "SEED"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--cairn-client", nargs=4, metavar=("BOOTSTRAP", "KEY", "N", "SEED"),
+                   help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.cairn_server:
+        asyncio.run(_cairn_server(*a.cairn_server))
+        return
+    if a.cairn_client:
+        boot, key, n, seed = a.cairn_client
+        asyncio.run(_cairn_client(boot, key, int(n), int(seed)))
+        return
     why = lab_unavailable()
     if why is not None:
         raise SystemExit(f"the NAT lab needs {why}")
     if a.punch_only:
         print_tables(punch_rows(a.connections, a.default_limits), a.markdown)
         return
-    js = js_connect(a.connections)
-    names = {"eim": "home NAT (EIM)", "sym": "carrier NAT (symmetric)"}
-    rows = []
-    for kind, (ms, failed) in js.items():
-        verdict = f"{len(ms)} of {len(ms) + failed} connected; Cairn: not yet (issue 19 item 2)"
-        rows.append(Row(f"set-up by key, {names[kind]}, p50", "ms", None,
-                        statistics.median(ms) if ms else None, None, "-", verdict))
-        rows.append(Row(f"set-up by key, {names[kind]}, p99", "ms", None,
-                        p99(ms) if ms else None, None, "-", verdict))
-    rows += punch_rows(a.connections, a.default_limits)
-    print_tables(rows, a.markdown)
+    node_path = shutil.which("node")
+    if node_path is None:
+        raise SystemExit("node is not on PATH (Node.js 20 or newer)")
+    with tempfile.TemporaryDirectory(prefix="cairn-lab-bench-") as tmp, Lab() as lab:
+        d = Path(tmp)
+        bootstrap = js_testnet(lab, Path(node_path), INTEROP_DIR, d / "testnet.log")
+        js = js_connect(lab, Path(node_path), bootstrap, d, a.connections)
+        cairn = cairn_connect(lab, bootstrap, d, a.connections)
+    print(f"connection set-up by key in the NAT lab, {a.connections} connections a client, "
+          "one after the other, to the completed IK (JS: its 'handshake' event, the UDX "
+          "stream connected locally); lower is better")
+    print_tables(rows(js, cairn) + punch_rows(a.connections, a.default_limits), a.markdown)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,21 @@
     python bench/udx.py [--mib 16] [--blocks 20000] [--block-size 100] [--repeat 3]
                         [--loop auto|asyncio|uvloop] [--markdown]
 
-1. Raw stream throughput (MB/s): ``--mib`` MiB through one stream and END, checksummed.
-   JS -> JS (the anchor: two udx-native sockets in one node process), Cairn -> Cairn (two
-   UDXSockets in one Python process), Cairn -> JS and JS -> Cairn (one process each side).
+Every UDX comparison runs its two ends in two processes, Cairn's as JS's: a sender or server
+in one, a receiver or reader in the other (``--peer`` runs this script as Cairn's other end,
+as ``tests/interop/js/udx_peer.js`` is JS's), so neither side shares a CPU with its peer's
+event loop where the other does not.
+
+1. Raw stream throughput (MB/s): ``--mib`` MiB through one stream and END, checksummed, timed
+   by the sender until its END is acked. JS -> JS (the anchor: udx_peer.js ``source`` and
+   ``sink``), Cairn -> Cairn, Cairn -> JS and JS -> Cairn.
 2. Replication over UDX (blocks/s): a log of ``--blocks`` blocks of ``--block-size`` bytes,
-   downloaded in full by a fresh reader over secret-stream on a UDX stream.
-   JS <- JS (anchor: writer and reader in one node process, as replication_anchor.js pair;
-   and in two node processes, as JS <- Cairn is: the target's comparison), Cairn <- Cairn
-   (writer and reader in one Python process), JS <- Cairn (Cairn writer here, JS reader in
-   node). Beside them the
-   same over TCP: JS <- JS (``bench/js/replication_anchor.js pair``) and Cairn <- Cairn
-   (:func:`cairn.replication.net.serve` / ``download`` in one process).
+   downloaded in full by a fresh reader over secret-stream on a UDX stream, timed by the reader
+   from its connect to the last block read back and hashed (as udx_peer.js
+   ``hypercore-read``). JS <- JS (the anchor: ``hypercore-serve`` and ``hypercore-read``),
+   Cairn <- Cairn and JS <- Cairn (the Cairn server here). Beside them, for information, the
+   same over TCP in one process each: JS <- JS (``bench/js/replication_anchor.js pair``) and
+   Cairn <- Cairn (:func:`cairn.replication.net.serve` / ``download``).
 
 The Cairn side runs on uvloop when it is installed (``--loop auto``, as the ``cairn dht``
 commands do), else on asyncio's loop; the table's title line says which.
@@ -30,6 +34,7 @@ import contextlib
 import hashlib
 import importlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -76,33 +81,25 @@ def loop_runner(choice: str) -> tuple[str, Callable[[Coroutine[Any, Any, T]], T]
 # -- raw streams ---------------------------------------------------------------------------
 
 
-async def _cairn_pair(data: bytes) -> float:
-    async with await UDXSocket.bind() as a, await UDXSocket.bind() as b:
-        t = time.perf_counter()
-        _, wa = await open_udx_connection(a, 1, 2, b.address)
-        rb, wb = await open_udx_connection(b, 2, 1, a.address)
-        wa.write(data)
-        wa.close()
-        h, size = hashlib.sha256(), 0
-        while chunk := await rb.read(1 << 16):
-            h.update(chunk)
-            size += len(chunk)
-        seconds = time.perf_counter() - t
-        wb.close()
-        await wa.stream.wait_closed()
-    if size != len(data) or h.digest() != hashlib.sha256(data).digest():
-        raise BenchError("Cairn -> Cairn: the bytes differ")
-    return seconds
-
-
 Body = Callable[[UDXReader, UDXWriter], Coroutine[Any, Any, Any]]
 
 
-async def _with_js(args: list[str], local: int, remote: int, body: Body) -> dict[str, Any]:
-    """Run ``node udx_peer.js *args``; our stream exists before JS connects (a packet that
-    finds no stream is dropped and costs a 1 s timeout), ``body`` runs once JS is connected."""
+def js_peer(*args: str) -> list[str]:
+    """argv of JS's end (udx_peer.js, run in tests/interop)."""
+    return ["node", str(PEER), *args]
+
+
+def cairn_peer(loop: str, *args: str) -> list[str]:
+    """argv of Cairn's end: this script with ``--peer`` (the same modes as udx_peer.js)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--loop", loop, "--peer", *args]
+
+
+async def _with_peer(argv: list[str], local: int, remote: int, body: Body) -> dict[str, Any]:
+    """Run the other end ``argv`` (JS's or Cairn's peer); our stream exists before it connects
+    (a packet that finds no stream is dropped and costs a 1 s timeout), ``body`` runs once it
+    is connected."""
     proc = await asyncio.create_subprocess_exec(
-        "node", str(PEER), *args, cwd=INTEROP, stdin=asyncio.subprocess.PIPE,
+        *argv, cwd=INTEROP, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
@@ -117,7 +114,7 @@ async def _with_js(args: list[str], local: int, remote: int, body: Body) -> dict
                 mine = await body(reader, writer)
                 line = await proc.stdout.readline()
         if not line:
-            raise BenchError(f"node {args[0]}: {(await proc.stderr.read()).decode()[-2000:]}")
+            raise BenchError(f"{argv[-5:]}: {(await proc.stderr.read()).decode()[-2000:]}")
         out = cast(dict[str, Any], json.loads(line))
         out["mine"] = mine
         return out
@@ -127,7 +124,8 @@ async def _with_js(args: list[str], local: int, remote: int, body: Body) -> dict
         await proc.wait()
 
 
-async def _cairn_to_js(data: bytes) -> float:
+async def _cairn_to(peer: list[str], data: bytes) -> float:
+    """Cairn sends ``data`` to the sink ``peer`` (``[..., "sink", "7", "9"]``)."""
     async def body(reader: UDXReader, writer: UDXWriter) -> float:
         t = time.perf_counter()
         writer.write(data)
@@ -137,9 +135,9 @@ async def _cairn_to_js(data: bytes) -> float:
         await reader.read()
         return seconds
 
-    out = await _with_js(["sink", "7", "9"], 9, 7, body)
+    out = await _with_peer(peer, 9, 7, body)
     if out["sha256"] != hashlib.sha256(data).hexdigest():
-        raise BenchError("Cairn -> JS: the bytes differ")
+        raise BenchError(f"Cairn -> {peer[0]}: the bytes differ")
     return float(out["mine"])
 
 
@@ -154,7 +152,7 @@ async def _js_to_cairn(size: int) -> float:
         await writer.stream.wait_closed()
         return seconds, h.hexdigest()
 
-    out = await _with_js(["source", "3", "4", str(size)], 4, 3, body)
+    out = await _with_peer(js_peer("source", "3", "4", str(size)), 4, 3, body)
     seconds, digest = out["mine"]
     if digest != out["sha256"]:
         raise BenchError("JS -> Cairn: the bytes differ")
@@ -187,35 +185,6 @@ async def _serve(log: Log, reader: UDXReader, writer: UDXWriter) -> None:
         await link.run()
 
 
-async def _cairn_udx_download(log: Log, replica: Log, n: int) -> float:
-    async with await UDXSocket.bind() as a, await UDXSocket.bind() as b:
-        t = time.perf_counter()
-        # both streams exist before the first packet flies
-        server_side = await open_udx_connection(a, 1, 2, b.address)
-        reader, writer = await open_udx_connection(b, 2, 1, a.address)
-        server = asyncio.create_task(_serve(log, *server_side))
-        link = _Link(cast(asyncio.StreamReader, reader), cast(asyncio.StreamWriter, writer),
-                     random_key_pair(), True, 20.0, 8 << 20)
-        await link.handshake()
-        assert link.replicator is not None
-        session = link.replicator.open(replica)
-        wanted = False
-
-        def done() -> bool:
-            nonlocal wanted
-            if session.synced and not wanted:
-                session.want(0, n)
-                wanted = True
-            return wanted and session.pending == 0 and replica.length >= n
-
-        await link.run(done)
-        seconds = time.perf_counter() - t
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await server
-    return seconds
-
-
 async def _cairn_tcp_download(log: Log, replica: Log) -> float:
     ready: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
     server = asyncio.create_task(serve([log], random_key_pair(), "127.0.0.1", 0,
@@ -230,15 +199,15 @@ async def _cairn_tcp_download(log: Log, replica: Log) -> float:
     return seconds
 
 
-async def _js_from_cairn_udx(log: Log, n: int) -> tuple[float, str]:
+async def _read_from_cairn_udx(reader_argv: list[str], log: Log) -> tuple[float, str]:
+    """The Cairn server here, the reader ``reader_argv`` (``hypercore-read`` of either)."""
     serving: list[asyncio.Task[None]] = []
 
     async def body(reader: UDXReader, writer: UDXWriter) -> None:
         serving.append(asyncio.create_task(_serve(log, reader, writer)))
 
     try:
-        out = await _with_js(["hypercore-read", "11", "12", log.key.hex(), str(n)], 12, 11,
-                             body)
+        out = await _with_peer(reader_argv, 12, 11, body)
     finally:
         for task in serving:
             task.cancel()
@@ -247,37 +216,47 @@ async def _js_from_cairn_udx(log: Log, n: int) -> tuple[float, str]:
     return float(out["seconds"]), str(out["sha256"])
 
 
-async def _js_from_js_udx(n: int, size: int) -> float:
-    """JS writer and JS reader in two node processes over UDX (as JS <- Cairn is)."""
-    writer = await asyncio.create_subprocess_exec(
-        "node", str(PEER), "hypercore-serve", "12", "11", str(n), str(size), cwd=INTEROP,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    procs = [writer]
+async def _two_ends(first: list[str], second: Callable[[dict[str, Any]], list[str]], *,
+                    first_result: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two peers (udx_peer.js modes) connected to each other: ``first`` (a sink, a server)
+    connects before ``second`` (a source, a reader) so that the second's first packet finds its
+    stream; ``second`` makes its argv from the first's first line (a writer's key). Returns
+    the first's first line (with its result line's keys when ``first_result``) and the
+    second's result line."""
+    def spawn(argv: list[str]) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+        return asyncio.create_subprocess_exec(
+            *argv, cwd=INTEROP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert proc.stdout is not None and proc.stderr is not None
+        got = await proc.stdout.readline()
+        if not got:
+            raise BenchError(f"{proc}: {(await proc.stderr.read()).decode()[-2000:]}")
+        return cast(dict[str, Any], json.loads(got))
+
+    async def tell(proc: asyncio.subprocess.Process, port: int) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"port": port}).encode() + b"\n")
+        await proc.stdin.drain()
+        await line(proc)  # {"connected": true}
+
     try:
         async with asyncio.timeout(600):
-            assert writer.stdin is not None and writer.stdout is not None
-            first = json.loads(await writer.stdout.readline())
-            reader = await asyncio.create_subprocess_exec(
-                "node", str(PEER), "hypercore-read", "11", "12", first["key"], str(n),
-                cwd=INTEROP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-            procs.append(reader)
-            assert reader.stdin is not None and reader.stdout is not None
-            assert reader.stderr is not None
-            reader_port = json.loads(await reader.stdout.readline())["port"]
-            # the writer's stream first: the reader's first packet must find it
-            writer.stdin.write(json.dumps({"port": reader_port}).encode() + b"\n")
-            await writer.stdin.drain()
-            await writer.stdout.readline()  # connected
-            reader.stdin.write(json.dumps({"port": first["port"]}).encode() + b"\n")
-            await reader.stdin.drain()
-            await reader.stdout.readline()  # connected
-            line = await reader.stdout.readline()
-            if not line:
-                raise BenchError(f"JS reader: {(await reader.stderr.read()).decode()[-2000:]}")
-            writer.stdin.close()
-            return float(json.loads(line)["seconds"])
+            procs.append(await spawn(first))
+            head = await line(procs[0])
+            procs.append(await spawn(second(head)))
+            port = (await line(procs[1]))["port"]
+            await tell(procs[0], port)
+            await tell(procs[1], head["port"])
+            result = await line(procs[1])
+            if first_result:
+                head.update(await line(procs[0]))
+            assert procs[0].stdin is not None
+            procs[0].stdin.close()  # (a server serves until its stdin ends)
+            return head, result
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -285,9 +264,108 @@ async def _js_from_js_udx(n: int, size: int) -> float:
             await proc.wait()
 
 
+async def _js_from_js_udx(n: int, size: int) -> float:
+    """JS writer and JS reader in two node processes over UDX (as JS <- Cairn is)."""
+    _, out = await _two_ends(
+        js_peer("hypercore-serve", "12", "11", str(n), str(size)),
+        lambda head: js_peer("hypercore-read", "11", "12", head["key"], str(n)))
+    return float(out["seconds"])
+
+
+async def _js_to_js(size: int) -> float:
+    """JS source and JS sink in two node processes (the raw stream anchor)."""
+    sink, source = await _two_ends(js_peer("sink", "7", "9"),
+                                   lambda _: js_peer("source", "9", "7", str(size)),
+                                   first_result=True)
+    if sink.get("sha256") != source.get("sha256") or sink.get("bytes") != size:
+        raise BenchError("JS -> JS: the bytes differ")
+    return float(source["seconds"])
+
+
 def _check_replica(replica: Log, blocks: list[bytes], what: str) -> None:
     if replica.length != len(blocks) or any(replica.get(i) != b for i, b in enumerate(blocks)):
         raise BenchError(f"{what}: the replica differs from the writer")
+
+
+# -- Cairn's other end (``--peer``), as udx_peer.js is JS's -----------------------------------
+
+
+def _say(value: object) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+async def _peer_connected(socket: UDXSocket, local: int, remote: int
+                          ) -> tuple[UDXReader, UDXWriter]:
+    """udx_peer.js's ``connected``: say our port, read the other's, connect, say so."""
+    _say({"port": socket.address[1]})
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    pair = await open_udx_connection(socket, local, remote,
+                                     ("127.0.0.1", int(json.loads(line)["port"])))
+    _say({"connected": True})
+    return pair
+
+
+async def _peer_sink(local: int, remote: int) -> None:
+    """Read until the peer ends, end too; say {"bytes", "sha256", "seconds"}."""
+    async with await UDXSocket.bind() as socket:
+        reader, writer = await _peer_connected(socket, local, remote)
+        t = time.perf_counter()
+        h, size = hashlib.sha256(), 0
+        while chunk := await reader.read(1 << 16):
+            h.update(chunk)
+            size += len(chunk)
+        writer.close()
+        await writer.stream.wait_closed()
+        _say({"bytes": size, "sha256": h.hexdigest(), "seconds": time.perf_counter() - t})
+
+
+async def _peer_read(local: int, remote: int, key: bytes, n: int) -> None:
+    """A fresh replica of ``key`` downloads blocks [0, n) over secret-stream on the stream,
+    then reads them back and hashes them (as udx_peer.js ``hypercore-read``); says
+    {"blocks", "seconds", "length", "sha256"}."""
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-udx-peer-") as tmp:
+        replica = Log.replica(Path(tmp) / "replica.db", key)
+        async with await UDXSocket.bind() as socket:
+            reader, writer = await _peer_connected(socket, local, remote)
+            t = time.perf_counter()
+            link = _Link(cast(asyncio.StreamReader, reader),
+                         cast(asyncio.StreamWriter, writer), random_key_pair(), True, 20.0,
+                         8 << 20)
+            await link.handshake()
+            assert link.replicator is not None
+            session = link.replicator.open(replica)
+            wanted = False
+
+            def done() -> bool:
+                nonlocal wanted
+                if session.synced and not wanted:
+                    session.want(0, n)
+                    wanted = True
+                return wanted and session.pending == 0 and replica.length >= n
+
+            await link.run(done)
+            h = hashlib.sha256()
+            for i in range(n):
+                h.update(replica.get(i))
+            seconds = time.perf_counter() - t
+            writer.stream.destroy()
+        _say({"blocks": n, "seconds": seconds, "length": replica.length,
+              "sha256": h.hexdigest()})
+        replica.close()
+
+
+def peer(args: list[str], loop: str) -> int:
+    """``--peer sink L R`` or ``--peer hypercore-read L R KEYHEX N``."""
+    _, run = loop_runner(loop)
+    mode, local, remote = args[0], int(args[1]), int(args[2])
+    if mode == "sink":
+        run(_peer_sink(local, remote))
+    elif mode == "hypercore-read":
+        run(_peer_read(local, remote, bytes.fromhex(args[3]), int(args[4])))
+    else:
+        raise SystemExit(f"--peer: unknown mode {mode!r} (sink, hypercore-read)")
+    return 0
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -312,13 +390,6 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
     def fresh(what: str) -> Log:
         return Log.replica(tmp / f"{what}-{next(counter)}.db", log.key)
 
-    def cairn_cairn_udx() -> float:
-        replica = fresh("udx")
-        seconds = run(_cairn_udx_download(log, replica, n))
-        _check_replica(replica, blocks, "Cairn <- Cairn over UDX")
-        replica.close()
-        return seconds
-
     def cairn_cairn_tcp() -> float:
         replica = fresh("tcp")
         seconds = run(_cairn_tcp_download(log, replica))
@@ -326,34 +397,28 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
         replica.close()
         return seconds
 
-    def js_cairn_udx() -> float:
-        seconds, digest = run(_js_from_cairn_udx(log, n))
+    def reader_from_cairn(reader: list[str], what: str) -> float:
+        seconds, digest = run(_read_from_cairn_udx(reader, log))
         if digest != expected:
-            raise BenchError("JS <- Cairn over UDX: the blocks differ")
+            raise BenchError(f"{what} over UDX: the blocks differ")
         return seconds
-
-    def js_js_udx() -> float:
-        return float(_node_json([str(PEER), "hypercore-pair", str(n), str(bsize)], INTEROP,
-                                600)["seconds"])
-
-    def js_js_udx_two() -> float:
-        return asyncio.run(_js_from_js_udx(n, bsize))
 
     def js_js_tcp() -> float:
         with tempfile.TemporaryDirectory() as d:
             return float(_node_json([str(ANCHOR), "pair", d, str(n), str(bsize), "1"], ROOT,
                                     600)["seconds"])
 
+    read = ("hypercore-read", "11", "12", log.key.hex(), str(n))
     named: list[tuple[str, Callable[[], float]]] = [
-        ("stream JS -> JS", lambda: float(_node_json([str(PEER), "pair", str(size)], INTEROP,
-                                                      300)["seconds"])),
-        ("stream Cairn -> Cairn", lambda: run(_cairn_pair(data))),
-        ("stream Cairn -> JS", lambda: run(_cairn_to_js(data))),
+        ("stream JS -> JS", lambda: asyncio.run(_js_to_js(size))),
+        ("stream Cairn -> Cairn", lambda: run(_cairn_to(cairn_peer(args.loop, "sink", "7", "9"),
+                                                        data))),
+        ("stream Cairn -> JS", lambda: run(_cairn_to(js_peer("sink", "7", "9"), data))),
         ("stream JS -> Cairn", lambda: run(_js_to_cairn(size))),
-        ("replication JS <- JS udx", js_js_udx),
-        ("replication JS <- JS udx, 2 processes", js_js_udx_two),
-        ("replication Cairn <- Cairn udx", cairn_cairn_udx),
-        ("replication JS <- Cairn udx", js_cairn_udx),
+        ("replication JS <- JS udx", lambda: asyncio.run(_js_from_js_udx(n, bsize))),
+        ("replication Cairn <- Cairn udx",
+         lambda: reader_from_cairn(cairn_peer(args.loop, *read), "Cairn <- Cairn")),
+        ("replication JS <- Cairn udx", lambda: reader_from_cairn(js_peer(*read), "JS <- Cairn")),
         ("replication JS <- JS tcp", js_js_tcp),
         ("replication Cairn <- Cairn tcp", cairn_cairn_tcp),
     ]
@@ -401,12 +466,9 @@ def measure(args: argparse.Namespace) -> tuple[list[Row], int]:
             None),
         row("replication over UDX, Cairn <- Cairn vs JS <- JS", "blocks/s",
             bps("replication Cairn <- Cairn udx"), js_udx, 1.0),
-        row("replication over UDX, JS <- Cairn vs JS <- JS (one node process)", "blocks/s",
-            bps("replication JS <- Cairn udx"), js_udx, None),
-        row("replication over UDX, JS <- Cairn vs JS <- JS (two processes each)", "blocks/s",
-            bps("replication JS <- Cairn udx"), bps("replication JS <- JS udx, 2 processes"),
-            1.0),
-        row("replication over TCP, Cairn <- Cairn vs JS <- JS", "blocks/s",
+        row("replication over UDX, JS <- Cairn vs JS <- JS", "blocks/s",
+            bps("replication JS <- Cairn udx"), js_udx, 1.0),
+        row("replication over TCP, Cairn <- Cairn vs JS <- JS (one process each)", "blocks/s",
             bps("replication Cairn <- Cairn tcp"), bps("replication JS <- JS tcp"), None),
     ]
     return rows, 1 if failed else 0
@@ -422,10 +484,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="the Cairn side's event loop (auto: uvloop when installed)")
     ap.add_argument("--markdown", action="store_true", help="print the table in Markdown too")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ap.add_argument("--peer", nargs="+", metavar="MODE",
+                    help="run as Cairn's other end (sink L R | hypercore-read L R KEY N), "
+                         "as the benchmark does itself")
     args = ap.parse_args(argv)
+    if args.peer:
+        return peer(args.peer, args.loop)
     rows, code = measure(args)
     print(f"UDX bench: {args.mib} MiB streams, {args.blocks:,} blocks of {args.block_size} B, "
-          f"median of {args.repeat}, Cairn side on {loop_runner(args.loop)[0]}")
+          f"median of {args.repeat}, two processes a measure, Cairn on "
+          f"{loop_runner(args.loop)[0]}, load average {os.getloadavg()[0]:.1f}")
     print_tables(rows, args.markdown)
     return code
 

@@ -58,7 +58,6 @@ from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.schemas import (
     Device,
-    Health,
     Integrity,
     Latest,
     Member,

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Device", "Health", "Integrity", "Latest", "Member", "MissingRange", "Pending",
+__all__ = ["Device", "Integrity", "Latest", "Member", "MissingRange", "Pending",
            "Rollup", "Sample", "State", "Stream", "Value"]
 
 #: a sample's value in its kind: a number, a boolean, a string (data: hex)
 Value = float | bool | str | None
-
-
-class Health(BaseModel):
-    ok: bool
-    streams: int = Field(description="streams the store holds")
 
 
 class Device(BaseModel):

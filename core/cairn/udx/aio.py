@@ -347,7 +347,11 @@ class UDXStream:
             self.drops["packet before connect"] += 1
             return
         self.core.receive_data(data, self._loop.time())
-        self._flush()
+        # the reader wakes now; what we send waits for the end of this loop round, after the
+        # reader's task ran: an answer written there carries the ack (one datagram, not two),
+        # and the datagrams of one socket read are acked together
+        self._deliver(self.core)
+        self._schedule_flush()
 
     def _taken(self, buffered: int) -> None:
         core = self.core
@@ -361,13 +365,30 @@ class UDXStream:
 
     def _schedule_flush(self) -> None:
         if self._flush_soon is None:
-            self._flush_soon = self._loop.call_soon(self._flush)
+            self._flush_soon = self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_soon = None
+        self._flush()
 
     def _flush(self) -> None:
-        self._flush_soon = None
+        if self._flush_soon is not None:  # (sent now: the one scheduled has nothing left)
+            self._flush_soon.cancel()
+            self._flush_soon = None
         core = self.core
         if core is None:
             return
+        self._deliver(core)
+        if self.remote_addr is not None:
+            for datagram in core.data_to_send(self._loop.time()):
+                self.socket.send(datagram, self.remote_addr)
+        if core.closed:
+            self._finish(core.error)
+            return
+        self._arm()
+        self._changed.set()
+
+    def _deliver(self, core: StreamCore) -> None:
         while (event := core.next_event()) is not None:
             match event:
                 case StreamData(data):
@@ -381,14 +402,6 @@ class UDXStream:
                         self.on_message(data)
                 case StreamClosed(error):
                     self.reader._end(error)
-        if self.remote_addr is not None:
-            for datagram in core.data_to_send(self._loop.time()):
-                self.socket.send(datagram, self.remote_addr)
-        if core.closed:
-            self._finish(core.error)
-            return
-        self._arm()
-        self._changed.set()
 
     def _arm(self) -> None:
         """Keep one loop timer no later than the core's: a later deadline (every ack moves the

@@ -39,6 +39,7 @@ __all__ = [
     "PacketType",
     "decode",
     "encode",
+    "encode_plain",
     "is_udx",
     "seq_add",
     "seq_diff",
@@ -110,6 +111,13 @@ def encode(packet: Packet) -> bytes:
     return b"".join((head, sacks, bytes(packet.padding), packet.data))
 
 
+def encode_plain(kind: int, stream_id: int, window: int, seq: int, ack: int, data: bytes
+                 ) -> bytes:
+    """:func:`encode` of a packet without SACK blocks or padding (every packet but a SACK or an
+    MTU probe), byte for byte, without building a :class:`Packet`: the sender's hot path."""
+    return _HEADER.pack(MAGIC, VERSION, kind, 0, stream_id, window, seq, ack) + data
+
+
 def decode(datagram: bytes) -> Packet:
     """One UDX packet; :class:`DecodeError` names what is wrong with it."""
     if len(datagram) < HEADER_SIZE:
@@ -121,6 +129,12 @@ def decode(datagram: bytes) -> Packet:
         raise DecodeError(f"not a udx packet (magic {magic:#x}, version {version})")
     if kind & ~_KNOWN:
         raise DecodeError(f"udx packet type {kind:#x} has unknown bits")
+    if not kind & _SACK_BIT:  # (the common case: the data after the header and any padding)
+        if offset > len(datagram) - HEADER_SIZE:
+            raise DecodeError(f"udx data offset {offset} is beyond the packet "
+                              f"({len(datagram) - HEADER_SIZE} bytes)")
+        return Packet(kind, stream_id, window, seq, ack, (),
+                      bytes(datagram[HEADER_SIZE + offset:]), offset)
     body = memoryview(datagram)[HEADER_SIZE:]
     if offset > len(body):
         raise DecodeError(f"udx data offset {offset} is beyond the packet ({len(body)} bytes)")

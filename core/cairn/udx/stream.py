@@ -44,6 +44,7 @@ from cairn.udx.packet import (
     PacketType,
     decode,
     encode,
+    encode_plain,
     seq_add,
     seq_diff,
 )
@@ -152,6 +153,7 @@ class StreamCore:
         self._recv = ReceiveBuffer(ack=ack)
         self._events: deque[StreamEvent] = deque()
         self._out: list[bytes] = []
+        self._ack_owed = False  # a DATA/END, HEARTBEAT or window change to answer with an ack
         self.closed = False
         self.error: str | None = None
         self.packets_sent = 0
@@ -214,6 +216,14 @@ class StreamCore:
         return self._events.popleft() if self._events else None
 
     def data_to_send(self, now: float) -> list[bytes]:
+        """The datagrams due now. Every DATA/END packet received is acked; the ack of the last
+        one received rides on a packet that goes out now if there is one (every header carries
+        ``ack`` and ``window``, and libudx reads them from any packet), else it goes as a pure
+        ACK, also when there are SACK blocks to tell (first)."""
+        if self._ack_owed and self._recv.starts:
+            self._ack_owed = False
+            self._out.append(self._ack_packet())
+        before = self.packets_sent
         if not self.closed:
             self._send_retransmits(now)
             self._send_new(now)
@@ -222,6 +232,10 @@ class StreamCore:
             if self._in_flight and self._rto_at is None:
                 self._rto_at = now + self.rto
             self._arm_window_probe(now)
+        if self._ack_owed:
+            self._ack_owed = False
+            if self.packets_sent == before:  # nothing went out to carry it
+                self._out.append(self._ack_packet())
         out, self._out = self._out, []
         return out
 
@@ -264,6 +278,9 @@ class StreamCore:
                 self.drops["stale destroy"] += 1
             return
         if kind & (_DATA_OR_END):
+            if self._ack_owed:  # every DATA/END is acked: the one owed goes now, as it was
+                self._ack_owed = False
+                self._out.append(self._ack_packet())
             self._receive_stream_data(packet)
         if kind & _MESSAGE:
             self._events.append(StreamMessage(packet.data))
@@ -337,9 +354,12 @@ class StreamCore:
             self._events.append(StreamEnded())
 
     def _send_ack(self) -> None:
+        """Owe the peer an ack: :meth:`data_to_send` sends it, alone or on a data packet."""
+        self._ack_owed = True
+
+    def _ack_packet(self) -> bytes:
         sacks = self._recv.sacks()
-        kind = _SACK if sacks else _ACK
-        self._out.append(self._header(kind, sacks=tuple(sacks)))
+        return self._header(_SACK if sacks else _ACK, sacks=tuple(sacks))
 
     # -- acks of what we sent --------------------------------------------------------------
 
@@ -474,10 +494,12 @@ class StreamCore:
         padding: int = 0,
     ) -> bytes:
         window = max(0, self.window - self._recv.held_bytes - self.read_buffered)
-        packet = Packet(kind, self.remote_id, window, self.seq if seq is None else seq,
-                        self._recv.ack, sacks, data, padding)
         self.packets_sent += 1
-        return encode(packet)
+        if not sacks and not padding:
+            return encode_plain(kind, self.remote_id, window, self.seq if seq is None else seq,
+                                self._recv.ack, data)
+        return encode(Packet(kind, self.remote_id, window, self.seq if seq is None else seq,
+                             self._recv.ack, sacks, data, padding))
 
     def _transmit(self, sent: _Sent, now: float) -> None:
         sent.sent_at = now

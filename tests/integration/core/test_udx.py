@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from cairn.crypto import random_key_pair
 from cairn.replication.aio import open_secret_stream
-from cairn.udx import UDXSocket, UDXStream, encode, open_udx_connection
+from cairn.udx import UDXSocket, UDXStream, decode, encode, open_udx_connection
 from cairn.udx.packet import Packet, PacketType
 
 
@@ -131,3 +131,34 @@ async def test_change_remote_follows_a_new_path() -> None:
         assert wa.stream.remote_addr == b.address
         wa.write(b"answer")
         assert await rb.read() == b"answer"
+
+
+async def test_an_answer_written_when_its_request_arrives_carries_the_ack() -> None:
+    """The driver sends at the end of the loop round a packet arrived in, after the reader's
+    task: the answer to a request is one datagram (DATA with the ack), not an ACK then DATA."""
+    async with asyncio.timeout(30), await UDXSocket.bind() as a, await UDXSocket.bind() as b:
+        ra, wa = await open_udx_connection(a, 1, 2, b.address)
+        rb, wb = await open_udx_connection(b, 2, 1, a.address)
+        sent: list[bytes] = []
+        send = a.send
+
+        def counted(data: bytes, addr: tuple[str, int]) -> None:
+            sent.append(data)
+            send(data, addr)
+
+        a.send = counted  # type: ignore[method-assign]
+
+        async def answer() -> None:
+            for _ in range(3):
+                request = await ra.read(100)
+                wa.write(b"answer to " + request)
+
+        server = asyncio.create_task(answer())
+        for k in range(3):
+            wb.write(b"q%d" % k)
+            assert await rb.read(100) == b"answer to q%d" % k
+        await server
+        packets = [decode(d) for d in sent]
+        assert [p.type for p in packets] == [PacketType.DATA] * 3
+        assert [p.ack for p in packets] == [1, 2, 3]  # each answer acks its request
+        assert wa.stream.core is not None and wa.stream.core.drops == {}

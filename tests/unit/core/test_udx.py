@@ -27,6 +27,7 @@ from cairn.udx import (
     is_udx,
     seq_diff,
 )
+from cairn.udx.packet import encode_plain
 from cairn.udx.stream import MAX_RTO_TIMEOUTS, MTU_BASE, MTU_MAX
 
 # -- the codec ---------------------------------------------------------------------------------
@@ -47,6 +48,25 @@ def test_packet_round_trip(kind: PacketType, stream_id: int, window: int, seq: i
     assert len(wire) == packet.size
     assert is_udx(wire)
     assert decode(wire) == packet
+
+
+@given(kind=st.integers(0, 63).filter(lambda k: not k & PacketType.SACK), stream_id=u32,
+       window=u32, seq=u32, ack=u32, data=st.binary(max_size=1400))
+def test_the_plain_encoder_agrees_with_the_full_one(kind: int, stream_id: int, window: int,
+                                                    seq: int, ack: int, data: bytes) -> None:
+    """The sender's fast path (no SACKs, no padding) writes what :func:`encode` writes."""
+    wire = encode_plain(kind, stream_id, window, seq, ack, data)
+    assert wire == encode(Packet(kind, stream_id, window, seq, ack, (), data))
+    assert decode(wire) == Packet(kind, stream_id, window, seq, ack, (), data)
+
+
+@given(datagram=st.binary(min_size=20, max_size=200))
+def test_decode_of_any_bytes_raises_only_decode_error(datagram: bytes) -> None:
+    try:
+        packet = decode(b"\xff\x01" + datagram[2:])
+    except DecodeError:
+        return
+    assert packet.size == len(datagram)  # every byte is header, SACKs, padding or data
 
 
 @given(sacks=st.lists(st.tuples(u32, u32), min_size=1, max_size=50))
@@ -207,6 +227,37 @@ def test_a_closed_stream_acks_a_retransmitted_end() -> None:
     link.a.receive_data(encode(Packet(PacketType.DATA, 1, 0, link.a._recv.ack, 0, (), b"x")),
                         11.0)
     assert link.a.drops["packet after the stream closed"] == 1
+
+
+def _requests(core: StreamCore, count: int) -> None:
+    """``count`` one-packet DATA requests from the peer (id 2, seq 0..) to ``core``."""
+    for seq in range(count):
+        core.receive_data(encode(Packet(PacketType.DATA, 1, 1 << 20, seq, 0, (), b"q")), 0.0)
+
+
+def test_the_ack_of_a_request_rides_on_its_answer() -> None:
+    """A request answered in the same round: one datagram (the answer carries the ack), where
+    an ACK then the answer would be two; every DATA packet is still acked."""
+    core = StreamCore(1, 2)
+    _requests(core, 3)
+    core.write(b"answer")
+    out = [decode(d) for d in core.data_to_send(0.0)]
+    assert [p.type for p in out] == [PacketType.ACK, PacketType.ACK, PacketType.DATA]
+    assert [p.ack for p in out] == [1, 2, 3]  # the last one's ack is on the answer
+    assert out[-1].data == b"answer"
+
+
+def test_an_ack_goes_alone_when_nothing_else_goes_or_sacks_are_owed() -> None:
+    core = StreamCore(1, 2)
+    _requests(core, 1)
+    assert [decode(d).type for d in core.data_to_send(0.0)] == [PacketType.ACK]
+    assert core.data_to_send(0.0) == []  # owed once, sent once
+    gap = StreamCore(1, 2)
+    gap.receive_data(encode(Packet(PacketType.DATA, 1, 1 << 20, 2, 0, (), b"q")), 0.0)
+    gap.write(b"answer")
+    out = [decode(d) for d in gap.data_to_send(0.0)]
+    assert [p.type for p in out] == [PacketType.SACK, PacketType.DATA]
+    assert out[0].sacks == ((2, 3),)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
