@@ -32,12 +32,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
+from cairn_gateway.metrics import GatewayMetrics
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
@@ -52,10 +54,6 @@ def _window(start: float, end: float) -> None:
         raise HTTPException(400, "from and to must be finite epoch seconds")
     if end <= start:
         raise HTTPException(400, f"the window is empty or backwards: from {start:g} to {end:g}")
-
-
-def _label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 #: (stream id, from, to) -> fetch that window from its edge first, for on-demand streams
@@ -75,9 +73,11 @@ class Enrol(BaseModel):
 def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
              edges: Edges = dict, auth: ApiAuth | None = None,
-             max_body_bytes: int = 65536, body_timeout: float = 10.0) -> FastAPI:
+             max_body_bytes: int = 65536, body_timeout: float = 10.0,
+             metrics: GatewayMetrics | None = None) -> FastAPI:
     """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
-    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
+    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route;
+    ``metrics``: what ``/metrics`` serves (None: the store's and ``edges``' alone)."""
     app = FastAPI(title="Cairn gateway", version="1",
                   description="Verified sensor samples from a fleet's signed logs.")
     app.add_middleware(Guard, auth=auth, max_body_bytes=max_body_bytes,  # every route
@@ -253,67 +253,12 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                         "alert": h.status != "ok" or bool(runs)})
         return out
 
+    gauges = metrics if metrics is not None else GatewayMetrics(store, edges=edges)
+
     @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> str:
-        lines = ["# HELP cairn_gateway_latest latest stored value of each stream",
-                 "# TYPE cairn_gateway_latest gauge"]
-        for x in queries.latest(conn):
-            if isinstance(x.value, float | bool):  # (a boolean as 1 or 0)
-                device = display_name(x.device_name, x.record_key)
-                lines.append(f'cairn_gateway_latest{{device="{_label(device)}",'
-                             f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
-                             f'unit="{_label(x.unit or "")}",'
-                             f'verified="{str(x.verified).lower()}"}} {float(x.value)!r}')
-        named = queries.stream_labels(conn)
-        total, stopped = queries.total_samples(conn), queries.stopped_streams(conn)
-        lines += ["# HELP cairn_gateway_samples samples stored",
-                  "# TYPE cairn_gateway_samples gauge",
-                  f"cairn_gateway_samples {total}",
-                  "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
-                  "# TYPE cairn_gateway_stopped_streams gauge",
-                  f"cairn_gateway_stopped_streams {stopped}",
-                  "# HELP cairn_gateway_refused_samples_total samples refused for their time "
-                  "(outside the plausible window), never stored",
-                  "# TYPE cairn_gateway_refused_samples_total counter"]
-        for s in named:
-            lines.append(f'cairn_gateway_refused_samples_total{{'
-                         f'device="{_label(display_name(s.device_name, s.record_key))}",'
-                         f'record_key="{s.record_key.hex()}",stream="{_label(s.name)}"}} '
-                         f'{s.refused}')
-        lines += _missing_lines(named, store)
-        status = edges()
-        if status:
-            names = queries.device_names(conn)
-            reach = ["# HELP cairn_gateway_edge_reachable 1 if the edge answered the last try",
-                     "# TYPE cairn_gateway_edge_reachable gauge"]
-            wait = ["# HELP cairn_gateway_edge_backoff_seconds the wait before an unreachable "
-                    "edge is tried again (0: reachable)",
-                    "# TYPE cairn_gateway_edge_backoff_seconds gauge"]
-            for k in sorted(status):
-                e = status[k]
-                labels = (f'device="{_label(display_name(names.get(k), k))}",'
-                          f'record_key="{k.hex()}"')
-                reach.append(f"cairn_gateway_edge_reachable{{{labels}}} {int(e.reachable)}")
-                wait.append(f"cairn_gateway_edge_backoff_seconds{{{labels}}} {e.backoff!r}")
-            lines += reach + wait
-        return "\n".join(lines) + "\n"
+    async def metrics_text() -> Response:
+        """Prometheus's text exposition (:mod:`cairn_gateway.metrics`)."""
+        return Response(gauges.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
-
-def _missing_lines(labels: list[queries.StreamLabel], store: Store) -> list[str]:
-    """``cairn_gateway_missing_blocks``: each stream's holes by reason (0 when it has none)."""
-    holes = store.missing()
-    out = ["# HELP cairn_gateway_missing_blocks blocks a stream's edge signed but would not "
-           "serve (reason: damaged on the edge, or not served)",
-           "# TYPE cairn_gateway_missing_blocks gauge"]
-    for x in labels:
-        count: dict[str, int] = {"damaged": 0, "not served": 0}
-        for a, z, r, _ in holes.get(x.id, []):
-            count[r] = count.get(r, 0) + z - a
-        device = _label(display_name(x.device_name, x.record_key))
-        for reason, k in sorted(count.items()):
-            out.append(f'cairn_gateway_missing_blocks{{device="{device}",'
-                       f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
-                       f'reason="{_label(reason)}"}} {k}')
-    return out

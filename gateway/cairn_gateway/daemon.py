@@ -32,12 +32,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from random import Random
 
 from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
+from cairn.errors import StorageError
 from cairn.fleet.gateway_record import encode_gateway_record
 from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
 from cairn.hyperdht import serve_by_key
@@ -45,6 +47,8 @@ from cairn_gateway.auth import ApiAuth, TokenError
 from cairn_gateway.collect import Collector, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
 from cairn_gateway.listener import EdgeListener, ListenerLimits
+from cairn_gateway.metrics import GatewayMetrics
+from cairn_gateway.retention import apply_retention, disk_usage
 from cairn_gateway.roster import Roster, discover
 from cairn_gateway.schedule import Backoff, Limits, Schedule
 from cairn_gateway.serve import ApiLimits, check_listen
@@ -122,16 +126,21 @@ async def run_gateway(cfg: GatewayConfig, *,
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
-    app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
-                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout)
-    limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
-                       cfg.api_max_header_bytes)
-
     listener = EdgeListener(
         collector, key, lambda: Roster(store.conn).enrolled_keys(), policy=cfg.policy,
         limits=ListenerLimits(cfg.replication_max_connections, cfg.replication_per_source,
                               cfg.replication_handshake_timeout))
+    metrics = GatewayMetrics(store, edges=lambda: collector.schedule.status(collector.clock()),
+                             connections=lambda: {"tcp": len(listener.links)},
+                             disk=lambda: disk_usage(collector, store),
+                             interval=cfg.interval, budget=cfg.max_bytes)
+    collector.on_live = metrics.live_stored
+    app = make_app(store, on_demand=collector.on_demand, demand=demand,
+                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout,
+                   metrics=metrics)
+    limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
+                       cfg.api_max_header_bytes)
     edges_at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
 
     async def collecting(address: tuple[str, int], tg: asyncio.TaskGroup) -> None:
@@ -150,7 +159,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                                            name="gateway address record")
             try:
                 await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                     rounds=rounds)
+                                     rounds=rounds, metrics=metrics)
             finally:
                 if publisher is not None:  # (before the DHT closes)
                     publisher.cancel()
@@ -273,8 +282,10 @@ async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
 
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,
-                           dht: DHT | None, marks: KeyPair, marks_seq: int) -> int:
+                           dht: DHT | None, marks: KeyPair, marks_seq: int,
+                           metrics: GatewayMetrics | None = None) -> int:
     """One round; returns the watermark record's seq it used (``marks_seq`` if none)."""
+    counted = metrics if metrics is not None else GatewayMetrics()
     if dht is not None:
         # the enrolled devices (deny by default); the others on the fleet topic are pending
         keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
@@ -282,19 +293,27 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:
                 log.warning("stream %s: %s", r.stream, r.error)
+            if r.error:
+                counted.error("unreachable" if r.unreachable else
+                              "stopped" if r.stopped else "stream")
         marks_seq = max(marks_seq + 1, int(time.time() * 1000))
         try:
             await collector.publish_watermarks(dht, marks, marks_seq)
         except Exception as exc:  # a bad round must not stop us
+            counted.error("watermark")
             log.warning("could not publish the watermark record: %s", one_line(exc))
-    if cfg.retention_days:
-        store.prune(time.time() - cfg.retention_days * 86400)
+    try:
+        apply_retention(cfg, collector, store, counted)
+    except (StorageError, sqlite3.Error) as exc:  # a full disk must not stop collecting
+        counted.error("retention")
+        log.warning("retention: %s (tried again next round)", one_line(exc))
     return marks_seq
 
 
 async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
                          dht: DHT | None, marks: KeyPair, *, rounds: int | None = None,
-                         clock: Callable[[], float] = time.monotonic) -> int:
+                         clock: Callable[[], float] = time.monotonic,
+                         metrics: GatewayMetrics | None = None) -> int:
     """Rounds every ``cfg.interval`` seconds until cancelled (or ``rounds`` of them); a
     round that raises is logged and the next one runs. Returns how many rounds failed."""
     done = failed = 0
@@ -302,13 +321,18 @@ async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
     while rounds is None or done < rounds:
         start = clock()
         try:
-            marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq)
+            marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq,
+                                               metrics)
         except Exception as exc:
             failed += 1
+            if metrics is not None:
+                metrics.error("round")
             log.warning("collection round failed: %s (the next one runs as usual)",
                         one_line(exc))
             log.debug("the failed collection round", exc_info=True)
         done += 1
+        if metrics is not None:
+            metrics.round_done(clock() - start)
         if rounds is None or done < rounds:
             # the next round on time, or sooner when an edge dialled in with a key no record
             # read so far names (a device enrolled or restarted since: its record is read now)
