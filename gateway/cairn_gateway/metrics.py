@@ -25,6 +25,7 @@ devices' records), at most :data:`MAX_STREAMS_PER_DEVICE` per device and
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -96,7 +97,12 @@ def metric_for_unit(unit: str | None) -> tuple[str, float]:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "\u2026"
+    """A label value at most MAX_LABEL characters: a longer one is cut and ends in a hash of
+    the whole (two long names that start alike stay two series)."""
+    if len(text) <= MAX_LABEL:
+        return text
+    digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+    return text[:MAX_LABEL - 9] + "\u2026" + digest
 
 
 class GatewayMetrics:
@@ -193,6 +199,7 @@ class StoreCollector(Collector):
             refused.add_metric(_stream_labels(s.device_name, s.record_key, s.name), s.refused)
         yield refused
         yield self._missing(named)
+        yield self._stopped(conn, named)
         yield from self._edges()
         live = GaugeMetricFamily("cairn_gateway_connections", "edges connected now (dialled "
                                  "in), by transport", labels=["transport"])
@@ -255,6 +262,21 @@ class StoreCollector(Collector):
             for reason, k in sorted(count.items()):
                 fam.add_metric([*_stream_labels(x.device_name, x.record_key, x.name), reason],
                                k)
+        return fam
+
+    def _stopped(self, conn: Any, named: list[queries.StreamLabel]) -> GaugeMetricFamily:
+        """Each stream: 1 when its collection stopped (a fork, unverifiable data)."""
+        stopped = {int(i) for (i,) in conn.execute("SELECT id FROM streams "
+                                                   "WHERE status != 'ok'")}
+        fam = GaugeMetricFamily("cairn_gateway_stream_stopped", "1 when a stream's collection "
+                                "stopped (a fork, or data its signature did not cover)",
+                                labels=["device", "stream"])
+        seen: set[tuple[str, str]] = set()
+        for x in named:
+            labels = (_cut(display_name(x.device_name, x.record_key)), _cut(x.name))
+            if labels not in seen:
+                seen.add(labels)
+                fam.add_metric(list(labels), 1 if x.id in stopped else 0)
         return fam
 
     def _edges(self) -> Iterator[Any]:
