@@ -160,3 +160,31 @@ def test_a_hostile_device_cannot_flood_the_series(tmp_path: Path) -> None:
                detail=f"{MAX_STREAMS_PER_DEVICE} series kept, {omitted:g} counted")
     finally:
         store.close()
+
+
+def test_every_metric_is_documented(store: Store) -> None:
+    """docs/gateway.md's table names every family /metrics serves (the per-unit ones as
+    ``cairn_gateway_latest_<unit>``), and docs/edge.md every edge family."""
+    from prometheus_client.exposition import generate_latest
+
+    from cairn_edge.metrics import registry_for
+    from tests.unit.edge.test_edge_metrics import status
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        m = GatewayMetrics(store, edges=lambda: {b"d" * 32: EdgeStatus(True, 0, 0, 0, None)})
+        m.round_done(1.0)
+        gateway = {f.name for f in text_string_to_metric_families(m.exposition().decode())}
+    finally:
+        store.close()
+    doc = (root / "docs" / "gateway.md").read_text()
+    for name in gateway:
+        shown = "cairn_gateway_latest_<unit>" if name.startswith("cairn_gateway_latest_") \
+            and name != "cairn_gateway_latest_other_unit" else name
+        counter = f"{name}_total"
+        assert f"`{shown}`" in doc or f"`{counter}`" in doc or shown.endswith("_created"), name
+    edge_doc = (root / "docs" / "edge.md").read_text()
+    edge = {f.name for f in text_string_to_metric_families(
+        generate_latest(registry_for(lambda: status())).decode())}
+    for name in edge:
+        assert f"`{name}" in edge_doc, name
