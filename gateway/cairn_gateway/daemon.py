@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import sqlite3
 import time
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 ADDRESS_EVERY = 300.0  # seconds between puts of the gateway's address record
 ADDRESS_RETRY = 5.0  # seconds between tries while the host to publish is not known
+RETENTION_EVERY = 300.0  # seconds between retention passes (each reads every stream's replica)
 
 
 def limits_of(cfg: GatewayConfig) -> Limits:
@@ -283,8 +285,9 @@ async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,
                            dht: DHT | None, marks: KeyPair, marks_seq: int,
-                           metrics: GatewayMetrics | None = None) -> int:
-    """One round; returns the watermark record's seq it used (``marks_seq`` if none)."""
+                           metrics: GatewayMetrics | None = None, *, retain: bool = True) -> int:
+    """One round (and, with ``retain``, a retention pass after it); returns the watermark
+    record's seq it used (``marks_seq`` if none)."""
     counted = metrics if metrics is not None else GatewayMetrics()
     if dht is not None:
         # the enrolled devices (deny by default); the others on the fleet topic are pending
@@ -303,7 +306,8 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
             counted.error("watermark")
             log.warning("could not publish the watermark record: %s", one_line(exc))
     try:
-        apply_retention(cfg, collector, store, counted)
+        if retain:
+            apply_retention(cfg, collector, store, counted)
     except (StorageError, sqlite3.Error) as exc:  # a full disk must not stop collecting
         counted.error("retention")
         log.warning("retention: %s (tried again next round)", one_line(exc))
@@ -318,11 +322,15 @@ async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
     round that raises is logged and the next one runs. Returns how many rounds failed."""
     done = failed = 0
     marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
-    while rounds is None or done < rounds:
+    retained = -math.inf  # when retention last ran (after the first round, then every
+    while rounds is None or done < rounds:  # RETENTION_EVERY seconds)
         start = clock()
+        retain = start - retained >= RETENTION_EVERY
         try:
             marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq,
-                                               metrics)
+                                               metrics, retain=retain)
+            if retain:
+                retained = start
         except Exception as exc:
             failed += 1
             if metrics is not None:

@@ -188,3 +188,70 @@ def test_every_metric_is_documented(store: Store) -> None:
         generate_latest(registry_for(lambda: status())).decode())}
     for name in edge:
         assert f"`{name}" in edge_doc, name
+
+
+def test_the_daemon_counts_rounds_and_runs_retention_every_five_minutes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import cairn_gateway.daemon as daemon
+    from cairn.crypto import random_key_pair
+    from cairn_gateway.collect import Collector
+    from cairn_gateway.config import GatewayConfig
+
+    store = Store(tmp_path / "gw.db")
+    collector = Collector(tmp_path / "gw", random_key_pair(), store)
+    passes: list[float] = []
+    monkeypatch.setattr(daemon, "apply_retention",
+                        lambda *_a, **_k: passes.append(clock[0]))
+    clock = [0.0]
+
+    def tick() -> float:  # each reading of the clock: 50 s later
+        clock[0] += 50.0
+        return clock[0]
+
+    try:
+        cfg = GatewayConfig(tmp_path, tmp_path / "key", interval=0.1, retention_days=1)
+        m = GatewayMetrics(store, interval=cfg.interval)
+        failed = asyncio.run(daemon.collect_rounds(cfg, collector, store, None,
+                                                   random_key_pair(), rounds=10, clock=tick,
+                                                   metrics=m))
+        assert failed == 0
+        got = samples(m)
+        assert got[("cairn_gateway_rounds_total", ())] == 10
+        assert got[("cairn_gateway_round_duration_seconds_count", ())] == 10
+        # the loop reads the clock three times a round: rounds start every 150 s of it, and
+        # retention runs at the first, then at the first round 300 s after the last pass
+        assert passes == [50.0, 350.0, 650.0, 950.0, 1250.0]
+    finally:
+        collector.close()
+        store.close()
+
+
+def test_hostile_stream_names_and_units_cannot_break_the_exposition(tmp_path: Path) -> None:
+    """A device's record names its streams and its frames their unit: quotes, backslashes,
+    newlines and braces stay inside their label (prometheus-client escapes them), and a unit
+    never becomes a metric name."""
+    store = Store(tmp_path / "gw.db")
+    hostile = ['a"} evil_metric 1\n# TYPE x counter', "back\\slash", "brace}{", "\u202e\u0000"]
+    try:
+        Roster(store.conn).enroll(b"h" * 32, "hostile", T0)
+        dev = store.device(b"h" * 32, None, T0)
+        for k, name in enumerate(hostile):
+            unit = 'x"\nfake_metric 2'
+            sid = store.stream(dev, name, bytes([k]) * 32, unit)
+            try:
+                frame = Frame((Sample(name, unit, T0, 1.0),))
+            except ValueError:  # the frame model refuses it: the store keeps the name alone
+                frame = Frame((Sample("ok", None, T0, 1.0),))
+            store.ingest(sid, [(0, 0, frame)])
+        text = GatewayMetrics(store).exposition().decode()
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert not any("evil" in f or "fake" in f for f in families), families
+        streams = {s.labels["stream"] for f in text_string_to_metric_families(text)
+                   for s in f.samples if f.name == "cairn_gateway_last_sample_timestamp_seconds"}
+        assert streams == set(hostile)
+        record("api", "stream names and units with quotes, newlines, braces in /metrics",
+               len(hostile), 0, "exposition lines injected")
+    finally:
+        store.close()
