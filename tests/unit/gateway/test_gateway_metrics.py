@@ -202,9 +202,9 @@ def test_the_daemon_counts_rounds_and_runs_retention_every_five_minutes(
     store = Store(tmp_path / "gw.db")
     collector = Collector(tmp_path / "gw", random_key_pair(), store)
     passes: list[float] = []
+    clock = [0.0]
     monkeypatch.setattr(daemon, "apply_retention",
                         lambda *_a, **_k: passes.append(clock[0]))
-    clock = [0.0]
 
     def tick() -> float:  # each reading of the clock: 50 s later
         clock[0] += 50.0
