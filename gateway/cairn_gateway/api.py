@@ -2,10 +2,10 @@
 
 Shaped for Grafana's Infinity data source: JSON arrays of flat objects, times in epoch seconds,
 windows as ``from`` / ``to`` (epoch seconds) and ``step`` (seconds). Also ``/metrics`` for
-Prometheus (each stream's latest value as a gauge; each edge's reachability and backoff) and
-``/healthz``. Devices are named by their enrolled name (:mod:`cairn_gateway.roster`) and record
-key; a value is ``verified`` when every block was verified to its device's key and the device is
-enrolled; log keys (the capability to replicate a stream) are never served.
+Prometheus (written by :mod:`cairn_gateway.metrics`) and ``/healthz``. Devices are named by
+their enrolled name (:mod:`cairn_gateway.roster`) and record key; a value is ``verified`` when
+every block was verified to its device's key and the device is enrolled; log keys (the
+capability to replicate a stream) are never served.
 
 Every parameter is checked: a window the wrong way round, a step that is not a multiple of a
 minute, or a window that would return more than ``MAX_POINTS`` rows is a 400 that says so.
