@@ -85,9 +85,7 @@ def prune_replicas(collector: Collector, before: float) -> int:
     """Drop the data of every replica block whose frame ends before ``before`` (never a
     stream's newest block, never a stopped stream's); returns blocks dropped."""
     dropped = 0
-    rows = collector.store.conn.execute("SELECT log_key FROM streams WHERE status = 'ok'")
-    for (log_key,) in rows.fetchall():
-        lg = collector.replica(bytes(log_key))
+    for lg in _replicas(collector):
         floor = collector.floors.below(lg.key)
         end, until = floor, 0.0
         while end < lg.length - 1:
@@ -102,6 +100,14 @@ def prune_replicas(collector: Collector, before: float) -> int:
             end += 1  # (a block never held, between old ones, is older too)
         dropped += collector.floors.prune(lg, end, until)
     return dropped
+
+
+def _replicas(collector: Collector) -> list[Log]:
+    """The replicas of the streams being collected (status ok) that exist in replicas.db
+    (none is made here for a stream never downloaded)."""
+    held = set(collector.replicas.names())
+    rows = collector.store.conn.execute("SELECT log_key FROM streams WHERE status = 'ok'")
+    return [collector.replica(bytes(k)) for (k,) in rows.fetchall() if bytes(k).hex() in held]
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -148,8 +154,7 @@ def _oldest(collector: Collector, store: Store) -> float | None:
     """The oldest time either file still holds data of (samples, or a replica's floor)."""
     row = store.conn.execute("SELECT min(t) FROM samples").fetchone()
     times = [float(row[0])] if row and row[0] is not None else []
-    for (log_key,) in store.conn.execute("SELECT log_key FROM streams WHERE status = 'ok'"):
-        lg = collector.replica(bytes(log_key))
+    for lg in _replicas(collector):
         i = collector.floors.below(lg.key)
         while i < lg.length - 1 and not lg.has(i):
             i += 1
