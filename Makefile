@@ -175,6 +175,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/metrics.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -53,9 +53,14 @@ class Floors:
         self.shared = shared
         shared.raw.execute("CREATE TABLE IF NOT EXISTS cairn_pruned (name TEXT PRIMARY KEY, "
                            "below INTEGER NOT NULL, until REAL NOT NULL)")
-        self._cache: dict[str, tuple[int, float]] = {
+        self._cache: dict[str, tuple[int, float]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the floors again (after a transaction that set some was rolled back)."""
+        self._cache = {
             str(n): (int(b), float(u))
-            for n, b, u in shared.raw.execute("SELECT name, below, until FROM cairn_pruned")}
+            for n, b, u in self.shared.raw.execute("SELECT name, below, until FROM cairn_pruned")}
 
     def below(self, log_key: bytes) -> int:
         """The first block of this log the gateway may still hold (0: none pruned)."""
@@ -85,21 +90,32 @@ def prune_replicas(collector: Collector, before: float) -> int:
     """Drop the data of every replica block whose frame ends before ``before`` (never a
     stream's newest block, never a stopped stream's); returns blocks dropped."""
     dropped = 0
-    for lg in _replicas(collector):
-        floor = collector.floors.below(lg.key)
-        end, until = floor, 0.0
-        while end < lg.length - 1:
-            if lg.has(end):
-                try:
-                    frame = frame_at(lg, end)
-                except DecodeError:  # not a frame (the stream is stopped for it): keep it
-                    break
-                if frame.end >= before:
-                    break
-                until = max(until, frame.end)
-            end += 1  # (a block never held, between old ones, is older too)
-        dropped += collector.floors.prune(lg, end, until)
+    try:
+        with collector.replicas.transaction():  # one commit for every replica's clear
+            for lg in _replicas(collector):
+                end, until = _aged(lg, collector.floors.below(lg.key), before)
+                dropped += collector.floors.prune(lg, end, until)
+    except BaseException:
+        collector.floors.reload()
+        raise
     return dropped
+
+
+def _aged(lg: Log, floor: int, before: float) -> tuple[int, float]:
+    """The first block from ``floor`` on whose frame ends at or after ``before`` (never the
+    newest block), and the time the frames before it reach."""
+    end, until = floor, 0.0
+    while end < lg.length - 1:
+        if lg.has(end):
+            try:
+                frame = frame_at(lg, end)
+            except DecodeError:  # not a frame (the stream is stopped for it): keep it
+                break
+            if frame.end >= before:
+                break
+            until = max(until, frame.end)
+        end += 1  # (a block never held, between old ones, is older too)
+    return end, until
 
 
 def _replicas(collector: Collector) -> list[Log]:
@@ -119,17 +135,20 @@ def used_bytes(conn: sqlite3.Connection) -> int:
 
 
 def vacuum(conn: sqlite3.Connection) -> bool:
-    """Give a file's free pages back to the file system when they are over a quarter of it
-    (not inside a transaction); True if it did."""
+    """Give a file's free pages back to the file system (not inside a transaction); True if
+    it did. A file in ``auto_vacuum = INCREMENTAL`` mode returns them all, at little cost; any
+    other file, once its free pages are over a quarter of it, is switched to that mode by one
+    ``VACUUM`` (which rewrites it)."""
     pages, free, mode = conn.execute(
         "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_auto_vacuum()"
     ).fetchone()
-    if conn.in_transaction or not pages or free * 4 < pages:
+    if conn.in_transaction or not free or (mode != 2 and free * 4 < pages):
         return False
     try:
         if mode == 2:  # incremental
             conn.execute("PRAGMA incremental_vacuum").fetchall()
         else:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("VACUUM")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     except sqlite3.OperationalError as exc:  # busy, or a statement still open: next pass
