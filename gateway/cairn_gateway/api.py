@@ -255,7 +255,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
 
     gauges = metrics if metrics is not None else GatewayMetrics(store, edges=edges)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Metrics",
+             operation_id="metrics_metrics_get")  # (as when the route was named metrics)
     async def metrics_text() -> Response:
         """Prometheus's text exposition (:mod:`cairn_gateway.metrics`)."""
         return Response(gauges.exposition(), media_type=CONTENT_TYPE_LATEST)
