@@ -33,13 +33,12 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
-from cairn_gateway.metrics import GatewayMetrics
+from cairn_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
@@ -259,7 +258,7 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
              operation_id="metrics_metrics_get")  # (as when the route was named metrics)
     async def metrics_text() -> Response:
         """Prometheus's text exposition (:mod:`cairn_gateway.metrics`)."""
-        return Response(gauges.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(gauges.exposition(), media_type=CONTENT_TYPE)
 
     return app
 

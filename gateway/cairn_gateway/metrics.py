@@ -42,14 +42,17 @@ from cairn_gateway.roster import display_name
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.store import Store
 
-__all__ = ["ERROR_KINDS", "MAX_LABEL", "MAX_STREAMS", "MAX_STREAMS_PER_DEVICE", "UNITS",
-           "GatewayMetrics", "StoreCollector", "metric_for_unit"]
+__all__ = ["CONTENT_TYPE", "ERROR_KINDS", "MAX_LABEL", "MAX_STREAMS", "MAX_STREAMS_PER_DEVICE",
+           "UNITS", "GatewayMetrics", "StoreCollector", "metric_for_unit"]
 
 T = TypeVar("T")
 
 MAX_STREAMS_PER_DEVICE = 256  # per-stream series of one device at most
 MAX_STREAMS = 10_000  # per-stream series in all
 MAX_LABEL = 200  # characters of a label value
+#: The text format ``generate_latest`` writes for these (classic) names: version 0.0.4, which
+#: every Prometheus 2 reads (prometheus-client 0.26 would label it 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: What ``cairn_gateway_errors_total{kind}`` counts.
 ERROR_KINDS = {
