@@ -109,7 +109,7 @@ mosquitto:
 	$(call apt_tool,mosquitto,/usr/sbin/mosquitto,mosquitto,its tests)
 
 prometheus:
-	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test)
+	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test and promtool (alert rules))
 
 # The NAT lab (tests/lab, docs/testing.md): network namespaces (iproute2), the routers'
 # masquerade (nftables), their connection tables (conntrack). Its tests also need root.
@@ -182,6 +182,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/metrics.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -261,6 +261,7 @@ class Agent:
         self.publishes = 0
         self.announces = 0  # announces on the fleet topic that some node stored
         self.cleared = 0  # blocks whose data the disk quota cleared
+        self.log_bytes = 0  # what the logs used when last measured (every QUOTA_EVERY commits)
         self._commits = 0
         self._dirty = asyncio.Event()
         self._stopping = False
@@ -392,6 +393,8 @@ class Agent:
                 log.warning("disk quota of %d MB reached: cleared blocks %d..%d of %s "
                             "(the oldest data goes first)", self.config.max_disk // 1_000_000,
                             start, end - 1, name)
+        if self._commits % QUOTA_EVERY == 1:  # (the first commit too) for the metrics
+            self.log_bytes = self.store.disk_bytes()
         if self.pipeline.latest:
             self._dirty.set()
         self._said()
@@ -583,6 +586,9 @@ class Agent:
             "dht_publishes": self.publishes,
             "dht_announces": self.announces,
             "cleared_blocks": self.cleared,
+            "disk_quota_bytes": self.config.max_disk,
+            "log_bytes": self.log_bytes,
+            "last_sample": {name: self.store.last_time(name) for name in self.store.logs},
             "damaged_blocks": self.damage.current(),
             "gateways": [] if self.dialer is None
             else [link.as_dict() for link in self.dialer.links.values()],

@@ -5,9 +5,8 @@ Streams and devices are named as the CLI names them (``stream=board-1/temperatur
 ``device=board-1``; numeric ids are accepted too); a window is ``from`` / ``to`` in epoch
 seconds or ISO 8601 (a number in milliseconds is refused, saying so); a ``step`` is seconds or
 a duration such as Grafana's ``$__interval`` (:mod:`cairn_gateway.windows`). Every route's
-answer is a typed model (:mod:`cairn_gateway.schemas`). Also ``/metrics`` for Prometheus (each
-stream's latest value as a gauge; each edge's reachability and backoff), ``/healthz`` and
-``/readyz`` (:mod:`cairn_gateway.health`).
+answer is a typed model (:mod:`cairn_gateway.schemas`). Also ``/metrics`` for Prometheus (written
+by :mod:`cairn_gateway.metrics`), ``/healthz`` and ``/readyz`` (:mod:`cairn_gateway.health`).
 Devices are named by their enrolled name (:mod:`cairn_gateway.roster`) and record key; a value
 is ``verified`` when every block was verified to its device's key and the device is enrolled;
 log keys (the capability to replicate a stream) are never served.
@@ -54,6 +53,7 @@ from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_reco
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.health import GatewayHealth, add_health_routes
+from cairn_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
 from cairn_gateway.schemas import (
@@ -146,10 +146,6 @@ def _json(rows: list[dict[str, Any]], headers: dict[str, str]) -> Response:
     return Response(body.encode(), media_type="application/json", headers=headers)
 
 
-def _label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 #: (stream id, from, to) -> fetch that window from its edge first, for on-demand streams
 OnDemand = Callable[[int, float, float], Awaitable[object]]
 #: each edge tried so far (by device record key) -> whether it is reachable, its backoff
@@ -168,9 +164,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
              demand: Callable[[int], bool] = lambda _stream: False,
              edges: Edges = dict, auth: ApiAuth | None = None,
              max_body_bytes: int = 65536, body_timeout: float = 10.0,
-             health: GatewayHealth | None = None) -> FastAPI:
+             health: GatewayHealth | None = None,
+             metrics: GatewayMetrics | None = None) -> FastAPI:
     """The API over ``store``; ``auth``: its tokens (None: reads open, no state changes),
-    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route."""
+    checked with the limits by :class:`cairn_gateway.auth.Guard` on every route;
+    ``metrics``: what ``/metrics`` serves (None: the store's and ``edges``' alone)."""
     app = FastAPI(title="Cairn gateway", version="1", docs_url=None, redoc_url=None,
                   description="Verified sensor samples from a fleet's signed logs.")
     app.add_middleware(Guard, auth=auth, max_body_bytes=max_body_bytes,  # every route
@@ -395,50 +393,13 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                 alert=h.status != "ok" or bool(runs)))
         return out
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> str:
-        lines = ["# HELP cairn_gateway_latest latest stored value of each stream",
-                 "# TYPE cairn_gateway_latest gauge"]
-        for x in queries.latest(conn):
-            if isinstance(x.value, float | bool):  # (a boolean as 1 or 0)
-                device = display_name(x.device_name, x.record_key)
-                lines.append(f'cairn_gateway_latest{{device="{_label(device)}",'
-                             f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
-                             f'unit="{_label(x.unit or "")}",'
-                             f'verified="{str(x.verified).lower()}"}} {float(x.value)!r}')
-        named = queries.stream_labels(conn)
-        total, stopped = queries.total_samples(conn), queries.stopped_streams(conn)
-        lines += ["# HELP cairn_gateway_samples samples stored",
-                  "# TYPE cairn_gateway_samples gauge",
-                  f"cairn_gateway_samples {total}",
-                  "# HELP cairn_gateway_stopped_streams streams stopped by a fork",
-                  "# TYPE cairn_gateway_stopped_streams gauge",
-                  f"cairn_gateway_stopped_streams {stopped}",
-                  "# HELP cairn_gateway_refused_samples_total samples refused for their time "
-                  "(outside the plausible window), never stored",
-                  "# TYPE cairn_gateway_refused_samples_total counter"]
-        for s in named:
-            lines.append(f'cairn_gateway_refused_samples_total{{'
-                         f'device="{_label(display_name(s.device_name, s.record_key))}",'
-                         f'record_key="{s.record_key.hex()}",stream="{_label(s.name)}"}} '
-                         f'{s.refused}')
-        lines += _missing_lines(named, store)
-        status = edges()
-        if status:
-            names = queries.device_names(conn)
-            reach = ["# HELP cairn_gateway_edge_reachable 1 if the edge answered the last try",
-                     "# TYPE cairn_gateway_edge_reachable gauge"]
-            wait = ["# HELP cairn_gateway_edge_backoff_seconds the wait before an unreachable "
-                    "edge is tried again (0: reachable)",
-                    "# TYPE cairn_gateway_edge_backoff_seconds gauge"]
-            for k in sorted(status):
-                e = status[k]
-                labels = (f'device="{_label(display_name(names.get(k), k))}",'
-                          f'record_key="{k.hex()}"')
-                reach.append(f"cairn_gateway_edge_reachable{{{labels}}} {int(e.reachable)}")
-                wait.append(f"cairn_gateway_edge_backoff_seconds{{{labels}}} {e.backoff!r}")
-            lines += reach + wait
-        return "\n".join(lines) + "\n"
+    gauges = metrics if metrics is not None else GatewayMetrics(store, edges=edges)
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Metrics",
+             operation_id="metrics_metrics_get")  # (as when the route was named metrics)
+    async def metrics_text() -> Response:
+        """Prometheus's text exposition (:mod:`cairn_gateway.metrics`)."""
+        return Response(gauges.exposition(), media_type=CONTENT_TYPE)
 
     return app
 
@@ -471,21 +432,3 @@ def _docs(app: FastAPI) -> None:
             raise HTTPException(404, f"no asset {name[:60]!r}")
         return FileResponse(static / name, media_type=DOC_ASSETS[name],
                             headers={"Cache-Control": "max-age=86400"})
-
-
-def _missing_lines(labels: list[queries.StreamLabel], store: Store) -> list[str]:
-    """``cairn_gateway_missing_blocks``: each stream's holes by reason (0 when it has none)."""
-    holes = store.missing()
-    out = ["# HELP cairn_gateway_missing_blocks blocks a stream's edge signed but would not "
-           "serve (reason: damaged on the edge, or not served)",
-           "# TYPE cairn_gateway_missing_blocks gauge"]
-    for x in labels:
-        count: dict[str, int] = {"damaged": 0, "not served": 0}
-        for a, z, r, _ in holes.get(x.id, []):
-            count[r] = count.get(r, 0) + z - a
-        device = _label(display_name(x.device_name, x.record_key))
-        for reason, k in sorted(count.items()):
-            out.append(f'cairn_gateway_missing_blocks{{device="{device}",'
-                       f'record_key="{x.record_key.hex()}",stream="{_label(x.name)}",'
-                       f'reason="{_label(reason)}"}} {k}')
-    return out

@@ -48,6 +48,7 @@ from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
 from cairn_gateway.live import LiveDevice
+from cairn_gateway.retention import Floors
 from cairn_gateway.roster import note_reach, stream_owners
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -85,7 +86,7 @@ class _Feed:
 
     def __init__(self, worker: IngestWorker, store: Store, stream_id: int, replica: Log,
                  window: tuple[float, float] | None = None,
-                 allow: _Allowance | None = None) -> None:
+                 allow: _Allowance | None = None, floor: int = 0) -> None:
         self.worker = worker
         self.window = window
         self.allow = allow
@@ -93,7 +94,10 @@ class _Feed:
         self.capped_jobs: dict[asyncio.Future[int], int] = {}  # in flight -> its cap
         self.store = store
         self.stream_id = stream_id
-        self.start = self.cursor = replica.contiguous_length
+        start = max(replica.contiguous_length, min(floor, replica.length))
+        while start < replica.length and replica.has(start):  # (past a pruned prefix)
+            start += 1
+        self.start = self.cursor = start
         self.jobs: list[asyncio.Future[int]] = []
         self.failed = False
         self.capped = False  # a run went with a cap: the worker may have stored a prefix
@@ -235,6 +239,7 @@ class Collector:
         self.wall = wall  # epoch seconds: the plausible time window's "now"
         self._round: dict[bytes, _Allowance] = {}  # record key -> what it may still take
         self.replicas = SharedDB(self.dir / "replicas.db")
+        self.floors = Floors(self.replicas)  # where retention pruned each replica up to
         self._logs: dict[bytes, Log] = {}
         self._replica_names: set[str] | None = None
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
@@ -334,7 +339,8 @@ class Collector:
         before = sum(1 for i in range(replica.length) if replica.has(i))
         feed = None
         if self.worker is not None and self.worker.alive and since is None and until is None:
-            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow)
+            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow,
+                         self.floors.below(key))
         got: DownloadResult | None = None  # a full answer: what the edge would not serve
         try:
             if since is not None or until is not None:
@@ -342,7 +348,8 @@ class Collector:
                                                 since=since, until_time=until), timeout)
             else:
                 got = await asyncio.wait_for(
-                    download(address[0], address[1], replica, self.key_pair, start=0,
+                    download(address[0], address[1], replica, self.key_pair,
+                             start=self.floors.below(key),
                              on_progress=feed.progress if feed is not None else None,
                              until=feed.exhausted if feed is not None else None),
                     timeout)
@@ -744,13 +751,14 @@ class Collector:
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
         streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
-                             on_stored=self.on_live)
+                             floor=self.floors.below, on_stored=self.on_live)
         since = self.wall()
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
         try:
-            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL)
+            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL,
+                            start=lambda lg: self.floors.below(lg.key))
         except (ConnectionError, TimeoutError, OSError, CairnError) as exc:
             self.note_reach(key, f"disconnected since {_iso(self.wall())}: {one_line(exc)}")
             raise
@@ -785,6 +793,9 @@ class Collector:
             return None  # fetched already, and that window was in the past then
         dev, name = entry
         assert dev.record.address is not None
+        start = max(start, self.floors.until(dev.streams.get(name, b"")))  # never pruned ones
+        if start >= end:
+            return None
         result = await self.sync(dev, name, dev.record.address, since=start, until=end)
         if result.error is None:
             done.append((start, min(end, time.time())))

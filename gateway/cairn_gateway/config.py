@@ -32,6 +32,7 @@ class GatewayConfig:
     interval: float = 10.0
     api: tuple[str, int] = ("127.0.0.1", 8080)
     retention_days: float = 0.0  # 0: keep everything
+    max_bytes: int = 0  # bytes gw.db and replicas.db may use together (0: no budget)
     policies: tuple[Policy, ...] = ()  # the first whose pattern matches a stream; else tail
     concurrency: int = 4  # edges synced at once
     backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
@@ -89,7 +90,7 @@ _KEYS: dict[str, set[str]] = {
                 "future_window", "ready_rounds"},
     "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
             "request_timeout", "max_header_bytes", "max_body_bytes"},
-    "store": {"retention_days"},
+    "store": {"retention_days", "max_disk_mb"},
     "replication": {"listen", "advertise", "max_connections", "per_source",
                     "handshake_timeout", "by_key", "by_key_address"},
 }
@@ -147,6 +148,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         interval=collect.number("interval", 10.0, 0.1, 86400),
         api=_hostport(api.data.get("listen", "127.0.0.1:8080"), "[api].listen"),
         retention_days=store.number("retention_days", 0.0, 0.0, 36500),
+        max_bytes=int(store.number("max_disk_mb", 0, 0, 100_000_000) * 1_000_000),
         policies=tuple(policies),
         concurrency=collect.integer("concurrency", 4, 1, 1024),
         backoff_initial=backoff_initial,
@@ -231,7 +233,10 @@ max_header_bytes = 16384     # a request line and headers larger than this: 431
 max_body_bytes = 65536       # a request body larger than this: 413
 
 [store]
-retention_days = 0           # delete samples older than this (0: keep everything)
+retention_days = 0           # delete samples, and the data of replica blocks, older than
+                             # this many days (0: keep everything)
+max_disk_mb = 0              # a budget for gw.db and replicas.db together: past it, the
+                             # oldest samples and replica blocks go first (0: no budget)
 
 [replication]
 listen = "0.0.0.0:7420"      # TCP host:port edges dial in on (an edge behind NAT keeps a
@@ -289,7 +294,8 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
                 "request_timeout": cfg.api_request_timeout,
                 "max_header_bytes": cfg.api_max_header_bytes,
                 "max_body_bytes": cfg.api_max_body_bytes},
-        "store": {"retention_days": cfg.retention_days},
+        "store": {"retention_days": cfg.retention_days,
+                  "max_disk_mb": cfg.max_bytes / 1_000_000},
         "replication": {
             "listen": "" if cfg.replication_listen is None
             else f"{cfg.replication_listen[0]}:{cfg.replication_listen[1]}",

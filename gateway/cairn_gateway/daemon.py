@@ -36,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from random import Random
 
 from cairn.crypto import KeyPair
 from cairn.dht.api import DHT
+from cairn.errors import StorageError
 from cairn.fleet.gateway_record import encode_gateway_record
 from cairn.fleet.identity import load_seed, noise_key_pair, watermark_key_pair
 from cairn.hyperdht import serve_by_key
@@ -53,6 +56,8 @@ from cairn_gateway.collect import Collector, SyncResult, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
 from cairn_gateway.health import GatewayHealth, RoundSummary
 from cairn_gateway.listener import EdgeListener, ListenerLimits
+from cairn_gateway.metrics import GatewayMetrics
+from cairn_gateway.retention import apply_retention, disk_usage
 from cairn_gateway.roster import Roster, discover
 from cairn_gateway.schedule import Backoff, Limits, Schedule
 from cairn_gateway.serve import ApiLimits, check_listen
@@ -65,6 +70,7 @@ log = logging.getLogger(__name__)
 
 ADDRESS_EVERY = 300.0  # seconds between puts of the gateway's address record
 ADDRESS_RETRY = 5.0  # seconds between tries while the host to publish is not known
+RETENTION_EVERY = 300.0  # seconds between retention passes (each reads every stream's replica)
 
 
 def limits_of(cfg: GatewayConfig) -> Limits:
@@ -131,19 +137,27 @@ async def run_gateway(cfg: GatewayConfig, *,
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
     health = GatewayHealth(cfg.data_dir, store.path, cfg.interval, cfg.ready_rounds)
-    collector.on_live = health.live_stored
     notifier = Notifier()
-    app = make_app(store, on_demand=collector.on_demand, demand=demand,
-                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
-                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout,
-                   health=health)
-    limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
-                       cfg.api_max_header_bytes)
-
     listener = EdgeListener(
         collector, key, lambda: Roster(store.conn).enrolled_keys(), policy=cfg.policy,
         limits=ListenerLimits(cfg.replication_max_connections, cfg.replication_per_source,
                               cfg.replication_handshake_timeout))
+    metrics = GatewayMetrics(store, edges=lambda: collector.schedule.status(collector.clock()),
+                             connections=lambda: {"tcp": len(listener.links)},
+                             disk=lambda: disk_usage(collector, store),
+                             interval=cfg.interval, budget=cfg.max_bytes)
+
+    def live_stored(samples: int) -> None:  # each live push: readiness and the counters
+        health.live_stored(samples)
+        metrics.live_stored(samples)
+
+    collector.on_live = live_stored
+    app = make_app(store, on_demand=collector.on_demand, demand=demand,
+                   edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
+                   max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout,
+                   health=health, metrics=metrics)
+    limits = ApiLimits(cfg.api_max_connections, cfg.api_request_timeout,
+                       cfg.api_max_header_bytes)
     edges_at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
 
     async def collecting(address: tuple[str, int], tg: asyncio.TaskGroup) -> None:
@@ -163,7 +177,7 @@ async def run_gateway(cfg: GatewayConfig, *,
                                            name="gateway address record")
             try:
                 await collect_rounds(cfg, collector, store, dht, watermark_key_pair(seed),
-                                     rounds=rounds, health=health)
+                                     rounds=rounds, health=health, metrics=metrics)
             finally:
                 if publisher is not None:  # (before the DHT closes)
                     publisher.cancel()
@@ -302,9 +316,12 @@ class RoundSeen:
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,
                            dht: DHT | None, marks: KeyPair, marks_seq: int,
-                           seen: RoundSeen | None = None) -> int:
-    """One round; returns the watermark record's seq it used (``marks_seq`` if none). The
-    devices found and their results go into ``seen`` (the round's line counts them)."""
+                           seen: RoundSeen | None = None,
+                           metrics: GatewayMetrics | None = None, *, retain: bool = True) -> int:
+    """One round (and, with ``retain``, a retention pass after it); returns the watermark
+    record's seq it used (``marks_seq`` if none). The devices found and their results go into
+    ``seen`` (the round's line counts them)."""
+    counted = metrics if metrics is not None else GatewayMetrics()
     if dht is not None:
         # the enrolled devices (deny by default); the others on the fleet topic are pending
         keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
@@ -315,33 +332,48 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:
                 log.warning("stream %s: %s", r.stream, r.error)
+            if r.error:
+                counted.error("unreachable" if r.unreachable else
+                              "stopped" if r.stopped else "stream")
         marks_seq = max(marks_seq + 1, int(time.time() * 1000))
         try:
             await collector.publish_watermarks(dht, marks, marks_seq)
         except Exception as exc:  # a bad round must not stop us
+            counted.error("watermark")
             log.warning("could not publish the watermark record: %s", one_line(exc))
-    if cfg.retention_days:
-        store.prune(time.time() - cfg.retention_days * 86400)
+    try:
+        if retain:
+            apply_retention(cfg, collector, store, counted)
+    except (StorageError, sqlite3.Error) as exc:  # a full disk must not stop collecting
+        counted.error("retention")
+        log.warning("retention: %s (tried again next round)", one_line(exc))
     return marks_seq
 
 
 async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
                          dht: DHT | None, marks: KeyPair, *, rounds: int | None = None,
                          clock: Callable[[], float] = time.monotonic,
-                         health: GatewayHealth | None = None) -> int:
+                         health: GatewayHealth | None = None,
+                         metrics: GatewayMetrics | None = None) -> int:
     """Rounds every ``cfg.interval`` seconds until cancelled (or ``rounds`` of them); a
     round that raises is logged and the next one runs; each round that ends is logged in one
     info line (and told to ``health``). Returns how many rounds failed."""
     done = failed = 0
     marks_seq = 0  # milliseconds of the clock: grows across restarts without being stored
-    while rounds is None or done < rounds:
+    retained = -math.inf  # when retention last ran (after the first round, then every
+    while rounds is None or done < rounds:  # RETENTION_EVERY seconds)
         start = clock()
         seen = RoundSeen()
+        retain = start - retained >= RETENTION_EVERY
         try:
             marks_seq = await collection_round(cfg, collector, store, dht, marks, marks_seq,
-                                               seen)
+                                               seen, metrics, retain=retain)
+            if retain:
+                retained = start
         except Exception as exc:
             failed += 1
+            if metrics is not None:
+                metrics.error("round")
             log.warning("collection round failed: %s (the next one runs as usual)",
                         one_line(exc))
             log.debug("the failed collection round", exc_info=True)
@@ -354,6 +386,8 @@ async def collect_rounds(cfg: GatewayConfig, collector: Collector, store: Store,
             else:
                 log.info("%s", summary.line(), extra=summary.fields())
         done += 1
+        if metrics is not None:
+            metrics.round_done(clock() - start)
         if rounds is None or done < rounds:
             # the next round on time, or sooner when an edge dialled in with a key no record
             # read so far names (a device enrolled or restarted since: its record is read now)

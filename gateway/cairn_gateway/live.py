@@ -55,14 +55,16 @@ class LiveDevice:
     def __init__(self, store: Store, device_id: int, limits: Limits, wall: Callable[[], float],
                  plan: Callable[[], list[tuple[str, bytes]] | None],
                  replica: Callable[[bytes], Log], *,
+                 floor: Callable[[bytes], int] = lambda _key: 0,
                  on_stored: Callable[[int], object] | None = None) -> None:
         self.store = store
-        self.on_stored = on_stored  # told the samples each append stored (health)
+        self.on_stored = on_stored  # told the samples each append stored (health, metrics)
         self.device_id = device_id
         self.limits = limits
         self.wall = wall
         self.plan = plan
         self.replica = replica
+        self.floor = floor  # a log's first block retention left (the ones below are pruned)
         self.streams: dict[bytes, _Stream] = {}  # by log key
         self.logs: list[Log] = []
 
@@ -75,15 +77,20 @@ class LiveDevice:
             if log_key not in self.streams:
                 sid = self.store.stream(self.device_id, name, log_key)
                 if self.store.status(sid) == "ok":
-                    self.streams[log_key] = _Stream(sid, name, self.store.stored_prefix(sid))
+                    self.streams[log_key] = _Stream(sid, name, max(self.store.stored_prefix(sid),
+                                                                   self.floor(log_key)))
         self.logs = [self.replica(k) for k in self.streams]
         return self.logs
 
     def stored(self, replica: Log) -> None:
         """Store the blocks the replica holds past the stream's cursor."""
         s = self.streams.get(replica.key)
-        end = replica.contiguous_length
-        if s is None or end <= s.cursor:
+        if s is None or s.cursor >= replica.length:
+            return
+        end = max(replica.contiguous_length, s.cursor)  # (past a pruned prefix: held from it)
+        while end < replica.length and replica.has(end):
+            end += 1
+        if end <= s.cursor:
             return
         if s.first is None:  # the stream's status and first-seen time, once
             if self.store.status(s.id) != "ok":

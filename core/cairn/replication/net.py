@@ -321,12 +321,14 @@ async def serve(
 
 
 async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
-                    on_progress: Callable[[Log], None], poll: float = 1.0) -> None:
+                    on_progress: Callable[[Log], None], poll: float = 1.0, *,
+                    start: Callable[[Log], int] | None = None) -> None:
     """Read the logs ``replicas()`` names on this connection and keep following them: each
     log's channel is opened, everything up to the writer's length is requested, and every
     later append the writer announces is requested as it comes, each block verified before
     it is stored. ``on_progress(replica)`` after each batch of messages (and every ``poll``
-    seconds); logs ``replicas()`` adds later are opened within ``poll`` seconds. Returns
+    seconds); logs ``replicas()`` adds later are opened within ``poll`` seconds; ``start(log)``:
+    the first block of a log to ask for (blocks below are never asked for again). Returns
     never: ends with the connection (ConnectionError, TimeoutError) or cancellation."""
     rep = conn.replicator
     assert rep is not None, "follow_on needs a handshaken connection"
@@ -338,7 +340,12 @@ async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
             if lg.discovery_key not in opened:
                 opened[lg.discovery_key] = lg
                 rep.open(lg)
-                wanted[lg.discovery_key] = lg.contiguous_length
+                first = lg.contiguous_length
+                if start is not None:  # (past a pruned prefix, contiguous says 0)
+                    first = max(first, min(start(lg), lg.length))
+                while first < lg.length and lg.has(first):
+                    first += 1
+                wanted[lg.discovery_key] = first
 
     def progress() -> None:
         for dk, lg in opened.items():

@@ -114,9 +114,9 @@ def test_prometheus_scrapes_the_gateway(prometheus_path: Path, tmp_path: Path) -
 
                     log = tmp_path / "prometheus" / "prometheus.log"
                     up = await until("up == 1 for the gateway", lambda: _up(query), log)
-                    latest = await until("two cairn_gateway_latest series",
-                                         lambda: _series(query, "cairn_gateway_latest", 2),
-                                         log)
+                    latest = await until(
+                        "two cairn_gateway_latest_celsius series",
+                        lambda: _series(query, "cairn_gateway_latest_celsius", 2), log)
                     others = {}
                     for name, n in (("cairn_gateway_samples", 1),
                                     ("cairn_gateway_stopped_streams", 1),

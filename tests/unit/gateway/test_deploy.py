@@ -131,7 +131,7 @@ def test_compose_has_the_four_services_and_declares_its_volumes() -> None:
 def test_every_local_file_compose_references_exists() -> None:
     services = compose()["services"]
     mounts = [(name, src, dst) for name, s in services.items() for src, dst in bind_mounts(s)]
-    assert len(mounts) == 7
+    assert len(mounts) == 8
     for name, source, target in mounts:
         path = (COMPOSE_DIR / source).resolve()
         assert path.exists(), f"{name}: {source} (for {target}) does not exist"

@@ -80,9 +80,9 @@ async def test_a_removed_devices_data_is_kept_and_flagged(tmp_path: Path) -> Non
             assert (d["enrolled"], d["removed"], d["removed_at"]) == (False, True, T0 + 60)
             text = (await client.get("/metrics")).text
             [s] = [s for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name == "cairn_gateway_latest"]
-            assert s.labels == {"device": "board-1", "record_key": (b"d" * 32).hex(),
-                                "stream": "board-1/t", "unit": "Cel", "verified": "false"}
+                   if s.name == "cairn_gateway_latest_celsius"]
+            assert s.labels == {"device": "board-1", "stream": "board-1/t",
+                                "verified": "false"}
     finally:
         store.close()
 
@@ -137,10 +137,13 @@ async def test_metrics_for_prometheus(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     values = {(s.name, s.labels.get("stream")): s.value
               for fam in text_string_to_metric_families(text) for s in fam.samples}
-    assert values[("cairn_gateway_latest", "board-1/temperature")] == 259.0
+    assert values[("cairn_gateway_latest_celsius", "board-1/temperature")] == 259.0
     [labels] = [s.labels for fam in text_string_to_metric_families(text) for s in fam.samples
-                if s.name == "cairn_gateway_latest"]
-    assert labels == {"device": "board-1", "record_key": (b"d" * 32).hex(),
-                      "stream": "board-1/temperature", "unit": "Cel", "verified": "true"}
+                if s.name == "cairn_gateway_latest_celsius"]
+    assert labels == {"device": "board-1", "stream": "board-1/temperature", "verified": "true"}
+    # every stream has its last sample's time (the string one too), for a silent-sensor alert
+    assert values[("cairn_gateway_last_sample_timestamp_seconds", "board-1/temperature")] \
+        == T0 + 239 * 30
+    assert values[("cairn_gateway_last_sample_timestamp_seconds", "board-1/door")] == T0
     assert values[("cairn_gateway_samples", None)] == 241
     assert values[("cairn_gateway_stopped_streams", None)] == 0

@@ -196,7 +196,9 @@ async def test_strings_are_shown_safely(client: httpx.AsyncClient) -> None:
         (1, "heat", None, "string"), (1, HOSTILE, None, "string")]
     metrics = (await client.get("/metrics")).text
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
-    latest = {s.labels["stream"]: s.value for s in families["cairn_gateway_latest"].samples}
+    latest = {s.labels["stream"]: s.value for name in ("cairn_gateway_latest",
+                                                       "cairn_gateway_latest_celsius")
+              for s in families[name].samples}
     assert latest == {"board-1/temperature": 22.0, "board-1/door": 0.0}  # no string
     record("api", "string values with control characters, quotes, bidi overrides", 3, 0,
            "raw control bytes served", detail="JSON-escaped; strings never in /metrics")
