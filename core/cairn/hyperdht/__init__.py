@@ -5,13 +5,13 @@
 - :mod:`cairn.hyperdht.noise_ik`: ``Noise_IK_Ed25519_ChaChaPoly_BLAKE2b``;
 - :mod:`cairn.hyperdht.router`: what every DHT node does (forward entries, bounded relaying);
 - :mod:`cairn.hyperdht.server` / :mod:`cairn.hyperdht.client`: the sans-I/O ends;
-- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node.
+- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node, and
+  :func:`open_data_stream` (a UDX stream carrying a replication ``Connection``).
 
 See docs/dht.md ("Connect by key") and docs/decisions/0013-hyperdht-connect.md.
 """
 
 from cairn.hyperdht.aio import (
-    DataPhaseUnavailableError,
     KeyServer,
     connect_by_key,
     handshake_by_key,
@@ -35,7 +35,6 @@ __all__ = [
     "BadReplyError",
     "ClientCore",
     "ConnectError",
-    "DataPhaseUnavailableError",
     "Established",
     "HandshakeRefused",
     "HolepunchUnavailableError",

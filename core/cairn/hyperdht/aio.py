@@ -18,23 +18,20 @@ it through its NAT) and announces again every :data:`REANNOUNCE_INTERVAL` second
 fewer than two of them answer.
 
 The data phase is one UDX stream per connection carrying secret-stream without a second Noise
-(nat.md 1.6): :func:`open_data_stream` returns a
-:class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
-:func:`_open_data_stream`, written against the API of the UDX transport (``cairn.udx``:
-``UDXSocket`` on the DHT's UDP socket, exposed as ``node.udx_socket``;
-``open_udx_connection(socket, local_id, remote_id, remote_addr)`` -> an asyncio reader/writer
-pair); until that transport is part of the build it raises :class:`DataPhaseUnavailableError`.
+(nat.md 1.6): :func:`open_data_stream` returns a :class:`~cairn.replication.net.Connection`,
+the same as a TCP dial's, so everything that replicates on a connection (``serve_on``,
+``follow_on``, ``read_on``, a gateway's admission) runs on it unchanged. The stream runs on the
+DHT node's own UDP port (:attr:`UDPNode.udx_socket`, a :class:`cairn.udx.UDXSocket`); each end
+makes it the moment its side of the IK completes, so the peer's first packets find it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
@@ -51,14 +48,13 @@ from cairn.hyperdht.client import (
 from cairn.hyperdht.events import Established, HandshakeRefused
 from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
-from cairn.replication.aio import SecretStreamConnection
+from cairn.replication.net import IDLE_TIMEOUT, MAX_FRAME, Connection
 from cairn.replication.noise import RandomSource
-from cairn.replication.secret_stream import SecretStream
+from cairn.udx.aio import UDXSocket, UDXStream
 
 __all__ = [
     "PING_INTERVAL",
     "REANNOUNCE_INTERVAL",
-    "DataPhaseUnavailableError",
     "KeyServer",
     "connect_by_key",
     "handshake_by_key",
@@ -74,10 +70,6 @@ REANNOUNCE_INTERVAL = 300.0
 UNANNOUNCE_TIMEOUT = 2.0
 LOG_EVERY = 5.0
 DEFAULT_TIMEOUT = 20.0
-
-
-class DataPhaseUnavailableError(ServiceError):
-    """The UDX transport the data phase runs on is not available on this node."""
 
 
 def reachable_address(node: UDPNode) -> Address | None:
@@ -134,6 +126,17 @@ class KeyServer:
                         log.warning("hyperdht server %s: backlog full, connection from %s "
                                     "dropped", self.public_key.hex()[:16],
                                     event.remote_public_key.hex()[:16])
+                        continue
+                    # the client sends its data stream where we said we are reachable (our
+                    # server socket), else to where the DHT saw us
+                    node = self.node
+                    socket = (node.server_udx_socket if self.core.public_address is not None
+                              else node.udx_socket)
+                    try:
+                        _prepare_stream(node, socket, event)
+                    except ValueError:  # a stream id in use on the socket (1 in 2**32)
+                        log.info("hyperdht server %s: udx stream id %d in use",
+                                 self.public_key.hex()[:16], event.local_udx_id)
                 case HandshakeRefused(client=client, reason=reason):
                     self._refused_log(client, reason)
 
@@ -261,18 +264,21 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
                            public_address: Address | None = None,
                            rng: RandomSource | None = None,
                            relay_addresses: Sequence[Address] = (),
-                           timeout: float = DEFAULT_TIMEOUT) -> Established:  # noqa: ASYNC109
+                           timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+                           stream_socket: UDXSocket | None = None) -> Established:
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
     the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
     (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
-    :class:`ServerRefusedError`."""
+    :class:`ServerRefusedError`. With ``stream_socket``, the data stream is made on it the
+    moment the reply is read (:func:`open_data_stream` then takes it): the server's first
+    packets find it."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
                         public_address=public_address)
-    attempt = _Attempt(node, client)
+    attempt = _Attempt(node, client, stream_socket)
     async with asyncio.timeout(timeout):
         try:
             result = await attempt.through_known(relay_addresses)
@@ -292,9 +298,11 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
 class _Attempt:
     """One connect's FIND_PEER and its PEER_HANDSHAKEs, PARALLEL_ATTEMPTS at a time."""
 
-    def __init__(self, node: UDPNode, client: ClientCore) -> None:
+    def __init__(self, node: UDPNode, client: ClientCore,
+                 stream_socket: UDXSocket | None = None) -> None:
         self.node = node
         self.client = client
+        self.stream_socket = stream_socket
         self.holders = 0
         self.last: Exception | None = None
         self.tasks: set[asyncio.Task[Established | None]] = set()
@@ -307,12 +315,17 @@ class _Attempt:
         if done.reply is None:
             return None
         try:
-            return client.on_reply(done.reply.value, relay)
+            established = client.on_reply(done.reply.value, relay)
         except BadReplyError as exc:
             self.last = exc
             log.info("hyperdht connect through %s:%d: %s", relay[0], relay[1], exc)
         except LocalError:
             pass  # the other attempt completed the handshake first
+        else:
+            if self.stream_socket is not None:  # before any await: the server may send first
+                with contextlib.suppress(ValueError):  # (an id in use: opened anew later)
+                    _prepare_stream(node, self.stream_socket, established)
+            return established
         return None
 
     async def _settle(self, until: int) -> Established | None:
@@ -359,48 +372,99 @@ class _Attempt:
         self.tasks.clear()
 
 
-async def _open_data_stream(node: UDPNode, local_id: int, remote_id: int,
-                            remote_address: Address) -> tuple[Any, Any]:
-    """The one place that touches the UDX transport: a UDX stream ``local_id`` <-> ``remote_id``
-    to ``remote_address`` from the DHT's own UDP socket, as an asyncio (reader, writer) pair."""
+def _learn_path() -> Callable[[UDXStream, Address], bool]:
+    """The stream's first-packet hook: the first packet from an address other than the one
+    the handshake gave moves the stream there (the peer's NAT mapped it elsewhere, or it sent
+    from its other socket; hyperdht's raw-stream firewall), once; later strangers are
+    dropped. Whoever sends from there must know the stream's random id (carried encrypted in
+    the IK) and still cannot read or forge the secret-stream on top."""
+    moved: list[Address] = []
+
+    def hook(stream: UDXStream, addr: Address) -> bool:
+        if moved or stream.core is None:
+            return False
+        moved.append(addr)
+        log.debug("udx stream %d: the peer's path is %s:%d", stream.local_id, *addr)
+        stream.change_remote(addr)
+        return True
+
+    return hook
+
+
+def _prepare_stream(node: UDPNode, socket: UDXSocket, established: Established) -> UDXStream:
+    """Make the data stream at once (inside the datagram callback that finished the IK), so
+    the peer's first packets find it, and keep it for :func:`open_data_stream`."""
+    stream = socket.create_stream(established.local_udx_id, on_first_packet=_learn_path())
+    stream.connect(established.remote_udx_id, established.remote_address)
+    node.data_streams[established.local_udx_id] = stream
+    return stream
+
+
+def _take_stream(node: UDPNode, established: Established,
+                 socket: UDXSocket | None) -> UDXStream:
+    """The data stream of this handshake: the one prepared for it, else a new one on
+    ``socket`` (default: the socket the node speaks to the DHT from)."""
+    prepared = node.data_streams.pop(established.local_udx_id, None)
+    if prepared is not None and (socket is None or prepared.socket is socket):
+        return prepared
+    if prepared is not None:  # the caller runs it on its own socket (a puncher's): forget
+        prepared.socket.streams.pop(prepared.local_id, None)  # it quietly, the peer's lives on
+    if node.closed:
+        raise ConnectionError("the DHT node is closed")
     try:
-        udx = importlib.import_module("cairn.udx")
-    except ImportError as exc:
-        raise DataPhaseUnavailableError(
-            "the UDX transport (cairn.udx) is not part of this build: the handshake by key "
-            "completed, but no data stream can be opened") from exc
-    socket = getattr(node, "udx_socket", None)
-    if socket is None:
-        raise DataPhaseUnavailableError(
-            "this DHT node runs on plain UDP sockets; the data phase needs its socket to be a "
-            "cairn.udx.UDXSocket")
-    pair: tuple[Any, Any] = await udx.open_udx_connection(socket, local_id, remote_id,
-                                                          remote_address)
-    return pair
+        stream = _prepare_stream(node, socket or node.udx_socket, established)
+    except ValueError as exc:  # the id is taken on that socket
+        raise ConnectionError(str(exc)) from None
+    del node.data_streams[established.local_udx_id]
+    return stream
 
 
 async def open_data_stream(node: UDPNode, established: Established, key_pair: KeyPair, *,
-                           rng: RandomSource | None = None) -> SecretStreamConnection:
-    """The data phase: a UDX stream to the peer carrying secret-stream keyed by the IK (no
-    second Noise: each side sends its header frame, then messages; nat.md 1.6)."""
-    reader, writer = await _open_data_stream(node, established.local_udx_id,
-                                             established.remote_udx_id,
-                                             established.remote_address)
-    core = SecretStream(established.is_initiator, key_pair, rng or random.SystemRandom())
-    core.start_established(established)
-    connection = SecretStreamConnection(core, reader, writer)
-    await connection.handshake()  # no Noise runs: writes the header, takes the keys
-    return connection
+                           socket: UDXSocket | None = None,
+                           idle_timeout: float = IDLE_TIMEOUT,
+                           max_frame: int = MAX_FRAME,
+                           handshake_timeout: float | None = None) -> Connection:
+    """The data phase: one UDX stream to the peer (``local_udx_id`` <-> ``remote_udx_id``)
+    carrying secret-stream keyed by the IK, no second Noise (nat.md 1.6): a
+    :class:`~cairn.replication.net.Connection` like a TCP one, returned once the peer's header
+    frame arrived (within ``handshake_timeout``, default ``idle_timeout``; a peer that stalls
+    after the IK costs no more). The stream runs on ``socket`` when given (a puncher's),
+    else on the socket the handshake prepared it on (the server socket when this side said it
+    is reachable there, else :attr:`UDPNode.udx_socket`)."""
+    stream = _take_stream(node, established, socket)
+    conn = Connection.from_established(stream.reader, stream.writer, key_pair, established,
+                                       established.is_initiator, idle_timeout=idle_timeout,
+                                       max_frame=max_frame, abort=stream.destroy)
+    try:
+        async with asyncio.timeout(handshake_timeout or idle_timeout):
+            await conn.handshake()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def connect_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
                          public_address: Address | None = None,
                          rng: RandomSource | None = None,
+                         relay_addresses: Sequence[Address] = (),
                          timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
-                         ) -> tuple[Established, SecretStreamConnection]:
-    """:func:`handshake_by_key`, then :func:`open_data_stream`: the peer's proven key and
-    the encrypted connection (what hypercore replication runs on)."""
+                         idle_timeout: float = IDLE_TIMEOUT,
+                         max_frame: int = MAX_FRAME,
+                         ) -> tuple[Established, Connection]:
+    """:func:`handshake_by_key`, then :func:`open_data_stream`, both within ``timeout``: the
+    peer's proven key and the handshaken connection (what hypercore replication runs on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     established = await handshake_by_key(node, remote_public_key, key_pair,
                                          public_address=public_address, rng=rng,
-                                         timeout=timeout)
-    return established, await open_data_stream(node, established, key_pair, rng=rng)
+                                         relay_addresses=relay_addresses, timeout=timeout,
+                                         stream_socket=node.udx_socket)
+    try:
+        conn = await open_data_stream(node, established, key_pair, idle_timeout=idle_timeout,
+                                      max_frame=max_frame,
+                                      handshake_timeout=max(0.1, deadline - loop.time()))
+    except TimeoutError:
+        raise TimeoutError(f"{remote_public_key.hex()[:16]}: the IK completed, but no data "
+                           f"stream opened within {timeout:g} s") from None
+    return established, conn

@@ -59,6 +59,9 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, socket: UDXSocket) -> None:
         self._socket = socket
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._socket._lost()
+
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self._socket._received(data, (addr[0], addr[1]))
 
@@ -74,6 +77,7 @@ class UDXSocket:
         self.streams: dict[int, UDXStream] = {}
         self.drops: Counter[str] = Counter()
         self._transport: asyncio.DatagramTransport | None = None
+        self._closed: asyncio.Future[None] | None = None
 
     @classmethod
     async def bind(
@@ -82,15 +86,25 @@ class UDXSocket:
         port: int = 0,
         *,
         on_other: Callable[[bytes, Address], None] | None = None,
+        sock: pysocket.socket | None = None,
     ) -> UDXSocket:
+        """Bind ``(host, port)``, or take ``sock``: a bound UDP socket whose buffers the caller
+        sized (a DHT node's, :mod:`cairn.dht.aio`); the UDXSocket owns it from then on."""
         socket = cls(on_other)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(socket), local_addr=(host, port)
-        )
+        socket._closed = loop.create_future()
+        if sock is None:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(socket), local_addr=(host, port)
+            )
+        else:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(socket),
+                                                               sock=sock)
         socket._transport = transport
         if hasattr(transport, "max_size"):  # asyncio's 256 KiB read is a fresh buffer a datagram
             transport.max_size = READ_SIZE  # (decision 0003); 64 KiB holds any UDP datagram
+        if sock is not None:
+            return socket
         sock = transport.get_extra_info("socket")
         if sock is not None:  # room for a window's worth of acks and data while we are busy
             for option in (pysocket.SO_RCVBUF, pysocket.SO_SNDBUF):
@@ -129,6 +143,15 @@ class UDXSocket:
             stream.destroy()
         if self._transport is not None:
             self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Until the transport let go of the socket (after :meth:`close`)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    def _lost(self) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     async def __aenter__(self) -> UDXSocket:
         return self
