@@ -14,6 +14,7 @@ See docs/dht.md ("Connect by key") and docs/decisions/0013-hyperdht-connect.md.
 from cairn.hyperdht.aio import (
     KeyServer,
     connect_by_key,
+    discard_data_stream,
     handshake_by_key,
     open_data_stream,
     serve_by_key,
@@ -47,6 +48,7 @@ __all__ = [
     "ServerRefusedError",
     "allow_only",
     "connect_by_key",
+    "discard_data_stream",
     "handshake_by_key",
     "open_data_stream",
     "serve_by_key",

@@ -44,6 +44,7 @@ from cairn.hyperdht.client import (
     ClientCore,
     PeerConnectionFailedError,
     PeerNotFoundError,
+    _routable,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
 from cairn.hyperdht.router import RateLimit, Router
@@ -57,6 +58,7 @@ __all__ = [
     "REANNOUNCE_INTERVAL",
     "KeyServer",
     "connect_by_key",
+    "discard_data_stream",
     "handshake_by_key",
     "open_data_stream",
     "reachable_address",
@@ -127,11 +129,13 @@ class KeyServer:
                                     "dropped", self.public_key.hex()[:16],
                                     event.remote_public_key.hex()[:16])
                         continue
-                    # the client sends its data stream where we said we are reachable (our
-                    # server socket), else to where the DHT saw us
+                    # the client sends its data stream where it goes (ClientCore.on_reply):
+                    # to the public address we said (our server socket) when it is a global
+                    # one, else to where the DHT saw us (the socket we speak to it from)
                     node = self.node
-                    socket = (node.server_udx_socket if self.core.public_address is not None
-                              else node.udx_socket)
+                    public = self.core.public_address
+                    socket = (node.server_udx_socket if public is not None
+                              and _routable(public[0]) else node.udx_socket)
                     try:
                         _prepare_stream(node, socket, event)
                     except ValueError:  # a stream id in use on the socket (1 in 2**32)
@@ -417,6 +421,14 @@ def _take_stream(node: UDPNode, established: Established,
         raise ConnectionError(str(exc)) from None
     del node.data_streams[established.local_udx_id]
     return stream
+
+
+def discard_data_stream(node: UDPNode, established: Established) -> None:
+    """Drop the data stream made for a handshake that will not be opened (a server over its
+    connection caps): the peer's stream is destroyed, nothing more is buffered for it."""
+    stream = node.data_streams.pop(established.local_udx_id, None)
+    if stream is not None:
+        stream.destroy()
 
 
 async def open_data_stream(node: UDPNode, established: Established, key_pair: KeyPair, *,

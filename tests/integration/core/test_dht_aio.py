@@ -29,7 +29,6 @@ from cairn.dht.api import (
     UnreachableError,
 )
 from cairn.dht.hyper import start_lookup
-from cairn.dht.node import SERVER
 from cairn.dht.records import MutableRecord, encode_mutable_record, hash32, sign_mutable
 
 NODES = 15
