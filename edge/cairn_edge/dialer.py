@@ -38,7 +38,7 @@ from cairn.dht.aio import UDPNode
 from cairn.dht.api import DHT
 from cairn.errors import CairnError, RemoteError
 from cairn.fleet.gateway_record import GatewayRecordError, decode_gateway_record
-from cairn.hyperdht import connect_by_key
+from cairn.hyperdht import PeerConnectionFailedError, PeerNotFoundError, connect_by_key
 from cairn.log import Log
 from cairn.replication.net import Connection, connect, serve_on
 
@@ -69,15 +69,27 @@ async def open_to_gateway(address: tuple[str, int], gateway_key: bytes,
                          idle_timeout=DEAD_AFTER, handshake_timeout=10.0)
 
 
-def open_by_key(node: UDPNode, timeout: float = BY_KEY_TIMEOUT) -> KeyOpener:
+def open_by_key(node: UDPNode, timeout: float = BY_KEY_TIMEOUT,
+                retry: float = 1.0) -> KeyOpener:
     """A connection to the gateway by its key on ``node`` (hyperdht connect, then UDX): the
-    IK proves the gateway's key, so nothing else is pinned; raises a ConnectError, or
-    TimeoutError after ``timeout`` seconds."""
+    IK proves the gateway's key, so nothing else is pinned. Within ``timeout`` seconds a
+    connect the gateway did not answer (its firewall may not know our record yet: it reads
+    it, and retries are let in) is tried again after ``retry`` seconds; then the last error
+    (a ConnectError), or TimeoutError."""
 
     async def opener(gateway_key: bytes, key_pair: KeyPair) -> Connection:
-        _, conn = await connect_by_key(node, gateway_key, key_pair, timeout=timeout,
-                                       idle_timeout=DEAD_AFTER)
-        return conn
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            try:
+                _, conn = await connect_by_key(node, gateway_key, key_pair, timeout=left,
+                                               idle_timeout=DEAD_AFTER)
+                return conn
+            except (PeerConnectionFailedError, PeerNotFoundError):
+                if deadline - loop.time() < retry:
+                    raise
+            await asyncio.sleep(retry)
 
     return opener
 

@@ -313,8 +313,11 @@ class _Attempt:
 
     async def _through(self, relay: Address) -> Established | None:
         node, client = self.node, self.client
+        # a server's firewall drops a refused handshake silently (as hyperdht's): the relay's
+        # silence then is not the relay's fault, and it may be the only node we know
         handle = node.core.request(relay, HyperCommand.PEER_HANDSHAKE, node.now(),
-                                   target=client.target, value=client.request_value)
+                                   target=client.target, value=client.request_value,
+                                   blame=False)
         done = await node.wait_request(handle)
         if done.reply is None:
             return None

@@ -154,7 +154,7 @@ def test_an_edge_falls_back_to_tcp_when_by_key_fails(tmp_path: Path,
                     running(gw):
                 node = await edge_node(stack, boot, 22)
                 dialer = by_key_dialer(edge, gw.key.public_key, node, transport="auto",
-                                       dial=[gw.address], timeout=5.0)
+                                       dial=[gw.address], timeout=1.5)
                 async with dialling(dialer):
                     await until(lambda: gw.samples(name) == 3, 30)
                 return dialer

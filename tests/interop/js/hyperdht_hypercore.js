@@ -7,6 +7,8 @@
 //     {"core": keyHex, "length": n}; after a first stdin line ("go") it connects:
 //     {"open": true} or {"error": code}; each later stdin line
 //     "append HEX" appends that block ({"length": n}); "quit" ends
+//     (with CAIRN_STAY_MS set: no stdin, connects at once and stays that long)
+//   node hyperdht_hypercore.js key CORESEEDHEX     the key of that writer's core: {"core": hex}
 //   node hyperdht_hypercore.js server HOST:PORT NOISESEEDHEX CORESEEDHEX N
 //     a hyperdht server on NOISESEEDHEX's key pair serving a hypercore of N blocks "block-i":
 //     {"ready": true, "publicKey": hex, "core": keyHex}; {"connection": remoteKeyHex} per
@@ -48,16 +50,18 @@ async function writer (boot, serverKey, noiseSeed, coreSeed) {
   }
   if (blocks.length) await c.append(blocks)
   out({ core: c.key.toString('hex'), length: c.length })
-  const rl = readline.createInterface({ input: process.stdin })
-  const lines = rl[Symbol.asyncIterator]()
-  await lines.next() // "go": the test has enrolled the core's key
+  const stay = process.env.CAIRN_STAY_MS
+  const rl = stay ? null : readline.createInterface({ input: process.stdin })
+  const lines = stay ? null : rl[Symbol.asyncIterator]()
+  if (lines) await lines.next() // "go": the test has enrolled the core's key
   const dht = new DHT({ bootstrap: bootstrapOf(boot) })
   const socket = dht.connect(buf(serverKey), { keyPair: DHT.keyPair(buf(noiseSeed)) })
   socket.on('error', (err) => out({ error: err.code || err.message }))
   socket.on('open', () => out({ open: true }))
   const stream = c.replicate(socket)
   stream.on('error', () => {})
-  for (let next = await lines.next(); !next.done; next = await lines.next()) {
+  if (stay) await new Promise((resolve) => setTimeout(resolve, Number(stay)))
+  for (let next = lines ? await lines.next() : { done: true }; !next.done; next = await lines.next()) {
     const [verb, arg] = next.value.trim().split(' ')
     if (verb === 'quit') break
     if (verb === 'append') {
@@ -70,6 +74,13 @@ async function writer (boot, serverKey, noiseSeed, coreSeed) {
   await c.close()
   fs.rmSync(dir, { recursive: true, force: true })
   process.exit(0)
+}
+
+async function key (coreSeed) {
+  const { c, dir } = await core(coreSeed)
+  out({ core: c.key.toString('hex') })
+  await c.close()
+  fs.rmSync(dir, { recursive: true, force: true })
 }
 
 async function server (boot, noiseSeed, coreSeed, n) {
@@ -97,7 +108,7 @@ async function server (boot, noiseSeed, coreSeed, n) {
 }
 
 const [verb, ...args] = process.argv.slice(2)
-const verbs = { writer, server }
+const verbs = { writer, server, key }
 if (!verbs[verb]) {
   process.stderr.write(`unknown verb ${verb}: writer or server\n`)
   process.exit(2)
