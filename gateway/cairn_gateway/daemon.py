@@ -22,8 +22,9 @@ seconds, so an edge that knows only the gateway's key finds it.
 
 With a DHT and ``[replication].by_key`` (the default) the gateway is also a hyperdht server on
 its Noise key (:func:`cairn.hyperdht.serve_by_key`, decision 0013): a JS ``dht.connect(key)``
-finds it and completes the Noise IK if its key is an enrolled device's
-(:meth:`EdgeListener.by_key_firewall`); the data phase waits for the UDX transport.
+or a Cairn edge finds it and completes the Noise IK if its key is an enrolled device's
+(:meth:`EdgeListener.by_key_firewall`); its UDX data stream is then admitted and followed as a
+TCP dial-in (:meth:`EdgeListener.take_by_key`).
 """
 
 from __future__ import annotations
