@@ -274,9 +274,10 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
     the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
     (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
-    :class:`ServerRefusedError`. With ``stream_socket``, the data stream is made on it the
-    moment the reply is read (:func:`open_data_stream` then takes it): the server's first
-    packets find it."""
+    :class:`ServerRefusedError`. With ``stream_socket``, the data stream is made on it before
+    the handshake goes out and connected the moment the reply is read
+    (:func:`open_data_stream` then takes it): the server's first packets, which may come
+    before its reply (that one goes through the relay), are kept for it."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
@@ -306,7 +307,12 @@ class _Attempt:
                  stream_socket: UDXSocket | None = None) -> None:
         self.node = node
         self.client = client
-        self.stream_socket = stream_socket
+        # the data stream, made before the handshake goes out: the server may send on it
+        # before its reply, which goes through the relay, reaches us (hyperdht does the same)
+        self.stream: UDXStream | None = None
+        if stream_socket is not None and client.udx_id not in stream_socket.streams:
+            self.stream = stream_socket.create_stream(client.udx_id,
+                                                      on_first_packet=_learn_path())
         self.holders = 0
         self.last: Exception | None = None
         self.tasks: set[asyncio.Task[Established | None]] = set()
@@ -329,9 +335,9 @@ class _Attempt:
         except LocalError:
             pass  # the other attempt completed the handshake first
         else:
-            if self.stream_socket is not None:  # before any await: the server may send first
-                with contextlib.suppress(ValueError):  # (an id in use: opened anew later)
-                    _prepare_stream(node, self.stream_socket, established)
+            if self.stream is not None:
+                _prepare_stream(node, self.stream.socket, established, self.stream)
+                self.stream = None
             return established
         return None
 
@@ -377,6 +383,9 @@ class _Attempt:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.stream is not None:  # no handshake completed: the stream was never used
+            self.stream.socket.streams.pop(self.stream.local_id, None)
+            self.stream = None
 
 
 def _learn_path() -> Callable[[UDXStream, Address], bool]:
@@ -398,10 +407,13 @@ def _learn_path() -> Callable[[UDXStream, Address], bool]:
     return hook
 
 
-def _prepare_stream(node: UDPNode, socket: UDXSocket, established: Established) -> UDXStream:
-    """Make the data stream at once (inside the datagram callback that finished the IK), so
-    the peer's first packets find it, and keep it for :func:`open_data_stream`."""
-    stream = socket.create_stream(established.local_udx_id, on_first_packet=_learn_path())
+def _prepare_stream(node: UDPNode, socket: UDXSocket, established: Established,
+                    stream: UDXStream | None = None) -> UDXStream:
+    """Make the data stream (or connect ``stream``, made before the handshake went out) at
+    once, inside the callback that finished the IK, and keep it for
+    :func:`open_data_stream`: the peer's first packets find it."""
+    if stream is None:
+        stream = socket.create_stream(established.local_udx_id, on_first_packet=_learn_path())
     stream.connect(established.remote_udx_id, established.remote_address)
     node.data_streams[established.local_udx_id] = stream
     return stream

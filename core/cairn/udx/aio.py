@@ -47,6 +47,7 @@ SOCKET_BUFFER = 2 << 20  # SO_RCVBUF / SO_SNDBUF asked for (the kernel caps it a
 HIGH_WATER = 1 << 20  # drain() waits while more than this is written and not yet sent
 READ_SIZE = 1 << 16
 LINGER = 5.0  # seconds a cleanly closed stream still acks a retransmitted END
+EARLY = 16  # packets a stream made but not connected yet keeps for its connect
 _ID = struct.Struct("<I")
 
 
@@ -290,14 +291,21 @@ class UDXStream:
         self._linger: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._read_buffered = 0
+        self._early: list[tuple[bytes, Address]] = []
 
     def connect(self, remote_id: int, remote_addr: Address, *, seq: int = 0, ack: int = 0) -> None:
+        """Start sending to ``remote_id`` at ``remote_addr``. Packets that came for this stream
+        before (at most ``EARLY``: the peer may send first, as a hyperdht server does while
+        its handshake reply is still on its way through the relay) are taken now."""
         if self.core is not None:
             raise ValueError("the udx stream is already connected")
         overhead = 48 if ":" in remote_addr[0] else 28  # IPv6 or IPv4, + UDP
         self.core = StreamCore(self.local_id, remote_id, seq=seq, ack=ack, ip_overhead=overhead)
         self.remote_addr = remote_addr
         self._allowed.add(remote_addr)
+        early, self._early = self._early, []
+        for data, addr in early:
+            self._received(data, addr)
         self._flush()
 
     def change_remote(self, remote_addr: Address) -> None:
@@ -362,15 +370,25 @@ class UDXStream:
     def _received(self, data: bytes, addr: Address) -> None:
         if addr not in self._allowed:
             hook = self.on_first_packet
-            if hook is None or not hook(self, addr):
+            if hook is not None and hook(self, addr):
+                self._allowed.add(addr)
+            elif self.core is None:
+                self._hold(data, addr)  # (the address is checked again at connect)
+                return
+            else:
                 self.drops["packet from an address not allowed"] += 1
                 return
-            self._allowed.add(addr)
         if self.core is None:
-            self.drops["packet before connect"] += 1
+            self._hold(data, addr)
             return
         self.core.receive_data(data, self._loop.time())
         self._flush()
+
+    def _hold(self, data: bytes, addr: Address) -> None:
+        if len(self._early) < EARLY and not self._destroyed:
+            self._early.append((data, addr))
+        else:
+            self.drops["packet before connect"] += 1
 
     def _taken(self, buffered: int) -> None:
         core = self.core
