@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "core"))
@@ -107,6 +109,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
+    runner: Callable[[Coroutine[Any, Any, tuple[float, float]]], tuple[float, float]]
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
