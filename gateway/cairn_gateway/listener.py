@@ -39,7 +39,7 @@ from cairn.dht.aio import UDPNode
 from cairn.errors import CairnError, RemoteError
 from cairn.fleet.inband import is_in_band
 from cairn.hyperdht import Established, KeyServer, discard_data_stream, open_data_stream
-from cairn.hyperdht.messages import NoisePayload
+from cairn.hyperdht.messages import Firewall, NoisePayload
 from cairn.replication.net import Connection, PeerRefusedError, accept
 from cairn_gateway.collect import Collector, Device, one_line
 from cairn_gateway.config import Policy
@@ -103,6 +103,7 @@ class EdgeListener:
         self.by_key_refused = 0  # hyperdht handshakes the firewall refused
         self.by_key_dropped = 0  # hyperdht handshakes completed whose data stream never opened
         self.by_key_admitted = 0  # by-key data streams handed to admission
+        self.by_key_unreachable = 0  # handshakes with no path (both sides behind NATs)
         self.in_band_refused = 0  # in-band records refused (signature, seq, key, garbage)
 
     async def run(self, host: str, port: int,
@@ -281,6 +282,13 @@ class EdgeListener:
         async with asyncio.TaskGroup() as connections:
             while True:
                 established = await server.accept()
+                if (server.core.public_address is None
+                        and established.remote_payload.firewall != Firewall.OPEN):
+                    # neither side reachable and no holepunching yet: the client stops after
+                    # the IK (HolepunchUnavailableError; an edge then dials TCP)
+                    self.by_key_unreachable += 1
+                    discard_data_stream(node, established)
+                    continue
                 source = established.remote_address[0]
                 if not self._take_slot(source, "udx"):
                     discard_data_stream(node, established)

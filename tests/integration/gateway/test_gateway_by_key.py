@@ -69,11 +69,12 @@ async def cairn_dht(seed: int) -> AsyncIterator[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def serving_by_key(gw: Gateway, tmp: Path, boot: tuple[str, int],
-                         seed: int) -> AsyncIterator[DHT]:
-    """The gateway's own DHT node, serving connect by key as the daemon does."""
+async def serving_by_key(gw: Gateway, tmp: Path, boot: tuple[str, int], seed: int,
+                         reachable: bool = True) -> AsyncIterator[DHT]:
+    """The gateway's own DHT node, serving connect by key as the daemon does (``reachable``:
+    with ``by_key_address``)."""
     cfg = GatewayConfig(tmp / "data", tmp / "gateway.seed",
-                        replication_by_key_address=("127.0.0.1", 0))
+                        replication_by_key_address=("127.0.0.1", 0) if reachable else None)
     async with contextlib.AsyncExitStack() as stack:
         dht = await stack.enter_async_context(
             DHT.start("127.0.0.1", 0, [boot], persistent=False, rng=random.Random(seed)))
@@ -169,6 +170,39 @@ def test_an_edge_falls_back_to_tcp_when_by_key_fails(tmp_path: Path,
     assert link.by_key_error is not None and "PeerNotFoundError" in link.by_key_error
     assert any("connect by key failed" in r.getMessage() and "trying TCP" in r.getMessage()
                for r in caplog.records)
+
+
+def test_an_edge_dials_tcp_when_neither_side_is_reachable_by_key(tmp_path: Path) -> None:
+    """The gateway serves by key but says no public address, and the edge is behind its NAT
+    too (no holepunching yet): the IK completes, the edge says why and dials TCP; the gateway
+    drops the handshake quietly (no stream waits for its timeout)."""
+    name = "board-u/temperature"
+
+    async def main() -> tuple[Dialer, int, int]:
+        edge = Edge(tmp_path, "board-u", (name,))
+        gw = Gateway(tmp_path)
+        try:
+            edge.logs[name].append([frame(name, k) for k in range(3)])
+            gw.enroll(edge, "board-u")
+            async with cairn_dht(41) as boot, contextlib.AsyncExitStack() as stack, \
+                    running(gw):
+                await stack.enter_async_context(
+                    serving_by_key(gw, tmp_path, boot, 42, reachable=False))
+                node = await edge_node(stack, boot, 43)
+                dialer = by_key_dialer(edge, gw.key.public_key, node, transport="auto",
+                                       dial=[gw.address])
+                async with dialling(dialer):
+                    await until(lambda: gw.samples(name) == 3, 30)
+                return dialer, gw.listener.by_key_unreachable, gw.listener.by_key_dropped
+        finally:
+            edge.close()
+            gw.close()
+
+    dialer, unreachable, dropped = asyncio.run(main())
+    link = next(iter(dialer.links.values()))
+    assert link.transport == "tcp"
+    assert link.by_key_error is not None and "HolepunchUnavailableError" in link.by_key_error
+    assert unreachable == 1 and dropped == 0
 
 
 async def js_open(node_path: Path, interop_dir: Path, boot: tuple[str, int], key: bytes,
