@@ -167,7 +167,7 @@ async def test_js_client_connects_to_cairn_server(nodes: str, node_path: Path,
                     # client's PEER_HOLEPUNCH is relayed, opened with the IK's holepunch secret
                     # and answered ABORTED (sealed): JS gives up at once instead of timing out.
                     # (A JS client that found itself reachable says OPEN and waits for the
-                    # server to connect to it: that needs the UDX data phase.)
+                    # server to connect to it: the UDX data phase, tested below the other way.)
                     end = await js.line(5, errors=True)
                     assert end["error"] == "HOLEPUNCH_ABORTED" and end["ms"] < 5000, end
                     assert server.core.stats["holepunch"] >= 1
