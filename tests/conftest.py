@@ -156,8 +156,6 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
     "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
     "integration/gateway/test_gateway_by_key.py"
-    "::test_a_peer_stalling_after_the_ik_is_dropped_and_honest_edges_are_served",
-    "integration/gateway/test_gateway_by_key.py"
     "::test_a_js_hypercore_writer_connects_by_key_and_is_collected_and_a_stranger_is_refused",
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
 )

@@ -466,7 +466,7 @@ async def open_data_stream(node: UDPNode, established: Established, key_pair: Ke
         async with asyncio.timeout(handshake_timeout or idle_timeout):
             await conn.handshake()
     except BaseException:
-        await conn.close()
+        stream.destroy()  # at once: a peer that never started owes us no clean close
         raise
     return conn
 
