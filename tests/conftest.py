@@ -155,6 +155,8 @@ SLOW: tuple[str, ...] = (
     "reliability/test_storage_crash.py::test_edge_store_crashes_lose_no_acknowledged_commit",
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
     "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
+    "integration/gateway/test_gateway_by_key.py"
+    "::test_a_js_hypercore_writer_connects_by_key_and_is_collected_and_a_stranger_is_refused",
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
     "integration/gateway/test_cli_errors.py"
     "::test_a_second_process_on_a_running_gateways_data_is_refused",

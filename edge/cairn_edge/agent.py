@@ -47,7 +47,7 @@ from cairn_edge.adapters import DEFAULT_ROUTES, Route
 from cairn_edge.boards import EdgeLogin
 from cairn_edge.config import EdgeConfig
 from cairn_edge.damage import DamageBook
-from cairn_edge.dialer import Dialer, find_on_dht
+from cairn_edge.dialer import Dialer, find_on_dht, open_by_key
 from cairn_edge.health import EdgeHealth, serve_health
 from cairn_edge.pipeline import Pipeline, Validator
 from cairn_edge.streams import StreamStore
@@ -453,7 +453,9 @@ class Agent:
             return [] if dht is None else await find_on_dht(dht, key)
 
         return Dialer(self.noise, self.config.gateways, self.served, dial=self.config.dial,
-                      find=find, on_change=self._said, credential=self.in_band)
+                      find=find, on_change=self._said, credential=self.in_band,
+                      by_key=None if dht is None else open_by_key(dht.node),
+                      transport=self.config.transport)
 
     def in_band(self) -> bytes:
         """The signed device record to send in-band on a dialled connection

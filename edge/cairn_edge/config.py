@@ -78,6 +78,7 @@ class EdgeConfig:
     advertise: tuple[str, int] | None = None
     gateways: tuple[bytes, ...] = ()
     dial: tuple[tuple[str, int], ...] = ()  # where to dial the gateways (else: their DHT record)
+    transport: str = "auto"  # to the gateways: by key then TCP ("auto"), "key" only, "tcp" only
     # dht
     dht_bootstrap: tuple[tuple[str, int], ...] = ()
     dht_persistent: bool = False
@@ -100,7 +101,7 @@ _TABLES: dict[str, set[str]] = {
     "logs": {"commit_interval", "commit_samples", "sync", "checkpoint_interval",
              "checkpoint_kib", "max_disk_mb"},
     "validation": {"time_floor", "max_future", "units"},
-    "replication": {"host", "port", "gateways", "advertise", "dial"},
+    "replication": {"host", "port", "gateways", "advertise", "dial", "transport"},
     "dht": {"bootstrap", "persistent", "publish_interval", "fleet", "public", "watermarks",
             "watermark_interval"},
     "health": {"metrics", "listen", "max_commit_age"},
@@ -217,6 +218,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
     sync = logs.text("sync", "normal")
     if sync not in ("normal", "full"):
         raise ConfigError(f"[logs].sync: {sync!r} is not normal or full")
+    transport = rep.text("transport", "auto")
+    if transport not in ("auto", "key", "tcp"):
+        raise ConfigError(f"[replication].transport: {transport!r} is not auto, key or tcp")
 
     routes = _routes(doc, source)
 
@@ -236,6 +240,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
 
     listen = hostport(mqtt.text("listen", "127.0.0.1:1883"), "[mqtt].listen")
     boot = tuple(hostport(b, "[dht].bootstrap") for b in dht.array("bootstrap"))
+    if transport == "key" and not boot:
+        raise ConfigError('[replication].transport: "key" connects through the DHT: give '
+                          '[dht].bootstrap, or use "auto" or "tcp"')
     adv = rep.text("advertise")
     dial = tuple(hostport(d, "[replication].dial") for d in rep.array("dial"))
     metrics = health.text("metrics")
@@ -293,6 +300,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> EdgeConfig:
         advertise=hostport(adv, "[replication].advertise") if adv else None,
         gateways=gateways,
         dial=dial,
+        transport=transport,
         dht_bootstrap=boot,
         dht_persistent=dht.flag("persistent", False),
         publish_interval=dht.number("publish_interval", 1.0, 0.1, 86400),
@@ -356,6 +364,9 @@ gateways = []                # Noise public keys (hex) of the gateways allowed t
                              # (works behind any NAT: no advertise, no port forwarding)
 dial = []                    # "host:port" where those gateways take edges (their
                              # [replication].listen); empty: found on the DHT by their key
+transport = "auto"           # how to reach them: "auto" = by key over UDP first (hyperdht,
+                             # needs [dht] bootstrap), TCP when that fails; "key" = by key
+                             # only; "tcp" = TCP only
 # advertise = "192.168.1.20:7422"  # the address gateways reach us at, put in our DHT record
 
 [dht]
@@ -438,7 +449,7 @@ def render_config(cfg: EdgeConfig, base: Path) -> str:
         "replication": {"host": cfg.listen_host, "port": cfg.listen_port,
                         "advertise": hp(cfg.advertise),
                         "gateways": [k.hex() for k in cfg.gateways],
-                        "dial": [hp(d) for d in cfg.dial]},
+                        "dial": [hp(d) for d in cfg.dial], "transport": cfg.transport},
         "dht": {"bootstrap": [hp(b) for b in cfg.dht_bootstrap],
                 "persistent": cfg.dht_persistent, "publish_interval": cfg.publish_interval,
                 "fleet": cfg.fleet, "public": cfg.public,

@@ -251,8 +251,9 @@ max_connections = 2000       # edge connections at once; past it a new one is cl
 per_source = 256             # connections from one IP address (edges behind one NAT share it)
 handshake_timeout = 10.0     # seconds a connection has to finish the Noise handshake
 by_key = true                # with [dht] bootstrap: a hyperdht server on the gateway's key
-                             # (JS `dht.connect(key)` finds it); only enrolled devices' Noise
-                             # keys complete the handshake. Data needs UDX (decision 0013)
+                             # (edges and JS `dht.connect(key)` find it); only enrolled
+                             # devices' Noise keys complete the handshake, then replicate on
+                             # a UDX stream of the DHT's UDP port as over TCP
 by_key_address = ""          # "IP:PORT" where the DHT's UDP socket is reachable from anywhere
                              # (port 0: its bound port): clients connect straight to it.
                              # "": the DHT tells (a client behind a NAT then needs punching)

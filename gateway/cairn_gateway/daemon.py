@@ -22,8 +22,9 @@ seconds, so an edge that knows only the gateway's key finds it.
 
 With a DHT and ``[replication].by_key`` (the default) the gateway is also a hyperdht server on
 its Noise key (:func:`cairn.hyperdht.serve_by_key`, decision 0013): a JS ``dht.connect(key)``
-finds it and completes the Noise IK if its key is an enrolled device's
-(:meth:`EdgeListener.by_key_firewall`); the data phase waits for the UDX transport.
+or a Cairn edge finds it and completes the Noise IK if its key is an enrolled device's
+(:meth:`EdgeListener.by_key_firewall`); its UDX data stream is then admitted and followed as a
+TCP dial-in (:meth:`EdgeListener.take_by_key`).
 
 Health (:mod:`cairn_gateway.health`): each round ends in one info line, live pushes in a
 summary line at most every minute; ``/readyz`` tells whether anything was stored lately. Under
@@ -143,7 +144,7 @@ async def run_gateway(cfg: GatewayConfig, *,
         limits=ListenerLimits(cfg.replication_max_connections, cfg.replication_per_source,
                               cfg.replication_handshake_timeout))
     metrics = GatewayMetrics(store, edges=lambda: collector.schedule.status(collector.clock()),
-                             connections=lambda: {"tcp": len(listener.links)},
+                             connections=lambda: _by_transport(listener),
                              disk=lambda: disk_usage(collector, store),
                              interval=cfg.interval, budget=cfg.max_bytes)
 
@@ -312,6 +313,14 @@ class RoundSeen:
 
     devices: int = 0
     results: list[SyncResult] = field(default_factory=list)
+
+
+def _by_transport(listener: EdgeListener) -> dict[str, int]:
+    """The edges connected now, by transport (``tcp``; ``udx``: by key)."""
+    counts = {"tcp": 0, "udx": 0}
+    for conn in listener.links.values():
+        counts[conn.transport] = counts.get(conn.transport, 0) + 1
+    return counts
 
 
 async def collection_round(cfg: GatewayConfig, collector: Collector, store: Store,

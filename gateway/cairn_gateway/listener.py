@@ -20,8 +20,9 @@ knows nothing of TCP: another transport (hyperdht connect by key) hands its conn
 Connect by key (``[replication].by_key``, decision 0013): :meth:`EdgeListener.by_key_firewall`
 is the hyperdht server's firewall hook, the same rule as admission (a key an enrolled device's
 record names), applied before the server answers the IK; :meth:`EdgeListener.take_by_key` takes
-the handshakes that complete. Their data phase needs the UDX transport: without it each is
-dropped, logged once at info.
+the handshakes that complete, opens each one's UDX data stream (secret-stream keyed by the IK)
+and hands the connection to :meth:`EdgeListener.admit`, as a TCP dial-in. The caps, the
+handshake timeout and the per-source count are shared by both transports.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
 from cairn.errors import CairnError, RemoteError
 from cairn.fleet.inband import is_in_band
-from cairn.hyperdht import DataPhaseUnavailableError, KeyServer, open_data_stream
-from cairn.hyperdht.messages import NoisePayload
+from cairn.hyperdht import Established, KeyServer, accept_data_stream, discard_data_stream
+from cairn.hyperdht.messages import Firewall, NoisePayload
 from cairn.replication.net import Connection, PeerRefusedError, accept
 from cairn_gateway.collect import Collector, Device, one_line
 from cairn_gateway.config import Policy
@@ -100,8 +101,9 @@ class EdgeListener:
         self.links: dict[bytes, Connection] = {}  # record key -> its live connection
         self.quiet = _Quiet()
         self.by_key_refused = 0  # hyperdht handshakes the firewall refused
-        self.by_key_dropped = 0  # hyperdht handshakes completed with no data transport
-        self._said_no_udx = False
+        self.by_key_dropped = 0  # hyperdht handshakes completed whose data stream never opened
+        self.by_key_admitted = 0  # by-key data streams handed to admission
+        self.by_key_unreachable = 0  # handshakes with no path (both sides behind NATs)
         self.in_band_refused = 0  # in-band records refused (signature, seq, key, garbage)
 
     async def run(self, host: str, port: int,
@@ -122,22 +124,36 @@ class EdgeListener:
                 ready((sock[0], sock[1]))
             await server.serve_forever()
 
+    def _take_slot(self, source: str, transport: str) -> bool:
+        """Count a new connection from ``source`` against the caps (both transports share
+        them); False, with one rate-limited line, when it is over."""
+        lim = self.limits
+        if self.open >= lim.max_connections or self.by_source.get(source, 0) >= lim.per_source:
+            self.refused += 1
+            self.quiet.warning("cap", f"edge connection ({transport}) from {source} refused: "
+                               f"{self.open} open (cap {lim.max_connections}), "
+                               f"{self.by_source.get(source, 0)} from it "
+                               f"(cap {lim.per_source})")
+            return False
+        self.open += 1
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        return True
+
+    def _free_slot(self, source: str) -> None:
+        self.open -= 1
+        left = self.by_source.pop(source, 1) - 1
+        if left:
+            self.by_source[source] = left
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         lim = self.limits
-        if self.open >= lim.max_connections or self.by_source.get(source, 0) >= lim.per_source:
-            self.refused += 1
-            self.quiet.warning("cap", f"edge connection from {source} refused: "
-                               f"{self.open} open (cap {lim.max_connections}), "
-                               f"{self.by_source.get(source, 0)} from it "
-                               f"(cap {lim.per_source})")
+        if not self._take_slot(source, "tcp"):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             return
-        self.open += 1
-        self.by_source[source] = self.by_source.get(source, 0) + 1
         conn: Connection | None = None
         try:
             try:
@@ -151,10 +167,7 @@ class EdgeListener:
                 return
             await self.admit(conn, source)
         finally:
-            self.open -= 1
-            left = self.by_source.pop(source, 1) - 1
-            if left:
-                self.by_source[source] = left
+            self._free_slot(source)
             if conn is not None:
                 await conn.close()
             else:
@@ -263,29 +276,45 @@ class EdgeListener:
         return False
 
     async def take_by_key(self, server: KeyServer, node: UDPNode) -> None:
-        """Until cancelled: each handshake the firewall let through gets its data stream and is
-        dropped (the admission path for a secret-stream over UDX is not wired: see decision
-        0013); without UDX it is dropped with one info line for the gateway's life."""
-        while True:
-            established = await server.accept()
-            who = established.remote_public_key.hex()[:16]
+        """Until cancelled: each handshake the firewall let through gets its UDX data stream
+        (the peer's header within ``handshake_timeout``) and goes to :meth:`admit`, each in a
+        task of one group, under the same caps as TCP dial-ins."""
+        async with asyncio.TaskGroup() as connections:
+            while True:
+                established = await server.accept()
+                if (established.holepunch_id is None and server.core.public_address is None
+                        and established.remote_payload.firewall != Firewall.OPEN):
+                    # neither side reachable and no punch (the server punches unless told
+                    # not to): the client stops after the IK (an edge then dials TCP)
+                    self.by_key_unreachable += 1
+                    discard_data_stream(node, established)
+                    continue
+                source = established.remote_address[0]
+                if not self._take_slot(source, "udx"):
+                    discard_data_stream(node, established)
+                    continue
+                connections.create_task(self._handle_by_key(established, source, server),
+                                        name=f"by key {established.remote_public_key.hex()[:16]}")
+
+    async def _handle_by_key(self, established: Established, source: str,
+                             server: KeyServer) -> None:
+        who = established.remote_public_key.hex()[:16]
+        lim = self.limits
+        conn: Connection | None = None
+        try:
             try:
-                # bounded: one peer that never sends its header must not hold the others
-                async with asyncio.timeout(self.limits.handshake_timeout):
-                    stream = await open_data_stream(node, established, self.key_pair)
-            except DataPhaseUnavailableError as exc:
-                self.by_key_dropped += 1
-                if not self._said_no_udx:
-                    self._said_no_udx = True
-                    log.info("connect by key: data phase needs UDX (%s); handshakes that "
-                             "complete are closed (first: %s)", one_line(exc), who)
-                continue
+                conn = await accept_data_stream(server, established, self.key_pair,
+                                                idle_timeout=lim.idle_timeout,
+                                                handshake_timeout=lim.handshake_timeout)
             except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
                 self.by_key_dropped += 1
-                self.quiet.warning("by_key", f"connect by key from {who}: no data stream "
-                                   f"({one_line(exc)})")
-                continue
-            self.by_key_dropped += 1
-            log.info("connect by key from %s: a data stream opened, but replication over it "
-                     "is not wired yet: closed", who)
-            await stream.close()
+                self.refused += 1
+                self.quiet.warning("by_key", f"connect by key from {who} at {source}: no data "
+                                   f"stream ({one_line(exc) or type(exc).__name__})")
+                return
+            self.by_key_admitted += 1
+            await self.admit(conn, source)
+        finally:
+            self._free_slot(source)
+            if conn is not None:
+                await conn.close()

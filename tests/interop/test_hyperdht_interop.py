@@ -15,7 +15,7 @@ import pytest
 
 from cairn.crypto import key_pair
 from cairn.dht.api import DHT
-from cairn.hyperdht.aio import handshake_by_key, serve_by_key
+from cairn.hyperdht.aio import connect_by_key, handshake_by_key, serve_by_key
 from cairn.hyperdht.client import HolepunchUnavailableError
 from cairn.hyperdht.messages import (
     Firewall,
@@ -26,7 +26,9 @@ from cairn.hyperdht.messages import (
     encode_noise_payload,
 )
 from cairn.hyperdht.noise_ik import IKHandshake
+from cairn.log import Log
 from cairn.replication.events import HandshakePayload, Message
+from cairn.replication.net import read_on
 from cairn.replication.secret_stream import SecretStream
 from tests.interop.harness import run_node
 
@@ -236,3 +238,53 @@ def test_secret_stream_keyed_by_ik_speaks_to_js(interop_dir: Path) -> None:
     while (e := ours.next_event()) is not None:
         events.append(e)
     assert Message(b"hello from js") in events
+
+
+@pytest.mark.parametrize("nodes", ["cairn", "js"])
+async def test_cairn_reads_a_js_hypercore_served_by_key(nodes: str, node_path: Path,
+                                                       interop_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """The data phase both ways on the wire: a JS `hyperdht` server replicating a JS hypercore
+    on each connection; Cairn connects by key (saying OPEN: the JS server connects its UDX
+    stream to it), and reads the whole log over the UDX stream, verified."""
+    client_keys = key_pair(bytes([0x63]) * 32)
+    async with network(nodes, node_path, interop_dir, 9) as boot:
+        proc = await asyncio.create_subprocess_exec(
+            str(node_path), str(JS / "hyperdht_hypercore.js"), "server", f"{boot[0]}:{boot[1]}",
+            "64" * 32, "65" * 32, "200", cwd=interop_dir, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        js = JSProcess(proc)
+        replica: Log | None = None
+        try:
+            hello = await js.line(60)
+            replica = Log.replica(tmp_path / "r.db", bytes.fromhex(hello["core"]))
+            async with DHT.start("127.0.0.1", 0, [boot], persistent=False,
+                                 rng=random.Random(10)) as client_dht:
+                await client_dht.ready()
+                est, conn = await connect_by_key(
+                    client_dht.node, bytes.fromhex(hello["publicKey"]), client_keys,
+                    public_address=client_dht.node.udx_socket.address, rng=random.Random(11),
+                    timeout=20)
+                try:
+                    assert (await js.line(20))["connection"] == client_keys.public_key.hex()
+                    got = await asyncio.wait_for(read_on(conn, replica), 30)
+                    assert replica.get(199) == b"block-199"
+                finally:
+                    await conn.close()
+        finally:
+            if replica is not None:
+                replica.close()
+            if proc.returncode is None:
+                assert proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(b"quit\n")
+                    proc.stdin.close()
+                try:
+                    async with asyncio.timeout(10):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+    assert est.remote_public_key.hex() == hello["publicKey"]
+    assert conn.transport == "udx"
+    assert got.length == 200 and got.blocks == 200

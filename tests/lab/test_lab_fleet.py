@@ -102,6 +102,19 @@ class Edge:
     proc: Running
     board: Running
     acked: list[tuple[float, Any]] = field(default_factory=list)
+    transports: set[str] = field(default_factory=set)
+
+    def links(self) -> set[str]:
+        """The transports its status lines showed a connected gateway link on so far
+        ("udx": by key, "tcp")."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self.proc.lines.get_nowait()
+                if isinstance(item, dict):
+                    self.transports.update(str(g.get("transport"))
+                                           for g in item.get("gateways", ())
+                                           if isinstance(g, dict) and g.get("connected"))
+        return self.transports
 
     def take_acked(self) -> list[tuple[float, Any]]:
         """Every reading the board's broker has acknowledged so far."""
@@ -142,7 +155,10 @@ def gateway_init(lab: Lab, directory: Path, bootstrap: str) -> tuple[Path, str]:
          ("dht", "bootstrap", json.dumps([bootstrap])),
          ("api", "listen", '"127.0.0.1:0"'),
          ("collect", "interval", "2.0"),
-         ("replication", "listen", f'"0.0.0.0:{GATEWAY_PORT}"'))
+         ("replication", "listen", f'"0.0.0.0:{GATEWAY_PORT}"'),
+         # reachable by key at its public address: edges with the DHT connect by key (UDX),
+         # the one whose firewall drops UDP dials TCP
+         ("replication", "by_key_address", f'"{PUBLIC_IP}:0"'))
     return directory / "gateway.toml", key.group(1)
 
 
@@ -290,6 +306,10 @@ def test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not(
           "by dial) at the gateway's /api/latest", collected, WAIT, every=0.5)
     rows = {r["name"]: r for r in gateway.get(lab, "/api/latest")}
     assert all(rows[f"{e.device}/temperature"]["verified"] for e in edges.values()), rows
+    # behind both NATs the edges connect by key (UDX on the DHT's port); UDP is dropped at the
+    # firewall, so that one dials TCP
+    assert {k: e.links() for k, e in edges.items()} == {
+        "eim": {"udx"}, "sym": {"udx"}, "fw": {"tcp"}}
     missing = everything_stored(gateway, edges)
     rogue.stop_board()
     taken = sum(len(v) for k, v in gateway.stored().items() if k.startswith("stranger"))
@@ -340,12 +360,21 @@ from cairn.crypto import key_pair
 from cairn.dht.api import DHT
 from cairn.fleet.record import DeviceRecord, encode_record
 boot, seed, noise = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+streams = [(sys.argv[4], bytes.fromhex(sys.argv[5]))] if len(sys.argv) > 5 else []
 host, port = boot.rsplit(":", 1)
 async def main():
     async with DHT.start("0.0.0.0", 0, [(host, int(port))], persistent=False) as dht:
-        value = encode_record(DeviceRecord(time=int(time.time()), noise_key=noise), None)
-        await dht.mutable_put(key_pair(seed), value, int(time.time() * 1000))
+        rec = DeviceRecord(time=int(time.time()), noise_key=noise, streams=streams)
+        await dht.mutable_put(key_pair(seed), encode_record(rec, None), int(time.time() * 1000))
 asyncio.run(main())
+"""
+
+FRAMES = """
+import sys, time
+from cairn.frames import Frame, Sample
+now = time.time()
+print("\\n".join(Frame((Sample(sys.argv[1], "Cel", now - 30 + k, 20.0 + k),)).encode().hex()
+                for k in range(int(sys.argv[2]))))
 """
 
 
@@ -354,38 +383,48 @@ def test_a_js_hyperdht_client_behind_a_nat_connects_to_a_cairn_gateway_by_key(
     """Issue 19 item 2 wired into the gateway (decision 0013): a gateway with ``[dht]
     bootstrap`` is a hyperdht server on its Noise key (announced on the DHT, PEER_HANDSHAKE
     answered, Noise IK), reachable at its public address (``[replication] by_key_address``).
-    The JS client bootstraps from the Cairn DHT node and connects by the gateway's key from
-    behind the home NAT and the carrier NAT: the Noise handshake completes with the gateway's
-    key. The gateway's firewall lets in only enrolled devices' Noise keys, as its TCP listener
-    does: the JS peer is a device whose signed record (on the DHT) names its key, enrolled by
-    its record key (`cairn gateway devices add`)."""
+    From behind the home NAT and the carrier NAT, a JS hypercore writer (npm hypercore)
+    bootstraps from the Cairn DHT node, connects by the gateway's key (JS hyperdht) and
+    replicates on the UDX data stream: the gateway admits it (its signed record on the DHT
+    names its Noise key and its core as a stream; enrolled by record key with `cairn gateway
+    devices add`) and stores its samples, as from a Cairn edge over TCP."""
     from cairn.crypto import key_pair
-    from tests.lab.test_lab_hyperdht import node
 
+    script = str(interop_dir / "js" / "hyperdht_hypercore.js")
     bootstrap = dht_node(lab, tmp_path / "dht.log")
     gw_dir = tmp_path / "gateway"
     config, gw_key = gateway_init(lab, gw_dir, bootstrap)
-    js_seed = "22" * 32  # JS's DHT.keyPair(seed): the Ed25519 key pair of this seed
-    js_key = key_pair(bytes.fromhex(js_seed)).public_key.hex()
-    record_seed = "33" * 32
-    record_key = key_pair(bytes.fromhex(record_seed)).public_key.hex()
-    lab.run(lab.public, lab.python("-c", PUT_RECORD, bootstrap, record_seed, js_key),
-            timeout=60.0)
-    cairn(lab, lab.public, "gateway", "devices", "add", record_key, "--name", "js-peer",
-          "--config", str(config))
-    edit(config, ("collect", "devices", json.dumps([record_key])),
-         ("replication", "by_key_address", f'"{PUBLIC_IP}:0"'))
-    gateway_run(lab, gw_dir, gw_key)
-    for kind in ("eim", "sym"):
-        got: dict[str, Any] = {}
-        for _ in range(3):  # (the gateway reads the record in its first round)
-            client = lab.spawn(lab.sites[kind].host_ns, node(
-                node_path, interop_dir, "open", bootstrap, gw_key, "15000", js_seed),
-                log=tmp_path / f"js-{kind}.log")
-            got = client.until(lambda x: isinstance(x, dict), 40.0)
-            if got.get("ok"):
-                break
-        assert got.get("ok") and got.get("remotePublicKey") == gw_key, (kind, got)
+    peers = {}
+    for i, kind in enumerate(("eim", "sym")):
+        js_seed, record_seed, core_seed = (f"{0x22 + i:02x}" * 32, f"{0x33 + i:02x}" * 32,
+                                           f"{0x44 + i:02x}" * 32)
+        js_key = key_pair(bytes.fromhex(js_seed)).public_key.hex()
+        record_key = key_pair(bytes.fromhex(record_seed)).public_key.hex()
+        got = json.loads(lab.run(lab.public, ["env", f"NODE_PATH={interop_dir / 'node_modules'}",
+                                              str(node_path), script, "key", core_seed],
+                                 timeout=30.0).stdout)
+        name = f"js-{kind}/temperature"
+        lab.run(lab.public, lab.python("-c", PUT_RECORD, bootstrap, record_seed, js_key, name,
+                                       got["core"]), timeout=60.0)
+        cairn(lab, lab.public, "gateway", "devices", "add", record_key, "--name", f"js-{kind}",
+              "--config", str(config))
+        peers[kind] = (js_seed, core_seed, record_key, name)
+    edit(config, ("collect", "devices", json.dumps([p[2] for p in peers.values()])))
+    gateway = gateway_run(lab, gw_dir, gw_key)
+    for kind, (js_seed, core_seed, _, name) in peers.items():
+        blocks = tmp_path / f"{kind}.hex"
+        blocks.write_text(lab.run(lab.public, lab.python("-c", FRAMES, name, "20"),
+                                  timeout=30.0).stdout)
+        writer = lab.spawn(lab.sites[kind].host_ns, [
+            "env", f"NODE_PATH={interop_dir / 'node_modules'}", f"CAIRN_BLOCKS_FILE={blocks}",
+            "CAIRN_STAY_MS=60000", str(node_path), script, "writer", bootstrap, gw_key, js_seed,
+            core_seed], log=tmp_path / f"js-{kind}.log")
+        opened = writer.until(lambda x: isinstance(x, dict) and ("open" in x or "error" in x),
+                              40.0)
+        assert opened.get("open"), (kind, opened)
+        until(f"the JS writer behind the {kind} NAT replicated to the gateway by key",
+              lambda name=name: len(gateway.stored().get(name, [])) == 20,  # type: ignore[misc]
+              WAIT, every=0.5)
 
 
 def test_the_config_editor_sets_keys_in_their_section() -> None:

@@ -10,8 +10,12 @@ a future for the first bootstrap (:meth:`UDPNode.wait_bootstrapped`).
 
 It starts no task: everything runs in the loop's datagram and timer callbacks, so closing the
 node (leaving ``async with UDPNode.open(...)``) leaves nothing behind. It runs on whatever loop it
-is given; only the CLI chooses uvloop. The transport is a plain :class:`asyncio.DatagramProtocol`
-(measured faster than ``asyncio-dgram``, see docs/decisions/0003-dht-transport.md).
+is given; only the CLI chooses uvloop. Each socket is a :class:`cairn.udx.UDXSocket` (a plain
+:class:`asyncio.DatagramProtocol` underneath, measured faster than ``asyncio-dgram``, see
+docs/decisions/0003-dht-transport.md): one UDP port carries dht-rpc and hyperdht's UDX data
+streams, as in hyperdht (nat.md 5): a datagram starting ``0xFF 0x01`` goes to its UDX stream, a
+1-byte one is a holepunch probe (:attr:`UDPNode.on_probe`), anything else to the DHT core.
+:attr:`UDPNode.udx_socket` is the socket data streams run on.
 
 Start a query on :attr:`UDPNode.core` and call :meth:`UDPNode.wait_query` (or
 :meth:`UDPNode.stream_query`) right after it, with no ``await`` in between: the core's events are
@@ -28,7 +32,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from cairn.dht.events import Bootstrapped, Event, QueryDone, QueryReply, Reply, RequestDone
@@ -36,6 +40,7 @@ from cairn.dht.hyper import HyperHandler
 from cairn.dht.messages import Address
 from cairn.dht.node import CLIENT, SERVER, DHTNode
 from cairn.errors import LocalError
+from cairn.udx.aio import UDXSocket, UDXStream
 
 __all__ = [
     "READ_SIZE",
@@ -133,26 +138,6 @@ def _set_buffer(sock: socket.socket, option: int, force: int | None, size: int) 
                   "limit (net.core.rmem_max / wmem_max) for more", option, got, size)
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    """One of the node's two sockets: passes what arrives to the node, tagged with the socket."""
-
-    def __init__(self, node: UDPNode, which: int, closed: asyncio.Future[None]) -> None:
-        self._node = node
-        self._which = which
-        self.closed = closed
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._node._receive(data, (addr[0], addr[1]), self._which)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the core's timeouts deal with the silence
-        log.debug("socket %d: %s", self._which, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 class QueryStream:
     """The successful replies of one query as they arrive, then its :class:`QueryDone`.
 
@@ -203,7 +188,13 @@ class UDPNode:
         self.core = core
         self.handler = handler
         self._loop = loop
-        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._sockets: dict[int, UDXSocket] = {}
+        # 1-byte datagrams are holepunch probes (nat.md 5), never dht-rpc: whoever punches
+        # takes them here (data, address, which socket)
+        self.on_probe: Callable[[bytes, Address, int], None] | None = None
+        # UDX streams a connect by key made for its data phase, by local id, until
+        # cairn.hyperdht.open_data_stream takes them
+        self.data_streams: dict[int, UDXStream] = {}
         self._bound: dict[int, Address] = {}
         self._now = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
@@ -265,27 +256,22 @@ class UDPNode:
                        bootstrap=list(bootstrap), persistent=core_persistent, handler=handler)
         holder.append(core)
         node = cls(core, handler, loop)
-        closers: list[asyncio.Future[None]] = []
         try:
             for which, sock in ((SERVER, server_sock), (CLIENT, client_sock)):
-                closed: asyncio.Future[None] = loop.create_future()
-                transport, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Endpoint, node, which, closed), sock=sock)
-                node._transports[which] = transport  # the transport owns the socket now
-                if hasattr(transport, "max_size"):  # asyncio's selector transport
-                    transport.max_size = READ_SIZE
-                closers.append(closed)
                 name = sock.getsockname()
-                node._bound[which] = (name[0], name[1])
+                node._sockets[which] = await UDXSocket.bind(
+                    on_other=functools.partial(node._receive, which=which), sock=sock)
+                node._bound[which] = (name[0], name[1])  # the UDXSocket owns the socket now
             node._bootstrap()
             yield node
         finally:
             node._close()
             for which, sock in ((SERVER, server_sock), (CLIENT, client_sock)):
-                if which not in node._transports:
+                if which not in node._sockets:
                     sock.close()
-            if closers:
-                await asyncio.wait(closers, timeout=1.0)
+            if node._sockets:
+                await asyncio.wait([asyncio.ensure_future(s.wait_closed())
+                                    for s in node._sockets.values()], timeout=1.0)
 
     # -- what the API layer uses ----------------------------------------------------------------
 
@@ -293,6 +279,19 @@ class UDPNode:
     def server_address(self) -> Address:
         """Where the server socket is bound (``0.0.0.0`` when bound to every interface)."""
         return self._bound[SERVER]
+
+    @property
+    def udx_socket(self) -> UDXSocket:
+        """The socket this node speaks to the DHT from (its client socket while ephemeral, else
+        its server socket), where hyperdht's data streams run: the address the DHT's nodes saw,
+        the one a NAT keeps open. UDX packets on it go to their streams, the rest to the node."""
+        return self._sockets[CLIENT if self.core.ephemeral else SERVER]
+
+    @property
+    def server_udx_socket(self) -> UDXSocket:
+        """The server socket (:attr:`server_address`), where a peer told our public address
+        sends its data stream."""
+        return self._sockets[SERVER]
 
     @property
     def closed(self) -> bool:
@@ -376,6 +375,10 @@ class UDPNode:
     def _receive(self, data: bytes, addr: Address, which: int) -> None:
         if self._closed:
             return
+        if len(data) == 1:
+            if self.on_probe is not None:
+                self.on_probe(data, addr, which)
+            return
         self.core.receive_datagram(data, addr, self._clock(), which)
         self._flush()
 
@@ -406,7 +409,7 @@ class UDPNode:
 
     def _flush(self) -> None:
         for data, addr, which in self.core.datagrams_to_send():
-            self._transports[which].sendto(data, addr)
+            self._sockets[which].send(data, addr)
         while (event := self.core.next_event()) is not None:
             self._dispatch(event)
         self._arm()
@@ -445,8 +448,9 @@ class UDPNode:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for transport in self._transports.values():
-            transport.close()
+        for sock in self._sockets.values():
+            sock.close()  # (and every UDX stream on it)
+        self.data_streams.clear()
         error = NodeClosedError("the DHT node was closed while an operation waited on it")
         waiting: list[asyncio.Future[Any]] = [*self._queries.values(), *self._requests.values(),
                                               self._bootstrapped]

@@ -290,8 +290,11 @@ class DHTNode:
 
     def request(self, to: Address, command: int, now: float, *, internal: bool = False,
                 target: bytes | None = None, value: bytes | None = None,
-                token: bytes | None = None, retries: int = 3) -> int:
-        """One request; its end is a :class:`RequestDone` event carrying the returned handle."""
+                token: bytes | None = None, retries: int = 3, blame: bool = True) -> int:
+        """One request; its end is a :class:`RequestDone` event carrying the returned handle.
+        ``blame=False``: a timeout does not mark ``to`` dead nor drop it from the table (a
+        PEER_HANDSHAKE the relay forwards to a server whose firewall stays silent: the relay
+        is fine, and may be the only node a client knows)."""
         self._now = now
         handle = self._next_query
         self._next_query += 1
@@ -299,7 +302,8 @@ class DHTNode:
         def done(reply: Reply | None, error: str | None) -> None:
             self._events.append(RequestDone(handle, reply, error))
 
-        self._send_request(to, command, internal, target, value, token, now, done, None, retries)
+        self._send_request(to, command, internal, target, value, token, now, done, None, retries,
+                           blame=blame)
         return handle
 
     def ping(self, to: Address, now: float) -> int:
@@ -341,7 +345,7 @@ class DHTNode:
                       value: bytes | None, token: bytes | None, now: float,
                       on_done: Callable[[Reply | None, str | None], None],
                       on_slow: Callable[[], None] | None, retries: int,
-                      pad_to: int = 0) -> None:
+                      pad_to: int = 0, blame: bool = True) -> None:
         tid = self._tid
         self._tid = (tid + 1) & 0xFFFF
         while tid in self._inflight:  # 65,536 requests in flight: reuse nothing still pending
@@ -358,6 +362,7 @@ class DHTNode:
         if len(data) < pad_to:
             data += bytes(pad_to - len(data))  # dht-rpc ignores bytes after the last field
         req = Outgoing(tid, to, data, socket, retries, on_done, on_slow)
+        req.blame = blame
         req.started = now
         self.stats["requests"] += 1
         self._inflight[tid] = req
@@ -411,12 +416,13 @@ class DHTNode:
             return
         del self._inflight[req.tid]
         self.stats["timeouts"] += 1
-        self._dead[req.to] = now
-        if len(self._dead) > _DEAD_PEERS:
-            del self._dead[next(iter(self._dead))]
-        node = self._table_node(req.to)
-        if node is not None:
-            self.table.remove(node.id)
+        if req.blame:
+            self._dead[req.to] = now
+            if len(self._dead) > _DEAD_PEERS:
+                del self._dead[next(iter(self._dead))]
+            node = self._table_node(req.to)
+            if node is not None:
+                self.table.remove(node.id)
         req.on_done(None, "timeout")
 
     def _is_dead(self, addr: Address) -> bool:

@@ -25,8 +25,8 @@ class Outgoing:
     """One request in flight: its datagram, where it goes, its retries and its deadlines."""
 
     __slots__ = (
-        "data", "deadline", "on_done", "on_slow", "retries", "sent", "slow", "slow_at",
-        "socket", "started", "tid", "timeout", "to",
+        "blame", "data", "deadline", "on_done", "on_slow", "retries", "sent", "slow",
+        "slow_at", "socket", "started", "tid", "timeout", "to",
     )
 
     def __init__(self, tid: int, to: Address, data: bytes, socket: int, retries: int,
@@ -43,6 +43,9 @@ class Outgoing:
         self.slow_at = 0.0
         self.slow = False
         self.started = 0.0
+        # a timeout says the peer is gone (dead for a while, out of the table); False for a
+        # request the peer relays to a third party who may stay silent by choice
+        self.blame = True
         self.on_done = on_done
         self.on_slow = on_slow
 

@@ -5,7 +5,9 @@
 - :mod:`cairn.hyperdht.noise_ik`: ``Noise_IK_Ed25519_ChaChaPoly_BLAKE2b``;
 - :mod:`cairn.hyperdht.router`: what every DHT node does (forward entries, bounded relaying);
 - :mod:`cairn.hyperdht.server` / :mod:`cairn.hyperdht.client`: the sans-I/O ends;
-- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node;
+- :mod:`cairn.hyperdht.aio`: :func:`serve_by_key`, :func:`connect_by_key` on a running node, and
+  :func:`open_data_stream` / :func:`accept_data_stream` (a UDX stream carrying a replication
+  ``Connection``; punched or not).
 - :mod:`cairn.hyperdht.nat`, :mod:`cairn.hyperdht.holepunch` (sans-I/O) and
   :mod:`cairn.hyperdht.puncher`, :mod:`cairn.hyperdht.punches` (asyncio): holepunching.
 
@@ -13,9 +15,10 @@ See docs/dht.md ("Connect by key") and docs/decisions/0013-hyperdht-connect.md.
 """
 
 from cairn.hyperdht.aio import (
-    DataPhaseUnavailableError,
     KeyServer,
+    accept_data_stream,
     connect_by_key,
+    discard_data_stream,
     handshake_by_key,
     open_data_stream,
     serve_by_key,
@@ -44,7 +47,6 @@ __all__ = [
     "BadReplyError",
     "ClientCore",
     "ConnectError",
-    "DataPhaseUnavailableError",
     "DoubleRandomizedNatsError",
     "Established",
     "HandshakeRefused",
@@ -60,8 +62,10 @@ __all__ = [
     "Router",
     "ServerCore",
     "ServerRefusedError",
+    "accept_data_stream",
     "allow_only",
     "connect_by_key",
+    "discard_data_stream",
     "handshake_by_key",
     "open_data_stream",
     "punch_as_client",

@@ -6,7 +6,7 @@ Server::
     async with serve_by_key(node, key_pair, firewall=allow_only(devices)) as server:
         while True:
             established = await server.accept()      # an Established, IK done
-            connection = await open_data_stream(node, established, key_pair)
+            connection = await accept_data_stream(server, established, key_pair)
 
 Client::
 
@@ -22,23 +22,22 @@ Both behind NATs (neither OPEN): the client passes ``holepunch=True`` and punche
 socket of its own and hands the stream over with :meth:`KeyServer.punched_stream`.
 
 The data phase is one UDX stream per connection carrying secret-stream without a second Noise
-(nat.md 1.6): :func:`open_data_stream` returns a
-:class:`~cairn.replication.aio.SecretStreamConnection`. Its transport is behind one function,
-:func:`_open_data_stream`, written against the API of the UDX transport (``cairn.udx``:
-``UDXSocket`` on the DHT's UDP socket, exposed as ``node.udx_socket``;
-``open_udx_connection(socket, local_id, remote_id, remote_addr)`` -> an asyncio reader/writer
-pair); until that transport is part of the build it raises :class:`DataPhaseUnavailableError`.
+(nat.md 1.6): :func:`open_data_stream` returns a :class:`~cairn.replication.net.Connection`,
+the same as a TCP dial's, so everything that replicates on a connection (``serve_on``,
+``follow_on``, ``read_on``, a gateway's admission) runs on it unchanged. The stream runs on the
+DHT node's own UDP port (:attr:`UDPNode.udx_socket`, a :class:`cairn.udx.UDXSocket`); each end
+makes it the moment its side of the IK completes, so the peer's first packets find it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from cairn.crypto import KeyPair
 from cairn.dht.aio import UDPNode
@@ -51,21 +50,25 @@ from cairn.hyperdht.client import (
     ClientCore,
     PeerConnectionFailedError,
     PeerNotFoundError,
+    _routable,
 )
 from cairn.hyperdht.events import Established, HandshakeRefused
 from cairn.hyperdht.messages import Holepunch
+from cairn.hyperdht.puncher import punch_as_client
 from cairn.hyperdht.router import RateLimit, Router
 from cairn.hyperdht.server import FirewallHook, ServerCore
-from cairn.replication.aio import SecretStreamConnection
+from cairn.replication.net import IDLE_TIMEOUT, MAX_FRAME, Connection
 from cairn.replication.noise import RandomSource
-from cairn.replication.secret_stream import SecretStream
+from cairn.udx.aio import UDXSocket, UDXStream
 
 __all__ = [
     "PING_INTERVAL",
+    "PUNCH_WAIT",
     "REANNOUNCE_INTERVAL",
-    "DataPhaseUnavailableError",
     "KeyServer",
+    "accept_data_stream",
     "connect_by_key",
+    "discard_data_stream",
     "handshake_by_key",
     "open_data_stream",
     "reachable_address",
@@ -82,10 +85,6 @@ REANNOUNCE_INTERVAL = 300.0
 UNANNOUNCE_TIMEOUT = 2.0
 LOG_EVERY = 5.0
 DEFAULT_TIMEOUT = 20.0
-
-
-class DataPhaseUnavailableError(ServiceError):
-    """The UDX transport the data phase runs on is not available on this node."""
 
 
 def reachable_address(node: UDPNode) -> Address | None:
@@ -165,6 +164,21 @@ class KeyServer:
                         log.warning("hyperdht server %s: backlog full, connection from %s "
                                     "dropped", self.public_key.hex()[:16],
                                     event.remote_public_key.hex()[:16])
+                        continue
+                    if event.holepunch_id is not None and self.holepunch:
+                        continue  # its stream is the punch's (punched_stream)
+                    # the client sends its data stream where it goes (ClientCore.on_reply):
+                    # to the public address we said (our server socket) when it is a global
+                    # one, else to where the DHT saw us (the socket we speak to it from)
+                    node = self.node
+                    public = self.core.public_address
+                    socket = (node.server_udx_socket if public is not None
+                              and _routable(public[0]) else node.udx_socket)
+                    try:
+                        _prepare_stream(node, socket, event)
+                    except ValueError:  # a stream id in use on the socket (1 in 2**32)
+                        log.info("hyperdht server %s: udx stream id %d in use",
+                                 self.public_key.hex()[:16], event.local_udx_id)
                 case HandshakeRefused(client=client, reason=reason):
                     self._refused_log(client, reason)
 
@@ -299,20 +313,25 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
                            rng: RandomSource | None = None,
                            relay_addresses: Sequence[Address] = (),
                            timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
-                           holepunch: bool = False) -> Established:
+                           holepunch: bool = False,
+                           stream_socket: UDXSocket | None = None) -> Established:
     """FIND_PEER for ``H(remote_public_key)``, then PEER_HANDSHAKE through the nodes holding
     the record (two at a time) until one answers with a good IK reply. ``relay_addresses``
     (say, the ``relay`` of the last connect) are tried first, without a FIND_PEER. Raises
     :class:`PeerNotFoundError`, :class:`PeerConnectionFailedError` or
     :class:`ServerRefusedError`. ``holepunch=True``: with both sides behind NATs, return
     the handshake with ``holepunch_id`` set (punch next: :mod:`cairn.hyperdht.puncher`)
-    instead of raising :class:`HolepunchUnavailableError`."""
+    instead of raising :class:`HolepunchUnavailableError`. With ``stream_socket``, the data
+    stream is made on it before the handshake goes out and connected the moment the reply is
+    read (:func:`open_data_stream` then takes it): the server's first packets, which may come
+    before its reply (that one goes through the relay), are kept for it; a handshake that
+    needs punching forgets it (the data runs on the puncher's socket)."""
     await node.wait_bootstrapped()
     if public_address is None:
         public_address = reachable_address(node)
     client = ClientCore(key_pair, remote_public_key, rng or random.SystemRandom(),
                         public_address=public_address, holepunch=holepunch)
-    attempt = _Attempt(node, client)
+    attempt = _Attempt(node, client, stream_socket)
     async with asyncio.timeout(timeout):
         try:
             result = await attempt.through_known(relay_addresses)
@@ -332,27 +351,42 @@ async def handshake_by_key(node: UDPNode, remote_public_key: bytes, key_pair: Ke
 class _Attempt:
     """One connect's FIND_PEER and its PEER_HANDSHAKEs, PARALLEL_ATTEMPTS at a time."""
 
-    def __init__(self, node: UDPNode, client: ClientCore) -> None:
+    def __init__(self, node: UDPNode, client: ClientCore,
+                 stream_socket: UDXSocket | None = None) -> None:
         self.node = node
         self.client = client
+        # the data stream, made before the handshake goes out: the server may send on it
+        # before its reply, which goes through the relay, reaches us (hyperdht does the same)
+        self.stream: UDXStream | None = None
+        if stream_socket is not None and client.udx_id not in stream_socket.streams:
+            self.stream = stream_socket.create_stream(client.udx_id,
+                                                      on_first_packet=_learn_path())
         self.holders = 0
         self.last: Exception | None = None
         self.tasks: set[asyncio.Task[Established | None]] = set()
 
     async def _through(self, relay: Address) -> Established | None:
         node, client = self.node, self.client
+        # a server's firewall drops a refused handshake silently (as hyperdht's): the relay's
+        # silence then is not the relay's fault, and it may be the only node we know
         handle = node.core.request(relay, HyperCommand.PEER_HANDSHAKE, node.now(),
-                                   target=client.target, value=client.request_value)
+                                   target=client.target, value=client.request_value,
+                                   blame=False)
         done = await node.wait_request(handle)
         if done.reply is None:
             return None
         try:
-            return client.on_reply(done.reply.value, relay)
+            established = client.on_reply(done.reply.value, relay)
         except BadReplyError as exc:
             self.last = exc
             log.info("hyperdht connect through %s:%d: %s", relay[0], relay[1], exc)
         except LocalError:
             pass  # the other attempt completed the handshake first
+        else:
+            if self.stream is not None and established.holepunch_id is None:
+                _prepare_stream(node, self.stream.socket, established, self.stream)
+                self.stream = None
+            return established
         return None
 
     async def _settle(self, until: int) -> Established | None:
@@ -397,50 +431,167 @@ class _Attempt:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.stream is not None:  # no handshake completed: the stream was never used
+            self.stream.socket.streams.pop(self.stream.local_id, None)
+            self.stream = None
 
 
-async def _open_data_stream(node: UDPNode, local_id: int, remote_id: int,
-                            remote_address: Address) -> tuple[Any, Any]:
-    """The one place that touches the UDX transport: a UDX stream ``local_id`` <-> ``remote_id``
-    to ``remote_address`` from the DHT's own UDP socket, as an asyncio (reader, writer) pair."""
+def _learn_path() -> Callable[[UDXStream, Address], bool]:
+    """The stream's first-packet hook: the first packet from an address other than the one
+    the handshake gave moves the stream there (the peer's NAT mapped it elsewhere, or it sent
+    from its other socket; hyperdht's raw-stream firewall), once; later strangers are
+    dropped. Whoever sends from there must know the stream's random id (carried encrypted in
+    the IK) and still cannot read or forge the secret-stream on top."""
+    moved: list[Address] = []
+
+    def hook(stream: UDXStream, addr: Address) -> bool:
+        if moved or stream.core is None:
+            return False
+        moved.append(addr)
+        log.debug("udx stream %d: the peer's path is %s:%d", stream.local_id, *addr)
+        stream.change_remote(addr)
+        return True
+
+    return hook
+
+
+def _prepare_stream(node: UDPNode, socket: UDXSocket, established: Established,
+                    stream: UDXStream | None = None) -> UDXStream:
+    """Make the data stream (or connect ``stream``, made before the handshake went out) at
+    once, inside the callback that finished the IK, and keep it for
+    :func:`open_data_stream`: the peer's first packets find it."""
+    if stream is None:
+        stream = socket.create_stream(established.local_udx_id, on_first_packet=_learn_path())
+    stream.connect(established.remote_udx_id, established.remote_address)
+    node.data_streams[established.local_udx_id] = stream
+    return stream
+
+
+def _take_stream(node: UDPNode, established: Established,
+                 socket: UDXSocket | None) -> UDXStream:
+    """The data stream of this handshake: the one prepared for it, else a new one on
+    ``socket`` (default: the socket the node speaks to the DHT from)."""
+    prepared = node.data_streams.pop(established.local_udx_id, None)
+    if prepared is not None and (socket is None or prepared.socket is socket):
+        return prepared
+    if prepared is not None:  # the caller runs it on its own socket (a puncher's): forget
+        prepared.socket.streams.pop(prepared.local_id, None)  # it quietly, the peer's lives on
+    if node.closed:
+        raise ConnectionError("the DHT node is closed")
     try:
-        udx = importlib.import_module("cairn.udx")
-    except ImportError as exc:
-        raise DataPhaseUnavailableError(
-            "the UDX transport (cairn.udx) is not part of this build: the handshake by key "
-            "completed, but no data stream can be opened") from exc
-    socket = getattr(node, "udx_socket", None)
-    if socket is None:
-        raise DataPhaseUnavailableError(
-            "this DHT node runs on plain UDP sockets; the data phase needs its socket to be a "
-            "cairn.udx.UDXSocket")
-    pair: tuple[Any, Any] = await udx.open_udx_connection(socket, local_id, remote_id,
-                                                          remote_address)
-    return pair
+        stream = _prepare_stream(node, socket or node.udx_socket, established)
+    except ValueError as exc:  # the id is taken on that socket
+        raise ConnectionError(str(exc)) from None
+    del node.data_streams[established.local_udx_id]
+    return stream
+
+
+def discard_data_stream(node: UDPNode, established: Established) -> None:
+    """Drop the data stream made for a handshake that will not be opened (a server over its
+    connection caps): the peer's stream is destroyed, nothing more is buffered for it."""
+    stream = node.data_streams.pop(established.local_udx_id, None)
+    if stream is not None:
+        stream.destroy()
 
 
 async def open_data_stream(node: UDPNode, established: Established, key_pair: KeyPair, *,
-                           rng: RandomSource | None = None) -> SecretStreamConnection:
-    """The data phase: a UDX stream to the peer carrying secret-stream keyed by the IK (no
-    second Noise: each side sends its header frame, then messages; nat.md 1.6)."""
-    reader, writer = await _open_data_stream(node, established.local_udx_id,
-                                             established.remote_udx_id,
-                                             established.remote_address)
-    core = SecretStream(established.is_initiator, key_pair, rng or random.SystemRandom())
-    core.start_established(established)
-    connection = SecretStreamConnection(core, reader, writer)
-    await connection.handshake()  # no Noise runs: writes the header, takes the keys
-    return connection
+                           socket: UDXSocket | None = None,
+                           idle_timeout: float = IDLE_TIMEOUT,
+                           max_frame: int = MAX_FRAME,
+                           handshake_timeout: float | None = None) -> Connection:
+    """The data phase: one UDX stream to the peer (``local_udx_id`` <-> ``remote_udx_id``)
+    carrying secret-stream keyed by the IK, no second Noise (nat.md 1.6): a
+    :class:`~cairn.replication.net.Connection` like a TCP one, returned once the peer's header
+    frame arrived (within ``handshake_timeout``, default ``idle_timeout``; a peer that stalls
+    after the IK costs no more). The stream runs on ``socket`` when given (a puncher's),
+    else on the socket the handshake prepared it on (the server socket when this side said it
+    is reachable there, else :attr:`UDPNode.udx_socket`)."""
+    stream = _take_stream(node, established, socket)
+    conn = Connection.from_established(stream.reader, stream.writer, key_pair, established,
+                                       established.is_initiator, idle_timeout=idle_timeout,
+                                       max_frame=max_frame, abort=stream.destroy)
+    try:
+        async with asyncio.timeout(handshake_timeout or idle_timeout):
+            await conn.handshake()
+    except BaseException:
+        stream.destroy()  # at once: a peer that never started owes us no clean close
+        raise
+    return conn
+
+
+PUNCH_WAIT = 15.0
+"""Seconds a server waits for a punching client's first packet (hyperdht's server gives up 10 s
+after the handshake; the client punches 10 rounds a second apart)."""
+
+
+async def accept_data_stream(server: KeyServer, established: Established, key_pair: KeyPair, *,
+                             idle_timeout: float = IDLE_TIMEOUT,
+                             max_frame: int = MAX_FRAME,
+                             handshake_timeout: float | None = None) -> Connection:
+    """The server's side of the data phase for ``established`` (from :meth:`KeyServer.accept`):
+    the stream the handshake prepared (:func:`open_data_stream`) or, for a client that punches
+    to us (``holepunch_id`` set), the punch's stream on its own socket, closed with the
+    connection. Raises what opening raises; a punch nobody completes is
+    :class:`~cairn.hyperdht.holepunch.HolepunchAbortedError`."""
+    if established.holepunch_id is None or not server.holepunch:
+        return await open_data_stream(server.node, established, key_pair,
+                                      idle_timeout=idle_timeout, max_frame=max_frame,
+                                      handshake_timeout=handshake_timeout)
+    reader, writer = await server.punched_stream(established, PUNCH_WAIT)
+    stream = writer.stream
+    conn = Connection.from_established(reader, writer, key_pair, established,
+                                       established.is_initiator, idle_timeout=idle_timeout,
+                                       max_frame=max_frame, abort=stream.destroy)
+    conn.after_close.append(stream.socket.close)
+    try:
+        async with asyncio.timeout(handshake_timeout or idle_timeout):
+            await conn.handshake()
+    except BaseException:
+        stream.destroy()
+        stream.socket.close()
+        raise
+    return conn
 
 
 async def connect_by_key(node: UDPNode, remote_public_key: bytes, key_pair: KeyPair, *,
                          public_address: Address | None = None,
                          rng: RandomSource | None = None,
+                         relay_addresses: Sequence[Address] = (),
                          timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
-                         ) -> tuple[Established, SecretStreamConnection]:
-    """:func:`handshake_by_key`, then :func:`open_data_stream`: the peer's proven key and
-    the encrypted connection (what hypercore replication runs on)."""
+                         idle_timeout: float = IDLE_TIMEOUT,
+                         max_frame: int = MAX_FRAME,
+                         holepunch: bool = True,
+                         ) -> tuple[Established, Connection]:
+    """:func:`handshake_by_key`, then :func:`open_data_stream`, both within ``timeout``: the
+    peer's proven key and the handshaken connection (what hypercore replication runs on).
+    With both sides behind NATs (``holepunch``, the default), it punches first
+    (:func:`cairn.hyperdht.puncher.punch_as_client`) and the stream runs on the puncher's
+    socket, closed with the connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     established = await handshake_by_key(node, remote_public_key, key_pair,
                                          public_address=public_address, rng=rng,
-                                         timeout=timeout)
-    return established, await open_data_stream(node, established, key_pair, rng=rng)
+                                         relay_addresses=relay_addresses, timeout=timeout,
+                                         holepunch=holepunch, stream_socket=node.udx_socket)
+    puncher = None
+    try:
+        if established.holepunch_id is not None:  # both behind NATs: punch, then the stream
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                puncher, path = await punch_as_client(node, established, rng=rng)
+            established = dataclasses.replace(established, remote_address=path)
+        conn = await open_data_stream(node, established, key_pair, idle_timeout=idle_timeout,
+                                      max_frame=max_frame,
+                                      socket=None if puncher is None else puncher.socket,
+                                      handshake_timeout=max(0.1, deadline - loop.time()))
+    except TimeoutError:
+        if puncher is not None:
+            puncher.close()
+        raise TimeoutError(f"{remote_public_key.hex()[:16]}: the IK completed, but no data "
+                           f"stream opened within {timeout:g} s") from None
+    except BaseException:
+        if puncher is not None:
+            puncher.close()
+        raise
+    if puncher is not None:
+        conn.after_close.append(puncher.close)
+    return established, conn

@@ -1,8 +1,10 @@
-"""Replication over TCP with asyncio: serve logs, download from a server.
+"""Replication over a byte stream with asyncio: serve logs, download from a server.
 
 Replication is symmetric: whoever dialled, either end may serve its logs and either may read.
 A :class:`Connection` is one handshaken secret stream over TCP (:func:`connect` dials,
-:func:`accept` answers); :func:`serve_on` serves logs on a connection, :func:`read_on` reads
+:func:`accept` answers) or over a UDX stream of a hyperdht connect by key, keyed by its IK
+(:meth:`Connection.from_established`, made by :func:`cairn.hyperdht.open_data_stream`);
+:func:`serve_on` serves logs on a connection, :func:`read_on` reads
 one log on it and :func:`follow_on` follows several logs live (every append the writer
 announces is requested and verified as it happens). :func:`serve` and :func:`download` are the
 classic roles over those (the reader dials the server).
@@ -22,17 +24,26 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cairn.crypto import KeyPair
 from cairn.errors import CairnError, RemoteError
 from cairn.log import Log
 from cairn.replication.peer import Replicator
-from cairn.replication.secret_stream import Closed, Handshaken, Message, SecretStream
+from cairn.replication.secret_stream import (
+    Closed,
+    CompletedHandshake,
+    Handshaken,
+    Message,
+    SecretStream,
+)
 
-__all__ = ["Connection", "DownloadResult", "PeerRefusedError", "accept", "connect", "download",
-           "follow_on", "read_on", "serve", "serve_on"]
+__all__ = ["ByteStreamReader", "ByteStreamWriter", "Connection", "DownloadResult",
+           "PeerRefusedError", "accept", "connect", "download", "follow_on", "read_on", "serve",
+           "serve_on"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +53,38 @@ KEEPALIVE = 5.0
 MAX_FRAME = 8 << 20
 
 
+CLOSE_WAIT = 5.0  # seconds a close waits for the peer to take our end of the stream
+
+
 class PeerRefusedError(RemoteError):
     """The peer's Noise key is not in the allowed list."""
+
+
+class _Buffered(Protocol):
+    def get_write_buffer_size(self) -> int: ...
+
+
+class ByteStreamReader(Protocol):
+    """What a connection reads from: ``asyncio.StreamReader``, ``cairn.udx.UDXReader``."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteStreamWriter(Protocol):
+    """What a connection writes to: ``asyncio.StreamWriter``, ``cairn.udx.UDXWriter``."""
+
+    @property
+    def transport(self) -> _Buffered: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
 
 
 @dataclass(slots=True)
@@ -58,14 +99,15 @@ class DownloadResult:
 
 
 class Connection:
-    """One TCP connection: the secret stream and the replicator on top. ``keepalive``: seconds
-    without sending before an empty keepalive frame goes out; ``idle_timeout``: seconds
-    without a whole message before the path is taken for dead."""
+    """One connection (TCP, or a UDX stream by key): the secret stream and the replicator on
+    top. ``keepalive``: seconds without sending before an empty keepalive frame goes out;
+    ``idle_timeout``: seconds without a whole message before the path is taken for dead.
+    ``transport`` says which for status lines: ``"tcp"`` or ``"udx"``."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: ByteStreamReader,
+        writer: ByteStreamWriter,
         key_pair: KeyPair,
         is_initiator: bool,
         idle_timeout: float,
@@ -88,6 +130,40 @@ class Connection:
         # messages that are not replication (a Cairn in-band device record, issue 19): a
         # message this returns True for is consumed before the replicator sees it
         self.extension: Callable[[bytes], bool] | None = None
+        self.transport = "tcp"
+        self._abort: Callable[[], None] | None = None
+        self.after_close: list[Callable[[], None]] = []  # what the transport owns (a socket)
+        self._held: deque[Handshaken | Message | Closed] = deque()  # read before handshake()
+        self._keyed_elsewhere = False
+
+    @classmethod
+    def from_established(
+        cls,
+        reader: ByteStreamReader,
+        writer: ByteStreamWriter,
+        key_pair: KeyPair,
+        handshake: CompletedHandshake,
+        is_initiator: bool,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_frame: int = MAX_FRAME,
+        abort: Callable[[], None] | None = None,
+        transport: str = "udx",
+    ) -> Connection:
+        """A connection whose keys come from a handshake run elsewhere (hyperdht's IK): no
+        second Noise; :meth:`handshake` sends our header frame and returns once the peer's has
+        arrived. ``abort`` ends the transport at once when a clean close does not finish."""
+        conn = cls(reader, writer, key_pair, is_initiator, idle_timeout, max_frame)
+        conn.stream.start_established(handshake)
+        conn._keyed_elsewhere = True
+        conn._abort = abort
+        conn.transport = transport
+        return conn
+
+    def peer(self) -> str:
+        """The peer's host as the transport sees it (``"?"`` when unknown)."""
+        name = self.writer.get_extra_info("peername")
+        return str(name[0]) if isinstance(name, tuple) else "?"
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
@@ -102,7 +178,7 @@ class Connection:
     async def _event(self) -> Handshaken | Message | Closed | None:
         """The next event; None when it is time to look at our logs again (``poll``)."""
         while True:
-            event = self.stream.next_event()
+            event = self._held.popleft() if self._held else self.stream.next_event()
             if event is not None:
                 if isinstance(event, Message):
                     self._last_message = time.monotonic()
@@ -131,13 +207,16 @@ class Connection:
             self.stream.receive_data(chunk)
 
     async def handshake(self) -> Handshaken:
-        self.stream.start()
+        if not self.stream.started:
+            self.stream.start()
         async with asyncio.timeout(self.idle_timeout):
             while True:
                 event = await self._event()
                 if event is None:
                     continue
                 if isinstance(event, Handshaken):
+                    if self._keyed_elsewhere:
+                        await self._header()
                     self.remote_key = event.remote_public_key
                     self.replicator = Replicator(is_initiator=self.is_initiator,
                                                  handshake_hash=event.handshake_hash)
@@ -145,6 +224,22 @@ class Connection:
                     return event
                 if isinstance(event, Closed):
                     raise ConnectionError(event.reason)
+
+    async def _header(self) -> None:
+        """Keys from elsewhere (:meth:`from_established`): our header goes out, and the peer's
+        must arrive before the connection counts as open (a peer that stalls after the IK is
+        bounded by the caller's handshake timeout, as a stalled Noise handshake is). What
+        arrives with it is kept for :meth:`_event`."""
+        await self._write()
+        while not self.stream.header_received:
+            chunk = await self.reader.read(READ_SIZE)
+            if not chunk:
+                raise ConnectionError("the peer ended the stream before its header")
+            self.stream.receive_data(chunk)
+            while (event := self.stream.next_event()) is not None:
+                if isinstance(event, Closed):
+                    raise ConnectionError(event.reason)
+                self._held.append(event)
 
     async def run(self, done: Callable[[], bool] = lambda: False,
                   on_progress: Callable[[], None] | None = None) -> None:
@@ -200,8 +295,18 @@ class Connection:
             self.stream.close()
             await self._write()
         self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.writer.wait_closed()
+        except TimeoutError:
+            if self._abort is not None:  # (a UDX peer that is gone never acks our END)
+                self._abort()
+        except Exception:  # noqa: S110 - closing: the peer's errors do not matter any more
+            pass
+        finally:
+            for done in self.after_close:
+                done()
+            self.after_close.clear()
 
 
 _Link = Connection  # (the name the attack tests use)

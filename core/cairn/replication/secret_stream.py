@@ -179,6 +179,11 @@ class SecretStream:
         return self._push is not None
 
     @property
+    def header_received(self) -> bool:
+        """True once the peer's header frame was read (its messages can be decrypted)."""
+        return self._pull is not None
+
+    @property
     def remote_public_key(self) -> bytes | None:
         return self._remote_public_key
 

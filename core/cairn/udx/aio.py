@@ -47,6 +47,7 @@ SOCKET_BUFFER = 2 << 20  # SO_RCVBUF / SO_SNDBUF asked for (the kernel caps it a
 HIGH_WATER = 1 << 20  # drain() waits while more than this is written and not yet sent
 READ_SIZE = 1 << 16
 LINGER = 5.0  # seconds a cleanly closed stream still acks a retransmitted END
+EARLY = 16  # packets a stream made but not connected yet keeps for its connect
 _ID = struct.Struct("<I")
 
 
@@ -58,6 +59,9 @@ class StreamClosedError(ServiceError, ConnectionError):
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, socket: UDXSocket) -> None:
         self._socket = socket
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._socket._lost()
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self._socket._received(data, (addr[0], addr[1]))
@@ -74,6 +78,7 @@ class UDXSocket:
         self.streams: dict[int, UDXStream] = {}
         self.drops: Counter[str] = Counter()
         self._transport: asyncio.DatagramTransport | None = None
+        self._closed: asyncio.Future[None] | None = None
 
     @classmethod
     async def bind(
@@ -82,15 +87,25 @@ class UDXSocket:
         port: int = 0,
         *,
         on_other: Callable[[bytes, Address], None] | None = None,
+        sock: pysocket.socket | None = None,
     ) -> UDXSocket:
+        """Bind ``(host, port)``, or take ``sock``: a bound UDP socket whose buffers the caller
+        sized (a DHT node's, :mod:`cairn.dht.aio`); the UDXSocket owns it from then on."""
         socket = cls(on_other)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(socket), local_addr=(host, port)
-        )
+        socket._closed = loop.create_future()
+        if sock is None:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(socket), local_addr=(host, port)
+            )
+        else:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(socket),
+                                                               sock=sock)
         socket._transport = transport
         if hasattr(transport, "max_size"):  # asyncio's 256 KiB read is a fresh buffer a datagram
             transport.max_size = READ_SIZE  # (decision 0003); 64 KiB holds any UDP datagram
+        if sock is not None:
+            return socket
         sock = transport.get_extra_info("socket")
         if sock is not None:  # room for a window's worth of acks and data while we are busy
             for option in (pysocket.SO_RCVBUF, pysocket.SO_SNDBUF):
@@ -129,6 +144,15 @@ class UDXSocket:
             stream.destroy()
         if self._transport is not None:
             self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Until the transport let go of the socket (after :meth:`close`)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    def _lost(self) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     async def __aenter__(self) -> UDXSocket:
         return self
@@ -267,14 +291,21 @@ class UDXStream:
         self._linger: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._read_buffered = 0
+        self._early: list[tuple[bytes, Address]] = []
 
     def connect(self, remote_id: int, remote_addr: Address, *, seq: int = 0, ack: int = 0) -> None:
+        """Start sending to ``remote_id`` at ``remote_addr``. Packets that came for this stream
+        before (at most ``EARLY``: the peer may send first, as a hyperdht server does while
+        its handshake reply is still on its way through the relay) are taken now."""
         if self.core is not None:
             raise ValueError("the udx stream is already connected")
         overhead = 48 if ":" in remote_addr[0] else 28  # IPv6 or IPv4, + UDP
         self.core = StreamCore(self.local_id, remote_id, seq=seq, ack=ack, ip_overhead=overhead)
         self.remote_addr = remote_addr
         self._allowed.add(remote_addr)
+        early, self._early = self._early, []
+        for data, addr in early:
+            self._received(data, addr)
         self._flush()
 
     def change_remote(self, remote_addr: Address) -> None:
@@ -339,12 +370,16 @@ class UDXStream:
     def _received(self, data: bytes, addr: Address) -> None:
         if addr not in self._allowed:
             hook = self.on_first_packet
-            if hook is None or not hook(self, addr):
+            if hook is not None and hook(self, addr):
+                self._allowed.add(addr)
+            elif self.core is None:
+                self._hold(data, addr)  # (the address is checked again at connect)
+                return
+            else:
                 self.drops["packet from an address not allowed"] += 1
                 return
-            self._allowed.add(addr)
         if self.core is None:
-            self.drops["packet before connect"] += 1
+            self._hold(data, addr)
             return
         self.core.receive_data(data, self._loop.time())
         # the reader wakes now; what we send waits for the end of this loop round, after the
@@ -352,6 +387,12 @@ class UDXStream:
         # and the datagrams of one socket read are acked together
         self._deliver(self.core)
         self._schedule_flush()
+
+    def _hold(self, data: bytes, addr: Address) -> None:
+        if len(self._early) < EARLY and not self._destroyed:
+            self._early.append((data, addr))
+        else:
+            self.drops["packet before connect"] += 1
 
     def _taken(self, buffered: int) -> None:
         core = self.core

@@ -29,7 +29,6 @@ from cairn.dht.api import (
     UnreachableError,
 )
 from cairn.dht.hyper import start_lookup
-from cairn.dht.node import SERVER
 from cairn.dht.records import MutableRecord, encode_mutable_record, hash32, sign_mutable
 
 NODES = 15
@@ -123,7 +122,9 @@ async def test_a_node_on_every_interface_uses_the_address_it_is_given(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's rmem_max")
 async def test_sockets_get_large_receive_buffers(network: list[DHT]) -> None:
     cap = int(RMEM_MAX.read_text())  # noqa: ASYNC240 - a procfs file, read at once
-    sock = network[0].node._transports[SERVER].get_extra_info("socket")
+    transport = network[0].node.server_udx_socket._transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     assert got >= min(RECEIVE_BUFFER, cap)  # Linux reports twice what it keeps for data
 

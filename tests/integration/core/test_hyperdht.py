@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +17,6 @@ from cairn.dht.api import DHT
 from cairn.dht.records import hash32
 from cairn.hyperdht import aio as hyperdht_aio
 from cairn.hyperdht.aio import (
-    DataPhaseUnavailableError,
     connect_by_key,
     handshake_by_key,
     open_data_stream,
@@ -27,6 +26,8 @@ from cairn.hyperdht.client import PeerConnectionFailedError, PeerNotFoundError
 from cairn.hyperdht.messages import Firewall
 from cairn.hyperdht.router import Router
 from cairn.hyperdht.server import allow_only
+from cairn.log import Log
+from cairn.replication.net import read_on, serve_on
 
 
 @contextlib.asynccontextmanager
@@ -125,69 +126,88 @@ async def test_firewall_refusal_and_unknown_key(caplog: pytest.LogCaptureFixture
                                    key_pair(bytes([6]) * 32), timeout=10)
 
 
-async def test_open_server_and_data_phase_boundary() -> None:
+async def test_data_phase_replicates_a_log_over_udx(tmp_path: Path) -> None:
+    """Cairn client -> Cairn server by key, then hypercore replication on the UDX stream:
+    the server serves a log, the client reads it whole, then an append arrives live."""
     server_keys = key_pair(bytes([8]) * 32)
-    async with cairn_testnet(4, 3) as nodes, contextlib.AsyncExitStack() as stack:
-        server_dht = await client_node(stack, nodes[0], 30)
-        client_dht = await client_node(stack, nodes[1], 31)
-        public = server_dht.node.server_address
-        async with serve_by_key(server_dht.node, server_keys, public_address=public) as server:
-            await asyncio.wait_for(server.wait_announced(), 10)
-            with pytest.raises(DataPhaseUnavailableError):
-                await connect_by_key(client_dht.node, server_keys.public_key,
-                                     key_pair(bytes([9]) * 32), timeout=10)
-            accepted = await asyncio.wait_for(server.accept(), 5)
-        assert accepted.remote_payload.udx is not None
+    client_keys = key_pair(bytes([9]) * 32)
+    writer = Log.create(tmp_path / "w.db", key_pair(bytes([10]) * 32))
+    writer.append([f"reading {i}".encode() for i in range(300)])
+    replica = Log.replica(tmp_path / "r.db", writer.key)
+    try:
+        async with cairn_testnet(4, 3) as nodes, contextlib.AsyncExitStack() as stack:
+            server_dht = await client_node(stack, nodes[0], 30)
+            client_dht = await client_node(stack, nodes[1], 31)
+            public = server_dht.node.server_address
+            async with serve_by_key(server_dht.node, server_keys,
+                                    public_address=public) as server:
+                await asyncio.wait_for(server.wait_announced(), 10)
+
+                async def serve() -> None:
+                    accepted = await server.accept()
+                    conn = await open_data_stream(server_dht.node, accepted, server_keys,
+                                                  handshake_timeout=10)
+                    assert conn.transport == "udx"
+                    try:
+                        with contextlib.suppress(ConnectionError):
+                            await serve_on(conn, [writer], poll=0.05)
+                    finally:
+                        await conn.close()
+
+                async with asyncio.TaskGroup() as tg:
+                    serving = tg.create_task(serve())
+                    est, conn = await connect_by_key(client_dht.node, server_keys.public_key,
+                                                     client_keys, timeout=10)
+                    try:
+                        assert conn.remote_key == server_keys.public_key
+                        got = await asyncio.wait_for(read_on(conn, replica), 20)
+                        assert got.length == 300 and replica.get(299) == b"reading 299"
+                        writer.append([b"live"])
+                        await asyncio.wait_for(read_on(conn, replica, start=300, tail=True,
+                                                       until=lambda r: r.has(300)), 20)
+                        assert replica.get(300) == b"live"
+                    finally:
+                        await conn.close()
+                    await asyncio.wait_for(serving, 15)
+            assert not server_dht.node.data_streams and not client_dht.node.data_streams
+        assert est.remote_payload.udx is not None
+    finally:
+        writer.close()
+        replica.close()
 
 
-class PairedStreams:
-    """A stand-in for the UDX transport (not a UDX): the two ends of a data stream meet by their
-    stream ids on a local socket pair, so the data phase above UDX runs end to end."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[tuple[int, int], socket.socket] = {}
-        self.opened: list[tuple[int, int, tuple[str, int]]] = []
-        self.sockets: list[socket.socket] = []
-
-    async def open(self, node: object, local_id: int, remote_id: int,
-                   remote_address: tuple[str, int]) -> tuple[object, object]:
-        self.opened.append((local_id, remote_id, remote_address))
-        mine = self.waiting.pop((remote_id, local_id), None)
-        if mine is None:
-            mine, theirs = socket.socketpair()
-            self.sockets += [mine, theirs]
-            self.waiting[(local_id, remote_id)] = theirs
-        return await asyncio.open_unix_connection(sock=mine)
-
-
-async def test_data_phase_end_to_end_over_a_stand_in_transport(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    streams = PairedStreams()
-    monkeypatch.setattr(hyperdht_aio, "_open_data_stream", streams.open)
-    server_keys = key_pair(bytes([11]) * 32)
-    client_keys = key_pair(bytes([12]) * 32)
-    async with cairn_testnet(4, 4) as nodes, contextlib.AsyncExitStack() as stack:
-        server_dht = await client_node(stack, nodes[0], 40)
-        client_dht = await client_node(stack, nodes[1], 41)
+async def test_a_peer_that_stalls_after_the_ik_is_dropped_at_the_timeout() -> None:
+    """The client completes the IK and never opens its data stream: the server's
+    open_data_stream gives up after handshake_timeout, and the next client is served."""
+    server_keys = key_pair(bytes([17]) * 32)
+    async with cairn_testnet(4, 7) as nodes, contextlib.AsyncExitStack() as stack:
+        server_dht = await client_node(stack, nodes[0], 70)
+        client_dht = await client_node(stack, nodes[1], 71)
         async with serve_by_key(server_dht.node, server_keys,
                                 public_address=server_dht.node.server_address) as server:
             await asyncio.wait_for(server.wait_announced(), 10)
-            est, client_conn = await connect_by_key(client_dht.node, server_keys.public_key,
-                                                    client_keys, timeout=10)
-            accepted = await asyncio.wait_for(server.accept(), 5)
-            server_conn = await open_data_stream(server_dht.node, accepted, server_keys)
-            async with client_conn, server_conn:
-                await client_conn.send(b"reading 21.5 C")
-                assert await asyncio.wait_for(server_conn.receive(), 5) == b"reading 21.5 C"
-                await server_conn.send(b"ack")
-                assert await asyncio.wait_for(client_conn.receive(), 5) == b"ack"
-                assert server_conn.remote_public_key == client_keys.public_key
-                assert client_conn.remote_public_key == server_keys.public_key
-    for s in streams.sockets:
-        s.close()
-    # each side opened its own id toward the other's
-    assert {(o[0], o[1]) for o in streams.opened} == {
-        (est.local_udx_id, est.remote_udx_id), (accepted.local_udx_id, accepted.remote_udx_id)}
+            await handshake_by_key(client_dht.node, server_keys.public_key,
+                                   key_pair(bytes([18]) * 32), timeout=10)  # and stalls
+            stalled = await asyncio.wait_for(server.accept(), 5)
+            with pytest.raises(TimeoutError):
+                await open_data_stream(server_dht.node, stalled, server_keys,
+                                       handshake_timeout=0.5)
+            assert stalled.local_udx_id not in server_dht.node.server_udx_socket.streams
+
+            async def serve_one() -> bytes | None:
+                accepted = await server.accept()
+                conn = await open_data_stream(server_dht.node, accepted, server_keys,
+                                              handshake_timeout=10)
+                try:
+                    return conn.remote_key
+                finally:
+                    await conn.close()
+
+            serving = asyncio.create_task(serve_one())
+            _, conn = await connect_by_key(client_dht.node, server_keys.public_key,
+                                           key_pair(bytes([19]) * 32), timeout=10)
+            await conn.close()
+            assert await asyncio.wait_for(serving, 10) == key_pair(bytes([19]) * 32).public_key
 
 
 async def test_persistent_nodes_say_open_on_their_own() -> None:

@@ -162,3 +162,23 @@ async def test_an_answer_written_when_its_request_arrives_carries_the_ack() -> N
         assert [p.type for p in packets] == [PacketType.DATA] * 3
         assert [p.ack for p in packets] == [1, 2, 3]  # each answer acks its request
         assert wa.stream.core is not None and wa.stream.core.drops == {}
+
+
+async def test_packets_before_connect_are_kept_for_it() -> None:
+    """The peer sends first (a hyperdht server writes its header while its handshake reply
+    still goes through the relay): a stream made but not connected keeps those packets and
+    takes them at connect, with no retransmission; past EARLY they are dropped, counted."""
+    async with asyncio.timeout(10), await UDXSocket.bind() as a, await UDXSocket.bind() as b:
+        waiting = b.create_stream(8)
+        _, wa = await open_udx_connection(a, 7, 8, b.address)
+        wa.write(b"first")
+        await wait_for(lambda: len(waiting._early) == 1)
+        waiting.connect(7, a.address)
+        assert await waiting.reader.read() == b"first"
+        assert wa.stream.core is not None and wa.stream.core.retransmits == 0
+        assert not waiting.drops
+        flooded = b.create_stream(9)
+        for k in range(20):
+            a.send(encode(Packet(PacketType.DATA, 9, 1 << 20, k, 0, (), b"x")), b.address)
+        await wait_for(lambda: flooded.drops["packet before connect"] == 4)
+        assert len(flooded._early) == 16

@@ -263,3 +263,20 @@ def test_one_host_cannot_crowd_a_topic() -> None:
     full = store.get(topic, 200.0, limit=20)
     assert len(full) == 8 and full.count(b"honest-record") == 1  # the topic's cap holds
     assert b"fake-99" in full and b"fake-0" not in full  # the flood's oldest went first
+
+
+def test_a_silent_third_party_behind_a_relay_does_not_cost_us_the_relay() -> None:
+    """A PEER_HANDSHAKE the relay forwards to a server whose firewall drops it silently (as
+    hyperdht's does) times out: with ``blame=False`` the relay stays in the table and is not
+    taken for dead (a client behind a NAT knowing one node lost the whole DHT so)."""
+    node, _ = make_node()
+    relay = next(n.addr for n in node.table.closest(node.id, 1))
+    for blame in (False, True):
+        node.request(relay, 0, 1.0, target=bytes(32), value=b"hs", blame=blame)
+        now = 1.0
+        while (at := node.get_timer()) is not None and at < 60.0:
+            now = at
+            node.handle_timer(now)
+            node.datagrams_to_send()
+        kept = node._table_node(relay) is not None and not node._is_dead(relay)
+        assert kept is not blame

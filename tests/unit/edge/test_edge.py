@@ -162,6 +162,8 @@ BAD_CONFIGS = [
     ("[validation]\nunits = [1]", "units"),
     ("[replication]\nport = 70000", "port"),
     ("[replication]\ngateways = ['abcd']", "Noise public key"),
+    ("[replication]\ntransport = 'udp'", r"transport: 'udp' is not auto, key or tcp"),
+    ("[replication]\ntransport = 'key'", r"transport: \"key\" connects through the DHT"),
     ("[[topic]]\nfilter = 'a/b'\nformat = 'senml'", "has no '\\+' number 1"),
     ("[[topic]]\nfilter = 'a/+'\nformat = 'xml'", "needs filter and format"),
     ("[[range]]\npattern = '*/t'\nmin = 5\nmax = 1", "min 5 is above max 1"),
@@ -184,6 +186,10 @@ def test_the_template_config_parses_to_the_defaults(tmp_path: Path) -> None:
     cfg = parse_config(TEMPLATE, tmp_path)
     assert cfg.data_dir == tmp_path / "data" and cfg.routes == DEFAULT_ROUTES
     assert cfg.commit_interval == 1.0 and cfg.gateways == ()
+    assert cfg.transport == "auto"
+    keyed = parse_config("[replication]\ntransport = 'key'\n[dht]\nbootstrap = ['10.0.0.1:1']",
+                         tmp_path)
+    assert keyed.transport == "key"
 
 
 # -- the seed --------------------------------------------------------------------------------
