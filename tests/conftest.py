@@ -156,6 +156,7 @@ SLOW: tuple[str, ...] = (
     "unit/core/test_frames.py::test_seek_time_matches_a_linear_scan[150]",
     "lab/test_lab_fleet.py::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
     "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
+    "integration/demo/test_docs_walk.py::test_walk",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
@@ -176,6 +177,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lab/test_lab_fleet.py"
         "::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
         "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
+        # the docs walk: the demo, then a broker, a gateway and an edge
+        "integration/demo/test_docs_walk.py::test_walk",
     ),
     "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
 }

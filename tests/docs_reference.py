@@ -188,11 +188,12 @@ def template_keys(template: str) -> list[_Key]:
             keys.append(current)
             comment_column = raw.find("#", raw.find(value) + len(value)) if comment else -1
             continue
-        if current is not None and line.startswith("#") and comment_column >= 0:
-            if raw[comment_column:comment_column + 1] == "#" and not raw[:comment_column].strip(
-                    "# "):
-                current.text.append(raw[comment_column + 1:].strip())
-                continue
+        continues = (current is not None and comment_column >= 0
+                     and raw[comment_column:comment_column + 1] == "#"
+                     and not raw[:comment_column].strip("# "))
+        if continues and current is not None:
+            current.text.append(raw[comment_column + 1:].strip())
+            continue
         current = None
         comment_column = -1
     return keys
