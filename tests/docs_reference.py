@@ -36,16 +36,29 @@ def _roots() -> list[tuple[str, click.Command]]:
     from cairn.cli import main
     from cairn_edge import cli as edge_cli
 
-    edge_main = edge_cli.main
-    edge_root = edge_main if isinstance(edge_main, click.Command) else edge_cli.edge
+    # cairn-edge: its own click group when it has one (global flags), else the edge group
+    candidates = [getattr(edge_cli, n, None) for n in ("edge_main", "main")]
+    edge_root = next((c for c in candidates if isinstance(c, click.Command)), edge_cli.edge)
     return [("cairn", main), ("cairn-edge", edge_root)]
+
+
+def _subcommands(name: str, command: click.Command) -> dict[str, click.Command]:
+    """A group's commands, as `--help` lists them (a group may load them when asked)."""
+    if not isinstance(command, click.Group):
+        return {}
+    ctx = click.Context(command, info_name=name)
+    found = {}
+    for sub in sorted(command.list_commands(ctx)):
+        cmd = command.get_command(ctx, sub)
+        if cmd is not None:
+            found[sub] = cmd
+    return found
 
 
 def _commands(name: str, command: click.Command) -> Iterator[tuple[str, click.Command]]:
     yield name, command
-    if isinstance(command, click.Group):
-        for sub in sorted(command.commands):
-            yield from _commands(f"{name} {sub}", command.commands[sub])
+    for sub, cmd in _subcommands(name, command).items():
+        yield from _commands(f"{name} {sub}", cmd)
 
 
 def _help(command: click.Command) -> str:
@@ -128,10 +141,10 @@ def cli_reference() -> str:
                 out.append("| option | default | meaning |\n|---|---|---|")
                 out.extend(_option_row(o) for o in opts)
                 out.append("")
-            if isinstance(command, click.Group) and command.commands:
+            subs = _subcommands(name, command)
+            if subs:
                 out.append("Commands: " + ", ".join(
-                    f"[`{sub}`](#{_anchor(f'{name} {sub}')})"
-                    for sub in sorted(command.commands)) + ".\n")
+                    f"[`{sub}`](#{_anchor(f'{name} {sub}')})" for sub in subs) + ".\n")
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -218,14 +231,14 @@ def _config_files() -> list[_ConfigFile]:
     from cairn_edge import config as edge_config
     from cairn_gateway import config as gateway_config
 
+    edge_known = dict(edge_config._TABLES)
+    gateway_known = dict(gateway_config._KEYS)
+    # a key that names a table of its own ([mqtt], [[topic]], [[topic]].field) is a table
     return [
-        _ConfigFile("edge.toml", "cairn edge init", edge_config.TEMPLATE,
-                    dict(edge_config._TABLES),
-                    frozenset({"mqtt", "logs", "validation", "replication", "dht", "health",
-                               "topic", "range", "field"}), ROOT / "docs" / "edge.md"),
+        _ConfigFile("edge.toml", "cairn edge init", edge_config.TEMPLATE, edge_known,
+                    frozenset(t for t in edge_known if t), ROOT / "docs" / "edge.md"),
         _ConfigFile("gateway.toml", "cairn gateway init", gateway_config.TEMPLATE,
-                    dict(gateway_config._KEYS),
-                    frozenset({"dht", "collect", "api", "store", "policy", "replication"}),
+                    gateway_known, frozenset(t for t in gateway_known if t),
                     ROOT / "docs" / "gateway.md"),
     ]
 
