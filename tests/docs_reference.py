@@ -42,11 +42,11 @@ def _roots() -> list[tuple[str, click.Command]]:
     return [("cairn", main), ("cairn-edge", edge_root)]
 
 
-def _subcommands(name: str, command: click.Command) -> dict[str, click.Command]:
+def _subcommands(ctx: click.Context) -> dict[str, click.Command]:
     """A group's commands, as `--help` lists them (a group may load them when asked)."""
+    command = ctx.command
     if not isinstance(command, click.Group):
         return {}
-    ctx = click.Context(command, info_name=name)
     found = {}
     for sub in sorted(command.list_commands(ctx)):
         cmd = command.get_command(ctx, sub)
@@ -55,10 +55,20 @@ def _subcommands(name: str, command: click.Command) -> dict[str, click.Command]:
     return found
 
 
+def _contexts(name: str, command: click.Command,
+              parent: click.Context | None = None) -> Iterator[tuple[str, click.Context]]:
+    """Every command under `command` with its context, a child of its group's as when run
+    (settings such as the help option's names are inherited from the group)."""
+    ctx = click.Context(command, info_name=name.rpartition(" ")[2], parent=parent,
+                        **command.context_settings)
+    yield name, ctx
+    for sub, cmd in _subcommands(ctx).items():
+        yield from _contexts(f"{name} {sub}", cmd, ctx)
+
+
 def _commands(name: str, command: click.Command) -> Iterator[tuple[str, click.Command]]:
-    yield name, command
-    for sub, cmd in _subcommands(name, command).items():
-        yield from _commands(f"{name} {sub}", cmd)
+    for path, ctx in _contexts(name, command):
+        yield path, ctx.command
 
 
 def _help(command: click.Command) -> str:
@@ -75,10 +85,8 @@ def _paragraphs(text: str) -> str:
     return "\n\n".join(p for p in paras if p)
 
 
-def _usage(name: str, command: click.Command) -> str:
-    with click.Context(command, info_name=name) as ctx:
-        pieces = command.collect_usage_pieces(ctx)
-    return " ".join([name, *pieces])
+def _usage(name: str, ctx: click.Context) -> str:
+    return " ".join([name, *ctx.command.collect_usage_pieces(ctx)])
 
 
 def _default(param: click.Parameter) -> str:
@@ -121,10 +129,11 @@ def cli_reference() -> str:
            "(`cairn -v gateway run`). How the commands fit together: the guides in "
            "[../README.md](../README.md).\n"]
     for root_name, root in _roots():
-        for name, command in _commands(root_name, root):
+        for name, ctx in _contexts(root_name, root):
+            command = ctx.command
             depth = name.count(" ")
             out.append(f"{'#' * min(2 + depth, 5)} `{name}`\n")
-            out.append(f"```text\n{_usage(name, command)}\n```\n")
+            out.append(f"```text\n{_usage(name, ctx)}\n```\n")
             help_text = _help(command)
             if help_text:
                 out.append(help_text + "\n")
@@ -134,14 +143,17 @@ def cli_reference() -> str:
                 out.append("Arguments: " + ", ".join(
                     f"`{a.human_readable_name}`" + (" (optional)" if not a.required else "")
                     + (" (repeatable)" if a.nargs == -1 else "") for a in args) + ".\n")
-            help_option = command.get_help_option(click.Context(command, info_name=name))
-            if help_option is not None:
-                opts.append(help_option)
-            if opts:
+            rows = [_option_row(o) for o in opts]
+            # the help option from the context's names (click caches a command's help option
+            # object, and `edge` is both `cairn edge` and cairn-edge's group)
+            if command.add_help_option and ctx.help_option_names:
+                names = ", ".join(f"`{n}`" for n in ctx.help_option_names)
+                rows.append(f"| {names} |  | Show this message and exit. |")
+            if rows:
                 out.append("| option | default | meaning |\n|---|---|---|")
-                out.extend(_option_row(o) for o in opts)
+                out.extend(rows)
                 out.append("")
-            subs = _subcommands(name, command)
+            subs = _subcommands(ctx)
             if subs:
                 out.append("Commands: " + ", ".join(
                     f"[`{sub}`](#{_anchor(f'{name} {sub}')})" for sub in subs) + ".\n")
