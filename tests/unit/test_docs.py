@@ -134,3 +134,61 @@ def test_slugs_follow_github() -> None:
     assert slug(" `cairn gateway run`") == "cairn-gateway-run"
     assert slug(" Shelly Gen2 (Plus, Pro, Gen3)") == "shelly-gen2-plus-pro-gen3"
     assert slug(" SenML (RFC 8428)") == "senml-rfc-8428"
+
+
+# -- the checks bite ----------------------------------------------------------------------------
+
+
+def test_an_option_without_help_and_an_unlisted_key_are_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from cairn_gateway import config as gateway_config
+    from cairn_gateway.cli import gateway
+
+    command = gateway.commands["init"]
+    bare = click.Option(["--colour"])
+    monkeypatch.setattr(command, "params", [*command.params, bare])
+    known = {k: set(v) for k, v in gateway_config._KEYS.items()}
+    known["store"].add("budget_mb")
+    monkeypatch.setattr(gateway_config, "_KEYS", known)
+    holes = docs_reference.undocumented()
+    assert "option --colour of `cairn gateway init` has no help text" in holes
+    assert ("gateway.toml `[store]` `budget_mb` is not in the TEMPLATE that `init` writes"
+            in holes)
+    assert any("`budget_mb` has no row in the configuration reference" in h for h in holes)
+    assert "--colour" in docs_reference.cli_reference()
+
+
+def test_a_doc_row_names_its_keys_and_keeps_its_links(tmp_path: Path) -> None:
+    page = tmp_path / "part.md"
+    page.write_text("# x\n\n## Configuration reference\n\n| key | default | meaning |\n"
+                    "|---|---|---|\n| `top` | `1` | see [a](#b) and [c](c.md) |\n"
+                    "| `[mqtt] username`, `password` | | both \\| either |\n"
+                    "| `[[topic.field]] path` | | a path |\n\n## Next\n\n| `[x] y` | | no |\n")
+    rows = docs_reference.doc_rows(page)
+    assert rows == {
+        ("", "top"): ("`1`", "see [a](../part.md#b) and [c](../c.md)"),
+        ("mqtt", "username"): ("", "both \\| either"),
+        ("mqtt", "password"): ("", "both \\| either"),
+        ("field", "path"): ("", "a path"),
+    }
+
+
+def test_the_walk_reads_console_blocks_and_remembers_words(tmp_path: Path) -> None:
+    from tests.integration.demo.test_docs_walk import match, steps
+
+    page = tmp_path / "p.md"
+    page.write_text("```sh\n$ not run\n```\n\n```console\n$ cairn gateway init gw\n"
+                    "gateway key (put it here): <KEY>\n$ cairn edge init e \\\n"
+                    "    --gateway <KEY>\n$ run &\n{\"ready\": true, ...}\n```\n")
+    found = steps(page)
+    assert [(s.command, s.expected, s.background) for s in found] == [
+        ("cairn gateway init gw", ["gateway key (put it here): <KEY>"], False),
+        ("cairn edge init e  --gateway <KEY>", [], False),
+        ("run &", ['{"ready": true, ...}'], True),
+    ]
+    words: dict[str, str] = {}
+    assert match(found[0].expected, "wrote gw\ngateway key (put it here): ab12\n", words) == []
+    assert words == {"KEY": "ab12"}
+    assert match(['{"ready": true, ...}'], '{"ready": false}', words) == ['{"ready": true, ...}']
