@@ -28,7 +28,7 @@ CHECK_WORKERS ?= auto
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto prometheus deps lint check test soak fuzz bench demo clean distclean
+.PHONY: help venv install npm mosquitto prometheus deps lint check test soak fuzz bench demo docs clean distclean
 
 help:
 	@echo "make check      the one-minute loop: lint, unit tests and in-process reliability tests"
@@ -42,6 +42,7 @@ help:
 	@echo "make fuzz       every wire decoder under atheris (1,000,000 runs each)"
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make docs       regenerate docs/reference/cli.md and config.md from the code"
 	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus"
 	@echo "make clean      remove caches, build output and install stamps"
 	@echo "make distclean  clean, and remove .venv and tests/interop/node_modules"
@@ -107,6 +108,7 @@ endef
 
 mosquitto:
 	$(call apt_tool,mosquitto,/usr/sbin/mosquitto,mosquitto,its tests)
+	$(call apt_tool,mosquitto_pub,/usr/bin/mosquitto_pub,mosquitto-clients,the docs walk)
 
 prometheus:
 	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test and promtool (alert rules))
@@ -129,6 +131,11 @@ deploytools:
 deps: install npm mosquitto prometheus natlab deploytools
 
 # -- checks -------------------------------------------------------------------------------------
+
+# The command and configuration reference, generated from the click commands, the config
+# TEMPLATEs and the parts' configuration tables; tests/unit/test_docs.py fails when it is stale.
+docs: $(PIP_STAMP)
+	$(BIN)/python -m tests.docs_reference
 
 lint: $(PIP_STAMP)
 	$(BIN)/ruff check .

@@ -163,6 +163,7 @@ SLOW: tuple[str, ...] = (
     # amqtt's 5 s PUBACK timeout, then its report
     "integration/edge/test_embedded_quiet.py"
     "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
+    "integration/demo/test_docs_walk.py::test_walk",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
@@ -183,6 +184,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lab/test_lab_fleet.py"
         "::test_every_edge_behind_every_nat_is_collected_and_a_stranger_is_not",
         "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
+        # the docs walk: the demo, then a broker, a gateway and an edge
+        "integration/demo/test_docs_walk.py::test_walk",
     ),
     "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
 }

@@ -100,11 +100,11 @@ def _enrollment(seed: bytes, name: str) -> Enrollment:
 
 @edge.command("keys")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="edge.toml", show_default=True)
+              default="edge.toml", show_default=True, help="The edge's config file.")
 @click.option("--stream", "streams", multiple=True, help="Also print this stream's log key.")
 @click.option("--name", default=None, help="The device name the enrollment string suggests "
               "(default: the [[topic]] device, if one, else the config's directory name).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json: bool) -> None:
     """The public keys to give a gateway: the enrollment string (the device's record key and a
     suggested name, for `cairn gateway devices add`), the edge's Noise key and its streams'
@@ -138,8 +138,8 @@ def keys(config_path: Path, streams: tuple[str, ...], name: str | None, as_json:
 
 @edge.command("status")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="edge.toml", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+              default="edge.toml", show_default=True, help="The edge's config file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(config_path: Path, as_json: bool) -> None:
     """The device's record key, its streams, their lengths, the disk they use, and the blocks
     the agent found damaged while serving them (read from the data directory, read only: the
@@ -181,8 +181,8 @@ def _blocks(indexes: list[int]) -> str:
 
 @edge.command("verify")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="edge.toml", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+              default="edge.toml", show_default=True, help="The edge's config file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def verify(config_path: Path, as_json: bool) -> None:
     """Check every log of the edge's store: each held block against its leaf hash, then the
     tree and the signed head. Safe while the agent runs (a copy of the database is checked;
@@ -238,7 +238,7 @@ def _exit_after(seconds: float) -> None:
 
 @edge.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="edge.toml", show_default=True)
+              default="edge.toml", show_default=True, help="The edge's config file.")
 @click.option("--status-lines", is_flag=True,
               help="Print a JSON status line on stdout after every commit.")
 def run(config_path: Path, status_lines: bool) -> None:

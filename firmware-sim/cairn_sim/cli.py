@@ -57,7 +57,8 @@ def sim() -> None:
 @sim.command("run")
 @click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True,
               help="mqtt[s]://[user:password@]host[:port]")
-@click.option("--devices", type=click.IntRange(1, 100_000), default=3, show_default=True)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=3, show_default=True,
+              help="How many boards to simulate.")
 @click.option("--sensors", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Sensors per device.")
 @click.option("--rate", type=click.FloatRange(0.001, 1000), default=1.0, show_default=True,
@@ -71,7 +72,8 @@ def sim() -> None:
               help="Samples per message for fast sensors (vibration: 100 Hz).")
 @click.option("--scenario", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of faults (see docs/sim.md).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the readings and faults: the same seed, the same run.")
 @click.option("--duration", type=click.FloatRange(0.1, 365 * 86400.0), default=60.0,
               show_default=True, help="Seconds to run.")
 @click.option("--start-time", type=float,

@@ -89,7 +89,8 @@ class _Usage(UsageError, click.ClickException):
 
 
 _CONFIG = click.option("--config", "config_path", default="gateway.toml", show_default=True,
-                       type=click.Path(dir_okay=False, path_type=Path))
+                       type=click.Path(dir_okay=False, path_type=Path),
+                       help="The gateway's config file.")
 
 
 @gateway.group("devices")
@@ -173,7 +174,7 @@ def devices_list(as_json: bool, config_path: Path) -> None:
 
 @gateway.command("run")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
 def run(config_path: Path) -> None:
     """Collect from the fleet and serve the API until SIGINT or SIGTERM."""
     from cairn_gateway.daemon import api_auth, run_gateway
@@ -206,7 +207,7 @@ def run(config_path: Path) -> None:
 
 @gateway.command("collect")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
 def collect(config_path: Path) -> None:
     """One collection round (every enrolled device, every stream), then exit."""
     from cairn.dht.api import DHT
@@ -260,7 +261,7 @@ def collect(config_path: Path) -> None:
 
 @gateway.command("fetch")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
 @click.option("--device", required=True,
               help="The enrolled device's name or record key (hex).")
 @click.option("--stream", required=True, help="Stream name, e.g. board-1/temperature.")
@@ -324,8 +325,9 @@ def fetch(config_path: Path, device: str, stream: str, since: float, until_: flo
 
 @gateway.command("watch")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
-@click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
+@click.option("--interval", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
+              help="Seconds between redraws.")
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
 def watch(config_path: Path, interval: float, once: bool) -> None:
     """A live table of the enrolled devices' latest readings, from their signed DHT records
@@ -497,7 +499,7 @@ def _grafana_refusal(url: str, doing: str, exc: Exception) -> str:
 
 @gateway.command("integrity")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
 def integrity(config_path: Path) -> None:
     """Each stream: blocks stored, whether a fork stopped it, and its holes (blocks its edge
     signed but would not serve: damaged there, or not served). Exit 1 if any stream is
@@ -525,12 +527,12 @@ def integrity(config_path: Path) -> None:
 
 @gateway.command("export")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="gateway.toml", show_default=True)
+              default="gateway.toml", show_default=True, help="The gateway's config file.")
 @click.option("--stream", required=True, help="Stream name, e.g. board-1/temperature.")
 @click.option("--since", type=float, default=0.0, help="Epoch seconds.")
 @click.option("--until", "until_", type=float, default=4e9, help="Epoch seconds.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
-              show_default=True)
+              show_default=True, help="CSV with a header, or one JSON object per line.")
 def export(config_path: Path, stream: str, since: float, until_: float, fmt: str) -> None:
     """Write a stream's stored samples (with their provenance) to stdout; each value in its
     kind (a number, true or false, a string)."""

@@ -263,6 +263,7 @@ by_key_address = ""          # "IP:PORT" where the DHT's UDP socket is reachable
 # [[policy]]
 # pattern = "*/vibration"
 # mode = "on_demand"         # tail | backfill (with window = seconds) | on_demand
+# window = 3600             # backfill: the last this many seconds
 # priority = 0               # higher first: edges (by their streams' highest), then streams
 '''
 
