@@ -79,8 +79,10 @@ def board_route(board: str, fmt: str) -> Route:
 
 def write_edge(directory: Path, number: int, *, broker_url: str, protocol: str,
                commit_interval: float, port: int, advertise: tuple[str, int] | None,
-               gateway: GatewayKeys, bootstrap: tuple[str, int]) -> None:
-    """``device.seed`` (made once) and ``edge.toml`` for board ``board-<number>``."""
+               gateway: GatewayKeys, bootstrap: tuple[str, int],
+               transport: str = "auto") -> None:
+    """``device.seed`` (made once) and ``edge.toml`` for board ``board-<number>``
+    (``transport``: how it reaches the gateway, ``[replication] transport``)."""
     directory.mkdir(exist_ok=True)
     _seed(directory / "device.seed")
     board = f"board-{number}"
@@ -90,7 +92,7 @@ def write_edge(directory: Path, number: int, *, broker_url: str, protocol: str,
         routes=(board_route(board, FORMATS[(number - 1) % len(FORMATS)]),),
         commit_interval=commit_interval,
         listen_host="127.0.0.1", listen_port=port, advertise=advertise,
-        gateways=(gateway.noise,),
+        gateways=(gateway.noise,), transport=transport,
         dht_bootstrap=(bootstrap,), fleet=FLEET, publish_interval=1.0,
         watermarks=(gateway.watermark,))
     (directory / "edge.toml").write_text(render_edge(cfg, directory))

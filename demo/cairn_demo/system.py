@@ -186,7 +186,10 @@ class Demo:
                 advertise = ("127.0.0.1", self.proxy_ports[-1])
             write_edge(self.data / f"edge-{i}", i, broker_url=self.broker_url,
                        protocol=protocol, commit_interval=self.commit_interval, port=port,
-                       advertise=advertise, gateway=gateway, bootstrap=bootstrap)
+                       advertise=advertise, gateway=gateway, bootstrap=bootstrap,
+                       # with proxies (the chaos runs) every path to an edge is a TCP one
+                       # through its proxy, which a cut can stop; else by key first
+                       transport="tcp" if self.use_proxies else "auto")
         enroll_boards(self.data, self.boards)
 
     def _start_broker(self) -> None:

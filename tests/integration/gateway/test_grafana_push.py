@@ -137,7 +137,7 @@ def test_push_gives_grafana_the_gateways_read_token(grafana: str, tmp_path: Path
     assert "secureJsonData" not in gw  # the provisioning file's ${...} is never sent
     token_file.chmod(0o644)
     done = push(grafana, "--gateway-token-file", str(token_file))
-    assert done.returncode == 1 and "readable by others" in done.stderr
+    assert done.returncode == 2 and "readable by others" in done.stderr  # a usage error
     assert "Traceback" not in done.stderr
 
 
