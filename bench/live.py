@@ -112,7 +112,17 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
         lat.extend(now - f.samples[-1].time for _i, _f, f in blocks if f.samples)
         return got
 
+    ingest_many = store.ingest_many
+
+    def timed_many(items: Any) -> list[int | None]:
+        got = ingest_many(items)
+        now = time.time()
+        lat.extend(now - f.samples[-1].time for item in items for _i, _f, f in item.blocks
+                   if f.samples)
+        return got
+
     store.ingest = timed  # type: ignore[method-assign]
+    store.ingest_many = timed_many  # type: ignore[method-assign]
     if os.environ.get("CAIRN_BENCH_PROFILE"):
         import cProfile
 

@@ -47,7 +47,7 @@ from cairn.replication.net import (
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
-from cairn_gateway.live import LiveDevice
+from cairn_gateway.live import Ingestor, LiveDevice
 from cairn_gateway.roster import note_reach, stream_owners
 from cairn_gateway.schedule import Limits, Schedule
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
@@ -248,6 +248,7 @@ class Collector:
         self.live: dict[bytes, float] = {}  # record key -> connected since (epoch seconds)
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
         self.early = asyncio.Event()  # set: the daemon runs its next round now
+        self.ingestor = Ingestor(store)  # live connections' blocks, one transaction per window
         self._early_at = -EARLY_EVERY
 
     def start_worker(self) -> None:
@@ -257,6 +258,7 @@ class Collector:
             self.worker = IngestWorker(self.store.path)
 
     def close(self) -> None:
+        self.ingestor.flush()
         if self.worker is not None:
             self.worker.close()
             self.worker = None
@@ -742,7 +744,8 @@ class Collector:
             planned[:] = [current]
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
-        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica)
+        streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
+                             self.ingestor)
         since = self.wall()
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")
