@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -747,6 +747,7 @@ class Collector:
         streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
                              self.ingestor)
         since = self.wall()
+        conn.batch = self.replica_batch
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
@@ -759,6 +760,21 @@ class Collector:
             if self.live.get(key) == since:
                 del self.live[key]
 
+
+    @contextlib.contextmanager
+    def replica_batch(self) -> Iterator[None]:
+        """One transaction of ``replicas.db`` around what one read of a live connection
+        brings (its logs' upgrades and blocks: one commit, not one per log and message).
+        Anything raised rolls it all back, except a fork: its evidence (and the frozen
+        log) is committed with what was verified before it."""
+        forked: ForkError | None = None
+        with self.replicas.transaction():
+            try:
+                yield
+            except ForkError as exc:
+                forked = exc
+        if forked is not None:
+            raise forked
 
     def watermarks(self) -> dict[bytes, int]:
         """For each stream collected: its log's discovery key -> blocks stored from the start."""

@@ -88,6 +88,9 @@ class Connection:
         # messages that are not replication (a Cairn in-band device record, issue 19): a
         # message this returns True for is consumed before the replicator sees it
         self.extension: Callable[[bytes], bool] | None = None
+        # what the replicator stores of one read happens inside one ``batch()`` (None: each
+        # log's writes commit on their own)
+        self.batch: Callable[[], contextlib.AbstractContextManager[object]] | None = None
 
     async def _write(self) -> None:
         data = self.stream.data_to_send()
@@ -148,14 +151,20 @@ class Connection:
 
     async def run(self, done: Callable[[], bool] = lambda: False,
                   on_progress: Callable[[], None] | None = None) -> None:
-        """Exchange messages until ``done()`` or the peer goes away."""
+        """Exchange messages until ``done()`` or the peer goes away. With ``batch`` set, what
+        one read brings is verified and stored inside one ``batch()`` (a shared replica
+        file's transaction: one commit for all the logs it touched)."""
         rep = self.replicator
         assert rep is not None
+        event: Handshaken | Message | Closed | None = None
         while True:
-            rep.flush()  # store what arrived before deciding whether we are done
-            finished = done()  # may queue messages (wants): send after it, not before
-            for m in rep.data_to_send():
-                self.stream.send(m)
+            with self.batch() if self.batch is not None else contextlib.nullcontext():
+                if isinstance(event, Message):
+                    self._receive(rep, event, on_progress)
+                rep.flush()  # store what arrived before deciding whether we are done
+                finished = done()  # may queue messages (wants): send after it, not before
+                for m in rep.data_to_send():
+                    self.stream.send(m)
             await self._write()
             if finished:
                 return
@@ -167,19 +176,22 @@ class Connection:
                 continue
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
-            if isinstance(event, Message):
-                if self.extension is None or not self.extension(event.data):
-                    rep.receive_data(event.data)
-                while (more := self.stream.next_event()) is not None:
-                    if isinstance(more, Message):
-                        if self.extension is None or not self.extension(more.data):
-                            rep.receive_data(more.data)
-                    elif isinstance(more, Closed):
-                        raise ConnectionError(more.reason)
-                while rep.next_event() is not None:
-                    pass  # done() and on_progress read the sessions' state, not their events
-                if on_progress is not None:
-                    on_progress()
+
+    def _receive(self, rep: Replicator, event: Message,
+                 on_progress: Callable[[], None] | None) -> None:
+        """One message and every other whole one already read, then ``on_progress``."""
+        if self.extension is None or not self.extension(event.data):
+            rep.receive_data(event.data)
+        while (more := self.stream.next_event()) is not None:
+            if isinstance(more, Message):
+                if self.extension is None or not self.extension(more.data):
+                    rep.receive_data(more.data)
+            elif isinstance(more, Closed):
+                raise ConnectionError(more.reason)
+        while rep.next_event() is not None:
+            pass  # done() and on_progress read the sessions' state, not their events
+        if on_progress is not None:
+            on_progress()
 
     async def receive(self) -> bytes:
         """The peer's next whole message, before replication runs (an in-band record):
