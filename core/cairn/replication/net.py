@@ -349,7 +349,7 @@ async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
         for lg in list(replicas()):
             if lg.discovery_key not in opened:
                 opened[lg.discovery_key] = lg
-                rep.open(lg)
+                rep.open(lg).follow = True
                 wanted[lg.discovery_key] = lg.contiguous_length
 
     def progress() -> None:
