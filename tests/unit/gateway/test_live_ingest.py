@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,7 @@ def test_a_store_failure_under_live_batches_loses_nothing_and_stores_nothing_twi
         fails = {"left": 3}
         real = store.ingest_many
 
-        def flaky(items: list[IngestItem]) -> list[int | None]:
+        def flaky(items: Sequence[IngestItem]) -> list[int | None]:
             if fails["left"] and len(items) > 1:
                 fails["left"] -= 1
                 raise StoreError("database is locked")
