@@ -196,7 +196,7 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
 # -- the edges' process ------------------------------------------------------------------------
 
 async def edges_worker(lo: int, hi: int, n: int, mode: str, port: int, directory: Path,
-                       poll: float) -> None:
+                       poll: float, procs: int) -> None:
     """Edges lo..hi-1 (of n) with their logs, appending one frame a stream a second; dialling
     the gateway (live; each connection looks for appends every ``poll`` s) or serving on one
     port (rounds). Prints the worst lag of its 1 Hz ticks."""
@@ -216,7 +216,12 @@ async def edges_worker(lo: int, hi: int, n: int, mode: str, port: int, directory
                            dial=[("127.0.0.1", port)])
                 d.poll = poll
                 d.rng.seed(i)
-                tg.create_task(d.run())
+
+                async def dial(d: Dialer = d, i: int = i) -> None:
+                    await asyncio.sleep((i - lo) * 0.01 * procs)  # 100 dials a second in all
+                    await d.run()
+
+                tg.create_task(dial())
         else:
             at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
             tg.create_task(serve([lg for _n, logs in edges for lg in logs], random_key_pair(),
@@ -288,7 +293,8 @@ def run(n: int, mode: str, seconds: float, api_poll: bool, procs: int = 1,
         ports = json.loads(gw.stdout.readline())
         procs = max(1, min(procs, n))
         eds = [spawn("--edges-worker", str(n * k // procs), str(n * (k + 1) // procs), str(n),
-                     mode, str(ports["port"]), str(edir), str(poll)) for k in range(procs)]
+                     mode, str(ports["port"]), str(edir), str(poll), str(procs))
+               for k in range(procs)]
         try:
             if mode == "rounds":
                 assert eds[0].stdout is not None
@@ -329,7 +335,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--edges-worker":
         a = sys.argv
         asyncio.run(edges_worker(int(a[2]), int(a[3]), int(a[4]), a[5], int(a[6]), Path(a[7]),
-                                 float(a[8])))
+                                 float(a[8]), int(a[9])))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)

@@ -158,7 +158,8 @@ class Connection:
         assert rep is not None
         event: Handshaken | Message | Closed | None = None
         while True:
-            with self.batch() if self.batch is not None else contextlib.nullcontext():
+            batch = self.batch is not None and isinstance(event, Message)
+            with self.batch() if batch and self.batch else contextlib.nullcontext():
                 if isinstance(event, Message):
                     self._receive(rep, event, on_progress)
                 rep.flush()  # store what arrived before deciding whether we are done
