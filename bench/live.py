@@ -53,6 +53,7 @@ from cairn_gateway.roster import Roster
 from cairn_gateway.store import Store
 
 STREAMS = 10
+EDGE_POLL = 0.05  # the edge's own (cairn_edge.dialer.POLL)
 GATEWAY_SEED = b"\x42" * 32
 
 
@@ -112,7 +113,19 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
         lat.extend(now - f.samples[-1].time for _i, _f, f in blocks if f.samples)
         return got
 
+    ingest_many = getattr(store, "ingest_many", None)
+
+    def timed_many(items: Any) -> list[int | None]:
+        assert ingest_many is not None
+        got: list[int | None] = ingest_many(items)
+        now = time.time()
+        lat.extend(now - f.samples[-1].time for item in items for _i, _f, f in item.blocks
+                   if f.samples)
+        return got
+
     store.ingest = timed  # type: ignore[method-assign]
+    if ingest_many is not None:
+        store.ingest_many = timed_many  # type: ignore[method-assign]
     if os.environ.get("CAIRN_BENCH_PROFILE"):
         import cProfile
 
@@ -157,7 +170,11 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
                 await asyncio.sleep(0.2)
         await asyncio.sleep(5.0)
         lat.clear()  # the window starts
-        c0, t0 = cpu(), time.monotonic()
+        def batches() -> int:  # (store transactions of live ingest)
+            ingestor = getattr(collector, "ingestor", None)
+            return ingestor.batches if ingestor is not None else -1
+
+        c0, t0, b0 = cpu(), time.monotonic(), batches()
         await asyncio.sleep(seconds)
         c1, t1 = cpu(), time.monotonic()
         if os.environ.get("CAIRN_BENCH_PROFILE"):
@@ -166,7 +183,8 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
         lat.sort()
         print(json.dumps({
             "cpu": (c1 - c0) / (t1 - t0), "rss": rss(), "idle_rss": idle_rss,
-            "connected": len(collector.live), "stored": len(lat),
+            "connected": len(collector.live), "stored": len(lat), "seconds": t1 - t0,
+            "batches": batches() - b0,
             "p50": lat[len(lat) // 2] if lat else None,
             "p99": lat[int(len(lat) * 0.99)] if lat else None}), flush=True)
         await reader.readline()  # "stop"
@@ -177,13 +195,15 @@ async def gateway_worker(n: int, mode: str, directory: Path) -> None:
 
 # -- the edges' process ------------------------------------------------------------------------
 
-async def edges_worker(n: int, mode: str, port: int, directory: Path) -> None:
-    """Edges 0..n-1 with their logs, appending one frame a stream a second; dialling the
-    gateway (live) or serving on one port (rounds). Prints the worst lag of its 1 Hz ticks."""
-    db = SharedDB(directory / "edges.db")
+async def edges_worker(lo: int, hi: int, n: int, mode: str, port: int, directory: Path,
+                       poll: float, procs: int) -> None:
+    """Edges lo..hi-1 (of n) with their logs, appending one frame a stream a second; dialling
+    the gateway (live; each connection looks for appends every ``poll`` s) or serving on one
+    port (rounds). Prints the worst lag of its 1 Hz ticks."""
+    db = SharedDB(directory / f"edges-{lo}.db")
     edges = []
     names: dict[int, str] = {}
-    for i in range(n):
+    for i in range(lo, hi):
         noise, _rk, streams = edge_keys(i)
         logs = [Log.create_in(db, name, kp) for name, kp in streams]
         edges.append((noise, logs))
@@ -191,11 +211,17 @@ async def edges_worker(n: int, mode: str, port: int, directory: Path) -> None:
     lag = 0.0
     async with asyncio.TaskGroup() as tg:
         if mode == "live":
-            for i, (noise, logs) in enumerate(edges):
+            for i, (noise, logs) in enumerate(edges, lo):
                 d = Dialer(noise, [gateway_key().public_key], logs,
                            dial=[("127.0.0.1", port)])
+                d.poll = poll
                 d.rng.seed(i)
-                tg.create_task(d.run())
+
+                async def dial(d: Dialer = d, i: int = i) -> None:
+                    await asyncio.sleep((i - lo) * 0.01 * procs)  # 100 dials a second in all
+                    await d.run()
+
+                tg.create_task(dial())
         else:
             at: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
             tg.create_task(serve([lg for _n, logs in edges for lg in logs], random_key_pair(),
@@ -216,7 +242,7 @@ async def edges_worker(n: int, mode: str, port: int, directory: Path) -> None:
                 nxt += 1.0 + rng.uniform(-0.25, 0.25)
                 await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
-        for i, (_noise, logs) in enumerate(edges):
+        for i, (_noise, logs) in enumerate(edges, lo):
             tg.create_task(tick(i, logs))
 
         async def report() -> None:
@@ -256,7 +282,8 @@ def poll_api(port: int, seconds: float) -> list[float]:
     return out
 
 
-def run(n: int, mode: str, seconds: float, api_poll: bool) -> dict[str, Any]:
+def run(n: int, mode: str, seconds: float, api_poll: bool, procs: int = 1,
+        poll: float = EDGE_POLL) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cairn-bench-live-") as d:
         gdir, edir = Path(d) / "gw", Path(d) / "edges"
         gdir.mkdir()
@@ -264,11 +291,14 @@ def run(n: int, mode: str, seconds: float, api_poll: bool) -> dict[str, Any]:
         gw = spawn("--gateway-worker", str(n), mode, str(gdir))
         assert gw.stdout is not None and gw.stdin is not None
         ports = json.loads(gw.stdout.readline())
-        ed = spawn("--edges-worker", str(n), mode, str(ports["port"]), str(edir))
-        assert ed.stdout is not None and ed.stdin is not None
+        procs = max(1, min(procs, n))
+        eds = [spawn("--edges-worker", str(n * k // procs), str(n * (k + 1) // procs), str(n),
+                     mode, str(ports["port"]), str(edir), str(poll), str(procs))
+               for k in range(procs)]
         try:
             if mode == "rounds":
-                gw.stdin.write(ed.stdout.readline())
+                assert eds[0].stdout is not None
+                gw.stdin.write(eds[0].stdout.readline())
                 gw.stdin.flush()
             time.sleep(3.0)  # (the gateway waits for every edge before its window)
             gw.stdin.write(f"go {seconds}\n")
@@ -277,14 +307,19 @@ def run(n: int, mode: str, seconds: float, api_poll: bool) -> dict[str, Any]:
             res: dict[str, Any] = json.loads(gw.stdout.readline())
             gw.stdin.write("stop\n")
             gw.stdin.flush()
-            edge = json.loads(ed.stdout.readline())
-            res["edge_lag"], res["edge_cpu"] = edge["lag"], edge["cpu"]
+            lags, cpus = [], []
+            for ed in eds:
+                assert ed.stdout is not None
+                edge = json.loads(ed.stdout.readline())
+                lags.append(edge["lag"])
+                cpus.append(edge["cpu"])
+            res["edge_lag"], res["edge_cpu"] = max(lags), sum(cpus)
             api.sort()
             res["api_p99"] = api[int(len(api) * 0.99)] if api else None
             res["api_p50"] = statistics.median(api) if api else None
             return res
         finally:
-            for p in (ed, gw):
+            for p in (*eds, gw):
                 p.kill()
                 p.wait()
                 for f in (p.stdin, p.stdout):
@@ -298,17 +333,76 @@ def main() -> None:
         asyncio.run(gateway_worker(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--edges-worker":
-        asyncio.run(edges_worker(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]),
-                                 Path(sys.argv[5])))
+        a = sys.argv
+        asyncio.run(edges_worker(int(a[2]), int(a[3]), int(a[4]), a[5], int(a[6]), Path(a[7]),
+                                 float(a[8]), int(a[9])))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--edges", default="100,300,1000")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--edge-procs", type=int, default=0,
+                    help="processes the simulated edges are spread over (0: one per 250)")
+    ap.add_argument("--edge-poll", type=float, default=EDGE_POLL,
+                    help="seconds between a simulated edge's looks for appends")
+    ap.add_argument("--fleet-only", action="store_true",
+                    help="only the connected-edges figures (not the one-edge latency)")
     args = ap.parse_args()
+    rows = floor_rows()
+    if not args.fleet_only:
+        rows += latency_rows(args.seconds)
+    for n in [int(x) for x in args.edges.split(",")]:
+        procs = args.edge_procs or max(1, -(-n // 250))
+        r = run(n, "live", args.seconds, False, procs, args.edge_poll)
+        print(json.dumps({"edges": n, "procs": procs, **r}), file=sys.stderr, flush=True)
+        rows += fleet_rows(n, r)
+    print(f"bench/live.py: {os.cpu_count()} CPUs, {args.seconds:g} s windows, "
+          f"edge poll {args.edge_poll:g} s")
+    print_tables(rows, args.markdown)
+
+
+def floor_rows() -> list[Row]:
+    """What one Ed25519 signature check costs here (libsodium through PyNaCl, what a replica
+    runs once per upgrade) and what 10,000 of them a second (1,000 edges x 10 streams at 1 Hz,
+    one upgrade per append) take; and one store transaction of 1,000 streams' blocks."""
+    from cairn.crypto import sign, verify
+    from cairn_gateway.store import IngestItem
+
+    kp = derive_stream_key_pair(b"\x07" * 32, "floor")
+    message = hashlib.sha256(b"tree").digest() + b"\x00" * 24
+    assert kp.secret_key is not None
+    sig = sign(message, kp.secret_key)
+    n = 2000
+    t0 = time.process_time()
+    for _ in range(n):
+        verify(message, sig, kp.public_key)
+    us = (time.process_time() - t0) / n * 1e6
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-floor-") as d:
+        store = Store(Path(d) / "gw.db")
+        dev = store.device(b"d" * 32, "d", time.time())
+        sids = [store.stream(dev, f"s{i}", i.to_bytes(32, "big")) for i in range(1000)]
+        now = time.time()
+        took = []
+        for b in range(5):
+            items = [IngestItem(sid, [(b, 0, Frame((Sample(f"s{sid}", "Cel", now + b, 1.0),)))])
+                     for sid in sids]
+            t0 = time.process_time()
+            store.ingest_many(items)
+            took.append((time.process_time() - t0) / len(items) * 1e6)
+        store.close()
+    return [
+        Row("Ed25519 verify (one per upgrade)", "us", us, None, None, "info", ""),
+        Row("  10,000 verifies/s (1,000 edges x 10 streams)", "cores x1000", us * 10, None,
+            None, "the floor at 1 Hz", ""),
+        Row("store: one block of 1,000 streams in one transaction", "us/block",
+            statistics.median(took), None, None, "info", ""),
+    ]
+
+
+def latency_rows(seconds: float) -> list[Row]:
     rows = []
-    live = run(1, "live", args.seconds, True)
-    rounds = run(1, "rounds", args.seconds, True)
+    live = run(1, "live", seconds, True)
+    rounds = run(1, "rounds", seconds, True)
     ms = 1000.0
     lp, rp = live["api_p99"], rounds["api_p99"]
     rows.append(Row("sample to /api/latest p99, live push", "ms", lp * ms if lp else None,
@@ -318,28 +412,37 @@ def main() -> None:
     rows.append(Row("sample to /api/latest p50, live push", "ms",
                     live["api_p50"] * ms if live["api_p50"] else None,
                     rounds["api_p50"] * ms if rounds["api_p50"] else None, None, "info", ""))
-    for n in [int(x) for x in args.edges.split(",")]:
-        r = run(n, "live", args.seconds, False)
-        print(json.dumps({"edges": n, **r}), file=sys.stderr, flush=True)
-        per = (r["rss"] - r["idle_rss"]) / max(1, r["connected"])
-        rows.append(Row(f"{n} edges: connected", "edges", r["connected"], None, None,
-                        f"= {n}", "PASS" if r["connected"] == n else "FAIL"))
-        rows.append(Row(f"{n} edges: gateway CPU", "cores x1000", r["cpu"] * 1000, None, None,
-                        "<= 500 at 1,000", "PASS" if r["cpu"] <= 0.5 else "FAIL"))
-        rows.append(Row(f"{n} edges: gateway RSS", "MB", r["rss"] / 1e6, None, None, "info",
-                        ""))
-        rows.append(Row(f"{n} edges: RSS per connection", "kB", per / 1e3, None, None, "info",
-                        ""))
-        p99 = r["p99"]
-        rows.append(Row(f"{n} edges: sample to stored p99", "ms",
-                        p99 * ms if p99 is not None else None, None, None, "<= 1,000 ms",
-                        "PASS" if p99 is not None and p99 <= 1.0 else "FAIL"))
-        rows.append(Row(f"{n} edges: edges' 1 Hz tick lag (worst)", "ms",
-                        r["edge_lag"] * ms, None, None, "info (sim keeps up?)", ""))
-        rows.append(Row(f"{n} edges: the edges' process CPU", "cores x1000",
-                        r["edge_cpu"] * 1000, None, None, "info", ""))
-    print(f"bench/live.py: {os.cpu_count()} CPUs, {args.seconds:g} s windows")
-    print_tables(rows, args.markdown)
+    return rows
+
+
+def fleet_rows(n: int, r: dict[str, Any]) -> list[Row]:
+    ms = 1000.0
+    rows = []
+    per = (r["rss"] - r["idle_rss"]) / max(1, r["connected"])
+    rows.append(Row(f"{n} edges: connected", "edges", r["connected"], None, None,
+                    f"= {n}", "PASS" if r["connected"] == n else "FAIL"))
+    rows.append(Row(f"{n} edges: gateway CPU", "cores x1000", r["cpu"] * 1000, None, None,
+                    "<= 500 at 1,000", "PASS" if r["cpu"] <= 0.5 else "FAIL"))
+    rows.append(Row(f"{n} edges: gateway RSS", "MB", r["rss"] / 1e6, None, None, "info",
+                    ""))
+    rows.append(Row(f"{n} edges: RSS per connection", "kB", per / 1e3, None, None, "info",
+                    ""))
+    p99 = r["p99"]
+    rows.append(Row(f"{n} edges: gateway CPU per block stored", "us",
+                    r["cpu"] * r["seconds"] / max(1, r["stored"]) * 1e6, None, None,
+                    "<= 50 for 0.5 core", ""))
+    rows.append(Row(f"{n} edges: blocks stored per second", "blocks/s", r["stored"] / r["seconds"],
+                    None, None, f"= {n * STREAMS:,} appended", ""))
+    rows.append(Row(f"{n} edges: sample to stored p50", "ms",
+                    r["p50"] * ms if r["p50"] is not None else None, None, None, "info", ""))
+    rows.append(Row(f"{n} edges: sample to stored p99", "ms",
+                    p99 * ms if p99 is not None else None, None, None, "<= 1,000 ms",
+                    "PASS" if p99 is not None and p99 <= 1.0 else "FAIL"))
+    rows.append(Row(f"{n} edges: edges' 1 Hz tick lag (worst)", "ms",
+                    r["edge_lag"] * ms, None, None, "info (sim keeps up?)", ""))
+    rows.append(Row(f"{n} edges: the edges' process CPU", "cores x1000",
+                    r["edge_cpu"] * 1000, None, None, "info", ""))
+    return rows
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +47,7 @@ from cairn.replication.net import (
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
-from cairn_gateway.live import LiveDevice
+from cairn_gateway.live import Ingestor, LiveDevice
 from cairn_gateway.retention import Floors
 from cairn_gateway.roster import note_reach, stream_owners
 from cairn_gateway.schedule import Limits, Schedule
@@ -254,6 +254,7 @@ class Collector:
         self.on_live: Callable[[int], object] | None = None  # told samples a live push stored
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
         self.early = asyncio.Event()  # set: the daemon runs its next round now
+        self.ingestor = Ingestor(store)  # live connections' blocks, one transaction per window
         self._early_at = -EARLY_EVERY
 
     def start_worker(self) -> None:
@@ -263,6 +264,7 @@ class Collector:
             self.worker = IngestWorker(self.store.path)
 
     def close(self) -> None:
+        self.ingestor.flush()
         if self.worker is not None:
             self.worker.close()
             self.worker = None
@@ -751,8 +753,10 @@ class Collector:
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
         streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
-                             floor=self.floors.below, on_stored=self.on_live)
+                             self.ingestor, floor=self.floors.below,
+                             on_stored=self.on_live)
         since = self.wall()
+        conn.batch = self.replica_batch
         self.live[key] = since
         self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
@@ -766,6 +770,21 @@ class Collector:
             if self.live.get(key) == since:
                 del self.live[key]
 
+
+    @contextlib.contextmanager
+    def replica_batch(self) -> Iterator[None]:
+        """One transaction of ``replicas.db`` around what one read of a live connection
+        brings (its logs' upgrades and blocks: one commit, not one per log and message).
+        Anything raised rolls it all back, except a fork: its evidence (and the frozen
+        log) is committed with what was verified before it."""
+        forked: ForkError | None = None
+        with self.replicas.transaction():
+            try:
+                yield
+            except ForkError as exc:
+                forked = exc
+        if forked is not None:
+            raise forked
 
     def watermarks(self) -> dict[bytes, int]:
         """For each stream collected: its log's discovery key -> blocks stored from the start."""

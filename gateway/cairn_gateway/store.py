@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +41,9 @@ from sqlite_migrate import Migrations
 from cairn.errors import StorageError
 from cairn.frames import Frame
 
-__all__ = ["KINDS", "MIGRATIONS", "MISSING_REASONS", "ROLLED_UP", "ROLLUP_BOUND", "RollupRow",
-           "Series", "Store", "StoreError", "describe_missing", "kind_code", "typed_value"]
+__all__ = ["KINDS", "MIGRATIONS", "MISSING_REASONS", "ROLLED_UP", "ROLLUP_BOUND", "IngestItem",
+           "RollupRow", "Series", "Store", "StoreError", "describe_missing", "kind_code",
+           "typed_value"]
 
 MIGRATIONS = Migrations("cairn-gateway")
 
@@ -267,6 +268,26 @@ _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
     block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL, kind INTEGER NOT NULL)"""
 
 
+# what Store.ingest_many checks against ``blocks`` in one statement, and the streams of one
+# kind whose samples of the batch it rolls up
+_BATCH_BLOCKS = """CREATE TEMP TABLE IF NOT EXISTS batch_blocks (
+    stream_id INTEGER NOT NULL, block INTEGER NOT NULL)"""
+_BATCH_STREAMS = """CREATE TEMP TABLE IF NOT EXISTS batch_streams (
+    stream_id INTEGER PRIMARY KEY)"""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One stream's verified blocks (index, fork, frame) for :meth:`Store.ingest_many`; samples
+    timed outside ``window`` (lo, hi) are refused and counted; ``unit``: the stream's unit,
+    recorded if none is yet."""
+
+    stream_id: int
+    blocks: Sequence[tuple[int, int, Frame]]
+    window: tuple[float, float] | None = None
+    unit: str | None = None
+
+
 #: Values of larger magnitude (and infinities) are stored but not rolled up: a sum of up to
 #: 10**18 values within the bound stays finite (1e290 * 1e18 < 1.7e308), whatever range a
 #: query spans, so no rollup and no mean becomes inf or NaN. No sensor reads near 1e290.
@@ -290,6 +311,10 @@ _ROLLUP = """
 _ROLLUP = _ROLLUP.replace("BOUND", repr(ROLLUP_BOUND))
 _ROLLUP_MINUTE = _ROLLUP.replace("TABLE", "rollup_minute").replace("WIDTH", "60")
 _ROLLUP_HOUR = _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")
+# the same over the streams of one kind (listed in batch_streams): Store.ingest_many
+_OF_KIND = " AND b.stream_id IN (SELECT stream_id FROM batch_streams)"
+_ROLLUP_MINUTE_MANY = _ROLLUP_MINUTE.replace(" AND NOT EXISTS", _OF_KIND + " AND NOT EXISTS", 1)
+_ROLLUP_HOUR_MANY = _ROLLUP_HOUR.replace(" AND NOT EXISTS", _OF_KIND + " AND NOT EXISTS", 1)
 # Numeric samples of the batch, not stored yet, that are too large to roll up: counted per stream.
 _UNROLLED = f"""
     INSERT INTO rollup_skipped (stream_id, n)
@@ -301,6 +326,7 @@ _UNROLLED = f"""
         AND s.block = b.block AND s.k = b.k)
     GROUP BY 1
     ON CONFLICT (stream_id) DO UPDATE SET n = n + excluded.n"""  # noqa: S608 (constants)
+_UNROLLED_MANY = _UNROLLED.replace(" AND NOT EXISTS", _OF_KIND + " AND NOT EXISTS", 1)
 _QUERY = ("SELECT (bucket / ?) * ? AS b, sum(n), sum(total), min(lo), max(hi) FROM TABLE "
           "WHERE stream_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b")
 _QUERY_AS_STORED = ("SELECT bucket, n, total, lo, hi FROM TABLE "
@@ -319,6 +345,8 @@ class Store:
             self.db = sqlite_utils.Database(conn)
             MIGRATIONS.apply(self.db)
             conn.execute(_BATCH)
+            conn.execute(_BATCH_BLOCKS)
+            conn.execute(_BATCH_STREAMS)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
         self.conn = conn
@@ -462,6 +490,118 @@ class Store:
             c.execute("DELETE FROM batch")
             raise
         return stored
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[int | None]:
+        """Store the verified blocks of many streams in ONE transaction (live push: what the
+        connected devices sent within a short window), with :meth:`ingest`'s rules per
+        stream: exactly once (blocks ingested before are skipped), samples outside the
+        item's window refused and counted, the stream's kind, unit and rollups kept. Returns,
+        per item, how many of its samples were refused for their time, or None when its
+        stream is stopped (nothing of it stored). All or nothing: a database error stores
+        nothing of any item (:class:`StoreError`)."""
+        c = self.conn
+        rows: list[tuple[int, float, float | None, str | None, int, int, int, int]] = []
+        block_rows: list[tuple[int, int, int, int]] = []
+        refused: dict[int, list[int]] = {}
+        for item in items:
+            sid = item.stream_id
+            lo, hi = item.window if item.window is not None else (-math.inf, math.inf)
+            out = refused.setdefault(sid, [])
+            for index, fork, frame in item.blocks:
+                block_rows.append((sid, index, fork, len(frame.samples)))
+                for k, smp in enumerate(frame.samples):
+                    if not lo <= smp.time <= hi:
+                        out.append(index)
+                        continue
+                    v = smp.value
+                    code = kind_code(v)
+                    if isinstance(v, bool | float | int):
+                        rows.append((sid, smp.time, float(v), None, index, fork, k, code))
+                    elif isinstance(v, str):
+                        rows.append((sid, smp.time, None, v, index, fork, k, code))
+                    else:
+                        rows.append((sid, smp.time, None, v.hex(), index, fork, k, code))
+        if not block_rows:
+            return [0 for _ in items]
+        ids = sorted(refused)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(ids))
+            state = {int(r[0]): (str(r[1]), r[2]) for r in c.execute(
+                f"SELECT id, status, kind FROM streams WHERE id IN ({marks})",  # noqa: S608
+                ids)}
+            live = {sid for sid in ids if state.get(sid, ("unknown", None))[0] == "ok"}
+            c.executemany("INSERT INTO batch_blocks VALUES (?, ?)",
+                          [(r[0], r[1]) for r in block_rows if r[0] in live])
+            old = {(int(r[0]), int(r[1])) for r in c.execute(
+                "SELECT b.stream_id, b.block FROM batch_blocks b JOIN blocks o "
+                "ON o.stream_id = b.stream_id AND o.block = b.block")}
+            c.execute("DELETE FROM batch_blocks")
+
+            def keep(sid: int, block: int) -> bool:
+                return sid in live and (sid, block) not in old
+
+            block_rows = [r for r in block_rows if keep(r[0], r[1])]
+            rows = [r for r in rows if keep(r[0], r[4])]
+            for sid in ids:
+                refused[sid] = [b for b in refused[sid] if keep(sid, b)]
+            c.executemany("INSERT INTO blocks (stream_id, block, fork, samples) "
+                          "VALUES (?, ?, ?, ?)", block_rows)
+            c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            kinds: dict[int, str | None] = {}
+            for sid in live:  # each stream's kind: as stored, or its first new sample's
+                known = state[sid][1]
+                if known is None:
+                    mine = [r for r in rows if r[0] == sid]
+                    if mine:
+                        known = KINDS[min(mine, key=lambda r: (r[1], r[4], r[6]))[7]]
+                        c.execute("UPDATE streams SET kind = ? WHERE id = ?", (known, sid))
+                kinds[sid] = None if known is None else str(known)
+            for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
+                of_kind = [sid for sid, k in kinds.items() if k == kind]
+                c.executemany("INSERT INTO batch_streams VALUES (?)", [(s,) for s in of_kind])
+                param = (KINDS.index(kind),)
+                c.execute(_ROLLUP_MINUTE_MANY, param)
+                c.execute(_ROLLUP_HOUR_MANY, param)
+                c.execute(_UNROLLED_MANY, param)
+                c.execute("DELETE FROM batch_streams")
+            c.execute("INSERT OR IGNORE INTO samples (stream_id, t, value, text, block, fork, k, "
+                      "kind) SELECT stream_id, t, value, text, block, fork, k, kind FROM batch")
+            c.execute("DELETE FROM batch")
+            blocks_of: dict[int, int] = {}
+            for br in block_rows:
+                blocks_of[br[0]] = blocks_of.get(br[0], 0) + 1
+            other: dict[int, int] = {}
+            for r in rows:
+                of = kinds.get(r[0])
+                if of is not None and KINDS[r[7]] != of:
+                    other[r[0]] = other.get(r[0], 0) + 1
+            c.executemany("UPDATE streams SET stored_blocks = stored_blocks + ?, "
+                          "refused = refused + ?, other_kind = other_kind + ? WHERE id = ?",
+                          [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
+                           for sid in sorted(live) if sid in blocks_of])
+            units = [(item.unit, item.stream_id) for item in items
+                     if item.unit is not None and item.stream_id in live]
+            if units:
+                c.executemany("UPDATE streams SET unit = coalesce(unit, ?) WHERE id = ?", units)
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("DELETE FROM batch")
+                c.execute("DELETE FROM batch_blocks")
+                c.execute("DELETE FROM batch_streams")
+            raise StoreError(f"{self.path}: {exc}") from None
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            c.execute("DELETE FROM batch")
+            c.execute("DELETE FROM batch_blocks")
+            c.execute("DELETE FROM batch_streams")
+            raise
+        return [len(refused[item.stream_id]) if item.stream_id in live else None
+                for item in items]
 
     def _kind(self, stream_id: int, rows: list[tuple[int, float, float | None, str | None, int,
                                                      int, int, int]]) -> str | None:

@@ -145,6 +145,37 @@ async def test_cairn_tails_a_js_writer(tmp_path: Path, node_path: Path,
         assert r.get(74) == b"block-74" and r.verify_all().blocks >= 75
 
 
+async def test_cairn_follows_a_js_writer_block_by_block(tmp_path: Path, node_path: Path,
+                                                        interop_dir: Path) -> None:
+    """Live push's follower (``follow_on``) asks JS hypercore for each new block inside the
+    upgrade request (block + upgrade): JS answers both in one data message, verified."""
+    from cairn.replication.net import connect, follow_on
+
+    async with js_writer(node_path, interop_dir, 20, extra=1) as (info, append):
+        key = bytes.fromhex(str(info["key"]))
+        r = Log.replica(tmp_path / "r.db", key)
+        conn = await connect("127.0.0.1", int(str(info["port"])), random_key_pair())
+        grew = asyncio.Event()
+        task = asyncio.create_task(follow_on(conn, lambda: [r], lambda _lg: grew.set(), 0.2))
+        try:
+            async with asyncio.timeout(60):
+                while r.contiguous_length < 20:
+                    grew.clear()
+                    await grew.wait()
+                for n in range(21, 26):
+                    assert await append() == n
+                    while r.contiguous_length < n:
+                        grew.clear()
+                        await grew.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+            await conn.close()
+        assert [r.get(i) for i in range(20, 25)] == [b"block-%d" % i for i in range(20, 25)]
+        assert r.verify_all().blocks == 25
+
+
 async def test_js_tails_a_cairn_writer(tmp_path: Path, node_path: Path,
                                       interop_dir: Path) -> None:
     import os

@@ -135,6 +135,9 @@ class Connection:
         self.after_close: list[Callable[[], None]] = []  # what the transport owns (a socket)
         self._held: deque[Handshaken | Message | Closed] = deque()  # read before handshake()
         self._keyed_elsewhere = False
+        # what the replicator stores of one read happens inside one ``batch()`` (None: each
+        # log's writes commit on their own)
+        self.batch: Callable[[], contextlib.AbstractContextManager[object]] | None = None
 
     @classmethod
     def from_established(
@@ -243,14 +246,21 @@ class Connection:
 
     async def run(self, done: Callable[[], bool] = lambda: False,
                   on_progress: Callable[[], None] | None = None) -> None:
-        """Exchange messages until ``done()`` or the peer goes away."""
+        """Exchange messages until ``done()`` or the peer goes away. With ``batch`` set, what
+        one read brings is verified and stored inside one ``batch()`` (a shared replica
+        file's transaction: one commit for all the logs it touched)."""
         rep = self.replicator
         assert rep is not None
+        event: Handshaken | Message | Closed | None = None
         while True:
-            rep.flush()  # store what arrived before deciding whether we are done
-            finished = done()  # may queue messages (wants): send after it, not before
-            for m in rep.data_to_send():
-                self.stream.send(m)
+            batch = self.batch is not None and isinstance(event, Message)
+            with self.batch() if batch and self.batch else contextlib.nullcontext():
+                if isinstance(event, Message):
+                    self._receive(rep, event, on_progress)
+                rep.flush()  # store what arrived before deciding whether we are done
+                finished = done()  # may queue messages (wants): send after it, not before
+                for m in rep.data_to_send():
+                    self.stream.send(m)
             await self._write()
             if finished:
                 return
@@ -262,19 +272,22 @@ class Connection:
                 continue
             if isinstance(event, Closed):
                 raise ConnectionError(event.reason)
-            if isinstance(event, Message):
-                if self.extension is None or not self.extension(event.data):
-                    rep.receive_data(event.data)
-                while (more := self.stream.next_event()) is not None:
-                    if isinstance(more, Message):
-                        if self.extension is None or not self.extension(more.data):
-                            rep.receive_data(more.data)
-                    elif isinstance(more, Closed):
-                        raise ConnectionError(more.reason)
-                while rep.next_event() is not None:
-                    pass  # done() and on_progress read the sessions' state, not their events
-                if on_progress is not None:
-                    on_progress()
+
+    def _receive(self, rep: Replicator, event: Message,
+                 on_progress: Callable[[], None] | None) -> None:
+        """One message and every other whole one already read, then ``on_progress``."""
+        if self.extension is None or not self.extension(event.data):
+            rep.receive_data(event.data)
+        while (more := self.stream.next_event()) is not None:
+            if isinstance(more, Message):
+                if self.extension is None or not self.extension(more.data):
+                    rep.receive_data(more.data)
+            elif isinstance(more, Closed):
+                raise ConnectionError(more.reason)
+        while rep.next_event() is not None:
+            pass  # done() and on_progress read the sessions' state, not their events
+        if on_progress is not None:
+            on_progress()
 
     async def receive(self) -> bytes:
         """The peer's next whole message, before replication runs (an in-band record):
@@ -444,7 +457,7 @@ async def follow_on(conn: Connection, replicas: Callable[[], Sequence[Log]],
         for lg in list(replicas()):
             if lg.discovery_key not in opened:
                 opened[lg.discovery_key] = lg
-                rep.open(lg)
+                rep.open(lg).follow = True
                 first = lg.contiguous_length
                 if start is not None:  # (past a pruned prefix, contiguous says 0)
                     first = max(first, min(start(lg), lg.length))

@@ -153,6 +153,7 @@ class Session:
         self.closed_reason: str | None = None
         self.remote_cairn = False  # the remote speaks Cairn's range extension
         self.synced = False  # the remote told us its length
+        self.follow = False  # set: every block the remote announces is wanted (live push)
         self._announced = 0  # blocks 0.._announced told to the remote with ``range``
         self._queued: list[tuple[_Inflight, Data]] = []  # data waiting for flush()
         self._single: set[int] = set()  # blocks to ask for one by one (a run could not be)
@@ -341,11 +342,18 @@ class Session:
         lg = self.log
         rid = self._new_id()
         self._upgrading = True
-        self._inflight[rid] = _Inflight(rid, None, True)
         start = lg.length if self.remote_fork == lg.fork else 0
+        # a follower wants what the upgrade announces: the first new block comes in the same
+        # answer (hypercore's block + upgrade request), so a log that grew by one block costs
+        # one round trip, one signature check and one commit
+        block = None
+        if self.follow and start == lg.length > 0 and not lg.has(start):
+            block = RequestBlock(start, 0)
+        self._inflight[rid] = _Inflight(rid, None, True)
         req = Request(
             id=rid,
             fork=self.remote_fork,
+            block=block,
             upgrade=RequestUpgrade(start, self.remote_length - start),
             manifest=lg.manifest is None and not lg.compat,
         )

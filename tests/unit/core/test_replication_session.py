@@ -297,6 +297,56 @@ def test_tail_after_the_writer_appends(writer: Log, replica: Log) -> None:
     assert_true_copy(replica, make_blocks(BLOCKS) + more)
 
 
+@pytest.mark.parametrize("js_writer", [False, True], ids=["cairn", "js-writer"])
+def test_a_follower_gets_each_new_block_with_its_upgrade(
+    writer: Log, replica: Log, js_writer: bool
+) -> None:
+    """Live push: a follower asks for the first new block inside the upgrade request, so a log
+    that grew by one block costs one request, one data answer and one signature check."""
+    w, r = connect(writer, replica)
+    r.follow = True
+    to_r = Recorder(drop_extensions if js_writer else pass_through)
+    r.want(0, BLOCKS)
+    shuttle(w, r, a_to_b=to_r)
+    more = make_blocks(3, seed=9)
+    for k, value in enumerate(more):
+        to_w, to_r.seen = Recorder(), []
+        writer.append([value])
+        w.update()
+        shuttle(w, r, a_to_b=to_r, b_to_a=to_w)
+        n = BLOCKS + k
+        assert r.remote_length == replica.length == n + 1
+        assert to_w.kinds()[MessageType.REQUEST] == 1 and not to_w.extensions(EXT_RANGE)
+        assert to_r.data_blocks() == [n]  # the block came with its upgrade
+        r.want(n, n + 1)  # (what follow_on asks for: already held, nothing goes out)
+        assert not r.data_to_send() and r.pending == 0
+    r.follow = False  # several blocks at once: the first with the upgrade, the rest asked after
+    writer.append(make_blocks(5, seed=10))
+    w.update()
+    shuttle(w, r)
+    r.want(BLOCKS + 3, BLOCKS + 8)
+    shuttle(w, r)
+    assert held(replica) == set(range(BLOCKS + 8)) and r.pending == 0
+    assert_true_copy(replica, make_blocks(BLOCKS) + more + make_blocks(5, seed=10))
+
+
+def test_a_follower_with_several_new_blocks_asks_for_the_rest(writer: Log, replica: Log) -> None:
+    w, r = connect(writer, replica)
+    r.follow = True
+    r.want(0, BLOCKS)
+    shuttle(w, r)
+    more = make_blocks(7, seed=11)
+    writer.append(more)
+    w.update()
+    to_r = Recorder()
+    shuttle(w, r, a_to_b=to_r)
+    assert to_r.data_blocks() == [BLOCKS] and r.remote_length == BLOCKS + 7
+    r.want(BLOCKS, BLOCKS + 7)
+    shuttle(w, r)
+    assert held(replica) == set(range(BLOCKS + 7)) and r.pending == 0
+    assert_true_copy(replica, make_blocks(BLOCKS) + more)
+
+
 # -- the JS path: no cairn/hello, blocks go as request/data --------------------------------------
 
 
