@@ -276,6 +276,33 @@ _BATCH_STREAMS = """CREATE TEMP TABLE IF NOT EXISTS batch_streams (
     stream_id INTEGER PRIMARY KEY)"""
 
 
+
+_SampleRow = tuple[int, float, float | None, str | None, int, int, int, int]
+
+
+def _rows_of(stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
+             window: tuple[float, float] | None, rows: list[_SampleRow],
+             block_rows: list[tuple[int, int, int, int]], refused: list[int]) -> None:
+    """The sample and block rows of one stream's blocks (appended to ``rows`` and
+    ``block_rows``); the block index of each sample timed outside ``window`` goes to
+    ``refused`` instead of ``rows``."""
+    lo, hi = window if window is not None else (-math.inf, math.inf)
+    for index, fork, frame in blocks:
+        block_rows.append((stream_id, index, fork, len(frame.samples)))
+        for k, smp in enumerate(frame.samples):
+            if not lo <= smp.time <= hi:
+                refused.append(index)
+                continue
+            v = smp.value
+            code = kind_code(v)
+            if isinstance(v, bool | float | int):
+                rows.append((stream_id, smp.time, float(v), None, index, fork, k, code))
+            elif isinstance(v, str):
+                rows.append((stream_id, smp.time, None, v, index, fork, k, code))
+            else:
+                rows.append((stream_id, smp.time, None, v.hex(), index, fork, k, code))
+
+
 @dataclass(frozen=True, slots=True)
 class IngestItem:
     """One stream's verified blocks (index, fork, frame) for :meth:`Store.ingest_many`; samples
@@ -426,24 +453,10 @@ class Store:
         ``window`` (lo, hi): samples timed outside [lo, hi] are not stored but counted in the
         stream's ``refused``; their blocks count as ingested all the same (exactly once)."""
         c = self.conn
-        rows: list[tuple[int, float, float | None, str | None, int, int, int, int]] = []
+        rows: list[_SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
         out: list[int] = []  # block index of each sample refused for its time
-        lo, hi = window if window is not None else (-math.inf, math.inf)
-        for index, fork, frame in blocks:
-            block_rows.append((stream_id, index, fork, len(frame.samples)))
-            for k, s in enumerate(frame.samples):
-                if not lo <= s.time <= hi:
-                    out.append(index)
-                    continue
-                v = s.value
-                code = kind_code(v)
-                if isinstance(v, bool | float | int):
-                    rows.append((stream_id, s.time, float(v), None, index, fork, k, code))
-                elif isinstance(v, str):
-                    rows.append((stream_id, s.time, None, v, index, fork, k, code))
-                else:
-                    rows.append((stream_id, s.time, None, v.hex(), index, fork, k, code))
+        _rows_of(stream_id, blocks, window, rows, block_rows, out)
         if not block_rows:
             return 0
         c.execute("BEGIN IMMEDIATE")
@@ -500,27 +513,12 @@ class Store:
         stream is stopped (nothing of it stored). All or nothing: a database error stores
         nothing of any item (:class:`StoreError`)."""
         c = self.conn
-        rows: list[tuple[int, float, float | None, str | None, int, int, int, int]] = []
+        rows: list[_SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
         refused: dict[int, list[int]] = {}
         for item in items:
-            sid = item.stream_id
-            lo, hi = item.window if item.window is not None else (-math.inf, math.inf)
-            out = refused.setdefault(sid, [])
-            for index, fork, frame in item.blocks:
-                block_rows.append((sid, index, fork, len(frame.samples)))
-                for k, smp in enumerate(frame.samples):
-                    if not lo <= smp.time <= hi:
-                        out.append(index)
-                        continue
-                    v = smp.value
-                    code = kind_code(v)
-                    if isinstance(v, bool | float | int):
-                        rows.append((sid, smp.time, float(v), None, index, fork, k, code))
-                    elif isinstance(v, str):
-                        rows.append((sid, smp.time, None, v, index, fork, k, code))
-                    else:
-                        rows.append((sid, smp.time, None, v.hex(), index, fork, k, code))
+            _rows_of(item.stream_id, item.blocks, item.window, rows, block_rows,
+                     refused.setdefault(item.stream_id, []))
         if not block_rows:
             return [0 for _ in items]
         ids = sorted(refused)
