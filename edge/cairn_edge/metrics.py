@@ -13,7 +13,6 @@ values cut to :data:`MAX_LABEL` characters, so a misbehaving board cannot flood 
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,20 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from cairn import __version__
+from cairn.labels import MAX_LABEL, cut_label
 
 __all__ = ["MAX_LABEL", "MAX_STREAMS", "EdgeCollector", "registry_for"]
 
 MAX_STREAMS = 1000  # per-stream series at most
-MAX_LABEL = 200  # characters of a label value
-
-
-def _cut(text: str) -> str:
-    """A label value at most MAX_LABEL characters: a longer one is cut and ends in a hash of
-    the whole (two long names that start alike stay two series)."""
-    if len(text) <= MAX_LABEL:
-        return text
-    digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-    return text[:MAX_LABEL - 9] + "\u2026" + digest
 
 
 class EdgeCollector(Collector):
@@ -87,7 +77,7 @@ class EdgeCollector(Collector):
                                     "serving; they cannot be served)", labels=["stream"])
         for stream, blocks in sorted(st.get("damaged_blocks", {}).items()):
             if stream in shown:
-                damaged.add_metric([_cut(stream)], len(blocks))
+                damaged.add_metric([cut_label(stream)], len(blocks))
         yield damaged
         length = GaugeMetricFamily("cairn_edge_log_length", "blocks in each stream's log",
                                    labels=["stream"])
@@ -96,9 +86,9 @@ class EdgeCollector(Collector):
                                  labels=["stream"])
         times = st.get("last_sample", {})
         for stream, n in streams[:MAX_STREAMS]:
-            length.add_metric([_cut(stream)], n)
+            length.add_metric([cut_label(stream)], n)
             if times.get(stream) is not None:
-                last.add_metric([_cut(stream)], times[stream])
+                last.add_metric([cut_label(stream)], times[stream])
         yield length
         yield last
         yield GaugeMetricFamily("cairn_edge_metrics_omitted_streams", "streams left out of "

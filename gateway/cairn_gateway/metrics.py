@@ -25,7 +25,6 @@ devices' records), at most :data:`MAX_STREAMS_PER_DEVICE` per device and
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +36,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from cairn import __version__
+from cairn.labels import MAX_LABEL, cut_label
 from cairn_gateway import queries
 from cairn_gateway.roster import display_name
 from cairn_gateway.schedule import EdgeStatus
@@ -49,7 +49,6 @@ T = TypeVar("T")
 
 MAX_STREAMS_PER_DEVICE = 256  # per-stream series of one device at most
 MAX_STREAMS = 10_000  # per-stream series in all
-MAX_LABEL = 200  # characters of a label value
 #: The text format ``generate_latest`` writes for these (classic) names: version 0.0.4, which
 #: every Prometheus 2 reads (prometheus-client 0.26 would label it 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -97,15 +96,6 @@ def metric_for_unit(unit: str | None) -> tuple[str, float]:
         suffix, factor = UNITS[u]
         return f"{LATEST}_{suffix}", factor
     return OTHER_UNIT, 1.0
-
-
-def _cut(text: str) -> str:
-    """A label value at most MAX_LABEL characters: a longer one is cut and ends in a hash of
-    the whole (two long names that start alike stay two series)."""
-    if len(text) <= MAX_LABEL:
-        return text
-    digest = hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-    return text[:MAX_LABEL - 9] + "\u2026" + digest
 
 
 class GatewayMetrics:
@@ -225,12 +215,12 @@ class StoreCollector(Collector):
                                   labels=["device", "stream"])
         seen: set[tuple[str, str]] = set()
         for x in rows:
-            device = _cut(display_name(x.device_name, x.record_key))
-            if (device, _cut(x.name)) in seen:  # two streams would share a series
+            device = cut_label(display_name(x.device_name, x.record_key))
+            if (device, cut_label(x.name)) in seen:  # two streams would share a series
                 omitted += 1
                 continue
-            seen.add((device, _cut(x.name)))
-            stamp.add_metric([device, _cut(x.name)], x.time)
+            seen.add((device, cut_label(x.name)))
+            stamp.add_metric([device, cut_label(x.name)], x.time)
             if not isinstance(x.value, float | bool):  # strings never appear here
                 continue
             name, factor = metric_for_unit(x.unit)
@@ -243,9 +233,9 @@ class StoreCollector(Collector):
                         "" if name == LATEST else " in this unit" if name != OTHER_UNIT
                         else " whose unit has no metric of its own (label unit)"),
                     labels=labels)
-            values = [device, _cut(x.name), str(x.verified).lower()]
+            values = [device, cut_label(x.name), str(x.verified).lower()]
             if name == OTHER_UNIT:
-                values.append(_cut(x.unit or ""))
+                values.append(cut_label(x.unit or ""))
             fam.add_metric(values, float(x.value) * factor)  # (a boolean as 1 or 0)
         yield from families.values()
         yield stamp
@@ -276,7 +266,7 @@ class StoreCollector(Collector):
                                 labels=["device", "stream"])
         seen: set[tuple[str, str]] = set()
         for x in named:
-            labels = (_cut(display_name(x.device_name, x.record_key)), _cut(x.name))
+            labels = (cut_label(display_name(x.device_name, x.record_key)), cut_label(x.name))
             if labels not in seen:
                 seen.add(labels)
                 fam.add_metric(list(labels), 1 if x.id in stopped else 0)
@@ -294,7 +284,7 @@ class StoreCollector(Collector):
                                  labels=["device", "record_key"])
         for k in sorted(status)[:MAX_STREAMS]:
             e = status[k]
-            labels = [_cut(display_name(names.get(k), k)), k.hex()]
+            labels = [cut_label(display_name(names.get(k), k)), k.hex()]
             reach.add_metric(labels, int(e.reachable))
             wait.add_metric(labels, e.backoff)
         yield reach
@@ -302,7 +292,7 @@ class StoreCollector(Collector):
 
 
 def _stream_labels(device_name: str | None, record_key: bytes, name: str) -> list[str]:
-    return [_cut(display_name(device_name, record_key)), record_key.hex(), _cut(name)]
+    return [cut_label(display_name(device_name, record_key)), record_key.hex(), cut_label(name)]
 
 
 def _capped(rows: list[T], device: Callable[[T], bytes]) -> tuple[list[T], int]:
