@@ -109,6 +109,7 @@ endef
 mosquitto:
 	$(call apt_tool,mosquitto,/usr/sbin/mosquitto,mosquitto,its tests)
 	$(call apt_tool,mosquitto_pub,/usr/bin/mosquitto_pub,mosquitto-clients,the docs walk)
+	$(call apt_tool,curl,/usr/bin/curl,curl,the docs walk)
 
 prometheus:
 	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test and promtool (alert rules))
