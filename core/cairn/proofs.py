@@ -41,6 +41,7 @@ from cairn.messages import (
 )
 
 __all__ = [
+    "block_proof",
     "generate_proof",
     "range_proof_nodes",
     "verify_range",
@@ -269,14 +270,14 @@ def generate_proof(
     if length == 0:
         return Data(request_id, fork, manifest=manifest)
     if block is not None and hash is None and seek is None and upgrade is None:
-        return _block_proof(source, fork, length, block, request_id, value, manifest)
+        return block_proof(source, fork, length, block, request_id, value, manifest)
     return _general_proof(source, fork=fork, length=length, byte_length=byte_length, roots=roots,
                           signature=signature, block=block, hash=hash, seek=seek,
                           upgrade=upgrade, request_id=request_id, value=value,
                           manifest=manifest)
 
 
-def _block_proof(source: NodeSource, fork: int, length: int, block: RequestBlock,
+def block_proof(source: NodeSource, fork: int, length: int, block: RequestBlock,
                  request_id: int, value: bytes | None, manifest: bytes | None) -> Data:
     """A plain block request (all a downloader sends after its first): what
     :func:`_general_proof` makes of it, without what it does not need."""
