@@ -198,7 +198,35 @@ def encode_request(m: Request) -> bytes:
     return bytes(out)
 
 
+def _plain_block_request(data: bytes) -> Request | None:
+    """``decode_request`` of a request with only a block (flags 1: what a downloader sends
+    after its first), read in one loop; None for anything else (truncated, a uint wider than
+    two bytes, trailing bytes), which the general reader decodes or refuses."""
+    values: list[int] = []
+    pos, end = 1, len(data)
+    for _ in range(4):  # id, fork, block index, nodes
+        if pos >= end:
+            return None
+        a = data[pos]
+        if a < 0xFD:
+            values.append(a)
+            pos += 1
+        elif a == 0xFD and pos + 3 <= end:
+            values.append(data[pos + 1] | data[pos + 2] << 8)
+            pos += 3
+        else:
+            return None
+    if pos != end:
+        return None
+    rid, fork, index, nodes = values
+    return Request(rid, fork, RequestBlock(index, nodes))
+
+
 def decode_request(data: bytes) -> Request:
+    if data[:1] == b"\x01":
+        plain = _plain_block_request(data)
+        if plain is not None:
+            return plain
     r = Reader(data)
     u = r.uint
     flags = u()  # (bits as unpack_flags reads them, tested inline: a request per block served)

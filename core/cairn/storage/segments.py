@@ -133,10 +133,9 @@ class _SegmentPool:
         self.cost = 0
 
     def touch(self, owner: SegmentOwner, start: int) -> None:
-        try:  # (not contextlib.suppress: a served block's read comes here)
-            self.lru.move_to_end((id(owner), start))
-        except KeyError:
-            pass
+        key = (id(owner), start)
+        if key in self.lru:  # (not contextlib.suppress: a served block's read comes here)
+            self.lru.move_to_end(key)
 
     def add(self, owner: SegmentOwner, seg: Segment) -> None:
         key = (id(owner), seg.start)

@@ -233,3 +233,37 @@ def _data_field_by_field(m: Data) -> bytes:
                  manifest=st.none() | st.just(bytes.fromhex("010000010100") + bytes(64))))
 def test_block_answer_bytes_as_field_by_field(m: Data) -> None:
     assert encode_data(m) == _data_field_by_field(m)
+
+
+def _request_field_by_field(wire: bytes) -> Request:
+    r = Reader(wire)
+    assert r.uint() == 1
+    rid, fork, index, nodes = (r.uint() for _ in range(4))
+    r.done()
+    return Request(rid, fork, RequestBlock(index, nodes))
+
+
+@given(u | st.integers(0, 0xFFFF), u | st.integers(0, 0xFFFF), u | st.integers(0, 0xFFFF),
+       st.integers(0, 64), st.binary(max_size=3), st.integers(0, 12))
+def test_plain_block_request_read_as_field_by_field(rid: int, fork: int, index: int, nodes: int,
+                                                    tail: bytes, cut: int) -> None:
+    """A request with only a block is read by a shortcut; it must read what the general
+    reader reads, and refuse (DecodeError) what it refuses, truncated or with trailing bytes."""
+    from cairn import messages
+
+    wire = encode_request(Request(rid, fork, RequestBlock(index, nodes))) + tail
+    wire = wire[:len(wire) - cut] if cut < len(wire) else wire
+    got = messages._plain_block_request(wire)
+    try:
+        want: object = _request_field_by_field(wire)
+    except DecodeError:
+        want = DecodeError
+    if got is not None:
+        assert got == want
+    if max(rid, fork, index) <= 0xFFFF and not tail and not cut:
+        assert got is not None  # (the shortcut is taken for what a downloader sends)
+    try:
+        decoded: object = decode_request(wire)
+    except DecodeError:
+        decoded = DecodeError
+    assert decoded == want
