@@ -75,6 +75,8 @@ def namespace(name: str, count: int) -> list[bytes]:
 
 def leaf_hash(data: bytes) -> bytes:
     """Tree hash of a block: ``H(0x00 ‖ u64le(len) ‖ data)``."""
+    if len(data) <= 4096:  # one call for a small block (a copy costs less than two updates)
+        return hashlib.blake2b(b"\x00" + _U64.pack(len(data)) + data, digest_size=32).digest()
     h = hashlib.blake2b(b"\x00", digest_size=32)
     h.update(_U64.pack(len(data)))
     h.update(data)

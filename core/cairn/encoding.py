@@ -139,10 +139,14 @@ class Reader:
         return pos
 
     def uint(self) -> int:
+        pos = self.pos
+        if pos < self.end:  # (the one-byte case without _need: the commonest read of all)
+            a = self.data[pos]
+            if a < 0xFD:
+                self.pos = pos + 1
+                return a
         pos = self._need(1)
         a = self.data[pos]
-        if a < 0xFD:
-            return a
         if a == 0xFD:
             p = self._need(2)
             n: int = _U16.unpack_from(self.data, p)[0]

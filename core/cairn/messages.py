@@ -31,11 +31,12 @@ verifies the proofs ``request`` and ``data`` carry; the replication session
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from cairn.encoding import Reader, write_array, write_buffer, write_fixed, write_uint
+from cairn.encoding import Reader, encode_uint, write_array, write_buffer, write_fixed, write_uint
 from cairn.errors import DecodeError
 
 __all__ = [
@@ -197,18 +198,47 @@ def encode_request(m: Request) -> bytes:
     return bytes(out)
 
 
+def _plain_block_request(data: bytes) -> Request | None:
+    """``decode_request`` of a request with only a block (flags 1: what a downloader sends
+    after its first), read in one loop; None for anything else (truncated, a uint wider than
+    two bytes, trailing bytes), which the general reader decodes or refuses."""
+    values: list[int] = []
+    pos, end = 1, len(data)
+    for _ in range(4):  # id, fork, block index, nodes
+        if pos >= end:
+            return None
+        a = data[pos]
+        if a < 0xFD:
+            values.append(a)
+            pos += 1
+        elif a == 0xFD and pos + 3 <= end:
+            values.append(data[pos + 1] | data[pos + 2] << 8)
+            pos += 3
+        else:
+            return None
+    if pos != end:
+        return None
+    rid, fork, index, nodes = values
+    return Request(rid, fork, RequestBlock(index, nodes))
+
+
 def decode_request(data: bytes) -> Request:
+    if data[:1] == b"\x01":
+        plain = _plain_block_request(data)
+        if plain is not None:
+            return plain
     r = Reader(data)
-    has_block, has_hash, has_seek, has_upgrade, manifest, has_priority = unpack_flags(r.uint(), 6)
-    rid = r.uint()
-    fork = r.uint()
-    block = RequestBlock(r.uint(), r.uint()) if has_block else None
-    hash_ = RequestBlock(r.uint(), r.uint()) if has_hash else None
-    seek = RequestSeek(r.uint(), r.uint()) if has_seek else None
-    upgrade = RequestUpgrade(r.uint(), r.uint()) if has_upgrade else None
-    priority = r.uint() if has_priority else 0
+    u = r.uint
+    flags = u()  # (bits as unpack_flags reads them, tested inline: a request per block served)
+    rid = u()
+    fork = u()
+    block = RequestBlock(u(), u()) if flags & 1 else None
+    hash_ = RequestBlock(u(), u()) if flags & 2 else None
+    seek = RequestSeek(u(), u()) if flags & 4 else None
+    upgrade = RequestUpgrade(u(), u()) if flags & 8 else None
+    priority = u() if flags & 32 else 0
     r.done()
-    return Request(rid, fork, block, hash_, seek, upgrade, manifest, priority)
+    return Request(rid, fork, block, hash_, seek, upgrade, bool(flags & 16), priority)
 
 
 # -- data (a proof) --------------------------------------------------------------------------------
@@ -258,7 +288,30 @@ class Data:
     manifest: bytes | None = None
 
 
+def _write_nodes(out: bytearray, nodes: Sequence[Node]) -> None:
+    """``write_array(out, nodes, write_node)`` inlined (every answer carries one)."""
+    out += encode_uint(len(nodes))
+    for index, size, digest in nodes:
+        out += encode_uint(index)
+        out += encode_uint(size)
+        if len(digest) != 32:
+            raise ValueError(f"expected 32 bytes, got {len(digest)}")
+        out += digest
+
+
 def encode_data(m: Data) -> bytes:
+    block = m.block
+    if block is not None and m.hash is None and m.seek is None and m.upgrade is None:
+        # a plain block answer (all a downloader asks for after its first request)
+        out = bytearray(b"\x11" if m.manifest else b"\x01")
+        out += encode_uint(m.request)
+        out += encode_uint(m.fork)
+        out += encode_uint(block.index)
+        write_buffer(out, block.value)
+        _write_nodes(out, block.nodes)
+        if m.manifest:
+            out += m.manifest
+        return bytes(out)
     flags = pack_flags(m.block, m.hash, m.seek, m.upgrade, m.manifest)
     out = bytearray()
     write_uint(out, flags)

@@ -41,6 +41,7 @@ from cairn.messages import (
 )
 
 __all__ = [
+    "block_proof",
     "generate_proof",
     "range_proof_nodes",
     "verify_range",
@@ -269,25 +270,40 @@ def generate_proof(
     if length == 0:
         return Data(request_id, fork, manifest=manifest)
     if block is not None and hash is None and seek is None and upgrade is None:
-        return _block_proof(source, fork, length, block, request_id, value, manifest)
+        return block_proof(source, fork, length, block, request_id, value, manifest)
     return _general_proof(source, fork=fork, length=length, byte_length=byte_length, roots=roots,
                           signature=signature, block=block, hash=hash, seek=seek,
                           upgrade=upgrade, request_id=request_id, value=value,
                           manifest=manifest)
 
 
-def _block_proof(source: NodeSource, fork: int, length: int, block: RequestBlock,
+def block_proof(source: NodeSource, fork: int, length: int, block: RequestBlock,
                  request_id: int, value: bytes | None, manifest: bytes | None) -> Data:
     """A plain block request (all a downloader sends after its first): what
     :func:`_general_proof` makes of it, without what it does not need."""
     index = 2 * block.index
     if index >= 2 * length:
         raise InvalidRequestError(f"node {index} is outside length {length}")
-    root = _nodes_to_root(index, block.nodes, 2 * length)
-    proof: list[Node] = []
+    # up ``nodes`` levels (flat_tree.Iterator's moves in plain ints, as _nodes_to_root makes
+    # them): none may hold the head; then the sibling at each level on the way
+    head = 2 * length
+    levels = block.nodes
     i, off, factor = index, block.index, 2
-    while i != root:  # the sibling, then up to the parent (flat_tree.Iterator's moves)
-        proof.append(need_node(source, i - factor if off & 1 else i + factor))
+    for _ in range(levels):
+        i = i - factor // 2 if off & 1 else i + factor // 2
+        off >>= 1
+        factor <<= 1
+        if i - factor // 2 < head < i + factor // 2:
+            raise InvalidRequestError("nodes is out of bounds")
+    proof: list[Node] = []
+    get = source.get_node
+    i, off, factor = index, block.index, 2
+    for _ in range(levels):
+        sibling = i - factor if off & 1 else i + factor
+        node = get(sibling)
+        if node is None:
+            raise InvalidRequestError(f"tree node {sibling} is not stored")
+        proof.append(node)
         i = i - factor // 2 if off & 1 else i + factor // 2
         off >>= 1
         factor <<= 1

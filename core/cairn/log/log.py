@@ -52,7 +52,13 @@ from cairn.log.verify import (
 )
 from cairn.merkle import InvalidRequestError, TreeBatch, root_nodes, seek_block
 from cairn.messages import Data, Node, Request, encode_data
-from cairn.proofs import generate_proof, range_proof_nodes, verify_range, verify_tree
+from cairn.proofs import (
+    block_proof,
+    generate_proof,
+    range_proof_nodes,
+    verify_range,
+    verify_tree,
+)
 from cairn.storage import NODE_STRUCT as _NODE
 from cairn.storage import Conn, Head, LogStorage, Meta, SharedDB, SyncMode
 from cairn.storage import pack_nodes as pack_node_list
@@ -306,6 +312,10 @@ class Log:
         """The block at ``index``, checked against its stored hash."""
         if not self._bitfield.has(index):
             raise NotAvailableError(f"block {index} is not held (length {self.length})")
+        return self._read_held(index)
+
+    def _read_held(self, index: int) -> bytes:
+        """:meth:`get` of a block the bitfield says is held."""
         row = self._storage.get_block(index)
         if row is None:
             raise self._damaged(index, "missing from storage")
@@ -491,6 +501,15 @@ class Log:
                 f"block request is for fork {request.fork}, log is at fork {self.fork}"
             )
         head = self._head
+        block = request.block
+        if (block is not None and request.hash is None and request.seek is None
+                and request.upgrade is None and head.length):
+            # a plain block request (every one a downloader sends after its first): what
+            # generate_proof would dispatch to, the block read once
+            return block_proof(
+                self._storage, head.fork, head.length, block, request.id,
+                self._read_held(block.index),
+                self._meta.manifest if request.manifest and not self._meta.compat else None)
         return generate_proof(
             self._storage,
             fork=head.fork,

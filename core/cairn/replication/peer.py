@@ -112,6 +112,11 @@ class Replicator:
         return None
 
     def _on_event(self, event: MuxEvent) -> None:
+        if type(event) is ChannelMessage:  # (nearly every event: first, without the match)
+            dk = self._by_local.get(event.channel)
+            if dk is not None:
+                self._guard(self._channels[dk].session.receive_data, event.type, event.payload)
+            return
         match event:
             case ChannelOpened(remote_id=rid, protocol=proto, id=dk, handshake=hs, channel=local):
                 if proto != PROTOCOL or dk is None or dk not in self._logs:

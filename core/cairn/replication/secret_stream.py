@@ -33,7 +33,8 @@ from collections import deque
 from typing import Final, Protocol
 
 import nacl.bindings as sodium
-import nacl.exceptions
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from cairn.crypto import KeyPair, namespace
 from cairn.errors import LocalError, RemoteError
@@ -334,13 +335,19 @@ class SecretStream:
             return
         if len(frame) < ABYTES:
             raise SecretStreamError(f"frame of {len(frame)} bytes is shorter than {ABYTES}")
-        try:
-            plaintext, _tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._pull, frame)
-        except nacl.exceptions.CryptoError as exc:
-            raise SecretStreamError("a frame failed to decrypt (tampered or out of order)") from exc
+        # libsodium's pull itself, as PyNaCl's wrapper calls it after its argument checks
+        # (which the length check above and our own state make true): one message each
+        pull = self._pull
+        mlen = len(frame) - ABYTES
+        if pull.rawbuf is None or len(pull.rawbuf) < mlen:
+            pull.rawbuf = _ffi.new("unsigned char[]", mlen)
+        if _lib.crypto_secretstream_xchacha20poly1305_pull(
+                pull.statebuf, pull.rawbuf, _ffi.NULL, pull.tagbuf, frame, len(frame),
+                _ffi.NULL, 0) != 0:
+            raise SecretStreamError("a frame failed to decrypt (tampered or out of order)")
         # secret-stream ignores the tag (it never sends anything but TAG_MESSAGE)
-        if plaintext:
-            self._events.append(Message(bytes(plaintext)))
+        if mlen:
+            self._events.append(Message(_ffi.buffer(pull.rawbuf, mlen)[:]))
 
     def _established(self, noise: CompletedHandshake) -> None:
         self._noise = None

@@ -15,7 +15,6 @@ import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
-from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -134,8 +133,9 @@ class _SegmentPool:
         self.cost = 0
 
     def touch(self, owner: SegmentOwner, start: int) -> None:
-        with suppress(KeyError):
-            self.lru.move_to_end((id(owner), start))
+        key = (id(owner), start)
+        if key in self.lru:  # (not contextlib.suppress: a served block's read comes here)
+            self.lru.move_to_end(key)
 
     def add(self, owner: SegmentOwner, seg: Segment) -> None:
         key = (id(owner), seg.start)

@@ -406,7 +406,7 @@ def test_a_replica_in_a_shared_database(tmp_path: Path) -> None:
 def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
         tmp_path: Path) -> None:
     """``generate_proof`` answers a request with only a block (what a downloader sends after
-    its first request) by ``_block_proof``; it must be the general path's answer, errors
+    its first request) by ``block_proof``; it must be the general path's answer, errors
     included, for every block, every ``nodes`` and lengths that are and are not powers of 2."""
     from cairn import proofs
 
@@ -419,7 +419,7 @@ def test_plain_block_proofs_take_a_short_path_with_the_general_paths_answer(
                 got: object
                 want: object
                 try:
-                    got = proofs._block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
+                    got = proofs.block_proof(st, head.fork, head.length, RequestBlock(i, nodes),
                                               9, b"v", None)
                 except InvalidRequestError as exc:
                     got = str(exc)
