@@ -33,8 +33,13 @@ from collections import deque
 from typing import Final, Protocol
 
 import nacl.bindings as sodium
-from nacl._sodium import ffi as _ffi
-from nacl._sodium import lib as _lib
+from nacl.exceptions import CryptoError
+
+try:  # PyNaCl's own cffi handle (private): libsodium's pull without the wrapper's checks
+    from nacl._sodium import ffi as _ffi
+    from nacl._sodium import lib as _lib
+except ImportError:  # pragma: no cover - a PyNaCl that moved it: the public wrapper
+    _ffi = _lib = None
 
 from cairn.crypto import KeyPair, namespace
 from cairn.errors import LocalError, RemoteError
@@ -339,6 +344,15 @@ class SecretStream:
         # (which the length check above and our own state make true): one message each
         pull = self._pull
         mlen = len(frame) - ABYTES
+        if _lib is None or not hasattr(pull, "statebuf"):  # (another PyNaCl's internals)
+            try:
+                message, _tag = sodium.crypto_secretstream_xchacha20poly1305_pull(pull, frame)
+            except CryptoError:
+                raise SecretStreamError(
+                    "a frame failed to decrypt (tampered or out of order)") from None
+            if message:
+                self._events.append(Message(message))
+            return
         if pull.rawbuf is None or len(pull.rawbuf) < mlen:
             pull.rawbuf = _ffi.new("unsigned char[]", mlen)
         if _lib.crypto_secretstream_xchacha20poly1305_pull(

@@ -525,3 +525,26 @@ def test_api_misuse_is_a_local_error() -> None:
     s.close()
     with pytest.raises(LocalError):
         s.send(b"x")
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["libsodium-direct", "pynacl-wrapper"])
+def test_frames_decrypt_alike_through_libsodium_or_pynacls_wrapper(
+        direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are pulled through PyNaCl's private cffi handle when it is there (the fast path),
+    else through its public wrapper: the same messages, the same refusal of a tampered one."""
+    import cairn.replication.secret_stream as ss
+
+    if not direct:
+        monkeypatch.setattr(ss, "_lib", None)
+    a, b = pair()
+    shuttle(a, b)
+    for text in (b"one", b"", b"three" * 300):
+        a.send(text)
+    b.receive_data(a.data_to_send())
+    assert events(b) == [Message(b"one"), Message(b"three" * 300)]  # (an empty one is nothing)
+    a.send(b"secret")
+    data = bytearray(a.data_to_send())
+    data[10] ^= 0x40
+    b.receive_data(bytes(data))
+    with pytest.raises(SecretStreamError, match="decrypt"):
+        b.next_event()
