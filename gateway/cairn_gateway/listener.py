@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cairn.crypto import KeyPair
@@ -154,26 +154,37 @@ class EdgeListener:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             return
+        opened = await self._open_and_admit(
+            source, accept(reader, writer, self.key_pair, idle_timeout=lim.idle_timeout,
+                           handshake_timeout=lim.handshake_timeout),
+            "handshake", f"edge connection from {source}: no handshake")
+        if not opened:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _open_and_admit(self, source: str, opening: Awaitable[Connection], kind: str,
+                              failed: str) -> bool:
+        """Either transport's connection from ``source``, holding a slot: ``opening`` (its
+        handshake, bounded), then :meth:`admit` until it ends; the slot is freed and the
+        connection closed however it ends. False when it never opened (counted as refused,
+        one ``failed`` line per kind and period)."""
         conn: Connection | None = None
         try:
             try:
-                conn = await accept(reader, writer, self.key_pair,
-                                    idle_timeout=lim.idle_timeout,
-                                    handshake_timeout=lim.handshake_timeout)
+                conn = await opening
             except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
                 self.refused += 1
-                self.quiet.warning("handshake", f"edge connection from {source}: no handshake"
-                                   f" ({one_line(exc)})")
-                return
+                self.quiet.warning(kind, f"{failed} ({one_line(exc) or type(exc).__name__})")
+                return False
+            if conn.transport == "udx":
+                self.by_key_admitted += 1
             await self.admit(conn, source)
+            return True
         finally:
             self._free_slot(source)
             if conn is not None:
                 await conn.close()
-            else:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
 
     async def admit(self, conn: Connection, source: str = "?") -> None:
         """A handshaken connection from an edge, whatever the transport: refused (one log
@@ -298,23 +309,12 @@ class EdgeListener:
 
     async def _handle_by_key(self, established: Established, source: str,
                              server: KeyServer) -> None:
-        who = established.remote_public_key.hex()[:16]
         lim = self.limits
-        conn: Connection | None = None
-        try:
-            try:
-                conn = await accept_data_stream(server, established, self.key_pair,
-                                                idle_timeout=lim.idle_timeout,
-                                                handshake_timeout=lim.handshake_timeout)
-            except (RemoteError, CairnError, ConnectionError, TimeoutError, OSError) as exc:
-                self.by_key_dropped += 1
-                self.refused += 1
-                self.quiet.warning("by_key", f"connect by key from {who} at {source}: no data "
-                                   f"stream ({one_line(exc) or type(exc).__name__})")
-                return
-            self.by_key_admitted += 1
-            await self.admit(conn, source)
-        finally:
-            self._free_slot(source)
-            if conn is not None:
-                await conn.close()
+        opened = await self._open_and_admit(
+            source, accept_data_stream(server, established, self.key_pair,
+                                       idle_timeout=lim.idle_timeout,
+                                       handshake_timeout=lim.handshake_timeout),
+            "by_key", f"connect by key from {established.remote_public_key.hex()[:16]} at "
+                      f"{source}: no data stream")
+        if not opened:
+            self.by_key_dropped += 1
