@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -446,6 +446,29 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _writing(self, *scratch: str) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` .. ``COMMIT``; on any failure it is rolled back and the
+        ``scratch`` tables are emptied, and an SQLite error becomes :class:`StoreError`."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                for table in scratch:
+                    c.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table names
+            raise StoreError(f"{self.path}: {exc}") from None
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            for table in scratch:
+                c.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table names
+            raise
+
     def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
                window: tuple[float, float] | None = None) -> int:
         """Store the samples of verified blocks (index, fork, frame) of one stream, in one
@@ -459,8 +482,7 @@ class Store:
         _rows_of(stream_id, blocks, window, rows, block_rows, out)
         if not block_rows:
             return 0
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing("batch"):
             status = self.status(stream_id)
             if status != "ok":
                 raise StoreError(f"stream {stream_id} is stopped: {status}")
@@ -490,18 +512,6 @@ class Store:
             c.execute("UPDATE streams SET stored_blocks = stored_blocks + ?, "
                       "refused = refused + ?, other_kind = other_kind + ? WHERE id = ?",
                       (len(block_rows), len(out), other, stream_id))
-            c.execute("COMMIT")
-        except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("DELETE FROM batch")
-            raise StoreError(f"{self.path}: {exc}") from None
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            c.execute("DELETE FROM batch")
-            raise
         return stored
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[int | None]:
@@ -522,8 +532,7 @@ class Store:
         if not block_rows:
             return [0 for _ in items]
         ids = sorted(refused)
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing("batch", "batch_blocks", "batch_streams"):
             marks = ",".join("?" * len(ids))
             state = {int(r[0]): (str(r[1]), r[2]) for r in c.execute(
                 f"SELECT id, status, kind FROM streams WHERE id IN ({marks})",  # noqa: S608
@@ -582,22 +591,6 @@ class Store:
                      if item.unit is not None and item.stream_id in live]
             if units:
                 c.executemany("UPDATE streams SET unit = coalesce(unit, ?) WHERE id = ?", units)
-            c.execute("COMMIT")
-        except sqlite3.Error as exc:  # (SQLite may have rolled back already: disk full)
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("DELETE FROM batch")
-                c.execute("DELETE FROM batch_blocks")
-                c.execute("DELETE FROM batch_streams")
-            raise StoreError(f"{self.path}: {exc}") from None
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            c.execute("DELETE FROM batch")
-            c.execute("DELETE FROM batch_blocks")
-            c.execute("DELETE FROM batch_streams")
-            raise
         return [len(refused[item.stream_id]) if item.stream_id in live else None
                 for item in items]
 
