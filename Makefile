@@ -1,7 +1,7 @@
 # The commands a person types. `make test` works from a fresh clone: it installs what it needs
-# (.venv, the npm oracles, mosquitto and prometheus when root), then lints, then runs the whole
-# test suite in parallel workers. `make check` is the one-minute loop: lint, the unit tests and
-# the in-process reliability tests, without the slow ones.
+# (.venv, the npm oracles, mosquitto, prometheus and postgresql when root), then lints, then
+# runs the whole test suite in parallel workers. `make check` is the one-minute loop: lint, the
+# unit tests and the in-process reliability tests, without the slow ones.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -28,13 +28,14 @@ CHECK_WORKERS ?= auto
 # In CI (CI=true) a missing tool is an error; elsewhere it is a warning and its tests skip.
 IN_CI := $(filter true True TRUE 1 yes,$(CI))
 
-.PHONY: help venv install npm mosquitto prometheus deps lint check test soak fuzz bench demo docs clean distclean
+.PHONY: help venv install npm mosquitto prometheus postgres deps lint check test soak fuzz bench demo docs clean distclean
 
 help:
 	@echo "make check      the one-minute loop: lint, unit tests and in-process reliability tests"
 	@echo "                (not the slow ones; no sockets, no node), in parallel workers"
-	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus), lint,"
-	@echo "                then every test in 4 parallel workers (make test TEST_WORKERS=0: in one process;"
+	@echo "make test       install what is missing (.venv, npm oracles, mosquitto, prometheus,"
+	@echo "                postgresql), lint, then every test in 4 parallel workers"
+	@echo "                (make test TEST_WORKERS=0: in one process;"
 	@echo "                pytest arguments: make test PYTEST_ARGS='-k name -x' or PYTEST_ARGS='-m interop')"
 	@echo "make demo       the whole system on this machine, with a live view (Ctrl-C stops)"
 	@echo "                (options: make demo DEMO_ARGS='--duration 60 --api-port 0')"
@@ -43,7 +44,7 @@ help:
 	@echo "make lint       ruff check and mypy --strict"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make docs       regenerate docs/reference/cli.md and config.md from the code"
-	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus"
+	@echo "make deps       only the installs: venv + pip, npm packages, mosquitto, prometheus, postgresql"
 	@echo "make clean      remove caches, build output and install stamps"
 	@echo "make distclean  clean, and remove .venv and tests/interop/node_modules"
 
@@ -114,6 +115,14 @@ mosquitto:
 prometheus:
 	$(call apt_tool,prometheus,/usr/bin/prometheus,prometheus,its scrape test and promtool (alert rules))
 
+# The PostgreSQL store's tests start their own throwaway server (cairn_gateway.pgcluster).
+# Debian puts the server's programs in /usr/lib/postgresql/<version>/bin, off PATH: the glob
+# finds any version (the first match is enough to say it is installed).
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/initdb)
+
+postgres:
+	$(call apt_tool,initdb,$(PG_INITDB),postgresql,the PostgreSQL store tests)
+
 # The NAT lab (tests/lab, docs/testing.md): network namespaces (iproute2), the routers'
 # masquerade (nftables), their connection tables (conntrack). Its tests also need root.
 .PHONY: natlab
@@ -129,7 +138,7 @@ deploytools:
 	$(call apt_tool,shellcheck,/usr/bin/shellcheck,shellcheck,the deployment script tests)
 	$(call apt_tool,systemd-analyze,/usr/bin/systemd-analyze,systemd,the unit tests)
 
-deps: install npm mosquitto prometheus natlab deploytools
+deps: install npm mosquitto prometheus postgres natlab deploytools
 
 # -- checks -------------------------------------------------------------------------------------
 

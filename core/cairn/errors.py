@@ -33,7 +33,8 @@
           │                      child process) is missing or failed: not a bug, not hostile
           │                      input; fix the host or retry
           └── brokers: MosquittoError, EmbeddedBrokerError; dht.api.UnreachableError;
-               datalock.DataDirectoryBusyError; cairn_demo.processes.DemoError
+               datalock.DataDirectoryBusyError; cairn_demo.processes.DemoError;
+               cairn_gateway.pgcluster.PostgresClusterError
 
 The command lines end each of these in one line and an exit code (``cairn.entry``): 2 for a
 ``UsageError``, 1 for the rest.
