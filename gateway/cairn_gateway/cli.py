@@ -47,7 +47,7 @@ def _store(cfg: GatewayConfig) -> Store:
 
     try:
         return open_store(cfg)
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -33,6 +33,8 @@ class GatewayConfig:
     api: tuple[str, int] = ("127.0.0.1", 8080)
     retention_days: float = 0.0  # 0: keep everything
     max_bytes: int = 0  # bytes gw.db and replicas.db may use together (0: no budget)
+    store_url: str = ""  # a postgresql:// URL (no password in it); "": SQLite, data_dir/gw.db
+    store_password_file: Path | None = None  # the database password, mode 0600
     policies: tuple[Policy, ...] = ()  # the first whose pattern matches a stream; else tail
     concurrency: int = 4  # edges synced at once
     backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
@@ -90,7 +92,7 @@ _KEYS: dict[str, set[str]] = {
                 "future_window", "ready_rounds"},
     "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
             "request_timeout", "max_header_bytes", "max_body_bytes"},
-    "store": {"retention_days", "max_disk_mb"},
+    "store": {"retention_days", "max_disk_mb", "url", "password_file"},
     "replication": {"listen", "advertise", "max_connections", "per_source",
                     "handshake_timeout", "by_key", "by_key_address"},
 }
@@ -149,6 +151,9 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         api=_hostport(api.data.get("listen", "127.0.0.1:8080"), "[api].listen"),
         retention_days=store.number("retention_days", 0.0, 0.0, 36500),
         max_bytes=int(store.number("max_disk_mb", 0, 0, 100_000_000) * 1_000_000),
+        store_url=_store_url(store.text("url", "")),
+        store_password_file=(store.path("password_file", None, base)
+                             if store.text("password_file", "") else None),
         policies=tuple(policies),
         concurrency=collect.integer("concurrency", 4, 1, 1024),
         backoff_initial=backoff_initial,
@@ -237,6 +242,10 @@ retention_days = 0           # delete samples, and the data of replica blocks, o
                              # this many days (0: keep everything)
 max_disk_mb = 0              # a budget for gw.db and replicas.db together: past it, the
                              # oldest samples and replica blocks go first (0: no budget)
+url = ""                     # "postgresql://user@host:5432/dbname": the samples in PostgreSQL,
+                             # shared by several gateways ("": SQLite, data_dir/gw.db)
+password_file = ""           # the database user's password, one line, mode 0600 (never in
+                             # the URL; "": none, or libpq's ~/.pgpass / PGPASSWORD)
 
 [replication]
 listen = "0.0.0.0:7420"      # TCP host:port edges dial in on (an edge behind NAT keeps a
@@ -297,7 +306,8 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
                 "max_header_bytes": cfg.api_max_header_bytes,
                 "max_body_bytes": cfg.api_max_body_bytes},
         "store": {"retention_days": cfg.retention_days,
-                  "max_disk_mb": cfg.max_bytes / 1_000_000},
+                  "max_disk_mb": cfg.max_bytes / 1_000_000, "url": cfg.store_url,
+                  "password_file": rel(cfg.store_password_file)},
         "replication": {
             "listen": "" if cfg.replication_listen is None
             else f"{cfg.replication_listen[0]}:{cfg.replication_listen[1]}",
@@ -311,3 +321,24 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
         "policy": [{"pattern": p.pattern, "mode": p.mode, "window": p.window,
                     "priority": p.priority} for p in cfg.policies] or None,
     })
+
+
+def _store_url(url: str) -> str:
+    """``[store].url``: empty, or a PostgreSQL URL without a password."""
+    if not url:
+        return ""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
+    except ValueError as exc:
+        raise ConfigError(f"[store].url is not a URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError("[store].url must be a postgresql://user@host[:port]/dbname URL "
+                          "(leave it empty for SQLite in the data directory)")
+    if parts.password is not None:
+        raise ConfigError("[store].url holds a password: put it in [store].password_file "
+                          "(one line, mode 0600) and take it out of the URL")
+    return url
+

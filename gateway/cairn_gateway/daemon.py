@@ -43,6 +43,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from random import Random
 
 from cairn.crypto import KeyPair
@@ -88,9 +89,31 @@ def schedule_of(cfg: GatewayConfig, public_key: bytes) -> Schedule:
 
 
 def open_store(cfg: GatewayConfig) -> Store:
-    """The store in ``[gateway].data_dir`` (made if missing); :class:`StoreError` if not."""
+    """The store: the PostgreSQL database of ``[store].url``, else the SQLite file in
+    ``data_dir`` (made if missing); :class:`StoreError` if it cannot be opened."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    return Store(cfg.data_dir / "gw.db")
+    return Store(store_target(cfg))
+
+
+def store_target(cfg: GatewayConfig) -> str | Path:
+    """What :class:`Store` opens for this config: ``[store].url`` with the password of
+    ``[store].password_file`` put in (:class:`ConfigError` when that file is missing or
+    readable by others), else ``data_dir/gw.db``."""
+    if not cfg.store_url:
+        return cfg.data_dir / "gw.db"
+    if cfg.store_password_file is None:
+        return cfg.store_url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    from cairn.fleet.identity import read_secret
+
+    password = read_secret(cfg.store_password_file, ConfigError, "database password",
+                           "write the PostgreSQL user's password in it (chmod 600)")
+    parts = urlsplit(cfg.store_url)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def api_auth(cfg: GatewayConfig) -> ApiAuth:

@@ -20,6 +20,8 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
 - **connections** come from a pool (psycopg_pool), checked before use, so a server restart
   costs the statements in flight (a :class:`StoreError`), not the gateway; a transaction keeps
   its connection for the thread that opened it;
+- a string sample's NUL characters (which PostgreSQL's text cannot hold, and only a hostile
+  writer sends) are stored as U+FFFD;
 - every error of the driver becomes a :class:`StoreError` naming the server (never its
   password), an integrity violation a :class:`StoreConflict`.
 
@@ -61,6 +63,9 @@ __all__ = ["MIGRATIONS", "PgConn", "PostgresStore", "StoreConflict", "redact_url
 
 log = logging.getLogger(__name__)
 
+#: what a NUL in a string sample is stored as (PostgreSQL's text cannot hold NUL; only a
+#: hostile writer sends one)
+NUL_AS = "\ufffd"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
 POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
 RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
@@ -464,6 +469,8 @@ class PostgresStore(Store):
             for r in rows:
                 if (r[0], r[4]) in new and (r[0], r[4], r[6]) not in seen:
                     seen.add((r[0], r[4], r[6]))
+                    if r[3] is not None and "\x00" in r[3]:  # (text holds no NUL here)
+                        r = (*r[:3], r[3].replace("\x00", NUL_AS), *r[4:])
                     mine.append(r)
             for sid in ids:
                 refused[sid] = [b for b in refused[sid] if (sid, b) in new]
