@@ -632,6 +632,8 @@ def _migrate_ends(config_path: Path, source: Path | None, target: str | None,
         if not cfg.store_url:
             raise _Usage(f"no target: give --to URL, or set [store] url in {config_path}")
     else:
+        if not target.strip():
+            raise _Usage("--to is empty: give a postgresql://user@host[:port]/dbname URL")
         try:
             parts = urlsplit(target)
             parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
