@@ -128,7 +128,7 @@ def test_a_source_that_is_not_a_cairn_store_is_a_usage_error(
     needle = {"missing": "no such file", "text": "is not a Cairn gateway store",
               "sqlite": "is not a Cairn gateway store", "unknown table": "(leases)",
               "newer": "m999_future"}[what]
-    code, out, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
+    code, _, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
     _one_line(code, err, 2, needle)
     with psycopg.connect(pg_url) as c:  # nothing written
         assert c.execute("SELECT to_regclass('devices')").fetchone() == (None,)
