@@ -167,6 +167,11 @@ SLOW: tuple[str, ...] = (
     "integration/edge/test_embedded_quiet.py"
     "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
     "integration/demo/test_docs_walk.py::test_walk",
+    # a store of 40,000 samples built, migrated twice and every query compared (about 7 s)
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_killed_halfway_finishes_when_run_again",
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_whose_connection_drops_finishes_when_run_again",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one

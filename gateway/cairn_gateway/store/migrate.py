@@ -371,11 +371,12 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
     where = redact_url(target)
     report = MigrationReport(source, where)
     tell = progress or (lambda table, done, total: None)
-    with contextlib.closing(open_source(source)) as src:
+    with contextlib.closing(open_source(source)) as src, \
+            contextlib.closing(_connect(target, where)) as pg:  # (fails fast: no pool)
         print_ = fingerprint(src)
         store = PostgresStore(target, pool_size=2)  # its schema, its partitions
         try:
-            with contextlib.closing(_connect(target, where)) as pg, _errors(where):
+            with _errors(where):
                 _lock(pg, where)
                 state = _state(pg)
                 _check_target(state, _counts(pg), print_, where)
