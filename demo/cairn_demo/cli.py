@@ -86,12 +86,12 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
               show_default=True, help="auto: Mosquitto when installed, else the embedded one.")
 @click.option("--fresh", is_flag=True, help="Start from an empty data directory (a --store "
               "database keeps what it holds).")
-@click.option("--store", default="", metavar="URL", help="Keep the gateway's store in this "
+@click.option("--store", default=None, metavar="URL", help="Keep the gateway's store in this "
               "PostgreSQL database, postgresql://user@host[:port]/dbname (an empty one; the "
               "password, if any, in PGPASSWORD or ~/.pgpass), instead of SQLite in the data "
               "directory.")
 def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: bool,
-         store: str) -> None:
+         store: str | None) -> None:
     """A whole fleet on this machine: broker, DHT, 7 simulated boards (one of each payload
     shape: SenML JSON and CBOR, Tasmota, ESPHome, Homie, Zigbee2MQTT, Shelly), 7 edges, a
     gateway.
@@ -99,6 +99,7 @@ def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: 
     Shows a live table of the gateway's latest verified values; Ctrl-C (or --duration) stops
     it and prints a summary: samples sent, valid, signed, rejected (why), stored.
     """
+    store = store or ""
     if store:
         _check_store(store)
     if api_port and not _port_free(api_port):

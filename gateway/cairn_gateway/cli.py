@@ -591,15 +591,19 @@ def store_migrate(config_path: Path, source: Path | None, target: str | None,
     src, url = _migrate_ends(config_path, source, target, password_file)
     if dry_run:
         p = plan(src, url)
-        click.echo(f"would move {src} into {p.target} ({p.target_state}):")
+        click.echo(f"would move {src} into {p.target} ({p.target_state})")
         for table, n in p.rows.items():
             click.echo(f"  {table:<16} {n:>14,} rows")
         return
     with hold(src.parent, "cairn gateway store migrate"), _MigrateProgress() as progress:
         report = migrate(src, url, chunk=chunk, progress=progress)
-    click.echo(f"{report.source} -> {report.target}: {report.copied:,} rows copied"
-               + (f" ({report.resumed:,} copied before, by an interrupted run)"
-                  if report.resumed else "") + f" in {report.seconds:.1f} s")
+    if report.finished_before:
+        done = f"migrated before ({report.resumed:,} rows), verified again"
+    else:
+        done = f"{report.copied:,} rows copied" + (
+            f" ({report.resumed:,} copied before, by an interrupted run)" if report.resumed
+            else "")
+    click.echo(f"{report.source} -> {report.target}: {done} in {report.seconds:.1f} s")
     click.echo(f"  {'table':<16} {'SQLite':>14} {'PostgreSQL':>14}")
     for c in report.counts:
         click.echo(f"  {c.table:<16} {c.source:>14,} {c.target:>14,}"
@@ -683,6 +687,6 @@ class _MigrateProgress:
             self.bars.update(self.tasks[table], completed=done if total else 1)
             return
         tenth = done * 10 // max(total, 1)
-        if self.said.get(table, -1) < tenth:
+        if self.said.get(table, 0 if total else -1) < tenth:
             click.echo(f"{table}: {done:,} of {total:,} rows copied", err=True)
             self.said[table] = tenth

@@ -119,7 +119,8 @@ class MigrationReport:
     streams: int = 0  # streams whose samples and rollups were compared
     differ: list[str] = field(default_factory=list)  # what is not equal, one line each
     copied: int = 0  # rows copied by this run
-    resumed: int = 0  # rows an earlier, interrupted run had copied
+    resumed: int = 0  # rows an earlier run had copied
+    finished_before: bool = False  # an earlier run had copied everything (this one verified)
     nul_replaced: int = 0  # strings whose NUL characters became U+FFFD
     seconds: float = 0.0
 
@@ -136,7 +137,8 @@ class Plan:
     source: Path
     target: str
     rows: dict[str, int]
-    target_state: str  # "empty", "no store yet", "resumes ...", "done ...", or why it is refused
+    target_state: str  # "empty", "no store there yet", "resumes ...", "migrated before", or
+    # why it is refused
 
 
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows in the table)
@@ -348,7 +350,7 @@ def plan(source: Path, target: str) -> Plan:
     with contextlib.closing(_connect(target, where)) as pg, _errors(where):
         made = pg.execute("SELECT to_regclass('devices') IS NOT NULL").fetchone()
         if not made or not made[0]:
-            return Plan(source, where, rows, "no store yet (its schema is made first)")
+            return Plan(source, where, rows, "no store there yet: its schema is made first")
         state = _state(pg)
         try:
             how = _check_target(state, _counts(pg), print_, where)
@@ -358,7 +360,7 @@ def plan(source: Path, target: str) -> Plan:
             copied = sum(r for *_, r, _ in state.values())
             how = f"resumes an interrupted migration ({copied:,} rows copied)"
         elif how == "done":
-            how = "done already (it would verify again)"
+            how = "migrated before: it would verify again"
     return Plan(source, where, rows, how)
 
 
@@ -389,6 +391,7 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
                                        (table, str(source.resolve()), print_, time.time()))
                     state = _state(pg)
                 totals = _counts(src)
+                report.finished_before = all(done for *_, done in state.values())
                 for table, key in TABLES:
                     _, _, last, rows, done = state[table]
                     report.resumed += rows

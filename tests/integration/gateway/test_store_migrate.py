@@ -64,7 +64,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "gw.db"
     build(db, blocks=20)
     p = plan(db, pg_url)
-    assert p.target_state.startswith("no store yet") and p.rows["devices"] == 3
+    assert p.target_state.startswith("no store there yet") and p.rows["devices"] == 3
     code, out, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url, "--dry-run")
     assert code == 0, err
     assert "would move" in out and "devices" in out
