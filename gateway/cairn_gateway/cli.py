@@ -586,9 +586,10 @@ def store_migrate(config_path: Path, source: Path | None, target: str | None,
     ids kept; resumable (run it again after an interruption: it goes on where it stopped);
     verified at the end (row counts, each stream's samples and rollups). Stop the gateway
     first. Exit 0 only when both sides are equal."""
-    from cairn_gateway.store.migrate import migrate, plan
+    from cairn_gateway.store.migrate import check_source, migrate, plan
 
     src, url = _migrate_ends(config_path, source, target, password_file)
+    check_source(src)  # (before the lock, which would make its directory)
     if dry_run:
         p = plan(src, url)
         click.echo(f"would move {src} into {p.target} ({p.target_state})")

@@ -59,7 +59,7 @@ from cairn_gateway.store.postgres import NUL_AS, PostgresStore, redact_url
 from cairn_gateway.store.sqlite import MIGRATIONS, SQLiteStore
 
 __all__ = ["CHUNK", "TABLES", "MigrationReport", "Plan", "SourceStoreError", "TableCount",
-           "TargetInUseError", "migrate", "plan"]
+           "TargetInUseError", "check_source", "migrate", "plan"]
 
 #: Every table of a store, in the order they are copied (a table before those referring to
 #: it), each with its primary key: the order rows are copied in and resumed after.
@@ -158,15 +158,8 @@ def _known_migrations() -> list[str]:
 def open_source(path: Path) -> sqlite3.Connection:
     """A read-only connection to the store at ``path``, checked to be a Cairn store with every
     table known (:class:`SourceStoreError` if not), in a read transaction (a snapshot)."""
-    if not path.is_file():
-        raise SourceStoreError(f"{path}: no such file (the gateway's store is "
-                               "DATA_DIR/gw.db; give it with --from)")
-    applied = _applied(path)
-    newer = sorted(set(applied) - set(_known_migrations()))
-    if newer:
-        raise SourceStoreError(f"{path} was migrated by a newer Cairn ({', '.join(newer)}): "
-                               "migrate it with that version")
-    if set(_known_migrations()) - set(applied):  # an older Cairn's: as the gateway would
+    check_source(path)
+    if set(_known_migrations()) - set(_applied(path)):  # an older Cairn's: as the gateway would
         SQLiteStore(path).close()
     conn = _ro(path)
     try:
@@ -192,7 +185,10 @@ def open_source(path: Path) -> sqlite3.Connection:
 
 def _applied(path: Path) -> list[str]:
     """The cairn-gateway migrations an SQLite file lists; :class:`SourceStoreError` when it is
-    not an SQLite file or not a Cairn store."""
+    missing, not an SQLite file or not a Cairn store."""
+    if not path.is_file():
+        raise SourceStoreError(f"{path}: no such file (the gateway's store is "
+                               "DATA_DIR/gw.db; give it with --from)")
     try:
         with contextlib.closing(_ro(path)) as c:
             names = {str(r[0]) for r in c.execute(
@@ -232,8 +228,21 @@ def fingerprint(src: sqlite3.Connection) -> str:
 
 
 def _counts(conn: Any) -> dict[str, int]:
-    return {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # noqa: S608
-            for t, _ in TABLES}
+    return dict(_counts_of(conn, [t for t, _ in TABLES]))
+
+
+def _counts_of(conn: Any, tables: list[str]) -> list[tuple[str, int]]:
+    return [(t, int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]))  # noqa: S608
+            for t in tables]
+
+
+def check_source(path: Path) -> None:
+    """:class:`SourceStoreError` unless ``path`` is a Cairn gateway store this version can
+    move (read only: nothing is made, not even its directory)."""
+    newer = sorted(set(_applied(path)) - set(_known_migrations()))
+    if newer:
+        raise SourceStoreError(f"{path} was migrated by a newer Cairn ({', '.join(newer)}): "
+                               "migrate it with that version")
 
 
 # -- keys kept in cairn_migrate ------------------------------------------------------------------
@@ -342,8 +351,12 @@ def plan(source: Path, target: str) -> Plan:
     it is)."""
     where = redact_url(target)
     if set(_known_migrations()) - set(_applied(source)):
-        raise SourceStoreError(f"{source} was made by an older Cairn: the migration first "
-                               "brings it to this version's schema (as the gateway does)")
+        with contextlib.closing(_ro(source)) as old:
+            have = {str(r[0]) for r in old.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = dict(_counts_of(old, [t for t, _ in TABLES if t in have]))
+        return Plan(source, where, rows, "the source is an older Cairn's store: it is first "
+                    "brought to this version's schema, as the gateway does when it starts")
     with contextlib.closing(open_source(source)) as src:
         rows = _counts(src)
         print_ = fingerprint(src)
@@ -379,6 +392,7 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
         store = PostgresStore(target, pool_size=2)  # its schema, its partitions
         try:
             with _errors(where):
+                _check_columns(src, pg, source)
                 _lock(pg, where)
                 state = _state(pg)
                 _check_target(state, _counts(pg), print_, where)
@@ -408,17 +422,24 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
     return report
 
 
+def _check_columns(src: sqlite3.Connection, pg: psycopg.Connection[Any], source: Path) -> None:
+    """Every column of every table of the source has one of the same name in the target, of a
+    type this migrator copies (else nothing would carry it: refused before anything moves)."""
+    for table, _ in TABLES:
+        types = _target_columns(pg, table)
+        lost = [c for c in _columns(src, table) if types.get(c) not in _TYPES]
+        if lost:
+            raise SourceStoreError(f"table {table} of {source} has column(s) {', '.join(lost)} "
+                                   "the PostgreSQL store lacks: nothing would carry them; "
+                                   "nothing was moved (a newer Cairn's store?)")
+
+
 def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresStore,
           table: str, key: tuple[str, ...], last: str | None, rows: int, total: int,
           chunk: int, report: MigrationReport, tell: Progress) -> None:
     """Copy ``table`` after its last key copied, a chunk per transaction with its progress."""
     cols = _columns(src, table)
     types = _target_columns(pg, table)
-    lost = [c for c in cols if c not in types]
-    if lost:
-        raise SourceStoreError(f"table {table} of {report.source} has column(s) "
-                               f"{', '.join(lost)} the PostgreSQL store lacks: nothing would "
-                               "carry them")
     wanted = [_TYPES[types[c]] for c in cols]
     at = [cols.index(k) for k in key]
     sql = f"SELECT {', '.join(cols)} FROM {table}"  # noqa: S608 (our names)

@@ -87,6 +87,19 @@ def test_the_config_names_both_ends(tmp_path: Path, pg_url: str) -> None:
     assert "devices: 3 of 3 rows copied" in err  # plain progress lines (not a terminal)
 
 
+def test_a_store_an_older_cairn_left_is_brought_up_to_date_and_moved(
+        tmp_path: Path, pg_url: str) -> None:
+    db = tmp_path / "gw.db"
+    build(db, blocks=10)
+    with sqlite3.connect(db) as c:  # as before the reach table was a migration
+        c.execute("DROP TABLE reach")
+        c.execute("DELETE FROM _sqlite_migrations WHERE name = 'm008_reach'")
+    p = plan(db, pg_url)
+    assert "older Cairn" in p.target_state and "reach" not in p.rows
+    report = migrate(db, pg_url)
+    assert report.ok and {c.table: c.target for c in report.counts}["reach"] == 0
+
+
 def test_nul_in_strings_is_stored_as_the_postgresql_store_stores_it(
         tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "gw.db"
@@ -108,7 +121,8 @@ def test_nul_in_strings_is_stored_as_the_postgresql_store_stores_it(
 
 # -- what it refuses -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("what", ["missing", "text", "sqlite", "unknown table", "newer"])
+@pytest.mark.parametrize("what", ["missing", "text", "sqlite", "unknown table", "unknown column",
+                                  "newer"])
 def test_a_source_that_is_not_a_cairn_store_is_a_usage_error(
         tmp_path: Path, pg_url: str, what: str) -> None:
     db = tmp_path / "gw.db"
@@ -117,23 +131,25 @@ def test_a_source_that_is_not_a_cairn_store_is_a_usage_error(
     elif what == "sqlite":
         with sqlite3.connect(db) as c:
             c.execute("CREATE TABLE t (x)")
-    elif what in ("unknown table", "newer"):
+    elif what in ("unknown table", "unknown column", "newer"):
         build(db, blocks=5)
         with sqlite3.connect(db) as c:
             if what == "unknown table":
                 c.execute("CREATE TABLE leases (device_id INTEGER, holder TEXT)")
+            elif what == "unknown column":
+                c.execute("ALTER TABLE streams ADD COLUMN lease TEXT")
             else:
                 c.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
                           "VALUES ('cairn-gateway', 'm999_future', 'x')")
     needle = {"missing": "no such file", "text": "is not a Cairn gateway store",
               "sqlite": "is not a Cairn gateway store", "unknown table": "(leases)",
-              "newer": "m999_future"}[what]
+              "unknown column": "table streams of", "newer": "m999_future"}[what]
     code, _, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
     _one_line(code, err, 2, needle)
-    with psycopg.connect(pg_url) as c:  # nothing written
-        assert c.execute("SELECT to_regclass('devices')").fetchone() == (None,)
+    with psycopg.connect(pg_url) as c:  # nothing copied
+        assert c.execute("SELECT to_regclass('cairn_migrate')").fetchone() == (None,)
     if what == "missing":
-        assert not db.exists()
+        assert not db.parent.joinpath("cairn.lock").exists() and not db.exists()
     record("storage", f"store migrate from a source that is {what}", 1,
            0 if code == 2 else 1, "accepted")
 
