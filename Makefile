@@ -200,6 +200,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/store_migrate.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 
