@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -81,12 +82,15 @@ _SMALL = ("devices", "pending", "reach", "streams", "missing_blocks", "rollup_sk
 _NOT_DATA = ("_sqlite_migrations",)
 CHUNK = 10_000  # rows per chunk (one transaction in the target)
 LOCK_WAIT = 15.0  # seconds to wait for another migration's lock (a killed one's session ends)
-#: PostgreSQL column types -> the Python types a value of the source must have, COPY's name
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "bigint": ((int,), "int8"), "smallint": ((int,), "int2"),
-    "double precision": ((float, int), "float8"), "text": ((str,), "text"),
-    "bytea": ((bytes,), "bytea"), "boolean": ((bool, int), "bool")}
-_INT_RANGE = {"int8": 2 ** 63, "int2": 2 ** 15}
+#: PostgreSQL column types -> COPY's name for it, the SQLite storage classes (``typeof``) a
+#: value of the source may have there, and the range an integer must be in (SQL, or "")
+_TYPES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "bigint": ("int8", ("integer",), ""),
+    "smallint": ("int2", ("integer",), "BETWEEN -32768 AND 32767"),
+    "double precision": ("float8", ("real", "integer"), ""),
+    "text": ("text", ("text",), ""),
+    "bytea": ("bytea", ("blob",), ""),
+}
 
 
 class SourceStoreError(UsageError, ValueError):
@@ -392,7 +396,7 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
         store = PostgresStore(target, pool_size=2)  # its schema, its partitions
         try:
             with _errors(where):
-                _check_columns(src, pg, source)
+                _check_source(src, pg, source)
                 _lock(pg, where)
                 state = _state(pg)
                 _check_target(state, _counts(pg), print_, where)
@@ -422,16 +426,40 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
     return report
 
 
-def _check_columns(src: sqlite3.Connection, pg: psycopg.Connection[Any], source: Path) -> None:
-    """Every column of every table of the source has one of the same name in the target, of a
-    type this migrator copies (else nothing would carry it: refused before anything moves)."""
-    for table, _ in TABLES:
+def _check_source(src: sqlite3.Connection, pg: psycopg.Connection[Any], source: Path) -> None:
+    """Before anything moves: every column of every table of the source has one of the same
+    name in the target, of a type this migrator copies (else nothing would carry it:
+    :class:`SourceStoreError`), and every value fits its column there (SQLite keeps any value
+    in any column: a damaged row is a :class:`StoreError` naming it)."""
+    for table, key in TABLES:
         types = _target_columns(pg, table)
-        lost = [c for c in _columns(src, table) if types.get(c) not in _TYPES]
+        cols = _columns(src, table)
+        lost = [c for c in cols if types.get(c) not in _TYPES]
         if lost:
             raise SourceStoreError(f"table {table} of {source} has column(s) {', '.join(lost)} "
                                    "the PostgreSQL store lacks: nothing would carry them; "
                                    "nothing was moved (a newer Cairn's store?)")
+        _check_values(src, table, key, {c: _TYPES[types[c]] for c in cols}, source)
+
+
+def _check_values(src: sqlite3.Connection, table: str, key: tuple[str, ...],
+                  wanted: dict[str, tuple[str, tuple[str, ...], str]], source: Path) -> None:
+    """One scan of ``table`` for a value its PostgreSQL column cannot take."""
+    bad = []
+    for c, (_, classes, span) in wanted.items():
+        allowed = ", ".join(f"'{x}'" for x in ("null", *classes))
+        bad.append(f"typeof({c}) NOT IN ({allowed})" + (f" OR {c} NOT {span}" if span else ""))
+    row = src.execute(f"SELECT {', '.join(key)}, {', '.join(wanted)} FROM {table} "  # noqa: S608
+                      f"WHERE {' OR '.join(f'({b})' for b in bad)} LIMIT 1").fetchone()
+    if row is None:
+        return
+    where = ", ".join(f"{k}={v!r}" for k, v in zip(key, row, strict=False))
+    for (c, (name, classes, _)), v in zip(wanted.items(), row[len(key):], strict=True):
+        kind = {int: "integer", float: "real", str: "text", bytes: "blob"}.get(type(v), "null")
+        if kind not in ("null", *classes) or (name == "int2" and not -32768 <= v <= 32767):
+            raise StoreError(f"{source}: table {table}, row {where}: column {c} holds {kind} "
+                             f"{v!r:.40}, not {name}: the source is damaged; nothing was moved "
+                             "(repair or remove that row)")
 
 
 def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresStore,
@@ -440,7 +468,8 @@ def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresS
     """Copy ``table`` after its last key copied, a chunk per transaction with its progress."""
     cols = _columns(src, table)
     types = _target_columns(pg, table)
-    wanted = [_TYPES[types[c]] for c in cols]
+    names = [_TYPES[types[c]][0] for c in cols]
+    texts = [i for i, n in enumerate(names) if n == "text"]
     at = [cols.index(k) for k in key]
     sql = f"SELECT {', '.join(cols)} FROM {table}"  # noqa: S608 (our names)
     args: list[Any] = []
@@ -452,12 +481,13 @@ def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresS
     t_at = cols.index("t") if table == "samples" else -1
     tell(table, rows, total)
     while batch := cur.fetchmany(chunk):
-        out = [_row(table, cols, wanted, at, r, report) for r in batch]
-        if t_at >= 0:
-            store._ensure_months(r[t_at] for r in out)
+        out = [_without_nul(r, texts, report) for r in batch] if texts else batch
+        if t_at >= 0:  # a time a day of the samples' (a day is in one month)
+            store._ensure_months({t - t % 86400.0 if math.isfinite(t) else t
+                                  for t in (r[t_at] for r in out)})
         with pg.transaction(), pg.cursor() as c:
             with c.copy(copy) as cp:
-                cp.set_types([name for _, name in wanted])
+                cp.set_types(names)
                 for r in out:
                     cp.write_row(r)
             c.execute("UPDATE cairn_migrate SET last_key = %s, rows = rows + %s WHERE tbl = %s",
@@ -469,33 +499,17 @@ def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresS
                (time.time(), table))
 
 
-def _row(table: str, cols: list[str], wanted: list[tuple[tuple[type, ...], str]],
-         at: list[int], row: Sequence[Any], report: MigrationReport) -> tuple[Any, ...]:
-    """A source row checked against its columns' types (a damaged source stops the migration,
-    naming the row); NUL in strings as U+FFFD."""
-    out: list[Any] = list(row)
-    for i in range(len(out)):
-        v: Any = out[i]
-        if v is None:
-            continue
-        types, name = wanted[i]
-        if not _fits(v, types, name):
-            key = ", ".join(f"{cols[j]}={out[j]!r}" for j in at)
-            raise StoreError(f"{report.source}: table {table}, row {key}: column {cols[i]} holds "
-                             f"{type(v).__name__} {v!r:.40}, not {name}: the source is damaged; "
-                             "the migration stopped there (nothing is left out silently)")
-        if name == "float8" and isinstance(v, int):
-            out[i] = float(v)
-        elif name == "text" and "\x00" in v:
-            out[i] = v.replace("\x00", NUL_AS)
+def _without_nul(row: tuple[Any, ...], texts: list[int], report: MigrationReport
+                 ) -> tuple[Any, ...]:
+    """The row with NUL in its strings as U+FFFD (PostgreSQL's text cannot hold NUL)."""
+    if not any(row[i] is not None and "\x00" in row[i] for i in texts):
+        return row
+    out = list(row)
+    for i in texts:
+        if out[i] is not None and "\x00" in out[i]:
+            out[i] = out[i].replace("\x00", NUL_AS)
             report.nul_replaced += 1
     return tuple(out)
-
-
-def _fits(v: Any, types: tuple[type, ...], name: str) -> bool:
-    if name in _INT_RANGE:
-        return isinstance(v, int) and -_INT_RANGE[name] <= v < _INT_RANGE[name]
-    return isinstance(v, types)
 
 
 def _sequences(pg: psycopg.Connection[Any]) -> None:

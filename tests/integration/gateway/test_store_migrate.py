@@ -257,7 +257,10 @@ def test_a_damaged_row_stops_the_migration_and_names_it(tmp_path: Path, pg_url: 
     with sqlite3.connect(db) as c:  # SQLite keeps text in an INTEGER column as text
         c.execute("UPDATE blocks SET fork = 'x' WHERE stream_id = 2 AND block = 3")
     code, _, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
-    _one_line(code, err, 1, "table blocks, row stream_id=2, block=3: column fork holds str")
+    _one_line(code, err, 1, "table blocks, row stream_id=2, block=3: column fork holds text "
+              "'x', not int8")
+    with psycopg.connect(pg_url) as c:  # refused before anything moved
+        assert c.execute("SELECT to_regclass('cairn_migrate')").fetchone() == (None,)
 
 
 def _one_line(code: int, err: str, want: int, *needles: str) -> str:
