@@ -24,10 +24,14 @@ What :func:`migrate` does, in order:
    anywhere (``kill -9``, a dropped connection, the server restarted) has committed whole chunks
    with their progress, nothing else: run again, it goes on after the last chunk, so nothing is
    copied twice and nothing is skipped. Samples' monthly partitions are made before each chunk
-   (:meth:`PostgresStore._ensure_months`). A string's NUL characters become U+FFFD, as the
-   PostgreSQL store stores them (its text cannot hold NUL; counted in the report). A value of
-   the wrong type for its column (a damaged source) stops the migration, naming the row:
-   nothing is dropped silently;
+   (:meth:`PostgresStore._ensure_months`). (Samples go in key order, stream by stream, not in
+   time order: SQLite has no index on time alone, so a time order would sort the whole table
+   again at every run; a chunk makes whatever months it holds.) Until the migration is
+   finished, :class:`PostgresStore` refuses to open the target for a gateway. A string's NUL
+   characters become U+FFFD, as the PostgreSQL store stores them (its text cannot hold NUL;
+   counted in the report). Before anything moves, one scan per table checks every value
+   against its column in the target (SQLite keeps any value in any column): a damaged row
+   stops the migration, named; nothing is dropped silently;
 4. **the identity sequences** of ``devices.id`` and ``streams.id`` are moved past the ids kept;
 5. **verification**: row counts of every table, and per stream a checksum of its samples (count,
    first and last time, sum of times, values: count, min, max, sum; blocks, positions and kinds
@@ -393,7 +397,7 @@ def migrate(source: Path, target: str, *, chunk: int = CHUNK,
     with contextlib.closing(open_source(source)) as src, \
             contextlib.closing(_connect(target, where)) as pg:  # (fails fast: no pool)
         print_ = fingerprint(src)
-        store = PostgresStore(target, pool_size=2)  # its schema, its partitions
+        store = PostgresStore(target, pool_size=2, migrating=True)  # its schema, partitions
         try:
             with _errors(where):
                 _check_source(src, pg, source)

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 
-from cairn_gateway.store import SQLiteStore, Store
+from cairn_gateway.store import SQLiteStore, Store, StoreError
 from tests.integration.entry import entry_point, run_entry
 from tests.integration.gateway.migrated import answers, build
 from tests.scorecard import record
@@ -89,6 +90,8 @@ def _finish_and_compare(tmp_path: Path, url: str, total: int, held: int) -> tupl
     query's answer compared."""
     with psycopg.connect(url) as c:  # only whole chunks were committed
         assert c.execute("SELECT count(*) FROM samples").fetchone() == (held,)
+    with pytest.raises(StoreError, match="is not finished: run `cairn gateway store migrate`"):
+        Store(url)  # no gateway writes into a half-migrated store
     ran = run_entry("cairn", "gateway", "store", "migrate", "--from",
                     str(tmp_path / "data" / "gw.db"), "--to", url, cwd=tmp_path, timeout=300)
     assert ran.code == 0, ran
