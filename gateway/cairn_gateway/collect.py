@@ -261,7 +261,7 @@ class Collector:
         """Store in a second process from now on (:mod:`cairn_gateway.ingest`): a long
         download is verified here while that process decodes and stores what is verified."""
         if self.worker is None or not self.worker.alive:
-            self.worker = IngestWorker(self.store.path)
+            self.worker = IngestWorker(self.store.target)
 
     def close(self) -> None:
         self.ingestor.flush()
@@ -789,8 +789,7 @@ class Collector:
     def watermarks(self) -> dict[bytes, int]:
         """For each stream collected: its log's discovery key -> blocks stored from the start."""
         out = {}
-        for sid, log_key in self.store.conn.execute("SELECT id, log_key FROM streams "
-                                                     "WHERE status = 'ok'"):
+        for sid, log_key in self.store.collected_log_keys():
             n = self.store.stored_prefix(sid)
             if n:
                 out[discovery_key(log_key)] = n

@@ -137,7 +137,8 @@ async def run_gateway(cfg: GatewayConfig, *,
         entry = collector.known.get(stream_id)
         return entry is not None and cfg.policy(entry[1]).mode == "on_demand"
 
-    health = GatewayHealth(cfg.data_dir, store.path, cfg.interval, cfg.ready_rounds)
+    health = GatewayHealth(cfg.data_dir, store.path, cfg.interval, cfg.ready_rounds,
+                           server=None if store.path is not None else store.writable)
     notifier = Notifier()
     listener = EdgeListener(
         collector, key, lambda: Roster(store.conn).enrolled_keys(), policy=cfg.policy,

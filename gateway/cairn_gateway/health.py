@@ -85,10 +85,12 @@ def _ago(seconds: float) -> str:
 class GatewayHealth:
     """What the gateway did lately, on ``clock`` (monotonic seconds)."""
 
-    def __init__(self, data_dir: Path, db: Path, interval: float, ready_rounds: int, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, data_dir: Path, db: Path | None, interval: float, ready_rounds: int, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 server: Callable[[], str | None] | None = None) -> None:
         self.data_dir = data_dir
-        self.db = db
+        self.db = db  # the SQLite file (None: the store is on a database server)
+        self.server = server  # a store on a server: why it takes no writes (None: it does)
         self.interval = interval
         self.ready_rounds = ready_rounds
         self.clock = clock
@@ -172,8 +174,12 @@ class GatewayHealth:
         except OSError as exc:
             # (no path: /readyz is open to probes without a token)
             return False, f"cannot write in the data directory: {exc.strerror or 'failed'}"
-        if self.db.exists() and not os.access(self.db, os.W_OK):
+        if self.db is not None and self.db.exists() and not os.access(self.db, os.W_OK):
             return False, "the database file (gw.db) is not writable"
+        if self.server is not None:
+            problem = self.server()
+            if problem is not None:
+                return False, f"the database server: {problem}"
         return True, "writable"
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -259,8 +259,7 @@ class StoreCollector(Collector):
 
     def _stopped(self, conn: Any, named: list[queries.StreamLabel]) -> GaugeMetricFamily:
         """Each stream: 1 when its collection stopped (a fork, unverifiable data)."""
-        stopped = {int(i) for (i,) in conn.execute("SELECT id FROM streams "
-                                                   "WHERE status != 'ok'")}
+        stopped = queries.stopped_ids(conn)
         fam = GaugeMetricFamily("cairn_gateway_stream_stopped", "1 when a stream's collection "
                                 "stopped (a fork, or data its signature did not cover)",
                                 labels=["device", "stream"])

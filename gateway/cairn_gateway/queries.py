@@ -2,7 +2,8 @@
 
 :mod:`cairn_gateway.store` writes (ingest, rollups, retention) and answers the collector;
 this module answers the questions a person or Grafana asks (which devices, which streams,
-each stream's latest value, its health). Each function takes the store's SQLite connection
+each stream's latest value, its health). Each function takes the store's connection (either
+engine: the SQL keeps to :data:`cairn_gateway.store.base.PORTABLE`)
 and returns frozen rows of the columns as stored: record keys as bytes, a device's name as
 enrolled (None before enrollment existed), times in epoch seconds. Shaping them (display
 names, hex keys, JSON) is the caller's: :mod:`cairn_gateway.api`, :mod:`cairn_gateway.cli`.
@@ -16,17 +17,16 @@ string (data as hex); each row says its kind (``number``, ``boolean``, ``string`
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from cairn_gateway.store import KINDS, typed_value
+from cairn_gateway.store import KINDS, Conn, bucket_sql, typed_value
 
 __all__ = ["DeviceRow", "LatestRow", "SampleRow", "StateBucket", "StreamHealth", "StreamLabel",
            "StreamRow", "device_ids", "device_names", "devices", "export_stream", "health",
            "latest", "rollup_reach", "sample_count", "sample_page", "samples", "states",
-           "stopped_streams", "stream_count", "stream_exists", "stream_id", "stream_labels",
-           "streams", "total_samples"]
+           "stopped_ids", "stopped_streams", "stream_count", "stream_exists", "stream_id",
+           "stream_labels", "streams", "total_samples"]
 
 @dataclass(frozen=True, slots=True)
 class DeviceRow:
@@ -112,42 +112,47 @@ class StreamLabel:
     refused: int
 
 
-def stream_exists(conn: sqlite3.Connection, stream_id: int) -> bool:
+def stream_exists(conn: Conn, stream_id: int) -> bool:
     return conn.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is not None
 
 
-def stream_count(conn: sqlite3.Connection) -> int:
+def stream_count(conn: Conn) -> int:
     return int(conn.execute("SELECT count(*) FROM streams").fetchone()[0])
 
 
-def total_samples(conn: sqlite3.Connection) -> int:
+def total_samples(conn: Conn) -> int:
     return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
 
 
-def stopped_streams(conn: sqlite3.Connection) -> int:
+def stopped_streams(conn: Conn) -> int:
     return int(conn.execute("SELECT count(*) FROM streams WHERE status != 'ok'").fetchone()[0])
 
 
-def sample_count(conn: sqlite3.Connection, stream_id: int, start: float, end: float) -> int:
+def stopped_ids(conn: Conn) -> set[int]:
+    """The ids of the streams whose collection stopped."""
+    return {int(i) for (i,) in conn.execute("SELECT id FROM streams WHERE status != 'ok'")}
+
+
+def sample_count(conn: Conn, stream_id: int, start: float, end: float) -> int:
     """Samples of a stream with ``start <= time < end``."""
     return int(conn.execute(
         "SELECT count(*) FROM samples WHERE stream_id = ? AND t >= ? AND t < ?",
         (stream_id, start, end)).fetchone()[0])
 
 
-def devices(conn: sqlite3.Connection) -> list[DeviceRow]:
+def devices(conn: Conn) -> list[DeviceRow]:
     """Every device the store knows, enrolled, removed or stored before enrollment, by id."""
     return [DeviceRow(*row) for row in conn.execute(
         "SELECT id, record_key, name, first_seen, last_seen, enrolled, removed "
         "FROM devices ORDER BY id")]
 
 
-def device_names(conn: sqlite3.Connection) -> dict[bytes, str | None]:
+def device_names(conn: Conn) -> dict[bytes, str | None]:
     """Each known device's name by record key."""
     return dict(conn.execute("SELECT record_key, name FROM devices"))
 
 
-def stream_id(conn: sqlite3.Connection, ref: str) -> int | None:
+def stream_id(conn: Conn, ref: str) -> int | None:
     """The stream ``ref`` names: a stream name (``board-1/temperature``; of a name stored twice,
     a re-keyed board's, the enrolled device's, then the newest), else digits naming a stream
     id; None if neither is stored."""
@@ -159,7 +164,7 @@ def stream_id(conn: sqlite3.Connection, ref: str) -> int | None:
     return None
 
 
-def device_ids(conn: sqlite3.Connection, ref: str) -> list[int]:
+def device_ids(conn: Conn, ref: str) -> list[int]:
     """The devices ``ref`` names: a name as shown (a re-keyed board's removed and enrolled keys
     share it: both), else a record key (64 hex digits), else digits naming a device id."""
     named = [int(i) for i, n, k in conn.execute("SELECT id, name, record_key FROM devices")
@@ -181,14 +186,14 @@ def device_ids(conn: sqlite3.Connection, ref: str) -> list[int]:
     return []
 
 
-def streams(conn: sqlite3.Connection, device_id: int | list[int] | None = None,
+def streams(conn: Conn, device_id: int | list[int] | None = None,
             kinds: frozenset[str] | None = None) -> list[StreamRow]:
     """Every stream (or one device's, or these devices'; or those of these kinds of value),
     by id."""
     sql = ("SELECT s.id, s.device_id, d.name, d.record_key, "
            "(s.status = 'ok' AND d.enrolled IS NOT NULL AND d.removed IS NULL), "
            "d.removed IS NOT NULL, s.name, s.unit, s.stored_blocks, s.status, s.kind, "
-           "s.other_kind FROM streams s JOIN devices d ON d.id = s.device_id WHERE 1")
+           "s.other_kind FROM streams s JOIN devices d ON d.id = s.device_id WHERE TRUE")
     args: list[Any] = []
     if device_id is not None:
         ids = [device_id] if isinstance(device_id, int) else device_id
@@ -202,7 +207,7 @@ def streams(conn: sqlite3.Connection, device_id: int | list[int] | None = None,
             in conn.execute(sql + " ORDER BY s.id", args)]
 
 
-def latest(conn: sqlite3.Connection) -> list[LatestRow]:
+def latest(conn: Conn) -> list[LatestRow]:
     """Each stream's latest stored sample (streams with none are left out), by stream id. Of
     two samples at the latest time, the one stored last in the log (block, then position)."""
     rows = conn.execute(
@@ -218,7 +223,7 @@ def latest(conn: sqlite3.Connection) -> list[LatestRow]:
             for i, dn, k, n, u, t, v, x, kd, ok, rm, sk in rows]
 
 
-def samples(conn: sqlite3.Connection, stream_id: int, start: float, end: float
+def samples(conn: Conn, stream_id: int, start: float, end: float
             ) -> list[SampleRow]:
     """A stream's samples with ``start <= time < end``, by time (then block and position),
     each value in its kind."""
@@ -228,7 +233,7 @@ def samples(conn: sqlite3.Connection, stream_id: int, start: float, end: float
                 "AND t >= ? AND t < ? ORDER BY t, block, k", (stream_id, start, end))]
 
 
-def sample_page(conn: sqlite3.Connection, stream_id: int, start: float, end: float, limit: int,
+def sample_page(conn: Conn, stream_id: int, start: float, end: float, limit: int,
                 *, after: tuple[float, int, int] | None = None, newest_first: bool = False
                 ) -> list[SampleRow]:
     """At most ``limit`` of a stream's samples with ``start <= time < end`` in its order (time,
@@ -246,7 +251,7 @@ def sample_page(conn: sqlite3.Connection, stream_id: int, start: float, end: flo
                                                      [*args, limit])]
 
 
-def rollup_reach(conn: sqlite3.Connection, stream_id: int) -> tuple[int | None, int | None]:
+def rollup_reach(conn: Conn, stream_id: int) -> tuple[int | None, int | None]:
     """The first bucket of a stream's minute rollups and of its hour rollups (None: none).
     Retention deletes minute rollups with the samples and keeps the hour ones."""
     minute = conn.execute("SELECT min(bucket) FROM rollup_minute WHERE stream_id = ?",
@@ -256,20 +261,21 @@ def rollup_reach(conn: sqlite3.Connection, stream_id: int) -> tuple[int | None, 
     return minute, hour
 
 
-def states(conn: sqlite3.Connection, stream_id: int, start: float, end: float, step: int
+def states(conn: Conn, stream_id: int, start: float, end: float, step: int
            ) -> list[StateBucket]:
     """Buckets of ``step`` seconds of a stream in [start, end) read from its samples (string
     and data streams have no rollups): how many samples, and the last one's value (its
     kind's, as :func:`samples` gives it)."""
+    bucket = bucket_sql(conn, "t")
     return [StateBucket(int(b), int(n), typed_value(v, x, kd)) for b, n, v, x, kd in conn.execute(
-        "SELECT b, n, value, text, kind FROM (SELECT CAST(t / ? AS INTEGER) * ? AS b, value, "
+        f"SELECT b, n, value, text, kind FROM (SELECT {bucket} AS b, value, "  # noqa: S608
         "text, kind, count(*) OVER w AS n, row_number() OVER (w ORDER BY t DESC, block DESC, "
         "k DESC) AS r FROM samples WHERE stream_id = ? AND t >= ? AND t < ? "
-        "WINDOW w AS (PARTITION BY CAST(t / ? AS INTEGER))) WHERE r = 1 ORDER BY b",
-        (step, step, stream_id, start, end, step))]
+        f"WINDOW w AS (PARTITION BY {bucket})) AS x WHERE r = 1 ORDER BY b",
+        (step, step, stream_id, start, end, step, step))]
 
 
-def health(conn: sqlite3.Connection, *, order_by_name: bool = False) -> list[StreamHealth]:
+def health(conn: Conn, *, order_by_name: bool = False) -> list[StreamHealth]:
     """Each stream's status, blocks stored, refused samples and problem, by id (or name)."""
     sql = (_HEALTH_BY_NAME if order_by_name else _HEALTH_BY_ID)
     return [StreamHealth(*row) for row in conn.execute(sql)]
@@ -280,14 +286,14 @@ _HEALTH_BY_ID = _HEALTH + " ORDER BY id"
 _HEALTH_BY_NAME = _HEALTH + " ORDER BY name"
 
 
-def stream_labels(conn: sqlite3.Connection) -> list[StreamLabel]:
+def stream_labels(conn: Conn) -> list[StreamLabel]:
     """Each stream with its device's name and record key, by stream id."""
     return [StreamLabel(*row) for row in conn.execute(
         "SELECT s.id, d.name, d.record_key, s.name, s.refused FROM streams s "
         "JOIN devices d ON d.id = s.device_id ORDER BY s.id")]
 
 
-def export_stream(conn: sqlite3.Connection, name: str) -> tuple[int, str | None] | None:
+def export_stream(conn: Conn, name: str) -> tuple[int, str | None] | None:
     """The stream named ``name`` to export (its id and unit), None if there is none. A
     re-keyed board's stream name may be stored twice (the removed key's, the new key's): the
     enrolled device's first, then the newest."""

@@ -20,7 +20,6 @@ vacuumed (incrementally when the file allows it), so the files shrink on disk to
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from cairn.errors import DecodeError
 from cairn.frames import frame_at
 from cairn.log import Log
 from cairn.storage import SharedDB
+from cairn_gateway.store.sqlite import used_bytes, vacuum
 
 if TYPE_CHECKING:
     from cairn_gateway.collect import Collector
@@ -122,39 +122,8 @@ def _replicas(collector: Collector) -> list[Log]:
     """The replicas of the streams being collected (status ok) that exist in replicas.db
     (none is made here for a stream never downloaded)."""
     held = set(collector.replicas.names())
-    rows = collector.store.conn.execute("SELECT log_key FROM streams WHERE status = 'ok'")
-    return [collector.replica(bytes(k)) for (k,) in rows.fetchall() if bytes(k).hex() in held]
-
-
-def used_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of a database in use: its pages less the free ones."""
-    pages, free, size = conn.execute(
-        "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
-    ).fetchone()
-    return int((pages - free) * size)
-
-
-def vacuum(conn: sqlite3.Connection) -> bool:
-    """Give a file's free pages back to the file system (not inside a transaction); True if
-    it did. A file in ``auto_vacuum = INCREMENTAL`` mode returns them all, at little cost; any
-    other file, once its free pages are over a quarter of it, is switched to that mode by one
-    ``VACUUM`` (which rewrites it)."""
-    pages, free, mode = conn.execute(
-        "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_auto_vacuum()"
-    ).fetchone()
-    if conn.in_transaction or not free or (mode != 2 and free * 4 < pages):
-        return False
-    try:
-        if mode == 2:  # incremental
-            conn.execute("PRAGMA incremental_vacuum").fetchall()
-        else:
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    except sqlite3.OperationalError as exc:  # busy, or a statement still open: next pass
-        log.debug("vacuum put off: %s", exc)
-        return False
-    return True
+    return [collector.replica(k) for _, k in collector.store.collected_log_keys()
+            if k.hex() in held]
 
 
 @dataclass
@@ -171,8 +140,8 @@ def _prune(collector: Collector, store: Store, before: float) -> Pruned:
 
 def _oldest(collector: Collector, store: Store) -> float | None:
     """The oldest time either file still holds data of (samples, or a replica's floor)."""
-    row = store.conn.execute("SELECT min(t) FROM samples").fetchone()
-    times = [float(row[0])] if row and row[0] is not None else []
+    first = store.oldest_sample()
+    times = [first] if first is not None else []
     for lg in _replicas(collector):
         i = collector.floors.below(lg.key)
         while i < lg.length - 1 and not lg.has(i):
@@ -187,11 +156,11 @@ def _oldest(collector: Collector, store: Store) -> float | None:
 
 def disk_usage(collector: Collector, store: Store) -> dict[str, int]:
     """Bytes in use of each file the gateway keeps (free pages not counted)."""
-    return {"store": used_bytes(store.conn), "replicas": used_bytes(collector.replicas.raw)}
+    return {"store": store.used_bytes(), "replicas": used_bytes(collector.replicas.raw)}
 
 
 def _disk(collector: Collector, store: Store) -> int:
-    return used_bytes(store.conn) + used_bytes(collector.replicas.raw)
+    return store.used_bytes() + used_bytes(collector.replicas.raw)
 
 
 def apply_retention(cfg: GatewayConfig, collector: Collector, store: Store,
@@ -210,8 +179,8 @@ def apply_retention(cfg: GatewayConfig, collector: Collector, store: Store,
                      cfg.retention_days)
     if cfg.max_bytes:
         _budget(cfg.max_bytes, collector, store, metrics, now)
-    for conn in (store.conn, collector.replicas.raw):
-        vacuum(conn)
+    store.vacuum()
+    vacuum(collector.replicas.raw)
 
 
 def _budget(budget: int, collector: Collector, store: Store, metrics: GatewayMetrics,

@@ -14,14 +14,14 @@ device whose record claims one of them is refused (:func:`stream_owners`, checke
 collector before anything is stored).
 
 The rows live in the gateway store (``devices`` and ``pending``, migration
-``m003_fleet_roster``); :class:`Roster` is a small class over the store's connection.
+``m003_fleet_roster``); :class:`Roster` is a small class over the store's connection
+(either engine).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from cairn.errors import UsageError
 from cairn.fleet.enrollment import check_device_name
 from cairn.fleet.record import DeviceRecord
+from cairn_gateway.store import Conn
 
 __all__ = ["MAX_PENDING", "Member", "Roster", "RosterError", "discover", "display_name",
            "note_reach", "reach", "stream_owners"]
@@ -88,7 +89,7 @@ def _member(row: tuple[Any, ...]) -> Member:
 class Roster:
     """Enrolment, removal and the pending list, over the gateway store's connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     # -- the operator's verbs ---------------------------------------------------------------
@@ -111,21 +112,15 @@ class Roster:
             raise RosterError(f"the name {name!r} is bound to device {holder.record_key.hex()}:"
                               f" choose another name, or remove {name!r} first")
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
-            c.execute("INSERT INTO devices (record_key, name, first_seen, last_seen, enrolled) "
-                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_key) DO UPDATE SET "
-                      "name = excluded.name, enrolled = excluded.enrolled, removed = NULL",
-                      (record_key, name, now, now, now))
-            c.execute("DELETE FROM pending WHERE record_key = ?", (record_key,))
-            c.execute("COMMIT")
-        except sqlite3.IntegrityError:  # another process bound the name in between
-            c.execute("ROLLBACK")
+            with c.transaction():
+                c.execute("INSERT INTO devices (record_key, name, first_seen, last_seen, "
+                          "enrolled) VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_key) DO UPDATE "
+                          "SET name = excluded.name, enrolled = excluded.enrolled, removed = NULL",
+                          (record_key, name, now, now, now))
+                c.execute("DELETE FROM pending WHERE record_key = ?", (record_key,))
+        except c.IntegrityError:  # another process bound the name in between
             raise RosterError(f"the name {name!r} is bound to another device") from None
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
         got = self.get(record_key)
         assert got is not None
         return got
@@ -234,7 +229,7 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "\ufffd" for c in text[:limit])
 
 
-def stream_owners(conn: sqlite3.Connection, device_id: int,
+def stream_owners(conn: Conn, device_id: int,
                   names: Iterable[str]) -> dict[str, str]:
     """Of these stream names, the ones another enrolled device already owns: name -> that
     device's name. (A record that claims them is refused.)"""
@@ -253,26 +248,18 @@ def stream_owners(conn: sqlite3.Connection, device_id: int,
     return out
 
 
-_REACH = ("CREATE TABLE IF NOT EXISTS reach (record_key BLOB PRIMARY KEY, state TEXT NOT NULL, "
-          "at REAL NOT NULL)")
-
-
-def note_reach(conn: sqlite3.Connection, record_key: bytes, state: str, now: float) -> None:
+def note_reach(conn: Conn, record_key: bytes, state: str, now: float) -> None:
     """Why a device is or is not collected (issue 19): ``connected since T``, ``unreachable
     since T: error``, ``no address and not connected``... kept for ``devices list`` (a table
-    the daemon writes and the CLI reads; made on first use)."""
-    conn.execute(_REACH)
+    the daemon writes and the CLI reads)."""
     conn.execute("INSERT INTO reach (record_key, state, at) VALUES (?, ?, ?) ON CONFLICT "
                  "(record_key) DO UPDATE SET state = excluded.state, at = excluded.at",
                  (record_key, _printable(state, 300), now))
 
 
-def reach(conn: sqlite3.Connection) -> dict[bytes, str]:
+def reach(conn: Conn) -> dict[bytes, str]:
     """Each device's reach as last noted by the daemon (nothing noted yet: empty)."""
-    try:
-        return {bytes(k): s for k, s in conn.execute("SELECT record_key, state FROM reach")}
-    except sqlite3.OperationalError:  # no such table: no daemon has written one yet
-        return {}
+    return {bytes(k): str(s) for k, s in conn.execute("SELECT record_key, state FROM reach")}
 
 
 class _Finder(Protocol):

@@ -44,7 +44,7 @@ from cairn_edge.streams import (
     StreamsError,
     StreamStore,
 )
-from cairn_gateway.store import Store, StoreError
+from cairn_gateway.store import SQLiteStore, Store, StoreError
 from tests.conftest import in_ci
 from tests.reliability.crashfs import Crash, CrashDisk
 from tests.scorecard import record, scale
@@ -589,6 +589,7 @@ def gateway_crashes(seed: int, power: bool, runs: int, kind: str, at: int) -> No
         disk.synced(d / "gateway.db-wal", 4096)
         store = Store(path)
         if kind == "sqlite":
+            assert isinstance(store, SQLiteStore)
             disk.watch_sqlite(store.conn, at, every=200)
         frames: dict[tuple[int, int], Frame] = {}
         nxt = dict.fromkeys(sids, 0)

@@ -41,13 +41,13 @@ def frames(count: int) -> list[bytes]:
 
 
 def everything(store: Store) -> list[tuple[object, ...]]:
-    return store.conn.execute(
-        "SELECT t, value, text, block, fork, k FROM samples ORDER BY block, k").fetchall()
+    return list(store.conn.execute(
+        "SELECT t, value, text, block, fork, k FROM samples ORDER BY block, k").fetchall())
 
 
 def rollups(store: Store) -> list[tuple[object, ...]]:
-    return store.conn.execute(
-        "SELECT bucket, n, total, lo, hi FROM rollup_minute ORDER BY bucket").fetchall()
+    return list(store.conn.execute(
+        "SELECT bucket, n, total, lo, hi FROM rollup_minute ORDER BY bucket").fetchall())
 
 
 @pytest.fixture

@@ -64,7 +64,8 @@ def test_the_walk_finds_the_apps_errors() -> None:
     # a walk that imported nothing would pass the test below vacuously
     for expected in (
         "cairn.settings.ConfigError",
-        "cairn_gateway.store.StoreError",
+        "cairn_gateway.store.common.StoreError",
+        "cairn_gateway.store.postgres.StoreConflict",
         "cairn_edge.adapters.common.Rejected",
         "cairn_sim.scenario.ScenarioError",
     ):

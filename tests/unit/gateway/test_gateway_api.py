@@ -3,8 +3,7 @@ data source reads, bad parameters, the OpenAPI spec, /metrics for Prometheus."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -19,8 +18,8 @@ T0 = 1_764_000_000.0
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = Store(tmp_path / "gw.db")
+async def client(store_target: Callable[[str], str]) -> AsyncIterator[httpx.AsyncClient]:
+    store = Store(store_target("gw"))
     Roster(store.conn).enroll(b"d" * 32, "board-1", T0)
     dev = store.device(b"d" * 32, None, T0)
     sid = store.stream(dev, "board-1/temperature", b"k" * 32, "Cel")
@@ -63,8 +62,9 @@ async def test_pending_devices_are_listed_apart_and_nothing_serves_a_log_key(
         assert "log_key" not in text, path
 
 
-async def test_a_removed_devices_data_is_kept_and_flagged(tmp_path: Path) -> None:
-    store = Store(tmp_path / "gw.db")
+async def test_a_removed_devices_data_is_kept_and_flagged(
+        store_target: Callable[[str], str]) -> None:
+    store = Store(store_target("gw"))
     roster = Roster(store.conn)
     roster.enroll(b"d" * 32, "board-1", T0)
     sid = store.stream(store.device(b"d" * 32, None, T0), "board-1/t", b"k" * 32, "Cel")

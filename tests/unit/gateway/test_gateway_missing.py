@@ -4,6 +4,7 @@ first seen kept, one line for people; /api/integrity and /metrics show it (httpx
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,8 +14,9 @@ from cairn_gateway.api import make_app
 from cairn_gateway.store import Store, describe_missing
 
 
-def test_holes_are_replaced_by_each_answer_and_keep_when_first_seen(tmp_path: Path) -> None:
-    store = Store(tmp_path / "gw.db")
+def test_holes_are_replaced_by_each_answer_and_keep_when_first_seen(
+        store_target: Callable[[str], str]) -> None:
+    store = Store(store_target("gw"))
     try:
         dev = store.device(b"d" * 32, "board-1", 1.0)
         a = store.stream(dev, "board-1/t", b"a" * 32)
@@ -29,7 +31,7 @@ def test_holes_are_replaced_by_each_answer_and_keep_when_first_seen(tmp_path: Pa
         assert store.set_missing(a, [], now=30.0) == [] and store.missing() == {}
     finally:
         store.close()
-    again = Store(tmp_path / "gw.db")  # the migration ran once; reopening keeps the table
+    again = Store(store_target("gw"))  # the migration ran once; reopening keeps the table
     again.close()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,8 @@ KEY = bytes(range(32))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "gw.db")
+def store(store_target: Callable[[str], str]) -> Iterator[Store]:
+    s = Store(store_target("gw"))
     yield s
     s.close()
 
@@ -31,14 +31,15 @@ def stream(store: Store, name: str = "board-1/temperature", key: bytes = KEY) ->
     return store.stream(dev, name, key, "Cel")
 
 
-def test_blocks_are_stored_exactly_once(store: Store, tmp_path: Path) -> None:
+def test_blocks_are_stored_exactly_once(store: Store,
+                                        store_target: Callable[[str], str]) -> None:
     sid = stream(store)
     blocks = [(i, 0, f) for i, f in enumerate(frames("board-1/temperature",
                                                       [T0 + k for k in range(120)]))]
     assert store.ingest(sid, blocks[:70]) == 70
     assert store.ingest(sid, blocks[50:]) == 50  # a re-download overlapping what is stored
     assert store.ingest(sid, blocks) == 0  # everything again
-    other = Store(tmp_path / "gw.db")  # a second gateway process on the same store
+    other = Store(store_target("gw"))  # a second gateway process on the same store
     try:
         assert other.ingest(sid, blocks[:10]) == 0
     finally:
@@ -73,7 +74,7 @@ def test_an_old_store_is_migrated_and_keeps_its_samples(tmp_path: Path) -> None:
     import sqlite_utils
     from sqlite_migrate import Migrations
 
-    from cairn_gateway.store import m001_initial
+    from cairn_gateway.store.sqlite import m001_initial
 
     db = sqlite_utils.Database(sqlite3.connect(tmp_path / "old.db"))
     first = Migrations("cairn-gateway")  # the migrations a gateway before this change had

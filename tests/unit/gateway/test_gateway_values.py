@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,10 +21,10 @@ from sqlite_migrate import Migrations
 
 from cairn.frames import Frame, Sample
 from cairn_gateway import queries
-from cairn_gateway import store as store_module
 from cairn_gateway.api import make_app
 from cairn_gateway.roster import Roster
-from cairn_gateway.store import Store
+from cairn_gateway.store import KINDS, ROLLED_UP, Store, kind_code
+from cairn_gateway.store import sqlite as store_module
 from tests.scorecard import record
 
 T0 = 1_764_000_000.0  # on a whole hour
@@ -36,8 +36,8 @@ def one(name: str, t: float, value: object, unit: str | None = None) -> Frame:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "gw.db")
+def store(store_target: Callable[[str], str]) -> Iterator[Store]:
+    s = Store(store_target("gw"))
     yield s
     s.close()
 
@@ -226,13 +226,13 @@ def test_every_sample_is_kept_in_its_kind_and_only_the_streams_kind_rolls_up(
             given_ = [v.hex() if isinstance(v, bytes) else v + 0.0 if isinstance(v, float) else v
                       for b in blocks for _, v in b]
             assert sorted(map(repr, (x.value for x in rows))) == sorted(map(repr, given_))
-            kinds = [store_module.KINDS[store_module.kind_code(v)] for b in blocks for _, v in b]
+            kinds = [KINDS[kind_code(v)] for b in blocks for _, v in b]
             first = min(((t, i, k) for i, b in enumerate(blocks) for k, (t, _) in enumerate(b)))
-            kind = store_module.KINDS[store_module.kind_code(blocks[first[1]][first[2]][1])]
+            kind = KINDS[kind_code(blocks[first[1]][first[2]][1])]
             assert s.kind(sid) == kind
             assert s.other_kind(sid) == sum(k != kind for k in kinds)
             ups = s.rollup(sid, T0, T0 + 180, 60)
-            want_n = sum(k == kind for k in kinds) if kind in store_module.ROLLED_UP else 0
+            want_n = sum(k == kind for k in kinds) if kind in ROLLED_UP else 0
             assert sum(r.n for r in ups) == want_n
         finally:
             s.close()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -21,8 +20,8 @@ T0 = 1_764_000_000.0
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    a, b = Store(tmp_path / "one.db"), Store(tmp_path / "many.db")
+def stores(store_target: Callable[[str], str]) -> Iterator[tuple[Store, Store]]:
+    a, b = Store(store_target("one")), Store(store_target("many"))
     yield a, b
     a.close()
     b.close()
@@ -121,11 +120,11 @@ class Replica:
 
 
 def test_a_store_failure_under_live_batches_loses_nothing_and_stores_nothing_twice(
-        tmp_path: Path) -> None:
+        store_target: Callable[[str], str]) -> None:
     """Three devices' streams stored through one Ingestor; every other batch the store
     fails (a locked or full disk): those blocks are taken again on the next pass, so each
     block is stored exactly once and the batches are shared by the devices."""
-    store = Store(tmp_path / "gw.db")
+    store = Store(store_target("gw"))
     try:
         fails = {"left": 3}
         real = store.ingest_many

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +17,16 @@ import sqlite_utils
 from sqlite_migrate import Migrations
 
 from cairn.frames import Frame, Sample
-from cairn_gateway.store import (
-    ROLLUP_BOUND,
-    Store,
-    m001_initial,
-    m002_samples_at_the_same_time,
-)
+from cairn_gateway.store import ROLLUP_BOUND, Store
+from cairn_gateway.store.sqlite import m001_initial, m002_samples_at_the_same_time
 
 T0 = 1_764_000_000.0  # on a whole hour
 KEY = bytes(range(32))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "gw.db")
+def store(store_target: Callable[[str], str]) -> Iterator[Store]:
+    s = Store(store_target("gw"))
     yield s
     s.close()
 

@@ -4,8 +4,7 @@ made before the roster."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,8 @@ A, B, C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "gw.db")
+def store(store_target: Callable[[str], str]) -> Iterator[Store]:
+    s = Store(store_target("gw"))
     yield s
     s.close()
 
@@ -67,7 +66,7 @@ def test_a_name_is_bound_to_one_key_and_a_key_to_one_name(store: Store) -> None:
         r.enroll(b"short", "x", 2.0)
     assert r.enrolled_keys() == {A}  # nothing of the refused ones stored
     # the unique index holds even if the checks were bypassed
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.conn.IntegrityError):
         store.conn.execute("INSERT INTO devices (record_key, name, first_seen, last_seen, "
                            "enrolled) VALUES (?, 'board-1', 0, 0, 0)", (B,))
 

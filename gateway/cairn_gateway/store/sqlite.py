@@ -1,49 +1,33 @@
-"""The gateway's sample store: SQLite (WAL), schema by sqlite-utils migrations, raw executemany
-on the hot path.
-
-- ``devices``: one row per device (its DHT record key; its name, and when it was enrolled and
-  removed: the fleet roster, :mod:`cairn_gateway.roster`), ``pending``: devices seen on the
-  fleet topic but not enrolled, ``streams``: one per stream log (its key,
-  name, unit, how far it is stored, whether a fork stopped it);
-- ``samples``: keyed by (stream, time, block, position in the block), with provenance (block
-  index and fork of the log block it came from; the log key is the stream's). Exactly once: a
-  block already ingested is skipped, whoever imports it, and a sample (its block and position)
-  is never stored twice; two samples at the same time (Tasmota stamps whole seconds) are both
-  kept;
-- ``rollup_minute`` / ``rollup_hour``: count, sum, min, max per bucket, kept up to date at
-  ingest from the samples actually inserted (set-based, in the same transaction); values beyond
-  ``ROLLUP_BOUND`` are stored but not rolled up (counted in ``rollup_skipped``), so rollups
-  stay finite whatever values arrive;
-- retention by age (:meth:`Store.prune`);
-- kinds of value (m007): each sample keeps its kind (``kind``: 0 number, 1 boolean, 2 string,
-  3 data; :data:`KINDS`): a number or a boolean in ``value`` (a boolean as 1.0 or 0.0), a string
-  in ``text``, data (SenML ``vd``) as hex in ``text``. A stream's kind (``streams.kind``) is the
-  kind of the first sample stored; samples of another kind (an edge that switched, a hostile
-  writer) are stored all the same, never rolled up, and counted in ``streams.other_kind``.
-  Rollups are kept for number streams (count, sum, min, max) and boolean streams (count, number
-  of true in ``total``, so the mean is the share of true); string and data streams have none:
-  their buckets (count, last value) are read from the samples (:func:`cairn_gateway.queries.
-  states`), so they reach back as far as the samples' retention.
-"""
-
+"""The SQLite engine of the store (the embedded default): one file, WAL, schema by
+sqlite-utils migrations, raw ``executemany`` on the hot path. The tables are the package's
+(:mod:`cairn_gateway.store`)."""
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import sqlite_utils
 from sqlite_migrate import Migrations
 
-from cairn.errors import StorageError
 from cairn.frames import Frame
+from cairn_gateway.store.base import Store
+from cairn_gateway.store.common import (
+    KINDS,
+    ROLLED_UP,
+    ROLLUP_BOUND,
+    IngestItem,
+    SampleRow,
+    StoreError,
+    rows_of,
+)
 
-__all__ = ["KINDS", "MIGRATIONS", "MISSING_REASONS", "ROLLED_UP", "ROLLUP_BOUND", "IngestItem",
-           "RollupRow", "Series", "Store", "StoreError", "describe_missing", "kind_code",
-           "typed_value"]
+__all__ = ["MIGRATIONS", "SQLiteConn", "SQLiteStore", "used_bytes", "vacuum"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Migrations("cairn-gateway")
 
@@ -139,23 +123,6 @@ def m005_missing_blocks(db: sqlite_utils.Database) -> None:
     """)
 
 
-#: what each reason of a hole means, for people (API, CLI, logs)
-MISSING_REASONS = {
-    "damaged": "the edge says its copy is damaged (its data no longer matches its hash)",
-    "not served": "the edge had no data for it and gave no reason (its disk quota cleared it "
-                  "before this gateway stored it, or an edge that does not report damage)",
-}
-
-
-def describe_missing(ranges: Iterable[tuple[int, int, str]]) -> str:
-    """``blocks 5, 77..79 (damaged); blocks 100..109 (not served)``: a stream's holes in one
-    line."""
-    by: dict[str, list[str]] = {}
-    for a, b, r in ranges:
-        by.setdefault(r, []).append(str(a) if b == a + 1 else f"{a}..{b - 1}")
-    return "; ".join(f"blocks {', '.join(spans)} ({r})" for r, spans in sorted(by.items()))
-
-
 @MIGRATIONS()
 def m006_finite_rollups(db: sqlite_utils.Database) -> None:
     """Rollups stay finite: values beyond ``ROLLUP_BOUND`` are counted per stream in
@@ -188,31 +155,6 @@ def m006_finite_rollups(db: sqlite_utils.Database) -> None:
         """)  # noqa: S608 (our constants only)
 
 
-#: kinds of value by their code in ``samples.kind`` (SenML ``v``, ``vb``, ``vs``, ``vd``)
-KINDS = ("number", "boolean", "string", "data")
-NUMBER, BOOLEAN, STRING, DATA = range(4)
-#: the kinds a stream's rollups are kept for
-ROLLED_UP = frozenset({"number", "boolean"})
-
-
-def kind_code(value: object) -> int:
-    """The code of a sample value's kind (:data:`KINDS`)."""
-    if isinstance(value, bool):
-        return BOOLEAN
-    if isinstance(value, str):
-        return STRING
-    if isinstance(value, bytes | bytearray | memoryview):
-        return DATA
-    return NUMBER
-
-
-def typed_value(value: float | None, text: str | None, kind: int) -> float | str | bool | None:
-    """A stored sample's value in its kind: a float, a bool, a string (data: its hex)."""
-    if kind == BOOLEAN and value is not None:
-        return bool(value)
-    return value if value is not None else text
-
-
 @MIGRATIONS()
 def m007_value_kinds(db: sqlite_utils.Database) -> None:
     """Kinds of value: ``samples.kind`` (0 number, 1 boolean, 2 string, 3 data); ``streams.kind``
@@ -235,32 +177,14 @@ def m007_value_kinds(db: sqlite_utils.Database) -> None:
     """)
 
 
-class StoreError(StorageError, RuntimeError):
-    """The store cannot be opened or written: says which file and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class RollupRow:
-    bucket: int  # epoch seconds of the bucket's start
-    n: int
-    mean: float
-    lo: float
-    hi: float
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """Rollup buckets as columns (what a chart reads; no object per bucket)."""
-
-    bucket: list[int]
-    n: list[int]
-    mean: list[float]
-    lo: list[float]
-    hi: list[float]
-
-    def rows(self) -> list[RollupRow]:
-        return [RollupRow(*r) for r in zip(self.bucket, self.n, self.mean, self.lo, self.hi,
-                                            strict=True)]
+@MIGRATIONS()
+def m008_reach(db: sqlite_utils.Database) -> None:
+    """``reach``: why each device is or is not collected, as the daemon last noted it
+    (:func:`cairn_gateway.roster.note_reach`); made on first use before, by the daemon."""
+    db.executescript("""
+        CREATE TABLE IF NOT EXISTS reach (
+            record_key BLOB PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
+    """)
 
 
 _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
@@ -276,49 +200,6 @@ _BATCH_STREAMS = """CREATE TEMP TABLE IF NOT EXISTS batch_streams (
     stream_id INTEGER PRIMARY KEY)"""
 
 
-
-_SampleRow = tuple[int, float, float | None, str | None, int, int, int, int]
-
-
-def _rows_of(stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
-             window: tuple[float, float] | None, rows: list[_SampleRow],
-             block_rows: list[tuple[int, int, int, int]], refused: list[int]) -> None:
-    """The sample and block rows of one stream's blocks (appended to ``rows`` and
-    ``block_rows``); the block index of each sample timed outside ``window`` goes to
-    ``refused`` instead of ``rows``."""
-    lo, hi = window if window is not None else (-math.inf, math.inf)
-    for index, fork, frame in blocks:
-        block_rows.append((stream_id, index, fork, len(frame.samples)))
-        for k, smp in enumerate(frame.samples):
-            if not lo <= smp.time <= hi:
-                refused.append(index)
-                continue
-            v = smp.value
-            code = kind_code(v)
-            if isinstance(v, bool | float | int):
-                rows.append((stream_id, smp.time, float(v), None, index, fork, k, code))
-            elif isinstance(v, str):
-                rows.append((stream_id, smp.time, None, v, index, fork, k, code))
-            else:
-                rows.append((stream_id, smp.time, None, v.hex(), index, fork, k, code))
-
-
-@dataclass(frozen=True, slots=True)
-class IngestItem:
-    """One stream's verified blocks (index, fork, frame) for :meth:`Store.ingest_many`; samples
-    timed outside ``window`` (lo, hi) are refused and counted; ``unit``: the stream's unit,
-    recorded if none is yet."""
-
-    stream_id: int
-    blocks: Sequence[tuple[int, int, Frame]]
-    window: tuple[float, float] | None = None
-    unit: str | None = None
-
-
-#: Values of larger magnitude (and infinities) are stored but not rolled up: a sum of up to
-#: 10**18 values within the bound stays finite (1e290 * 1e18 < 1.7e308), whatever range a
-#: query spans, so no rollup and no mean becomes inf or NaN. No sensor reads near 1e290.
-ROLLUP_BOUND = 1e290
 
 # Samples of the batch that are not stored yet (of the stream's kind, given as the parameter,
 # numbers or booleans, within ROLLUP_BOUND), one row per bucket, merged into the bucket's running
@@ -354,17 +235,37 @@ _UNROLLED = f"""
     GROUP BY 1
     ON CONFLICT (stream_id) DO UPDATE SET n = n + excluded.n"""  # noqa: S608 (constants)
 _UNROLLED_MANY = _UNROLLED.replace(" AND NOT EXISTS", _OF_KIND + " AND NOT EXISTS", 1)
-_QUERY = ("SELECT (bucket / ?) * ? AS b, sum(n), sum(total), min(lo), max(hi) FROM TABLE "
-          "WHERE stream_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b")
-_QUERY_AS_STORED = ("SELECT bucket, n, total, lo, hi FROM TABLE "
-                    "WHERE stream_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket")
 
+class SQLiteConn(sqlite3.Connection):
+    """An SQLite connection as the store's :class:`~cairn_gateway.store.base.Conn`."""
 
-class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    dialect = "sqlite"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``, rolled back on any failure."""
+        self.execute("BEGIN IMMEDIATE")
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            yield
+            self.execute("COMMIT")
+        except BaseException:
+            if self.in_transaction:
+                self.execute("ROLLBACK")
+            raise
+
+
+class SQLiteStore(Store):
+    """The store in one SQLite file."""
+
+    engine: ClassVar[str] = "sqlite"
+    conn: SQLiteConn
+
+    def __init__(self, target: str | Path, *args: Any, **kwargs: Any) -> None:
+        self.path = Path(target)
+        self.target = self.where = str(self.path)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   factory=SQLiteConn)
             conn.execute("PRAGMA busy_timeout=10000")  # the ingest worker writes too
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -378,73 +279,11 @@ class Store:
             raise StoreError(f"{self.path}: {exc}") from None
         self.conn = conn
 
-    def close(self) -> None:
-        self.conn.close()
+    def used_bytes(self) -> int:
+        return used_bytes(self.conn)
 
-    # -- devices and streams -------------------------------------------------------------------
-
-    def device(self, record_key: bytes, name: str | None, now: float) -> int:
-        c = self.conn
-        c.execute("INSERT INTO devices (record_key, name, first_seen, last_seen) VALUES "
-                  "(?, ?, ?, ?) ON CONFLICT (record_key) DO UPDATE SET last_seen = ?, "
-                  "name = coalesce(excluded.name, name)",
-                  (record_key, name, now, now, now))
-        row = c.execute("SELECT id FROM devices WHERE record_key = ?", (record_key,)).fetchone()
-        return int(row[0])
-
-    def note_device(self, record_key: bytes, now: float) -> None:
-        """List a device whose record could not be read (so its status shows), if it is not
-        listed yet; ``last_seen`` is not moved."""
-        self.conn.execute("INSERT INTO devices (record_key, name, first_seen, last_seen) "
-                          "VALUES (?, NULL, ?, ?) ON CONFLICT (record_key) DO NOTHING",
-                          (record_key, now, now))
-
-    def stream(self, device_id: int, name: str, log_key: bytes, unit: str | None = None) -> int:
-        c = self.conn
-        c.execute("INSERT INTO streams (device_id, name, log_key, unit) VALUES (?, ?, ?, ?) "
-                  "ON CONFLICT (log_key) DO NOTHING", (device_id, name, log_key, unit))
-        row = c.execute("SELECT id, device_id, name FROM streams WHERE log_key = ?",
-                        (log_key,)).fetchone()
-        if (row[1], row[2]) != (device_id, name):
-            raise StoreError(f"log key {log_key.hex()[:16]}... is already stream {row[2]!r} "
-                             f"of device {row[1]}")
-        return int(row[0])
-
-    def set_unit(self, stream_id: int, unit: str | None) -> None:
-        """Record the stream's unit, the first time it is known."""
-        self.conn.execute("UPDATE streams SET unit = coalesce(unit, ?) WHERE id = ?",
-                          (unit, stream_id))
-
-    def stop(self, stream_id: int, reason: str) -> None:
-        """Stop ingest of a stream and say why (``fork: ...`` when a fork or equivocation was
-        found, ``invalid: ...`` when the edge sent data its signature does not cover)."""
-        self.conn.execute("UPDATE streams SET status = ? WHERE id = ?", (reason[:500], stream_id))
-
-    def set_problem(self, stream_id: int, problem: str | None) -> None:
-        """The stream's trouble this round that does not stop it (None: none)."""
-        self.conn.execute("UPDATE streams SET problem = ? WHERE id = ?",
-                          (None if problem is None else problem[:500], stream_id))
-
-    def window_since(self, stream_id: int, now: float) -> float:
-        """When the gateway first took samples of the stream (``now`` the first time)."""
-        self.conn.execute("UPDATE streams SET window_since = coalesce(window_since, ?) "
-                          "WHERE id = ?", (now, stream_id))
-        row = self.conn.execute("SELECT window_since FROM streams WHERE id = ?",
-                                (stream_id,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else now
-
-    def refused(self, stream_id: int) -> int:
-        """Samples of the stream refused for their time (outside the plausible window)."""
-        row = self.conn.execute("SELECT refused FROM streams WHERE id = ?",
-                                (stream_id,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def status(self, stream_id: int) -> str:
-        row = self.conn.execute("SELECT status FROM streams WHERE id = ?",
-                                (stream_id,)).fetchone()
-        return str(row[0]) if row else "unknown"
-
-    # -- ingest --------------------------------------------------------------------------------
+    def vacuum(self) -> bool:
+        return vacuum(self.conn)
 
     @contextlib.contextmanager
     def _writing(self, *scratch: str) -> Iterator[None]:
@@ -476,10 +315,10 @@ class Store:
         ``window`` (lo, hi): samples timed outside [lo, hi] are not stored but counted in the
         stream's ``refused``; their blocks count as ingested all the same (exactly once)."""
         c = self.conn
-        rows: list[_SampleRow] = []
+        rows: list[SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
         out: list[int] = []  # block index of each sample refused for its time
-        _rows_of(stream_id, blocks, window, rows, block_rows, out)
+        rows_of(stream_id, blocks, window, rows, block_rows, out)
         if not block_rows:
             return 0
         with self._writing("batch"):
@@ -523,11 +362,11 @@ class Store:
         stream is stopped (nothing of it stored). All or nothing: a database error stores
         nothing of any item (:class:`StoreError`)."""
         c = self.conn
-        rows: list[_SampleRow] = []
+        rows: list[SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
         refused: dict[int, list[int]] = {}
         for item in items:
-            _rows_of(item.stream_id, item.blocks, item.window, rows, block_rows,
+            rows_of(item.stream_id, item.blocks, item.window, rows, block_rows,
                      refused.setdefault(item.stream_id, []))
         if not block_rows:
             return [0 for _ in items]
@@ -594,8 +433,7 @@ class Store:
         return [len(refused[item.stream_id]) if item.stream_id in live else None
                 for item in items]
 
-    def _kind(self, stream_id: int, rows: list[tuple[int, float, float | None, str | None, int,
-                                                     int, int, int]]) -> str | None:
+    def _kind(self, stream_id: int, rows: list[SampleRow]) -> str | None:
         """The stream's kind of value: as stored, or (the first time) its first new sample's,
         recorded in the open transaction. None: no samples yet."""
         row = self.conn.execute("SELECT kind FROM streams WHERE id = ?", (stream_id,)).fetchone()
@@ -608,128 +446,33 @@ class Store:
         self.conn.execute("UPDATE streams SET kind = ? WHERE id = ?", (kind, stream_id))
         return kind
 
-    def kind(self, stream_id: int) -> str | None:
-        """The stream's kind of value (:data:`KINDS`), None before its first sample."""
-        row = self.conn.execute("SELECT kind FROM streams WHERE id = ?", (stream_id,)).fetchone()
-        return None if row is None or row[0] is None else str(row[0])
 
-    def other_kind(self, stream_id: int) -> int:
-        """Samples of the stream stored with another kind than its own (not rolled up)."""
-        row = self.conn.execute("SELECT other_kind FROM streams WHERE id = ?",
-                                (stream_id,)).fetchone()
-        return int(row[0]) if row else 0
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of a database in use: its pages less the free ones."""
+    pages, free, size = conn.execute(
+        "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+    ).fetchone()
+    return int((pages - free) * size)
 
-    def unrolled(self, stream_id: int) -> int:
-        """How many of a stream's numeric samples were too large to roll up (ROLLUP_BOUND)."""
-        row = self.conn.execute("SELECT n FROM rollup_skipped WHERE stream_id = ?",
-                                (stream_id,)).fetchone()
-        return int(row[0]) if row else 0
 
-    def stored_prefix(self, stream_id: int) -> int:
-        """N such that blocks 0..N-1 of the stream are all stored."""
-        row = self.conn.execute(
-            "SELECT min(b.block) + 1 FROM blocks b WHERE b.stream_id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM blocks c WHERE c.stream_id = b.stream_id AND c.block = b.block + 1)",
-            (stream_id,)).fetchone()
-        has_first = self.conn.execute("SELECT 1 FROM blocks WHERE stream_id = ? AND block = 0",
-                                      (stream_id,)).fetchone()
-        return int(row[0]) if row[0] is not None and has_first else 0
-
-    def missing_blocks(self, stream_id: int, held: list[int]) -> list[int]:
-        """Which of these block indexes (sorted) are not stored yet."""
-        if not held:
-            return []
-        stored = {int(r[0]) for r in self.conn.execute(
-            "SELECT block FROM blocks WHERE stream_id = ? AND block BETWEEN ? AND ?",
-            (stream_id, held[0], held[-1]))}
-        return [i for i in held if i not in stored]
-
-    # -- holes ---------------------------------------------------------------------------------
-
-    def set_missing(self, stream_id: int, ranges: Iterable[tuple[int, int, str]],
-                    now: float) -> list[tuple[int, int, str]]:
-        """A stream's holes as its edge's last full answer showed them: (start, stop, reason)
-        runs of blocks it would not serve. Replaces the stream's list (a hole the gateway
-        has since stored is gone); returns the runs that were not listed before."""
-        c = self.conn
-        old = {(a, b, r): f for a, b, r, f in c.execute(
-            "SELECT start, stop, reason, first_seen FROM missing_blocks WHERE stream_id = ?",
-            (stream_id,))}
-        new = sorted(set(ranges))
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            c.execute("DELETE FROM missing_blocks WHERE stream_id = ?", (stream_id,))
-            c.executemany(
-                "INSERT INTO missing_blocks (stream_id, start, stop, reason, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?)",
-                [(stream_id, a, b, r[:200], old.get((a, b, r), now), now) for a, b, r in new])
-            c.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
-            raise
-        return [x for x in new if x not in old]
-
-    def missing(self, stream_id: int | None = None
-                ) -> dict[int, list[tuple[int, int, str, float]]]:
-        """Holes by stream: (start, stop, reason, first seen), in block order."""
-        sql = "SELECT stream_id, start, stop, reason, first_seen FROM missing_blocks"
-        args: tuple[int, ...] = ()
-        if stream_id is not None:
-            sql += " WHERE stream_id = ?"
-            args = (stream_id,)
-        out: dict[int, list[tuple[int, int, str, float]]] = {}
-        for sid, a, b, r, f in self.conn.execute(sql + " ORDER BY stream_id, start", args):
-            out.setdefault(int(sid), []).append((int(a), int(b), str(r), float(f)))
-        return out
-
-    # -- queries -------------------------------------------------------------------------------
-
-    def samples(self, stream_id: int, start: float, end: float
-                ) -> list[tuple[float, float | str | bool | None, int, int]]:
-        """(time, value, block, fork) of a stream's samples in [start, end), by time (then
-        block and position); each value in its kind (:func:`typed_value`)."""
-        return [(t, typed_value(v, x, kind), b, f) for t, v, x, kind, b, f in self.conn.execute(
-            "SELECT t, value, text, kind, block, fork FROM samples WHERE stream_id = ? "
-            "AND t >= ? AND t < ? ORDER BY t, block, k", (stream_id, start, end))]
-
-    def rollup(self, stream_id: int, start: float, end: float, step: int) -> list[RollupRow]:
-        """:meth:`series` as one object per bucket."""
-        return self.series(stream_id, start, end, step).rows()
-
-    def series(self, stream_id: int, start: float, end: float, step: int) -> Series:
-        """Buckets of ``step`` seconds (a multiple of 60) in [start, end): from the hour table
-        when ``step`` is a multiple of 3600, else from the minute table."""
-        if step <= 0 or step % 60:
-            raise ValueError("step must be a positive multiple of 60 seconds")
-        table, width = ("rollup_hour", 3600) if step % 3600 == 0 else ("rollup_minute", 60)
-        lo = math.floor(start / width) * width
-        if step == width:  # the buckets as stored: no grouping
-            rows = self.conn.execute(_QUERY_AS_STORED.replace("TABLE", table),
-                                     (stream_id, lo, end))
+def vacuum(conn: sqlite3.Connection) -> bool:
+    """Give a file's free pages back to the file system (not inside a transaction); True if
+    it did. A file in ``auto_vacuum = INCREMENTAL`` mode returns them all, at little cost; any
+    other file, once its free pages are over a quarter of it, is switched to that mode by one
+    ``VACUUM`` (which rewrites it)."""
+    pages, free, mode = conn.execute(
+        "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_auto_vacuum()"
+    ).fetchone()
+    if conn.in_transaction or not free or (mode != 2 and free * 4 < pages):
+        return False
+    try:
+        if mode == 2:  # incremental
+            conn.execute("PRAGMA incremental_vacuum").fetchall()
         else:
-            rows = self.conn.execute(_QUERY.replace("TABLE", table),
-                                     (step, step, stream_id, lo, end))
-        fetched = rows.fetchall()
-        if not fetched:
-            return Series([], [], [], [], [])
-        buckets, ns, totals, los, his = (list(col) for col in zip(*fetched, strict=True))
-        return Series(buckets, ns, [t / n for t, n in zip(totals, ns, strict=True)], los, his)
-
-    def prune(self, before: float, rollups_before: float | None = None) -> int:
-        """Retention: delete samples older than ``before`` (and minute rollups, and hour
-        rollups older than ``rollups_before`` when given). Returns samples deleted."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            mark = c.total_changes
-            c.execute("DELETE FROM samples WHERE t < ?", (before,))
-            deleted = c.total_changes - mark
-            c.execute("DELETE FROM rollup_minute WHERE bucket < ?", (before,))
-            if rollups_before is not None:
-                c.execute("DELETE FROM rollup_hour WHERE bucket < ?", (rollups_before,))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        return deleted
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.OperationalError as exc:  # busy, or a statement still open: next pass
+        log.debug("vacuum put off: %s", exc)
+        return False
+    return True

@@ -1,0 +1,566 @@
+"""The PostgreSQL engine of the store: a fleet past one machine, several gateways on one
+database (``[store] url = "postgresql://..."``).
+
+The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for PostgreSQL
+(``bigint``, ``double precision``, ``bytea``); what differs:
+
+- **samples are partitioned by time**: one partition a month (``samples_y2026m12``, made when
+  the first sample of the month arrives; a sample timed outside 1970..2200, which only a
+  writer with no plausible-time window can send, goes to ``samples_other``); retention drops a
+  month whole once all of it is past, and deletes rows only in the month it cuts through;
+- **ingest** copies the batch into per-connection temporary tables with ``COPY`` (binary), then
+  claims its blocks with ``INSERT INTO blocks ... ON CONFLICT DO NOTHING RETURNING``: only the
+  blocks this transaction inserted have their samples stored and rolled up, so two gateways
+  storing the same block at once store it once (the second waits for the first to commit, then
+  finds it there). The streams of a batch are locked (``FOR UPDATE``, by id) first, so
+  concurrent batches never deadlock; a deadlock or serialisation failure all the same is
+  retried;
+- **migrations** are numbered SQL in ``cairn_migrations``, applied under an advisory lock (two
+  gateways starting at once apply them once); a database migrated by a newer Cairn is refused;
+- **connections** come from a pool (psycopg_pool), checked before use, so a server restart
+  costs the statements in flight (a :class:`StoreError`), not the gateway; a transaction keeps
+  its connection for the thread that opened it;
+- every error of the driver becomes a :class:`StoreError` naming the server (never its
+  password), an integrity violation a :class:`StoreConflict`.
+
+TimescaleDB: when the extension is available its presence is logged; the samples stay on
+declarative partitions (the same queries run on both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from cairn.frames import Frame
+from cairn_gateway.store.base import Store
+from cairn_gateway.store.common import (
+    KINDS,
+    ROLLED_UP,
+    ROLLUP_BOUND,
+    IngestItem,
+    SampleRow,
+    StoreError,
+    rows_of,
+)
+
+__all__ = ["MIGRATIONS", "PgConn", "PostgresStore", "StoreConflict", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
+POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
+RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
+#: samples timed in [FIRST, LAST) go to monthly partitions; others to ``samples_other``
+FIRST_MONTH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_MONTH = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class StoreConflict(StoreError):
+    """A write the database refused for a constraint (a name already bound, a key taken)."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (what logs and errors show)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, user + host + port, parts.path, parts.query, parts.fragment))
+
+
+@lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    """qmark SQL (both engines' dialect here) in psycopg's placeholders."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Rows:
+    """A statement's result, read at once (the connection goes back to the pool)."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.rowcount = cur.rowcount
+        self._rows: list[Any] = cur.fetchall() if cur.description is not None else []
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class PgConn:
+    """The store's :class:`~cairn_gateway.store.base.Conn` over a pool of PostgreSQL
+    connections."""
+
+    dialect = "postgresql"
+    IntegrityError: type[Exception] = StoreConflict
+
+    def __init__(self, pool: ConnectionPool[Any], where: str) -> None:
+        self.pool = pool
+        self.where = where
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """The driver's errors as the store's, naming the server."""
+        try:
+            yield
+        except psycopg.errors.IntegrityError as exc:
+            raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: {_first_line(exc)}") from None
+        except PoolTimeout:
+            raise StoreError(f"{self.where}: no connection to the server within "
+                             f"{self.pool.timeout:g} s") from None
+
+    def pinned(self) -> psycopg.Connection[Any] | None:
+        """The connection of the transaction this thread has open, if any."""
+        return getattr(self._local, "conn", None)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on one connection (this thread's statements go to it until it ends);
+        a nested one is a savepoint."""
+        held = self.pinned()
+        if held is not None:
+            with self.errors(), held.transaction():
+                yield held
+            return
+        with self.errors(), self.pool.connection() as c:
+            self._local.conn = c
+            try:
+                with c.transaction():
+                    yield c
+            finally:
+                self._local.conn = None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Rows:
+        q = _pg(sql)
+        held = self.pinned()
+        with self.errors():
+            if held is not None:
+                return _Rows(held.execute(q, parameters))
+            with self.pool.connection() as c:
+                return _Rows(c.execute(q, parameters))
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> None:
+        rows = list(seq_of_parameters)
+        if not rows:
+            return
+        q = _pg(sql)
+        held = self.pinned()
+        with self.errors():
+            if held is not None:
+                with held.cursor() as cur:
+                    cur.executemany(q, rows)
+                return
+            with self.pool.connection() as c, c.transaction(), c.cursor() as cur:
+                cur.executemany(q, rows)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+_M001 = """
+CREATE TABLE devices (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, record_key bytea NOT NULL UNIQUE,
+    name text, first_seen double precision NOT NULL, last_seen double precision NOT NULL,
+    enrolled double precision, removed double precision);
+CREATE UNIQUE INDEX devices_enrolled_name ON devices (name)
+    WHERE enrolled IS NOT NULL AND removed IS NULL;
+CREATE TABLE pending (
+    record_key bytea PRIMARY KEY, first_seen double precision NOT NULL,
+    last_seen double precision NOT NULL, checked double precision,
+    record_time double precision, streams text, error text);
+CREATE TABLE streams (
+    id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    device_id bigint NOT NULL REFERENCES devices(id), name text NOT NULL,
+    log_key bytea NOT NULL UNIQUE, unit text, stored_blocks bigint NOT NULL DEFAULT 0,
+    fork bigint NOT NULL DEFAULT 0, status text NOT NULL DEFAULT 'ok',
+    refused bigint NOT NULL DEFAULT 0, problem text, window_since double precision,
+    kind text, other_kind bigint NOT NULL DEFAULT 0, UNIQUE (device_id, name));
+CREATE TABLE blocks (
+    stream_id bigint NOT NULL, block bigint NOT NULL, fork bigint NOT NULL,
+    samples bigint NOT NULL, PRIMARY KEY (stream_id, block));
+CREATE TABLE samples (
+    stream_id bigint NOT NULL, t double precision NOT NULL, value double precision, text text,
+    block bigint NOT NULL, fork bigint NOT NULL, k bigint NOT NULL DEFAULT 0,
+    kind smallint NOT NULL DEFAULT 0, PRIMARY KEY (stream_id, t, block, k))
+    PARTITION BY RANGE (t);
+CREATE TABLE samples_other PARTITION OF samples DEFAULT;
+CREATE TABLE rollup_minute (
+    stream_id bigint NOT NULL, bucket bigint NOT NULL, n bigint NOT NULL,
+    total double precision NOT NULL, lo double precision NOT NULL, hi double precision NOT NULL,
+    PRIMARY KEY (stream_id, bucket));
+CREATE TABLE rollup_hour (
+    stream_id bigint NOT NULL, bucket bigint NOT NULL, n bigint NOT NULL,
+    total double precision NOT NULL, lo double precision NOT NULL, hi double precision NOT NULL,
+    PRIMARY KEY (stream_id, bucket));
+CREATE TABLE rollup_skipped (stream_id bigint PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+CREATE TABLE missing_blocks (
+    stream_id bigint NOT NULL REFERENCES streams(id), start bigint NOT NULL,
+    stop bigint NOT NULL, reason text NOT NULL, first_seen double precision NOT NULL,
+    last_seen double precision NOT NULL, PRIMARY KEY (stream_id, start));
+CREATE TABLE reach (
+    record_key bytea PRIMARY KEY, state text NOT NULL, at double precision NOT NULL);
+"""
+
+#: (name, SQL) in order; a database holds the names it has applied in ``cairn_migrations``
+MIGRATIONS: list[tuple[str, str]] = [
+    ("m001_initial", _M001),
+]
+
+_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS batch (
+    stream_id bigint NOT NULL, t double precision NOT NULL, value double precision, text text,
+    block bigint NOT NULL, fork bigint NOT NULL, k bigint NOT NULL, kind smallint NOT NULL)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS batch_blocks (
+    stream_id bigint NOT NULL, block bigint NOT NULL, fork bigint NOT NULL,
+    samples bigint NOT NULL) ON COMMIT DELETE ROWS;
+"""
+
+_ROLLUP = """
+    INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
+    SELECT stream_id, (floor(t / WIDTH) * WIDTH)::bigint AS b, count(*), sum(value),
+           min(value), max(value)
+    FROM batch WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
+        AND abs(value) <= BOUND
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (stream_id, bucket) DO UPDATE SET
+        n = TABLE.n + excluded.n, total = TABLE.total + excluded.total,
+        lo = least(TABLE.lo, excluded.lo), hi = greatest(TABLE.hi, excluded.hi)
+""".replace("BOUND", repr(ROLLUP_BOUND))
+_ROLLUPS = [_ROLLUP.replace("TABLE", "rollup_minute").replace("WIDTH", "60"),
+            _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")]
+_UNROLLED = f"""
+    INSERT INTO rollup_skipped (stream_id, n)
+    SELECT stream_id, count(*) FROM batch
+    WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
+        AND NOT abs(value) <= {ROLLUP_BOUND!r}
+    GROUP BY 1 ORDER BY 1
+    ON CONFLICT (stream_id) DO UPDATE SET n = rollup_skipped.n + excluded.n"""  # noqa: S608
+
+
+def _month(t: float) -> datetime | None:
+    """The first instant of the month holding ``t`` (None: outside the monthly partitions)."""
+    if not math.isfinite(t) or not FIRST_MONTH.timestamp() <= t < LAST_MONTH.timestamp():
+        return None
+    d = datetime.fromtimestamp(t, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC)
+
+
+def _next_month(m: datetime) -> datetime:
+    return datetime(m.year + (m.month == 12), m.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def _partition(m: datetime) -> str:
+    return f"samples_y{m.year:04d}m{m.month:02d}"
+
+
+class PostgresStore(Store):
+    """The store in a PostgreSQL database (its schema: the URL's ``options=-csearch_path=``,
+    else the user's default)."""
+
+    engine: ClassVar[str] = "postgresql"
+    conn: PgConn
+
+    def __init__(self, target: str | Path, *args: Any, pool_size: int = POOL_SIZE,
+                 **kwargs: Any) -> None:
+        url = str(target)
+        self.target = url
+        self.where = redact_url(url)
+        self.path = None
+        try:
+            pool: ConnectionPool[Any] = ConnectionPool(
+                url, min_size=1, max_size=max(1, pool_size), open=False,
+                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                configure=self._configure, name="cairn-store",
+                kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT),
+                        "application_name": "cairn-gateway"})
+        except (psycopg.Error, ValueError) as exc:
+            raise StoreError(f"{self.where}: {_first_line(exc)}") from None
+        self.conn = PgConn(pool, self.where)
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except PoolTimeout:
+            problem = self._why_not(url)
+            pool.close()
+            raise StoreError(f"{self.where}: cannot connect: {problem}") from None
+        try:
+            self._migrate()
+            self._months: set[str] = self._partitions()
+            self.timescale = bool(self.conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone())
+        except BaseException:
+            pool.close()
+            raise
+        if self.timescale:
+            log.info("%s: TimescaleDB is available; samples stay on monthly partitions",
+                     self.where)
+
+    @staticmethod
+    def _why_not(url: str) -> str:
+        """Why a connection fails (the pool only says it timed out)."""
+        try:
+            with psycopg.connect(url, connect_timeout=3):
+                return "the server answered only now (try again)"
+        except psycopg.Error as exc:
+            return _first_line(exc)
+
+    @staticmethod
+    def _configure(c: psycopg.Connection[Any]) -> None:
+        c.execute(_TEMP)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        c = self.conn
+        with c.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('cairn-store-migrations'))")
+            tx.execute("CREATE TABLE IF NOT EXISTS cairn_migrations (name text PRIMARY KEY, "
+                       "applied double precision NOT NULL)")
+            done = {str(r[0]) for r in tx.execute("SELECT name FROM cairn_migrations")}
+            known = [name for name, _ in MIGRATIONS]
+            unknown = sorted(done - set(known))
+            if unknown:
+                raise StoreError(f"{self.where}: the store was migrated by a newer Cairn "
+                                 f"({', '.join(unknown)}): upgrade this gateway")
+            for name, sql in MIGRATIONS:
+                if name not in done:
+                    tx.execute(sql)
+                    tx.execute("INSERT INTO cairn_migrations (name, applied) VALUES (%s, %s)",
+                               (name, time.time()))
+                    log.info("%s: applied migration %s", self.where, name)
+
+    def applied(self) -> list[str]:
+        """The migrations this database holds."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT name FROM cairn_migrations ORDER BY name")]
+
+    def _partitions(self) -> set[str]:
+        return {str(r[0]) for r in self.conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'samples'::regclass")}
+
+    def _ensure_months(self, times: Iterable[float]) -> None:
+        """Make the monthly partitions these times need (under an advisory lock: two
+        gateways make each once)."""
+        wanted = {m for m in map(_month, times) if m is not None}
+        missing = sorted(m for m in wanted if _partition(m) not in self._months)
+        if not missing:
+            return
+        with self.conn.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('cairn-store-partitions'))")
+            have = {str(r[0]) for r in tx.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'samples'::regclass")}
+            for m in missing:
+                name = _partition(m)
+                if name not in have:
+                    lo, hi = m.timestamp(), _next_month(m).timestamp()
+                    tx.execute(f"CREATE TABLE {name} PARTITION OF samples "
+                               f"FOR VALUES FROM ({lo!r}) TO ({hi!r})")
+                    have.add(name)
+            self._months = have
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
+               window: tuple[float, float] | None = None) -> int:
+        if self.status(stream_id) != "ok":
+            raise StoreError(f"stream {stream_id} is stopped: {self.status(stream_id)}")
+        stored: list[int] = []
+        got = self._ingest([IngestItem(stream_id, list(blocks), window)], stored)
+        if got[0] is None:
+            raise StoreError(f"stream {stream_id} is stopped: {self.status(stream_id)}")
+        return stored[0]
+
+    def ingest_many(self, items: Sequence[IngestItem]) -> list[int | None]:
+        return self._ingest(items, [])
+
+    def _ingest(self, items: Sequence[IngestItem], stored: list[int]) -> list[int | None]:
+        """:meth:`ingest_many`; ``stored`` gets the samples stored of each stream, by the
+        items' order of first appearance."""
+        rows: list[SampleRow] = []
+        block_rows: list[tuple[int, int, int, int]] = []
+        refused: dict[int, list[int]] = {}
+        for item in items:
+            rows_of(item.stream_id, item.blocks, item.window, rows, block_rows,
+                    refused.setdefault(item.stream_id, []))
+        if not block_rows:
+            stored.extend(0 for _ in refused)
+            return [0 for _ in items]
+        self._ensure_months(r[1] for r in rows)
+        for attempt in range(RETRIES):
+            try:
+                return self._ingest_once(items, rows, block_rows, refused, stored)
+            except StoreError as exc:
+                if ("deadlock detected" not in str(exc) and "serializ" not in str(exc)) \
+                        or attempt == RETRIES - 1:
+                    raise
+                stored.clear()
+                log.debug("ingest retried: %s", exc)
+        raise AssertionError("unreachable")
+
+    def _ingest_once(self, items: Sequence[IngestItem], rows: list[SampleRow],
+                     block_rows: list[tuple[int, int, int, int]], refused: dict[int, list[int]],
+                     stored: list[int]) -> list[int | None]:
+        ids = sorted(refused)
+        with self.conn.transaction() as tx:
+            state = {int(r[0]): (str(r[1]), r[2]) for r in tx.execute(
+                "SELECT id, status, kind FROM streams WHERE id = ANY(%s) ORDER BY id "
+                "FOR UPDATE", (ids,))}
+            live = {sid for sid in ids if state.get(sid, ("unknown", None))[0] == "ok"}
+            firsts: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+            for br in block_rows:
+                if br[0] in live:
+                    firsts.setdefault((br[0], br[1]), br)
+            with tx.cursor() as cur:
+                with cur.copy("COPY batch_blocks (stream_id, block, fork, samples) "
+                              "FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["int8", "int8", "int8", "int8"])
+                    for br in firsts.values():
+                        cp.write_row(br)
+                new = {(int(a), int(b)) for a, b in cur.execute(
+                    "INSERT INTO blocks (stream_id, block, fork, samples) SELECT stream_id, "
+                    "block, fork, samples FROM batch_blocks ORDER BY stream_id, block "
+                    "ON CONFLICT DO NOTHING RETURNING stream_id, block").fetchall()}
+            seen: set[tuple[int, int, int]] = set()
+            mine: list[SampleRow] = []
+            for r in rows:
+                if (r[0], r[4]) in new and (r[0], r[4], r[6]) not in seen:
+                    seen.add((r[0], r[4], r[6]))
+                    mine.append(r)
+            for sid in ids:
+                refused[sid] = [b for b in refused[sid] if (sid, b) in new]
+            kinds: dict[int, str | None] = {}
+            for sid in sorted(live):  # each stream's kind: as stored, or its first new sample's
+                known = state[sid][1]
+                if known is None:
+                    its = [r for r in mine if r[0] == sid]
+                    if its:
+                        known = KINDS[min(its, key=lambda r: (r[1], r[4], r[6]))[7]]
+                        tx.execute("UPDATE streams SET kind = %s WHERE id = %s", (known, sid))
+                kinds[sid] = None if known is None else str(known)
+            with tx.cursor() as cur:
+                if mine:
+                    with cur.copy("COPY batch (stream_id, t, value, text, block, fork, k, kind) "
+                                  "FROM STDIN (FORMAT BINARY)") as cp:
+                        cp.set_types(["int8", "float8", "float8", "text", "int8", "int8",
+                                      "int8", "int2"])
+                        for r in mine:
+                            cp.write_row(r)
+                    for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
+                        of_kind = sorted(sid for sid, k in kinds.items() if k == kind)
+                        param = (KINDS.index(kind), of_kind)
+                        for sql in _ROLLUPS:
+                            cur.execute(sql, param)
+                        cur.execute(_UNROLLED, param)
+                    cur.execute("INSERT INTO samples (stream_id, t, value, text, block, fork, k, "
+                                "kind) SELECT stream_id, t, value, text, block, fork, k, kind "
+                                "FROM batch ON CONFLICT DO NOTHING")
+                blocks_of: dict[int, int] = {}
+                for sid, _b in new:
+                    blocks_of[sid] = blocks_of.get(sid, 0) + 1
+                other: dict[int, int] = {}
+                count: dict[int, int] = {}
+                for r in mine:
+                    count[r[0]] = count.get(r[0], 0) + 1
+                    of = kinds.get(r[0])
+                    if of is not None and KINDS[r[7]] != of:
+                        other[r[0]] = other.get(r[0], 0) + 1
+                updates = [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
+                           for sid in sorted(live) if sid in blocks_of]
+                if updates:
+                    cur.executemany("UPDATE streams SET stored_blocks = stored_blocks + %s, "
+                                    "refused = refused + %s, other_kind = other_kind + %s "
+                                    "WHERE id = %s", updates)
+                units = sorted({(item.stream_id, item.unit) for item in items
+                                if item.unit is not None and item.stream_id in live})
+                if units:
+                    cur.executemany("UPDATE streams SET unit = coalesce(unit, %s) WHERE id = %s",
+                                    [(u, sid) for sid, u in units])
+        order: list[int] = []
+        for item in items:
+            if item.stream_id not in order:
+                order.append(item.stream_id)
+        stored.extend(count.get(sid, 0) for sid in order)
+        return [len(refused[item.stream_id]) if item.stream_id in live else None
+                for item in items]
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(self, before: float, rollups_before: float | None = None) -> int:
+        """:meth:`Store.prune`; a month wholly before ``before`` is dropped, not deleted row
+        by row."""
+        deleted = 0
+        with self.conn.transaction() as tx:
+            for name in sorted(self._partitions_before(tx, before)):
+                row = tx.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608
+                deleted += int(row[0]) if row else 0
+                tx.execute(f"DROP TABLE {name}")
+                self._months.discard(name)
+            deleted += int(tx.execute("DELETE FROM samples WHERE t < %s", (before,)).rowcount)
+            tx.execute("DELETE FROM rollup_minute WHERE bucket < %s", (before,))
+            if rollups_before is not None:
+                tx.execute("DELETE FROM rollup_hour WHERE bucket < %s", (rollups_before,))
+        return deleted
+
+    @staticmethod
+    def _partitions_before(tx: psycopg.Connection[Any], before: float) -> list[str]:
+        out = []
+        for (name,) in tx.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'samples'::regclass AND c.relname LIKE 'samples_y%%'"):
+            y, m = int(name[9:13]), int(name[14:16])
+            if _next_month(datetime(y, m, 1, tzinfo=UTC)).timestamp() <= before:
+                out.append(str(name))
+        return out
+
+    def writable(self) -> str | None:
+        try:
+            row = self.conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except StoreError as exc:
+            return str(exc)
+        return "it is a read-only standby" if row and row[0] else None
+
+    def used_bytes(self) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+        ).fetchone()
+        return int(row[0])
