@@ -400,3 +400,22 @@ def test_the_numbers_come_back_as_numbers(fleet: Fleet) -> None:
                                             RANGES[0], _variables(fleet, "verified")))
     assert types[1:] == [701, 701, 701] and rows
     assert not any(isinstance(x, Decimal) for r in rows for x in r[1:])
+
+
+def test_the_read_only_role_of_the_docs_runs_every_query_and_writes_nothing(
+        fleet: Fleet) -> None:
+    """docs/gateway.md's GRANTs (run as written, for a role and database of this test) are
+    enough for every query of every dashboard, and that role cannot change the store."""
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "gateway.md").read_text()
+    grants = docs.split("Give Grafana a role")[1].split("```sql")[1].split("```")[0]
+    dbname = fleet.url.rsplit("/", 1)[1]
+    role = f"grafana_{dbname}"  # roles are the cluster's: one per test database
+    with psycopg.connect(fleet.url, autocommit=True) as admin:
+        admin.execute(grants.replace("cairn_grafana", role).replace("'<a long password>'", "'x'")
+                      .replace("DATABASE cairn", f"DATABASE {dbname}").encode())
+    url = fleet.url.replace("postgres@", f"{role}@")
+    for dash in DASHBOARDS.values():
+        for _, raw, _ in _targets(dash):
+            _run(url, expand(raw, RANGES[0], _variables(fleet, "all")))
+    with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM samples")
