@@ -121,3 +121,26 @@ def test_pg_url_gives_each_test_its_own_empty_database(pg_url: str) -> None:
 
 def test_pg_url_again_sees_nothing_of_the_test_before(pg_url: str) -> None:
     test_pg_url_gives_each_test_its_own_empty_database(pg_url)
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_pg_schema_url_gives_each_test_its_own_schema_and_the_store_works_there(
+        pg_schema_url: str, run: int) -> None:
+    from cairn.frames import Frame, Sample
+    from cairn_gateway.store import Store
+
+    schema = pg_schema_url.rsplit("%3D", 1)[1]
+    store = Store(pg_schema_url)  # every name through search_path: tables, partitions
+    try:
+        dev = store.device(bytes([run]) * 32, f"board-{run}", 1_764_000_000.0)
+        sid = store.stream(dev, f"board-{run}/t", bytes([run + 8]) * 32, "Cel")
+        store.ingest(sid, [(0, 0, Frame((Sample(f"board-{run}/t", "Cel", 1_764_000_000.0,
+                                                 20.5),)))])
+    finally:
+        store.close()
+    with psycopg.connect(pg_schema_url) as conn:
+        assert conn.execute("SELECT current_schema()").fetchone() == (schema,)
+        assert conn.execute("SELECT count(*) FROM samples").fetchone() == (1,)  # its own only
+        where = conn.execute("SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n "
+                             "ON n.oid = c.relnamespace WHERE c.relname LIKE 'samples%'")
+        assert {r[0] for r in where} == {schema}  # nothing made in public
