@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,13 +101,15 @@ def _parse_store_url(url: str, *, from_config: bool) -> tuple[str, str | None, s
 
 
 def store_url_of_config(path: Path) -> str:
-    """``[store] url`` of a gateway config file."""
+    """``[store] url`` of a gateway config file (read as the gateway reads it; its password
+    file is the gateway's, never Grafana's)."""
+    from cairn_gateway.config import ConfigError, load_config
+
     try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        url = load_config(path).store_url
+    except ConfigError as exc:
         raise ProvisionError(f"cannot read the gateway config {path}: {exc}") from None
-    url = doc.get("store", {}).get("url") if isinstance(doc.get("store"), dict) else None
-    if not isinstance(url, str) or not url:
+    if not url:
         raise ProvisionError(f"{path} has no [store] url (the gateway stores in SQLite): give "
                              "--store-url, the PostgreSQL server as Grafana reaches it")
     return url

@@ -208,7 +208,11 @@ def test_push_postgres_takes_the_password_from_the_environment(grafana: str) -> 
 def test_push_postgres_from_the_gateway_config_leaves_the_gateways_password_out(
         grafana: str, tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text('[store]\nurl = "postgresql://cairn:gateway-writer-pw@pg.lan/fleet"\n')
+    writer = tmp_path / "gateway.pw"  # the gateway's own password: never Grafana's
+    writer.write_text("gateway-writer-pw\n")
+    writer.chmod(0o600)
+    config.write_text('[store]\nurl = "postgresql://cairn@pg.lan/fleet"\n'
+                      'password_file = "gateway.pw"\n')
     done = push(grafana, "--datasource", "postgres", "--config", str(config),
                 "--store-user", "cairn_grafana", "--store-password-file",
                 str(_password_file(tmp_path)))
@@ -219,8 +223,8 @@ def test_push_postgres_from_the_gateway_config_leaves_the_gateways_password_out(
     assert ds["secureJsonData"] == {"password": "s3cret-grafana-pw"}
     assert "gateway-writer-pw" not in json.dumps(FakeGrafana.datasources)
     assert "gateway-writer-pw" not in done.stdout + done.stderr
-    record("grafana", "grafana push --datasource postgres from a config whose store URL holds "
-           "the gateway's password", 1, 0, "passwords given to Grafana or shown")
+    record("grafana", "grafana push --datasource postgres from a config with the gateway's "
+           "password file", 1, 0, "passwords given to Grafana or shown")
 
 
 @pytest.mark.parametrize(("args", "says"), [
