@@ -3,8 +3,8 @@ up, on a real server (``tests/pg.py``):
 
 - the gateways' role needs no more than to own its database: migrations, a month's partition,
   ingest and retention (which drops a month) all run as that role;
-- the read-only Grafana role of the how-to (its SQL read from the page itself) reads what the
-  dashboards read, and can neither write, delete, make tables nor read a log key;
+- the read-only Grafana role of docs/gateway.md (its SQL read from the page itself) reads what
+  the dashboards read, and can neither write, delete, make tables nor read a log key;
 - the database password is never in the URL, never read from a file others may read, and never
   in an error or a log line when the server cannot be reached.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +29,7 @@ from cairn_gateway.daemon import open_store, store_target
 from cairn_gateway.store import Store, StoreError
 from tests.scorecard import record
 
-HOWTO = Path(__file__).resolve().parents[3] / "docs" / "howto" / "run-several-gateways.md"
+GATEWAY_MD = Path(__file__).resolve().parents[3] / "docs" / "gateway.md"
 T0 = 1_764_547_200.0  # 2025-12-01 00:00 UTC: the samples span two months
 _roles = itertools.count()
 
@@ -88,22 +87,17 @@ def test_the_gateways_role_needs_only_to_own_its_database(pg_url: str) -> None:
         again.close()
 
 
-def grafana_sql(grafana: str, owner: str, db: str) -> list[str]:
-    """The statements of the how-to's ``sql`` block that grants Grafana its rights, with the
-    test's role and database names."""
-    text = HOWTO.read_text(encoding="utf-8")
-    blocks = re.findall(r"^```sql\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    block = next(b for b in blocks if "GRANT SELECT" in b)
-    lines = [ln for ln in block.splitlines() if not ln.lstrip().startswith("\\")]
-    sql = "\n".join(lines)
-    sql = re.sub(r"\bgrafana\b", grafana, sql)
-    sql = re.sub(r"\bDATABASE cairn\b", f'DATABASE "{db}"', sql)
-    sql = re.sub(r"\bcairn\b", owner, sql)
-    return [s.strip() for s in sql.split(";") if s.strip()]
+def grafana_sql(grafana: str, db: str) -> str:
+    """docs/gateway.md's SQL for Grafana's read-only role, for this test's role and database
+    (tests/integration/gateway/test_grafana_postgres.py runs every dashboard query as it)."""
+    text = GATEWAY_MD.read_text(encoding="utf-8")
+    grants = text.split("Give Grafana a role")[1].split("```sql")[1].split("```")[0]
+    return (grants.replace("cairn_grafana", grafana).replace("'<a long password>'", "'x'")
+            .replace("DATABASE cairn", f'DATABASE "{db}"'))
 
 
 def test_the_grafana_role_reads_and_cannot_write_or_read_log_keys(pg_url: str) -> None:
-    owner, url = owned_by_new_role(pg_url)
+    _owner, url = owned_by_new_role(pg_url)
     store = Store(url)
     try:
         fill(store)
@@ -111,7 +105,7 @@ def test_the_grafana_role_reads_and_cannot_write_or_read_log_keys(pg_url: str) -
         store.close()
     grafana = f"grafana_{os.getpid()}_{next(_roles)}"
     db = urlsplit(pg_url).path.lstrip("/")
-    superuser(pg_url, *grafana_sql(grafana, owner, db))
+    superuser(pg_url, grafana_sql(grafana, db))
 
     with psycopg.connect(as_role(pg_url, grafana), autocommit=True) as c:
         # what the dashboards read: names, the latest value of each stream, rollups, holes
