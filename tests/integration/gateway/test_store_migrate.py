@@ -135,14 +135,14 @@ def test_a_source_that_is_not_a_cairn_store_is_a_usage_error(
         build(db, blocks=5)
         with sqlite3.connect(db) as c:
             if what == "unknown table":
-                c.execute("CREATE TABLE leases (device_id INTEGER, holder TEXT)")
+                c.execute("CREATE TABLE gizmos (device_id INTEGER, holder TEXT)")
             elif what == "unknown column":
                 c.execute("ALTER TABLE streams ADD COLUMN lease TEXT")
             else:
                 c.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
                           "VALUES ('cairn-gateway', 'm999_future', 'x')")
     needle = {"missing": "no such file", "text": "is not a Cairn gateway store",
-              "sqlite": "is not a Cairn gateway store", "unknown table": "(leases)",
+              "sqlite": "is not a Cairn gateway store", "unknown table": "(gizmos)",
               "unknown column": "table streams of", "newer": "m999_future"}[what]
     code, _, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
     _one_line(code, err, 2, needle)
