@@ -541,6 +541,13 @@ _ROLLUPS = ("SELECT stream_id, count(*), CAST(sum(n) AS BIGINT), CAST(sum(bucket
 #: which columns of a checksum (0: its count) are sums of floats, compared within the
 #: rounding error two summation orders can make, each with the column of its magnitude
 _FLOAT_SUMS = {"samples": {3: 4, 4: 4, 8: 9, 9: 9}, "rollups": {5: 6, 6: 6}}
+#: what each column of a checksum is, for the report
+_COLUMNS = {"samples": ("count", "first time", "last time", "sum of times", "sum of |times|",
+                        "values", "smallest value", "largest value", "sum of values",
+                        "sum of |values|", "sum of blocks", "sum of positions", "sum of kinds",
+                        "strings"),
+            "rollups": ("buckets", "samples counted", "sum of buckets", "smallest", "largest",
+                        "sum of totals", "sum of |totals|")}
 _EPS = 2.3e-16  # a little more than the unit round-off of a double
 
 
@@ -562,15 +569,19 @@ def _verify(src: sqlite3.Connection, pg: psycopg.Connection[Any],
                                      f"{'source' if sid in a else 'target'}")
                 continue
             bad = _unequal(a[sid], b[sid], _FLOAT_SUMS[shape])
-            if bad:
-                report.differ.append(f"{table} of stream {sid}: {bad}")
+            if bad is not None:
+                col, x, y = bad
+                report.differ.append(f"{table} of stream {sid}: {_COLUMNS[shape][col]}: "
+                                     f"{x!r} in the source, {y!r} in the target")
     report.streams = len(streams)
 
 
-def _unequal(a: tuple[Any, ...], b: tuple[Any, ...], sums: dict[int, int]) -> str:
-    """'' when two checksums agree, else which column differs. Exact, but for the sums of
-    floats (``sums``: column -> the column of its magnitudes): within 2 n u sum|x|, the bound
-    of the rounding error of two summations of n terms in any order."""
+def _unequal(a: tuple[Any, ...], b: tuple[Any, ...], sums: dict[int, int]
+             ) -> tuple[int, Any, Any] | None:
+    """None when two checksums agree, else the first column that differs and its two values.
+    Exact, but for the sums of floats (``sums``: column -> the column of its magnitudes):
+    within 2 n u sum|x|, the bound of the rounding error of two summations of n terms in any
+    order."""
     n = max(int(a[0]), 1)
     for col, (x, y) in enumerate(zip(a, b, strict=True)):
         if col in sums and x is not None and y is not None:
@@ -579,5 +590,5 @@ def _unequal(a: tuple[Any, ...], b: tuple[Any, ...], sums: dict[int, int]) -> st
         else:
             same = x == y
         if not same:
-            return f"column {col} of its checksum: {x!r} in the source, {y!r} in the target"
-    return ""
+            return col, x, y
+    return None

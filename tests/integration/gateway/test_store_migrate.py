@@ -271,3 +271,21 @@ def _one_line(code: int, err: str, want: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[-1], (needle, lines[-1])
     return lines[-1]
+
+
+def test_a_target_that_differs_fails_verification_and_says_where(tmp_path: Path,
+                                                                 pg_url: str) -> None:
+    db = tmp_path / "gw.db"
+    build(db, blocks=10)
+    assert migrate(db, pg_url).ok
+    with psycopg.connect(pg_url) as c:  # one sample lost, one value changed, after the move
+        c.execute("DELETE FROM samples WHERE stream_id = 1 AND block = 3 AND k = 0")
+        c.execute("UPDATE samples SET value = value + 1 WHERE stream_id = 5 AND block = 4")
+    code, out, err = _migrate(tmp_path, "--from", str(db), "--to", pg_url)
+    _one_line(code, err, 1, "verification failed")
+    assert "migrated before" in out
+    assert "  samples                     351            350  DIFFERENT" in out
+    assert "differs: samples of stream 1: count: 30 in the source, 29 in the target" in out
+    assert "differs: samples of stream 5: sum of values: 654.375 in the source, 657.375 " \
+        "in the target" in out
+    assert "differs: rollup" not in out

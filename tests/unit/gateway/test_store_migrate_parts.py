@@ -38,11 +38,12 @@ def test_float_sums_agree_within_rounding_and_nothing_else_does() -> None:
     n = 1000
     a = (n, 1e9 * n, 1e9 * n, 5)
     ulp_ish = (1e9 * n) * 1e-15
-    assert _unequal(a, (n, 1e9 * n + ulp_ish, 1e9 * n, 5), sums) == ""
-    assert "column 1" in _unequal(a, (n, 1e9 * n + 1.0, 1e9 * n, 5), sums)
-    assert "column 0" in _unequal(a, (n + 1, 1e9 * n, 1e9 * n, 5), sums)
-    assert "column 3" in _unequal(a, (n, 1e9 * n, 1e9 * n, 6), sums)
-    assert _unequal((0, None, None, 0), (0, None, None, 0), sums) == ""
+    assert _unequal(a, (n, 1e9 * n + ulp_ish, 1e9 * n, 5), sums) is None
+    assert _unequal(a, (n, 1e9 * n + 1.0, 1e9 * n, 5), sums) == (1, 1e12, 1e12 + 1.0)
+    assert _unequal(a, (n + 1, 1e9 * n, 1e9 * n, 5), sums) == (0, n, n + 1)
+    assert _unequal(a, (n, 1e9 * n, 1e9 * n, 6), sums) == (3, 5, 6)
+    assert _unequal((0, None, None, 0), (0, None, None, 0), sums) is None
+    assert _unequal((1, None, None, 0), (1, 2.0, 2.0, 0), sums) == (1, None, 2.0)
 
 
 def test_what_is_not_a_cairn_store_is_refused_before_anything_is_made(tmp_path: Path) -> None:
