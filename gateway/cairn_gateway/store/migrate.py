@@ -338,6 +338,10 @@ def _check_target(state: dict[str, tuple[str, str, str | None, int, bool]],
         return "empty"
     sources = {s for s, _, _, _, _ in state.values()}
     prints = {f for _, f, _, _, _ in state.values()}
+    if set(state) != {t for t, _ in TABLES}:
+        raise TargetInUseError(f"{where} holds a migration begun by another version of Cairn "
+                               f"(of {', '.join(sorted(sources))}): finish it with that "
+                               "version, or migrate into a new, empty database")
     if prints != {print_}:
         raise TargetInUseError(
             f"{where} holds the migration of another store, or of this one before it changed "
