@@ -304,7 +304,7 @@ class PostgresStore(Store):
     conn: PgConn
 
     def __init__(self, target: str | Path, *args: Any, pool_size: int = POOL_SIZE,
-                 **kwargs: Any) -> None:
+                 migrating: bool = False, **kwargs: Any) -> None:
         url = str(target)
         self.target = url
         self.where = redact_url(url)
@@ -327,6 +327,8 @@ class PostgresStore(Store):
             raise StoreError(f"{self.where}: cannot connect: {problem}") from None
         try:
             self._migrate()
+            if not migrating:
+                self._refuse_unfinished_migration()
             self._months: set[str] = self._partitions()
             self.timescale = bool(self.conn.execute(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone())
@@ -370,6 +372,18 @@ class PostgresStore(Store):
                     tx.execute("INSERT INTO cairn_migrations (name, applied) VALUES (%s, %s)",
                                (name, time.time()))
                     log.info("%s: applied migration %s", self.where, name)
+
+    def _refuse_unfinished_migration(self) -> None:
+        """A database that ``cairn gateway store migrate`` began to fill and did not finish is
+        not opened (a gateway writing there would take ids the rest of the copy brings)."""
+        if self.conn.execute("SELECT to_regclass('cairn_migrate')").fetchone() == (None,):
+            return
+        row = self.conn.execute("SELECT count(*) FILTER (WHERE NOT done), min(source) "
+                                "FROM cairn_migrate").fetchone()
+        if row and row[0]:
+            raise StoreError(f"{self.where}: the migration of {row[1]} into this database is "
+                             "not finished: run `cairn gateway store migrate` again to finish "
+                             "it before a gateway uses the store")
 
     def applied(self) -> list[str]:
         """The migrations this database holds."""
