@@ -47,6 +47,7 @@ from cairn.replication.net import (
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
+from cairn_gateway.leases import LeaseLost
 from cairn_gateway.live import Ingestor, LiveDevice
 from cairn_gateway.retention import Floors
 from cairn_gateway.roster import note_reach, stream_owners
@@ -254,6 +255,9 @@ class Collector:
         self.on_live: Callable[[int], object] | None = None  # told samples a live push stored
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
         self.early = asyncio.Event()  # set: the daemon runs its next round now
+        # several gateways on one store (cairn_gateway.leases): whether this one collects a
+        # device now (it holds the device's lease); one gateway holds every device
+        self.holds: Callable[[bytes], bool] = lambda _key: True
         self.ingestor = Ingestor(store)  # live connections' blocks, one transaction per window
         self._early_at = -EARLY_EVERY
 
@@ -506,8 +510,9 @@ class Collector:
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is None:
-                if k in self.live:
-                    continue  # connected with its record in-band (its UDP may be blocked)
+                if k in self.live or not self.holds(k):
+                    continue  # connected with its record in-band (its UDP may be blocked),
+                    # or another gateway collects it (its lease)
                 state = self.schedule.edges.get(k)
                 why = state.error if state is not None and state.error is not None and \
                     state.error.startswith("record not usable") else \
@@ -516,9 +521,10 @@ class Collector:
                     "when it dials in, [replication] dial, sending its record in-band)"
                 self.note_reach(k, why)
                 continue
-            self.bind(dev)
-            if k in self.live:
-                continue  # connected: its appends arrive live (:meth:`follow`), no round
+            self.bind(dev)  # (bound whoever holds its lease: a standby link is admitted)
+            if k in self.live or not self.holds(k):
+                continue  # connected: its appends arrive live (:meth:`follow`), no round;
+                # or another gateway holds its lease
             if dev.record.address is not None:
                 devices.append(dev)
             else:
@@ -744,27 +750,52 @@ class Collector:
             claimed = _refuse(dev, taken)
             raise PeerRefusedError("; ".join(r.error for r in claimed if r.error))
         planned: list[Device] = []
+        since = self.wall()
 
         def plan() -> list[tuple[str, bytes]] | None:
+            # a standby link (another gateway holds the device's lease) follows nothing until
+            # this gateway takes the lease; a lease lost ends the link (the edge dials again)
+            if not self.holds(key):
+                if planned:
+                    raise LeaseLost(f"device {key.hex()[:16]}: its lease is no longer this "
+                                    "gateway's (another collects it)")
+                return []
             current = self.records.get(key, dev)
             if planned and planned[0] is current:
                 return None
+            if not planned:
+                self.note_reach(key, f"connected since {_iso(since)}")
             planned[:] = [current]
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
         streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
                              self.ingestor, floor=self.floors.below,
                              on_stored=self.on_live)
-        since = self.wall()
+
+        def stored(replica: Log) -> None:
+            if planned and not self.holds(key):
+                raise LeaseLost(f"device {key.hex()[:16]}: its lease is no longer this "
+                                "gateway's (another collects it)")
+            streams.stored(replica)
+
+        def start(lg: Log) -> int:
+            # what the store holds needs no second download (another gateway may have
+            # stored it; each block this gateway stores it verifies itself)
+            s = streams.streams.get(lg.key)
+            return max(self.floors.below(lg.key), s.cursor if s is not None else 0)
+
         conn.batch = self.replica_batch
         self.live[key] = since
-        self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
         try:
-            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL,
-                            start=lambda lg: self.floors.below(lg.key))
+            await follow_on(conn, streams.replicas, stored, LIVE_POLL, start=start)
+        except LeaseLost as exc:
+            log.info("%s: the link stays with the gateway that holds it", exc)
+            raise
         except (ConnectionError, TimeoutError, OSError, CairnError) as exc:
-            self.note_reach(key, f"disconnected since {_iso(self.wall())}: {one_line(exc)}")
+            if planned:
+                self.note_reach(key, f"disconnected since {_iso(self.wall())}: "
+                                f"{one_line(exc)}")
             raise
         finally:
             if self.live.get(key) == since:

@@ -45,15 +45,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cairn.errors import ServiceError
 from cairn_gateway.store import Conn, now_sql
 
-__all__ = ["MAX_LEASE", "MIN_LEASE", "BeatResult", "GatewayRow", "Leases", "fair_share",
-           "gateways", "holders"]
+__all__ = ["MAX_LEASE", "MIN_LEASE", "BeatResult", "GatewayRow", "LeaseLost", "Leases",
+           "fair_share", "gateways", "holders"]
 
 log = logging.getLogger(__name__)
 
 MIN_LEASE = 3.0  # seconds: shorter, a heartbeat every second would load the database
 MAX_LEASE = 3600.0  # seconds: longer, a dead gateway's devices wait more than an hour
+
+
+class LeaseLost(ServiceError):
+    """This gateway no longer holds (or can no longer prove) a device's lease: it stops
+    collecting that device (another gateway does)."""
 
 
 def fair_share(devices: int, live: int) -> int:
