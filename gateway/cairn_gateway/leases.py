@@ -10,12 +10,14 @@ Every ``lease_seconds / 3`` (:meth:`Leases.beat`) a gateway, in the database:
 1. writes its heartbeat and renews its leases (``expires = now + lease_seconds``);
 2. computes its **fair share**: ``ceil(enrolled devices / live gateways)``, live being a
    heartbeat within one lease period;
-3. releases leases above its share, only while another live gateway holds fewer than
-   ``floor(enrolled / live)`` and no device is free for it to take (hysteresis: a gateway at
-   its share never releases, one a device short never takes one from another, so shares do not
-   flap);
-4. claims free or expired leases up to its share, in its own order (rendezvous: a hash of its
-   id and the device's key, so gateways that start together reach for different devices); a
+3. while another live gateway holds fewer than ``floor(enrolled / live)`` (it is *short*),
+   keeps no more than that floor: it releases the leases above it when no device is free for
+   the short one to take, and claims none beyond it. Hysteresis: a gateway between the floor
+   and the share never releases, so shares settle (forty devices on three gateways: 13, 13,
+   14; four: 1, 1, 2) and stay;
+4. claims free or expired leases up to its share (its floor while another is short), in its
+   own order (rendezvous: a hash of its id and the device's key, so gateways that start
+   together reach for different devices); a
    claim is one ``INSERT .. ON CONFLICT DO UPDATE .. WHERE expired`` with ``RETURNING``: of two
    gateways racing for one device exactly one gets a row back.
 
@@ -181,9 +183,11 @@ class Leases:
         free = [k for k in enrolled if k not in taken and k not in mine]
         floor = len(enrolled) // max(1, len(live))
         short = any(counts.get(g, 0) < floor for g in live if g != self.id)
+        # while another is short, this one keeps (and takes) no more than the floor
+        target = floor if short else share
         release: list[bytes] = []
-        if len(mine) > share and short and not free:
-            release = sorted(mine, key=self._rank)[share:]
+        if len(mine) > target and short and not free:
+            release = sorted(mine, key=self._rank)[target:]
         for k in gone + release:  # stop trusting them before anyone may take them
             mine.discard(k)
         self.held = frozenset(mine)
@@ -192,7 +196,7 @@ class Leases:
                           [(k, self.id) for k in gone + release])
         self.valid_until = renewed + self.seconds - self.margin
         result = BeatResult(self.held, share=share, live=len(live))
-        room = share - len(mine)
+        room = target - len(mine)
         previous = {k: h for k, h, _v, _e in leases}
         for k in sorted(free, key=self._rank):
             if room <= 0:

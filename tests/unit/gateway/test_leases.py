@@ -134,6 +134,26 @@ def test_three_gateways_split_forty_devices_and_do_not_flap(stores: list[Store])
     assert sorted(r.leases for r in rows.values()) == counts and all(r.live for r in rows.values())
 
 
+@pytest.mark.parametrize("devices", [4, 40])
+def test_gateways_arriving_one_by_one_each_get_devices(stores: list[Store], devices: int) -> None:
+    """The first holds every device; each one arriving after gets its floor, though the
+    others are at their share (four devices, three gateways: 1, 1, 2, not 2, 2, 0)."""
+    enroll(stores[0], devices)
+    gws = [Leases(s.conn, gw(i), 30) for i, s in enumerate(stores)]
+    for arrived in range(1, 4):
+        for _ in range(4):
+            for g in gws[:arrived]:
+                g.beat()
+        counts = [len(g.held) for g in gws[:arrived]]
+        assert sum(counts) == devices
+        assert min(counts) >= devices // arrived, counts
+        assert max(counts) <= fair_share(devices, arrived), counts
+    settled = [g.held for g in gws]
+    for g in gws:
+        g.beat()
+    assert [g.held for g in gws] == settled
+
+
 def test_a_dead_gateways_share_goes_to_the_others(stores: list[Store]) -> None:
     keys = enroll(stores[0], 12)
     gws = [Leases(s.conn, gw(i), 30) for i, s in enumerate(stores)]
