@@ -38,7 +38,8 @@ LEASE = 3.0  # seconds: the shortest lease, so a takeover comes soon
 class GatewayProcess:
     """``cairn gateway run`` on the shared store, in a child process (its log in a file)."""
 
-    def __init__(self, directory: Path, pg_url: str, dht: tuple[str, int]) -> None:
+    def __init__(self, directory: Path, pg_url: str, dht: tuple[str, int],
+                 lease: float = LEASE) -> None:
         directory.mkdir(parents=True)
         self.dir = directory
         self.key = noise_key_pair(new_seed(directory / "gateway.seed")).public_key
@@ -48,7 +49,7 @@ class GatewayProcess:
             '[collect]\ninterval = 1.0\ningest_worker = false\n'
             f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
             '[replication]\nlisten = "127.0.0.1:0"\n'
-            f'[store]\nurl = "{pg_url}"\nlease_seconds = {LEASE}\n')
+            f'[store]\nurl = "{pg_url}"\nlease_seconds = {lease}\n')
         self.proc: subprocess.Popen[str] | None = None
         self.log: Any = None
 
