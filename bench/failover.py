@@ -6,7 +6,9 @@ devices are collected again after it is killed.
 For each lease period (``[store] lease_seconds``): a throwaway PostgreSQL server, a loopback
 DHT testnet, three ``cairn gateway run`` processes on one database and N edges (``cairn edge
 run``, embedded broker, dialled in to all three gateways), each board publishing a reading
-every 0.2 s. Each run kills (SIGKILL) the gateway holding the most leases and measures the time
+every 0.2 s. Each run waits a random (seeded) part of a lease period, so that the kill falls
+anywhere between two heartbeats, then kills (SIGKILL) the gateway holding the most leases and
+measures the time
 from the kill to the moment every one of its devices has a sample timed after the kill stored
 (through another gateway), polling the store every 50 ms; then restarts it and waits until the
 fleet is split again among the three. p50 and max over the runs, beside the lease period.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import subprocess
 import sys
@@ -99,8 +102,12 @@ def runs_for(pg: PostgresCluster, dht: tuple[str, int], root: Path, lease: float
             return (len(set(held.values())) == 3 and len(held) == edges_n
                     and all(fresh.get(n, 0) > time.time() - 2 for n in names))
 
+        rng = random.Random(int(lease * 1000))
         for run in range(runs):
             wait_for("the fleet split among three gateways", split, 180)
+            # the kill at a moment independent of the heartbeats (the fleet splits right
+            # after one; killing then would always be just after a renewal: the worst case)
+            time.sleep(rng.uniform(0, lease))
             held = holders(store.conn)
             victim = max(gws, key=lambda g: sum(1 for h in held.values() if h == g.id))
             orphans = [n for n, e in zip(names, edges, strict=True)
