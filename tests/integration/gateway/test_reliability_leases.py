@@ -330,3 +330,46 @@ def test_a_gateway_whose_clock_is_hours_off_still_honours_leases(
     record("storage", "gateways whose clocks are 5 h ahead and 5 h behind share leases",
            tries, bad, "leases taken while live")
     assert bad == 0
+
+
+def test_a_gateway_cut_off_from_the_database_stops_before_another_takes_over(
+        pg_url: str) -> None:
+    """Gateway A loses its database (its connections closed) right after a renewal; gateway B
+    keeps beating. Sampled every 20 ms until B holds every device: never both trusting a lease
+    at once (A stops when its renewal can no longer prove it, before the lease can expire),
+    and A's failed heartbeats are told, not raised."""
+    from cairn_gateway.daemon import beat_once
+
+    lease = 3.0
+    a_store, b_store = Store(pg_url), Store(pg_url)
+    try:
+        roster = Roster(b_store.conn)
+        keys = [_key(i) for i in range(4)]
+        for i, k in enumerate(keys):
+            roster.enroll(k, f"board-{i}", 1000.0)
+        a = Leases(a_store.conn, _gw(0), lease)
+        b = Leases(b_store.conn, _gw(1), lease)
+        a.beat()
+        assert a.held == set(keys)
+        a_store.close()  # cut off
+        samples = both = 0
+        deadline = time.monotonic() + WAIT
+        next_a = next_b = 0.0
+        while b.proven() != set(keys):
+            assert time.monotonic() < deadline, "B never took over"
+            now = time.monotonic()
+            if now >= next_a:
+                next_a = now + beat_once(a)  # fails: logged, counted, retried
+            if now >= next_b:
+                next_b = now + beat_once(b)
+            samples += 1
+            both += sum(1 for k in keys if a.holds(k) and b.holds(k))
+            time.sleep(0.02)
+        assert a.proven() == frozenset()
+    finally:
+        b_store.close()
+        with contextlib.suppress(Exception):
+            a_store.close()
+    record("storage", "a gateway cut off from the database while another takes its leases",
+           samples, both, "moments two gateways trusted one lease")
+    assert both == 0
