@@ -397,7 +397,8 @@ async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
 
 @dataclass(slots=True)
 class RoundSeen:
-    """What a round found: the enrolled devices it looked for, their streams' results."""
+    """What a round found: the enrolled devices it collects (with several gateways on one
+    store, those whose lease it holds), their streams' results."""
 
     devices: int = 0
     results: list[SyncResult] = field(default_factory=list)
@@ -423,8 +424,8 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
         # the enrolled devices (deny by default); the others on the fleet topic are pending
         keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
         got = await collector.collect_round(dht, keys, cfg.policy)
-        if seen is not None:
-            seen.devices, seen.results = len(set(keys)), got
+        if seen is not None:  # (the devices this gateway collects: it holds their lease)
+            seen.devices, seen.results = len({k for k in keys if collector.holds(k)}), got
         for r in got:
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:

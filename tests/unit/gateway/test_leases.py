@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +225,48 @@ def test_lease_seconds_are_bounded(stores: list[Store]) -> None:
     for bad in (0.0, 2.0, 4000.0):
         with pytest.raises(ValueError, match="lease_seconds"):
             Leases(stores[0].conn, gw(0), bad)
+
+
+def test_a_gateway_holding_no_lease_is_ready_with_nothing_to_collect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three devices, four gateways: the one holding none counts no device in its rounds, so
+    /readyz says it has nothing to collect rather than that it stores nothing."""
+    import asyncio
+
+    from cairn.crypto import random_key_pair
+    from cairn_gateway import daemon
+    from cairn_gateway.collect import Collector
+    from cairn_gateway.config import parse_config
+    from cairn_gateway.health import GatewayHealth, RoundSummary
+
+    store = Store(tmp_path / "gw.db")
+    collector = Collector(tmp_path / "gw", random_key_pair(), store)
+    try:
+        keys = [key(i) for i in range(3)]
+
+        async def discover(*_a: object, **_k: object) -> list[bytes]:
+            return keys
+
+        async def collect_round(*_a: object, **_k: object) -> list[object]:
+            return []
+
+        async def publish(*_a: object, **_k: object) -> int:
+            return 0
+
+        monkeypatch.setattr(daemon, "discover", discover)
+        monkeypatch.setattr(collector, "collect_round", collect_round)
+        monkeypatch.setattr(collector, "publish_watermarks", publish)
+        cfg = parse_config("", tmp_path)
+        for held, devices in ((set(), 0), ({keys[0]}, 1)):
+            collector.holds = held.__contains__
+            seen = daemon.RoundSeen()
+            asyncio.run(daemon.collection_round(cfg, collector, store, object(),  # type: ignore[arg-type]
+                                                random_key_pair(), 0, seen, retain=False))
+            assert seen.devices == devices
+        health = GatewayHealth(tmp_path, None, 10.0, 3)
+        health.round_done(RoundSummary.of(1, 0, [], 0.1))
+        ready, why = health.collecting()
+        assert ready and "other gateways" in why
+    finally:
+        collector.close()
+        store.close()
