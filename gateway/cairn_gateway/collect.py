@@ -246,6 +246,7 @@ class Collector:
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
         self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
+        self._skips: dict[bytes, int] = {}  # log key -> blocks the store held from the start
         self.worker: IngestWorker | None = None
         # edges that dial in (issue 19): the newest record read of each enrolled device, the
         # record keys whose record names a Noise key, and the devices connected now
@@ -343,10 +344,10 @@ class Collector:
                                                                    allow.time_left()))
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
+        first = self._first_wanted(stream_id, key, replica)
         feed = None
         if self.worker is not None and self.worker.alive and since is None and until is None:
-            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow,
-                         self.floors.below(key))
+            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow, first)
         got: DownloadResult | None = None  # a full answer: what the edge would not serve
         try:
             if since is not None or until is not None:
@@ -355,7 +356,7 @@ class Collector:
             else:
                 got = await asyncio.wait_for(
                     download(address[0], address[1], replica, self.key_pair,
-                             start=self.floors.below(key),
+                             start=first,
                              on_progress=feed.progress if feed is not None else None,
                              until=feed.exhausted if feed is not None else None),
                     timeout)
@@ -402,6 +403,22 @@ class Collector:
             self._mark_missing(stream_id, name, replica, got)
         self._note(stream_id, name, window, refused_before, result)
         return result
+
+    def _first_wanted(self, stream_id: int, key: bytes, replica: Log) -> int:
+        """The first block of a stream to download: past what retention pruned, and past
+        what the store holds from there on when this replica lacks it (another gateway on a
+        shared store collected the device, or the replica file was lost): that needs no
+        second download. Known once per log and run (the store's prefix only grows); when the
+        replica holds that first block, one check."""
+        floor = self.floors.below(key)
+        if replica.has(floor) or not self.store.conn.execute(
+                "SELECT 1 FROM blocks WHERE stream_id = ? AND block = ?",
+                (stream_id, floor)).fetchone():
+            return floor
+        skip = self._skips.get(key)
+        if skip is None:
+            skip = self._skips[key] = self.store.stored_prefix(stream_id)
+        return max(floor, skip)
 
     def _note(self, stream_id: int, name: str, window: tuple[float, float],
               refused_before: int, result: SyncResult) -> None:
