@@ -222,6 +222,7 @@ def test_three_gateways_one_killed_every_acknowledged_sample_stored_once(
         duplicates = sum(len(v) - len(set(v)) for v in got.values())
         lost = sum(len(acked[n] - set(got.get(n, []))) for n in names)
         extra = sum(len(set(got.get(n, [])) - acked[n]) for n in names)
+        assert store.missing() == {}  # no holes reported: every acknowledged sample is due
         rows = {r.id: r for r in gateways(store.conn, LEASE)}
         assert not rows[victim.id].live and all(rows[s].live for s in survivors)
     finally:
