@@ -141,8 +141,9 @@ class GatewayMetrics:
             self.pruned_blocks.labels(reason)
             self.pruned_samples.labels(reason)
         self.leases_held = Gauge("cairn_gateway_leases", "devices whose lease this gateway "
-                                 "holds (several gateways on one PostgreSQL store; one "
-                                 "gateway holds every enrolled device)", registry=reg)
+                                 "holds (a PostgreSQL store; 0 on SQLite, where the one "
+                                 "gateway collects every enrolled device without leases)",
+                                 registry=reg)
         self.takeovers = Counter("cairn_gateway_lease_takeovers", "devices taken over from "
                                  "a gateway that stopped renewing its leases", registry=reg)
         Gauge("cairn_gateway_disk_budget_bytes", "[store] max_disk_mb in bytes (0: no "
