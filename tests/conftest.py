@@ -142,6 +142,8 @@ FOLDER_MARKERS = ("unit", "integration", "interop", "reliability", "lab")
 #: take them first, in this order, so that no long test starts last; ``make check`` leaves
 #: them out.
 SLOW: tuple[str, ...] = (
+    "integration/gateway/test_reliability_leases.py::"
+    "test_three_gateways_one_killed_every_acknowledged_sample_stored_once",
     "reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",
     "integration/demo/test_reliability_chaos.py::test_chaos",
     "integration/core/test_log_crash.py::test_kill_writer_during_appends",

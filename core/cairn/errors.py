@@ -35,7 +35,7 @@
           │                      input; fix the host or retry
           └── brokers: MosquittoError, EmbeddedBrokerError; dht.api.UnreachableError;
                datalock.DataDirectoryBusyError; cairn_demo.processes.DemoError;
-               cairn_gateway.pgcluster.PostgresClusterError
+               cairn_gateway.pgcluster.PostgresClusterError; cairn_gateway.leases.LeaseLost
 
 The command lines end each of these in one line and an exit code (``cairn.entry``): 2 for a
 ``UsageError``, 1 for the rest.

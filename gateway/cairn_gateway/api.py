@@ -53,6 +53,7 @@ from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_reco
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.health import GatewayHealth, add_health_routes
+from cairn_gateway.leases import holders
 from cairn_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
@@ -198,9 +199,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         null: not tried yet), ``backoff`` (seconds, the current wait) and ``retry_in``
         (seconds to the next try). ``reach``: why it is or is not collected (``connected
         since T``, ``no address and not connected``, ``unreachable since T: error``...; null:
-        not tried yet). Devices seen but not enrolled: ``/api/devices/pending``."""
+        not tried yet). ``holder``: the gateway collecting it, when several share a
+        PostgreSQL store. Devices seen but not enrolled: ``/api/devices/pending``."""
         status = edges()
         states = reach(conn)
+        held = holders(conn)
         out = []
         for d in queries.devices(conn):
             e = status.get(d.record_key)
@@ -213,7 +216,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                 failures=0 if e is None else e.failures,
                 backoff=0.0 if e is None else e.backoff,
                 retry_in=0.0 if e is None else e.retry_in,
-                error=None if e is None else e.error, reach=states.get(d.record_key)))
+                error=None if e is None else e.error, reach=states.get(d.record_key),
+                holder=held.get(d.record_key)))
         return out
 
     @app.get("/api/devices/pending")

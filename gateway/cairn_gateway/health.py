@@ -142,7 +142,8 @@ class GatewayHealth:
         if self.last_stored is not None and now - self.last_stored <= bound:
             return True, f"stored samples {_ago(now - self.last_stored)} ago"
         if self.last_empty is not None and now - self.last_empty <= bound:
-            return True, "no device to collect (the fleet is empty); the last round ended " \
+            return True, "no device to collect (the fleet is empty, or other gateways on the " \
+                "shared store hold every lease); the last round ended " \
                 f"{_ago(now - self.last_empty)} ago"
         if self.last_round is None:
             return False, f"no collection round has ended yet (started {_ago(now - self.started)}" \

@@ -243,9 +243,21 @@ CREATE TABLE reach (
     record_key bytea PRIMARY KEY, state text NOT NULL, at double precision NOT NULL);
 """
 
+_M002 = """
+CREATE TABLE gateways (
+    id text PRIMARY KEY, name text NOT NULL DEFAULT '', heartbeat double precision NOT NULL,
+    started double precision NOT NULL, advertises text NOT NULL DEFAULT '',
+    stopped double precision);
+CREATE TABLE leases (
+    record_key bytea PRIMARY KEY, holder text NOT NULL, expires double precision NOT NULL,
+    since double precision NOT NULL);
+CREATE INDEX leases_holder ON leases (holder);
+"""
+
 #: (name, SQL) in order; a database holds the names it has applied in ``cairn_migrations``
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", _M001),
+    ("m002_leases", _M002),  # several gateways, one fleet: cairn_gateway.leases
 ]
 
 _TEMP = """
