@@ -82,8 +82,10 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: the tables whose rows the fingerprint hashes whole (small); the others are counted
 _SMALL = ("devices", "pending", "reach", "streams", "missing_blocks", "rollup_skipped")
-#: tables of an SQLite file that are not the store's data
-_NOT_DATA = ("_sqlite_migrations",)
+#: tables of an SQLite file that are not the store's data: its migrations, and the gateways
+#: and their leases (who collects what, on a shared database: a store moved there starts with
+#: none, and its gateways register and claim as they start)
+_NOT_DATA = ("_sqlite_migrations", "gateways", "leases")
 CHUNK = 10_000  # rows per chunk (one transaction in the target)
 LOCK_WAIT = 15.0  # seconds to wait for another migration's lock (a killed one's session ends)
 #: PostgreSQL column types -> COPY's name for it, the SQLite storage classes (``typeof``) a
