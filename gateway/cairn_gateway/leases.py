@@ -7,9 +7,11 @@ Each device is collected by one gateway at a time, the holder of its **lease** (
 
 Every ``lease_seconds / 3`` (:meth:`Leases.beat`) a gateway, in the database:
 
-1. writes its heartbeat and renews its leases (``expires = now + lease_seconds``);
+1. writes its heartbeat and renews its leases (``expires = now + lease_seconds - slack``, the
+   slack (:func:`wake_slack`) being what a survivor needs to wake and claim, so a dead
+   gateway's devices are taken over within ``lease_seconds``);
 2. computes its **fair share**: ``ceil(enrolled devices / live gateways)``, live being a
-   heartbeat within one lease period;
+   heartbeat within one lease period (less the slack);
 3. while another live gateway holds fewer than ``floor(enrolled / live)`` (it is *short*),
    keeps no more than that floor: it releases the leases above it when no device is free for
    the short one to take, and claims none beyond it. Hysteresis: a gateway between the floor
@@ -57,6 +59,14 @@ log = logging.getLogger(__name__)
 
 MIN_LEASE = 3.0  # seconds: shorter, a heartbeat every second would load the database
 MAX_LEASE = 3600.0  # seconds: longer, a dead gateway's devices wait more than an hour
+WAKE = 0.05  # seconds after another's lease expires that a gateway beats again
+
+
+def wake_slack(lease_seconds: float) -> float:
+    """How much sooner than ``lease_seconds`` a lease expires in the database: the survivor's
+    wake (WAKE) and its claim transaction fit in it, so takeover is within the lease period;
+    half the trust margin (:attr:`Leases.margin`), so a holder stops trusting first."""
+    return min(0.5, lease_seconds / 20)
 
 
 class LeaseLost(ServiceError):
@@ -117,6 +127,10 @@ class Leases:
         self.name = name
         self.advertises = advertises
         self.seconds = float(lease_seconds)
+        #: what a lease and a heartbeat are good for in the database: the lease period less
+        #: the slack a survivor needs to wake and claim, so a dead gateway's devices are taken
+        #: over within ``lease_seconds`` of its death, not just after
+        self.period = self.seconds - wake_slack(self.seconds)
         self.clock = clock
         self.held: frozenset[bytes] = frozenset()
         self.valid_until = -math.inf  # monotonic: the leases held are proven until then
@@ -125,7 +139,8 @@ class Leases:
 
     @property
     def margin(self) -> float:
-        """Seconds before a lease's expiry a gateway stops trusting it."""
+        """Seconds before a lease's expiry a gateway stops trusting it (more than the wake
+        slack, so the holder has stopped before a survivor may claim)."""
         return min(1.0, self.seconds / 10)
 
     def holds(self, record_key: bytes) -> bool:
@@ -160,14 +175,14 @@ class Leases:
                       "advertises = excluded.advertises, stopped = NULL",
                       (self.id, self.name[:200], self.advertises[:500]))
             c.execute(f"UPDATE leases SET expires = {now} + ? WHERE holder = ?",  # noqa: S608
-                      (self.seconds, self.id))
+                      (self.period, self.id))
         renewed = started
         enrolled = _enrolled(c)
         leases = [(bytes(k), str(h), bool(valid), float(e)) for k, h, valid, e in c.execute(
             f"SELECT record_key, holder, expires > {now}, expires - {now} FROM leases")]  # noqa: S608
         live = [str(r[0]) for r in c.execute(
             f"SELECT id FROM gateways WHERE heartbeat > {now} - ? AND stopped IS NULL",  # noqa: S608
-            (self.seconds,))]
+            (self.period,))]
         if self.id not in live:
             live.append(self.id)
         mine = {k for k, h, _v, _e in leases if h == self.id}
@@ -194,7 +209,7 @@ class Leases:
         if gone or release:
             c.executemany("DELETE FROM leases WHERE record_key = ? AND holder = ?",
                           [(k, self.id) for k in gone + release])
-        self.valid_until = renewed + self.seconds - self.margin
+        self.valid_until = renewed + self.period - self.margin
         result = BeatResult(self.held, share=share, live=len(live))
         room = target - len(mine)
         previous = {k: h for k, h, _v, _e in leases}
@@ -214,7 +229,7 @@ class Leases:
         expiring = [e for _k, h, valid, e in leases if valid and h != self.id]
         wake = self.seconds / 3
         if expiring:
-            wake = min(wake, max(0.05, min(expiring) + 0.05))
+            wake = min(wake, max(WAKE, min(expiring) + WAKE))
         result.next_in = wake
         return result
 
@@ -227,7 +242,7 @@ class Leases:
             f"(?, ?, {now} + ?, {now}) ON CONFLICT (record_key) DO UPDATE SET "
             "holder = excluded.holder, expires = excluded.expires, since = excluded.since "
             f"WHERE leases.expires <= {now} OR leases.holder = excluded.holder "
-            "RETURNING holder", (record_key, self.id, self.seconds)).fetchall()
+            "RETURNING holder", (record_key, self.id, self.period)).fetchall()
         return bool(row) and str(row[0][0]) == self.id
 
     def release(self, keys: Iterable[bytes]) -> None:
@@ -267,6 +282,7 @@ def gateways(conn: Conn, lease_seconds: float) -> list[GatewayRow]:
             f"SELECT id, name, heartbeat, {now} - heartbeat, stopped, advertises "  # noqa: S608
             "FROM gateways ORDER BY name, id"):
         out.append(GatewayRow(str(gid), str(name or ""), float(beat), float(age),
-                              stopped is None and float(age) < lease_seconds,
+                              stopped is None
+                              and float(age) < lease_seconds - wake_slack(lease_seconds),
                               counts.get(str(gid), 0), str(adv or "")))
     return out
