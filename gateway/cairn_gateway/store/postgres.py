@@ -69,6 +69,13 @@ NUL_AS = "\ufffd"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
 POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
 RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
+#: new monthly partitions one ingest makes at most (each takes a lock on ``samples`` that
+#: every writer waits for): a batch spread over more months stores the rest in
+#: ``samples_other``, moved to their month's partition by the batch that makes it
+NEW_MONTHS = 12
+#: samples timed further from 1970 (in seconds: 31 million years) are stored but not rolled
+#: up (counted as values beyond the bound are): their bucket would not fit a bigint
+ROLLUP_TIMES = 1e15
 #: samples timed in [FIRST, LAST) go to monthly partitions; others to ``samples_other``
 FIRST_MONTH = datetime(1970, 1, 1, tzinfo=UTC)
 LAST_MONTH = datetime(2200, 1, 1, tzinfo=UTC)
@@ -136,13 +143,19 @@ class PgConn:
         """The driver's errors as the store's, naming the server."""
         try:
             yield
+        except PoolTimeout:  # (an OperationalError too: first) the server is unreachable
+            info = self.pool.conninfo
+            why = _why_not(info) if isinstance(info, str) else "unreachable"
+            raise StoreError(f"{self.where}: no connection to the server within "
+                             f"{self.pool.timeout:g} s: {why}") from None
         except psycopg.errors.IntegrityError as exc:
             raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
+        except psycopg.errors.DiskFull as exc:
+            raise StoreError(f"{self.where}: the database server's disk is full, nothing of "
+                             f"this write was stored: free space there ({_first_line(exc)})"
+                             ) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
-        except PoolTimeout:
-            raise StoreError(f"{self.where}: no connection to the server within "
-                             f"{self.pool.timeout:g} s") from None
 
     def pinned(self) -> psycopg.Connection[Any] | None:
         """The connection of the transaction this thread has open, if any."""
@@ -167,6 +180,7 @@ class PgConn:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Rows:
         q = _pg(sql)
+        parameters = _no_nul(parameters)
         held = self.pinned()
         with self.errors():
             if held is not None:
@@ -175,7 +189,7 @@ class PgConn:
                 return _Rows(c.execute(q, parameters))
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> None:
-        rows = list(seq_of_parameters)
+        rows = [_no_nul(r) for r in seq_of_parameters]
         if not rows:
             return
         q = _pg(sql)
@@ -195,6 +209,24 @@ class PgConn:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _no_nul(parameters: Sequence[Any]) -> Sequence[Any]:
+    """The parameters with each string's NUL as U+FFFD (PostgreSQL's text cannot hold NUL: a
+    device or stream name with one, which only a hostile record sends, is stored all the
+    same, and looked up the same way)."""
+    if any(isinstance(v, str) and "\x00" in v for v in parameters):
+        return [v.replace("\x00", NUL_AS) if isinstance(v, str) else v for v in parameters]
+    return parameters
+
+
+def _why_not(url: str) -> str:
+    """Why a connection fails (the pool only says it timed out)."""
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return "the server answered only now (try again)"
+    except psycopg.Error as exc:
+        return _first_line(exc)
 
 
 # -- schema -------------------------------------------------------------------------------------
@@ -263,19 +295,19 @@ _ROLLUP = """
     SELECT stream_id, (floor(t / WIDTH) * WIDTH)::bigint AS b, count(*), sum(value),
            min(value), max(value)
     FROM batch WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
-        AND abs(value) <= BOUND
+        AND abs(value) <= BOUND AND abs(t) < TIMES
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (stream_id, bucket) DO UPDATE SET
         n = TABLE.n + excluded.n, total = TABLE.total + excluded.total,
         lo = least(TABLE.lo, excluded.lo), hi = greatest(TABLE.hi, excluded.hi)
-""".replace("BOUND", repr(ROLLUP_BOUND))
+""".replace("BOUND", repr(ROLLUP_BOUND)).replace("TIMES", repr(ROLLUP_TIMES))
 _ROLLUPS = [_ROLLUP.replace("TABLE", "rollup_minute").replace("WIDTH", "60"),
             _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")]
 _UNROLLED = f"""
     INSERT INTO rollup_skipped (stream_id, n)
     SELECT stream_id, count(*) FROM batch
     WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
-        AND NOT abs(value) <= {ROLLUP_BOUND!r}
+        AND NOT (abs(value) <= {ROLLUP_BOUND!r} AND abs(t) < {ROLLUP_TIMES!r})
     GROUP BY 1 ORDER BY 1
     ON CONFLICT (stream_id) DO UPDATE SET n = rollup_skipped.n + excluded.n"""  # noqa: S608
 
@@ -304,25 +336,31 @@ class PostgresStore(Store):
     conn: PgConn
 
     def __init__(self, target: str | Path, *args: Any, pool_size: int = POOL_SIZE,
-                 **kwargs: Any) -> None:
+                 timeout: float = CONNECT_TIMEOUT, **kwargs: Any) -> None:
         url = str(target)
         self.target = url
         self.where = redact_url(url)
         self.path = None
+        self.retried = 0  # ingest transactions run again after a deadlock or serialisation
+        self.full: str | None = None  # the last write's disk-full error, until one succeeds
         try:
             pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=1, max_size=max(1, pool_size), open=False,
-                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                timeout=timeout, check=ConnectionPool.check_connection,
                 configure=self._configure, name="cairn-store",
-                kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT),
+                kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout)),
                         "application_name": "cairn-gateway"})
         except (psycopg.Error, ValueError) as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
         self.conn = PgConn(pool, self.where)
+        try:  # a server down or a bad URL said at once (the pool would retry until timeout)
+            psycopg.connect(url, connect_timeout=max(1, round(timeout))).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
         try:
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
-            problem = self._why_not(url)
+            problem = _why_not(url)
             pool.close()
             raise StoreError(f"{self.where}: cannot connect: {problem}") from None
         try:
@@ -336,15 +374,6 @@ class PostgresStore(Store):
         if self.timescale:
             log.info("%s: TimescaleDB is available; samples stay on monthly partitions",
                      self.where)
-
-    @staticmethod
-    def _why_not(url: str) -> str:
-        """Why a connection fails (the pool only says it timed out)."""
-        try:
-            with psycopg.connect(url, connect_timeout=3):
-                return "the server answered only now (try again)"
-        except psycopg.Error as exc:
-            return _first_line(exc)
 
     @staticmethod
     def _configure(c: psycopg.Connection[Any]) -> None:
@@ -382,10 +411,12 @@ class PostgresStore(Store):
             "WHERE i.inhparent = 'samples'::regclass")}
 
     def _ensure_months(self, times: Iterable[float]) -> None:
-        """Make the monthly partitions these times need (under an advisory lock: two
-        gateways make each once)."""
+        """Make the monthly partitions these times need, at most :data:`NEW_MONTHS` (the
+        latest: the rest wait in ``samples_other`` for a later batch), under an advisory lock
+        (two gateways make each once). A month's samples already in ``samples_other`` (a
+        batch past the bound) move to its new partition."""
         wanted = {m for m in map(_month, times) if m is not None}
-        missing = sorted(m for m in wanted if _partition(m) not in self._months)
+        missing = sorted(m for m in wanted if _partition(m) not in self._months)[-NEW_MONTHS:]
         if not missing:
             return
         with self.conn.transaction() as tx:
@@ -396,11 +427,22 @@ class PostgresStore(Store):
             for m in missing:
                 name = _partition(m)
                 if name not in have:
-                    lo, hi = m.timestamp(), _next_month(m).timestamp()
-                    tx.execute(f"CREATE TABLE {name} PARTITION OF samples "
-                               f"FOR VALUES FROM ({lo!r}) TO ({hi!r})")
+                    self._attach(tx, name, m.timestamp(), _next_month(m).timestamp())
                     have.add(name)
-            self._months = have
+        self._months = have  # (once committed: a lost commit makes them again next time)
+
+    @staticmethod
+    def _attach(tx: psycopg.Connection[Any], name: str, lo: float, hi: float) -> None:
+        """Partition ``name`` for [lo, hi), with the rows ``samples_other`` holds there."""
+        tx.execute(f"CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)")
+        tx.execute(f"WITH moved AS (DELETE FROM samples_other WHERE t >= %s AND t < %s "  # noqa: S608
+                   f"RETURNING *) INSERT INTO {name} SELECT * FROM moved", (lo, hi))
+        tx.execute(f"ALTER TABLE samples ATTACH PARTITION {name} "
+                   f"FOR VALUES FROM ({lo!r}) TO ({hi!r})")
+
+    def stream(self, device_id: int, name: str, log_key: bytes, unit: str | None = None) -> int:
+        # (a name with NUL is stored with U+FFFD: compared as stored)
+        return super().stream(device_id, name.replace("\x00", NUL_AS), log_key, unit)
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -432,13 +474,19 @@ class PostgresStore(Store):
         self._ensure_months(r[1] for r in rows)
         for attempt in range(RETRIES):
             try:
-                return self._ingest_once(items, rows, block_rows, refused, stored)
+                got = self._ingest_once(items, rows, block_rows, refused, stored)
             except StoreError as exc:
+                if "disk is full" in str(exc):
+                    self.full = str(exc)
                 if ("deadlock detected" not in str(exc) and "serializ" not in str(exc)) \
                         or attempt == RETRIES - 1:
                     raise
                 stored.clear()
+                self.retried += 1
                 log.debug("ingest retried: %s", exc)
+            else:
+                self.full = None
+                return got
         raise AssertionError("unreachable")
 
     def _ingest_once(self, items: Sequence[IngestItem], rows: list[SampleRow],
@@ -520,7 +568,7 @@ class PostgresStore(Store):
                                 if item.unit is not None and item.stream_id in live})
                 if units:
                     cur.executemany("UPDATE streams SET unit = coalesce(unit, %s) WHERE id = %s",
-                                    [(u, sid) for sid, u in units])
+                                    [_no_nul((u, sid)) for sid, u in units])
         order: list[int] = []
         for item in items:
             if item.stream_id not in order:
@@ -559,11 +607,15 @@ class PostgresStore(Store):
         return out
 
     def writable(self) -> str | None:
+        """Why the server takes no writes now: unreachable, a standby, or its disk full at
+        the last ingest (None: it takes them)."""
         try:
             row = self.conn.execute("SELECT pg_is_in_recovery()").fetchone()
         except StoreError as exc:
             return str(exc)
-        return "it is a read-only standby" if row and row[0] else None
+        if row and row[0]:
+            return "it is a read-only standby"
+        return self.full
 
     def used_bytes(self) -> int:
         row = self.conn.execute(
