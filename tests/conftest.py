@@ -167,6 +167,17 @@ SLOW: tuple[str, ...] = (
     "integration/edge/test_embedded_quiet.py"
     "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
     "integration/demo/test_docs_walk.py::test_walk",
+    # PostgreSQL under faults: restarts wait out the pool's reconnection, COPYs of 100k samples
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_restarts_under_the_ingest_worker_lose_nothing",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_backend_terminated_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_tcp_path_cut_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_database_going_away_answers_503_in_one_line_and_recovers",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_two_stores_racing_on_the_same_blocks_store_each_once",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one

@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 #: hostile writer sends one)
 NUL_AS = "\ufffd"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
+#: seconds a statement waits for a connection while the server is known unreachable (the
+#: pool reconnects meanwhile): an outage costs each caller this, not the pool's timeout
+UNREACHABLE_WAIT = 1.0
 POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
 RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
 #: new monthly partitions one ingest makes at most (each takes a lock on ``samples`` that
@@ -137,6 +140,15 @@ class PgConn:
         self.pool = pool
         self.where = where
         self._local = threading.local()
+        self.unreachable = False  # the last wait for a connection timed out
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool (a short wait while the server is unreachable)."""
+        wait = min(UNREACHABLE_WAIT, self.pool.timeout) if self.unreachable else None
+        with self.pool.connection(timeout=wait) as c:
+            self.unreachable = False
+            yield c
 
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
@@ -144,10 +156,10 @@ class PgConn:
         try:
             yield
         except PoolTimeout:  # (an OperationalError too: first) the server is unreachable
+            self.unreachable = True
             info = self.pool.conninfo
             why = _why_not(info) if isinstance(info, str) else "unreachable"
-            raise StoreError(f"{self.where}: no connection to the server within "
-                             f"{self.pool.timeout:g} s: {why}") from None
+            raise StoreError(f"{self.where}: no connection to the server: {why}") from None
         except psycopg.errors.IntegrityError as exc:
             raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
         except psycopg.errors.DiskFull as exc:
@@ -170,7 +182,7 @@ class PgConn:
             with self.errors(), held.transaction():
                 yield held
             return
-        with self.errors(), self.pool.connection() as c:
+        with self.errors(), self._connection() as c:
             self._local.conn = c
             try:
                 with c.transaction():
@@ -185,7 +197,7 @@ class PgConn:
         with self.errors():
             if held is not None:
                 return _Rows(held.execute(q, parameters))
-            with self.pool.connection() as c:
+            with self._connection() as c:
                 return _Rows(c.execute(q, parameters))
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> None:
@@ -199,7 +211,7 @@ class PgConn:
                 with held.cursor() as cur:
                     cur.executemany(q, rows)
                 return
-            with self.pool.connection() as c, c.transaction(), c.cursor() as cur:
+            with self._connection() as c, c.transaction(), c.cursor() as cur:
                 cur.executemany(q, rows)
 
     def close(self) -> None:
@@ -223,8 +235,8 @@ def _no_nul(parameters: Sequence[Any]) -> Sequence[Any]:
 def _why_not(url: str) -> str:
     """Why a connection fails (the pool only says it timed out)."""
     try:
-        with psycopg.connect(url, connect_timeout=3):
-            return "the server answered only now (try again)"
+        with psycopg.connect(url, connect_timeout=2):
+            return "the server answers, but no connection of the pool came free (try again)"
     except psycopg.Error as exc:
         return _first_line(exc)
 

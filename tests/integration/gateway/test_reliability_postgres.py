@@ -539,6 +539,44 @@ def test_two_stores_racing_on_the_same_blocks_store_each_once(pg_url: str) -> No
     assert line.passed, errors[:3]
 
 
+def test_a_deadlock_with_another_writer_is_retried(pg_url: str) -> None:
+    """Another session holds stream B and then asks for stream A while an ingest of A and B
+    (which locks A, then waits for B) is under way: PostgreSQL breaks the deadlock by failing
+    the ingest's transaction, which the store runs again: the caller sees it succeed once."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # (the ingest's side detects it)
+        name = pg_url.rsplit("/", 1)[1]
+        admin.execute(f"ALTER DATABASE {name} SET deadlock_timeout = '50ms'".encode())
+    store = open_store(pg_url)
+    try:
+        a, b = streams(store, 1, 2)
+        batch = [IngestItem(sid, [(0, 0, frame(sid, 0, 10))]) for sid in (a, b)]
+        with psycopg.connect(pg_url) as other:
+            other.execute("SET deadlock_timeout = '60s'")
+            other.execute("SELECT 1 FROM streams WHERE id = %s FOR UPDATE", (b,))
+            outcome: list[object] = []
+            thread = threading.Thread(target=lambda: outcome.append(store.ingest_many(batch)))
+            thread.start()
+            deadline = time.monotonic() + DEADLINE
+            while not other.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'cairn-gateway' "
+                    "AND wait_event_type = 'Lock'").fetchone():
+                assert time.monotonic() < deadline and thread.is_alive()
+                time.sleep(0.005)
+            other.execute("SELECT 1 FROM streams WHERE id = %s FOR UPDATE", (a,))
+            other.commit()
+        thread.join(DEADLINE)
+        retried = store.retried  # type: ignore[attr-defined]
+        bad = (outcome != [[0, 0]]) + audit(store, {a: {0: 10}, b: {0: 10}})
+    finally:
+        store.close()
+    line = record("storage", "a deadlock between an ingest and another writer", 1, bad,
+                  "errors to the caller, samples lost or doubled",
+                  detail=f"{retried} transaction retried")
+    assert line.passed and retried == 1, outcome
+
+
 # -- 5. the server down at start and while serving ---------------------------------------------
 
 
