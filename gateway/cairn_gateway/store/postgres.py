@@ -6,8 +6,11 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
 
 - **samples are partitioned by time**: one partition a month (``samples_y2026m12``, made when
   the first sample of the month arrives; a sample timed outside 1970..2200, which only a
-  writer with no plausible-time window can send, goes to ``samples_other``); retention drops a
-  month whole once all of it is past, and deletes rows only in the month it cuts through;
+  writer with no plausible-time window can send, goes to ``samples_other``); one batch makes
+  at most :data:`NEW_MONTHS` partitions (a batch spread over many months leaves the rest in
+  ``samples_other`` until a later batch makes theirs and moves them), so in all there are as
+  many as the plausible-time window spans; retention drops a month whole once all of it is
+  past, and deletes rows only in the month it cuts through;
 - **ingest** copies the batch into per-connection temporary tables with ``COPY`` (binary), then
   claims its blocks with ``INSERT INTO blocks ... ON CONFLICT DO NOTHING RETURNING``: only the
   blocks this transaction inserted have their samples stored and rolled up, so two gateways
@@ -18,12 +21,18 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
 - **migrations** are numbered SQL in ``cairn_migrations``, applied under an advisory lock (two
   gateways starting at once apply them once); a database migrated by a newer Cairn is refused;
 - **connections** come from a pool (psycopg_pool), checked before use, so a server restart
-  costs the statements in flight (a :class:`StoreError`), not the gateway; a transaction keeps
-  its connection for the thread that opened it;
-- a string sample's NUL characters (which PostgreSQL's text cannot hold, and only a hostile
-  writer sends) are stored as U+FFFD;
+  costs the statements in flight (a :class:`StoreError`: their transactions are rolled back,
+  the caller's retry stores them once), not the gateway: the pool reconnects by itself; while
+  the server is unreachable a statement waits :data:`UNREACHABLE_WAIT` for a connection, not
+  the pool's whole timeout; a transaction keeps its connection for the thread that opened it;
+  a server down when the store opens is said at once;
+- a string's NUL characters (which PostgreSQL's text cannot hold, and only a hostile writer
+  sends: in a sample, a unit, a device or stream name) are stored as U+FFFD; a sample timed
+  beyond :data:`ROLLUP_TIMES` is stored, not rolled up (its bucket would not fit a bigint);
 - every error of the driver becomes a :class:`StoreError` naming the server (never its
-  password), an integrity violation a :class:`StoreConflict`.
+  password) in one line, an integrity violation a :class:`StoreConflict`; a full disk says
+  so in words, and :meth:`PostgresStore.writable` (``/readyz``) reports it until a write
+  succeeds.
 
 TimescaleDB: when the extension is available its presence is logged; the samples stay on
 declarative partitions (the same queries run on both).

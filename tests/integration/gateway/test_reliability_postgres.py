@@ -488,6 +488,65 @@ def test_a_full_disk_fails_ingest_in_words_loses_nothing_and_resumes(cluster: An
                                                                                  "writable")
 
 
+def test_a_full_wal_disk_fails_ingest_in_words_and_ingest_resumes_after(tmp_path: Path) -> None:
+    """The whole data directory on a 48 MB tmpfs: when the WAL cannot grow, PostgreSQL's
+    backend PANICs and the server restarts itself (or stops, when even its recovery cannot
+    write: then it is started again here, as systemd would). The batches in flight fail
+    saying the disk is full (or that the server is unreachable); once the tmpfs grows the
+    same Store stores every failed batch, once."""
+    from cairn_gateway.pgcluster import PostgresCluster, _server_user
+
+    rng = random.Random(48)
+    user = _server_user(None)
+    with small_disk(user, "48m") as disk:
+        pg = PostgresCluster(fast=True, parent=disk)
+        try:
+            pg.start()
+            store = open_store(pg.create_database("wal"))
+            try:
+                sids = streams(store, 2, 2)
+                todo = batches(sids, 1500, 50, rng)
+                failed: list[list[IngestItem]] = []
+                errors: list[str] = []
+                for batch in todo:
+                    if len(failed) >= 3:  # the server is down: the rest after it is back
+                        failed.append(batch)
+                        continue
+                    try:
+                        store.ingest_many(batch)
+                    except StoreError as exc:
+                        check_error(exc, errors)
+                        failed.append(batch)
+                assert failed, "the disk never filled"
+                stopped = not pg.running
+                subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+                deadline = time.monotonic() + DEADLINE
+                for batch in failed:
+                    while True:
+                        if not pg.running:  # it stopped itself (at once, or after recovery)
+                            stopped = True
+                            pg.start()
+                        try:
+                            store.ingest_many(batch)
+                            break
+                        except StoreError as exc:
+                            check_error(exc, errors)
+                            assert time.monotonic() < deadline, errors[-3:]
+                bad = audit(store, {sid: dict.fromkeys(range(1500), 50) for sid in sids})
+            finally:
+                store.close()
+        finally:
+            pg.close()
+    said = [e for e in errors if "disk is full" in e]
+    line = record("storage", "the PostgreSQL data directory's disk full (WAL and tables), "
+                  "then space freed and the server started", len(failed), bad,
+                  "blocks lost, doubled or rollups wrong",
+                  detail=f"{len(todo) - len(failed)} batches stored before; the server "
+                         f"{'stopped itself' if stopped else 'stayed up'}; {len(said)} of "
+                         f"{len(errors)} errors said the disk is full")
+    assert line.passed, errors[:3]
+
+
 # -- 4. two gateways on the same blocks ---------------------------------------------------------
 
 
