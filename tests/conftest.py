@@ -178,6 +178,10 @@ SLOW: tuple[str, ...] = (
     "::test_the_database_going_away_answers_503_in_one_line_and_recovers",
     "integration/gateway/test_reliability_postgres.py"
     "::test_two_stores_racing_on_the_same_blocks_store_each_once",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_pool_reconnects_as_soon_as_a_long_outage_ends",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_full_wal_disk_fails_ingest_in_words_and_ingest_resumes_after",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one

@@ -22,9 +22,10 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
   gateways starting at once apply them once); a database migrated by a newer Cairn is refused;
 - **connections** come from a pool (psycopg_pool), checked before use, so a server restart
   costs the statements in flight (a :class:`StoreError`: their transactions are rolled back,
-  the caller's retry stores them once), not the gateway: the pool reconnects by itself; while
+  the caller's retry stores them once), not the gateway: the pool reconnects by itself, as soon
+  as the server is back however long it was away (:data:`RECONNECT_FOR`); while
   the server is unreachable a statement waits :data:`UNREACHABLE_WAIT` for a connection, not
-  the pool's whole timeout; a transaction keeps its connection for the thread that opened it;
+  the pool's :data:`POOL_WAIT`; a transaction keeps its connection for the thread that opened it;
   a server down when the store opens is said at once;
 - a string's NUL characters (which PostgreSQL's text cannot hold, and only a hostile writer
   sends: in a sample, a unit, a device or stream name) are stored as U+FFFD; a sample timed
@@ -76,9 +77,19 @@ log = logging.getLogger(__name__)
 #: hostile writer sends one)
 NUL_AS = "\ufffd"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
+#: seconds a statement waits for a connection of the pool (all busy, or the server just
+#: went away: a restart that is over by then costs nothing)
+POOL_WAIT = 3.0
 #: seconds a statement waits for a connection while the server is known unreachable (the
-#: pool reconnects meanwhile): an outage costs each caller this, not the pool's timeout
-UNREACHABLE_WAIT = 1.0
+#: pool reconnects meanwhile): an outage costs each caller (an API request holds the event
+#: loop) this, not the pool's timeout
+UNREACHABLE_WAIT = 0.1
+#: seconds the pool tries to replace a lost connection before it gives up (the next statement
+#: starts a new try): psycopg_pool's own 300 s, with its attempts spaced twice as far each time,
+#: left a gateway without its store for 117 s after a 150 s outage had ended (0.1 s with 10)
+RECONNECT_FOR = 10.0
+#: seconds the reason the server is unreachable (a connection tried apart) is reused
+REASON_FOR = 2.0
 POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
 RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
 #: new monthly partitions one ingest makes at most (each takes a lock on ``samples`` that
@@ -150,6 +161,7 @@ class PgConn:
         self.where = where
         self._local = threading.local()
         self.unreachable = False  # the last wait for a connection timed out
+        self._reason: tuple[float, str] = (-math.inf, "")  # when found, why unreachable
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -166,9 +178,8 @@ class PgConn:
             yield
         except PoolTimeout:  # (an OperationalError too: first) the server is unreachable
             self.unreachable = True
-            info = self.pool.conninfo
-            why = _why_not(info) if isinstance(info, str) else "unreachable"
-            raise StoreError(f"{self.where}: no connection to the server: {why}") from None
+            raise StoreError(f"{self.where}: no connection to the server: {self._why()}"
+                             ) from None
         except psycopg.errors.IntegrityError as exc:
             raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
         except psycopg.errors.DiskFull as exc:
@@ -177,6 +188,15 @@ class PgConn:
                              ) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
+
+    def _why(self) -> str:
+        """Why the server is unreachable (one connection tried, at most every REASON_FOR)."""
+        found, why = self._reason
+        if time.monotonic() - found > REASON_FOR:
+            info = self.pool.conninfo
+            why = _why_not(info) if isinstance(info, str) else "unreachable"
+            self._reason = (time.monotonic(), why)
+        return why
 
     def pinned(self) -> psycopg.Connection[Any] | None:
         """The connection of the transaction this thread has open, if any."""
@@ -367,7 +387,8 @@ class PostgresStore(Store):
         try:
             pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=1, max_size=max(1, pool_size), open=False,
-                timeout=timeout, check=ConnectionPool.check_connection,
+                timeout=min(timeout, POOL_WAIT), check=ConnectionPool.check_connection,
+                reconnect_timeout=RECONNECT_FOR,
                 configure=self._configure, name="cairn-store",
                 kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout)),
                         "application_name": "cairn-gateway"})

@@ -265,6 +265,39 @@ def test_restarts_under_the_ingest_worker_lose_nothing(cluster: Any) -> None:
     assert line.passed and failed == 2
 
 
+def test_the_pool_reconnects_as_soon_as_a_long_outage_ends(cluster: Any) -> None:
+    """The server away far longer than the pool's first reconnection attempts (psycopg_pool
+    spaces them twice as far each time: after a 150 s outage its next try came 117 s after
+    the server was back): the same Store serves again within a few attempts of its return."""
+    outage = scale(15, 90)
+    store = open_store(cluster.create_database("outage"))
+    errors: list[str] = []
+    try:
+        (sid,) = streams(store, 1, 1)
+        cluster.stop()
+        gone = time.monotonic()
+        tries = 0
+        while time.monotonic() - gone < outage:  # the gateway keeps asking, as its API does
+            with contextlib.suppress(StoreError):
+                store.ingest_many([IngestItem(sid, [(tries, 0, frame(sid, tries, 5))])])
+            tries += 1
+            time.sleep(0.2)
+        cluster.start()
+        back = time.monotonic()
+        until_stored(lambda: store.ingest_many([IngestItem(sid, [(tries, 0, frame(sid, tries,
+                                                                                   5))])]),
+                     errors)
+        took = time.monotonic() - back
+        stored = int(store.conn.execute("SELECT count(*) FROM blocks").fetchone()[0])
+    finally:
+        store.close()
+    line = record("storage", f"PostgreSQL away for {outage} s, then back: the same Store "
+                  "serves again", 1, stored != 1, "stores that did not recover",
+                  detail=f"stored again {took:.1f} s after the server was back "
+                         f"({len(errors)} failed attempts)")
+    assert line.passed
+
+
 # -- 2. a connection dropped mid-COPY ----------------------------------------------------------
 
 
@@ -714,6 +747,69 @@ def test_the_database_going_away_answers_503_in_one_line_and_recovers(cluster: A
     assert detail.startswith("postgresql://postgres:***@127.0.0.1:") and "refused" in detail
     assert store_check.startswith("the database server: postgresql://"), store_check
     assert len(back[0].json()) == 2
+
+
+def test_a_running_gateway_outlives_its_database_server(cluster: Any, tmp_path: Path) -> None:
+    """The gateway daemon (run_gateway, its API on a real socket) on a PostgreSQL store whose
+    server stops and starts again: the daemon keeps running, the API answers 503 in one line
+    and /readyz 503 naming the database server meanwhile, and it serves again once the server
+    is back, without a restart."""
+    from cairn.fleet.identity import new_seed
+    from cairn_gateway import daemon
+    from cairn_gateway.config import parse_config
+
+    url = cluster.create_database("daemon")
+    store = open_store(url)
+    try:
+        streams(store, 1, 2)
+    finally:
+        store.close()
+    new_seed(tmp_path / "gateway.seed")
+    cfg = parse_config(f'[api]\nlisten = "127.0.0.1:0"\n[collect]\ningest_worker = false\n'
+                       f'interval = 0.2\n[replication]\nlisten = ""\n[store]\nurl = "{url}"\n',
+                       tmp_path)
+
+    async def until(client: httpx.AsyncClient, path: str, ok: Callable[[httpx.Response], bool],
+                    ) -> httpx.Response:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            answer = await client.get(path)
+            if ok(answer) or time.monotonic() > deadline:
+                return answer
+            await asyncio.sleep(0.05)
+
+    async def main() -> tuple[httpx.Response, ...]:
+        listening: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        gateway = asyncio.create_task(daemon.run_gateway(cfg, ready=listening.set_result))
+        try:
+            host, port = await asyncio.wait_for(listening, DEADLINE)
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}",
+                                         timeout=DEADLINE) as client:
+                up = await client.get("/api/streams")
+                await asyncio.to_thread(cluster.stop)
+                down = await until(client, "/api/streams", lambda r: r.status_code != 200)
+                ready = await until(client, "/readyz", lambda r: "database server" in r.text)
+                alive = gateway.done()
+                await asyncio.to_thread(cluster.start)
+                back = await until(client, "/api/streams", lambda r: r.status_code == 200)
+            assert not alive and not gateway.done(), "the daemon stopped"
+            return up, down, ready, back
+        finally:
+            gateway.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gateway
+
+    up, down, ready, back = asyncio.run(main())
+    detail = down.json().get("detail", "")
+    store_check = ready.json()["checks"]["store"]
+    bad = (down.status_code != 503) + ("\n" in detail) + ("Traceback" in down.text) \
+        + (ready.status_code != 503) + store_check["ok"] + (back.status_code != 200)
+    line = record("storage", "the PostgreSQL server stopped and started under a running "
+                  "gateway daemon", 1, bad, "500s, tracebacks, daemon exits or no recovery",
+                  detail=f"API: {detail[:100]}")
+    assert line.passed, (down.text, ready.text, back.text)
+    assert up.status_code == 200 and len(up.json()) == len(back.json()) == 2
+    assert store_check["detail"].startswith("the database server: postgresql://"), store_check
 
 
 # -- 6. hostile values --------------------------------------------------------------------------
