@@ -22,11 +22,11 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
   gateways starting at once apply them once); a database migrated by a newer Cairn is refused;
 - **connections** come from a pool (psycopg_pool), checked before use, so a server restart
   costs the statements in flight (a :class:`StoreError`: their transactions are rolled back,
-  the caller's retry stores them once), not the gateway: the pool reconnects by itself, as soon
-  as the server is back however long it was away (:data:`RECONNECT_FOR`); while
-  the server is unreachable a statement waits :data:`UNREACHABLE_WAIT` for a connection, not
-  the pool's :data:`POOL_WAIT`; a transaction keeps its connection for the thread that opened it;
-  a server down when the store opens is said at once;
+  the caller's retry stores them once), not the gateway: the pool reconnects by itself, as
+  soon as the server is back however long it was away (:data:`RECONNECT_FOR`); while the
+  server is unreachable a statement waits :data:`UNREACHABLE_WAIT` for a connection, not the
+  pool's :data:`POOL_WAIT`; a server down when the store opens is said at once; a transaction
+  keeps its connection for the thread that opened it;
 - a string's NUL characters (which PostgreSQL's text cannot hold, and only a hostile writer
   sends: in a sample, a unit, a device or stream name) are stored as U+FFFD; a sample timed
   beyond :data:`ROLLUP_TIMES` is stored, not rolled up (its bucket would not fit a bigint);
@@ -86,7 +86,8 @@ POOL_WAIT = 3.0
 UNREACHABLE_WAIT = 0.1
 #: seconds the pool tries to replace a lost connection before it gives up (the next statement
 #: starts a new try): psycopg_pool's own 300 s, with its attempts spaced twice as far each time,
-#: left a gateway without its store for 117 s after a 150 s outage had ended (0.1 s with 10)
+#: left a gateway without its store 88 to 117 s after a 150 s outage had ended, 0.1 to 2.8 s
+#: with 10 (bench/pg_outage.py)
 RECONNECT_FOR = 10.0
 #: seconds the reason the server is unreachable (a connection tried apart) is reused
 REASON_FOR = 2.0
