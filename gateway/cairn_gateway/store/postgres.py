@@ -58,6 +58,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cairn.frames import Frame
+from cairn.logs import quiet_tracebacks
 from cairn_gateway.store.base import Store
 from cairn_gateway.store.common import (
     KINDS,
@@ -169,7 +170,9 @@ class PgConn:
         """A connection of the pool (a short wait while the server is unreachable)."""
         wait = min(UNREACHABLE_WAIT, self.pool.timeout) if self.unreachable else None
         with self.pool.connection(timeout=wait) as c:
-            self.unreachable = False
+            if self.unreachable:
+                self.unreachable = False
+                log.warning("%s: the database server is reachable again", self.where)
             yield c
 
     @contextlib.contextmanager
@@ -178,9 +181,12 @@ class PgConn:
         try:
             yield
         except PoolTimeout:  # (an OperationalError too: first) the server is unreachable
-            self.unreachable = True
-            raise StoreError(f"{self.where}: no connection to the server: {self._why()}"
-                             ) from None
+            why = self._why()
+            if not self.unreachable:  # one line an outage (the pool's own: info, -v)
+                self.unreachable = True
+                log.warning("%s: the database server is unreachable: %s (statements fail at "
+                            "once until it is back)", self.where, why)
+            raise StoreError(f"{self.where}: no connection to the server: {why}") from None
         except psycopg.errors.IntegrityError as exc:
             raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
         except psycopg.errors.DiskFull as exc:
@@ -383,6 +389,7 @@ class PostgresStore(Store):
         self.target = url
         self.where = redact_url(url)
         self.path = None
+        quiet_tracebacks("psycopg.pool")  # (a line per reconnection try: the outage's is ours)
         self.retried = 0  # ingest transactions run again after a deadlock or serialisation
         self.full: str | None = None  # the last write's disk-full error, until one succeeds
         try:

@@ -749,11 +749,15 @@ def test_the_database_going_away_answers_503_in_one_line_and_recovers(cluster: A
     assert len(back[0].json()) == 2
 
 
-def test_a_running_gateway_outlives_its_database_server(cluster: Any, tmp_path: Path) -> None:
+def test_a_running_gateway_outlives_its_database_server(cluster: Any, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     """The gateway daemon (run_gateway, its API on a real socket) on a PostgreSQL store whose
     server stops and starts again: the daemon keeps running, the API answers 503 in one line
     and /readyz 503 naming the database server meanwhile, and it serves again once the server
-    is back, without a restart."""
+    is back, without a restart; its log says so in one warning each way."""
+    import logging
+
+    caplog.set_level(logging.INFO)
     from cairn.fleet.identity import new_seed
     from cairn_gateway import daemon
     from cairn_gateway.config import parse_config
@@ -802,12 +806,16 @@ def test_a_running_gateway_outlives_its_database_server(cluster: Any, tmp_path: 
     up, down, ready, back = asyncio.run(main())
     detail = down.json().get("detail", "")
     store_check = ready.json()["checks"]["store"]
+    said = [r.getMessage() for r in caplog.records if r.name == "cairn_gateway.store.postgres"
+            and r.levelno >= logging.WARNING]
     bad = (down.status_code != 503) + ("\n" in detail) + ("Traceback" in down.text) \
-        + (ready.status_code != 503) + store_check["ok"] + (back.status_code != 200)
+        + (ready.status_code != 503) + store_check["ok"] + (back.status_code != 200) \
+        + (len(said) != 2)
     line = record("storage", "the PostgreSQL server stopped and started under a running "
                   "gateway daemon", 1, bad, "500s, tracebacks, daemon exits or no recovery",
                   detail=f"API: {detail[:100]}")
-    assert line.passed, (down.text, ready.text, back.text)
+    assert line.passed, (down.text, ready.text, back.text, said)
+    assert "is unreachable: connection failed" in said[0] and "reachable again" in said[1]
     assert up.status_code == 200 and len(up.json()) == len(back.json()) == 2
     assert store_check["detail"].startswith("the database server: postgresql://"), store_check
 
