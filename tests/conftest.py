@@ -183,6 +183,13 @@ SLOW: tuple[str, ...] = (
     "::test_the_pool_reconnects_as_soon_as_a_long_outage_ends",
     "integration/gateway/test_reliability_postgres.py"
     "::test_a_full_wal_disk_fails_ingest_in_words_and_ingest_resumes_after",
+    # a store of 40,000 samples built, migrated twice and every query compared (about 7 s)
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_killed_halfway_finishes_when_run_again",
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_whose_connection_drops_finishes_when_run_again",
+    "integration/demo/test_demo_postgres.py"
+    "::test_the_demo_runs_on_postgresql_and_its_summary_adds_up",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
@@ -205,6 +212,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
         # the docs walk: the demo, then a broker, a gateway and an edge
         "integration/demo/test_docs_walk.py::test_walk",
+        # the demo's whole system, its store on PostgreSQL
+        "integration/demo/test_demo_postgres.py"
+        "::test_the_demo_runs_on_postgresql_and_its_summary_adds_up",
     ),
     "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
 }

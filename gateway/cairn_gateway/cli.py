@@ -29,6 +29,7 @@ from cairn.logs import add_secret, redact_text
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
 from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
+from cairn_gateway.store_commands import store_group
 
 __all__ = ["gateway"]
 
@@ -585,3 +586,6 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
         for t, v, b, f in samples:
             click.echo(json.dumps({"time": t, "value": v, "unit": row[1], "block": b,
                                    "fork": f}))
+
+
+gateway.add_command(store_group)

@@ -384,7 +384,8 @@ class PostgresStore(Store):
     conn: PgConn
 
     def __init__(self, target: str | Path, *args: Any, pool_size: int = POOL_SIZE,
-                 timeout: float = CONNECT_TIMEOUT, **kwargs: Any) -> None:
+                 timeout: float = CONNECT_TIMEOUT, migrating: bool = False,
+                 **kwargs: Any) -> None:
         url = str(target)
         self.target = url
         self.where = redact_url(url)
@@ -415,6 +416,8 @@ class PostgresStore(Store):
             raise StoreError(f"{self.where}: cannot connect: {problem}") from None
         try:
             self._migrate()
+            if not migrating:
+                self._refuse_unfinished_migration()
             self._months: set[str] = self._partitions()
             self.timescale = bool(self.conn.execute(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone())
@@ -450,6 +453,18 @@ class PostgresStore(Store):
                                (name, time.time()))
                     log.info("%s: applied migration %s", self.where, name)
 
+    def _refuse_unfinished_migration(self) -> None:
+        """A database that ``cairn gateway store migrate`` began to fill and did not finish is
+        not opened (a gateway writing there would take ids the rest of the copy brings)."""
+        if self.conn.execute("SELECT to_regclass('cairn_migrate')").fetchone() == (None,):
+            return
+        row = self.conn.execute("SELECT count(*) FILTER (WHERE NOT done), min(source) "
+                                "FROM cairn_migrate").fetchone()
+        if row and row[0]:
+            raise StoreError(f"{self.where}: the migration of {row[1]} into this database is "
+                             "not finished: run `cairn gateway store migrate` again to finish "
+                             "it before a gateway uses the store")
+
     def applied(self) -> list[str]:
         """The migrations this database holds."""
         return [str(r[0]) for r in self.conn.execute(
@@ -460,13 +475,15 @@ class PostgresStore(Store):
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'samples'::regclass")}
 
-    def _ensure_months(self, times: Iterable[float]) -> None:
-        """Make the monthly partitions these times need, at most :data:`NEW_MONTHS` (the
-        latest: the rest wait in ``samples_other`` for a later batch), under an advisory lock
-        (two gateways make each once). A month's samples already in ``samples_other`` (a
-        batch past the bound) move to its new partition."""
+    def _ensure_months(self, times: Iterable[float], at_most: int | None = NEW_MONTHS) -> None:
+        """Make the monthly partitions these times need, ``at_most`` of them (the latest: the
+        rest wait in ``samples_other`` for a later batch; None: all, for a migration of the
+        operator's own data), under an advisory lock (two gateways make each once). A month's
+        samples already in ``samples_other`` (a batch past the bound) move to its new
+        partition."""
         wanted = {m for m in map(_month, times) if m is not None}
-        missing = sorted(m for m in wanted if _partition(m) not in self._months)[-NEW_MONTHS:]
+        missing = sorted(m for m in wanted if _partition(m) not in self._months)
+        missing = missing[-at_most:] if at_most is not None else missing
         if not missing:
             return
         with self.conn.transaction() as tx:
