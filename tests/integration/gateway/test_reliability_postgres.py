@@ -890,3 +890,37 @@ def test_hostile_values_never_break_the_batch_of_other_devices(pg_url: str) -> N
     assert line.passed, (got, again, counts, parts, parts_after)
     assert {"a\ufffdb", "\ufffd" * 10, "x" * 1_000_000, "00ff"} <= texts
     assert names[0].startswith("b\ufffdard'; DROP") and names[2] == "C\ufffd", names
+
+
+def test_a_partition_flood_is_bounded_and_its_samples_move_to_their_months(pg_url: str) -> None:
+    """A stream whose batches each span 40 months: each batch makes at most NEW_MONTHS
+    partitions, the other months' samples wait in samples_other and move into their month's
+    partition when a later batch makes it; every sample stays readable throughout, once."""
+    from cairn_gateway.store.postgres import NEW_MONTHS
+
+    store = open_store(pg_url)
+    month = 31 * 86400.0
+    try:
+        (sid,) = streams(store, 1, 1)
+        made: list[int] = []
+        for b in range(5):
+            before = store.conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                                        "'samples'::regclass").fetchone()[0]
+            store.ingest_many([IngestItem(sid, [(b, 0, Frame(tuple(
+                Sample("x", None, T0 + m * month + b, float(m)) for m in range(40))))])])
+            after = store.conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                                       "'samples'::regclass").fetchone()[0]
+            made.append(int(after) - int(before))
+        waiting = store.conn.execute("SELECT count(*) FROM samples_other").fetchone()[0]
+        held = len(store.samples(sid, 0, 2e10))
+        bad = (max(made) > NEW_MONTHS) + (held != 200) \
+            + audit(store, {sid: dict.fromkeys(range(5), 40)})
+    finally:
+        store.close()
+    line = record("storage", "a stream's batches each spread over 40 months (a partition "
+                  "flood)", 5, bad, "partitions past the bound, samples lost or doubled",
+                  detail=f"partitions made per batch {made}; {waiting} samples still waiting "
+                         "in samples_other")
+    assert line.passed, (made, held)
+    months = {time.gmtime(T0 + m * month)[:2] for m in range(40)}
+    assert made[-1] == 0 and sum(made) == len(months) and waiting == 0, (made, waiting)
