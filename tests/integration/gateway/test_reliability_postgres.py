@@ -793,26 +793,28 @@ def test_a_running_gateway_outlives_its_database_server(cluster: Any, tmp_path: 
                 await asyncio.to_thread(cluster.stop)
                 down = await until(client, "/api/streams", lambda r: r.status_code != 200)
                 ready = await until(client, "/readyz", lambda r: "database server" in r.text)
+                live = await client.get("/healthz")
                 alive = gateway.done()
                 await asyncio.to_thread(cluster.start)
                 back = await until(client, "/api/streams", lambda r: r.status_code == 200)
             assert not alive and not gateway.done(), "the daemon stopped"
-            return up, down, ready, back
+            return up, down, ready, live, back
         finally:
             gateway.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gateway
 
-    up, down, ready, back = asyncio.run(main())
+    up, down, ready, live, back = asyncio.run(main())
     detail = down.json().get("detail", "")
     store_check = ready.json()["checks"]["store"]
     said = [r.getMessage() for r in caplog.records if r.name == "cairn_gateway.store.postgres"
             and r.levelno >= logging.WARNING]
     bad = (down.status_code != 503) + ("\n" in detail) + ("Traceback" in down.text) \
         + (ready.status_code != 503) + store_check["ok"] + (back.status_code != 200) \
-        + (len(said) != 2)
+        + (len(said) != 2) + (live.json() != {"ok": True, "streams": None})
     line = record("storage", "the PostgreSQL server stopped and started under a running "
-                  "gateway daemon", 1, bad, "500s, tracebacks, daemon exits or no recovery",
+                  "gateway daemon", 1, bad,
+                  "500s, tracebacks, daemon exits, /healthz failing or no recovery",
                   detail=f"API: {detail[:100]}")
     assert line.passed, (down.text, ready.text, back.text, said)
     assert "is unreachable: connection failed" in said[0] and "reachable again" in said[1]
