@@ -210,7 +210,7 @@ def test_restarts_under_live_batches_lose_nothing_and_store_nothing_twice(cluste
 
 def test_restarts_under_the_ingest_worker_lose_nothing(cluster: Any) -> None:
     """Runs handed to the ingest worker process (Store.ingest there) while the server is
-    killed and stopped: the runs in flight fail naming the store error, the retry after
+    killed, shut down immediately and fast: the runs in flight fail naming the store error, the retry after
     the server is back stores them exactly once (the worker's pool recovers by itself)."""
     from cairn.crypto import leaf_hash
     from cairn_gateway.ingest import IngestWorker
@@ -228,9 +228,10 @@ def test_restarts_under_the_ingest_worker_lose_nothing(cluster: Any) -> None:
             assert worker.alive, worker.failed
             failed = 0
             for n, (sid, blocks) in enumerate(runs):
-                if n in (len(runs) // 3, 2 * len(runs) // 3):
-                    await asyncio.to_thread(shut, cluster, "kill" if n < len(runs) // 2
-                                            else "fast")
+                hows = {len(runs) * k // 4: how for k, how in
+                        ((1, "kill"), (2, "immediate"), (3, "fast"))}
+                if n in hows:
+                    await asyncio.to_thread(shut, cluster, hows[n])
                     fut = worker.submit(sid, [(i, f, d, leaf_hash(d)) for i, f, d in blocks])
                     with pytest.raises(RuntimeError) as caught:
                         await fut
@@ -258,11 +259,12 @@ def test_restarts_under_the_ingest_worker_lose_nothing(cluster: Any) -> None:
         bad = audit(store, {sid: dict.fromkeys(range(scale(60, 240)), 20) for sid in sids})
     finally:
         store.close()
-    line = record("storage", "PostgreSQL killed / stopped under the ingest worker process, "
-                  "then started", 2, bad, "blocks lost, doubled or rollups wrong",
+    line = record("storage", "PostgreSQL killed / shut down immediate / fast under the "
+                  "ingest worker process, "
+                  "then started", 3, bad, "blocks lost, doubled or rollups wrong",
                   detail=f"{failed} runs failed in flight, {len(errors)} failed attempts; "
                          f"{len(runs)} runs stored by the same worker")
-    assert line.passed and failed == 2
+    assert line.passed and failed == 3
 
 
 def test_the_pool_reconnects_as_soon_as_a_long_outage_ends(cluster: Any) -> None:
