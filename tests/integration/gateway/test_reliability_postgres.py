@@ -210,8 +210,9 @@ def test_restarts_under_live_batches_lose_nothing_and_store_nothing_twice(cluste
 
 def test_restarts_under_the_ingest_worker_lose_nothing(cluster: Any) -> None:
     """Runs handed to the ingest worker process (Store.ingest there) while the server is
-    killed, shut down immediately and fast: the runs in flight fail naming the store error, the retry after
-    the server is back stores them exactly once (the worker's pool recovers by itself)."""
+    killed, shut down immediately and fast: the runs in flight fail naming the store error,
+    the retry after the server is back stores them exactly once (the worker's pool recovers
+    by itself)."""
     from cairn.crypto import leaf_hash
     from cairn_gateway.ingest import IngestWorker
 
