@@ -170,6 +170,21 @@ SLOW: tuple[str, ...] = (
     "integration/edge/test_embedded_quiet.py"
     "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
     "integration/demo/test_docs_walk.py::test_walk",
+    # PostgreSQL under faults: restarts wait out the pool's reconnection, COPYs of 100k samples
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_restarts_under_the_ingest_worker_lose_nothing",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_backend_terminated_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_tcp_path_cut_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_database_going_away_answers_503_in_one_line_and_recovers",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_two_stores_racing_on_the_same_blocks_store_each_once",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_pool_reconnects_as_soon_as_a_long_outage_ends",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_full_wal_disk_fails_ingest_in_words_and_ingest_resumes_after",
     # a store of 40,000 samples built, migrated twice and every query compared (about 7 s)
     "integration/gateway/test_reliability_migrate.py"
     "::test_a_migration_killed_halfway_finishes_when_run_again",

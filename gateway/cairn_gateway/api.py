@@ -32,7 +32,8 @@ out of its field; in ``/metrics`` only numbers and booleans (1 or 0) appear.
 the ``fastapi-offline`` package, under ``/docs/assets/``): they work without internet.
 
 Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
-errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
+errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections. A store
+that fails (its database server down, its disk full) answers 503 with the reason in one line.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
@@ -69,7 +70,7 @@ from cairn_gateway.schemas import (
     State,
     Stream,
 )
-from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
+from cairn_gateway.store import KINDS, ROLLED_UP, Store, StoreError, describe_missing
 from cairn_gateway.windows import (
     ParameterError,
     StepChoice,
@@ -176,6 +177,13 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                        body_timeout=body_timeout)
     conn = store.conn
     _docs(app)
+
+    @app.exception_handler(StoreError)
+    async def store_unavailable(_request: Request, exc: StoreError) -> JSONResponse:
+        """The store failed (its server down or its disk full): 503 with the reason in one
+        line (the store's errors name no password), not a 500 with a traceback."""
+        return JSONResponse({"detail": str(exc).splitlines()[0] if str(exc) else "the store "
+                             "failed"}, status_code=503, headers={"Retry-After": "5"})
 
     def stream_of(ref: str) -> int:
         found = queries.stream_id(conn, ref)

@@ -494,7 +494,7 @@ def _copy(src: sqlite3.Connection, pg: psycopg.Connection[Any], store: PostgresS
         out = [_without_nul(r, texts, report) for r in batch] if texts else batch
         if t_at >= 0:  # a time a day of the samples' (a day is in one month)
             store._ensure_months({t - t % 86400.0 if math.isfinite(t) else t
-                                  for t in (r[t_at] for r in out)})
+                                  for t in (r[t_at] for r in out)}, at_most=None)
         with pg.transaction(), pg.cursor() as c:
             with c.copy(copy) as cp:
                 cp.set_types(names)
