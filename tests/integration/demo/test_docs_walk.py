@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn.brokers.mosquitto import free_port
 from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -107,14 +107,15 @@ def match(expected: list[str], output: str, found: dict[str, str]) -> list[str]:
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` different free ports outside the ephemeral range (:func:`free_port`): a port the
+    kernel picked with ``bind(..., 0)`` was taken, minutes later when the walk reached the
+    command that listens on it, by another test's outgoing connection."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 class Walk:
