@@ -253,10 +253,16 @@ CREATE TEMP TABLE IF NOT EXISTS batch (
     stream_id bigint NOT NULL, t double precision NOT NULL, value double precision, text text,
     block bigint NOT NULL, fork bigint NOT NULL, k bigint NOT NULL, kind smallint NOT NULL)
     ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS batch_blocks (
-    stream_id bigint NOT NULL, block bigint NOT NULL, fork bigint NOT NULL,
-    samples bigint NOT NULL) ON COMMIT DELETE ROWS;
 """
+
+#: a batch's blocks claimed in one statement (four arrays: stream ids, indexes, forks, samples);
+#: only the rows it returns are this transaction's to store
+_CLAIM = """
+    INSERT INTO blocks (stream_id, block, fork, samples)
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+        AS b (stream_id, block, fork, samples)
+    ORDER BY stream_id, block
+    ON CONFLICT DO NOTHING RETURNING stream_id, block"""
 
 _ROLLUP = """
     INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
@@ -381,9 +387,15 @@ class PostgresStore(Store):
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'samples'::regclass")}
 
-    def _ensure_months(self, times: Iterable[float]) -> None:
+    def _ensure_months(self, times: Sequence[float]) -> None:
         """Make the monthly partitions these times need (under an advisory lock: two
         gateways make each once)."""
+        if not times:
+            return
+        first = _month(min(times))  # a batch within one month it has: nothing to do
+        if first is not None and first == _month(max(times)) \
+                and _partition(first) in self._months:
+            return
         wanted = {m for m in map(_month, times) if m is not None}
         missing = sorted(m for m in wanted if _partition(m) not in self._months)
         if not missing:
@@ -406,9 +418,7 @@ class PostgresStore(Store):
 
     def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
                window: tuple[float, float] | None = None) -> int:
-        if self.status(stream_id) != "ok":
-            raise StoreError(f"stream {stream_id} is stopped: {self.status(stream_id)}")
-        stored: list[int] = []
+        stored: list[int] = []  # (a stopped stream is found under its lock: one round trip)
         got = self._ingest([IngestItem(stream_id, list(blocks), window)], stored)
         if got[0] is None:
             raise StoreError(f"stream {stream_id} is stopped: {self.status(stream_id)}")
@@ -429,7 +439,7 @@ class PostgresStore(Store):
         if not block_rows:
             stored.extend(0 for _ in refused)
             return [0 for _ in items]
-        self._ensure_months(r[1] for r in rows)
+        self._ensure_months([r[1] for r in rows])
         for attempt in range(RETRIES):
             try:
                 return self._ingest_once(items, rows, block_rows, refused, stored)
@@ -454,16 +464,8 @@ class PostgresStore(Store):
             for br in block_rows:
                 if br[0] in live:
                     firsts.setdefault((br[0], br[1]), br)
-            with tx.cursor() as cur:
-                with cur.copy("COPY batch_blocks (stream_id, block, fork, samples) "
-                              "FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["int8", "int8", "int8", "int8"])
-                    for br in firsts.values():
-                        cp.write_row(br)
-                new = {(int(a), int(b)) for a, b in cur.execute(
-                    "INSERT INTO blocks (stream_id, block, fork, samples) SELECT stream_id, "
-                    "block, fork, samples FROM batch_blocks ORDER BY stream_id, block "
-                    "ON CONFLICT DO NOTHING RETURNING stream_id, block").fetchall()}
+            columns = [list(c) for c in zip(*firsts.values(), strict=True)] or [[]] * 4
+            new = {(int(a), int(b)) for a, b in tx.execute(_CLAIM, columns).fetchall()}
             seen: set[tuple[int, int, int]] = set()
             mine: list[SampleRow] = []
             for r in rows:
@@ -475,14 +477,29 @@ class PostgresStore(Store):
             for sid in ids:
                 refused[sid] = [b for b in refused[sid] if (sid, b) in new]
             kinds: dict[int, str | None] = {}
+            first_kinds: list[tuple[str, int]] = []
             for sid in sorted(live):  # each stream's kind: as stored, or its first new sample's
                 known = state[sid][1]
                 if known is None:
                     its = [r for r in mine if r[0] == sid]
                     if its:
                         known = KINDS[min(its, key=lambda r: (r[1], r[4], r[6]))[7]]
-                        tx.execute("UPDATE streams SET kind = %s WHERE id = %s", (known, sid))
+                        first_kinds.append((known, sid))
                 kinds[sid] = None if known is None else str(known)
+            blocks_of: dict[int, int] = {}
+            for sid, _b in new:
+                blocks_of[sid] = blocks_of.get(sid, 0) + 1
+            other: dict[int, int] = {}
+            count: dict[int, int] = {}
+            for r in mine:
+                count[r[0]] = count.get(r[0], 0) + 1
+                of = kinds.get(r[0])
+                if of is not None and KINDS[r[7]] != of:
+                    other[r[0]] = other.get(r[0], 0) + 1
+            updates = [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
+                       for sid in sorted(live) if sid in blocks_of]
+            units = sorted({(item.stream_id, item.unit) for item in items
+                            if item.unit is not None and item.stream_id in live})
             with tx.cursor() as cur:
                 if mine:
                     with cur.copy("COPY batch (stream_id, t, value, text, block, fork, k, kind) "
@@ -491,36 +508,27 @@ class PostgresStore(Store):
                                       "int8", "int2"])
                         for r in mine:
                             cp.write_row(r)
-                    for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
-                        of_kind = sorted(sid for sid, k in kinds.items() if k == kind)
-                        param = (KINDS.index(kind), of_kind)
-                        for sql in _ROLLUPS:
-                            cur.execute(sql, param)
-                        cur.execute(_UNROLLED, param)
-                    cur.execute("INSERT INTO samples (stream_id, t, value, text, block, fork, k, "
-                                "kind) SELECT stream_id, t, value, text, block, fork, k, kind "
-                                "FROM batch ON CONFLICT DO NOTHING")
-                blocks_of: dict[int, int] = {}
-                for sid, _b in new:
-                    blocks_of[sid] = blocks_of.get(sid, 0) + 1
-                other: dict[int, int] = {}
-                count: dict[int, int] = {}
-                for r in mine:
-                    count[r[0]] = count.get(r[0], 0) + 1
-                    of = kinds.get(r[0])
-                    if of is not None and KINDS[r[7]] != of:
-                        other[r[0]] = other.get(r[0], 0) + 1
-                updates = [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
-                           for sid in sorted(live) if sid in blocks_of]
-                if updates:
-                    cur.executemany("UPDATE streams SET stored_blocks = stored_blocks + %s, "
-                                    "refused = refused + %s, other_kind = other_kind + %s "
-                                    "WHERE id = %s", updates)
-                units = sorted({(item.stream_id, item.unit) for item in items
-                                if item.unit is not None and item.stream_id in live})
-                if units:
-                    cur.executemany("UPDATE streams SET unit = coalesce(unit, %s) WHERE id = %s",
-                                    [(u, sid) for sid, u in units])
+                with tx.pipeline():  # the rest in one round trip
+                    if first_kinds:
+                        cur.executemany("UPDATE streams SET kind = %s WHERE id = %s",
+                                        first_kinds)
+                    if mine:
+                        for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
+                            of_kind = sorted(sid for sid, k in kinds.items() if k == kind)
+                            param = (KINDS.index(kind), of_kind)
+                            for sql in _ROLLUPS:
+                                cur.execute(sql, param)
+                            cur.execute(_UNROLLED, param)
+                        cur.execute("INSERT INTO samples (stream_id, t, value, text, block, "
+                                    "fork, k, kind) SELECT stream_id, t, value, text, block, "
+                                    "fork, k, kind FROM batch ON CONFLICT DO NOTHING")
+                    if updates:
+                        cur.executemany("UPDATE streams SET stored_blocks = stored_blocks + "
+                                        "%s, refused = refused + %s, other_kind = other_kind "
+                                        "+ %s WHERE id = %s", updates)
+                    if units:
+                        cur.executemany("UPDATE streams SET unit = coalesce(unit, %s) "
+                                        "WHERE id = %s", [(u, sid) for sid, u in units])
         order: list[int] = []
         for item in items:
             if item.stream_id not in order:
