@@ -188,7 +188,7 @@ FUZZ_ARGS ?=
 fuzz: $(PIP_STAMP)
 	$(BIN)/python fuzz/run.py $(FUZZ_ARGS)
 
-bench: $(PIP_STAMP) npm
+bench: $(PIP_STAMP) npm postgres
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/hyperdht_connect.py
@@ -200,6 +200,7 @@ bench: $(PIP_STAMP) npm
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/store.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -260,8 +261,8 @@ def fill_month(store: Store, streams: int = 1000, hours: int = 720) -> list[int]
     """``streams`` streams with 30 days of hour rollups each, written straight into
     ``rollup_hour`` through the store's connection (a transaction per 100 streams)."""
     dev = store.device(b"m" * 32, "fleet", T0)
-    sids = [store.stream(dev, f"fleet/s{i}", (b"month" + i.to_bytes(4, "big")).ljust(32, b"-"), "Cel")
-            for i in range(streams)]
+    sids = [store.stream(dev, f"fleet/s{i}", (b"month" + i.to_bytes(4, "big")).ljust(32, b"-"),
+                         "Cel") for i in range(streams)]
     h0 = int(T0) // 3600 * 3600
     for k in range(0, streams, 100):
         with store.conn.transaction():
@@ -335,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gateway:
         asyncio.run(_gateway(json.loads(args.gateway)))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # (the cluster is removed)
     import psycopg
 
     from cairn_gateway.pgcluster import PostgresCluster
@@ -342,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# python bench/store.py --blocks {args.blocks} --devices {args.devices} "
           f"--repeat {args.repeat} --queries {args.queries}" + (" --fast" if args.fast else ""))
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')}  {platform.machine()}, "
-          f"{os.cpu_count()} cores, python {platform.python_version()}")
+          f"{os.cpu_count()} cores, python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="cairn-bench-store-") as d, \
             PostgresCluster(fast=args.fast) as pg:
         tmp = Path(d)
@@ -370,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("1 gateway, PostgreSQL", pg_db, [fleet]),
                     ("3 gateways, PostgreSQL", pg_db, thirds)]
             for k in range(args.repeat):
-                for label, target, groups in plan:
-                    r = collect(tmp, f"run{k}", target, groups, server_pid, fleet)
+                for m, (label, target, groups) in enumerate(plan):  # fresh replicas and store
+                    r = collect(tmp, f"m{m}-run{k}", target, groups, server_pid, fleet)
                     runs.setdefault(label, []).append(r)
                     print(f"  {label}: {r.samples:,} samples in {r.seconds:.2f} s, "
                           f"CPU gateway {r.gateway_cpu:.2f} s, server {r.server_cpu:.2f} s, "
@@ -386,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             q_pg = queries(ps, args.queries)
         finally:
             ps.close()
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     print_tables(table(runs, q_sqlite, q_pg, args), args.markdown)
     return 0
 
@@ -411,18 +415,19 @@ def table(runs: dict[str, list[Run]], q_sqlite: Queries, q_pg: Queries,
     rows += [
         Row(f"{n} edges x {args.blocks:,} frames, 1 gateway on SQLite", "samples/s", g_sq.rate,
             None, None, "info", "-"),
-        Row(f"  1 gateway on PostgreSQL", "samples/s", g_pg.rate, None,
+        Row("  1 gateway on PostgreSQL", "samples/s", g_pg.rate, None,
             g_pg.rate / g_sq.rate, "ratio to SQLite", "-"),
-        Row(f"  3 gateways on one PostgreSQL, a third of the edges each", "samples/s",
+        Row("  3 gateways on one PostgreSQL, a third of the edges each", "samples/s",
             g3.rate, None, g3.rate / g_pg.rate, ">= 2x 1 gateway",
             "PASS" if g3.rate >= 2 * g_pg.rate else "MISS (2 cores)"),
     ]
     for label, r in (("1 gateway on SQLite", g_sq), ("1 gateway on PostgreSQL", g_pg),
                      ("3 gateways on PostgreSQL", g3)):
-        rows.append(Row(f"  CPU per sample, {label}: gateway / server / edge", "us",
-                        r.gateway_cpu / r.samples * 1e6, None, None,
-                        f"{r.server_cpu / r.samples * 1e6:.1f} / "
-                        f"{r.edge_cpu / r.samples * 1e6:.1f}", "-"))
+        busy = (r.gateway_cpu + r.server_cpu + r.edge_cpu) / r.seconds
+        rows.append(Row(f"  CPU per sample, {label}: gateway (then server / edges, and the "
+                        "cores these kept busy)", "us", r.gateway_cpu / r.samples * 1e6, None,
+                        None, f"{r.server_cpu / r.samples * 1e6:.1f} / "
+                        f"{r.edge_cpu / r.samples * 1e6:.1f} us; {busy:.2f} cores", "-"))
     gw_us = g3.gateway_cpu / g3.samples * 1e6  # CPU a sample costs its gateway
     srv_us = g3.server_cpu / g3.samples * 1e6
     per_gateway = 1e6 / gw_us  # one gateway alone on one core (its worker shares it)
@@ -448,9 +453,9 @@ def table(runs: dict[str, list[Run]], q_sqlite: Queries, q_pg: Queries,
                 statistics.median(a) / statistics.median(b), "ratio: SQLite / PG", "-"),
             Row("  PostgreSQL p99", "ms", p(b, 0.99), None, p(a, 0.99) / p(b, 0.99),
                 "ratio: SQLite / PG", "-"),
-            Row("  one stream's query p50, SQLite / PostgreSQL", "ms",
+            Row("  one stream's query, p50: SQLite (then PostgreSQL)", "ms",
                 statistics.median(getattr(q_sqlite, call)), None, None,
-                f"{statistics.median(getattr(q_pg, call)):.2f} ms", "-"),
+                f"PostgreSQL {statistics.median(getattr(q_pg, call)):.2f} ms", "-"),
         ]
     return rows
 
