@@ -424,10 +424,10 @@ def table(runs: dict[str, list[Run]], q_sqlite: Queries, q_pg: Queries,
     for label, r in (("1 gateway on SQLite", g_sq), ("1 gateway on PostgreSQL", g_pg),
                      ("3 gateways on PostgreSQL", g3)):
         busy = (r.gateway_cpu + r.server_cpu + r.edge_cpu) / r.seconds
-        rows.append(Row(f"  CPU per sample, {label}: gateway (then server / edges, and the "
-                        "cores these kept busy)", "us", r.gateway_cpu / r.samples * 1e6, None,
-                        None, f"{r.server_cpu / r.samples * 1e6:.1f} / "
-                        f"{r.edge_cpu / r.samples * 1e6:.1f} us; {busy:.2f} cores", "-"))
+        rows.append(Row(f"  CPU per sample: {label}'s gateway processes", "us",
+                        r.gateway_cpu / r.samples * 1e6, None, None,
+                        f"server {r.server_cpu / r.samples * 1e6:.1f}, edges "
+                        f"{r.edge_cpu / r.samples * 1e6:.1f}; {busy:.2f} cores busy", "-"))
     gw_us = g3.gateway_cpu / g3.samples * 1e6  # CPU a sample costs its gateway
     srv_us = g3.server_cpu / g3.samples * 1e6
     per_gateway = 1e6 / gw_us  # one gateway alone on one core (its worker shares it)
