@@ -184,7 +184,7 @@ class Run:
 
 
 def collect(tmp: Path, label: str, target: Callable[[str], str], groups: list[list[Edge]],
-            server_pid: int | None, all_edges: list[Edge]) -> Run:
+            server_pid: int | None, all_edges: list[Edge], blocks: int) -> Run:
     """One gateway process per group of edges, started together on fresh stores (``target``
     makes one: the same database for all the groups of a run)."""
     where = target(label)
@@ -232,6 +232,9 @@ def collect(tmp: Path, label: str, target: Callable[[str], str], groups: list[li
     if errors:
         raise SystemExit(f"{label}: {errors[0]}")
     samples = sum(int(d["samples"]) for d in done)
+    expected = sum(len(group) for group in groups) * blocks
+    if samples != expected:
+        raise SystemExit(f"{label}: {samples:,} samples stored of {expected:,}")
     seconds = max(d["end"] for d in done) - min(d["start"] for d in done)
     return Run(samples, seconds, after[0] - before[0], after[1] - before[1],
                after[2] - before[2])
@@ -374,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("3 gateways, PostgreSQL", pg_db, thirds)]
             for k in range(args.repeat):
                 for m, (label, target, groups) in enumerate(plan):  # fresh replicas and store
-                    r = collect(tmp, f"m{m}-run{k}", target, groups, server_pid, fleet)
+                    r = collect(tmp, f"m{m}-run{k}", target, groups, server_pid, fleet,
+                                args.blocks)
                     runs.setdefault(label, []).append(r)
                     print(f"  {label}: {r.samples:,} samples in {r.seconds:.2f} s, "
                           f"CPU gateway {r.gateway_cpu:.2f} s, server {r.server_cpu:.2f} s, "
