@@ -201,6 +201,7 @@ bench: $(PIP_STAMP) npm postgres
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/pg_sizes.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -35,8 +35,9 @@ import pytest
 
 from tests.interop.harness import INTEROP_DIR, find_node
 
-# fixtures: pg_cluster (a PostgreSQL server per test process), pg_url (a database per test)
-from tests.pg import pg_cluster, pg_url  # noqa: F401
+# fixtures: pg_cluster (a PostgreSQL server per test process), pg_url (a database per test),
+# pg_schema_url (a schema per test)
+from tests.pg import pg_cluster, pg_schema_url, pg_url  # noqa: F401
 
 #: Packages that must be in tests/interop/node_modules for the interop tests to run.
 ORACLE_PACKAGES = ("hypercore", "hyperdht", "dht-rpc", "@hyperswarm/secret-stream")

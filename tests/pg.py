@@ -5,12 +5,17 @@ fast settings (no fsync): under pytest-xdist every worker is its own process and
 own cluster, on its own port, in its own temporary directory, removed at the end.
 
 ``pg_url`` (function scope) creates an empty database for one test and gives its URL; the
-database is dropped after the test (sessions still connected are ended). A database per test
-rather than a schema per test (``options=-csearch_path=...``): measured on this machine, create
-+ connect + one table + drop takes about 28 ms as a database (``STRATEGY FILE_COPY``; 108 ms
-with the default WAL-logged copy) against about 5 ms as a schema; the 23 ms buy a test full
-isolation (extensions, partitions, the ``public`` schema, settings of the database), so code
-under test needs no search_path of its own.
+database is dropped after the test (sessions still connected are ended). ``pg_schema_url``
+gives an empty schema instead, in a database the worker's tests share, selected by the URL
+(``?options=-csearch_path%3D<schema>``), dropped after the test.
+
+Which to use (``bench/pg_fixture.py``: create, connect, one table, drop): on a quiet machine a
+database takes about 28 ms (``STRATEGY FILE_COPY``; 108 ms with the default WAL-logged copy)
+and a schema about 5 ms; on a loaded one (load 6 on two cores) 470-580 ms against 20 ms, as a
+database is a copy of the template's 7 MB and a checkpoint. A database isolates everything
+(extensions, the ``public`` schema, advisory locks, settings of the database), so it is the
+default; a schema suits code that names no schema (every table through ``search_path``, as the
+store's does) in tests that make many stores.
 
 A test that stops, restarts or kills a server starts its own ``PostgresCluster``: the shared one
 stays up for the others.
@@ -58,3 +63,26 @@ def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     url = pg_cluster.create_database(name)
     yield url
     pg_cluster.drop_database(name)
+
+
+#: the database the worker's ``pg_schema_url`` schemas live in
+SCHEMAS_DB = "schemas"
+
+
+@pytest.fixture
+def pg_schema_url(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of a new, empty schema for this test alone (first on its ``search_path``), in a
+    database shared by the worker's tests; dropped after the test."""
+    import psycopg
+
+    pg_cluster.start()
+    name = f"test_{next(_names)}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                         (SCHEMAS_DB,)).fetchone() is None:
+            pg_cluster.create_database(SCHEMAS_DB)
+    with psycopg.connect(pg_cluster.url(SCHEMAS_DB), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}".encode())
+    yield f"{pg_cluster.url(SCHEMAS_DB)}?options=-csearch_path%3D{name}"
+    with psycopg.connect(pg_cluster.url(SCHEMAS_DB), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE".encode())

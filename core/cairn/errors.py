@@ -27,7 +27,8 @@
      ├── UsageError              what the operator gave (a config file, a CLI argument, a key,
      │    │                      seed or token file, a name) is wrong: say which, exit 2
      │    └── settings.ConfigError, brokers.BrokerURLError, fleet.identity.SeedError,
-     │         cairn_gateway: TokenError, RosterError; cairn_sim.scenario.ScenarioError,
+     │         cairn_gateway: TokenError, RosterError, ProvisionError;
+     │         cairn_sim.scenario.ScenarioError,
      │         cairn_demo.processes.DemoDataError
      └── ServiceError            something Cairn needs from the host (a broker, a port, the DHT, a
           │                      child process) is missing or failed: not a bug, not hostile

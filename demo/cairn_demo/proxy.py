@@ -26,12 +26,13 @@ class Proxy:
         self.server: asyncio.Server | None = None
         self.conns: set[asyncio.StreamWriter] = set()
         self.relayed = 0  # bytes
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
 
     def restore(self) -> None:
-        self.server = self._call(asyncio.start_server(self._serve, "127.0.0.1", self.port,
+        self.server = self._call(asyncio.start_server(self._accept, "127.0.0.1", self.port,
                                                       reuse_address=True))
 
     def cut(self) -> None:
@@ -47,9 +48,16 @@ class Proxy:
 
         self._call(down())
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called as the connection is accepted (a plain function runs at once, in
+        ``connection_made``): the connection is in ``conns`` before its task is even started,
+        so a cut, or the loop's end cancelling a task that never ran, still closes it."""
+        self.conns.add(writer)
+        self._tasks.add(task := self.loop.create_task(self._serve(reader, writer)))
+        task.add_done_callback(self._tasks.discard)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_w: asyncio.StreamWriter | None = None
-        self.conns.add(writer)  # at once: a cut while the upstream connects drops it too
         try:
             if self.server is None:  # accepted as the path was cut: it is cut too
                 return

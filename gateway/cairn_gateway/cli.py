@@ -416,65 +416,93 @@ def grafana() -> None:
     """Install Cairn's Grafana data sources and dashboards."""
 
 
-GRAFANA_FILES = Path(__file__).with_name("grafana")
-
-
 @grafana.command("push")
 @click.option("--url", required=True, help="Grafana's URL, e.g. http://localhost:3000.")
 @click.option("--token", required=True, envvar="GRAFANA_TOKEN",
               help="A token of a service account with the Admin role (or $GRAFANA_TOKEN): "
               "creating data sources needs Admin; an Editor token is refused (403).")
-@click.option("--gateway-url", default=None, help="The gateway API as Grafana reaches it "
-              "(default: the provisioning file's).")
-@click.option("--prometheus-url", default=None, help="Prometheus as Grafana reaches it.")
+@click.option("--datasource", type=click.Choice(["infinity", "postgres"]), default="infinity",
+              show_default=True, help="infinity: the Infinity plugin on the gateway's API and "
+              "Prometheus; postgres: Grafana's built-in PostgreSQL data source on the shared "
+              "store (no plugin), with its own three dashboards.")
+@click.option("--gateway-url", default=None, help="infinity: the gateway API as Grafana "
+              "reaches it (default: the provisioning file's).")
+@click.option("--prometheus-url", default=None, help="infinity: Prometheus as Grafana "
+              "reaches it.")
 @click.option("--gateway-token-file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="The gateway's read token file ([api].read_token_file): "
-              "Grafana sends it to the gateway as a bearer token. Without it, an existing "
-              "data source keeps the token Grafana holds; a new one gets none.")
-def grafana_push(url: str, token: str, gateway_url: str | None,
-                 prometheus_url: str | None, gateway_token_file: Path | None) -> None:
-    """Create or update the data sources and the three dashboards in a running Grafana
+              default=None, help="infinity: the gateway's read token file "
+              "([api].read_token_file): Grafana sends it to the gateway as a bearer token. "
+              "Without it, an existing data source keeps the token Grafana holds; a new one "
+              "gets none.")
+@click.option("--store-url", default=None, help="postgres: the store as Grafana reaches it, "
+              "postgresql://user@host:port/database[?sslmode=disable] (no password here: "
+              "sslmode require unless given).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="postgres: take the store from this gateway config's "
+              "[store] url instead (its password, the gateway's, is not given to Grafana).")
+@click.option("--store-user", default=None, help="postgres: the role Grafana connects as "
+              "(default: the URL's user); give it SELECT on the store's tables only.")
+@click.option("--store-password-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="postgres: a file (mode 0600) holding that role's password, "
+              "else $CAIRN_GRAFANA_DB_PASSWORD; without either, an existing data source keeps "
+              "the password Grafana holds.")
+def grafana_push(url: str, token: str, datasource: str, gateway_url: str | None,
+                 prometheus_url: str | None, gateway_token_file: Path | None,
+                 store_url: str | None, config_path: Path | None, store_user: str | None,
+                 store_password_file: Path | None) -> None:
+    """Create or update Cairn's data sources and its three dashboards in a running Grafana
     (a service account token with the Admin role)."""
-    from cairn_gateway.auth import TokenError, load_token
+    from cairn_gateway import provision
 
-    try:
-        read_token = None if gateway_token_file is None \
-            else load_token(gateway_token_file, "read token").decode()
-    except TokenError as exc:
-        raise click.ClickException(str(exc)) from None
-    import yaml  # type: ignore[import-untyped]
+    add_secret(token)  # never in a log line (cairn.logs)
+    given = {"--gateway-url": gateway_url, "--prometheus-url": prometheus_url,
+             "--gateway-token-file": gateway_token_file} if datasource == "postgres" else {
+        "--store-url": store_url, "--config": config_path, "--store-user": store_user,
+        "--store-password-file": store_password_file}
+    stray = [name for name, value in given.items() if value is not None]
+    if stray:
+        raise provision.ProvisionError(f"{', '.join(stray)}: not for --datasource {datasource}")
+    if datasource == "postgres":
+        if store_url is not None:
+            target, from_config = store_url, False
+        elif config_path is not None:
+            target, from_config = provision.store_url_of_config(config_path), True
+        else:
+            raise provision.ProvisionError("--datasource postgres needs --store-url or --config "
+                                           "(a gateway config with [store] url)")
+        body, shown = provision.postgres_source(target, from_config=from_config,
+                                                user=store_user,
+                                                password_file=store_password_file)
+        sources = [body]
+        click.echo(f"PostgreSQL data source on {shown}")
+    else:
+        from cairn_gateway.auth import TokenError, load_token
+
+        try:
+            read_token = None if gateway_token_file is None \
+                else load_token(gateway_token_file, "read token").decode()
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+        sources = provision.infinity_sources(gateway_url, prometheus_url, read_token)
+    _push(url, token, sources, list(provision.dashboards(datasource)))
+
+
+def _push(url: str, token: str, sources: list[dict[str, Any]],
+          dashboards: list[dict[str, Any]]) -> None:
+    """Upsert the data sources, then install the dashboards (overwrite)."""
     from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
-    sources = yaml.safe_load((GRAFANA_FILES / "provisioning" / "datasources" /
-                              "cairn.yaml").read_text())["datasources"]
-    urls = {"yesoreyeram-infinity-datasource": gateway_url, "prometheus": prometheus_url}
-    add_secret(token)  # never in a log line (cairn.logs)
+    from cairn_gateway.provision import upsert_source
+
     api = GrafanaApi.from_url(url, credential=token)
     doing = "connect"
     try:
-        for ds in sources:
-            doing = f"set up the data source {ds['name']!r}"
-            body = {k: v for k, v in ds.items() if k not in ("editable", "secureJsonData")}
-            if "secureJsonData" in ds and read_token is not None:  # never the ${...} itself
-                body["secureJsonData"] = {"httpHeaderValue1": f"Bearer {read_token}"}
-            if urls.get(ds["type"]):
-                body["url"] = urls[ds["type"]]
-                if "allowedHosts" in body.get("jsonData", {}):
-                    body["jsonData"] = {**body["jsonData"], "allowedHosts": [body["url"]]}
-            try:
-                api.datasource.get_datasource_by_uid(ds["uid"])
-                api.datasource.update_datasource_by_uid(ds["uid"], body)
-                click.echo(f"updated data source {ds['name']} ({ds['uid']})")
-            except GrafanaClientError as exc:
-                if getattr(exc, "status_code", None) != 404:
-                    raise
-                api.datasource.create_datasource(body)
-                click.echo(f"created data source {ds['name']} ({ds['uid']})")
-        for path in sorted((GRAFANA_FILES / "dashboards").glob("*.json")):
-            dash = json.loads(path.read_text())
+        for body in sources:
+            doing = f"set up the data source {body['name']!r}"
+            upsert_source(api, body, GrafanaClientError, click.echo)
+        for dash in dashboards:
             doing = f"install the dashboard {dash['title']!r}"
-            dash.pop("id", None)
             api.dashboard.update_dashboard({"dashboard": dash, "overwrite": True,
                                             "message": "cairn gateway grafana push"})
             click.echo(f"installed dashboard {dash['title']} ({dash['uid']})")

@@ -155,7 +155,9 @@ class PostgresCluster:
         self.user = _server_user(run_as)
         self.parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
         self.host = "127.0.0.1"
-        self._port_given = port is not None
+        #: the port may not change: the caller gave it, or the server has run on it (URLs
+        #: handed out name it); only a first start on a port picked here tries another
+        self._port_fixed = port is not None
         self.port = port if port is not None else free_port(self.host)
         self.fast = fast
         self.settings = {**(FAST_SETTINGS if fast else {}), **(settings or {})}
@@ -223,10 +225,11 @@ class PostgresCluster:
             return self
         if self.dir is None:
             self._make()
-        tries = 1 if self._port_given else PORT_TRIES
+        tries = 1 if self._port_fixed else PORT_TRIES
         for attempt in range(tries):
             try:
                 self._start_once()
+                self._port_fixed = True
                 return self
             except _PortTaken as exc:
                 if attempt + 1 == tries:

@@ -8,6 +8,7 @@ dashboards (overwrite on)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -154,3 +155,108 @@ def test_an_editor_token_is_told_to_use_an_admin_service_account(grafana: str) -
     assert "403 Forbidden" in line and "Admin role" in line and "service account" in line
     assert "data source 'Cairn gateway'" in line and "Traceback" not in done.stderr
     assert not FakeGrafana.datasources and not FakeGrafana.dashboards
+
+
+# -- the PostgreSQL data source --------------------------------------------------------------
+
+PG_DASHBOARDS = {"cairn-pg-fleet", "cairn-pg-device", "cairn-pg-integrity"}
+
+
+def _password_file(tmp_path: Path, text: str = "s3cret-grafana-pw") -> Path:
+    path = tmp_path / "grafana-db.password"
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_push_postgres_creates_the_data_source_and_its_dashboards(grafana: str,
+                                                                 tmp_path: Path) -> None:
+    pw = _password_file(tmp_path)
+    done = push(grafana, "--datasource", "postgres", "--store-url",
+                "postgresql://cairn_grafana@db.example:5433/cairn?sslmode=disable",
+                "--store-password-file", str(pw))
+    assert done.returncode == 0, done.stderr
+    assert set(FakeGrafana.datasources) == {"cairn-postgres"}  # nothing of the Infinity set
+    ds = FakeGrafana.datasources["cairn-postgres"]
+    assert ds["type"] == "grafana-postgresql-datasource"
+    assert (ds["url"], ds["user"]) == ("db.example:5433", "cairn_grafana")
+    assert ds["jsonData"]["database"] == "cairn" and ds["jsonData"]["sslmode"] == "disable"
+    assert ds["secureJsonData"] == {"password": "s3cret-grafana-pw"}
+    assert set(FakeGrafana.dashboards) == PG_DASHBOARDS
+    assert "s3cret-grafana-pw" not in done.stdout + done.stderr
+    assert "postgresql://cairn_grafana@db.example:5433/cairn" in done.stdout
+    done = push(grafana, "--datasource", "postgres", "--store-url",
+                "postgresql://cairn_grafana@db.example:5433/cairn")  # no password: kept
+    assert done.returncode == 0, done.stderr
+    ds = FakeGrafana.datasources["cairn-postgres"]
+    assert "secureJsonData" not in ds and ds["jsonData"]["sslmode"] == "require"
+
+
+def test_push_postgres_takes_the_password_from_the_environment(grafana: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn.cli", "gateway", "grafana", "push", "--url", grafana,
+         "--token", "secret-token", "--datasource", "postgres",
+         "--store-url", "postgres://reader@[::1]/cairn"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "CAIRN_GRAFANA_DB_PASSWORD": "from-the-env-pw"})
+    assert done.returncode == 0, done.stderr
+    ds = FakeGrafana.datasources["cairn-postgres"]
+    assert ds["url"] == "[::1]:5432" and ds["secureJsonData"] == {"password": "from-the-env-pw"}
+    assert "from-the-env-pw" not in done.stdout + done.stderr
+
+
+def test_push_postgres_from_the_gateway_config_leaves_the_gateways_password_out(
+        grafana: str, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    writer = tmp_path / "gateway.pw"  # the gateway's own password: never Grafana's
+    writer.write_text("gateway-writer-pw\n")
+    writer.chmod(0o600)
+    config.write_text('[store]\nurl = "postgresql://cairn@pg.lan/fleet"\n'
+                      'password_file = "gateway.pw"\n')
+    done = push(grafana, "--datasource", "postgres", "--config", str(config),
+                "--store-user", "cairn_grafana", "--store-password-file",
+                str(_password_file(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    ds = FakeGrafana.datasources["cairn-postgres"]
+    assert (ds["url"], ds["user"], ds["jsonData"]["database"]) == \
+        ("pg.lan:5432", "cairn_grafana", "fleet")
+    assert ds["secureJsonData"] == {"password": "s3cret-grafana-pw"}
+    assert "gateway-writer-pw" not in json.dumps(FakeGrafana.datasources)
+    assert "gateway-writer-pw" not in done.stdout + done.stderr
+    record("grafana", "grafana push --datasource postgres from a config with the gateway's "
+           "password file", 1, 0, "passwords given to Grafana or shown")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--store-url", "postgresql://u:pw-on-the-command-line@db/cairn"], "holds a password"),
+    (["--store-url", "mysql://u@db/cairn"], "give a postgresql:// URL"),
+    (["--store-url", "postgresql://u@db/"], "postgresql://user@host:port/database"),
+    (["--store-url", "postgresql://u@db:99999/cairn"], "store URL: Port out of range"),
+    (["--store-url", "postgresql://u@db/cairn?sslmode=prefer"], "sslmode 'prefer'"),
+    ([], "needs --store-url or --config"),
+    (["--store-url", "postgresql://u@db/cairn", "--gateway-url", "http://x"],
+     "--gateway-url: not for --datasource postgres"),
+])
+def test_push_postgres_refuses_what_it_cannot_use_in_one_line(
+        grafana: str, args: list[str], says: str) -> None:
+    done = push(grafana, "--datasource", "postgres", *args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stderr
+    assert "pw-on-the-command-line" not in done.stderr + done.stdout
+    assert not FakeGrafana.datasources and not FakeGrafana.dashboards
+
+
+def test_push_postgres_refuses_a_password_file_others_can_read(grafana: str,
+                                                               tmp_path: Path) -> None:
+    pw = _password_file(tmp_path, "readable-by-all-pw")
+    pw.chmod(0o644)
+    done = push(grafana, "--datasource", "postgres", "--store-url", "postgresql://u@db/cairn",
+                "--store-password-file", str(pw))
+    assert done.returncode == 2 and "readable by others" in done.stderr
+    assert "readable-by-all-pw" not in done.stderr + done.stdout
+    config = tmp_path / "sqlite.toml"
+    config.write_text('[store]\nretention_days = 30\n')
+    done = push(grafana, "--datasource", "postgres", "--config", str(config))
+    assert done.returncode == 2 and "has no [store] url" in done.stderr
+    record("grafana", "grafana push --datasource postgres with a password file others can "
+           "read", 1, 0, "passwords used or shown")

@@ -9,6 +9,7 @@ stopping or killing the shared one would pull it from under other tests of the w
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -121,3 +122,41 @@ def test_pg_url_gives_each_test_its_own_empty_database(pg_url: str) -> None:
 
 def test_pg_url_again_sees_nothing_of_the_test_before(pg_url: str) -> None:
     test_pg_url_gives_each_test_its_own_empty_database(pg_url)
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_pg_schema_url_gives_each_test_its_own_schema_and_the_store_works_there(
+        pg_schema_url: str, run: int) -> None:
+    from cairn.frames import Frame, Sample
+    from cairn_gateway.store import Store
+
+    schema = pg_schema_url.rsplit("%3D", 1)[1]
+    store = Store(pg_schema_url)  # every name through search_path: tables, partitions
+    try:
+        dev = store.device(bytes([run]) * 32, f"board-{run}", 1_764_000_000.0)
+        sid = store.stream(dev, f"board-{run}/t", bytes([run + 8]) * 32, "Cel")
+        store.ingest(sid, [(0, 0, Frame((Sample(f"board-{run}/t", "Cel", 1_764_000_000.0,
+                                                 20.5),)))])
+    finally:
+        store.close()
+    with psycopg.connect(pg_schema_url) as conn:
+        assert conn.execute("SELECT current_schema()").fetchone() == (schema,)
+        assert conn.execute("SELECT count(*) FROM samples").fetchone() == (1,)  # its own only
+        where = conn.execute("SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n "
+                             "ON n.oid = c.relnamespace WHERE c.relname LIKE 'samples%'")
+        assert {r[0] for r in where} == {schema}  # nothing made in public
+
+
+def test_a_parent_directory_the_server_user_cannot_enter_is_named(bindir: Path,
+                                                                 tmp_path: Path) -> None:
+    """As root the server runs as ``postgres``, which cannot enter a root-only directory
+    (pytest's own temporary directories are 0700): the error says so and which directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the cluster to another user")
+    closed = tmp_path / "root-only"
+    closed.mkdir(mode=0o700)
+    pg = PostgresCluster(fast=True, bindir=bindir, parent=closed)
+    with pytest.raises(PostgresClusterError, match="cannot reach") as err, pg:
+        pass
+    assert str(closed) in str(err.value) and "\n" not in str(err.value)
+    assert pg.dir is None and not list(closed.iterdir())  # nothing left behind

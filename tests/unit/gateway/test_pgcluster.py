@@ -87,3 +87,31 @@ def test_nothing_is_made_before_start(tmp_path: Path) -> None:
     with pytest.raises(PostgresClusterError, match="start it first"):
         _ = pg.data
     pg.close()  # harmless on a cluster never started
+
+
+def test_only_a_first_start_on_a_picked_port_may_move_it(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process takes the picked port before the first start: another port is tried.
+    Once the server ran on a port (its URLs handed out), a restart never moves it."""
+    pg = PostgresCluster(bindir=_server(tmp_path / "bin"))
+    first = pg.port
+    tried: list[int] = []
+
+    def taken_once(self: PostgresCluster) -> None:
+        tried.append(self.port)
+        if len(tried) == 1:
+            raise pgcluster._PortTaken(f"port {self.port} on 127.0.0.1 is already in use")
+
+    monkeypatch.setattr(PostgresCluster, "_make", lambda self: None)
+    monkeypatch.setattr(PostgresCluster, "_start_once", taken_once)
+    pg.start()
+    assert tried[0] == first and len(tried) == 2 and pg.port == tried[1] != first
+    moved_to = pg.port
+
+    def always_taken(self: PostgresCluster) -> None:
+        raise pgcluster._PortTaken(f"port {self.port} on 127.0.0.1 is already in use")
+
+    monkeypatch.setattr(PostgresCluster, "_start_once", always_taken)
+    with pytest.raises(PostgresClusterError, match=f"port {moved_to} on 127.0.0.1"):
+        pg.start()  # a restart: the same port or nothing
+    assert pg.port == moved_to
