@@ -268,19 +268,22 @@ _ROLLUP = """
     INSERT INTO TABLE (stream_id, bucket, n, total, lo, hi)
     SELECT stream_id, (floor(t / WIDTH) * WIDTH)::bigint AS b, count(*), sum(value),
            min(value), max(value)
-    FROM batch WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
+    FROM batch WHERE kind = %s AND stream_id = ANY(%s::bigint[]) AND value IS NOT NULL
         AND abs(value) <= BOUND
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (stream_id, bucket) DO UPDATE SET
         n = TABLE.n + excluded.n, total = TABLE.total + excluded.total,
         lo = least(TABLE.lo, excluded.lo), hi = greatest(TABLE.hi, excluded.hi)
 """.replace("BOUND", repr(ROLLUP_BOUND))
+# (the streams as a bigint[]: a list of small ids is dumped as smallint[], and bigint =
+# ANY(smallint[]) is searched element by element for each row of the batch, where a bigint[]
+# is hashed: 1,000 streams took 100 ms a statement for 60,000 rows)
 _ROLLUPS = [_ROLLUP.replace("TABLE", "rollup_minute").replace("WIDTH", "60"),
             _ROLLUP.replace("TABLE", "rollup_hour").replace("WIDTH", "3600")]
 _UNROLLED = f"""
     INSERT INTO rollup_skipped (stream_id, n)
     SELECT stream_id, count(*) FROM batch
-    WHERE kind = %s AND stream_id = ANY(%s) AND value IS NOT NULL
+    WHERE kind = %s AND stream_id = ANY(%s::bigint[]) AND value IS NOT NULL
         AND NOT abs(value) <= {ROLLUP_BOUND!r}
     GROUP BY 1 ORDER BY 1
     ON CONFLICT (stream_id) DO UPDATE SET n = rollup_skipped.n + excluded.n"""  # noqa: S608
@@ -522,7 +525,7 @@ class PostgresStore(Store):
                     if mine:
                         for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
                             of_kind = sorted(sid for sid, k in kinds.items() if k == kind)
-                            param = (KINDS.index(kind), of_kind)
+                            param = (KINDS.index(kind), _bigints(of_kind))
                             for sql in _ROLLUPS:
                                 cur.execute(sql, param)
                             cur.execute(_UNROLLED, param)
