@@ -202,6 +202,8 @@ bench: $(PIP_STAMP) npm postgres
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/pg_sizes.py
+	$(BIN)/python bench/store_migrate.py
+	$(BIN)/python bench/failover.py
 
 # -- cleaning -----------------------------------------------------------------------------------
 

@@ -142,6 +142,8 @@ FOLDER_MARKERS = ("unit", "integration", "interop", "reliability", "lab")
 #: take them first, in this order, so that no long test starts last; ``make check`` leaves
 #: them out.
 SLOW: tuple[str, ...] = (
+    "integration/gateway/test_reliability_leases.py::"
+    "test_three_gateways_one_killed_every_acknowledged_sample_stored_once",
     "reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",
     "integration/demo/test_reliability_chaos.py::test_chaos",
     "integration/core/test_log_crash.py::test_kill_writer_during_appends",
@@ -168,6 +170,28 @@ SLOW: tuple[str, ...] = (
     "integration/edge/test_embedded_quiet.py"
     "::test_a_subscriber_that_never_acknowledges_logs_no_traceback",
     "integration/demo/test_docs_walk.py::test_walk",
+    # PostgreSQL under faults: restarts wait out the pool's reconnection, COPYs of 100k samples
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_restarts_under_the_ingest_worker_lose_nothing",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_backend_terminated_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_tcp_path_cut_mid_copy_stores_nothing_of_its_batch",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_database_going_away_answers_503_in_one_line_and_recovers",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_two_stores_racing_on_the_same_blocks_store_each_once",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_the_pool_reconnects_as_soon_as_a_long_outage_ends",
+    "integration/gateway/test_reliability_postgres.py"
+    "::test_a_full_wal_disk_fails_ingest_in_words_and_ingest_resumes_after",
+    # a store of 40,000 samples built, migrated twice and every query compared (about 7 s)
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_killed_halfway_finishes_when_run_again",
+    "integration/gateway/test_reliability_migrate.py"
+    "::test_a_migration_whose_connection_drops_finishes_when_run_again",
+    "integration/demo/test_demo_postgres.py"
+    "::test_the_demo_runs_on_postgresql_and_its_summary_adds_up",
 )
 
 #: xdist groups: under ``--dist loadgroup`` the tests of a group run one after another on one
@@ -190,6 +214,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lab/test_lab_fleet.py::test_a_30_s_outage_loses_nothing_and_the_edge_reconnects",
         # the docs walk: the demo, then a broker, a gateway and an edge
         "integration/demo/test_docs_walk.py::test_walk",
+        # the demo's whole system, its store on PostgreSQL
+        "integration/demo/test_demo_postgres.py"
+        "::test_the_demo_runs_on_postgresql_and_its_summary_adds_up",
     ),
     "cpu": ("reliability/test_corruption.py::test_every_byte_flipped_and_every_cut",),
 }

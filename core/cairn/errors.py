@@ -27,15 +27,15 @@
      ├── UsageError              what the operator gave (a config file, a CLI argument, a key,
      │    │                      seed or token file, a name) is wrong: say which, exit 2
      │    └── settings.ConfigError, brokers.BrokerURLError, fleet.identity.SeedError,
-     │         cairn_gateway: TokenError, RosterError, ProvisionError;
-     │         cairn_sim.scenario.ScenarioError,
+     │         cairn_gateway: TokenError, RosterError, ProvisionError, store.migrate:
+     │         SourceStoreError, TargetInUseError; cairn_sim.scenario.ScenarioError,
      │         cairn_demo.processes.DemoDataError
      └── ServiceError            something Cairn needs from the host (a broker, a port, the DHT, a
           │                      child process) is missing or failed: not a bug, not hostile
           │                      input; fix the host or retry
           └── brokers: MosquittoError, EmbeddedBrokerError; dht.api.UnreachableError;
                datalock.DataDirectoryBusyError; cairn_demo.processes.DemoError;
-               cairn_gateway.pgcluster.PostgresClusterError
+               cairn_gateway.pgcluster.PostgresClusterError; cairn_gateway.leases.LeaseLost
 
 The command lines end each of these in one line and an exit code (``cairn.entry``): 2 for a
 ``UsageError``, 1 for the rest.

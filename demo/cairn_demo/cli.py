@@ -33,16 +33,19 @@ def wipe(data: Path) -> None:
 
 
 def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str = "auto",
-             fresh: bool = False, say: Callable[[str], None] = print) -> Summary:
-    """Run the demo with its live view until Ctrl-C or ``duration`` seconds."""
+             fresh: bool = False, store: str = "",
+             say: Callable[[str], None] = print) -> Summary:
+    """Run the demo with its live view until Ctrl-C or ``duration`` seconds (``store``: a
+    PostgreSQL URL for the gateway's store; "": SQLite in the data directory)."""
     from rich.console import Console
     from rich.live import Live
 
     if fresh:
         wipe(data)
-    demo = Demo(data, api_port=api_port, broker=broker, boards=FAMILY_BOARDS)
+    demo = Demo(data, api_port=api_port, broker=broker, boards=FAMILY_BOARDS, store=store)
     say(f"starting: broker, DHT (5 nodes), gateway, {demo.boards} edges, the simulator "
-        f"({demo.boards} boards x {demo.sensors} sensors); data in {demo.data}")
+        f"({demo.boards} boards x {demo.sensors} sensors); data in {demo.data}"
+        + (f", the gateway's store in {store}" if store else ""))
     demo.start()
     say(f"gateway API: {demo.api}  (try {demo.api}/api/latest, {demo.api}/docs)")
     stop = threading.Event()
@@ -81,8 +84,14 @@ def run_demo(data: Path, duration: float | None, api_port: int, *, broker: str =
               help="The gateway API's port on 127.0.0.1 (0: any free port).")
 @click.option("--broker", type=click.Choice(["auto", "embedded", "mosquitto"]), default="auto",
               show_default=True, help="auto: Mosquitto when installed, else the embedded one.")
-@click.option("--fresh", is_flag=True, help="Start from an empty data directory.")
-def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: bool) -> None:
+@click.option("--fresh", is_flag=True, help="Start from an empty data directory (a --store "
+              "database keeps what it holds).")
+@click.option("--store", default=None, metavar="URL", help="Keep the gateway's store in this "
+              "PostgreSQL database, postgresql://user@host[:port]/dbname (an empty one; the "
+              "password, if any, in PGPASSWORD or ~/.pgpass), instead of SQLite in the data "
+              "directory.")
+def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: bool,
+         store: str | None) -> None:
     """A whole fleet on this machine: broker, DHT, 7 simulated boards (one of each payload
     shape: SenML JSON and CBOR, Tasmota, ESPHome, Homie, Zigbee2MQTT, Shelly), 7 edges, a
     gateway.
@@ -90,13 +99,34 @@ def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: 
     Shows a live table of the gateway's latest verified values; Ctrl-C (or --duration) stops
     it and prints a summary: samples sent, valid, signed, rejected (why), stored.
     """
+    store = store or ""
+    if store:
+        _check_store(store)
     if api_port and not _port_free(api_port):
         raise click.ClickException(f"port {api_port} is in use: give another --api-port "
                                    "(0 takes any free port)")
     try:
-        run_demo(data, duration, api_port, broker=broker, fresh=fresh, say=click.echo)
+        run_demo(data, duration, api_port, broker=broker, fresh=fresh, store=store,
+                 say=click.echo)
     except (DemoError, DemoDataError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _check_store(url: str) -> None:
+    """``--store``: a PostgreSQL URL without a password (the gateway's config refuses one)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
+    except ValueError as exc:
+        raise DemoDataError(f"--store is not a URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise DemoDataError(f"--store {url!r} is not a postgresql://user@host[:port]/dbname "
+                            "URL")
+    if parts.password is not None:
+        raise DemoDataError("--store holds a password: give it in PGPASSWORD or ~/.pgpass "
+                            "(the gateway reads them too)")
 
 
 def _port_free(port: int) -> bool:

@@ -50,13 +50,14 @@ def _seed(path: Path) -> bytes:
 
 
 def write_gateway(directory: Path, *, bootstrap: tuple[str, int], api_port: int,
-                  collect_interval: float) -> GatewayKeys:
-    """``gateway.seed`` (made once) and ``gateway.toml`` in ``directory``."""
+                  collect_interval: float, store_url: str = "") -> GatewayKeys:
+    """``gateway.seed`` (made once) and ``gateway.toml`` in ``directory`` (``store_url``: a
+    PostgreSQL database for the store, else SQLite in its data directory)."""
     directory.mkdir(exist_ok=True)
     seed = _seed(directory / "gateway.seed")
     cfg = GatewayConfig(data_dir=directory / "data", key_file=directory / "gateway.seed",
                         dht_bootstrap=(bootstrap,), fleet=FLEET, interval=collect_interval,
-                        api=("127.0.0.1", api_port))
+                        api=("127.0.0.1", api_port), store_url=store_url)
     (directory / "gateway.toml").write_text(render_gateway(cfg, directory))
     return GatewayKeys(noise_key_pair(seed).public_key,
                        bytes(watermark_key_pair(seed).public_key))
@@ -98,14 +99,15 @@ def write_edge(directory: Path, number: int, *, broker_url: str, protocol: str,
     (directory / "edge.toml").write_text(render_edge(cfg, directory))
 
 
-def enroll_boards(data: Path, boards: int) -> None:
+def enroll_boards(data: Path, boards: int, store_target: str | Path | None = None) -> None:
     """Enrol the demo's own boards (by their record keys, as board-1..N) in the gateway's
-    roster, before the gateway starts: it collects enrolled devices only."""
+    roster (in ``store_target``, by default the SQLite file in its data directory), before the
+    gateway starts: it collects enrolled devices only."""
     from cairn_gateway.roster import Roster
     from cairn_gateway.store import Store
 
     (data / "gateway" / "data").mkdir(exist_ok=True)
-    store = Store(data / "gateway" / "data" / "gw.db")
+    store = Store(store_target or data / "gateway" / "data" / "gw.db")
     try:
         roster = Roster(store.conn)
         now = time.time()

@@ -18,7 +18,10 @@ What :meth:`Demo.start` runs, in start order:
    ledger.
 
 Everything lives under the data directory (``./demo-data``): keys, configs
-(:mod:`cairn_demo.configs`), logs, the gateway's store, each process's log file. :class:`Demo`
+(:mod:`cairn_demo.configs`), logs, the gateway's store (SQLite, ``gateway/data/gw.db``; or a
+PostgreSQL database, ``store``: its URL), each process's log file. The summary reads the
+store through the store's interface (:mod:`cairn_gateway.store`, :mod:`cairn_gateway.queries`),
+whichever engine holds it. :class:`Demo`
 is also what the end-to-end test drives (it can kill and restart an edge, and put a
 :class:`~cairn_demo.proxy.Proxy` it can cut between the gateway and each edge).
 """
@@ -28,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -48,6 +50,8 @@ from cairn.brokers import (
 from cairn_demo.configs import FORMATS, enroll_boards, write_edge, write_gateway
 from cairn_demo.processes import WAIT, Child, DemoError, cairn_command
 from cairn_demo.proxy import Proxy
+from cairn_gateway import queries
+from cairn_gateway.store import Store, StoreError
 from cairn_sim.fleet import Fleet
 from cairn_sim.mqtt import Ledger, Runner
 from cairn_sim.scenario import Scenario
@@ -138,8 +142,10 @@ class Demo:
     def __init__(self, data: str | Path, *, api_port: int = 8080, boards: int = 3,
                  sensors: int = 5, seed: int = 7, scenario: str = DEFAULT_SCENARIO,
                  broker: str = "auto", proxies: bool = False, rate: float = 1.0,
-                 commit_interval: float = 1.0, collect_interval: float = 0.5) -> None:
+                 commit_interval: float = 1.0, collect_interval: float = 0.5,
+                 store: str = "") -> None:
         self.data = Path(data).resolve()
+        self.store_url = store  # "": SQLite in the gateway's data directory
         self.api_port = api_port
         self.boards = boards
         self.sensors = sensors
@@ -166,6 +172,7 @@ class Demo:
         self.ledger: Ledger | None = None
         self._sim: threading.Thread | None = None
         self.started = 0.0
+        self.store: Store | None = None  # the gateway's store, read for the summary
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -173,7 +180,8 @@ class Demo:
         """Keys (kept across runs) and configs (written each run) for the gateway and edges."""
         (self.data / "logs").mkdir(parents=True, exist_ok=True)
         gateway = write_gateway(self.data / "gateway", bootstrap=bootstrap,
-                                api_port=self.api_port, collect_interval=self.collect_interval)
+                                api_port=self.api_port, collect_interval=self.collect_interval,
+                                store_url=self.store_url)
         protocol = "3.1.1" if self.broker_kind == "embedded" else "auto"
         self.edge_ports: list[int] = []
         self.proxy_ports: list[int] = []
@@ -190,7 +198,12 @@ class Demo:
                        # with proxies (the chaos runs) every path to an edge is a TCP one
                        # through its proxy, which a cut can stop; else by key first
                        transport="tcp" if self.use_proxies else "auto")
-        enroll_boards(self.data, self.boards)
+        enroll_boards(self.data, self.boards, self.store_target)
+
+    @property
+    def store_target(self) -> str | Path:
+        """The gateway's store: the PostgreSQL URL, else its SQLite file."""
+        return self.store_url or self.data / "gateway" / "data" / "gw.db"
 
     def _start_broker(self) -> None:
         exe = find_mosquitto() if self.broker_choice in ("auto", "mosquitto") else None
@@ -315,15 +328,15 @@ class Demo:
             s.late += int(st.get("late", 0))
             s.rejected.update(st.get("rejected", {}))
             s.refused.update(st.get("refused_samples", {}))
-        db = self.data / "gateway" / "data" / "gw.db"
-        if db.exists():
-            with (contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c,
-                  contextlib.suppress(sqlite3.DatabaseError)):
-                    c.execute("PRAGMA busy_timeout=2000")
-                    s.stored = int(c.execute("SELECT count(*) FROM samples").fetchone()[0])
-                    s.streams, s.streams_ok = c.execute(
-                        "SELECT count(*), coalesce(sum(status = 'ok'), 0) FROM streams"
-                    ).fetchone()
+        if self.store is None and (self.store_url or Path(self.store_target).exists()):
+            with contextlib.suppress(StoreError):
+                self.store = Store(self.store_target)
+        if self.store is not None:
+            with contextlib.suppress(StoreError):  # (busy: the next view says it)
+                c = self.store.conn
+                s.stored = queries.total_samples(c)
+                s.streams = queries.stream_count(c)
+                s.streams_ok = s.streams - queries.stopped_streams(c)
         return s
 
     def stop_sim(self) -> None:
@@ -367,6 +380,9 @@ class Demo:
             if self.ledger is not None:
                 self.ledger.close()
                 self.ledger = None
+            if self.store is not None:
+                self.store.close()
+                self.store = None
             if self.mosquitto is not None:
                 self.mosquitto.stop()
                 self.mosquitto = None

@@ -32,7 +32,8 @@ out of its field; in ``/metrics`` only numbers and booleans (1 or 0) appear.
 the ``fastapi-offline`` package, under ``/docs/assets/``): they work without internet.
 
 Every request passes :class:`cairn_gateway.auth.Guard` first (bearer tokens, body limits,
-errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections.
+errors as JSON without tracebacks); :mod:`cairn_gateway.serve` bounds the connections. A store
+that fails (its database server down, its disk full) answers 503 with the reason in one line.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from cairn.fleet.enrollment import EnrollmentError, parse_enrollment, parse_record_key
 from cairn_gateway import queries
 from cairn_gateway.auth import ApiAuth, Guard
 from cairn_gateway.health import GatewayHealth, add_health_routes
+from cairn_gateway.leases import holders
 from cairn_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from cairn_gateway.roster import Roster, RosterError, display_name, reach
 from cairn_gateway.schedule import EdgeStatus
@@ -68,7 +70,7 @@ from cairn_gateway.schemas import (
     State,
     Stream,
 )
-from cairn_gateway.store import KINDS, ROLLED_UP, Store, describe_missing
+from cairn_gateway.store import KINDS, ROLLED_UP, Store, StoreError, describe_missing
 from cairn_gateway.windows import (
     ParameterError,
     StepChoice,
@@ -176,6 +178,13 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
     conn = store.conn
     _docs(app)
 
+    @app.exception_handler(StoreError)
+    async def store_unavailable(_request: Request, exc: StoreError) -> JSONResponse:
+        """The store failed (its server down or its disk full): 503 with the reason in one
+        line (the store's errors name no password), not a 500 with a traceback."""
+        return JSONResponse({"detail": str(exc).splitlines()[0] if str(exc) else "the store "
+                             "failed"}, status_code=503, headers={"Retry-After": "5"})
+
     def stream_of(ref: str) -> int:
         found = queries.stream_id(conn, ref)
         if found is None:
@@ -198,9 +207,11 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
         null: not tried yet), ``backoff`` (seconds, the current wait) and ``retry_in``
         (seconds to the next try). ``reach``: why it is or is not collected (``connected
         since T``, ``no address and not connected``, ``unreachable since T: error``...; null:
-        not tried yet). Devices seen but not enrolled: ``/api/devices/pending``."""
+        not tried yet). ``holder``: the gateway collecting it, when several share a
+        PostgreSQL store. Devices seen but not enrolled: ``/api/devices/pending``."""
         status = edges()
         states = reach(conn)
+        held = holders(conn)
         out = []
         for d in queries.devices(conn):
             e = status.get(d.record_key)
@@ -213,7 +224,8 @@ def make_app(store: Store, *, on_demand: OnDemand | None = None,
                 failures=0 if e is None else e.failures,
                 backoff=0.0 if e is None else e.backoff,
                 retry_in=0.0 if e is None else e.retry_in,
-                error=None if e is None else e.error, reach=states.get(d.record_key)))
+                error=None if e is None else e.error, reach=states.get(d.record_key),
+                holder=held.get(d.record_key)))
         return out
 
     @app.get("/api/devices/pending")

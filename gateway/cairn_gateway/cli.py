@@ -27,8 +27,10 @@ from cairn.fleet.identity import (
 )
 from cairn.logs import add_secret, redact_text
 from cairn_gateway.config import TEMPLATE, ConfigError, GatewayConfig, load_config
+from cairn_gateway.leases import gateways, holders
 from cairn_gateway.roster import Roster, RosterError, reach
 from cairn_gateway.store import MISSING_REASONS, Store, StoreError, describe_missing
+from cairn_gateway.store_commands import store_group
 
 __all__ = ["gateway"]
 
@@ -148,17 +150,22 @@ def devices_remove(name: str, config_path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per device.")
 @_CONFIG
 def devices_list(as_json: bool, config_path: Path) -> None:
-    """Enrolled, removed and pending devices: name, record key, status, last seen."""
-    store = _store(_config(config_path))
+    """Enrolled, removed and pending devices: name, record key, status, last seen (and, with
+    several gateways on one PostgreSQL store, which gateway collects each)."""
+    cfg = _config(config_path)
+    store = _store(cfg)
     try:
         roster = Roster(store.conn)
         members = roster.members() + roster.pending()
         states = reach(store.conn)
+        held = holders(store.conn)
+        names = {g.id: g.name for g in gateways(store.conn, cfg.lease_seconds)}
     finally:
         store.close()
     if as_json:
         for m in members:
-            click.echo(json.dumps({**m.as_dict(), "reach": states.get(m.record_key)}))
+            click.echo(json.dumps({**m.as_dict(), "reach": states.get(m.record_key),
+                                   "holder": held.get(m.record_key)}))
         return
     click.echo(f"{'name':<24} {'status':<9} {'last seen (UTC)':<20} record key")
     for m in members:
@@ -167,9 +174,43 @@ def devices_list(as_json: bool, config_path: Path) -> None:
         click.echo(f"{m.name or '-':<24} {m.status:<9} {seen:<20} {m.record_key.hex()}")
         if m.status == "enrolled":
             click.echo(f"{'':<24} reach: {states.get(m.record_key, 'not tried yet')}")
+            if m.record_key in held:
+                gid = held[m.record_key]
+                click.echo(f"{'':<24} collected by: gateway {gid[:16]}"
+                           + (f" ({names[gid]})" if names.get(gid) else ""))
         if m.status == "pending" and (m.streams or m.error):
             click.echo(f"{'':<24} streams: {', '.join(m.streams) or '-'}"
                        + (f" ({m.error})" if m.error else ""))
+
+
+@gateway.command("gateways")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per gateway.")
+@_CONFIG
+def gateways_list(as_json: bool, config_path: Path) -> None:
+    """The gateways sharing this gateway's PostgreSQL store: each one's last heartbeat (by the
+    database's clock), whether it is live (a heartbeat within [store] lease_seconds) and how
+    many devices it collects (leases held). A gateway on SQLite is alone: none are listed."""
+    cfg = _config(config_path)
+    store = _store(cfg)
+    try:
+        rows = gateways(store.conn, cfg.lease_seconds)
+        free = len(Roster(store.conn).enrolled_keys()) - len(holders(store.conn))
+    finally:
+        store.close()
+    if as_json:
+        for g in rows:
+            click.echo(json.dumps(g.as_dict()))
+        return
+    if not rows:
+        click.echo("no gateway has shared this store (one gateway on SQLite holds every device)")
+        return
+    click.echo(f"{'gateway':<18} {'name':<20} {'state':<8} {'heartbeat':<12} {'leases':>6}")
+    for g in rows:
+        state = "live" if g.live else "gone"
+        click.echo(f"{g.id[:16]:<18} {g.name[:20]:<20} {state:<8} {g.age:>8.1f} s ago "
+                   f"{g.leases:>6}")
+    if free > 0:
+        click.echo(f"{free} enrolled device(s) held by no gateway (taken at the next heartbeat)")
 
 
 @gateway.command("run")
@@ -585,3 +626,6 @@ def export(config_path: Path, stream: str, since: float, until_: float, fmt: str
         for t, v, b, f in samples:
             click.echo(json.dumps({"time": t, "value": v, "unit": row[1], "block": b,
                                    "fork": f}))
+
+
+gateway.add_command(store_group)

@@ -47,6 +47,7 @@ from cairn.replication.net import (
 from cairn.storage import SharedDB
 from cairn_gateway.config import Policy
 from cairn_gateway.ingest import IngestWorker
+from cairn_gateway.leases import LeaseLost
 from cairn_gateway.live import Ingestor, LiveDevice
 from cairn_gateway.retention import Floors
 from cairn_gateway.roster import note_reach, stream_owners
@@ -245,6 +246,7 @@ class Collector:
         self.known: dict[int, tuple[Device, str]] = {}  # stream id -> where to fetch it
         self._fetched: dict[int, list[tuple[float, float]]] = {}  # windows fetched on demand
         self._seq: dict[bytes, int] = {}  # device record key -> newest record seq seen
+        self._skips: dict[bytes, int] = {}  # log key -> blocks the store held from the start
         self.worker: IngestWorker | None = None
         # edges that dial in (issue 19): the newest record read of each enrolled device, the
         # record keys whose record names a Noise key, and the devices connected now
@@ -254,6 +256,9 @@ class Collector:
         self.on_live: Callable[[int], object] | None = None  # told samples a live push stored
         self._reach: dict[bytes, str] = {}  # record key -> the reach state last noted
         self.early = asyncio.Event()  # set: the daemon runs its next round now
+        # several gateways on one store (cairn_gateway.leases): whether this one collects a
+        # device now (it holds the device's lease); one gateway holds every device
+        self.holds: Callable[[bytes], bool] = lambda _key: True
         self.ingestor = Ingestor(store)  # live connections' blocks, one transaction per window
         self._early_at = -EARLY_EVERY
 
@@ -339,10 +344,10 @@ class Collector:
                                                                    allow.time_left()))
         replica = self.replica(key)
         before = sum(1 for i in range(replica.length) if replica.has(i))
+        first = self._first_wanted(stream_id, key, replica)
         feed = None
         if self.worker is not None and self.worker.alive and since is None and until is None:
-            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow,
-                         self.floors.below(key))
+            feed = _Feed(self.worker, self.store, stream_id, replica, window, allow, first)
         got: DownloadResult | None = None  # a full answer: what the edge would not serve
         try:
             if since is not None or until is not None:
@@ -351,7 +356,7 @@ class Collector:
             else:
                 got = await asyncio.wait_for(
                     download(address[0], address[1], replica, self.key_pair,
-                             start=self.floors.below(key),
+                             start=first,
                              on_progress=feed.progress if feed is not None else None,
                              until=feed.exhausted if feed is not None else None),
                     timeout)
@@ -398,6 +403,22 @@ class Collector:
             self._mark_missing(stream_id, name, replica, got)
         self._note(stream_id, name, window, refused_before, result)
         return result
+
+    def _first_wanted(self, stream_id: int, key: bytes, replica: Log) -> int:
+        """The first block of a stream to download: past what retention pruned, and past
+        what the store holds from there on when this replica lacks it (another gateway on a
+        shared store collected the device, or the replica file was lost): that needs no
+        second download. Known once per log and run (the store's prefix only grows); when the
+        replica holds that first block, one check."""
+        floor = self.floors.below(key)
+        if replica.has(floor) or not self.store.conn.execute(
+                "SELECT 1 FROM blocks WHERE stream_id = ? AND block = ?",
+                (stream_id, floor)).fetchone():
+            return floor
+        skip = self._skips.get(key)
+        if skip is None:
+            skip = self._skips[key] = self.store.stored_prefix(stream_id)
+        return max(floor, skip)
 
     def _note(self, stream_id: int, name: str, window: tuple[float, float],
               refused_before: int, result: SyncResult) -> None:
@@ -506,8 +527,9 @@ class Collector:
                 log.debug("device %s: record lookup failed", k.hex()[:16], exc_info=True)
                 continue
             if dev is None:
-                if k in self.live:
-                    continue  # connected with its record in-band (its UDP may be blocked)
+                if k in self.live or not self.holds(k):
+                    continue  # connected with its record in-band (its UDP may be blocked),
+                    # or another gateway collects it (its lease)
                 state = self.schedule.edges.get(k)
                 why = state.error if state is not None and state.error is not None and \
                     state.error.startswith("record not usable") else \
@@ -516,9 +538,10 @@ class Collector:
                     "when it dials in, [replication] dial, sending its record in-band)"
                 self.note_reach(k, why)
                 continue
-            self.bind(dev)
-            if k in self.live:
-                continue  # connected: its appends arrive live (:meth:`follow`), no round
+            self.bind(dev)  # (bound whoever holds its lease: a standby link is admitted)
+            if k in self.live or not self.holds(k):
+                continue  # connected: its appends arrive live (:meth:`follow`), no round;
+                # or another gateway holds its lease
             if dev.record.address is not None:
                 devices.append(dev)
             else:
@@ -744,27 +767,52 @@ class Collector:
             claimed = _refuse(dev, taken)
             raise PeerRefusedError("; ".join(r.error for r in claimed if r.error))
         planned: list[Device] = []
+        since = self.wall()
 
         def plan() -> list[tuple[str, bytes]] | None:
+            # a standby link (another gateway holds the device's lease) follows nothing until
+            # this gateway takes the lease; a lease lost ends the link (the edge dials again)
+            if not self.holds(key):
+                if planned:
+                    raise LeaseLost(f"device {key.hex()[:16]}: its lease is no longer this "
+                                    "gateway's (another collects it)")
+                return []
             current = self.records.get(key, dev)
             if planned and planned[0] is current:
                 return None
+            if not planned:
+                self.note_reach(key, f"connected since {_iso(since)}")
             planned[:] = [current]
             return [(name, current.streams[name]) for name, _p in self._plan(current, policy_of)]
 
         streams = LiveDevice(self.store, device_id, self.limits, self.wall, plan, self.replica,
                              self.ingestor, floor=self.floors.below,
                              on_stored=self.on_live)
-        since = self.wall()
+
+        def stored(replica: Log) -> None:
+            if planned and not self.holds(key):
+                raise LeaseLost(f"device {key.hex()[:16]}: its lease is no longer this "
+                                "gateway's (another collects it)")
+            streams.stored(replica)
+
+        def start(lg: Log) -> int:
+            # what the store holds needs no second download (another gateway may have
+            # stored it; each block this gateway stores it verifies itself)
+            s = streams.streams.get(lg.key)
+            return max(self.floors.below(lg.key), s.cursor if s is not None else 0)
+
         conn.batch = self.replica_batch
         self.live[key] = since
-        self.note_reach(key, f"connected since {_iso(since)}")
         self.schedule.succeeded(key, self.clock())
         try:
-            await follow_on(conn, streams.replicas, streams.stored, LIVE_POLL,
-                            start=lambda lg: self.floors.below(lg.key))
+            await follow_on(conn, streams.replicas, stored, LIVE_POLL, start=start)
+        except LeaseLost as exc:
+            log.info("%s: the link stays with the gateway that holds it", exc)
+            raise
         except (ConnectionError, TimeoutError, OSError, CairnError) as exc:
-            self.note_reach(key, f"disconnected since {_iso(self.wall())}: {one_line(exc)}")
+            if planned:
+                self.note_reach(key, f"disconnected since {_iso(self.wall())}: "
+                                f"{one_line(exc)}")
             raise
         finally:
             if self.live.get(key) == since:

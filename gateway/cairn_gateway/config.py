@@ -17,6 +17,7 @@ from cairn.settings import (
     load,
     parse_toml,
 )
+from cairn_gateway.leases import MAX_LEASE, MIN_LEASE
 
 __all__ = ["TEMPLATE", "ConfigError", "GatewayConfig", "Policy", "load_config", "parse_config",
            "render_config"]
@@ -35,6 +36,7 @@ class GatewayConfig:
     max_bytes: int = 0  # bytes gw.db and replicas.db may use together (0: no budget)
     store_url: str = ""  # a postgresql:// URL (no password in it); "": SQLite, data_dir/gw.db
     store_password_file: Path | None = None  # the database password, mode 0600
+    lease_seconds: float = 30.0  # a device's lease among gateways on one PostgreSQL store
     policies: tuple[Policy, ...] = ()  # the first whose pattern matches a stream; else tail
     concurrency: int = 4  # edges synced at once
     backoff_initial: float = 1.0  # seconds before an unreachable edge is tried again...
@@ -92,7 +94,7 @@ _KEYS: dict[str, set[str]] = {
                 "future_window", "ready_rounds"},
     "api": {"listen", "read_token_file", "admin_token_file", "max_connections",
             "request_timeout", "max_header_bytes", "max_body_bytes"},
-    "store": {"retention_days", "max_disk_mb", "url", "password_file"},
+    "store": {"retention_days", "max_disk_mb", "url", "password_file", "lease_seconds"},
     "replication": {"listen", "advertise", "max_connections", "per_source",
                     "handshake_timeout", "by_key", "by_key_address"},
 }
@@ -154,6 +156,7 @@ def parse_config(text: str, base: Path, source: str = "config") -> GatewayConfig
         store_url=_store_url(store.text("url", "")),
         store_password_file=(store.path("password_file", None, base)
                              if store.text("password_file", "") else None),
+        lease_seconds=store.number("lease_seconds", 30.0, MIN_LEASE, MAX_LEASE),
         policies=tuple(policies),
         concurrency=collect.integer("concurrency", 4, 1, 1024),
         backoff_initial=backoff_initial,
@@ -246,6 +249,10 @@ url = ""                     # "postgresql://user@host:5432/dbname": the samples
                              # shared by several gateways ("": SQLite, data_dir/gw.db)
 password_file = ""           # the database user's password, one line, mode 0600 (never in
                              # the URL; "": none, or libpq's ~/.pgpass / PGPASSWORD)
+lease_seconds = 30           # with url: gateways on one database share the fleet, each device
+                             # collected by one gateway at a time, renewed every third of
+                             # this; a gateway that dies has its devices taken over by the
+                             # others within this many seconds (3..3600)
 
 [replication]
 listen = "0.0.0.0:7420"      # TCP host:port edges dial in on (an edge behind NAT keeps a
@@ -307,7 +314,8 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
                 "max_body_bytes": cfg.api_max_body_bytes},
         "store": {"retention_days": cfg.retention_days,
                   "max_disk_mb": cfg.max_bytes / 1_000_000, "url": cfg.store_url,
-                  "password_file": rel(cfg.store_password_file)},
+                  "password_file": rel(cfg.store_password_file),
+                  "lease_seconds": cfg.lease_seconds},
         "replication": {
             "listen": "" if cfg.replication_listen is None
             else f"{cfg.replication_listen[0]}:{cfg.replication_listen[1]}",

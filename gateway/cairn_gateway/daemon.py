@@ -57,6 +57,7 @@ from cairn_gateway.auth import ApiAuth, TokenError
 from cairn_gateway.collect import Collector, SyncResult, one_line
 from cairn_gateway.config import ConfigError, GatewayConfig
 from cairn_gateway.health import GatewayHealth, RoundSummary
+from cairn_gateway.leases import Leases
 from cairn_gateway.listener import EdgeListener, ListenerLimits
 from cairn_gateway.metrics import GatewayMetrics
 from cairn_gateway.retention import apply_retention, disk_usage
@@ -66,7 +67,8 @@ from cairn_gateway.serve import ApiLimits, check_listen
 from cairn_gateway.store import Store
 
 __all__ = ["RoundSeen", "advertised", "api_auth", "by_key", "collect_rounds", "collection_round",
-           "limits_of", "open_store", "publish_address", "run_gateway", "schedule_of"]
+           "heartbeat", "leases_of", "limits_of", "open_store", "publish_address", "run_gateway",
+           "schedule_of"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,51 @@ def store_target(cfg: GatewayConfig) -> str | Path:
     user = quote(parts.username or "", safe="")
     netloc = f"{user}:{quote(password, safe='')}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def leases_of(cfg: GatewayConfig, store: Store, public_key: bytes) -> Leases | None:
+    """The gateway's leases when its store is shared (PostgreSQL); None on SQLite, where it
+    holds every device."""
+    if store.engine != "postgresql":
+        return None
+    return Leases(store.conn, public_key.hex(), cfg.lease_seconds, name=socket.gethostname(),
+                  advertises=f"api {cfg.api[0]}:{cfg.api[1]}")
+
+
+def beat_once(leases: Leases, metrics: GatewayMetrics | None = None) -> float:
+    """One lease heartbeat, logged; seconds to the next. A store error is logged and counted
+    (the leases held stay trusted until their renewal is too old), never raised."""
+    try:
+        got = leases.beat()
+    except Exception as exc:  # the database unreachable must not stop the gateway
+        if metrics is not None:
+            metrics.error("lease")
+        log.warning("lease heartbeat failed: %s (tried again; %d device(s) held until their "
+                    "lease can no longer be proven)", one_line(exc), len(leases.proven()))
+        return max(0.5, leases.seconds / 6)
+    if got.gained:
+        log.info("leases: took %d device(s)%s; holding %d (fair share %d of %d gateways)",
+                 len(got.gained), f", {got.taken_over} from a gateway that stopped renewing"
+                 if got.taken_over else "", len(got.held), got.share, got.live)
+    if got.lost:
+        log.info("leases: gave %d device(s) to other gateways; holding %d (fair share %d of "
+                 "%d gateways)", len(got.lost), len(got.held), got.share, got.live)
+    if metrics is not None:
+        metrics.leases(len(got.held), got.taken_over)
+    return got.next_in
+
+
+async def heartbeat(leases: Leases, metrics: GatewayMetrics | None = None,
+                    collector: Collector | None = None, first_in: float = 0.0) -> None:
+    """Lease heartbeats until cancelled: every third of a lease period, or just after another
+    gateway's lease expires (its devices are taken over then)."""
+    wait = first_in
+    while True:
+        await asyncio.sleep(wait)
+        before = leases.held
+        wait = await asyncio.to_thread(beat_once, leases, metrics)
+        if collector is not None and leases.held - before:
+            collector.early.set()  # collect the devices taken now, not at the next interval
 
 
 def api_auth(cfg: GatewayConfig) -> ApiAuth:
@@ -177,6 +224,11 @@ async def run_gateway(cfg: GatewayConfig, *,
         metrics.live_stored(samples)
 
     collector.on_live = live_stored
+    leases = leases_of(cfg, store, key.public_key)
+    first_beat = 0.0
+    if leases is not None:  # the first, before the first round: which devices are ours
+        collector.holds = leases.holds
+        first_beat = beat_once(leases, metrics)
     app = make_app(store, on_demand=collector.on_demand, demand=demand,
                    edges=lambda: collector.schedule.status(collector.clock()), auth=auth,
                    max_body_bytes=cfg.api_max_body_bytes, body_timeout=cfg.api_request_timeout,
@@ -225,6 +277,10 @@ async def run_gateway(cfg: GatewayConfig, *,
                 await edges_at  # (a port in use: the group cancels this and raises it)
             rounds_task = tg.create_task(collecting(address, tg), name="gateway collection")
             watchdog = tg.create_task(pet_watchdog(notifier), name="systemd watchdog")
+            beats = None
+            if leases is not None:
+                beats = tg.create_task(heartbeat(leases, metrics, collector, first_beat),
+                                       name="lease heartbeat")
             try:
                 await asyncio.wait({rounds_task})  # returns when ``rounds`` are done
             except asyncio.CancelledError:  # (SIGTERM) said as the stop begins
@@ -232,6 +288,8 @@ async def run_gateway(cfg: GatewayConfig, *,
                 raise
             api.cancel()
             watchdog.cancel()
+            if beats is not None:
+                beats.cancel()
             if cfg.replication_listen is not None:
                 edges.cancel()
     except ExceptionGroup as group:
@@ -241,6 +299,12 @@ async def run_gateway(cfg: GatewayConfig, *,
     finally:
         notifier.stopping()
         collector.close()
+        if leases is not None:  # a clean stop: the others take its devices at once
+            try:
+                leases.release_all()
+            except Exception as exc:
+                log.warning("could not give the leases back (they expire within %g s): %s",
+                            cfg.lease_seconds, one_line(exc))
         store.close()
 
 
@@ -333,7 +397,8 @@ async def publish_address(cfg: GatewayConfig, dht: DHT, key: KeyPair,
 
 @dataclass(slots=True)
 class RoundSeen:
-    """What a round found: the enrolled devices it looked for, their streams' results."""
+    """What a round found: the enrolled devices it collects (with several gateways on one
+    store, those whose lease it holds), their streams' results."""
 
     devices: int = 0
     results: list[SyncResult] = field(default_factory=list)
@@ -359,8 +424,8 @@ async def collection_round(cfg: GatewayConfig, collector: Collector, store: Stor
         # the enrolled devices (deny by default); the others on the fleet topic are pending
         keys = await discover(Roster(store.conn), collector, dht, cfg.fleet, cfg.devices)
         got = await collector.collect_round(dht, keys, cfg.policy)
-        if seen is not None:
-            seen.devices, seen.results = len(set(keys)), got
+        if seen is not None:  # (the devices this gateway collects: it holds their lease)
+            seen.devices, seen.results = len({k for k in keys if collector.holds(k)}), got
         for r in got:
             # the schedule logs the unreachable ones, a stream is stopped with a log line
             if r.error and not r.unreachable and not r.stopped:

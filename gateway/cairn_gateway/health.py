@@ -34,6 +34,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cairn.errors import StorageError
+
 __all__ = ["LIVE_SUMMARY_EVERY", "STORE_CHECK_EVERY", "Alive", "Check", "Checks",
            "GatewayHealth", "Readiness", "RoundSummary", "add_health_routes"]
 
@@ -142,7 +144,8 @@ class GatewayHealth:
         if self.last_stored is not None and now - self.last_stored <= bound:
             return True, f"stored samples {_ago(now - self.last_stored)} ago"
         if self.last_empty is not None and now - self.last_empty <= bound:
-            return True, "no device to collect (the fleet is empty); the last round ended " \
+            return True, "no device to collect (the fleet is empty, or other gateways on the " \
+                "shared store hold every lease); the last round ended " \
                 f"{_ago(now - self.last_empty)} ago"
         if self.last_round is None:
             return False, f"no collection round has ended yet (started {_ago(now - self.started)}" \
@@ -195,7 +198,8 @@ class Alive(BaseModel):
     """``/healthz``: the gateway serves."""
 
     ok: bool
-    streams: int = Field(description="streams in the store")
+    streams: int | None = Field(description="streams in the store (null: the store cannot "
+                                "be read now, its database server down: /readyz says why)")
 
 
 class Check(BaseModel):
@@ -223,7 +227,11 @@ def add_health_routes(app: FastAPI, health: GatewayHealth | None,
 
     @app.get("/healthz")
     async def healthz() -> Alive:
-        return Alive(ok=True, streams=streams())
+        try:  # alive whatever the store's server does (a liveness probe must not restart us)
+            count: int | None = streams()
+        except StorageError:
+            count = None
+        return Alive(ok=True, streams=count)
 
     @app.get("/readyz", response_model=Readiness,
              responses={503: {"model": Readiness, "description": "a check failed"}})

@@ -61,6 +61,7 @@ ERROR_KINDS = {
     "stopped": "a stream stopped by a fork or by data its signature did not cover",
     "watermark": "a watermark record that could not be published",
     "retention": "a retention or disk-budget pass that failed",
+    "lease": "a lease heartbeat that failed (several gateways on one PostgreSQL store)",
 }
 
 #: SenML unit -> (metric name suffix, factor to that unit).
@@ -139,6 +140,12 @@ class GatewayMetrics:
         for reason in ("retention", "budget"):
             self.pruned_blocks.labels(reason)
             self.pruned_samples.labels(reason)
+        self.leases_held = Gauge("cairn_gateway_leases", "devices whose lease this gateway "
+                                 "holds (a PostgreSQL store; 0 on SQLite, where the one "
+                                 "gateway collects every enrolled device without leases)",
+                                 registry=reg)
+        self.takeovers = Counter("cairn_gateway_lease_takeovers", "devices taken over from "
+                                 "a gateway that stopped renewing its leases", registry=reg)
         Gauge("cairn_gateway_disk_budget_bytes", "[store] max_disk_mb in bytes (0: no "
               "budget)", registry=reg).set(budget)
         if store is not None:
@@ -159,6 +166,12 @@ class GatewayMetrics:
     def live_stored(self, samples: int) -> None:
         self.live_pushes.inc()
         self.live_samples.inc(samples)
+
+    def leases(self, held: int, taken_over: int = 0) -> None:
+        """A lease heartbeat's outcome: leases held now, takeovers it made."""
+        self.leases_held.set(held)
+        if taken_over:
+            self.takeovers.inc(taken_over)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

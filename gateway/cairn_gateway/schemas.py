@@ -33,6 +33,9 @@ class Device(BaseModel):
     retry_in: float = Field(description="seconds to the next try")
     error: str | None
     reach: str | None = Field(description="why it is or is not collected (null: not tried)")
+    holder: str | None = Field(None, description="the gateway collecting it now (its public "
+                               "key, hex), when several share a PostgreSQL store (null: no "
+                               "lease held; a gateway alone holds every device)")
 
 
 class Pending(BaseModel):

@@ -6,8 +6,11 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
 
 - **samples are partitioned by time**: one partition a month (``samples_y2026m12``, made when
   the first sample of the month arrives; a sample timed outside 1970..2200, which only a
-  writer with no plausible-time window can send, goes to ``samples_other``); retention drops a
-  month whole once all of it is past, and deletes rows only in the month it cuts through;
+  writer with no plausible-time window can send, goes to ``samples_other``); one batch makes
+  at most :data:`NEW_MONTHS` partitions (a batch spread over many months leaves the rest in
+  ``samples_other`` until a later batch makes theirs and moves them), so in all there are as
+  many as the plausible-time window spans; retention drops a month whole once all of it is
+  past, and deletes rows only in the month it cuts through;
 - **ingest** copies the batch into per-connection temporary tables with ``COPY`` (binary), then
   claims its blocks with ``INSERT INTO blocks ... ON CONFLICT DO NOTHING RETURNING``: only the
   blocks this transaction inserted have their samples stored and rolled up, so two gateways
@@ -18,12 +21,19 @@ The tables and columns are SQLite's (:mod:`cairn_gateway.store`), typed for Post
 - **migrations** are numbered SQL in ``cairn_migrations``, applied under an advisory lock (two
   gateways starting at once apply them once); a database migrated by a newer Cairn is refused;
 - **connections** come from a pool (psycopg_pool), checked before use, so a server restart
-  costs the statements in flight (a :class:`StoreError`), not the gateway; a transaction keeps
-  its connection for the thread that opened it;
-- a string sample's NUL characters (which PostgreSQL's text cannot hold, and only a hostile
-  writer sends) are stored as U+FFFD;
+  costs the statements in flight (a :class:`StoreError`: their transactions are rolled back,
+  the caller's retry stores them once), not the gateway: the pool reconnects by itself, as
+  soon as the server is back however long it was away (:data:`RECONNECT_FOR`); while the
+  server is unreachable a statement waits :data:`UNREACHABLE_WAIT` for a connection, not the
+  pool's :data:`POOL_WAIT`; a server down when the store opens is said at once; a transaction
+  keeps its connection for the thread that opened it;
+- a string's NUL characters (which PostgreSQL's text cannot hold, and only a hostile writer
+  sends: in a sample, a unit, a device or stream name) are stored as U+FFFD; a sample timed
+  beyond :data:`ROLLUP_TIMES` is stored, not rolled up (its bucket would not fit a bigint);
 - every error of the driver becomes a :class:`StoreError` naming the server (never its
-  password), an integrity violation a :class:`StoreConflict`.
+  password) in one line, an integrity violation a :class:`StoreConflict`; a full disk says
+  so in words, and :meth:`PostgresStore.writable` (``/readyz``) reports it until a write
+  succeeds.
 
 TimescaleDB: when the extension is available its presence is logged; the samples stay on
 declarative partitions (the same queries run on both).
@@ -48,6 +58,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cairn.frames import Frame
+from cairn.logs import quiet_tracebacks
 from cairn_gateway.store.base import Store
 from cairn_gateway.store.common import (
     KINDS,
@@ -67,8 +78,29 @@ log = logging.getLogger(__name__)
 #: hostile writer sends one)
 NUL_AS = "\ufffd"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server when the store opens
+#: seconds a statement waits for a connection of the pool (all busy, or the server just
+#: went away: a restart that is over by then costs nothing)
+POOL_WAIT = 3.0
+#: seconds a statement waits for a connection while the server is known unreachable (the
+#: pool reconnects meanwhile): an outage costs each caller (an API request holds the event
+#: loop) this, not the pool's timeout
+UNREACHABLE_WAIT = 0.1
+#: seconds the pool tries to replace a lost connection before it gives up (the next statement
+#: starts a new try): psycopg_pool's own 300 s, with its attempts spaced twice as far each time,
+#: left a gateway without its store 88 to 117 s after a 150 s outage had ended, 0.1 to 2.8 s
+#: with 10 (bench/pg_outage.py)
+RECONNECT_FOR = 10.0
+#: seconds the reason the server is unreachable (a connection tried apart) is reused
+REASON_FOR = 2.0
 POOL_SIZE = 4  # connections at most (the collector, the API's threads, retention)
 RETRIES = 5  # attempts of an ingest transaction that deadlocked or failed to serialise
+#: new monthly partitions one ingest makes at most (each takes a lock on ``samples`` that
+#: every writer waits for): a batch spread over more months stores the rest in
+#: ``samples_other``, moved to their month's partition by the batch that makes it
+NEW_MONTHS = 12
+#: samples timed further from 1970 (in seconds: 31 million years) are stored but not rolled
+#: up (counted as values beyond the bound are): their bucket would not fit a bigint
+ROLLUP_TIMES = 1e15
 #: samples timed in [FIRST, LAST) go to monthly partitions; others to ``samples_other``
 FIRST_MONTH = datetime(1970, 1, 1, tzinfo=UTC)
 LAST_MONTH = datetime(2200, 1, 1, tzinfo=UTC)
@@ -130,19 +162,48 @@ class PgConn:
         self.pool = pool
         self.where = where
         self._local = threading.local()
+        self.unreachable = False  # the last wait for a connection timed out
+        self._reason: tuple[float, str] = (-math.inf, "")  # when found, why unreachable
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool (a short wait while the server is unreachable)."""
+        wait = min(UNREACHABLE_WAIT, self.pool.timeout) if self.unreachable else None
+        with self.pool.connection(timeout=wait) as c:
+            if self.unreachable:
+                self.unreachable = False
+                log.warning("%s: the database server is reachable again", self.where)
+            yield c
 
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
         """The driver's errors as the store's, naming the server."""
         try:
             yield
+        except PoolTimeout:  # (an OperationalError too: first) the server is unreachable
+            why = self._why()
+            if not self.unreachable:  # one line an outage (the pool's own: info, -v)
+                self.unreachable = True
+                log.warning("%s: the database server is unreachable: %s (statements fail at "
+                            "once until it is back)", self.where, why)
+            raise StoreError(f"{self.where}: no connection to the server: {why}") from None
         except psycopg.errors.IntegrityError as exc:
             raise StoreConflict(f"{self.where}: {_first_line(exc)}") from None
+        except psycopg.errors.DiskFull as exc:
+            raise StoreError(f"{self.where}: the database server's disk is full, nothing of "
+                             f"this write was stored: free space there ({_first_line(exc)})"
+                             ) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
-        except PoolTimeout:
-            raise StoreError(f"{self.where}: no connection to the server within "
-                             f"{self.pool.timeout:g} s") from None
+
+    def _why(self) -> str:
+        """Why the server is unreachable (one connection tried, at most every REASON_FOR)."""
+        found, why = self._reason
+        if time.monotonic() - found > REASON_FOR:
+            info = self.pool.conninfo
+            why = _why_not(info) if isinstance(info, str) else "unreachable"
+            self._reason = (time.monotonic(), why)
+        return why
 
     def pinned(self) -> psycopg.Connection[Any] | None:
         """The connection of the transaction this thread has open, if any."""
@@ -157,7 +218,7 @@ class PgConn:
             with self.errors(), held.transaction():
                 yield held
             return
-        with self.errors(), self.pool.connection() as c:
+        with self.errors(), self._connection() as c:
             self._local.conn = c
             try:
                 with c.transaction():
@@ -167,15 +228,16 @@ class PgConn:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Rows:
         q = _pg(sql)
+        parameters = _no_nul(parameters)
         held = self.pinned()
         with self.errors():
             if held is not None:
                 return _Rows(held.execute(q, parameters))
-            with self.pool.connection() as c:
+            with self._connection() as c:
                 return _Rows(c.execute(q, parameters))
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> None:
-        rows = list(seq_of_parameters)
+        rows = [_no_nul(r) for r in seq_of_parameters]
         if not rows:
             return
         q = _pg(sql)
@@ -185,7 +247,7 @@ class PgConn:
                 with held.cursor() as cur:
                     cur.executemany(q, rows)
                 return
-            with self.pool.connection() as c, c.transaction(), c.cursor() as cur:
+            with self._connection() as c, c.transaction(), c.cursor() as cur:
                 cur.executemany(q, rows)
 
     def close(self) -> None:
@@ -195,6 +257,24 @@ class PgConn:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _no_nul(parameters: Sequence[Any]) -> Sequence[Any]:
+    """The parameters with each string's NUL as U+FFFD (PostgreSQL's text cannot hold NUL: a
+    device or stream name with one, which only a hostile record sends, is stored all the
+    same, and looked up the same way)."""
+    if any(isinstance(v, str) and "\x00" in v for v in parameters):
+        return [v.replace("\x00", NUL_AS) if isinstance(v, str) else v for v in parameters]
+    return parameters
+
+
+def _why_not(url: str) -> str:
+    """Why a connection fails (the pool only says it timed out)."""
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return "the server answers, but no connection of the pool came free (try again)"
+    except psycopg.Error as exc:
+        return _first_line(exc)
 
 
 # -- schema -------------------------------------------------------------------------------------
@@ -243,9 +323,21 @@ CREATE TABLE reach (
     record_key bytea PRIMARY KEY, state text NOT NULL, at double precision NOT NULL);
 """
 
+_M002 = """
+CREATE TABLE gateways (
+    id text PRIMARY KEY, name text NOT NULL DEFAULT '', heartbeat double precision NOT NULL,
+    started double precision NOT NULL, advertises text NOT NULL DEFAULT '',
+    stopped double precision);
+CREATE TABLE leases (
+    record_key bytea PRIMARY KEY, holder text NOT NULL, expires double precision NOT NULL,
+    since double precision NOT NULL);
+CREATE INDEX leases_holder ON leases (holder);
+"""
+
 #: (name, SQL) in order; a database holds the names it has applied in ``cairn_migrations``
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", _M001),
+    ("m002_leases", _M002),  # several gateways, one fleet: cairn_gateway.leases
 ]
 
 _TEMP = """
@@ -269,12 +361,12 @@ _ROLLUP = """
     SELECT stream_id, (floor(t / WIDTH) * WIDTH)::bigint AS b, count(*), sum(value),
            min(value), max(value)
     FROM batch WHERE kind = %s AND stream_id = ANY(%s::bigint[]) AND value IS NOT NULL
-        AND abs(value) <= BOUND
+        AND abs(value) <= BOUND AND abs(t) < TIMES
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (stream_id, bucket) DO UPDATE SET
         n = TABLE.n + excluded.n, total = TABLE.total + excluded.total,
         lo = least(TABLE.lo, excluded.lo), hi = greatest(TABLE.hi, excluded.hi)
-""".replace("BOUND", repr(ROLLUP_BOUND))
+""".replace("BOUND", repr(ROLLUP_BOUND)).replace("TIMES", repr(ROLLUP_TIMES))
 # (the streams as a bigint[]: a list of small ids is dumped as smallint[], and bigint =
 # ANY(smallint[]) is searched element by element for each row of the batch, where a bigint[]
 # is hashed: 1,000 streams took 100 ms a statement for 60,000 rows)
@@ -284,7 +376,7 @@ _UNROLLED = f"""
     INSERT INTO rollup_skipped (stream_id, n)
     SELECT stream_id, count(*) FROM batch
     WHERE kind = %s AND stream_id = ANY(%s::bigint[]) AND value IS NOT NULL
-        AND NOT abs(value) <= {ROLLUP_BOUND!r}
+        AND NOT (abs(value) <= {ROLLUP_BOUND!r} AND abs(t) < {ROLLUP_TIMES!r})
     GROUP BY 1 ORDER BY 1
     ON CONFLICT (stream_id) DO UPDATE SET n = rollup_skipped.n + excluded.n"""  # noqa: S608
 
@@ -319,29 +411,40 @@ class PostgresStore(Store):
     conn: PgConn
 
     def __init__(self, target: str | Path, *args: Any, pool_size: int = POOL_SIZE,
+                 timeout: float = CONNECT_TIMEOUT, migrating: bool = False,
                  **kwargs: Any) -> None:
         url = str(target)
         self.target = url
         self.where = redact_url(url)
         self.path = None
+        quiet_tracebacks("psycopg.pool")  # (a line per reconnection try: the outage's is ours)
+        self.retried = 0  # ingest transactions run again after a deadlock or serialisation
+        self.full: str | None = None  # the last write's disk-full error, until one succeeds
         try:
             pool: ConnectionPool[Any] = ConnectionPool(
                 url, min_size=1, max_size=max(1, pool_size), open=False,
-                timeout=CONNECT_TIMEOUT, check=ConnectionPool.check_connection,
+                timeout=min(timeout, POOL_WAIT), check=ConnectionPool.check_connection,
+                reconnect_timeout=RECONNECT_FOR,
                 configure=self._configure, name="cairn-store",
-                kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT),
+                kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout)),
                         "application_name": "cairn-gateway"})
         except (psycopg.Error, ValueError) as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
         self.conn = PgConn(pool, self.where)
+        try:  # a server down or a bad URL said at once (the pool would retry until timeout)
+            psycopg.connect(url, connect_timeout=max(1, round(timeout))).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
         try:
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
-            problem = self._why_not(url)
+            problem = _why_not(url)
             pool.close()
             raise StoreError(f"{self.where}: cannot connect: {problem}") from None
         try:
             self._migrate()
+            if not migrating:
+                self._refuse_unfinished_migration()
             self._months: set[str] = self._partitions()
             self.timescale = bool(self.conn.execute(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone())
@@ -351,15 +454,6 @@ class PostgresStore(Store):
         if self.timescale:
             log.info("%s: TimescaleDB is available; samples stay on monthly partitions",
                      self.where)
-
-    @staticmethod
-    def _why_not(url: str) -> str:
-        """Why a connection fails (the pool only says it timed out)."""
-        try:
-            with psycopg.connect(url, connect_timeout=3):
-                return "the server answered only now (try again)"
-        except psycopg.Error as exc:
-            return _first_line(exc)
 
     @staticmethod
     def _configure(c: psycopg.Connection[Any]) -> None:
@@ -386,6 +480,18 @@ class PostgresStore(Store):
                                (name, time.time()))
                     log.info("%s: applied migration %s", self.where, name)
 
+    def _refuse_unfinished_migration(self) -> None:
+        """A database that ``cairn gateway store migrate`` began to fill and did not finish is
+        not opened (a gateway writing there would take ids the rest of the copy brings)."""
+        if self.conn.execute("SELECT to_regclass('cairn_migrate')").fetchone() == (None,):
+            return
+        row = self.conn.execute("SELECT count(*) FILTER (WHERE NOT done), min(source) "
+                                "FROM cairn_migrate").fetchone()
+        if row and row[0]:
+            raise StoreError(f"{self.where}: the migration of {row[1]} into this database is "
+                             "not finished: run `cairn gateway store migrate` again to finish "
+                             "it before a gateway uses the store")
+
     def applied(self) -> list[str]:
         """The migrations this database holds."""
         return [str(r[0]) for r in self.conn.execute(
@@ -396,17 +502,21 @@ class PostgresStore(Store):
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'samples'::regclass")}
 
-    def _ensure_months(self, times: Sequence[float]) -> None:
-        """Make the monthly partitions these times need (under an advisory lock: two
-        gateways make each once)."""
-        if not times:
-            return
-        first = _month(min(times))  # a batch within one month it has: nothing to do
-        if first is not None and first == _month(max(times)) \
-                and _partition(first) in self._months:
-            return
-        wanted = {m for m in map(_month, times) if m is not None}
+    def _ensure_months(self, times: Iterable[float], at_most: int | None = NEW_MONTHS) -> None:
+        """Make the monthly partitions these times need, ``at_most`` of them (the latest: the
+        rest wait in ``samples_other`` for a later batch; None: all, for a migration of the
+        operator's own data), under an advisory lock (two gateways make each once). A month's
+        samples already in ``samples_other`` (a batch past the bound) move to its new
+        partition."""
+        seq = times if isinstance(times, Sequence) else list(times)
+        if seq:  # a batch within one month already made (the common case): nothing to do
+            first = _month(min(seq))
+            if first is not None and first == _month(max(seq)) \
+                    and _partition(first) in self._months:
+                return
+        wanted = {m for m in map(_month, seq) if m is not None}
         missing = sorted(m for m in wanted if _partition(m) not in self._months)
+        missing = missing[-at_most:] if at_most is not None else missing
         if not missing:
             return
         with self.conn.transaction() as tx:
@@ -417,11 +527,22 @@ class PostgresStore(Store):
             for m in missing:
                 name = _partition(m)
                 if name not in have:
-                    lo, hi = m.timestamp(), _next_month(m).timestamp()
-                    tx.execute(f"CREATE TABLE {name} PARTITION OF samples "
-                               f"FOR VALUES FROM ({lo!r}) TO ({hi!r})")
+                    self._attach(tx, name, m.timestamp(), _next_month(m).timestamp())
                     have.add(name)
-            self._months = have
+        self._months = have  # (once committed: a lost commit makes them again next time)
+
+    @staticmethod
+    def _attach(tx: psycopg.Connection[Any], name: str, lo: float, hi: float) -> None:
+        """Partition ``name`` for [lo, hi), with the rows ``samples_other`` holds there."""
+        tx.execute(f"CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)")
+        tx.execute(f"WITH moved AS (DELETE FROM samples_other WHERE t >= %s AND t < %s "  # noqa: S608
+                   f"RETURNING *) INSERT INTO {name} SELECT * FROM moved", (lo, hi))
+        tx.execute(f"ALTER TABLE samples ATTACH PARTITION {name} "
+                   f"FOR VALUES FROM ({lo!r}) TO ({hi!r})")
+
+    def stream(self, device_id: int, name: str, log_key: bytes, unit: str | None = None) -> int:
+        # (a name with NUL is stored with U+FFFD: compared as stored)
+        return super().stream(device_id, name.replace("\x00", NUL_AS), log_key, unit)
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -451,13 +572,19 @@ class PostgresStore(Store):
         self._ensure_months([r[1] for r in rows])
         for attempt in range(RETRIES):
             try:
-                return self._ingest_once(items, rows, block_rows, refused, stored)
+                got = self._ingest_once(items, rows, block_rows, refused, stored)
             except StoreError as exc:
+                if "disk is full" in str(exc):
+                    self.full = str(exc)
                 if ("deadlock detected" not in str(exc) and "serializ" not in str(exc)) \
                         or attempt == RETRIES - 1:
                     raise
                 stored.clear()
+                self.retried += 1
                 log.debug("ingest retried: %s", exc)
+            else:
+                self.full = None
+                return got
         raise AssertionError("unreachable")
 
     def _ingest_once(self, items: Sequence[IngestItem], rows: list[SampleRow],
@@ -538,7 +665,7 @@ class PostgresStore(Store):
                                         "+ %s WHERE id = %s", updates)
                     if units:
                         cur.executemany("UPDATE streams SET unit = coalesce(unit, %s) "
-                                        "WHERE id = %s", [(u, sid) for sid, u in units])
+                                        "WHERE id = %s", [_no_nul((u, sid)) for sid, u in units])
         order: list[int] = []
         for item in items:
             if item.stream_id not in order:
@@ -577,11 +704,15 @@ class PostgresStore(Store):
         return out
 
     def writable(self) -> str | None:
+        """Why the server takes no writes now: unreachable, a standby, or its disk full at
+        the last ingest (None: it takes them)."""
         try:
             row = self.conn.execute("SELECT pg_is_in_recovery()").fetchone()
         except StoreError as exc:
             return str(exc)
-        return "it is a read-only standby" if row and row[0] else None
+        if row and row[0]:
+            return "it is a read-only standby"
+        return self.full
 
     def used_bytes(self) -> int:
         row = self.conn.execute(

@@ -187,6 +187,23 @@ def m008_reach(db: sqlite_utils.Database) -> None:
     """)
 
 
+@MIGRATIONS()
+def m009_leases(db: sqlite_utils.Database) -> None:
+    """Several gateways, one fleet (:mod:`cairn_gateway.leases`): ``gateways`` (each gateway's
+    public key hex, name, last heartbeat, what it advertises, when it stopped cleanly) and
+    ``leases`` (which gateway collects each device, until when, since when); times by the
+    database's clock. One gateway on SQLite holds every device and never writes them."""
+    db.executescript("""
+        CREATE TABLE IF NOT EXISTS gateways (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', heartbeat REAL NOT NULL,
+            started REAL NOT NULL, advertises TEXT NOT NULL DEFAULT '', stopped REAL);
+        CREATE TABLE IF NOT EXISTS leases (
+            record_key BLOB PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL,
+            since REAL NOT NULL);
+        CREATE INDEX IF NOT EXISTS leases_holder ON leases (holder);
+    """)
+
+
 _BATCH = """CREATE TEMP TABLE IF NOT EXISTS batch (
     stream_id INTEGER NOT NULL, t REAL NOT NULL, value REAL, text TEXT,
     block INTEGER NOT NULL, fork INTEGER NOT NULL, k INTEGER NOT NULL, kind INTEGER NOT NULL)"""
