@@ -705,14 +705,16 @@ class PostgresStore(Store):
 
     def writable(self) -> str | None:
         """Why the server takes no writes now: unreachable, a standby, or its disk full at
-        the last ingest (None: it takes them)."""
+        the last ingest (None: it takes them). Without the server's address: ``/readyz``, which
+        says it, needs no token."""
         try:
             row = self.conn.execute("SELECT pg_is_in_recovery()").fetchone()
         except StoreError as exc:
-            return str(exc)
+            log.debug("readiness: %s", exc)
+            return "not answering (the gateway's log names it and says why)"
         if row and row[0]:
             return "it is a read-only standby"
-        return self.full
+        return None if self.full is None else _unnamed(self.full, self.where)
 
     def used_bytes(self) -> int:
         row = self.conn.execute(
@@ -720,3 +722,9 @@ class PostgresStore(Store):
             "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
         ).fetchone()
         return int(row[0])
+
+
+def _unnamed(problem: str, where: str) -> str:
+    """A store error without the server's address (user, host, port, database) in it."""
+    return problem.removeprefix(f"{where}: ").replace(where, "the server")
+
