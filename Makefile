@@ -200,6 +200,7 @@ bench: $(PIP_STAMP) npm postgres
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/store.py
 	$(BIN)/python bench/pg_sizes.py
 	$(BIN)/python bench/store_migrate.py
 	$(BIN)/python bench/failover.py
