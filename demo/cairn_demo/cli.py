@@ -114,19 +114,10 @@ def demo(duration: float | None, data: Path, api_port: int, broker: str, fresh: 
 
 def _check_store(url: str) -> None:
     """``--store``: a PostgreSQL URL without a password (the gateway's config refuses one)."""
-    from urllib.parse import urlsplit
+    from cairn_gateway.store import check_url
 
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
-    except ValueError as exc:
-        raise DemoDataError(f"--store is not a URL: {exc}") from None
-    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-        raise DemoDataError(f"--store {url!r} is not a postgresql://user@host[:port]/dbname "
-                            "URL")
-    if parts.password is not None:
-        raise DemoDataError("--store holds a password: give it in PGPASSWORD or ~/.pgpass "
-                            "(the gateway reads them too)")
+    check_url(url, "--store", DemoDataError,
+              "give it in PGPASSWORD or ~/.pgpass (the gateway reads them too)")
 
 
 def _port_free(port: int) -> bool:

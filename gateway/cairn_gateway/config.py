@@ -333,20 +333,10 @@ def render_config(cfg: GatewayConfig, base: Path) -> str:
 
 def _store_url(url: str) -> str:
     """``[store].url``: empty, or a PostgreSQL URL without a password."""
-    if not url:
-        return ""
-    from urllib.parse import urlsplit
+    if url:
+        from cairn_gateway.store.base import check_url
 
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
-    except ValueError as exc:
-        raise ConfigError(f"[store].url is not a URL: {exc}") from None
-    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-        raise ConfigError("[store].url must be a postgresql://user@host[:port]/dbname URL "
-                          "(leave it empty for SQLite in the data directory)")
-    if parts.password is not None:
-        raise ConfigError("[store].url holds a password: put it in [store].password_file "
-                          "(one line, mode 0600) and take it out of the URL")
+        check_url(url, "[store].url", ConfigError, "put it in [store].password_file (one "
+                  "line, mode 0600) and take it out of the URL")
     return url
 

@@ -82,10 +82,9 @@ def store_migrate(config_path: Path, source: Path | None, target: str | None,
 def _migrate_ends(config_path: Path, source: Path | None, target: str | None,
                   password_file: Path | None) -> tuple[Path, str]:
     """The migration's source file and target URL, from the options or the config."""
-    from urllib.parse import urlsplit
-
     from cairn_gateway.cli import _config, _Usage
     from cairn_gateway.daemon import store_target
+    from cairn_gateway.store import check_url
 
     cfg = None if source is not None and target is not None else _config(config_path)
     if source is None:
@@ -98,16 +97,8 @@ def _migrate_ends(config_path: Path, source: Path | None, target: str | None,
     else:
         if not target.strip():
             raise _Usage("--to is empty: give a postgresql://user@host[:port]/dbname URL")
-        try:
-            parts = urlsplit(target)
-            parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
-        except ValueError as exc:
-            raise _Usage(f"--to is not a URL: {exc}") from None
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-            raise _Usage(f"--to {target!r} is not a postgresql://user@host[:port]/dbname URL")
-        if parts.password is not None:
-            raise _Usage("--to holds a password (the process list and the shell's history "
-                         "would show it): use --password-file, PGPASSWORD or ~/.pgpass")
+        check_url(target, "--to", _Usage, "the process list and the shell's history would "
+                  "show it: use --password-file, PGPASSWORD or ~/.pgpass")
         cfg = GatewayConfig(data_dir=source.parent, key_file=source.parent / "gateway.seed",
                             store_url=target, store_password_file=password_file)
     try:

@@ -29,7 +29,7 @@ default (:mod:`.sqlite`), and PostgreSQL, for a fleet past one machine and sever
   states`), so they reach back as far as the samples' retention.
 """
 
-from cairn_gateway.store.base import Conn, Store, bucket_sql, is_url, now_sql
+from cairn_gateway.store.base import Conn, Store, bucket_sql, check_url, is_url, now_sql
 from cairn_gateway.store.common import (
     BOOLEAN,
     DATA,
@@ -51,5 +51,5 @@ from cairn_gateway.store.sqlite import MIGRATIONS, SQLiteStore
 
 __all__ = ["BOOLEAN", "DATA", "KINDS", "MIGRATIONS", "MISSING_REASONS", "NUMBER", "ROLLED_UP",
            "ROLLUP_BOUND", "STRING", "Conn", "IngestItem", "RollupRow", "SQLiteStore", "Series",
-           "Store", "StoreError", "bucket_sql", "describe_missing", "is_url", "kind_code",
-           "now_sql", "typed_value"]
+           "Store", "StoreError", "bucket_sql", "check_url", "describe_missing", "is_url",
+           "kind_code", "now_sql", "typed_value"]

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 from cairn.frames import Frame
 from cairn_gateway.store.common import IngestItem, RollupRow, Series, StoreError, typed_value
 
-__all__ = ["PORTABLE", "Conn", "Cursor", "Store", "bucket_sql", "is_url", "now_sql"]
+__all__ = ["PORTABLE", "Conn", "Cursor", "Store", "bucket_sql", "check_url", "is_url", "now_sql"]
 
 #: What the SQL written once for both engines keeps to (checked by the store tests running
 #: every query on both): ``?`` placeholders; ``ON CONFLICT ... DO NOTHING`` (never ``INSERT OR
@@ -74,6 +74,24 @@ def now_sql(conn: Conn) -> str:
     if conn.dialect == "postgresql":
         return "extract(epoch FROM clock_timestamp())::double precision"
     return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def check_url(url: str, name: str, error: type[Exception], password: str) -> None:
+    """Refuse (``error``, naming ``name``: ``--to``, ``[store].url``...) a store URL a person
+    gave that is not ``postgresql://user@host[:port]/dbname``, or that holds a password (it
+    would show in configs, the process list, a shell's history); ``password`` says where the
+    password goes instead."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port (a ValueError when it is not one)
+    except ValueError as exc:
+        raise error(f"{name} is not a URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise error(f"{name} {url!r} is not a postgresql://user@host[:port]/dbname URL")
+    if parts.password is not None:
+        raise error(f"{name} holds a password: {password}")
 
 
 def is_url(target: str | Path) -> bool:

@@ -327,10 +327,7 @@ class SQLiteStore(Store):
 
     def ingest(self, stream_id: int, blocks: Iterable[tuple[int, int, Frame]],
                window: tuple[float, float] | None = None) -> int:
-        """Store the samples of verified blocks (index, fork, frame) of one stream, in one
-        transaction; blocks already ingested are skipped. Returns samples newly stored. With
-        ``window`` (lo, hi): samples timed outside [lo, hi] are not stored but counted in the
-        stream's ``refused``; their blocks count as ingested all the same (exactly once)."""
+        """(:meth:`Store.ingest`)"""
         c = self.conn
         rows: list[SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
@@ -371,13 +368,7 @@ class SQLiteStore(Store):
         return stored
 
     def ingest_many(self, items: Sequence[IngestItem]) -> list[int | None]:
-        """Store the verified blocks of many streams in ONE transaction (live push: what the
-        connected devices sent within a short window), with :meth:`ingest`'s rules per
-        stream: exactly once (blocks ingested before are skipped), samples outside the
-        item's window refused and counted, the stream's kind, unit and rollups kept. Returns,
-        per item, how many of its samples were refused for their time, or None when its
-        stream is stopped (nothing of it stored). All or nothing: a database error stores
-        nothing of any item (:class:`StoreError`)."""
+        """(:meth:`Store.ingest_many`)"""
         c = self.conn
         rows: list[SampleRow] = []
         block_rows: list[tuple[int, int, int, int]] = []
