@@ -148,6 +148,8 @@ SLOW: tuple[str, ...] = (
     "integration/demo/test_reliability_chaos.py::test_chaos",
     "integration/core/test_log_crash.py::test_kill_writer_during_appends",
     "integration/demo/test_e2e.py::test_the_whole_system",
+    "integration/gateway/test_dialout.py::"
+    "test_a_flood_of_unknown_keys_is_bounded_and_the_honest_edge_is_served",
     "unit/core/test_dht_sim.py::test_reads_survive_30_percent_churn_and_20_percent_loss",
     "integration/core/test_reliability_hostile.py::test_hostile_peers_do_not_take_the_server_down",
     "integration/edge/test_reliability_mqtt_flood.py"

@@ -314,7 +314,11 @@ def test_a_flood_of_unknown_keys_is_bounded_and_the_honest_edge_is_served(
                 tasks = [asyncio.create_task(s.run()) for s in strangers]
                 try:
                     async with dialling(dialer_for(edge, gw.key.public_key, gw.address)):
-                        await until(lambda: gw.samples(name) == 1, 30)
+                        # served at all, however loaded the machine: the strangers redial ten
+                        # times as often and every refusal costs a Noise handshake, so on a
+                        # quiet machine the edge wins a slot after 3-12 s, and under make test's
+                        # four workers it once took more than the 30 s this waited
+                        await until(lambda: gw.samples(name) == 1, 120)
                         peak = max(peak, gw.listener.open)
                 finally:
                     for t in tasks:
