@@ -24,12 +24,13 @@ from cairn_gateway.store.common import IngestItem, RollupRow, Series, StoreError
 __all__ = ["PORTABLE", "Conn", "Cursor", "Store", "bucket_sql", "check_url", "is_url", "now_sql"]
 
 #: What the SQL written once for both engines keeps to (checked by the store tests running
-#: every query on both): ``?`` placeholders; ``ON CONFLICT ... DO NOTHING`` (never ``INSERT OR
-#: IGNORE``); upsert expressions naming their table (``devices.name``, not ``name``); ``count(*)
-#: FILTER (WHERE ...)`` rather than a sum of booleans; ``CAST(sum(x) AS BIGINT)`` for sums of
-#: integers (PostgreSQL's is numeric); ``TRUE`` not ``1``; no scalar ``min(a, b)``; buckets of
-#: times through :func:`bucket_sql` (SQLite's CAST truncates, PostgreSQL's rounds).
-PORTABLE = __doc__
+#: every query on both).
+PORTABLE = (
+    "? placeholders; ON CONFLICT ... DO NOTHING (never INSERT OR IGNORE); upsert expressions "
+    "naming their table (devices.name, not name); count(*) FILTER (WHERE ...) rather than a "
+    "sum of booleans; CAST(sum(x) AS BIGINT) for sums of integers (PostgreSQL's is numeric); "
+    "TRUE, not 1; no scalar min(a, b); buckets of times through bucket_sql (SQLite's CAST "
+    "truncates, PostgreSQL's rounds)")
 
 
 class Cursor(Protocol):

@@ -12,7 +12,7 @@ from cairn.frames import Frame
 
 __all__ = ["BOOLEAN", "DATA", "KINDS", "MISSING_REASONS", "NUMBER", "ROLLED_UP", "ROLLUP_BOUND",
            "STRING", "IngestItem", "RollupRow", "SampleRow", "Series", "StoreError",
-           "describe_missing", "kind_code", "rows_of", "typed_value"]
+           "describe_missing", "kind_code", "rows_of", "stream_kinds", "tally", "typed_value"]
 
 
 #: what each reason of a hole means, for people (API, CLI, logs)
@@ -127,4 +127,33 @@ class IngestItem:
 #: 10**18 values within the bound stays finite (1e290 * 1e18 < 1.7e308), whatever range a
 #: query spans, so no rollup and no mean becomes inf or NaN. No sensor reads near 1e290.
 ROLLUP_BOUND = 1e290
+
+
+def stream_kinds(known: dict[int, str | None], rows: Iterable[SampleRow]
+                 ) -> tuple[dict[int, str | None], dict[int, str]]:
+    """Each stream's kind of value: ``known`` (as stored: None before its first sample), else
+    its first new sample's (by time, block, position) among ``rows`` (one pass). Returns the
+    kinds of the streams of ``known``, and those newly found (to record)."""
+    first: dict[int, SampleRow] = {}
+    for r in rows:
+        if known.get(r[0], "") is None:
+            f = first.get(r[0])
+            if f is None or (r[1], r[4], r[6]) < (f[1], f[4], f[6]):
+                first[r[0]] = r
+    found = {sid: KINDS[r[7]] for sid, r in first.items()}
+    return {sid: k if k is not None else found.get(sid) for sid, k in known.items()}, found
+
+
+def tally(rows: Iterable[SampleRow], kinds: dict[int, str | None]
+          ) -> tuple[dict[int, int], dict[int, int]]:
+    """Per stream: how many of ``rows``, and how many of them are not of the stream's kind
+    (stored, not rolled up: ``streams.other_kind``)."""
+    count: dict[int, int] = {}
+    other: dict[int, int] = {}
+    for r in rows:
+        count[r[0]] = count.get(r[0], 0) + 1
+        of = kinds.get(r[0])
+        if of is not None and KINDS[r[7]] != of:
+            other[r[0]] = other.get(r[0], 0) + 1
+    return count, other
 

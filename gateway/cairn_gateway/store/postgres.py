@@ -68,6 +68,8 @@ from cairn_gateway.store.common import (
     SampleRow,
     StoreError,
     rows_of,
+    stream_kinds,
+    tally,
 )
 
 __all__ = ["MIGRATIONS", "PgConn", "PostgresStore", "StoreConflict", "redact_url"]
@@ -399,6 +401,13 @@ def _next_month(m: datetime) -> datetime:
     return datetime(m.year + (m.month == 12), m.month % 12 + 1, 1, tzinfo=UTC)
 
 
+def _partitions_of(tx: psycopg.Connection[Any]) -> set[str]:
+    """The names of ``samples``' partitions (the months made, and ``samples_other``)."""
+    return {str(r[0]) for r in tx.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'samples'::regclass")}
+
+
 def _partition(m: datetime) -> str:
     return f"samples_y{m.year:04d}m{m.month:02d}"
 
@@ -498,9 +507,8 @@ class PostgresStore(Store):
             "SELECT name FROM cairn_migrations ORDER BY name")]
 
     def _partitions(self) -> set[str]:
-        return {str(r[0]) for r in self.conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'samples'::regclass")}
+        with self.conn.transaction() as tx:
+            return _partitions_of(tx)
 
     def _ensure_months(self, times: Iterable[float], at_most: int | None = NEW_MONTHS) -> None:
         """Make the monthly partitions these times need, ``at_most`` of them (the latest: the
@@ -521,9 +529,7 @@ class PostgresStore(Store):
             return
         with self.conn.transaction() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('cairn-store-partitions'))")
-            have = {str(r[0]) for r in tx.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'samples'::regclass")}
+            have = _partitions_of(tx)
             for m in missing:
                 name = _partition(m)
                 if name not in have:
@@ -613,26 +619,14 @@ class PostgresStore(Store):
                     mine.append(r)
             for sid in ids:
                 refused[sid] = [b for b in refused[sid] if (sid, b) in new]
-            kinds: dict[int, str | None] = {}
-            first_kinds: list[tuple[str, int]] = []
-            for sid in sorted(live):  # each stream's kind: as stored, or its first new sample's
-                known = state[sid][1]
-                if known is None:
-                    its = [r for r in mine if r[0] == sid]
-                    if its:
-                        known = KINDS[min(its, key=lambda r: (r[1], r[4], r[6]))[7]]
-                        first_kinds.append((known, sid))
-                kinds[sid] = None if known is None else str(known)
+            kinds, found = stream_kinds(
+                {sid: None if state[sid][1] is None else str(state[sid][1]) for sid in live},
+                mine)
+            first_kinds = sorted((k, sid) for sid, k in found.items())
             blocks_of: dict[int, int] = {}
             for sid, _b in new:
                 blocks_of[sid] = blocks_of.get(sid, 0) + 1
-            other: dict[int, int] = {}
-            count: dict[int, int] = {}
-            for r in mine:
-                count[r[0]] = count.get(r[0], 0) + 1
-                of = kinds.get(r[0])
-                if of is not None and KINDS[r[7]] != of:
-                    other[r[0]] = other.get(r[0], 0) + 1
+            count, other = tally(mine, kinds)
             updates = [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
                        for sid in sorted(live) if sid in blocks_of]
             units = sorted({(item.stream_id, item.unit) for item in items
@@ -695,12 +689,11 @@ class PostgresStore(Store):
     @staticmethod
     def _partitions_before(tx: psycopg.Connection[Any], before: float) -> list[str]:
         out = []
-        for (name,) in tx.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'samples'::regclass AND c.relname LIKE 'samples_y%%'"):
-            y, m = int(name[9:13]), int(name[14:16])
-            if _next_month(datetime(y, m, 1, tzinfo=UTC)).timestamp() <= before:
-                out.append(str(name))
+        for name in _partitions_of(tx):
+            if name.startswith("samples_y"):  # (not samples_other)
+                y, m = int(name[9:13]), int(name[14:16])
+                if _next_month(datetime(y, m, 1, tzinfo=UTC)).timestamp() <= before:
+                    out.append(name)
         return out
 
     def writable(self) -> str | None:

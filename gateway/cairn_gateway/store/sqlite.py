@@ -23,6 +23,8 @@ from cairn_gateway.store.common import (
     SampleRow,
     StoreError,
     rows_of,
+    stream_kinds,
+    tally,
 )
 
 __all__ = ["MIGRATIONS", "SQLiteConn", "SQLiteStore", "used_bytes", "vacuum"]
@@ -361,7 +363,7 @@ class SQLiteStore(Store):
                       "kind) SELECT stream_id, t, value, text, block, fork, k, kind FROM batch")
             stored = c.total_changes - mark
             c.execute("DELETE FROM batch")
-            other = sum(1 for r in rows if kind is not None and KINDS[r[7]] != kind)
+            other = tally(rows, {stream_id: kind})[1].get(stream_id, 0)
             c.execute("UPDATE streams SET stored_blocks = stored_blocks + ?, "
                       "refused = refused + ?, other_kind = other_kind + ? WHERE id = ?",
                       (len(block_rows), len(out), other, stream_id))
@@ -402,15 +404,11 @@ class SQLiteStore(Store):
             c.executemany("INSERT INTO blocks (stream_id, block, fork, samples) "
                           "VALUES (?, ?, ?, ?)", block_rows)
             c.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            kinds: dict[int, str | None] = {}
-            for sid in live:  # each stream's kind: as stored, or its first new sample's
-                known = state[sid][1]
-                if known is None:
-                    mine = [r for r in rows if r[0] == sid]
-                    if mine:
-                        known = KINDS[min(mine, key=lambda r: (r[1], r[4], r[6]))[7]]
-                        c.execute("UPDATE streams SET kind = ? WHERE id = ?", (known, sid))
-                kinds[sid] = None if known is None else str(known)
+            kinds, found = stream_kinds(
+                {sid: None if state[sid][1] is None else str(state[sid][1]) for sid in live},
+                rows)
+            c.executemany("UPDATE streams SET kind = ? WHERE id = ?",
+                          [(k, sid) for sid, k in sorted(found.items())])
             for kind in sorted({k for k in kinds.values() if k in ROLLED_UP}):
                 of_kind = [sid for sid, k in kinds.items() if k == kind]
                 c.executemany("INSERT INTO batch_streams VALUES (?)", [(s,) for s in of_kind])
@@ -425,11 +423,7 @@ class SQLiteStore(Store):
             blocks_of: dict[int, int] = {}
             for br in block_rows:
                 blocks_of[br[0]] = blocks_of.get(br[0], 0) + 1
-            other: dict[int, int] = {}
-            for r in rows:
-                of = kinds.get(r[0])
-                if of is not None and KINDS[r[7]] != of:
-                    other[r[0]] = other.get(r[0], 0) + 1
+            _count, other = tally(rows, kinds)
             c.executemany("UPDATE streams SET stored_blocks = stored_blocks + ?, "
                           "refused = refused + ?, other_kind = other_kind + ? WHERE id = ?",
                           [(blocks_of.get(sid, 0), len(refused[sid]), other.get(sid, 0), sid)
@@ -444,15 +438,11 @@ class SQLiteStore(Store):
     def _kind(self, stream_id: int, rows: list[SampleRow]) -> str | None:
         """The stream's kind of value: as stored, or (the first time) its first new sample's,
         recorded in the open transaction. None: no samples yet."""
-        row = self.conn.execute("SELECT kind FROM streams WHERE id = ?", (stream_id,)).fetchone()
-        if row is not None and row[0] is not None:
-            return str(row[0])
-        if not rows:
-            return None
-        first = min(rows, key=lambda r: (r[1], r[4], r[6]))  # (time, block, position)
-        kind = KINDS[first[7]]
-        self.conn.execute("UPDATE streams SET kind = ? WHERE id = ?", (kind, stream_id))
-        return kind
+        kinds, found = stream_kinds({stream_id: self.kind(stream_id)}, rows)
+        if found:
+            self.conn.execute("UPDATE streams SET kind = ? WHERE id = ?",
+                              (found[stream_id], stream_id))
+        return kinds[stream_id]
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
